@@ -1,0 +1,1 @@
+//! Checkpoint and restore of process trees with ptrace and /proc.

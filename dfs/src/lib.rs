@@ -1,0 +1,4 @@
+//! The shared distributed file system.
+//!
+//! Empty until the DFS issue.
+#![forbid(unsafe_code)]

@@ -1,0 +1,357 @@
+//! Node configuration: a TOML file whose every key is also a command-line flag of `ssid`.
+//!
+//! The same [`ConfigLayer`] type is read from the file and from the flags; the flags are laid
+//! over the file, then [`ConfigLayer::resolve`] fills defaults and checks the result.
+//!
+//! ```toml
+//! id = 1                           # required, 1..=65535, unique in the cluster
+//! name = "n1"                      # default "node-<id>"
+//! listen = "10.0.0.1:7700"         # UDP (gossip) and TCP (RPC) on the same port
+//! seeds = ["10.0.0.2:7700"]        # nodes to join through; tried in order
+//! state_dir = "/var/lib/ssi"       # holds ssid.sock
+//! cluster_key_file = "/etc/ssi/cluster.key"
+//! probe_scope = "host"             # or "hosted", see ProbeScope
+//!
+//! [gossip]
+//! probe_period_ms = 500
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::node::NodeId;
+
+/// Default TCP/UDP port of `ssid`.
+pub const DEFAULT_PORT: u16 = 7700;
+
+/// Which figures a node's probes report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeScope {
+    /// The machine's figures (/proc/loadavg): right when each node is its own machine.
+    #[default]
+    Host,
+    /// Load and process count of the processes this node hosts only: right when several nodes
+    /// share one kernel (the testbed). CPU count and memory stay host-wide.
+    Hosted,
+}
+
+/// One layer of configuration (the file, or the flags): every field optional.
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// Node id, 1..=65535, unique in the cluster (set by the admin).
+    #[arg(long)]
+    pub id: Option<u16>,
+    /// Human-readable node name (default "node-<id>").
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Address to listen on: UDP for gossip and TCP for RPC, same port (default 0.0.0.0:7700).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address of a node to join through; repeat the flag for several.
+    #[arg(long = "seed")]
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
+    /// Directory for the daemon's state and its control socket ssid.sock (default /var/lib/ssi).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// File holding the cluster key shared by all nodes (default /etc/ssi/cluster.key).
+    #[arg(long)]
+    pub cluster_key_file: Option<PathBuf>,
+    /// What the probes measure: the whole host, or what this node hosts.
+    #[arg(long, value_enum)]
+    pub probe_scope: Option<ProbeScope>,
+    /// Membership (SWIM) timing knobs.
+    #[command(flatten)]
+    #[serde(default)]
+    pub gossip: GossipLayer,
+}
+
+/// Membership timing knobs, all optional; see [`GossipConfig`] for their meaning.
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct GossipLayer {
+    /// Milliseconds between two probes of a random member.
+    #[arg(long)]
+    pub probe_period_ms: Option<u64>,
+    /// Milliseconds to wait for a direct ack before asking others to probe indirectly.
+    #[arg(long)]
+    pub probe_rtt_ms: Option<u64>,
+    /// Milliseconds a suspect member has to refute before it is declared dead.
+    #[arg(long)]
+    pub suspect_to_down_ms: Option<u64>,
+    /// Milliseconds between two rounds of piggy-back gossip.
+    #[arg(long)]
+    pub gossip_interval_ms: Option<u64>,
+    /// Milliseconds between two probe-data (CPU, memory, load) broadcasts of this node.
+    #[arg(long)]
+    pub info_interval_ms: Option<u64>,
+    /// Milliseconds between two join attempts while this node knows no other member.
+    #[arg(long)]
+    pub join_retry_ms: Option<u64>,
+    /// Expected number of nodes; sizes how many times each update is re-sent.
+    #[arg(long)]
+    pub expected_size: Option<u32>,
+}
+
+/// Membership timing, resolved.
+///
+/// Tuning: failure detection takes about `probe_period + probe_rtt + suspect_to_down` plus a
+/// few gossip rounds to spread the verdict. Shorter periods detect faster but cost more packets
+/// (each member sends about `1000/probe_period_ms` probes and `1000/gossip_interval_ms` gossip
+/// messages a second) and raise false suspicions on a loaded or lossy network; a longer
+/// `suspect_to_down` gives a slow member time to refute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipConfig {
+    /// Time between two probes of a random member (default 500 ms).
+    pub probe_period: Duration,
+    /// Time to wait for a direct ack before indirect probes (default 250 ms).
+    pub probe_rtt: Duration,
+    /// Time a suspect has to refute before it is declared dead (default 1500 ms).
+    pub suspect_to_down: Duration,
+    /// Time between two piggy-back gossip rounds (default 200 ms).
+    pub gossip_interval: Duration,
+    /// Time between two probe-data broadcasts (default 1000 ms).
+    pub info_interval: Duration,
+    /// Time between join attempts while alone (default 1000 ms).
+    pub join_retry: Duration,
+    /// Expected cluster size (default 16).
+    pub expected_size: u32,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipLayer::default().resolve()
+    }
+}
+
+impl GossipLayer {
+    fn over(self, base: GossipLayer) -> GossipLayer {
+        GossipLayer {
+            probe_period_ms: self.probe_period_ms.or(base.probe_period_ms),
+            probe_rtt_ms: self.probe_rtt_ms.or(base.probe_rtt_ms),
+            suspect_to_down_ms: self.suspect_to_down_ms.or(base.suspect_to_down_ms),
+            gossip_interval_ms: self.gossip_interval_ms.or(base.gossip_interval_ms),
+            info_interval_ms: self.info_interval_ms.or(base.info_interval_ms),
+            join_retry_ms: self.join_retry_ms.or(base.join_retry_ms),
+            expected_size: self.expected_size.or(base.expected_size),
+        }
+    }
+
+    fn resolve(self) -> GossipConfig {
+        let ms = Duration::from_millis;
+        GossipConfig {
+            probe_period: ms(self.probe_period_ms.unwrap_or(500)),
+            probe_rtt: ms(self.probe_rtt_ms.unwrap_or(250)),
+            suspect_to_down: ms(self.suspect_to_down_ms.unwrap_or(1500)),
+            gossip_interval: ms(self.gossip_interval_ms.unwrap_or(200)),
+            info_interval: ms(self.info_interval_ms.unwrap_or(1000)),
+            join_retry: ms(self.join_retry_ms.unwrap_or(1000)),
+            expected_size: self.expected_size.unwrap_or(16),
+        }
+    }
+}
+
+/// A node's configuration, resolved and checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// Node id.
+    pub id: NodeId,
+    /// Node name.
+    pub name: String,
+    /// Gossip (UDP) and RPC (TCP) address.
+    pub listen: SocketAddr,
+    /// Addresses to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Cluster key file.
+    pub cluster_key_file: PathBuf,
+    /// What probes measure.
+    pub probe_scope: ProbeScope,
+    /// Membership timing.
+    pub gossip: GossipConfig,
+}
+
+impl NodeConfig {
+    /// Path of the control socket the `ssi` CLI talks to.
+    pub fn control_socket(&self) -> PathBuf {
+        self.state_dir.join("ssid.sock")
+    }
+}
+
+impl ConfigLayer {
+    /// Parses a TOML configuration file's text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        toml::from_str(text).map_err(|e| {
+            Error::Config(format!(
+                "{}: {}",
+                origin.display(),
+                e.to_string().trim_end()
+            ))
+        })
+    }
+
+    /// Reads and parses a TOML configuration file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Lays `self` (e.g. the flags) over `base` (e.g. the file): set fields of `self` win;
+    /// seeds given on the command line replace those of the file.
+    pub fn over(self, base: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            id: self.id.or(base.id),
+            name: self.name.or(base.name),
+            listen: self.listen.or(base.listen),
+            seeds: if self.seeds.is_empty() {
+                base.seeds
+            } else {
+                self.seeds
+            },
+            state_dir: self.state_dir.or(base.state_dir),
+            cluster_key_file: self.cluster_key_file.or(base.cluster_key_file),
+            probe_scope: self.probe_scope.or(base.probe_scope),
+            gossip: self.gossip.over(base.gossip),
+        }
+    }
+
+    /// Fills defaults and checks the configuration.
+    pub fn resolve(self) -> Result<NodeConfig> {
+        let id = self
+            .id
+            .ok_or_else(|| Error::Config("node id missing: set `id` or --id (1..=65535)".into()))?;
+        if id == 0 {
+            return Err(Error::Config("node id 0 is invalid: use 1..=65535".into()));
+        }
+        let listen = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)));
+        let gossip = self.gossip.resolve();
+        if gossip.probe_rtt >= gossip.probe_period {
+            return Err(Error::Config(format!(
+                "gossip.probe_rtt_ms ({}) must be shorter than gossip.probe_period_ms ({})",
+                gossip.probe_rtt.as_millis(),
+                gossip.probe_period.as_millis()
+            )));
+        }
+        if gossip.probe_period.is_zero() || gossip.gossip_interval.is_zero() {
+            return Err(Error::Config("gossip periods must be above 0 ms".into()));
+        }
+        if gossip.expected_size == 0 {
+            return Err(Error::Config("gossip.expected_size must be at least 1".into()));
+        }
+        let name = self.name.unwrap_or_else(|| format!("node-{id}"));
+        if name.is_empty() || name.len() > 64 {
+            return Err(Error::Config(format!(
+                "node name {name:?}: must be 1 to 64 bytes"
+            )));
+        }
+        Ok(NodeConfig {
+            id: NodeId(id),
+            name,
+            listen,
+            seeds: self.seeds.into_iter().filter(|s| *s != listen).collect(),
+            state_dir: self
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/ssi")),
+            cluster_key_file: self
+                .cluster_key_file
+                .unwrap_or_else(|| PathBuf::from("/etc/ssi/cluster.key")),
+            probe_scope: self.probe_scope.unwrap_or_default(),
+            gossip,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigLayer> {
+        ConfigLayer::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn full_file_parses_and_resolves() {
+        let cfg = parse(
+            r#"
+            id = 3
+            name = "n3"
+            listen = "127.0.0.1:7003"
+            seeds = ["127.0.0.1:7001", "127.0.0.1:7003"]
+            state_dir = "/tmp/n3"
+            cluster_key_file = "/tmp/key"
+            probe_scope = "hosted"
+            [gossip]
+            probe_period_ms = 300
+            probe_rtt_ms = 100
+            "#,
+        )
+        .and_then(ConfigLayer::resolve)
+        .expect("valid config");
+        assert_eq!(cfg.id, NodeId(3));
+        assert_eq!(cfg.name, "n3");
+        // A node never seeds itself.
+        assert_eq!(cfg.seeds, vec!["127.0.0.1:7001".parse().expect("addr")]);
+        assert_eq!(cfg.probe_scope, ProbeScope::Hosted);
+        assert_eq!(cfg.gossip.probe_period, Duration::from_millis(300));
+        assert_eq!(cfg.gossip.suspect_to_down, Duration::from_millis(1500));
+        assert_eq!(cfg.control_socket(), PathBuf::from("/tmp/n3/ssid.sock"));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_name() {
+        let err = parse("id = 1\nlisten_addr = \"1.2.3.4:1\"\n").expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("test.toml"), "{msg}");
+        assert!(msg.contains("listen_addr"), "{msg}");
+    }
+
+    #[test]
+    fn missing_or_zero_id_is_refused() {
+        assert!(parse("name = \"x\"")
+            .and_then(ConfigLayer::resolve)
+            .is_err());
+        let err = parse("id = 0")
+            .and_then(ConfigLayer::resolve)
+            .expect_err("id 0");
+        assert!(err.to_string().contains("node id 0"));
+        assert!(parse("id = 70000").is_err(), "out of u16 range");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = parse("id = 1\nname = \"file\"\nseeds = [\"127.0.0.1:1\"]\n[gossip]\nprobe_period_ms = 900\n")
+            .expect("file");
+        let flags = ConfigLayer {
+            name: Some("flag".into()),
+            gossip: GossipLayer {
+                probe_rtt_ms: Some(100),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let cfg = flags.over(file).resolve().expect("resolves");
+        assert_eq!(cfg.name, "flag");
+        assert_eq!(cfg.seeds.len(), 1);
+        assert_eq!(cfg.gossip.probe_period, Duration::from_millis(900));
+        assert_eq!(cfg.gossip.probe_rtt, Duration::from_millis(100));
+        assert_eq!(cfg.name, "flag");
+        assert_eq!(cfg.listen.port(), DEFAULT_PORT);
+    }
+
+    #[test]
+    fn rtt_longer_than_period_is_refused() {
+        let err = parse("id = 1\n[gossip]\nprobe_period_ms = 100\nprobe_rtt_ms = 200\n")
+            .and_then(ConfigLayer::resolve)
+            .expect_err("bad timing");
+        assert!(err.to_string().contains("probe_rtt_ms"));
+    }
+}
