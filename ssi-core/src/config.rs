@@ -6,7 +6,8 @@
 //! ```toml
 //! id = 1                           # required, 1..=65535, unique in the cluster
 //! name = "n1"                      # default "node-<id>"
-//! listen = "10.0.0.1:7700"         # UDP (gossip) and TCP (RPC) on the same port
+//! listen = "0.0.0.0:7700"          # UDP (gossip) and TCP (RPC) on the same port
+//! advertise = "10.0.0.1:7700"      # where others reach us (default: listen)
 //! seeds = ["10.0.0.2:7700"]        # nodes to join through; tried in order
 //! state_dir = "/var/lib/ssi"       # holds ssid.sock
 //! cluster_key_file = "/etc/ssi/cluster.key"
@@ -53,6 +54,10 @@ pub struct ConfigLayer {
     /// Address to listen on: UDP for gossip and TCP for RPC, same port (default 0.0.0.0:7700).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Address other nodes reach this one at (default: `listen`, which must then be a
+    /// specific address, not 0.0.0.0).
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
     /// Address of a node to join through; repeat the flag for several.
     #[arg(long = "seed")]
     #[serde(default)]
@@ -164,8 +169,10 @@ pub struct NodeConfig {
     pub id: NodeId,
     /// Node name.
     pub name: String,
-    /// Gossip (UDP) and RPC (TCP) address.
+    /// Gossip (UDP) and RPC (TCP) address to bind.
     pub listen: SocketAddr,
+    /// Address other nodes reach this one at.
+    pub advertise: SocketAddr,
     /// Addresses to join through.
     pub seeds: Vec<SocketAddr>,
     /// State directory.
@@ -210,6 +217,7 @@ impl ConfigLayer {
             id: self.id.or(base.id),
             name: self.name.or(base.name),
             listen: self.listen.or(base.listen),
+            advertise: self.advertise.or(base.advertise),
             seeds: if self.seeds.is_empty() {
                 base.seeds
             } else {
@@ -233,6 +241,13 @@ impl ConfigLayer {
         let listen = self
             .listen
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)));
+        let advertise = self.advertise.unwrap_or(listen);
+        if advertise.ip().is_unspecified() || advertise.port() == 0 {
+            return Err(Error::Config(format!(
+                "advertised address {advertise} is not reachable by other nodes: set `advertise` \
+                 (or listen on a specific address and port)"
+            )));
+        }
         let gossip = self.gossip.resolve();
         if gossip.probe_rtt >= gossip.probe_period {
             return Err(Error::Config(format!(
@@ -257,7 +272,12 @@ impl ConfigLayer {
             id: NodeId(id),
             name,
             listen,
-            seeds: self.seeds.into_iter().filter(|s| *s != listen).collect(),
+            advertise,
+            seeds: self
+                .seeds
+                .into_iter()
+                .filter(|s| *s != advertise)
+                .collect(),
             state_dir: self
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/ssi")),
@@ -338,6 +358,12 @@ mod tests {
             },
             ..Default::default()
         };
+        let err = flags.clone().over(file.clone()).resolve().expect_err("0.0.0.0 listen");
+        assert!(err.to_string().contains("advertise"), "{err}");
+        let flags = ConfigLayer {
+            advertise: Some("10.0.0.1:7700".parse().expect("addr")),
+            ..flags
+        };
         let cfg = flags.over(file).resolve().expect("resolves");
         assert_eq!(cfg.name, "flag");
         assert_eq!(cfg.seeds.len(), 1);
@@ -349,7 +375,7 @@ mod tests {
 
     #[test]
     fn rtt_longer_than_period_is_refused() {
-        let err = parse("id = 1\n[gossip]\nprobe_period_ms = 100\nprobe_rtt_ms = 200\n")
+        let err = parse("id = 1\nlisten = \"127.0.0.1:1\"\n[gossip]\nprobe_period_ms = 100\nprobe_rtt_ms = 200\n")
             .and_then(ConfigLayer::resolve)
             .expect_err("bad timing");
         assert!(err.to_string().contains("probe_rtt_ms"));

@@ -6,10 +6,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod control;
 pub mod error;
+pub mod gossip;
 pub mod membership;
 pub mod node;
 pub mod probe;
+pub mod rpc;
 pub mod view;
 pub mod wire;
 

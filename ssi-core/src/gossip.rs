@@ -1,0 +1,317 @@
+//! The runtime that drives the membership core with real I/O: gossip datagrams over UDP,
+//! authenticated with the cluster key, and timers on the tokio clock.
+//!
+//! It runs as one task that owns the [`Membership`] core; the rest of the daemon talks to it
+//! through a [`GossipHandle`] and hears about changes through [`GossipHandle::subscribe`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rand::rngs::StdRng;
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::time::DelayQueue;
+
+use crate::auth::ClusterKey;
+use crate::error::{Error, Result};
+use crate::membership::{MemberEvent, MemberRecord, Membership, Output, TimerEvent};
+use crate::node::{NodeId, NodeIdentity};
+use crate::probe::ProbeData;
+use crate::view::NodeView;
+
+/// The membership core as the daemon runs it.
+pub type Core = Membership<StdRng>;
+
+enum Command {
+    View(oneshot::Sender<Vec<NodeView>>),
+    Identity(oneshot::Sender<NodeIdentity>),
+    ActiveMembers(oneshot::Sender<usize>),
+    ActiveIdentity(NodeId, oneshot::Sender<Option<NodeIdentity>>),
+    Snapshot(oneshot::Sender<Vec<MemberRecord>>),
+    Publish(ProbeData),
+    Admit(MemberRecord),
+    Join {
+        seed: NodeIdentity,
+        members: Vec<MemberRecord>,
+    },
+    Leave(oneshot::Sender<()>),
+}
+
+/// A cheap, clonable handle to the gossip task.
+#[derive(Clone, Debug)]
+pub struct GossipHandle {
+    tx: mpsc::Sender<Command>,
+    events: broadcast::Sender<MemberEvent>,
+}
+
+fn gone() -> Error {
+    Error::Membership("the gossip task has stopped".into())
+}
+
+impl GossipHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    /// One row per known node.
+    pub async fn view(&self) -> Result<Vec<NodeView>> {
+        self.ask(Command::View).await
+    }
+
+    /// This node's current identity.
+    pub async fn identity(&self) -> Result<NodeIdentity> {
+        self.ask(Command::Identity).await
+    }
+
+    /// Number of other active members.
+    pub async fn active_members(&self) -> Result<usize> {
+        self.ask(Command::ActiveMembers).await
+    }
+
+    /// The active member with node id `id`, if any.
+    pub async fn active_identity(&self, id: NodeId) -> Result<Option<NodeIdentity>> {
+        self.ask(|tx| Command::ActiveIdentity(id, tx)).await
+    }
+
+    /// All this node knows of the cluster, to hand to a joining node.
+    pub async fn snapshot(&self) -> Result<Vec<MemberRecord>> {
+        self.ask(Command::Snapshot).await
+    }
+
+    /// Publishes this node's probe data.
+    pub async fn publish(&self, probe: ProbeData) -> Result<()> {
+        self.tx.send(Command::Publish(probe)).await.map_err(|_| gone())
+    }
+
+    /// Takes in a node that joined through us.
+    pub async fn admit(&self, member: MemberRecord) -> Result<()> {
+        self.tx.send(Command::Admit(member)).await.map_err(|_| gone())
+    }
+
+    /// Adopts a seed's membership state and announces ourselves to it.
+    pub async fn join(&self, seed: NodeIdentity, members: Vec<MemberRecord>) -> Result<()> {
+        self.tx
+            .send(Command::Join { seed, members })
+            .await
+            .map_err(|_| gone())
+    }
+
+    /// Leaves the cluster gracefully; returns once the farewell datagrams are sent.
+    pub async fn leave(&self) -> Result<()> {
+        self.ask(Command::Leave).await
+    }
+
+    /// Membership events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MemberEvent> {
+        self.events.subscribe()
+    }
+}
+
+/// Logs a kind of message at most once per interval, counting what it held back.
+#[derive(Debug)]
+pub struct RateLimited {
+    every: Duration,
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl RateLimited {
+    /// At most one line per `every`.
+    pub fn new(every: Duration) -> Self {
+        RateLimited {
+            every,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// Whether to log now; if so, also how many were held back since the last line.
+    pub fn admit(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.duration_since(t) < self.every => {
+                self.held += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held))
+            }
+        }
+    }
+}
+
+struct Agent {
+    core: Core,
+    socket: Arc<UdpSocket>,
+    key: ClusterKey,
+    timers: DelayQueue<TimerEvent>,
+    events: broadcast::Sender<MemberEvent>,
+    bad_packets: RateLimited,
+    protocol_errors: RateLimited,
+}
+
+/// Starts the gossip task on `socket` (already bound); returns its handle.
+pub fn spawn(core: Core, socket: UdpSocket, key: ClusterKey) -> GossipHandle {
+    let (tx, rx) = mpsc::channel(256);
+    let (events, _) = broadcast::channel(1024);
+    let agent = Agent {
+        core,
+        socket: Arc::new(socket),
+        key,
+        timers: DelayQueue::new(),
+        events: events.clone(),
+        bad_packets: RateLimited::new(Duration::from_secs(10)),
+        protocol_errors: RateLimited::new(Duration::from_secs(10)),
+    };
+    tokio::spawn(agent.run(rx));
+    GossipHandle { tx, events }
+}
+
+impl Agent {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            tokio::select! {
+                recv = self.socket.recv_from(&mut buf) => match recv {
+                    Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                    Err(e) => tracing::warn!(error = %e, "gossip socket receive failed"),
+                },
+                Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
+                    let r = self.core.handle_timer(expired.into_inner());
+                    self.note(r);
+                }
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => {
+                        if self.on_command(cmd).await {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+            }
+            self.flush().await;
+        }
+    }
+
+    fn on_datagram(&mut self, packet: &[u8], from: SocketAddr) {
+        match self.key.open_datagram(packet) {
+            Ok(payload) => {
+                let r = self.core.handle_packet(payload);
+                self.note(r);
+            }
+            Err(e) => {
+                if let Some(held) = self.bad_packets.admit() {
+                    tracing::warn!(%from, reason = %e, held_back = held, "dropped gossip datagram");
+                }
+            }
+        }
+    }
+
+    fn note(&mut self, r: Result<()>) {
+        if let Err(e) = r {
+            if let Some(held) = self.protocol_errors.admit() {
+                tracing::debug!(error = %e, held_back = held, "membership protocol error");
+            }
+        }
+    }
+
+    /// Handles a command; returns true when the task must stop.
+    async fn on_command(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::View(tx) => {
+                let _ = tx.send(self.core.view());
+            }
+            Command::Identity(tx) => {
+                let _ = tx.send(self.core.identity().clone());
+            }
+            Command::ActiveMembers(tx) => {
+                let _ = tx.send(self.core.active_members());
+            }
+            Command::ActiveIdentity(id, tx) => {
+                let _ = tx.send(self.core.active_identity(id));
+            }
+            Command::Snapshot(tx) => {
+                let _ = tx.send(self.core.snapshot());
+            }
+            Command::Publish(probe) => {
+                let r = self.core.publish(probe);
+                self.note(r);
+            }
+            Command::Admit(member) => {
+                let r = self.core.apply(vec![member]);
+                self.note(r);
+            }
+            Command::Join { seed, members } => {
+                let r = self.core.apply(members).and_then(|()| self.core.announce(seed));
+                self.note(r);
+            }
+            Command::Leave(tx) => {
+                let r = self.core.leave();
+                self.note(r);
+                self.flush().await;
+                let _ = tx.send(());
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn flush(&mut self) {
+        let outputs: Vec<Output> = self.core.drain().collect();
+        for out in outputs {
+            match out {
+                Output::Send { to, data } => {
+                    let packet = self.key.seal_datagram(&data);
+                    if let Err(e) = self.socket.send_to(&packet, to.addr).await {
+                        tracing::debug!(to = %to, error = %e, "gossip send failed");
+                    }
+                }
+                Output::Schedule { timer, after } => {
+                    self.timers.insert(timer, after);
+                }
+                Output::Event(event) => {
+                    log_event(&event);
+                    // Nobody listening is fine.
+                    let _ = self.events.send(event);
+                }
+            }
+        }
+    }
+}
+
+fn log_event(event: &MemberEvent) {
+    match event {
+        MemberEvent::Up(id) => tracing::info!(node = %id.id, addr = %id.addr, gen = id.gen, "node alive"),
+        MemberEvent::Dead(id) => tracing::warn!(node = %id.id, addr = %id.addr, "node dead"),
+        MemberEvent::Left(id) => tracing::info!(node = %id.id, addr = %id.addr, "node left"),
+        MemberEvent::Replaced { old, new } => {
+            tracing::info!(node = %new.id, old_gen = old.gen, new_gen = new.gen, "node restarted")
+        }
+        MemberEvent::Joined => tracing::info!("joined the cluster"),
+        MemberEvent::Alone => tracing::warn!("no other member is alive"),
+        MemberEvent::Rejoined(id) => {
+            tracing::warn!(gen = id.gen, "declared dead by the cluster; rejoined under a new generation")
+        }
+        MemberEvent::Defunct => tracing::error!("declared dead by the cluster and cannot rejoin"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_holds_back_and_counts() {
+        let mut r = RateLimited::new(Duration::from_secs(3600));
+        assert_eq!(r.admit(), Some(0));
+        assert_eq!(r.admit(), None);
+        assert_eq!(r.admit(), None);
+        r.last = Some(Instant::now() - Duration::from_secs(7200));
+        assert_eq!(r.admit(), Some(2));
+    }
+}
