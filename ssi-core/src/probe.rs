@@ -59,7 +59,7 @@ impl Prober {
             ProbeScope::Host => {
                 let l = procfs::LoadAverage::current()
                     .map_err(|e| Error::Probe(format!("/proc/loadavg: {e}")))?;
-                (f64::from(l.one), f64::from(l.five), f64::from(l.fifteen))
+                (two_places(l.one), two_places(l.five), two_places(l.fifteen))
             }
             ProbeScope::Hosted => {
                 let active = hosted.iter().map(|&pid| active_threads(pid)).sum::<u32>();
@@ -77,6 +77,11 @@ impl Prober {
             ssi_procs: u32::try_from(hosted.len()).unwrap_or(u32::MAX),
         })
     }
+}
+
+/// /proc/loadavg has two decimals; keep them instead of the f32 noise beyond.
+fn two_places(x: f32) -> f64 {
+    (f64::from(x) * 100.0).round() / 100.0
 }
 
 /// Threads of `pid` that count towards the load: running or in uninterruptible sleep, as for

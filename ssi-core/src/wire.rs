@@ -108,9 +108,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
         let fut = Self::client_inner(stream, key, peer.clone());
         tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
             .await
-            .map_err(|_| Error::Auth {
+            .map_err(|_| Error::Peer {
                 peer,
-                reason: "handshake timed out".into(),
+                reason: "authentication handshake timed out".into(),
             })?
     }
 
@@ -147,9 +147,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
         let fut = Self::server_inner(stream, key, peer.clone());
         tokio::time::timeout(HANDSHAKE_TIMEOUT, fut)
             .await
-            .map_err(|_| Error::Auth {
+            .map_err(|_| Error::Peer {
                 peer,
-                reason: "handshake timed out".into(),
+                reason: "authentication handshake timed out".into(),
             })?
     }
 

@@ -1,0 +1,85 @@
+//! `ssi nodes` and `ssi info`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use ssi_core::control::{ControlRequest, ControlResponse};
+use ssi_core::view::{ClusterInfo, NodeView};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / GIB
+}
+
+/// `ssi nodes`: one row per node.
+pub async fn nodes(socket: &Path, json: bool) -> Result<String> {
+    let ControlResponse::Nodes(rows) = super::call(socket, ControlRequest::Nodes).await? else {
+        bail!("ssid sent an unexpected answer to a nodes request");
+    };
+    if json {
+        return Ok(serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(nodes_table(&rows))
+}
+
+/// Formats node rows as a table.
+pub fn nodes_table(rows: &[NodeView]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>5}  {:<12} {:<21} {:<8} {:>4}  {:>15}  {:>5}  {:>5}",
+        "ID", "NAME", "ADDR", "STATE", "CPUS", "MEM FREE/TOTAL", "LOAD1", "PROCS"
+    );
+    for r in rows {
+        let mem = format!("{:.1}/{:.1} GiB", gib(r.mem_free_bytes), gib(r.mem_total_bytes));
+        let me = if r.local { "*" } else { "" };
+        let _ = writeln!(
+            out,
+            "{:>5}  {:<12} {:<21} {:<8} {:>4}  {:>15}  {:>5.2}  {:>5}",
+            format!("{}{me}", r.id),
+            r.name,
+            r.addr,
+            r.state.as_str(),
+            r.cpus,
+            mem,
+            r.load1,
+            r.ssi_procs
+        );
+    }
+    out
+}
+
+/// `ssi info`: the cluster as one machine.
+pub async fn info(socket: &Path, json: bool) -> Result<String> {
+    let ControlResponse::Info(info) = super::call(socket, ControlRequest::Info).await? else {
+        bail!("ssid sent an unexpected answer to an info request");
+    };
+    if json {
+        return Ok(serde_json::to_string_pretty(&info)?);
+    }
+    Ok(info_text(&info))
+}
+
+/// Formats the cluster summary.
+pub fn info_text(c: &ClusterInfo) -> String {
+    format!(
+        "nodes:     {} alive ({} suspect), {} dead, {} left\n\
+         cpus:      {}\n\
+         memory:    {:.1} GiB free of {:.1} GiB\n\
+         load:      {:.2} {:.2} {:.2}\n\
+         processes: {}\n",
+        c.nodes_alive,
+        c.nodes_suspect,
+        c.nodes_dead,
+        c.nodes_left,
+        c.cpus,
+        gib(c.mem_free_bytes),
+        gib(c.mem_total_bytes),
+        c.load1,
+        c.load5,
+        c.load15,
+        c.ssi_procs
+    )
+}
