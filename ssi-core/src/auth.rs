@@ -131,7 +131,10 @@ impl ClusterKey {
     }
 
     /// Checks a datagram and returns its payload.
-    pub fn open_datagram<'a>(&self, packet: &'a [u8]) -> std::result::Result<&'a [u8], DatagramError> {
+    pub fn open_datagram<'a>(
+        &self,
+        packet: &'a [u8],
+    ) -> std::result::Result<&'a [u8], DatagramError> {
         self.open_datagram_at(packet, unix_ms())
     }
 
@@ -192,14 +195,20 @@ mod tests {
         let mut bent = sealed.clone();
         bent[10] ^= 1;
         assert_eq!(key(1).open_datagram(&bent), Err(DatagramError::BadTag));
-        assert_eq!(key(1).open_datagram(&sealed[..20]), Err(DatagramError::TooShort));
+        assert_eq!(
+            key(1).open_datagram(&sealed[..20]),
+            Err(DatagramError::TooShort)
+        );
     }
 
     #[test]
     fn old_datagrams_are_dropped() {
         let k = key(1);
         let sealed = k.seal_datagram_at(b"x", 1_000_000);
-        assert_eq!(k.open_datagram_at(&sealed, 1_000_000 + 61_000), Err(DatagramError::Stale));
+        assert_eq!(
+            k.open_datagram_at(&sealed, 1_000_000 + 61_000),
+            Err(DatagramError::Stale)
+        );
         assert!(k.open_datagram_at(&sealed, 1_000_000 + 59_000).is_ok());
     }
 

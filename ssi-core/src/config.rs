@@ -260,7 +260,9 @@ impl ConfigLayer {
             return Err(Error::Config("gossip periods must be above 0 ms".into()));
         }
         if gossip.expected_size == 0 {
-            return Err(Error::Config("gossip.expected_size must be at least 1".into()));
+            return Err(Error::Config(
+                "gossip.expected_size must be at least 1".into(),
+            ));
         }
         let name = self.name.unwrap_or_else(|| format!("node-{id}"));
         if name.is_empty() || name.len() > 64 {
@@ -273,11 +275,7 @@ impl ConfigLayer {
             name,
             listen,
             advertise,
-            seeds: self
-                .seeds
-                .into_iter()
-                .filter(|s| *s != advertise)
-                .collect(),
+            seeds: self.seeds.into_iter().filter(|s| *s != advertise).collect(),
             state_dir: self
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/ssi")),
@@ -348,8 +346,10 @@ mod tests {
 
     #[test]
     fn flags_override_file() {
-        let file = parse("id = 1\nname = \"file\"\nseeds = [\"127.0.0.1:1\"]\n[gossip]\nprobe_period_ms = 900\n")
-            .expect("file");
+        let file = parse(
+            "id = 1\nname = \"file\"\nseeds = [\"127.0.0.1:1\"]\n[gossip]\nprobe_period_ms = 900\n",
+        )
+        .expect("file");
         let flags = ConfigLayer {
             name: Some("flag".into()),
             gossip: GossipLayer {
@@ -358,7 +358,11 @@ mod tests {
             },
             ..Default::default()
         };
-        let err = flags.clone().over(file.clone()).resolve().expect_err("0.0.0.0 listen");
+        let err = flags
+            .clone()
+            .over(file.clone())
+            .resolve()
+            .expect_err("0.0.0.0 listen");
         assert!(err.to_string().contains("advertise"), "{err}");
         let flags = ConfigLayer {
             advertise: Some("10.0.0.1:7700".parse().expect("addr")),

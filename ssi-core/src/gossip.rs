@@ -84,12 +84,18 @@ impl GossipHandle {
 
     /// Publishes this node's probe data.
     pub async fn publish(&self, probe: ProbeData) -> Result<()> {
-        self.tx.send(Command::Publish(probe)).await.map_err(|_| gone())
+        self.tx
+            .send(Command::Publish(probe))
+            .await
+            .map_err(|_| gone())
     }
 
     /// Takes in a node that joined through us.
     pub async fn admit(&self, member: MemberRecord) -> Result<()> {
-        self.tx.send(Command::Admit(member)).await.map_err(|_| gone())
+        self.tx
+            .send(Command::Admit(member))
+            .await
+            .map_err(|_| gone())
     }
 
     /// Adopts a seed's membership state and announces ourselves to it.
@@ -247,7 +253,10 @@ impl Agent {
                 self.note(r);
             }
             Command::Join { seed, members } => {
-                let r = self.core.apply(members).and_then(|()| self.core.announce(seed));
+                let r = self
+                    .core
+                    .apply(members)
+                    .and_then(|()| self.core.announce(seed));
                 self.note(r);
             }
             Command::Leave(tx) => {
@@ -286,7 +295,9 @@ impl Agent {
 
 fn log_event(event: &MemberEvent) {
     match event {
-        MemberEvent::Up(id) => tracing::info!(node = %id.id, addr = %id.addr, gen = id.gen, "node alive"),
+        MemberEvent::Up(id) => {
+            tracing::info!(node = %id.id, addr = %id.addr, gen = id.gen, "node alive")
+        }
         MemberEvent::Dead(id) => tracing::warn!(node = %id.id, addr = %id.addr, "node dead"),
         MemberEvent::Left(id) => tracing::info!(node = %id.id, addr = %id.addr, "node left"),
         MemberEvent::Replaced { old, new } => {
@@ -295,7 +306,10 @@ fn log_event(event: &MemberEvent) {
         MemberEvent::Joined => tracing::info!("joined the cluster"),
         MemberEvent::Alone => tracing::warn!("no other member is alive"),
         MemberEvent::Rejoined(id) => {
-            tracing::warn!(gen = id.gen, "declared dead by the cluster; rejoined under a new generation")
+            tracing::warn!(
+                gen = id.gen,
+                "declared dead by the cluster; rejoined under a new generation"
+            )
         }
         MemberEvent::Defunct => tracing::error!("declared dead by the cluster and cannot rejoin"),
     }

@@ -54,7 +54,8 @@ impl Prober {
         let cpus = procfs::CpuInfo::current()
             .map_err(|e| Error::Probe(format!("/proc/cpuinfo: {e}")))?
             .num_cores();
-        let mem = procfs::Meminfo::current().map_err(|e| Error::Probe(format!("/proc/meminfo: {e}")))?;
+        let mem =
+            procfs::Meminfo::current().map_err(|e| Error::Probe(format!("/proc/meminfo: {e}")))?;
         let (load1, load5, load15) = match self.scope {
             ProbeScope::Host => {
                 let l = procfs::LoadAverage::current()
@@ -130,7 +131,9 @@ mod tests {
 
     #[test]
     fn host_sample_reads_real_figures() {
-        let p = Prober::new(ProbeScope::Host).sample(&[], 1.0).expect("sample");
+        let p = Prober::new(ProbeScope::Host)
+            .sample(&[], 1.0)
+            .expect("sample");
         assert!(p.cpus >= 1);
         assert!(p.mem_total_bytes > 0);
         assert!(p.mem_free_bytes <= p.mem_total_bytes);

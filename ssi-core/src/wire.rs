@@ -94,10 +94,21 @@ pub struct SecureStream<S> {
 /// A frame exchanged before the session exists.
 #[derive(Debug, Serialize, Deserialize)]
 enum Handshake {
-    Hello { magic: [u8; 4], nonce: [u8; NONCE_LEN] },
-    Challenge { nonce: [u8; NONCE_LEN], proof: Vec<u8> },
-    Proof { proof: Vec<u8> },
-    Verdict { accepted: bool, reason: String },
+    Hello {
+        magic: [u8; 4],
+        nonce: [u8; NONCE_LEN],
+    },
+    Challenge {
+        nonce: [u8; NONCE_LEN],
+        proof: Vec<u8>,
+    },
+    Proof {
+        proof: Vec<u8>,
+    },
+    Verdict {
+        accepted: bool,
+        reason: String,
+    },
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
@@ -117,8 +128,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
     async fn client_inner(stream: S, key: &ClusterKey, peer: String) -> Result<Self> {
         let mut framed = Framed::new(stream, codec());
         let nonce_c: [u8; NONCE_LEN] = rand::random();
-        send_raw(&mut framed, &Handshake::Hello { magic: *MAGIC, nonce: nonce_c }, &peer).await?;
-        let Handshake::Challenge { nonce: nonce_s, proof } = recv_raw(&mut framed, &peer).await?
+        send_raw(
+            &mut framed,
+            &Handshake::Hello {
+                magic: *MAGIC,
+                nonce: nonce_c,
+            },
+            &peer,
+        )
+        .await?;
+        let Handshake::Challenge {
+            nonce: nonce_s,
+            proof,
+        } = recv_raw(&mut framed, &peer).await?
         else {
             return Err(auth_err(&peer, "expected a challenge"));
         };
@@ -128,9 +150,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
         send_raw(&mut framed, &Handshake::Proof { proof }, &peer).await?;
         let verdict = recv_raw(&mut framed, &peer).await;
         match verdict {
-            Ok(Handshake::Verdict { accepted: false, reason }) => {
-                return Err(auth_err(&peer, &format!("refused by peer: {reason}")))
-            }
+            Ok(Handshake::Verdict {
+                accepted: false,
+                reason,
+            }) => return Err(auth_err(&peer, &format!("refused by peer: {reason}"))),
             Ok(Handshake::Verdict { accepted: true, .. }) if server_ok => {}
             Ok(Handshake::Verdict { accepted: true, .. }) => {
                 return Err(auth_err(&peer, "peer does not hold our cluster key"))
@@ -138,7 +161,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
             Ok(_) => return Err(auth_err(&peer, "expected a verdict")),
             Err(e) => return Err(e),
         }
-        Ok(Self::established(framed, key, &nonce_c, &nonce_s, Role::Client, peer))
+        Ok(Self::established(
+            framed,
+            key,
+            &nonce_c,
+            &nonce_s,
+            Role::Client,
+            peer,
+        ))
     }
 
     /// Authenticates as the accepting side; a peer with a wrong key is told so and refused.
@@ -155,7 +185,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
 
     async fn server_inner(stream: S, key: &ClusterKey, peer: String) -> Result<Self> {
         let mut framed = Framed::new(stream, codec());
-        let Handshake::Hello { magic, nonce: nonce_c } = recv_raw(&mut framed, &peer).await? else {
+        let Handshake::Hello {
+            magic,
+            nonce: nonce_c,
+        } = recv_raw(&mut framed, &peer).await?
+        else {
             return Err(auth_err(&peer, "expected a hello"));
         };
         if &magic != MAGIC {
@@ -163,20 +197,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
         }
         let nonce_s: [u8; NONCE_LEN] = rand::random();
         let proof = key.tag(&[b"server", &nonce_c, &nonce_s]).to_vec();
-        send_raw(&mut framed, &Handshake::Challenge { nonce: nonce_s, proof }, &peer).await?;
+        send_raw(
+            &mut framed,
+            &Handshake::Challenge {
+                nonce: nonce_s,
+                proof,
+            },
+            &peer,
+        )
+        .await?;
         let Handshake::Proof { proof } = recv_raw(&mut framed, &peer).await? else {
             return Err(auth_err(&peer, "expected a proof"));
         };
         if !key.verify(&[b"client", &nonce_s, &nonce_c], &proof) {
             let reason = "wrong cluster key".to_string();
-            let refusal = Handshake::Verdict { accepted: false, reason: reason.clone() };
+            let refusal = Handshake::Verdict {
+                accepted: false,
+                reason: reason.clone(),
+            };
             // Best effort: the peer may already be gone.
             let _ = send_raw(&mut framed, &refusal, &peer).await;
             return Err(auth_err(&peer, &reason));
         }
-        let ok = Handshake::Verdict { accepted: true, reason: String::new() };
+        let ok = Handshake::Verdict {
+            accepted: true,
+            reason: String::new(),
+        };
         send_raw(&mut framed, &ok, &peer).await?;
-        Ok(Self::established(framed, key, &nonce_c, &nonce_s, Role::Server, peer))
+        Ok(Self::established(
+            framed,
+            key,
+            &nonce_c,
+            &nonce_s,
+            Role::Server,
+            peer,
+        ))
     }
 
     fn established(
@@ -236,7 +291,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
         }
         let (body, tag) = frame.split_at(frame.len() - TAG_LEN);
         let seq = self.received.to_be_bytes();
-        if !self.session.verify(&[self.direction(false), &seq, body], tag) {
+        if !self
+            .session
+            .verify(&[self.direction(false), &seq, body], tag)
+        {
             return Err(self.malformed("frame failed authentication"));
         }
         self.received += 1;
@@ -258,7 +316,11 @@ fn auth_err(peer: &str, reason: &str) -> Error {
     }
 }
 
-async fn send_raw<S, T>(framed: &mut Framed<S, LengthDelimitedCodec>, msg: &T, peer: &str) -> Result<()>
+async fn send_raw<S, T>(
+    framed: &mut Framed<S, LengthDelimitedCodec>,
+    msg: &T,
+    peer: &str,
+) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     T: Serialize,
@@ -296,11 +358,17 @@ mod tests {
     async fn same_key_talks_both_ways() {
         let (a, b) = tokio::io::duplex(4096);
         let server = tokio::spawn(async move {
-            let mut s = SecureStream::server(b, &key(7), "client").await.expect("server auth");
+            let mut s = SecureStream::server(b, &key(7), "client")
+                .await
+                .expect("server auth");
             let got: Option<String> = s.recv().await.expect("recv");
-            s.send(&format!("echo {}", got.unwrap_or_default())).await.expect("send");
+            s.send(&format!("echo {}", got.unwrap_or_default()))
+                .await
+                .expect("send");
         });
-        let mut c = SecureStream::client(a, &key(7), "server").await.expect("client auth");
+        let mut c = SecureStream::client(a, &key(7), "server")
+            .await
+            .expect("client auth");
         c.send(&"hi".to_string()).await.expect("send");
         let back: Option<String> = c.recv().await.expect("recv");
         assert_eq!(back.as_deref(), Some("echo hi"));
@@ -310,11 +378,16 @@ mod tests {
     #[tokio::test]
     async fn wrong_key_is_refused_on_both_sides() {
         let (a, b) = tokio::io::duplex(4096);
-        let server = tokio::spawn(async move { SecureStream::server(b, &key(1), "intruder").await });
+        let server =
+            tokio::spawn(async move { SecureStream::server(b, &key(1), "intruder").await });
         let client = SecureStream::client(a, &key(2), "seed").await;
         let cerr = client.expect_err("client must fail").to_string();
         assert!(cerr.contains("wrong cluster key"), "{cerr}");
-        let serr = server.await.expect("task").expect_err("server must refuse").to_string();
+        let serr = server
+            .await
+            .expect("task")
+            .expect_err("server must refuse")
+            .to_string();
         assert!(serr.contains("wrong cluster key"), "{serr}");
     }
 

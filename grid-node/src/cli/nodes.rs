@@ -33,7 +33,11 @@ pub fn nodes_table(rows: &[NodeView]) -> String {
         "ID", "NAME", "ADDR", "STATE", "CPUS", "MEM FREE/TOTAL", "LOAD1", "PROCS"
     );
     for r in rows {
-        let mem = format!("{:.1}/{:.1} GiB", gib(r.mem_free_bytes), gib(r.mem_total_bytes));
+        let mem = format!(
+            "{:.1}/{:.1} GiB",
+            gib(r.mem_free_bytes),
+            gib(r.mem_total_bytes)
+        );
         let me = if r.local { "*" } else { "" };
         let _ = writeln!(
             out,

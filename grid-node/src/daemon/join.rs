@@ -66,12 +66,18 @@ async fn join_through(node: &Node, seed: SocketAddr) -> Result<(), Error> {
         name: node.config.name.clone(),
     })
     .await?;
-    let answer = conn.recv::<RpcResponse>().await?.ok_or_else(|| Error::Peer {
-        peer: format!("seed {seed}"),
-        reason: "closed the connection without answering".into(),
-    })?;
+    let answer = conn
+        .recv::<RpcResponse>()
+        .await?
+        .ok_or_else(|| Error::Peer {
+            peer: format!("seed {seed}"),
+            reason: "closed the connection without answering".into(),
+        })?;
     match answer {
-        RpcResponse::JoinAccepted { seed: seed_id, members } => {
+        RpcResponse::JoinAccepted {
+            seed: seed_id,
+            members,
+        } => {
             tracing::info!(seed = %seed_id, known = members.len(), "join accepted");
             node.gossip.join(seed_id, members).await
         }

@@ -1,0 +1,434 @@
+//! `ssi-testbed`: boots N ssi nodes on one machine, on loopback addresses or each in its own
+//! network namespace, kills and restarts them, and tears everything down. Used by people (the
+//! `ssi-testbed` binary and its demo), by the end-to-end tests and by the benchmarks.
+//!
+//! A testbed lives in a directory: `DIR/testbed.json` (its layout), `DIR/cluster.key`,
+//! `DIR/env` (`export SSI_SOCKET=...` of node 1), and per node `DIR/nN/` with `ssid.toml`,
+//! `ssid.sock`, `ssid.log` and `ssid.pid`.
+
+pub mod netns;
+mod wait;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use ssi_core::control::{ControlConn, ControlRequest, ControlResponse};
+use ssi_core::view::{MemberState, NodeView};
+
+pub use wait::wait_until;
+
+/// Port every node listens on (addresses differ).
+pub const PORT: u16 = 7700;
+/// How long `up` and `start` wait for the cluster to agree.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The layout of a testbed, saved in `DIR/testbed.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Layout {
+    /// Node addresses; node N is `addrs[N-1]`.
+    pub addrs: Vec<SocketAddr>,
+    /// Network-namespace slot, when nodes live in namespaces.
+    pub netns_slot: Option<u8>,
+    /// Directory holding `ssid` and `ssi`.
+    pub bin_dir: PathBuf,
+}
+
+/// A running (or stopped) testbed.
+#[derive(Debug)]
+pub struct Testbed {
+    dir: PathBuf,
+    layout: Layout,
+    /// Daemons started by this process, reaped when they stop.
+    children: HashMap<usize, Child>,
+    /// Whether dropping this value tears the testbed down.
+    owned: bool,
+}
+
+/// Where `ssid` and `ssi` are: `$SSI_BIN_DIR`, else next to this executable or one level up
+/// (cargo puts test executables in `target/<profile>/deps/`).
+pub fn find_bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SSI_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("cannot find the running executable")?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        if dir.join("ssid").is_file() {
+            return Ok(dir.to_path_buf());
+        }
+    }
+    bail!(
+        "cannot find the ssid binary near {} (build it with `cargo build --workspace --bins`, \
+         or set SSI_BIN_DIR)",
+        exe.display()
+    )
+}
+
+impl Testbed {
+    /// Creates a testbed of `nodes` nodes in `dir`, starts them all and waits until every
+    /// node sees every other alive. On failure, whatever was started is torn down.
+    pub fn up(dir: &Path, nodes: usize, use_netns: bool) -> Result<Testbed> {
+        if nodes == 0 {
+            bail!("a testbed needs at least one node");
+        }
+        if dir.join("testbed.json").exists() {
+            bail!(
+                "{} already holds a testbed: `ssi-testbed down --dir {}` first",
+                dir.display(),
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        let bin_dir = find_bin_dir()?;
+        let (addrs, netns_slot) = if use_netns {
+            let slot = netns::create(nodes)?;
+            let addrs = (1..=nodes)
+                .map(|n| netns::node_addr(slot, n).map(|a| SocketAddr::new(IpAddr::V4(a), PORT)))
+                .collect::<Result<Vec<_>>>();
+            match addrs {
+                Ok(a) => (a, Some(slot)),
+                Err(e) => {
+                    netns::remove_slot(slot);
+                    return Err(e);
+                }
+            }
+        } else {
+            (loopback_addrs(nodes), None)
+        };
+        let mut tb = Testbed {
+            dir,
+            layout: Layout {
+                addrs,
+                netns_slot,
+                bin_dir,
+            },
+            children: HashMap::new(),
+            owned: true,
+        };
+        let booted = tb.boot();
+        if let Err(e) = booted {
+            tb.down();
+            return Err(e);
+        }
+        Ok(tb)
+    }
+
+    fn boot(&mut self) -> Result<()> {
+        self.save()?;
+        let key = self.dir.join("cluster.key");
+        std::fs::write(
+            &key,
+            format!("{}\n", ssi_core::auth::ClusterKey::generate_hex()),
+        )
+        .with_context(|| format!("cannot write {}", key.display()))?;
+        for n in 1..=self.nodes() {
+            self.write_config(n)?;
+        }
+        let env = format!(
+            "export SSI_SOCKET={}\nexport PATH={}:$PATH\n",
+            self.socket(1).display(),
+            self.layout.bin_dir.display()
+        );
+        std::fs::write(self.dir.join("env"), env).context("cannot write env file")?;
+        for n in 1..=self.nodes() {
+            self.spawn(n)?;
+        }
+        let all: Vec<usize> = (1..=self.nodes()).collect();
+        self.wait_all_see(&all, &all, MemberState::Alive, SETTLE_TIMEOUT)
+    }
+
+    /// Opens the testbed in `dir` made by an earlier `up` (maybe by another process); dropping
+    /// the value does not tear it down.
+    pub fn open(dir: &Path) -> Result<Testbed> {
+        let path = dir.join("testbed.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: no testbed here", path.display()))?;
+        let layout: Layout = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a testbed layout", path.display()))?;
+        Ok(Testbed {
+            dir: dir.to_path_buf(),
+            layout,
+            children: HashMap::new(),
+            owned: false,
+        })
+    }
+
+    fn save(&self) -> Result<()> {
+        let path = self.dir.join("testbed.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&self.layout)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Number of nodes.
+    pub fn nodes(&self) -> usize {
+        self.layout.addrs.len()
+    }
+
+    /// The testbed directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Address of node `n`.
+    pub fn addr(&self, n: usize) -> SocketAddr {
+        self.layout.addrs[n - 1]
+    }
+
+    /// Directory of node `n`.
+    pub fn node_dir(&self, n: usize) -> PathBuf {
+        self.dir.join(format!("n{n}"))
+    }
+
+    /// Control socket of node `n`.
+    pub fn socket(&self, n: usize) -> PathBuf {
+        self.node_dir(n).join("ssid.sock")
+    }
+
+    /// Log file of node `n`.
+    pub fn log(&self, n: usize) -> PathBuf {
+        self.node_dir(n).join("ssid.log")
+    }
+
+    /// Path of a binary of the project (`ssid`, `ssi`).
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.layout.bin_dir.join(name)
+    }
+
+    /// The network namespace node `n` runs in, if any.
+    pub fn netns(&self, n: usize) -> Option<String> {
+        self.layout.netns_slot.map(|s| netns::ns_name(s, n))
+    }
+
+    fn write_config(&self, n: usize) -> Result<()> {
+        let nd = self.node_dir(n);
+        std::fs::create_dir_all(&nd).with_context(|| format!("cannot create {}", nd.display()))?;
+        let seeds: Vec<String> = (1..=self.nodes())
+            .filter(|&m| m != n)
+            .map(|m| format!("\"{}\"", self.addr(m)))
+            .collect();
+        let text = format!(
+            "id = {n}\nname = \"n{n}\"\nlisten = \"{}\"\nseeds = [{}]\nstate_dir = \"{}\"\n\
+             cluster_key_file = \"{}\"\nprobe_scope = \"hosted\"\n",
+            self.addr(n),
+            seeds.join(", "),
+            nd.display(),
+            self.dir.join("cluster.key").display()
+        );
+        std::fs::write(nd.join("ssid.toml"), text).context("cannot write node config")
+    }
+
+    /// A command that runs `program` where node `n` lives (inside its namespace, if any).
+    pub fn command_on(&self, n: usize, program: &Path) -> Command {
+        match self.netns(n) {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn spawn(&mut self, n: usize) -> Result<()> {
+        let nd = self.node_dir(n);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(n))
+            .with_context(|| format!("cannot open {}", self.log(n).display()))?;
+        let log2 = log.try_clone().context("cannot duplicate log file")?;
+        let mut cmd = self.command_on(n, &self.bin("ssid"));
+        cmd.arg("--config")
+            .arg(nd.join("ssid.toml"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        // Its own process group: a Ctrl-C meant for the testbed does not reach the daemons.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start ssid for node {n}"))?;
+        std::fs::write(nd.join("ssid.pid"), child.id().to_string())
+            .context("cannot write pid file")?;
+        self.children.insert(n, child);
+        Ok(())
+    }
+
+    /// Pid of node `n`'s daemon, if it runs.
+    pub fn pid(&self, n: usize) -> Option<Pid> {
+        let text = std::fs::read_to_string(self.node_dir(n).join("ssid.pid")).ok()?;
+        let pid = Pid::from_raw(text.trim().parse().ok()?);
+        running(pid).then_some(pid)
+    }
+
+    fn signal(&mut self, n: usize, sig: Signal, timeout: Duration) -> Result<()> {
+        let Some(pid) = self.pid(n) else {
+            bail!("node {n} is not running");
+        };
+        kill(pid, sig).with_context(|| format!("cannot signal node {n} (pid {pid})"))?;
+        // A zombie counts as gone; reap it if it is our child.
+        let gone = wait_until(timeout, || !running(pid));
+        if let Some(mut c) = self.children.remove(&n) {
+            if gone {
+                let _ = c.wait();
+            }
+        }
+        if !gone {
+            bail!("node {n} (pid {pid}) did not stop within {timeout:?}");
+        }
+        let _ = std::fs::remove_file(self.node_dir(n).join("ssid.pid"));
+        Ok(())
+    }
+
+    /// Kills node `n`'s daemon with SIGKILL (a crash) and waits until it is gone.
+    pub fn kill(&mut self, n: usize) -> Result<()> {
+        self.signal(n, Signal::SIGKILL, Duration::from_secs(10))
+    }
+
+    /// Stops node `n`'s daemon with SIGTERM (a graceful leave) and waits until it is gone.
+    pub fn stop(&mut self, n: usize) -> Result<()> {
+        self.signal(n, Signal::SIGTERM, Duration::from_secs(10))
+    }
+
+    /// Starts node `n` again and waits until every running node sees it alive.
+    pub fn start(&mut self, n: usize) -> Result<()> {
+        if self.pid(n).is_some() {
+            bail!("node {n} is already running");
+        }
+        self.spawn(n)?;
+        let running: Vec<usize> = (1..=self.nodes())
+            .filter(|&m| self.pid(m).is_some())
+            .collect();
+        self.wait_all_see(&running, &[n], MemberState::Alive, SETTLE_TIMEOUT)
+    }
+
+    /// Node `observer`'s view of the cluster.
+    pub fn view(&self, observer: usize) -> Result<Vec<NodeView>> {
+        let socket = self.socket(observer);
+        block_on(async move {
+            let mut conn = ControlConn::connect(&socket).await?;
+            match conn.call(&ControlRequest::Nodes).await? {
+                ControlResponse::Nodes(rows) => Ok(rows),
+                other => bail!("unexpected answer {other:?}"),
+            }
+        })
+    }
+
+    /// State of node `target` as node `observer` sees it (`None` if unknown or unreachable).
+    pub fn state_seen(&self, observer: usize, target: usize) -> Option<MemberState> {
+        let id = u16::try_from(target).ok()?;
+        self.view(observer)
+            .ok()?
+            .into_iter()
+            .find(|r| r.id.0 == id)
+            .map(|r| r.state)
+    }
+
+    /// Waits until every node of `observers` sees every node of `targets` in `state`.
+    pub fn wait_all_see(
+        &self,
+        observers: &[usize],
+        targets: &[usize],
+        state: MemberState,
+        timeout: Duration,
+    ) -> Result<()> {
+        let ok = wait_until(timeout, || {
+            observers.iter().all(|&o| {
+                targets
+                    .iter()
+                    .all(|&t| self.state_seen(o, t) == Some(state))
+            })
+        });
+        if !ok {
+            let mut seen = String::new();
+            for &o in observers {
+                let states: Vec<String> = targets
+                    .iter()
+                    .map(|&t| format!("{t}:{:?}", self.state_seen(o, t)))
+                    .collect();
+                seen.push_str(&format!(" node {o} sees [{}];", states.join(" ")));
+            }
+            bail!("nodes did not agree within {timeout:?} that {targets:?} are {state}:{seen}");
+        }
+        Ok(())
+    }
+
+    /// Stops every daemon and removes the namespaces; the directory stays (logs).
+    pub fn down(&mut self) {
+        for n in 1..=self.nodes() {
+            if self.pid(n).is_some() {
+                // A daemon that ignores SIGTERM gets SIGKILL.
+                if self.stop(n).is_err() {
+                    let _ = self.kill(n);
+                }
+            }
+        }
+        if let Some(slot) = self.layout.netns_slot {
+            netns::remove_slot(slot);
+        }
+        let _ = std::fs::remove_file(self.dir.join("testbed.json"));
+        self.owned = false;
+    }
+
+    /// Keeps the testbed running after this value is dropped.
+    pub fn detach(mut self) {
+        self.owned = false;
+        self.children.clear();
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if self.owned {
+            self.down();
+        }
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn running(pid: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Loopback addresses for `nodes` nodes: 127.A.B.N with random A, B, so that testbeds that
+/// run at the same time do not collide.
+fn loopback_addrs(nodes: usize) -> Vec<SocketAddr> {
+    let a: u8 = rand::random_range(1..=254);
+    let b: u8 = rand::random();
+    (1..=nodes)
+        .map(|n| {
+            let hi = u8::try_from(n >> 8).unwrap_or(u8::MAX);
+            let lo = u8::try_from(n & 0xff).unwrap_or(0);
+            let ip = Ipv4Addr::new(127, a, b.wrapping_add(hi), lo);
+            SocketAddr::new(IpAddr::V4(ip), PORT)
+        })
+        .collect()
+}
+
+/// Runs a future to completion on a small runtime of its own.
+fn block_on<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime")?
+        .block_on(fut)
+}
