@@ -1,0 +1,112 @@
+//! Failure detection with real daemons on this machine: SIGKILL a node, time until every
+//! other node shows it `dead`; restart it, time until every node shows it `alive`.
+//!
+//! Run: `cargo build --release --workspace --bins && cargo bench -p testbed --bench detection
+//! [-- SIZES TRIALS]` (defaults: sizes 3,16, trials 10). Reference: the configured lower bound
+//! of a SWIM verdict, `probe_rtt + suspect_to_down` (a member must miss an ack, then stay
+//! suspect that long), printed with the ratio of each figure to it.
+
+use std::time::{Duration, Instant};
+
+use ssi_core::config::GossipConfig;
+use ssi_core::view::MemberState;
+use testbed::Testbed;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+struct Samples {
+    first_dead: Vec<f64>,
+    all_dead: Vec<f64>,
+    each_dead: Vec<f64>,
+    all_alive: Vec<f64>,
+}
+
+/// Polls every observer until each sees `target` in `state`; returns per-observer times.
+fn time_until(tb: &Testbed, observers: &[usize], target: usize, state: MemberState, t0: Instant) -> Vec<f64> {
+    let mut seen: Vec<Option<f64>> = vec![None; observers.len()];
+    let deadline = t0 + Duration::from_secs(60);
+    while seen.iter().any(Option::is_none) && Instant::now() < deadline {
+        for (i, &o) in observers.iter().enumerate() {
+            if seen[i].is_none() && tb.state_seen(o, target) == Some(state) {
+                seen[i] = Some(t0.elapsed().as_secs_f64());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    seen.into_iter().map(|s| s.unwrap_or(f64::NAN)).collect()
+}
+
+fn run(size: usize, trials: usize) -> anyhow::Result<Samples> {
+    let dir = std::env::temp_dir().join(format!("ssi-bench-detect-{}-{size}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut tb = Testbed::up(&dir, size, false)?;
+    let mut s = Samples { first_dead: vec![], all_dead: vec![], each_dead: vec![], all_alive: vec![] };
+    for trial in 0..trials {
+        let victim = 2 + trial % (size - 1);
+        let observers: Vec<usize> = (1..=size).filter(|&n| n != victim).collect();
+        let t0 = Instant::now();
+        tb.kill(victim)?;
+        let times = time_until(&tb, &observers, victim, MemberState::Dead, t0);
+        let mut sorted = times.clone();
+        sorted.sort_by(f64::total_cmp);
+        s.first_dead.push(sorted[0]);
+        s.all_dead.push(*sorted.last().unwrap_or(&f64::NAN));
+        s.each_dead.extend(times);
+        let t1 = Instant::now();
+        tb.start(victim)?;
+        let all: Vec<usize> = (1..=size).collect();
+        let alive = time_until(&tb, &all, victim, MemberState::Alive, t1);
+        s.all_alive.push(alive.into_iter().fold(0.0, f64::max));
+    }
+    tb.down();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(s)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let sizes: Vec<usize> = args
+        .first()
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_else(|| vec![3, 16]);
+    let trials: usize = args.get(1).and_then(|t| t.parse().ok()).unwrap_or(10);
+    let g = GossipConfig::default();
+    let reference = (g.probe_rtt + g.suspect_to_down).as_secs_f64();
+    println!(
+        "failure detection, real ssid daemons on loopback, {trials} trials per size \
+         (probe period {:?}, rtt {:?}, suspect timeout {:?}); reference = rtt + suspect timeout = {reference:.2} s",
+        g.probe_period, g.probe_rtt, g.suspect_to_down
+    );
+    println!(
+        "{:>5}  {:>22}  {:>22}  {:>22}  {:>22}",
+        "nodes", "first dead p50/p99 s", "each node p50/p99 s", "all nodes p50/p99 s", "rejoin all p50/p99 s"
+    );
+    for size in sizes {
+        let mut s = run(size, trials)?;
+        for v in [&mut s.first_dead, &mut s.each_dead, &mut s.all_dead, &mut s.all_alive] {
+            v.sort_by(f64::total_cmp);
+        }
+        let cell = |v: &[f64]| format!("{:.2} / {:.2}", percentile(v, 50.0), percentile(v, 99.0));
+        println!(
+            "{size:>5}  {:>22}  {:>22}  {:>22}  {:>22}",
+            cell(&s.first_dead),
+            cell(&s.each_dead),
+            cell(&s.all_dead),
+            cell(&s.all_alive)
+        );
+        println!(
+            "{:>5}  ratio to reference: first {:.2}x, each {:.2}x, all {:.2}x",
+            "",
+            percentile(&s.first_dead, 50.0) / reference,
+            percentile(&s.each_dead, 50.0) / reference,
+            percentile(&s.all_dead, 50.0) / reference
+        );
+    }
+    Ok(())
+}
