@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-cargo build --release --workspace --bins --locked
+cargo build --release --workspace --bins
 exec ./target/release/ssi-testbed demo "$@"
