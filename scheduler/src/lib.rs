@@ -1,4 +1,9 @@
-//! The global customizable scheduler: probes, filters and policies.
+//! The global scheduler: where new processes go.
 //!
-//! Empty until the scheduler issue.
+//! This is the default placement policy, least-loaded; the pluggable probes, filters and
+//! policies of the full scheduler build on the same [`Candidate`] view.
 #![forbid(unsafe_code)]
+
+pub mod placement;
+
+pub use placement::{least_loaded, Candidate, Request};

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,8 @@ use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::error::{Error, Result};
+use crate::node::NodeId;
+use crate::process::{Input, Output, ProcessView, RunSpec};
 use crate::view::{ClusterInfo, NodeView};
 use crate::wire;
 
@@ -27,6 +30,25 @@ pub enum ControlRequest {
     Nodes,
     /// The cluster summed as one machine.
     Info,
+    /// Run a program somewhere; answered by `Started` (then, unless detached, the connection
+    /// carries `Input` one way and `Output` the other) or `Error`.
+    Run(RunSpec),
+    /// Follow the output of a running process until it ends.
+    Attach {
+        /// Its global pid.
+        gpid: i32,
+    },
+    /// Input for the process this connection runs or attaches to.
+    Input(Input),
+    /// Every process of the cluster.
+    Ps,
+    /// Send a signal to a process.
+    Kill {
+        /// Its global pid.
+        gpid: i32,
+        /// Signal number.
+        sig: i32,
+    },
 }
 
 /// The daemon's answer.
@@ -36,8 +58,28 @@ pub enum ControlResponse {
     Nodes(Vec<NodeView>),
     /// Answer to [`ControlRequest::Info`].
     Info(ClusterInfo),
-    /// The request failed.
-    Error(String),
+    /// The process runs under `gpid` on `node`.
+    Started {
+        /// Global pid.
+        gpid: i32,
+        /// Hosting node.
+        node: NodeId,
+        /// Its name.
+        node_name: String,
+    },
+    /// Output of the process this connection follows.
+    Output(Output),
+    /// Answer to [`ControlRequest::Ps`].
+    Processes(Vec<ProcessView>),
+    /// The request was carried out.
+    Done,
+    /// The request failed; `code` is the exit code the CLI should use.
+    Error {
+        /// One line.
+        message: String,
+        /// Exit code for the CLI.
+        code: i32,
+    },
 }
 
 /// One frame stream over a Unix socket, used by both ends.
@@ -66,20 +108,27 @@ impl ControlConn {
 
     /// Sends one message.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<()> {
-        let bytes = wire::encode(msg)?;
-        self.framed
-            .send(bytes::Bytes::from(bytes))
-            .await
-            .map_err(|e| Error::io(&self.path, e))
+        send_frame(&mut self.framed, msg, &self.path).await
     }
 
     /// Receives one message; `None` when the other end closed.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
-        match self.framed.next().await {
-            None => Ok(None),
-            Some(Err(e)) => Err(Error::io(&self.path, e)),
-            Some(Ok(frame)) => wire::decode(&frame, &self.path.display().to_string()).map(Some),
-        }
+        recv_frame(&mut self.framed, &self.path).await
+    }
+
+    /// Splits the connection into a sending and a receiving half.
+    pub fn split(self) -> (ControlSender, ControlReceiver) {
+        let (sink, stream) = self.framed.split();
+        (
+            ControlSender {
+                sink,
+                path: self.path.clone(),
+            },
+            ControlReceiver {
+                stream,
+                path: self.path,
+            },
+        )
     }
 
     /// Sends a request and waits for its answer.
@@ -89,5 +138,56 @@ impl ControlConn {
             peer: self.path.display().to_string(),
             reason: "ssid closed the connection without answering".into(),
         })
+    }
+}
+
+/// The sending half of a [`ControlConn`].
+#[derive(Debug)]
+pub struct ControlSender {
+    sink: SplitSink<Framed<UnixStream, LengthDelimitedCodec>, bytes::Bytes>,
+    path: PathBuf,
+}
+
+impl ControlSender {
+    /// Sends one message.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<()> {
+        send_frame(&mut self.sink, msg, &self.path).await
+    }
+}
+
+/// The receiving half of a [`ControlConn`].
+#[derive(Debug)]
+pub struct ControlReceiver {
+    stream: SplitStream<Framed<UnixStream, LengthDelimitedCodec>>,
+    path: PathBuf,
+}
+
+impl ControlReceiver {
+    /// Receives one message; `None` when the other end closed.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        recv_frame(&mut self.stream, &self.path).await
+    }
+}
+
+async fn send_frame<K, T>(sink: &mut K, msg: &T, path: &Path) -> Result<()>
+where
+    K: futures::Sink<bytes::Bytes, Error = std::io::Error> + Unpin,
+    T: Serialize,
+{
+    let bytes = wire::encode(msg)?;
+    sink.send(bytes::Bytes::from(bytes))
+        .await
+        .map_err(|e| Error::io(path, e))
+}
+
+async fn recv_frame<K, T>(stream: &mut K, path: &Path) -> Result<Option<T>>
+where
+    K: futures::Stream<Item = std::io::Result<bytes::BytesMut>> + Unpin,
+    T: DeserializeOwned,
+{
+    match stream.next().await {
+        None => Ok(None),
+        Some(Err(e)) => Err(Error::io(path, e)),
+        Some(Ok(frame)) => wire::decode(&frame, &path.display().to_string()).map(Some),
     }
 }

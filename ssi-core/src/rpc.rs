@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::membership::MemberRecord;
 use crate::node::NodeIdentity;
+use crate::process::{Caller, Input, Output, ProcessView, RunSpec};
 
 /// A request from one daemon to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -14,6 +15,34 @@ pub enum RpcRequest {
         identity: NodeIdentity,
         /// Its name, for messages.
         name: String,
+    },
+    /// Start a process here for `caller`; answered by `Started` or `SpawnFailed`, then (unless
+    /// detached) the connection carries `Input` one way and `Output` the other.
+    Spawn {
+        /// What to run.
+        spec: RunSpec,
+        /// As whom.
+        caller: Caller,
+    },
+    /// Follow the output of a process hosted here.
+    Attach {
+        /// Its global pid.
+        gpid: i32,
+        /// Who asks (checked against the process owner).
+        caller: Caller,
+    },
+    /// Input for the process this connection follows.
+    Input(Input),
+    /// The processes hosted here.
+    Ps,
+    /// Signal a process hosted here.
+    Kill {
+        /// Its global pid.
+        gpid: i32,
+        /// Signal number.
+        sig: i32,
+        /// Who asks (checked against the process owner).
+        caller: Caller,
     },
 }
 
@@ -32,6 +61,24 @@ pub enum RpcResponse {
         /// Why, in one line.
         reason: String,
     },
+    /// The process runs under `gpid`.
+    Started {
+        /// Global pid.
+        gpid: i32,
+    },
+    /// The process could not be started.
+    SpawnFailed {
+        /// One line.
+        reason: String,
+        /// The errno (ENOENT: not found, ...).
+        errno: i32,
+    },
+    /// Output of the process this connection follows.
+    Output(Output),
+    /// Processes hosted by the answering node.
+    Processes(Vec<ProcessView>),
+    /// Done.
+    Done,
     /// The request failed on the answering node.
     Error {
         /// What went wrong, in one line.

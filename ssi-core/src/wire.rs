@@ -20,6 +20,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -268,13 +269,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
 
     /// Sends one message.
     pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<()> {
-        let mut frame = encode(msg)?;
-        let seq = self.sent.to_be_bytes();
-        let tag = self.session.tag(&[self.direction(true), &seq, &frame]);
-        frame.extend_from_slice(&tag);
+        let frame = seal(&self.session, self.direction(true), self.sent, msg)?;
         self.sent += 1;
         self.framed
-            .send(Bytes::from(frame))
+            .send(frame)
             .await
             .map_err(|e| Error::net(format!("send to {}", self.peer), e))
     }
@@ -284,29 +282,109 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
         let Some(frame) = self.framed.next().await else {
             return Ok(None);
         };
-        let frame: BytesMut =
-            frame.map_err(|e| Error::net(format!("receive from {}", self.peer), e))?;
-        if frame.len() < TAG_LEN {
-            return Err(self.malformed("frame shorter than its tag"));
-        }
-        let (body, tag) = frame.split_at(frame.len() - TAG_LEN);
-        let seq = self.received.to_be_bytes();
-        if !self
-            .session
-            .verify(&[self.direction(false), &seq, body], tag)
-        {
-            return Err(self.malformed("frame failed authentication"));
-        }
+        let frame = frame.map_err(|e| Error::net(format!("receive from {}", self.peer), e))?;
+        let msg = open(&self.session, self.direction(false), self.received, &frame, &self.peer)?;
         self.received += 1;
-        decode(body, &self.peer).map(Some)
+        Ok(Some(msg))
     }
 
-    fn malformed(&self, reason: &str) -> Error {
-        Error::Malformed {
-            peer: self.peer.clone(),
-            reason: reason.into(),
-        }
+    /// Splits the stream into a sending and a receiving half, for full-duplex use.
+    pub fn split(self) -> (SecureSender<S>, SecureReceiver<S>) {
+        let send_dir = self.direction(true);
+        let recv_dir = self.direction(false);
+        let (sink, stream) = self.framed.split();
+        (
+            SecureSender {
+                sink,
+                session: self.session.clone(),
+                dir: send_dir,
+                sent: self.sent,
+                peer: self.peer.clone(),
+            },
+            SecureReceiver {
+                stream,
+                session: self.session,
+                dir: recv_dir,
+                received: self.received,
+                peer: self.peer,
+            },
+        )
     }
+}
+
+/// The sending half of a [`SecureStream`].
+#[derive(Debug)]
+pub struct SecureSender<S> {
+    sink: SplitSink<Framed<S, LengthDelimitedCodec>, Bytes>,
+    session: ClusterKey,
+    dir: &'static [u8],
+    sent: u64,
+    peer: String,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SecureSender<S> {
+    /// Sends one message.
+    pub async fn send<T: Serialize>(&mut self, msg: &T) -> Result<()> {
+        let frame = seal(&self.session, self.dir, self.sent, msg)?;
+        self.sent += 1;
+        self.sink
+            .send(frame)
+            .await
+            .map_err(|e| Error::net(format!("send to {}", self.peer), e))
+    }
+}
+
+/// The receiving half of a [`SecureStream`].
+#[derive(Debug)]
+pub struct SecureReceiver<S> {
+    stream: SplitStream<Framed<S, LengthDelimitedCodec>>,
+    session: ClusterKey,
+    dir: &'static [u8],
+    received: u64,
+    peer: String,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SecureReceiver<S> {
+    /// Receives one message; `Ok(None)` when the peer closed the connection cleanly.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
+        let Some(frame) = self.stream.next().await else {
+            return Ok(None);
+        };
+        let frame = frame.map_err(|e| Error::net(format!("receive from {}", self.peer), e))?;
+        let msg = open(&self.session, self.dir, self.received, &frame, &self.peer)?;
+        self.received += 1;
+        Ok(Some(msg))
+    }
+}
+
+/// Encodes `msg` and appends its tag for frame number `seq` in direction `dir`.
+fn seal<T: Serialize>(session: &ClusterKey, dir: &[u8], seq: u64, msg: &T) -> Result<Bytes> {
+    let mut frame = encode(msg)?;
+    let tag = session.tag(&[dir, &seq.to_be_bytes(), &frame]);
+    frame.extend_from_slice(&tag);
+    Ok(Bytes::from(frame))
+}
+
+/// Checks the tag of frame number `seq` and decodes it.
+fn open<T: DeserializeOwned>(
+    session: &ClusterKey,
+    dir: &[u8],
+    seq: u64,
+    frame: &BytesMut,
+    peer: &str,
+) -> Result<T> {
+    let malformed = |reason: &str| Error::Malformed {
+        peer: peer.into(),
+        reason: reason.into(),
+    };
+    if frame.len() < TAG_LEN {
+        return Err(malformed("frame shorter than its tag"));
+    }
+    let (body, tag) = frame.split_at(frame.len() - TAG_LEN);
+    if !session.verify(&[dir, &seq.to_be_bytes(), body], tag) {
+        return Err(malformed("frame failed authentication"));
+    }
+    decode(body, peer)
 }
 
 fn auth_err(peer: &str, reason: &str) -> Error {

@@ -32,6 +32,61 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a program somewhere on the cluster, wired to this terminal.
+    ///
+    /// Exit code: the program's, or 128 + the signal that killed it; 127 when the command is
+    /// not found, 126 when it cannot be executed, 125 when ssi cannot place or start it, 255
+    /// when the node hosting it died.
+    Run {
+        /// Run on this node.
+        #[arg(long)]
+        node: Option<u16>,
+        /// CPUs the program needs.
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Memory the program needs, in bytes (suffixes K, M, G allowed).
+        #[arg(long, value_parser = parse_bytes)]
+        mem: Option<u64>,
+        /// Print the global pid and return; output is kept for `ssi attach`.
+        #[arg(long)]
+        detach: bool,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Follow the output of a running process until it ends (Ctrl-C stops following).
+    Attach {
+        /// Global pid.
+        gpid: i32,
+    },
+    /// List every process of the cluster.
+    Ps {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signal to a process wherever it runs.
+    Kill {
+        /// Signal, by name or number.
+        #[arg(short = 's', long = "signal", default_value = "TERM")]
+        signal: String,
+        /// Global pid.
+        gpid: i32,
+    },
+}
+
+/// Parses `123`, `64K`, `512M`, `2G`.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 512M)"))
 }
 
 fn main() -> ExitCode {
@@ -60,10 +115,32 @@ async fn run(args: Args) -> Result<ExitCode> {
     let out = match args.command {
         Command::Nodes { json } => cli::nodes::nodes(&socket, json).await?,
         Command::Info { json } => cli::nodes::info(&socket, json).await?,
+        Command::Ps { json } => cli::ps::ps(&socket, json).await?,
+        Command::Kill { signal, gpid } => {
+            let sig = cli::ps::parse_signal(&signal)?;
+            cli::ps::kill(&socket, gpid, sig).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Run { node, cpus, mem, detach, command } => {
+            let args = cli::run::RunArgs { command, node, cpus, mem, detach };
+            let code = cli::run::run(&socket, args).await?;
+            exit_now(code)
+        }
+        Command::Attach { gpid } => {
+            let code = cli::run::attach(&socket, gpid).await?;
+            exit_now(code)
+        }
     };
     print!("{out}");
     if !out.ends_with('\n') {
         println!();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Exits at once: a thread blocked reading our stdin must not hold the exit.
+fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
 }

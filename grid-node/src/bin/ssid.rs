@@ -44,6 +44,10 @@ fn main() -> ExitCode {
 }
 
 fn real_main() -> Result<()> {
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some("ns-init") {
+        return ns_init(&raw[2..]);
+    }
     let args = Args::parse();
     if let Some(path) = args.gen_key {
         return write_key(&path);
@@ -53,12 +57,14 @@ fn real_main() -> Result<()> {
         None => ConfigLayer::default(),
     };
     let config = args.layer.over(file).resolve()?;
+    // The pid namespace and its init must exist before the runtime starts its threads.
+    let hosting = hosting(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(grid_node::daemon::run(config))
+    rt.block_on(grid_node::daemon::run(config, hosting))
 }
 
 fn write_key(path: &std::path::Path) -> Result<()> {
@@ -73,4 +79,41 @@ fn write_key(path: &std::path::Path) -> Result<()> {
     writeln!(f, "{}", ClusterKey::generate_hex())
         .with_context(|| format!("cannot write key file {}", path.display()))?;
     Ok(())
+}
+
+/// Creates the node's pid namespace and its init, or says why this node cannot host processes.
+fn hosting(config: &ssi_core::config::NodeConfig) -> grid_node::daemon::Hosting {
+    let Some(range) = ssi_core::pids::PidRange::of(config.id) else {
+        return Err(format!(
+            "node id {} is above {}: no global pid range",
+            config.id,
+            ssi_core::pids::MAX_NODE
+        ));
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return Err("ssid is not running as root (pid namespaces need it)".into());
+    }
+    grid_node::daemon::nsinit::client::start_init(range).map_err(|e| format!("{e:#}"))
+}
+
+/// `ssid ns-init --fd N --first P --last Q`: pid 1 of the node's namespace (internal).
+fn ns_init(args: &[String]) -> Result<()> {
+    use std::os::fd::FromRawFd;
+    let value = |flag: &str| -> Result<i32> {
+        let i = args
+            .iter()
+            .position(|a| a == flag)
+            .with_context(|| format!("ns-init: {flag} missing"))?;
+        args.get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("ns-init: bad {flag}"))
+    };
+    let fd = value("--fd")?;
+    let (first, last) = (value("--first")?, value("--last")?);
+    if std::process::id() != 1 {
+        anyhow::bail!("ns-init must be pid 1 of a fresh pid namespace (started by ssid)");
+    }
+    // SAFETY: the fd number was passed by ssid, which left this fd open for us alone.
+    let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    grid_node::daemon::nsinit::init::run(sock, first, last)
 }

@@ -1,6 +1,8 @@
 //! Commands of the `ssi` CLI. Each talks only to the local daemon's control socket.
 
 pub mod nodes;
+pub mod ps;
+pub mod run;
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +34,7 @@ pub async fn connect(path: &Path) -> Result<ControlConn> {
 pub async fn call(path: &Path, req: ControlRequest) -> Result<ControlResponse> {
     let mut conn = connect(path).await?;
     match conn.call(&req).await? {
-        ControlResponse::Error(message) => bail!("ssid: {message}"),
+        ControlResponse::Error { message, .. } => bail!("{message}"),
         other => Ok(other),
     }
 }

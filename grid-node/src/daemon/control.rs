@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ssi_core::control::{ControlConn, ControlRequest, ControlResponse};
+use ssi_core::process::{Caller, EXIT_SSI_ERROR};
 use ssi_core::view::ClusterInfo;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 
-use super::Node;
+use super::{cluster, session, Node};
 
-/// Binds the control socket at `path`, mode 0600. A socket file left by a dead daemon is
-/// replaced; one that a live daemon answers on is not.
+/// Binds the control socket at `path`. A socket file left by a dead daemon is replaced; one
+/// that a live daemon answers on is not. Anyone may connect: each request runs with the
+/// caller's own identity (from the socket's peer credentials), as for a local command.
 pub fn bind(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -26,7 +28,7 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     let listener = UnixListener::bind(path)
         .with_context(|| format!("cannot bind control socket {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
         .with_context(|| format!("cannot chmod {}", path.display()))?;
     Ok(listener)
 }
@@ -38,10 +40,10 @@ pub async fn serve(node: Arc<Node>, listener: UnixListener) {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let node = node.clone();
-                let conn = ControlConn::from_stream(stream, &path);
+                let path = path.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = session(&node, conn).await {
-                        tracing::debug!(error = %e, "control connection ended with an error");
+                    if let Err(e) = session_of(&node, stream, &path).await {
+                        tracing::debug!(error = %format!("{e:#}"), "control connection ended with an error");
                     }
                 });
             }
@@ -50,20 +52,57 @@ pub async fn serve(node: Arc<Node>, listener: UnixListener) {
     }
 }
 
-async fn session(node: &Node, mut conn: ControlConn) -> Result<()> {
+/// The identity of the process at the other end of the socket.
+fn caller_of(stream: &UnixStream) -> Result<Caller> {
+    let cred = stream.peer_cred().context("cannot read the caller's credentials")?;
+    let groups = cred
+        .pid()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Groups:"))
+                .map(|l| l.split_whitespace().skip(1).filter_map(|g| g.parse().ok()).collect())
+        })
+        .unwrap_or_default();
+    Ok(Caller {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        groups,
+    })
+}
+
+async fn session_of(node: &Node, stream: UnixStream, path: &Path) -> Result<()> {
+    let caller = caller_of(&stream)?;
+    let mut conn = ControlConn::from_stream(stream, path);
     while let Some(req) = conn.recv::<ControlRequest>().await? {
-        let resp = match answer(node, req).await {
-            Ok(r) => r,
-            Err(e) => ControlResponse::Error(format!("{e:#}")),
+        let resp = match req {
+            ControlRequest::Run(spec) => return session::run(node, spec, caller, conn).await,
+            ControlRequest::Attach { gpid } => return session::attach(node, gpid, caller, conn).await,
+            other => match answer(node, other, &caller).await {
+                Ok(r) => r,
+                Err(e) => ControlResponse::Error {
+                    message: format!("{e:#}"),
+                    code: EXIT_SSI_ERROR,
+                },
+            },
         };
         conn.send(&resp).await?;
     }
     Ok(())
 }
 
-async fn answer(node: &Node, req: ControlRequest) -> Result<ControlResponse> {
+async fn answer(node: &Node, req: ControlRequest, caller: &Caller) -> Result<ControlResponse> {
     Ok(match req {
         ControlRequest::Nodes => ControlResponse::Nodes(node.gossip.view().await?),
         ControlRequest::Info => ControlResponse::Info(ClusterInfo::sum(&node.gossip.view().await?)),
+        ControlRequest::Ps => ControlResponse::Processes(cluster::ps(node).await?),
+        ControlRequest::Kill { gpid, sig } => {
+            cluster::kill(node, gpid, sig, caller).await?;
+            ControlResponse::Done
+        }
+        ControlRequest::Input(_) => bail!("no process follows this connection"),
+        ControlRequest::Run(_) | ControlRequest::Attach { .. } => {
+            bail!("a session request cannot be answered here")
+        }
     })
 }

@@ -89,5 +89,9 @@ async fn join_through(node: &Node, seed: SocketAddr) -> Result<(), Error> {
             peer: format!("seed {seed}"),
             reason: message,
         }),
+        other => Err(Error::Peer {
+            peer: format!("seed {seed}"),
+            reason: format!("unexpected answer to a join: {other:?}"),
+        }),
     }
 }

@@ -9,12 +9,18 @@
 //!                   probe loop -----+ (publishes CPU/memory/load every info interval)
 //! ```
 
+mod cluster;
 mod control;
 mod join;
+pub mod nsinit;
 mod probes;
+pub mod procman;
 mod rpc;
+mod session;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
@@ -22,9 +28,13 @@ use ssi_core::auth::{unix_ms, ClusterKey};
 use ssi_core::config::NodeConfig;
 use ssi_core::gossip::{self, GossipHandle};
 use ssi_core::membership::Membership;
-use ssi_core::NodeIdentity;
+use ssi_core::process::ProcessView;
+use ssi_core::{NodeId, NodeIdentity};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+
+use nsinit::client::{InitClient, Started};
+use procman::ProcMan;
 
 /// What every subsystem of a running daemon shares.
 #[derive(Debug)]
@@ -35,7 +45,48 @@ pub struct Node {
     pub key: ClusterKey,
     /// The membership task.
     pub gossip: GossipHandle,
+    /// The process manager, or why this node cannot host processes.
+    pub procs: Result<Arc<ProcMan>, String>,
+    /// Processes started from this node on other nodes, to report them lost when their node
+    /// dies.
+    directory: Mutex<HashMap<i32, ProcessView>>,
+    /// Recent placements per node, that probes may not show yet.
+    pending: Mutex<HashMap<NodeId, Vec<Instant>>>,
 }
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Node {
+    /// The local process manager, or an error saying why this node hosts no processes.
+    pub fn local_procs(&self) -> Result<&ProcMan> {
+        self.procs
+            .as_deref()
+            .map_err(|why| anyhow::anyhow!("node {} cannot host processes: {why}", self.config.id))
+    }
+
+    fn directory(&self) -> MutexGuard<'_, HashMap<i32, ProcessView>> {
+        lock(&self.directory)
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashMap<NodeId, Vec<Instant>>> {
+        lock(&self.pending)
+    }
+
+    /// The name of node `id` as gossiped, or its number.
+    pub async fn name_of(&self, id: NodeId) -> String {
+        self.gossip
+            .view()
+            .await
+            .ok()
+            .and_then(|v| v.into_iter().find(|n| n.id == id))
+            .map_or_else(|| format!("node-{id}"), |n| n.name)
+    }
+}
+
+/// How the node hosts processes: its namespace init, or why it cannot.
+pub type Hosting = Result<Started, String>;
 
 /// A reason for the daemon to stop on its own.
 #[derive(Debug)]
@@ -45,7 +96,7 @@ enum Fatal {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT (graceful leave) or a fatal refusal.
-pub async fn run(config: NodeConfig) -> Result<()> {
+pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
     let key = ClusterKey::load(&config.cluster_key_file)?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("cannot create state dir {}", config.state_dir.display()))?;
@@ -70,10 +121,30 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         rand::rngs::StdRng::seed_from_u64(rand::random()),
     );
     let gossip = gossip::spawn(core, udp, key.clone());
+    let procs = match hosting {
+        Ok(started) => {
+            let init_pid = i32::try_from(started.child.id()).context("init pid")?;
+            let (tx, rx) = mpsc::channel(256);
+            let client = InitClient::start(started.sock, tx)?;
+            // The init is reaped by a thread of its own; its end is logged by the client.
+            let mut child = started.child;
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+            Ok(ProcMan::start(config.id, config.name.clone(), client, init_pid, rx)?)
+        }
+        Err(why) => {
+            tracing::warn!("this node will not host processes: {why}");
+            Err(why)
+        }
+    };
     let node = Arc::new(Node {
         config,
         key,
         gossip,
+        procs,
+        directory: Mutex::default(),
+        pending: Mutex::default(),
     });
     tracing::info!(
         node = %me.id, name = %node.config.name, addr = %me.addr, gen = me.gen,
@@ -90,7 +161,8 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     let outcome = tokio::select! {
         _ = term.recv() => None,
         _ = tokio::signal::ctrl_c() => None,
-        fatal = fatal_rx.recv() => fatal,
+        // The join task drops its sender when it has nothing more to do: not a reason to stop.
+        Some(fatal) = fatal_rx.recv() => Some(fatal),
     };
     let socket = node.config.control_socket();
     let result = match outcome {

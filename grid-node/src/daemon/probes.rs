@@ -16,8 +16,10 @@ pub async fn run(node: Arc<Node>) {
         tick.tick().await;
         let elapsed = last.elapsed().as_secs_f64();
         last = Instant::now();
-        // This node hosts no cluster processes yet: the process manager will supply them.
-        let hosted: Vec<i32> = Vec::new();
+        let hosted = match &node.procs {
+            Ok(pm) => pm.hosted_pids(),
+            Err(_) => Vec::new(),
+        };
         match prober.sample(&hosted, elapsed) {
             Ok(probe) => {
                 if node.gossip.publish(probe).await.is_err() {

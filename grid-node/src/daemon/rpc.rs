@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::Result;
 use ssi_core::gossip::RateLimited;
 use ssi_core::membership::MemberRecord;
+use ssi_core::process::{Caller, RunSpec};
 use ssi_core::rpc::{RpcRequest, RpcResponse};
 use ssi_core::wire::SecureStream;
-use ssi_core::Error;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 
+use super::session::follow_local;
 use super::Node;
 
 /// Accepts daemon connections forever.
@@ -23,13 +24,14 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                stream.set_nodelay(true).ok();
                 let node = node.clone();
                 let refusals = refusals.clone();
                 tokio::spawn(async move {
                     if let Err(e) = connection(&node, stream, peer).await {
                         let mut limit = refusals.lock().await;
                         if let Some(held) = limit.admit() {
-                            tracing::warn!(%peer, error = %e, held_back = held, "rpc connection refused or failed");
+                            tracing::warn!(%peer, error = %format!("{e:#}"), held_back = held, "rpc connection refused or failed");
                         }
                     }
                 });
@@ -39,34 +41,85 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
-async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<(), Error> {
+async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<()> {
     let mut conn = SecureStream::server(stream, &node.key, peer.to_string()).await?;
     while let Some(req) = conn.recv::<RpcRequest>().await? {
-        let resp = answer(node, req, peer).await;
+        let resp = match req {
+            RpcRequest::Spawn { spec, caller } => return spawn(node, spec, caller, conn).await,
+            RpcRequest::Attach { gpid, caller } => return attach(node, gpid, caller, conn).await,
+            RpcRequest::Join { identity, name } => admit(node, identity, &name, peer).await,
+            RpcRequest::Ps => match &node.procs {
+                Ok(pm) => RpcResponse::Processes(pm.ps()),
+                Err(_) => RpcResponse::Processes(Vec::new()),
+            },
+            RpcRequest::Kill { gpid, sig, caller } => match node.local_procs() {
+                Ok(pm) => match pm.kill(gpid, sig, &caller).await {
+                    Ok(()) => RpcResponse::Done,
+                    Err(e) => error(e),
+                },
+                Err(e) => error(e),
+            },
+            RpcRequest::Input(_) => error(anyhow::anyhow!("input outside of a session")),
+        };
         conn.send(&resp).await?;
     }
     Ok(())
 }
 
-async fn answer(node: &Node, req: RpcRequest, peer: SocketAddr) -> RpcResponse {
-    match req {
-        RpcRequest::Join { identity, name } => match admit(node, identity, &name, peer).await {
-            Ok(resp) => resp,
-            Err(e) => RpcResponse::Error {
-                message: e.to_string(),
-            },
-        },
+fn error(e: anyhow::Error) -> RpcResponse {
+    RpcResponse::Error {
+        message: format!("{e:#}"),
+    }
+}
+
+/// Starts a process for a remote home and serves its session.
+async fn spawn(node: &Node, spec: RunSpec, caller: Caller, mut conn: SecureStream<TcpStream>) -> Result<()> {
+    let pm = match node.local_procs() {
+        Ok(pm) => pm,
+        Err(e) => return Ok(conn.send(&error(e)).await?),
+    };
+    let (tx, rx) = mpsc::channel(8);
+    let follower = (!spec.detach).then_some(tx);
+    match pm.spawn(&spec, &caller, follower).await? {
+        Ok(gpid) => {
+            conn.send(&RpcResponse::Started { gpid }).await?;
+            if spec.detach {
+                return Ok(());
+            }
+            let (tx, rx_in) = conn.split();
+            follow_local(pm, gpid, rx, rx_in, tx, true).await
+        }
+        Err(f) => Ok(conn
+            .send(&RpcResponse::SpawnFailed {
+                reason: f.reason,
+                errno: f.errno,
+            })
+            .await?),
+    }
+}
+
+/// Streams the output of a hosted process to a remote home.
+async fn attach(node: &Node, gpid: i32, caller: Caller, mut conn: SecureStream<TcpStream>) -> Result<()> {
+    let pm = match node.local_procs() {
+        Ok(pm) => pm,
+        Err(e) => return Ok(conn.send(&error(e)).await?),
+    };
+    match pm.attach(gpid, &caller).await {
+        Ok(rx) => {
+            let (tx, rx_in) = conn.split();
+            follow_local(pm, gpid, rx, rx_in, tx, false).await
+        }
+        Err(e) => Ok(conn.send(&error(e)).await?),
     }
 }
 
 /// Lets a node in unless its id is held by another live node.
-async fn admit(
-    node: &Node,
-    joiner: ssi_core::NodeIdentity,
-    name: &str,
-    peer: SocketAddr,
-) -> Result<RpcResponse, Error> {
-    if let Some(holder) = node.gossip.active_identity(joiner.id).await? {
+async fn admit(node: &Node, joiner: ssi_core::NodeIdentity, name: &str, peer: SocketAddr) -> RpcResponse {
+    let holder = match node.gossip.active_identity(joiner.id).await {
+        Ok(h) => h,
+        Err(e) => return error(e.into()),
+    };
+    if let Some(holder) = holder {
         // The same address means the same node restarted (its old run cannot hold the port).
         if holder.addr != joiner.addr {
             let reason = format!(
@@ -74,19 +127,27 @@ async fn admit(
                 joiner.id, holder.addr, holder.gen, name, joiner.addr
             );
             tracing::warn!(%peer, "refused join: {reason}");
-            return Ok(RpcResponse::JoinRefused { reason });
+            return RpcResponse::JoinRefused { reason };
         }
     }
-    let seed = node.gossip.identity().await?;
-    let members = node.gossip.snapshot().await?;
-    node.gossip
-        .admit(MemberRecord {
-            identity: joiner.clone(),
-            incarnation: 0,
-            active: true,
-            suspect: false,
-        })
-        .await?;
-    tracing::info!(node = %joiner.id, %name, addr = %joiner.addr, "admitted joining node");
-    Ok(RpcResponse::JoinAccepted { seed, members })
+    let answer = async {
+        let seed = node.gossip.identity().await?;
+        let members = node.gossip.snapshot().await?;
+        node.gossip
+            .admit(MemberRecord {
+                identity: joiner.clone(),
+                incarnation: 0,
+                active: true,
+                suspect: false,
+            })
+            .await?;
+        Ok::<_, ssi_core::Error>(RpcResponse::JoinAccepted { seed, members })
+    };
+    match answer.await {
+        Ok(r) => {
+            tracing::info!(node = %joiner.id, %name, addr = %joiner.addr, "admitted joining node");
+            r
+        }
+        Err(e) => error(e.into()),
+    }
 }

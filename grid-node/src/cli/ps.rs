@@ -1,0 +1,100 @@
+//! `ssi ps` and `ssi kill`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use ssi_core::control::{ControlRequest, ControlResponse};
+use ssi_core::process::ProcessView;
+
+/// `ssi ps`: every process of the cluster.
+pub async fn ps(socket: &Path, json: bool) -> Result<String> {
+    let ControlResponse::Processes(list) = super::call(socket, ControlRequest::Ps).await? else {
+        bail!("ssid sent an unexpected answer to a ps request");
+    };
+    if json {
+        return Ok(serde_json::to_string_pretty(&list)?);
+    }
+    Ok(table(&list))
+}
+
+fn human_bytes(b: u64) -> String {
+    const K: f64 = 1024.0;
+    let b = b as f64;
+    if b >= K * K * K {
+        format!("{:.1}G", b / K / K / K)
+    } else if b >= K * K {
+        format!("{:.1}M", b / K / K)
+    } else {
+        format!("{:.0}K", b / K)
+    }
+}
+
+fn clock(unix: u64) -> String {
+    let secs = unix % 86_400;
+    format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// Formats processes as a table.
+pub fn table(list: &[ProcessView]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>8} {:>8} {:<10} {:<10} {:<8} {:>5} {:>7} {:>8}  COMMAND",
+        "GPID", "PPID", "NODE", "STATE", "USER", "%CPU", "RSS", "START"
+    );
+    for p in list {
+        let _ = writeln!(
+            out,
+            "{:>8} {:>8} {:<10} {:<10} {:<8} {:>5.1} {:>7} {:>8}  {}",
+            p.gpid,
+            p.ppid,
+            format!("{}:{}", p.node, p.node_name),
+            p.state.as_str(),
+            p.user,
+            p.cpu_percent,
+            human_bytes(p.rss_bytes),
+            clock(p.start_time),
+            p.command
+        );
+    }
+    out
+}
+
+/// Parses a signal given as a number, `TERM` or `SIGTERM`.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if nix::sys::signal::Signal::try_from(n).is_ok() {
+            return Ok(n);
+        }
+        bail!("unknown signal {s}");
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    match name.parse::<nix::sys::signal::Signal>() {
+        Ok(sig) => Ok(sig as i32),
+        Err(_) => bail!("unknown signal {s}"),
+    }
+}
+
+/// `ssi kill`: signals a process wherever it runs.
+pub async fn kill(socket: &Path, gpid: i32, sig: i32) -> Result<()> {
+    match super::call(socket, ControlRequest::Kill { gpid, sig }).await? {
+        ControlResponse::Done => Ok(()),
+        other => bail!("ssid sent an unexpected answer to a kill request: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_number_and_name() {
+        assert_eq!(parse_signal("9").expect("9"), 9);
+        assert_eq!(parse_signal("TERM").expect("TERM"), libc::SIGTERM);
+        assert_eq!(parse_signal("sigusr1").expect("usr1"), libc::SIGUSR1);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("99").is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! Operations that reach other nodes: connecting to a node's RPC server, listing and signalling
+//! processes cluster-wide.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ssi_core::process::{Caller, ProcState, ProcessView};
+use ssi_core::rpc::{RpcRequest, RpcResponse};
+use ssi_core::view::MemberState;
+use ssi_core::wire::SecureStream;
+use ssi_core::NodeId;
+use tokio::net::TcpStream;
+
+use super::Node;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An authenticated connection to node `id`'s RPC server.
+pub async fn connect(node: &Node, id: NodeId) -> Result<SecureStream<TcpStream>> {
+    let target = node
+        .gossip
+        .active_identity(id)
+        .await?
+        .ok_or_else(|| anyhow!("node {id} is not alive"))?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.addr))
+        .await
+        .map_err(|_| anyhow!("node {id} at {}: connection timed out", target.addr))?
+        .with_context(|| format!("node {id} at {}", target.addr))?;
+    stream.set_nodelay(true).ok();
+    Ok(SecureStream::client(stream, &node.key, format!("node {id}")).await?)
+}
+
+/// Sends one request to node `id` and waits for one answer.
+pub async fn ask(node: &Node, id: NodeId, req: &RpcRequest) -> Result<RpcResponse> {
+    let fut = async {
+        let mut conn = connect(node, id).await?;
+        conn.send(req).await?;
+        conn.recv::<RpcResponse>()
+            .await?
+            .ok_or_else(|| anyhow!("node {id} closed the connection without answering"))
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, fut)
+        .await
+        .map_err(|_| anyhow!("node {id} did not answer within {ANSWER_TIMEOUT:?}"))?
+}
+
+/// Every process of the cluster: those of every alive node, and those lost with dead nodes.
+pub async fn ps(node: &Node) -> Result<Vec<ProcessView>> {
+    let view = node.gossip.view().await?;
+    let me = node.config.id;
+    let mut all: Vec<ProcessView> = match &node.procs {
+        Ok(pm) => pm.ps(),
+        Err(_) => Vec::new(),
+    };
+    let others: Vec<NodeId> = view
+        .iter()
+        .filter(|n| n.state.is_active() && n.id != me)
+        .map(|n| n.id)
+        .collect();
+    let answers = futures::future::join_all(others.iter().map(|&id| async move {
+        (id, ask(node, id, &RpcRequest::Ps).await)
+    }))
+    .await;
+    let mut answered: HashMap<NodeId, Vec<i32>> = HashMap::new();
+    answered.insert(me, all.iter().map(|p| p.gpid).collect());
+    for (id, answer) in answers {
+        match answer {
+            Ok(RpcResponse::Processes(list)) => {
+                answered.insert(id, list.iter().map(|p| p.gpid).collect());
+                all.extend(list);
+            }
+            Ok(other) => tracing::warn!(node = %id, "unexpected answer to ps: {other:?}"),
+            Err(e) => tracing::warn!(node = %id, error = %e, "ps: node did not answer"),
+        }
+    }
+    // Remote processes started from here: lost when their node died, forgotten once their
+    // (alive) node no longer has them.
+    let dead: Vec<NodeId> = view
+        .iter()
+        .filter(|n| matches!(n.state, MemberState::Dead | MemberState::Left))
+        .map(|n| n.id)
+        .collect();
+    let mut dir = node.directory();
+    dir.retain(|gpid, p| {
+        dead.contains(&p.node) || answered.get(&p.node).is_none_or(|l| l.contains(gpid))
+    });
+    for p in dir.values() {
+        if dead.contains(&p.node) && !all.iter().any(|q| q.gpid == p.gpid) {
+            let mut lost = p.clone();
+            lost.state = ProcState::Lost;
+            lost.cpu_percent = 0.0;
+            lost.rss_bytes = 0;
+            all.push(lost);
+        }
+    }
+    drop(dir);
+    all.sort_by_key(|p| p.gpid);
+    Ok(all)
+}
+
+/// Where `gpid` runs now.
+pub async fn locate(node: &Node, gpid: i32) -> Result<NodeId> {
+    if let Ok(pm) = &node.procs {
+        if pm.ps().iter().any(|p| p.gpid == gpid) {
+            return Ok(node.config.id);
+        }
+    }
+    let list = ps(node).await?;
+    match list.iter().find(|p| p.gpid == gpid) {
+        Some(p) if p.state == ProcState::Lost => {
+            bail!("process {gpid} is lost: node {} died", p.node)
+        }
+        Some(p) => Ok(p.node),
+        None => bail!("no process {gpid} in the cluster"),
+    }
+}
+
+/// Sends `sig` to process `gpid` wherever it runs.
+pub async fn kill(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
+    let host = locate(node, gpid).await?;
+    if host == node.config.id {
+        return node.local_procs()?.kill(gpid, sig, caller).await;
+    }
+    let req = RpcRequest::Kill {
+        gpid,
+        sig,
+        caller: caller.clone(),
+    };
+    match ask(node, host, &req).await? {
+        RpcResponse::Done => Ok(()),
+        RpcResponse::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from node {host}: {other:?}"),
+    }
+}

@@ -1,0 +1,239 @@
+//! The `ssid ns-init` program: pid 1 of a node's pid namespace. Single-threaded and blocking
+//! on purpose: `clone3` followed by `execve` is only safe from a single-threaded process.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::{ExitStatus, FromInit, SpawnRequest, ToInit, MAX_MESSAGE};
+use crate::sys::{self, Prepared, SpawnError};
+
+/// Runs the init loop on `sock` (inherited from the daemon) for pids `first..=last`.
+pub fn run(sock: OwnedFd, first: i32, last: i32) -> Result<()> {
+    // If the daemon died before this takes effect, its end of `sock` is closed and the loop
+    // below ends at the first read.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("cannot set the parent-death signal")?;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block().context("cannot block SIGCHLD")?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("cannot create a signalfd")?;
+    sys::cloexec_from_3().context("cannot mark inherited fds close-on-exec")?;
+    let mut init = Init {
+        sock,
+        first,
+        last,
+        cursor: first,
+    };
+    init.keep_kernel_cursor_in_range();
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let (sock_ready, sig_ready) = {
+            let mut fds = [
+                PollFd::new(init.sock.as_fd(), PollFlags::POLLIN),
+                PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::from(1000u16)) {
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("poll failed"),
+                Ok(_) => {}
+            }
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if sig_ready {
+            // Drain the signalfd; the reaping below catches every exited child.
+            while let Ok(Some(_)) = sigfd.read_signal() {}
+        }
+        init.reap()?;
+        if sock_ready {
+            let (n, fds) = match sys::recv_with_fds(init.sock.as_raw_fd(), &mut buf) {
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("cannot receive from ssid"),
+                Ok(r) => r,
+            };
+            if n == 0 {
+                // The daemon closed its end: the node stops, and so do its processes.
+                return Ok(());
+            }
+            let reply = match postcard::from_bytes::<ToInit>(&buf[..n]) {
+                Ok(ToInit::Spawn(req)) => init.spawn(&req, &fds),
+                Ok(ToInit::Signal { target, sig }) => init.signal(target, sig),
+                Err(e) => FromInit::SpawnFailed {
+                    reason: format!("undecodable request: {e}"),
+                    errno: libc::EINVAL,
+                },
+            };
+            drop(fds);
+            init.send(&reply)?;
+        }
+        init.keep_kernel_cursor_in_range();
+    }
+}
+
+struct Init {
+    sock: OwnedFd,
+    first: i32,
+    last: i32,
+    cursor: i32,
+}
+
+/// Room kept at the top of the range before the kernel's cursor is sent back to its start.
+const CURSOR_SLACK: i32 = 64;
+
+impl Init {
+    fn send(&self, msg: &FromInit) -> Result<()> {
+        let bytes = postcard::to_stdvec(msg).context("cannot encode a message")?;
+        sys::send_with_fds(self.sock.as_raw_fd(), &bytes, &[]).context("cannot send to ssid")
+    }
+
+    /// Programs that fork get pids from the kernel's cursor (`ns_last_pid`): keep it inside
+    /// the node's range, so that their children's pids are the node's too.
+    fn keep_kernel_cursor_in_range(&self) {
+        let path = "/proc/sys/kernel/ns_last_pid";
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
+        };
+        let Ok(last) = text.trim().parse::<i32>() else {
+            return;
+        };
+        if last < self.first - 1 || last > self.last - CURSOR_SLACK {
+            let _ = std::fs::write(path, (self.first - 1).to_string());
+        }
+    }
+
+    fn reap(&self) -> Result<()> {
+        loop {
+            let status = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, ExitStatus::Signal(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
+                Ok(_) => continue,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e).context("waitpid failed"),
+            };
+            self.send(&FromInit::Exited {
+                pid: status.0.as_raw(),
+                status: status.1,
+            })?;
+        }
+    }
+
+    fn signal(&self, target: i32, sig: i32) -> FromInit {
+        let error = Signal::try_from(sig)
+            .map_err(|e| format!("signal {sig}: {e}"))
+            .and_then(|s| {
+                nix::sys::signal::kill(Pid::from_raw(target), s)
+                    .map_err(|e| format!("kill {target}: {e}"))
+            })
+            .err();
+        FromInit::Signalled { error }
+    }
+
+    fn spawn(&mut self, req: &SpawnRequest, fds: &[OwnedFd]) -> FromInit {
+        let failed = |reason: String, errno: Errno| FromInit::SpawnFailed {
+            reason,
+            errno: errno as i32,
+        };
+        let [stdin, stdout, stderr] = fds else {
+            return failed(format!("expected 3 stdio fds, got {}", fds.len()), Errno::EINVAL);
+        };
+        let stdio: [RawFd; 3] = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+        let Some(arg0) = req.argv.first() else {
+            return failed("empty command".into(), Errno::EINVAL);
+        };
+        let path = match resolve(arg0, &req.env, &req.cwd) {
+            Some(p) => p,
+            None => {
+                let name = String::from_utf8_lossy(arg0);
+                return failed(format!("{name}: command not found"), Errno::ENOENT);
+            }
+        };
+        let prepared = match Prepared::new(
+            path.as_os_str(),
+            &req.argv,
+            &req.env,
+            &req.cwd,
+            req.uid,
+            req.gid,
+            req.groups.clone(),
+            stdio,
+        ) {
+            Ok(p) => p,
+            Err(reason) => return failed(reason, Errno::EINVAL),
+        };
+        let span = self.last - self.first + 1;
+        for _ in 0..span {
+            let gpid = self.cursor;
+            self.cursor = if gpid >= self.last { self.first } else { gpid + 1 };
+            match sys::spawn_with_pid(&prepared, gpid) {
+                Ok(gpid) => return FromInit::Spawned { gpid },
+                Err(SpawnError::Clone(Errno::EEXIST)) => continue,
+                Err(SpawnError::Clone(e)) => {
+                    return failed(format!("cannot create the process: {e}"), e)
+                }
+                Err(SpawnError::Child(stage, e)) => {
+                    let what = match stage {
+                        sys::Stage::Chdir => String::from_utf8_lossy(&req.cwd).into_owned(),
+                        _ => path.display().to_string(),
+                    };
+                    return failed(format!("{} {what}: {}", stage.describe(), e.desc()), e);
+                }
+            }
+        }
+        failed(
+            format!("all {span} pids of this node are in use"),
+            Errno::EAGAIN,
+        )
+    }
+}
+
+/// Finds the program like execvp does: a name with a slash is used as is (relative to `cwd`),
+/// otherwise the directories of `PATH` from `env` are searched.
+fn resolve(arg0: &[u8], env: &[Vec<u8>], cwd: &[u8]) -> Option<PathBuf> {
+    let name = Path::new(OsStr::from_bytes(arg0));
+    let cwd = Path::new(OsStr::from_bytes(cwd));
+    if arg0.contains(&b'/') {
+        return Some(name.to_path_buf());
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix(b"PATH="))
+        .map(|p| p.to_vec())
+        .unwrap_or_else(|| b"/usr/local/bin:/usr/bin:/bin".to_vec());
+    for dir in path.split(|&b| b == b':') {
+        let dir = if dir.is_empty() { &b"."[..] } else { dir };
+        let candidate = cwd.join(OsString::from_vec(dir.to_vec())).join(name);
+        if is_executable(&candidate) {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_searches_path_and_keeps_slashes() {
+        let env = vec![b"PATH=/nonexistent:/bin".to_vec()];
+        assert_eq!(resolve(b"sh", &env, b"/"), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(resolve(b"./x", &env, b"/"), Some(PathBuf::from("./x")));
+        assert_eq!(resolve(b"no-such-program-here", &env, b"/"), None);
+    }
+}

@@ -1,0 +1,252 @@
+//! The local process manager: the processes this node hosts, in its pid namespace.
+//!
+//! It starts programs through the namespace init with pipes for stdin, stdout and stderr,
+//! keeps one record per started process (its pipes, its follower, its exit status), relays
+//! input and signals, and lists every process of the namespace for `ssi ps`.
+
+mod output;
+pub mod ps;
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::OFlag;
+use ssi_core::process::{Caller, ExitStatus, Input, Output, ProcessView, RunSpec};
+use ssi_core::NodeId;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, watch};
+
+use super::nsinit::client::{InitClient, SpawnFailure};
+use super::nsinit::SpawnRequest;
+
+/// How long an exit status nobody collected is kept (detached processes).
+const KEEP_EXITED: Duration = Duration::from_secs(3600);
+
+/// One process started by this node.
+#[derive(Debug)]
+struct Hosted {
+    uid: u32,
+    stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
+    attach: mpsc::Sender<mpsc::Sender<Output>>,
+    exit: watch::Sender<Option<ExitStatus>>,
+    exited_at: Mutex<Option<Instant>>,
+}
+
+type Table = Arc<Mutex<HashMap<i32, Arc<Hosted>>>>;
+
+/// The process manager of this node.
+#[derive(Debug)]
+pub struct ProcMan {
+    node: NodeId,
+    node_name: String,
+    init: Arc<InitClient>,
+    ns: u64,
+    table: Table,
+    /// Exits that arrived before their spawn was recorded.
+    early: Mutex<HashMap<i32, (ExitStatus, Instant)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")
+}
+
+impl ProcMan {
+    /// A manager for the namespace whose init is `init` (pid `init_pid` in the root
+    /// namespace); `exits` carries the exit statuses the init reports.
+    pub fn start(
+        node: NodeId,
+        node_name: String,
+        init: Arc<InitClient>,
+        init_pid: i32,
+        mut exits: mpsc::Receiver<(i32, ExitStatus)>,
+    ) -> Result<Arc<ProcMan>> {
+        let ns = ps::pid_ns_inode(init_pid).context("cannot read the pid namespace of the init")?;
+        let pm = Arc::new(ProcMan {
+            node,
+            node_name,
+            init,
+            ns,
+            table: Arc::default(),
+            early: Mutex::default(),
+        });
+        let weak = Arc::downgrade(&pm);
+        tokio::spawn(async move {
+            while let Some((pid, status)) = exits.recv().await {
+                let Some(pm) = weak.upgrade() else { return };
+                pm.exited(pid, status);
+            }
+            tracing::error!("the namespace init is gone: this node can no longer host processes");
+        });
+        let weak = Arc::downgrade(&pm);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(pm) = weak.upgrade() else { return };
+                pm.sweep();
+            }
+        });
+        Ok(pm)
+    }
+
+    fn exited(&self, pid: i32, status: ExitStatus) {
+        let rec = lock(&self.table).get(&pid).cloned();
+        match rec {
+            Some(rec) => {
+                *lock(&rec.exited_at) = Some(Instant::now());
+                let _ = rec.exit.send(Some(status));
+            }
+            None => {
+                lock(&self.early).insert(pid, (status, Instant::now()));
+            }
+        }
+    }
+
+    /// Forgets exit statuses nobody collected in time.
+    fn sweep(&self) {
+        lock(&self.early).retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
+        lock(&self.table).retain(|_, rec| {
+            lock(&rec.exited_at).is_none_or(|at| at.elapsed() < KEEP_EXITED)
+        });
+    }
+
+    /// Starts `spec` for `caller`. With `follower`, output goes there from the first byte;
+    /// without, it is kept for a later attach.
+    pub async fn spawn(
+        &self,
+        spec: &RunSpec,
+        caller: &Caller,
+        follower: Option<mpsc::Sender<Output>>,
+    ) -> Result<Result<i32, SpawnFailure>> {
+        let (in_r, in_w) = if spec.detach {
+            let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+            (OwnedFd::from(null), None)
+        } else {
+            let (r, w) = pipe_pair()?;
+            (r, Some(w))
+        };
+        let (out_r, out_w) = pipe_pair()?;
+        let (err_r, err_w) = pipe_pair()?;
+        let req = SpawnRequest {
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.clone(),
+            uid: caller.uid,
+            gid: caller.gid,
+            groups: caller.groups.clone(),
+        };
+        let gpid = match self.init.spawn(req, [&in_r, &out_w, &err_w]).await? {
+            Ok(gpid) => gpid,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        // The child has its copies; ours of its ends must go, or EOF never comes.
+        drop((in_r, out_w, err_w));
+        let (attach_tx, attach_rx) = mpsc::channel(1);
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let stdin = match in_w {
+            Some(w) => Some(pipe::Sender::from_owned_fd(w).context("cannot watch stdin pipe")?),
+            None => None,
+        };
+        let rec = Arc::new(Hosted {
+            uid: caller.uid,
+            stdin: tokio::sync::Mutex::new(stdin),
+            attach: attach_tx,
+            exit: exit_tx,
+            exited_at: Mutex::new(None),
+        });
+        lock(&self.table).insert(gpid, rec.clone());
+        if let Some((status, _)) = lock(&self.early).remove(&gpid) {
+            *lock(&rec.exited_at) = Some(Instant::now());
+            let _ = rec.exit.send(Some(status));
+        }
+        let table = self.table.clone();
+        output::start(out_r, err_r, attach_rx, exit_rx, follower, move || {
+            lock(&table).remove(&gpid);
+        })
+        .context("cannot watch output pipes")?;
+        tracing::info!(gpid, uid = caller.uid, command = %spec.command_line(), "process started");
+        Ok(Ok(gpid))
+    }
+
+    /// Follows the output of `gpid` from now on (after what was kept for it).
+    pub async fn attach(&self, gpid: i32, caller: &Caller) -> Result<mpsc::Receiver<Output>> {
+        let rec = self.record(gpid)?;
+        if !caller.may_signal(rec.uid) {
+            bail!("process {gpid} belongs to another user");
+        }
+        let (tx, rx) = mpsc::channel(8);
+        rec.attach
+            .send(tx)
+            .await
+            .map_err(|_| anyhow::anyhow!("process {gpid} has ended"))?;
+        Ok(rx)
+    }
+
+    fn record(&self, gpid: i32) -> Result<Arc<Hosted>> {
+        lock(&self.table)
+            .get(&gpid)
+            .cloned()
+            .with_context(|| format!("no process {gpid} was started on node {}", self.node))
+    }
+
+    /// Passes input from its user to `gpid`.
+    pub async fn input(&self, gpid: i32, input: Input) -> Result<()> {
+        let rec = self.record(gpid)?;
+        match input {
+            Input::Stdin(bytes) => {
+                let mut stdin = rec.stdin.lock().await;
+                if let Some(w) = stdin.as_mut() {
+                    // A program that closed its stdin just does not get the bytes.
+                    if w.write_all(&bytes).await.is_err() {
+                        *stdin = None;
+                    }
+                }
+            }
+            Input::StdinEof => {
+                rec.stdin.lock().await.take();
+            }
+            Input::Signal(sig) => {
+                // As a terminal does: to the process group the program leads.
+                if let Err(e) = self.init.signal(-gpid, sig).await {
+                    tracing::debug!(gpid, sig, error = %e, "signal not delivered");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `sig` to process `gpid` of this node, if `caller` may.
+    pub async fn kill(&self, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
+        let member = ps::members(self.ns)
+            .into_iter()
+            .find(|m| m.gpid == gpid)
+            .with_context(|| format!("no process {gpid} on node {}", self.node))?;
+        let view = ps::view(member, self.node, &self.node_name, self.ns)
+            .with_context(|| format!("process {gpid} has just ended"))?;
+        if !caller.may_signal(view.uid) {
+            bail!("process {gpid} belongs to user {}: permission denied", view.user);
+        }
+        self.init.signal(gpid, sig).await
+    }
+
+    /// Every process of this node's namespace.
+    pub fn ps(&self) -> Vec<ProcessView> {
+        ps::members(self.ns)
+            .into_iter()
+            .filter_map(|m| ps::view(m, self.node, &self.node_name, self.ns))
+            .collect()
+    }
+
+    /// Pids (in the root namespace) of every process this node hosts, for the probes.
+    pub fn hosted_pids(&self) -> Vec<i32> {
+        ps::members(self.ns).into_iter().map(|m| m.root_pid).collect()
+    }
+}

@@ -1,0 +1,339 @@
+//! Sessions of `ssi run` and `ssi attach`: the user's input goes to the process, its output
+//! comes back, wherever it runs.
+//!
+//! ```text
+//!   ssi ==control socket==> home ssid ==RPC (TCP)==> host ssid --pipes--> process
+//!        Input  ------------------->  ------------------->
+//!        Output <-------------------  <-------------------
+//! ```
+//!
+//! When home and host are the same node the RPC hop is skipped. The home watches membership:
+//! when the host dies, the client is told its process is lost.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use scheduler::{least_loaded, Candidate, Request};
+use ssi_core::control::{ControlConn, ControlReceiver, ControlRequest, ControlResponse, ControlSender};
+use ssi_core::membership::MemberEvent;
+use ssi_core::process::{
+    Caller, Input, Output, ProcState, ProcessView, RunSpec, EXIT_SSI_ERROR,
+};
+use ssi_core::rpc::{RpcRequest, RpcResponse};
+use ssi_core::wire::{SecureReceiver, SecureSender};
+use ssi_core::NodeId;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::procman::ProcMan;
+use super::{cluster, Node};
+
+/// Where input comes from.
+pub trait InputSource {
+    /// The next input; `None` when the user went away.
+    fn next_input(&mut self) -> impl Future<Output = Result<Option<Input>>> + Send;
+}
+
+/// Where output goes.
+pub trait OutputSink {
+    /// Hands one output over.
+    fn put(&mut self, o: Output) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl InputSource for ControlReceiver {
+    async fn next_input(&mut self) -> Result<Option<Input>> {
+        match self.recv::<ControlRequest>().await? {
+            None => Ok(None),
+            Some(ControlRequest::Input(i)) => Ok(Some(i)),
+            Some(other) => Err(anyhow!("unexpected request during a session: {other:?}")),
+        }
+    }
+}
+
+impl OutputSink for ControlSender {
+    async fn put(&mut self, o: Output) -> Result<()> {
+        Ok(self.send(&ControlResponse::Output(o)).await?)
+    }
+}
+
+impl InputSource for SecureReceiver<TcpStream> {
+    async fn next_input(&mut self) -> Result<Option<Input>> {
+        match self.recv::<RpcRequest>().await? {
+            None => Ok(None),
+            Some(RpcRequest::Input(i)) => Ok(Some(i)),
+            Some(other) => Err(anyhow!("unexpected request during a session: {other:?}")),
+        }
+    }
+}
+
+impl OutputSink for SecureSender<TcpStream> {
+    async fn put(&mut self, o: Output) -> Result<()> {
+        Ok(self.send(&RpcResponse::Output(o)).await?)
+    }
+}
+
+/// Carries one hosted process's output to `sink` and input from `source` until it ends. If the
+/// user goes away first, the process group gets SIGHUP, as when a terminal hangs up.
+pub async fn follow_local(
+    pm: &ProcMan,
+    gpid: i32,
+    mut outputs: mpsc::Receiver<Output>,
+    mut source: impl InputSource,
+    mut sink: impl OutputSink,
+    forward_input: bool,
+) -> Result<()> {
+    loop {
+        tokio::select! {
+            o = outputs.recv() => match o {
+                Some(o) => {
+                    let last = matches!(o, Output::Exited(_));
+                    sink.put(o).await?;
+                    if last {
+                        return Ok(());
+                    }
+                }
+                None => return Ok(()),
+            },
+            i = source.next_input() => match i {
+                Ok(Some(i)) if forward_input => pm.input(gpid, i).await?,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    if forward_input {
+                        pm.input(gpid, Input::Signal(libc::SIGHUP)).await?;
+                    }
+                    return Ok(());
+                }
+            },
+        }
+    }
+}
+
+/// Chooses the node for a new process.
+async fn place(node: &Node, spec: &RunSpec) -> Result<NodeId, (String, i32)> {
+    let view = node
+        .gossip
+        .view()
+        .await
+        .map_err(|e| (e.to_string(), EXIT_SSI_ERROR))?;
+    if let Some(id) = spec.node {
+        return match view.iter().find(|n| n.id == id) {
+            Some(n) if n.state.is_active() => Ok(id),
+            Some(n) => Err((format!("node {id} ({}) is {}", n.name, n.state), EXIT_SSI_ERROR)),
+            None => Err((format!("unknown node {id}"), EXIT_SSI_ERROR)),
+        };
+    }
+    let mut cands = Candidate::from_view(&view);
+    {
+        let mut pending = node.pending();
+        for c in &mut cands {
+            if let Some(times) = pending.get_mut(&c.id) {
+                // Probes catch up within a few info intervals.
+                times.retain(|t| t.elapsed() < Duration::from_secs(3));
+                c.pending = u32::try_from(times.len()).unwrap_or(u32::MAX);
+            }
+        }
+    }
+    let req = Request {
+        cpus: spec.cpus,
+        mem_bytes: spec.mem_bytes,
+    };
+    let id = least_loaded(&cands, req).ok_or_else(|| {
+        (
+            "no alive node has the CPUs and memory asked for".to_string(),
+            EXIT_SSI_ERROR,
+        )
+    })?;
+    node.pending().entry(id).or_default().push(Instant::now());
+    Ok(id)
+}
+
+/// The exit code a client uses for a failed start (as a shell does).
+fn spawn_exit_code(errno: i32) -> i32 {
+    match errno {
+        libc::ENOENT => 127,
+        libc::EACCES | libc::ENOEXEC | libc::EPERM | libc::ENOTDIR => 126,
+        _ => EXIT_SSI_ERROR,
+    }
+}
+
+async fn fail(conn: &mut ControlConn, message: String, code: i32) -> Result<()> {
+    conn.send(&ControlResponse::Error { message, code }).await?;
+    Ok(())
+}
+
+/// Serves `ssi run` on a control connection.
+pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlConn) -> Result<()> {
+    let host = match place(node, &spec).await {
+        Ok(h) => h,
+        Err((message, code)) => return fail(&mut conn, message, code).await,
+    };
+    let host_name = node.name_of(host).await;
+    if host == node.config.id {
+        let pm = match node.local_procs() {
+            Ok(pm) => pm,
+            Err(e) => return fail(&mut conn, e.to_string(), EXIT_SSI_ERROR).await,
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let follower = (!spec.detach).then_some(tx);
+        let gpid = match pm.spawn(&spec, &caller, follower).await? {
+            Ok(gpid) => gpid,
+            Err(f) => {
+                let msg = format!("node {host} ({host_name}): {}", f.reason);
+                return fail(&mut conn, msg, spawn_exit_code(f.errno)).await;
+            }
+        };
+        conn.send(&ControlResponse::Started { gpid, node: host, node_name: host_name })
+            .await?;
+        if spec.detach {
+            return Ok(());
+        }
+        let (ctl_tx, ctl_rx) = conn.split();
+        return follow_local(pm, gpid, rx, ctl_rx, ctl_tx, true).await;
+    }
+    let remote = async {
+        let mut rpc = cluster::connect(node, host).await?;
+        rpc.send(&RpcRequest::Spawn {
+            spec: spec.clone(),
+            caller: caller.clone(),
+        })
+        .await?;
+        let answer = rpc.recv::<RpcResponse>().await?;
+        Ok::<_, anyhow::Error>((rpc, answer))
+    };
+    let (rpc, answer) = match remote.await {
+        Ok(r) => r,
+        Err(e) => return fail(&mut conn, format!("node {host}: {e:#}"), EXIT_SSI_ERROR).await,
+    };
+    let gpid = match answer {
+        Some(RpcResponse::Started { gpid }) => gpid,
+        Some(RpcResponse::SpawnFailed { reason, errno }) => {
+            let msg = format!("node {host} ({host_name}): {reason}");
+            return fail(&mut conn, msg, spawn_exit_code(errno)).await;
+        }
+        Some(RpcResponse::Error { message }) => {
+            return fail(&mut conn, format!("node {host}: {message}"), EXIT_SSI_ERROR).await
+        }
+        other => {
+            let msg = format!("node {host}: unexpected answer {other:?}");
+            return fail(&mut conn, msg, EXIT_SSI_ERROR).await;
+        }
+    };
+    node.directory().insert(
+        gpid,
+        ProcessView {
+            gpid,
+            ppid: 0,
+            node: host,
+            node_name: host_name.clone(),
+            state: ProcState::Running,
+            user: super::procman::ps::user_name(caller.uid),
+            uid: caller.uid,
+            cpu_percent: 0.0,
+            rss_bytes: 0,
+            start_time: ssi_core::auth::unix_ms() / 1000,
+            threads: 1,
+            command: spec.command_line(),
+        },
+    );
+    conn.send(&ControlResponse::Started { gpid, node: host, node_name: host_name.clone() })
+        .await?;
+    if spec.detach {
+        return Ok(());
+    }
+    let (ctl_tx, ctl_rx) = conn.split();
+    relay(node, gpid, host, &host_name, ctl_rx, ctl_tx, rpc.split(), true).await
+}
+
+/// Serves `ssi attach` on a control connection.
+pub async fn attach(node: &Node, gpid: i32, caller: Caller, mut conn: ControlConn) -> Result<()> {
+    let host = match cluster::locate(node, gpid).await {
+        Ok(h) => h,
+        Err(e) => return fail(&mut conn, e.to_string(), EXIT_SSI_ERROR).await,
+    };
+    let host_name = node.name_of(host).await;
+    if host == node.config.id {
+        let pm = node.local_procs()?;
+        let rx = match pm.attach(gpid, &caller).await {
+            Ok(rx) => rx,
+            Err(e) => return fail(&mut conn, e.to_string(), EXIT_SSI_ERROR).await,
+        };
+        conn.send(&ControlResponse::Started { gpid, node: host, node_name: host_name })
+            .await?;
+        let (ctl_tx, ctl_rx) = conn.split();
+        return follow_local(pm, gpid, rx, ctl_rx, ctl_tx, false).await;
+    }
+    let opened = async {
+        let mut rpc = cluster::connect(node, host).await?;
+        rpc.send(&RpcRequest::Attach { gpid, caller: caller.clone() }).await?;
+        Ok::<_, anyhow::Error>(rpc)
+    };
+    let rpc = match opened.await {
+        Ok(r) => r,
+        Err(e) => return fail(&mut conn, format!("node {host}: {e:#}"), EXIT_SSI_ERROR).await,
+    };
+    conn.send(&ControlResponse::Started { gpid, node: host, node_name: host_name.clone() })
+        .await?;
+    let (ctl_tx, ctl_rx) = conn.split();
+    relay(node, gpid, host, &host_name, ctl_rx, ctl_tx, rpc.split(), false).await
+}
+
+/// The home side of a remote session: client <-> host, until the process ends or is lost.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    node: &Node,
+    gpid: i32,
+    host: NodeId,
+    host_name: &str,
+    mut client_rx: ControlReceiver,
+    mut client_tx: ControlSender,
+    (mut host_tx, mut host_rx): (SecureSender<TcpStream>, SecureReceiver<TcpStream>),
+    forward_input: bool,
+) -> Result<()> {
+    let mut events = node.gossip.subscribe();
+    let lost = |why: &str| {
+        Output::Lost(format!("node {host} ({host_name}) {why}; process {gpid} is lost"))
+    };
+    loop {
+        tokio::select! {
+            i = client_rx.next_input() => match i {
+                Ok(Some(i)) if forward_input => host_tx.send(&RpcRequest::Input(i)).await?,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    // The user went away: hang up, as a terminal would.
+                    if forward_input {
+                        let _ = host_tx.send(&RpcRequest::Input(Input::Signal(libc::SIGHUP))).await;
+                    }
+                    return Ok(());
+                }
+            },
+            r = host_rx.recv::<RpcResponse>() => match r {
+                Ok(Some(RpcResponse::Output(o))) => {
+                    let last = matches!(o, Output::Exited(_));
+                    client_tx.put(o).await?;
+                    if last {
+                        node.directory().remove(&gpid);
+                        return Ok(());
+                    }
+                }
+                Ok(Some(RpcResponse::Error { message })) => {
+                    client_tx.send(&ControlResponse::Error { message, code: EXIT_SSI_ERROR }).await?;
+                    return Ok(());
+                }
+                Ok(Some(other)) => return Err(anyhow!("unexpected message from node {host}: {other:?}")),
+                Ok(None) | Err(_) => {
+                    client_tx.put(lost("went away")).await?;
+                    return Ok(());
+                }
+            },
+            ev = events.recv() => {
+                if let Ok(MemberEvent::Dead(id) | MemberEvent::Left(id)) = ev {
+                    if id.id == host {
+                        client_tx.put(lost("died")).await?;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}

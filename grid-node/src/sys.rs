@@ -1,0 +1,290 @@
+//! The raw system calls of grid-node, and the only `unsafe` code of the crate.
+//!
+//! `clone3` with `set_tid` (create a process with an exact pid) has no wrapper in nix or libc,
+//! and the code that runs in the child between `clone3` and `execve` must stay
+//! async-signal-safe: no allocation, no locks. Everything it needs is prepared beforehand in a
+//! [`Prepared`] value.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+
+/// Arguments of `clone3`, as the kernel defines `struct clone_args` (Linux 5.5+).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Which step of starting a program failed in the child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    /// Redirecting stdin/stdout/stderr.
+    Stdio = 1,
+    /// Changing to the working directory.
+    Chdir = 2,
+    /// Taking the user's groups and ids.
+    Credentials = 3,
+    /// Executing the program.
+    Exec = 4,
+}
+
+impl Stage {
+    fn from_byte(b: u8) -> Stage {
+        match b {
+            1 => Stage::Stdio,
+            2 => Stage::Chdir,
+            3 => Stage::Credentials,
+            _ => Stage::Exec,
+        }
+    }
+
+    /// What the stage is, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stage::Stdio => "cannot set up stdio",
+            Stage::Chdir => "cannot change to the working directory",
+            Stage::Credentials => "cannot take the user's identity",
+            Stage::Exec => "cannot execute",
+        }
+    }
+}
+
+/// Everything the child needs, allocated before `clone3`.
+#[derive(Debug)]
+pub struct Prepared {
+    path: CString,
+    // The CStrings own the bytes the pointer arrays point into.
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    cwd: CString,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+    stdio: [RawFd; 3],
+}
+
+fn cstring(bytes: &[u8], what: &str) -> Result<CString, String> {
+    CString::new(bytes).map_err(|_| format!("{what} contains a NUL byte"))
+}
+
+impl Prepared {
+    /// Prepares a start of `path` with `argv`, `env` (`KEY=VALUE` entries) in `cwd` as
+    /// `uid`/`gid`/`groups`, with `stdio` as fds 0, 1, 2.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        path: &OsStr,
+        argv: &[Vec<u8>],
+        env: &[Vec<u8>],
+        cwd: &[u8],
+        uid: u32,
+        gid: u32,
+        groups: Vec<u32>,
+        stdio: [RawFd; 3],
+    ) -> Result<Prepared, String> {
+        let argv: Vec<CString> = argv
+            .iter()
+            .map(|a| cstring(a, "an argument"))
+            .collect::<Result<_, _>>()?;
+        let envp: Vec<CString> = env
+            .iter()
+            .map(|e| cstring(e, "an environment variable"))
+            .collect::<Result<_, _>>()?;
+        let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+        envp_ptrs.push(std::ptr::null());
+        Ok(Prepared {
+            path: cstring(path.as_bytes(), "the program path")?,
+            _argv: argv,
+            _envp: envp,
+            argv_ptrs,
+            envp_ptrs,
+            cwd: cstring(cwd, "the working directory")?,
+            uid,
+            gid,
+            groups,
+            stdio,
+        })
+    }
+}
+
+/// Why a start failed.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// `clone3` failed (`EEXIST`: the pid is in use).
+    Clone(Errno),
+    /// The child failed at `stage` with `errno` and exited.
+    Child(Stage, Errno),
+}
+
+/// Starts the prepared program as a new process with pid `pid` in the caller's pid namespace
+/// (`clone3` with `set_tid`) and returns once it has executed its program.
+///
+/// Must be called from a single-threaded process (the node's namespace init).
+pub fn spawn_with_pid(p: &Prepared, pid: i32) -> Result<i32, SpawnError> {
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Clone)?;
+    let set_tid: [libc::pid_t; 1] = [pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: set_tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid clone_args of the size passed; without CLONE_VM the child runs
+    // on a copy-on-write copy of our memory, and the caller is single-threaded, so the child
+    // may run code until execve; it only calls async-signal-safe functions.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if ret < 0 {
+        return Err(SpawnError::Clone(Errno::last()));
+    }
+    if ret == 0 {
+        child(p, err_w.as_raw_fd());
+    }
+    drop(err_w);
+    let child_pid = i32::try_from(ret).unwrap_or(pid);
+    let mut report = [0u8; 5];
+    let n = read_full(&err_r, &mut report);
+    if n == report.len() {
+        let errno = i32::from_ne_bytes([report[1], report[2], report[3], report[4]]);
+        // The child exits right away; its status is reaped by the init's SIGCHLD handling.
+        return Err(SpawnError::Child(Stage::from_byte(report[0]), Errno::from_raw(errno)));
+    }
+    Ok(child_pid)
+}
+
+fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(fd, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// The child side: redirect, drop privileges, exec; on failure report and `_exit(127)`.
+fn child(p: &Prepared, err_fd: RawFd) -> ! {
+    let fail = |stage: Stage| -> ! {
+        let errno = Errno::last_raw().to_ne_bytes();
+        let msg = [stage as u8, errno[0], errno[1], errno[2], errno[3]];
+        // SAFETY: write and _exit are async-signal-safe; `msg` is a valid buffer.
+        unsafe {
+            libc::write(err_fd, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127)
+        }
+    };
+    // SAFETY: plain async-signal-safe syscalls on values prepared before clone3; the pointer
+    // arrays are NUL-terminated and point into CStrings that live in our copied memory.
+    unsafe {
+        libc::setsid();
+        for (target, &fd) in p.stdio.iter().enumerate() {
+            let target = target as RawFd;
+            if fd != target && libc::dup2(fd, target) < 0 {
+                fail(Stage::Stdio);
+            }
+        }
+        // The init blocks SIGCHLD and Rust ignores SIGPIPE: the program must start clean.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        if libc::chdir(p.cwd.as_ptr()) < 0 {
+            fail(Stage::Chdir);
+        }
+        if libc::setgroups(p.groups.len(), p.groups.as_ptr()) < 0
+            || libc::setgid(p.gid) < 0
+            || libc::setuid(p.uid) < 0
+        {
+            fail(Stage::Credentials);
+        }
+        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        fail(Stage::Exec)
+    }
+}
+
+/// Sends one datagram on a SOCK_SEQPACKET socket with `fds` attached (SCM_RIGHTS).
+pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> nix::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(data)];
+    let cmsgs: Vec<ControlMessage<'_>> = if fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(fds)]
+    };
+    loop {
+        match sendmsg::<()>(sock, &iov, &cmsgs, MsgFlags::empty(), None) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+            Ok(_) => return Ok(()),
+        }
+    }
+}
+
+/// Receives one datagram from a SOCK_SEQPACKET socket into `buf`, with the fds attached to it
+/// (close-on-exec). Returns the length (0 at end of stream) and the fds.
+pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> nix::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            for fd in raw {
+                // SAFETY: the kernel just installed this fd in our table for us (SCM_RIGHTS);
+                // nothing else owns it.
+                fds.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            }
+        }
+    }
+    if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+        return Err(Errno::EMSGSIZE);
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// Registers `fd` with the tokio reactor.
+pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd takes ownership of `fd`, so the fd stays open (and is not reused by
+    // another file) for as long as it is registered, which is what `register` requires.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+/// Marks every fd from 3 up close-on-exec, so that programs started later inherit only their
+/// stdin, stdout and stderr (not what the daemon inherited, nor the init channel).
+pub fn cloexec_from_3() -> nix::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on open fds; it takes no
+    // pointers.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    Errno::result(r).map(drop)
+}

@@ -1,0 +1,187 @@
+//! Processes of the cluster as the programs exchange them: what to run, how it ended, what
+//! it printed, and how `ssi ps` shows it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::NodeId;
+
+/// What `ssi run` asks for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Command and arguments (bytes: not necessarily UTF-8).
+    pub argv: Vec<Vec<u8>>,
+    /// Environment, `KEY=VALUE` entries.
+    pub env: Vec<Vec<u8>>,
+    /// Working directory.
+    pub cwd: Vec<u8>,
+    /// Run on this node; otherwise the scheduler places it.
+    pub node: Option<NodeId>,
+    /// CPUs the process needs (placement) and may use (limit).
+    pub cpus: Option<u32>,
+    /// Memory the process needs (placement) and may use (limit), in bytes.
+    pub mem_bytes: Option<u64>,
+    /// Start and return; output is kept for `ssi attach`.
+    pub detach: bool,
+}
+
+impl RunSpec {
+    /// The command line, for display.
+    pub fn command_line(&self) -> String {
+        self.argv
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Who asked: the identity the process runs as (taken from the control socket's peer
+/// credentials, never from what the client claims).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl Caller {
+    /// Whether this caller may signal a process of user `uid`.
+    pub fn may_signal(&self, uid: u32) -> bool {
+        self.uid == 0 || self.uid == uid
+    }
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// exit(code).
+    Code(i32),
+    /// Killed by a signal.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The shell convention: the code, or 128 + the signal number.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// Exit code of `ssi run` when the node hosting the process died (like ssh on a lost
+/// connection).
+pub const EXIT_LOST: i32 = 255;
+/// Exit code of `ssi run` when ssi could not place or start the process for a reason of its
+/// own (no node fits, daemon unreachable).
+pub const EXIT_SSI_ERROR: i32 = 125;
+
+/// Input from the user of a running process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// Bytes for its stdin.
+    Stdin(Vec<u8>),
+    /// Its stdin ends.
+    StdinEof,
+    /// Deliver a signal to its process group.
+    Signal(i32),
+}
+
+/// Output of a running process, and its end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    /// Bytes it wrote to stdout.
+    Stdout(Vec<u8>),
+    /// Bytes it wrote to stderr.
+    Stderr(Vec<u8>),
+    /// Bytes of output discarded while nobody was attached (the oldest go first).
+    Dropped(u64),
+    /// It ended.
+    Exited(ExitStatus),
+    /// It is lost: the node hosting it died.
+    Lost(String),
+}
+
+/// State of a process in `ssi ps`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProcState {
+    /// Running or runnable.
+    Running,
+    /// Sleeping.
+    Sleeping,
+    /// In uninterruptible sleep.
+    DiskSleep,
+    /// Stopped or traced.
+    Stopped,
+    /// Exited, not yet reaped.
+    Zombie,
+    /// Its node died.
+    Lost,
+}
+
+impl ProcState {
+    /// From the state letter of /proc/PID/stat.
+    pub fn from_letter(c: char) -> ProcState {
+        match c {
+            'R' => ProcState::Running,
+            'D' => ProcState::DiskSleep,
+            'T' | 't' => ProcState::Stopped,
+            'Z' | 'X' => ProcState::Zombie,
+            _ => ProcState::Sleeping,
+        }
+    }
+
+    /// Name as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcState::Running => "running",
+            ProcState::Sleeping => "sleeping",
+            ProcState::DiskSleep => "disk-sleep",
+            ProcState::Stopped => "stopped",
+            ProcState::Zombie => "zombie",
+            ProcState::Lost => "lost",
+        }
+    }
+}
+
+impl fmt::Display for ProcState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One process as `ssi ps` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessView {
+    /// Global pid (what `getpid()` returns inside it).
+    pub gpid: i32,
+    /// Global pid of its parent (0 when its parent is the node's init).
+    pub ppid: i32,
+    /// Node hosting it.
+    pub node: NodeId,
+    /// That node's name.
+    pub node_name: String,
+    /// State.
+    pub state: ProcState,
+    /// User name (or uid when unknown on the node).
+    pub user: String,
+    /// User id.
+    pub uid: u32,
+    /// CPU time over elapsed time since it started, in percent (as ps(1) computes it).
+    pub cpu_percent: f64,
+    /// Resident memory.
+    pub rss_bytes: u64,
+    /// Start time, seconds since the Unix epoch.
+    pub start_time: u64,
+    /// Threads.
+    pub threads: u32,
+    /// Command line.
+    pub command: String,
+}
