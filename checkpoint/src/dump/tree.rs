@@ -176,13 +176,12 @@ impl FrozenTree {
             }
         }
         if kill {
+            // A traced thread that dies stays a zombie until its tracer waits for it, and a
+            // thread-group leader is reported only after its other threads: reap those first.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             for tids in self.threads.values() {
-                for &tid in tids {
-                    // reap the tracing link so the real parent can reap the process
-                    let _ = nix::sys::wait::waitpid(
-                        nix::unistd::Pid::from_raw(tid),
-                        Some(nix::sys::wait::WaitPidFlag::__WALL),
-                    );
+                for &tid in tids.iter().rev() {
+                    ptrace::reap_traced(tid, deadline);
                 }
             }
         }

@@ -360,3 +360,15 @@ pub fn tgkill(pid: i32, tid: i32, sig: i32) -> io::Result<()> {
     cvt(unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) })?;
     Ok(())
 }
+
+/// Waits (until `deadline`) for a traced thread killed by the caller to report its death.
+pub fn reap_traced(tid: i32, deadline: std::time::Instant) {
+    let pid = Pid::from_raw(tid);
+    while std::time::Instant::now() < deadline {
+        match waitpid(pid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            Ok(WaitStatus::Exited(..)) | Ok(WaitStatus::Signaled(..)) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}

@@ -204,10 +204,27 @@ pub fn dump_to_dir(pid: i32, opts: &DumpOptions) -> (tempfile::TempDir, Image) {
     (dir, img)
 }
 
+/// Waits until none of `pids` exists any more (killed processes are reaped by their parents
+/// or by init asynchronously).
+pub fn wait_gone(pids: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids
+        .iter()
+        .any(|&p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "dumped processes still exist: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Dump, reap, restore, send "go", collect output.
 pub fn roundtrip(mut p: Prog) -> (i32, String) {
     let (_dir, img) = dump_to_dir(p.pid, &DumpOptions::default());
     p.reap();
+    wait_gone(&img.inventory.pids);
     let mut r = restore(&img).expect("restore");
     drop(p);
     r.send("go\n");
