@@ -281,7 +281,7 @@ fn read_into(
     tolerant: bool,
 ) -> Result<Filled> {
     if buf.len() < CHUNK {
-        buf.resize(CHUNK, 0);
+        buf = vec![0u8; CHUNK]; // calloc: no page is touched before the copy
     }
     let remote: Vec<(u64, usize)> = pieces.iter().map(|&(a, _, l)| (a, l)).collect();
     let n = match mem::read_remote(pid, &mut buf[..fill], &remote) {
