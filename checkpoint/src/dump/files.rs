@@ -50,6 +50,7 @@ pub(crate) fn scan(pid: i32, skip: &[i32]) -> Result<Vec<FdEntry>> {
         .collect();
     fds.sort_unstable();
     let mut out = Vec::with_capacity(fds.len());
+    let mut pidfd: Option<OwnedFd> = None;
     for fd in fds {
         let lpath = format!("{dir}/{fd}");
         let link = match std::fs::read_link(&lpath) {
@@ -83,6 +84,14 @@ pub(crate) fn scan(pid: i32, skip: &[i32]) -> Result<Vec<FdEntry>> {
             info,
         };
         check_kind(pid, &e)?;
+        if e.link.starts_with("socket:") {
+            if pidfd.is_none() {
+                pidfd = Some(sfd::pidfd_open(pid).map_err(|er| Error::sys(pid, "pidfd_open", er))?);
+            }
+            if let Some(pf) = &pidfd {
+                check_socket(pid, fd, pf)?;
+            }
+        }
         out.push(e);
     }
     Ok(out)
@@ -129,6 +138,25 @@ fn check_kind(pid: i32, e: &FdEntry) -> Result<()> {
         libc::S_IFBLK => bad(&format!("block device {l}")),
         _ => bad(&format!("{l} of an unknown type")),
     }
+}
+
+/// Refuses sockets other than Unix ones (read through a copy of the fd; nothing is stopped).
+fn check_socket(pid: i32, fd: i32, pidfd: &OwnedFd) -> Result<()> {
+    let mine = sfd::pidfd_getfd(pidfd.as_fd(), fd)
+        .map_err(|e| Error::sys(pid, format!("pidfd_getfd fd {fd}"), e))?;
+    let (domain, sotype, _) = sfd::socket_kind(mine.as_fd())
+        .map_err(|e| Error::sys(pid, format!("fd {fd} socket"), e))?;
+    if domain == libc::AF_UNIX {
+        return Ok(());
+    }
+    let name = match (domain, sotype) {
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM) => "a TCP socket".to_string(),
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) => "a UDP socket".to_string(),
+        (libc::AF_NETLINK, _) => "a netlink socket".to_string(),
+        (libc::AF_PACKET, _) => "a packet socket".to_string(),
+        (d, t) => format!("a socket of family {d} type {t}"),
+    };
+    Err(Error::unsupported(pid, format!("fd {fd} is {name}")))
 }
 
 fn ino_of(link: &str) -> u64 {
@@ -333,20 +361,9 @@ fn kind_of(
     if e.link.starts_with("socket:") {
         let ino = ino_of(&e.link);
         let mine = getfd()?;
-        let (domain, sotype, proto) = sfd::socket_kind(mine.as_fd())
+        check_socket(pid, e.fd, pidfd)?;
+        let (_, sotype, _) = sfd::socket_kind(mine.as_fd())
             .map_err(|er| Error::sys(pid, format!("fd {} socket", e.fd), er))?;
-        if domain != libc::AF_UNIX {
-            let name = match (domain, sotype, proto) {
-                (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM, _) => {
-                    "a TCP socket".to_string()
-                }
-                (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM, _) => "a UDP socket".to_string(),
-                (libc::AF_NETLINK, _, _) => "a netlink socket".to_string(),
-                (libc::AF_PACKET, _, _) => "a packet socket".to_string(),
-                (d, t, _) => format!("a socket of family {d} type {t}"),
-            };
-            return Err(Error::unsupported(pid, format!("fd {} is {name}", e.fd)));
-        }
         let d = unix.get(&(ino as u32)).cloned().unwrap_or_default();
         if d.peer == 0 || !tree_socks.contains(&(d.peer as u64)) {
             if d.state == 10 {

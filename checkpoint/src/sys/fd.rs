@@ -133,8 +133,6 @@ pub fn peek_socket(fd: BorrowedFd<'_>, max: usize) -> io::Result<Vec<u8>> {
 /// What sock_diag says about one Unix socket.
 #[derive(Debug, Clone, Default)]
 pub struct UnixDiag {
-    /// Socket type.
-    pub sotype: u8,
     /// Connection state (`TCP_ESTABLISHED` = 1, `TCP_LISTEN` = 10, ...).
     pub state: u8,
     /// Inode of the peer, 0 if none.
@@ -209,7 +207,6 @@ pub fn unix_sockets() -> io::Result<HashMap<u32, UnixDiag>> {
             if m.len() >= 16 {
                 let ino = u32::from_ne_bytes(m[4..8].try_into().unwrap_or_default());
                 let mut d = UnixDiag {
-                    sotype: m[1],
                     state: m[2],
                     ..Default::default()
                 };

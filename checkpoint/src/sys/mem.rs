@@ -17,8 +17,6 @@ pub mod category {
     pub const SWAPPED: u64 = 1 << 4;
     /// Mapped to the shared zero page.
     pub const PFNZERO: u64 = 1 << 5;
-    /// Soft-dirty bit set.
-    pub const SOFT_DIRTY: u64 = 1 << 7;
 }
 
 const PM_SCAN_WP_MATCHING: u64 = 1 << 0;

@@ -232,11 +232,6 @@ pub fn detach(tid: i32) -> io::Result<()> {
     Ok(np::detach(Pid::from_raw(tid), None)?)
 }
 
-/// Sets ptrace options on a seized thread.
-pub fn set_options(tid: i32, options: np::Options) -> io::Result<()> {
-    Ok(np::setoptions(Pid::from_raw(tid), options)?)
-}
-
 /// Waits for the first stop of a thread created by an injected clone under PTRACE_O_TRACECLONE.
 pub fn wait_new_thread(tid: i32) -> io::Result<()> {
     let pid = Pid::from_raw(tid);
