@@ -437,6 +437,7 @@ fn collect(
     let mut itimers = [(0, 0); 3];
     let (mut brk, mut personality, mut nnp, mut dumpable) = (0, 0, false, 1);
     let mut tracker_fd = None;
+    let mut rlimits = Vec::new();
     if !opts.pre_dump {
         for &tid in &tids {
             let taken = frozen.taken.get(&tid).map(Vec::as_slice).unwrap_or(&[]);
@@ -460,6 +461,7 @@ fn collect(
             libc::SYS_prctl,
             [libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0, 0],
         )? as i32;
+        rlimits = task::rlimits(&mut par)?;
         if let Some(fd) = session.tracker_fds.remove(&pid) {
             // the final dump ends the tracking the pre-dump left in the process
             par.call("close", libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
@@ -474,8 +476,7 @@ fn collect(
             .map_err(|e| Error::sys(pid, "take userfaultfd", e))?;
         UffdTracker::enable(pid, &mine)?;
         if opts.tracker_in_process {
-            let (soft, _) = sfd::get_rlimit(pid, libc::RLIMIT_NOFILE)
-                .map_err(|e| Error::sys(pid, "prlimit", e))?;
+            let soft = task::rlimits(&mut par)?[libc::RLIMIT_NOFILE as usize].1;
             let min = soft.saturating_sub(64).clamp(3, 1 << 20);
             let high = par.call(
                 "fcntl",
@@ -566,14 +567,6 @@ fn collect(
             .map(|l| l.to_string_lossy().into_owned())
             .map_err(|e| Error::io(p, e))
     };
-    let mut rlimits = Vec::new();
-    if !opts.pre_dump {
-        for r in 0..16u32 {
-            let (soft, hard) =
-                sfd::get_rlimit(pid, r).map_err(|e| Error::sys(pid, "prlimit", e))?;
-            rlimits.push((r, soft, hard));
-        }
-    }
     let shared_pending = if opts.pre_dump {
         Vec::new()
     } else {

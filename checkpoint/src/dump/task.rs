@@ -164,6 +164,18 @@ pub(crate) fn itimers(p: &mut Parasite) -> Result<[(u64, u64); 3]> {
     Ok(out)
 }
 
+/// `(resource, soft, hard)` of every rlimit, read from inside (prlimit on a process of another
+/// user needs CAP_SYS_RESOURCE, which root lacks here).
+pub(crate) fn rlimits(p: &mut Parasite) -> Result<Vec<(u32, u64, u64)>> {
+    let mut out = Vec::new();
+    for r in 0..16u64 {
+        p.call("prlimit64", libc::SYS_prlimit64, [0, r, 0, p.scratch, 0, 0])?;
+        let b = p.read_scratch(0, 16)?;
+        out.push((r as u32, u64_at(&b, 0), u64_at(&b, 8)));
+    }
+    Ok(out)
+}
+
 /// Everything about one thread. `p` injects into the process; `tid` must be stopped.
 pub(crate) fn thread(p: &mut Parasite, tid: i32, taken: &[Vec<u8>]) -> Result<ThreadImage> {
     let pid = p.pid;

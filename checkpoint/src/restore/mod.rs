@@ -265,10 +265,6 @@ pub fn restore(img: &Image, opts: &RestoreOptions) -> Result<Restored> {
     };
     for p in &img.processes {
         process::rebuild(p, &pages[&p.pid], &env)?;
-        for &(res, soft, hard) in &p.rlimits {
-            sys::fd::set_rlimit(p.pid, res, soft, hard)
-                .map_err(|e| Error::sys(p.pid, format!("set rlimit {res} to {soft}/{hard}"), e))?;
-        }
     }
     drop(objects.files);
     drop::<HashMap<u32, OwnedFd>>(objects.shmem);

@@ -170,6 +170,14 @@ pub(crate) fn rebuild(p: &ProcessImage, pages: &[Chunk], env: &Env<'_>) -> Resul
             [sig, c.scratch, 0, 8, 0, 0],
         )?;
     }
+    for &(res, soft, hard) in &p.rlimits {
+        c.put(0, &words(&[soft, hard]))?;
+        c.call(
+            &format!("set rlimit {res} to {soft}/{hard}"),
+            libc::SYS_prlimit64,
+            [0, res as u64, c.scratch, 0, 0, 0],
+        )?;
+    }
     // threads: the main thread clones the others with their own tids
     for t in p.threads.iter().skip(1) {
         let tid = t.tid as u64;
