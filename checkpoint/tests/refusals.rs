@@ -8,6 +8,19 @@ use std::process::Command;
 use checkpoint::{AfterDump, DirSink, DumpOptions, Error, Image, StreamSink};
 use common::*;
 
+/// Polls until the process sleeps untraced (it may run a moment after being let go).
+fn wait_sleeping_untraced(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while proc_state(pid) != ('S', 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} is {:?}",
+            proc_state(pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 fn proc_state(pid: i32) -> (char, i32) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let state = stat
@@ -174,7 +187,7 @@ fn leave_running_and_keep_frozen() {
         ..Default::default()
     };
     checkpoint::dump(p.pid, &opts, None, &mut DirSink::new(dir.path()).unwrap()).unwrap();
-    assert_eq!(proc_state(p.pid), ('S', 0));
+    wait_sleeping_untraced(p.pid);
     p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     assert_eq!(p.expect("counter"), "counter 42");
     drop(p);

@@ -147,8 +147,16 @@ fn classify(pid: i32, m: &MemoryMap) -> Result<Option<VmaInfo>> {
 
 /// Pages of `pid` whose contents must be saved (present or swapped, not the zero page; for
 /// private file mappings only private copies), as sorted ranges.
+///
+/// PAGEMAP_SCAN reports the uffd-wp markers that write tracking leaves on unpopulated pages as
+/// "swapped", so swapped candidates are checked in /proc/PID/pagemap: a real swap entry has a
+/// swap type below the number of swap areas, a marker does not.
 pub(crate) fn present_pages(pid: i32, pagemap: &File, vmas: &[VmaInfo]) -> Result<Ranges> {
+    let swap_areas = std::fs::read_to_string("/proc/swaps")
+        .map(|s| s.lines().count().saturating_sub(1))
+        .unwrap_or(0) as u64;
     let mut out = Vec::new();
+    let mut swapped = Vec::new();
     for v in vmas {
         let inverted = match v.vma.kind {
             VmaKind::Anon => category::PFNZERO,
@@ -157,17 +165,41 @@ pub(crate) fn present_pages(pid: i32, pagemap: &File, vmas: &[VmaInfo]) -> Resul
         };
         let q = Scan {
             inverted,
-            mask: inverted,
-            anyof: category::PRESENT | category::SWAPPED,
+            mask: inverted | category::PRESENT,
+            anyof: 0,
             write_protect: false,
         };
-        mem::pagemap_scan(pagemap.as_fd(), v.vma.start, v.vma.end, q, &mut out).map_err(|e| {
+        let at = |e| {
             Error::sys(
                 pid,
                 format!("PAGEMAP_SCAN of {:#x}-{:#x}", v.vma.start, v.vma.end),
                 e,
             )
-        })?;
+        };
+        mem::pagemap_scan(pagemap.as_fd(), v.vma.start, v.vma.end, q, &mut out).map_err(at)?;
+        if swap_areas > 0 {
+            let q = Scan {
+                mask: inverted | category::SWAPPED,
+                ..q
+            };
+            mem::pagemap_scan(pagemap.as_fd(), v.vma.start, v.vma.end, q, &mut swapped)
+                .map_err(at)?;
+        }
+    }
+    for (s, e) in swapped {
+        let n = ((e - s) / PAGE) as usize;
+        let mut raw = vec![0u8; n * 8];
+        pagemap
+            .read_exact_at(&mut raw, s / PAGE * 8)
+            .map_err(|er| Error::io(format!("/proc/{pid}/pagemap"), er))?;
+        for (i, w) in raw.chunks_exact(8).enumerate() {
+            let entry = u64::from_le_bytes(w.try_into().unwrap_or_default());
+            let is_swap = entry & (1 << 62) != 0;
+            if is_swap && (entry & 0x1f) < swap_areas {
+                let a = s + i as u64 * PAGE;
+                out.push((a, a + PAGE));
+            }
+        }
     }
     Ok(super::ranges::normalize(out))
 }

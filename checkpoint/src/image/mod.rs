@@ -544,7 +544,7 @@ fn build(l: &mut dyn Loader) -> Result<Image> {
                 format!("does not describe process {pid}"),
             ));
         }
-        check_refs(&name, &p, &shared)?;
+        check_refs(&name, &p, &shared, inventory.pre_dump)?;
         processes.push(p);
         let name = l.name(Part::Pages(pid));
         let recs = l.part(Part::Pages(pid))?;
@@ -561,7 +561,7 @@ fn build(l: &mut dyn Loader) -> Result<Image> {
 }
 
 /// Checks that the indices a process manifest holds point at existing shared objects.
-fn check_refs(name: &str, p: &ProcessImage, shared: &Shared) -> Result<()> {
+fn check_refs(name: &str, p: &ProcessImage, shared: &Shared, pre_dump: bool) -> Result<()> {
     for fd in &p.fds {
         let f = shared.files.get(fd.file as usize).ok_or_else(|| {
             Error::bad_image(
@@ -596,7 +596,7 @@ fn check_refs(name: &str, p: &ProcessImage, shared: &Shared) -> Result<()> {
             }
         }
     }
-    if p.threads.first().map(|t| t.tid) != Some(p.pid) {
+    if !pre_dump && p.threads.first().map(|t| t.tid) != Some(p.pid) {
         return Err(Error::bad_image(
             name,
             "first thread is not the main thread",
