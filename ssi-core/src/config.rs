@@ -99,34 +99,76 @@ pub struct GossipLayer {
     /// Milliseconds between two join attempts while this node knows no other member.
     #[arg(long)]
     pub join_retry_ms: Option<u64>,
-    /// Expected number of nodes; sizes how many times each update is re-sent.
+    /// Expected number of nodes; pre-sizes the member table.
     #[arg(long)]
     pub expected_size: Option<u32>,
+    /// Members each gossip round sends to.
+    #[arg(long)]
+    pub gossip_fanout: Option<u32>,
+    /// Members asked to probe a silent member on our behalf.
+    #[arg(long)]
+    pub indirect_probes: Option<u32>,
+    /// Each membership update is sent retransmit_mult * ceil(log10(n + 1)) times.
+    #[arg(long)]
+    pub retransmit_mult: Option<u32>,
+    /// An unconfirmed suspicion lasts this many times the shortest one.
+    #[arg(long)]
+    pub suspect_max_factor: Option<u32>,
+    /// Bytes per second each member may spend spreading probe data.
+    #[arg(long)]
+    pub info_budget: Option<u32>,
 }
 
-/// Membership timing, resolved.
+/// Membership timing, resolved. docs/MEMBERSHIP.md explains the protocol these drive.
 ///
-/// Tuning: failure detection takes about `probe_period + probe_rtt + suspect_to_down` plus a
-/// few gossip rounds to spread the verdict. Shorter periods detect faster but cost more packets
-/// (each member sends about `1000/probe_period_ms` probes and `1000/gossip_interval_ms` gossip
-/// messages a second) and raise false suspicions on a loaded or lossy network; a longer
-/// `suspect_to_down` gives a slow member time to refute.
+/// Tuning: a crashed member is suspected after about `probe_period + probe_rtt` (the time to
+/// reach it in the probe order adds up to one round of `n` probe periods at worst, and is
+/// usually far shorter because every member probes it), then declared dead after the
+/// suspicion timeout: `suspect_to_down` once two other members confirmed the suspicion, up to
+/// `suspect_max_factor` times that while nobody confirms (Lifeguard). Both grow by
+/// `log10(n)/2` above 100 members, as gossip needs more hops to reach everyone. Shorter periods
+/// detect faster but cost more datagrams (each member sends `1000/probe_period_ms` probes a
+/// second, plus `gossip_fanout` datagrams every `gossip_interval` while there is news) and
+/// raise false suspicions on a loaded or lossy network; a longer `suspect_to_down` gives a
+/// slow member time to refute.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipConfig {
-    /// Time between two probes of a random member (default 500 ms).
+    /// Time between two probes (default 500 ms); each member probes every other member once
+    /// per round of `n` probes, in a shuffled order.
     pub probe_period: Duration,
-    /// Time to wait for a direct ack before indirect probes (default 250 ms).
+    /// Time to wait for a direct ack before indirect probes (default 250 ms); must be shorter
+    /// than `probe_period`, and above the network's round-trip time.
     pub probe_rtt: Duration,
-    /// Time a suspect has to refute before it is declared dead (default 1500 ms).
+    /// Shortest time a suspect has to refute before it is declared dead (default 1500 ms).
     pub suspect_to_down: Duration,
-    /// Time between two piggy-back gossip rounds (default 200 ms).
+    /// Time between two gossip rounds (default 200 ms); news spreads in about
+    /// `log(n)/log(gossip_fanout)` rounds.
     pub gossip_interval: Duration,
-    /// Time between two probe-data broadcasts (default 1000 ms).
+    /// Shortest time between two probe-data publications (default 1000 ms); above about 500
+    /// members the period stretches to keep within `info_budget`.
     pub info_interval: Duration,
-    /// Time between join attempts while alone (default 1000 ms).
+    /// Time between join attempts while alone (default 1000 ms); used by the daemon.
     pub join_retry: Duration,
-    /// Expected cluster size (default 16).
+    /// Expected cluster size (default 16): pre-sizes the member table. The protocol measures
+    /// the real size itself.
     pub expected_size: u32,
+    /// Members each gossip round sends news to (default 3). More spreads news faster and costs
+    /// proportionally more datagrams.
+    pub gossip_fanout: u32,
+    /// Members asked to probe a member that did not answer directly (default 3). More means
+    /// fewer false suspicions on a lossy network, for 4 extra datagrams each per failed probe.
+    pub indirect_probes: u32,
+    /// Retransmission multiplier λ (default 3): each membership update is sent
+    /// `λ * ceil(log10(n + 1))` times by every member that learns it. Raise it on a lossy
+    /// network if some members miss updates.
+    pub retransmit_mult: u32,
+    /// How many times `suspect_to_down` an unconfirmed suspicion lasts (default 3); 1 turns
+    /// Lifeguard's dynamic suspicion timeout off.
+    pub suspect_max_factor: u32,
+    /// Bytes per second each member may spend spreading probe data (default 16384). The
+    /// publication period stretches to `n * 3 * item_size / info_budget` when that is above
+    /// `info_interval`: about 1 s at 100 members, 70 s at 10,000 with the default.
+    pub info_budget: u32,
 }
 
 impl Default for GossipConfig {
@@ -145,6 +187,11 @@ impl GossipLayer {
             info_interval_ms: self.info_interval_ms.or(base.info_interval_ms),
             join_retry_ms: self.join_retry_ms.or(base.join_retry_ms),
             expected_size: self.expected_size.or(base.expected_size),
+            gossip_fanout: self.gossip_fanout.or(base.gossip_fanout),
+            indirect_probes: self.indirect_probes.or(base.indirect_probes),
+            retransmit_mult: self.retransmit_mult.or(base.retransmit_mult),
+            suspect_max_factor: self.suspect_max_factor.or(base.suspect_max_factor),
+            info_budget: self.info_budget.or(base.info_budget),
         }
     }
 
@@ -158,7 +205,44 @@ impl GossipLayer {
             info_interval: ms(self.info_interval_ms.unwrap_or(1000)),
             join_retry: ms(self.join_retry_ms.unwrap_or(1000)),
             expected_size: self.expected_size.unwrap_or(16),
+            gossip_fanout: self.gossip_fanout.unwrap_or(3),
+            indirect_probes: self.indirect_probes.unwrap_or(3),
+            retransmit_mult: self.retransmit_mult.unwrap_or(3),
+            suspect_max_factor: self.suspect_max_factor.unwrap_or(3),
+            info_budget: self.info_budget.unwrap_or(16384),
         }
+    }
+}
+
+impl GossipConfig {
+    /// Checks the knobs against each other and their ranges.
+    pub fn check(&self) -> Result<()> {
+        if self.probe_rtt >= self.probe_period {
+            return Err(Error::Config(format!(
+                "gossip.probe_rtt_ms ({}) must be shorter than gossip.probe_period_ms ({})",
+                self.probe_rtt.as_millis(),
+                self.probe_period.as_millis()
+            )));
+        }
+        if self.probe_period.is_zero() || self.gossip_interval.is_zero() {
+            return Err(Error::Config("gossip periods must be above 0 ms".into()));
+        }
+        let ranges = [
+            ("expected_size", self.expected_size, 1, 65535),
+            ("gossip_fanout", self.gossip_fanout, 1, 16),
+            ("indirect_probes", self.indirect_probes, 0, 16),
+            ("retransmit_mult", self.retransmit_mult, 1, 16),
+            ("suspect_max_factor", self.suspect_max_factor, 1, 16),
+            ("info_budget", self.info_budget, 256, u32::MAX),
+        ];
+        for (name, value, lo, hi) in ranges {
+            if !(lo..=hi).contains(&value) {
+                return Err(Error::Config(format!(
+                    "gossip.{name} = {value} is out of range {lo}..={hi}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -249,21 +333,7 @@ impl ConfigLayer {
             )));
         }
         let gossip = self.gossip.resolve();
-        if gossip.probe_rtt >= gossip.probe_period {
-            return Err(Error::Config(format!(
-                "gossip.probe_rtt_ms ({}) must be shorter than gossip.probe_period_ms ({})",
-                gossip.probe_rtt.as_millis(),
-                gossip.probe_period.as_millis()
-            )));
-        }
-        if gossip.probe_period.is_zero() || gossip.gossip_interval.is_zero() {
-            return Err(Error::Config("gossip periods must be above 0 ms".into()));
-        }
-        if gossip.expected_size == 0 {
-            return Err(Error::Config(
-                "gossip.expected_size must be at least 1".into(),
-            ));
-        }
+        gossip.check()?;
         let name = self.name.unwrap_or_else(|| format!("node-{id}"));
         if name.is_empty() || name.len() > 64 {
             return Err(Error::Config(format!(

@@ -1,7 +1,12 @@
 //! A deterministic simulation of many membership cores: simulated clock, lossy network with
 //! latency, no sockets. Same seed, same run.
 //!
-//! Used by the unit tests of this module and by the membership benchmark of the testbed.
+//! Every member runs the very [`Membership`] core the daemon runs; the simulator only carries
+//! datagrams (dropping each with probability `loss`, delaying it uniformly in the latency
+//! range) and timers. Members join the way daemons do: member 0 is the seed, every other one
+//! announces itself to it (every `join_spacing`, and again every `join_retry` while alone).
+//! Used by the tests of this module and by the `membership_sim` benchmark, up to 10,000 members
+//! in one process.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -17,6 +22,16 @@ use crate::node::{NodeId, NodeIdentity};
 use crate::probe::ProbeData;
 
 use super::{MemberEvent, Membership, Output, TimerEvent};
+
+/// Which events the simulation keeps in [`Sim::seen`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// Every event.
+    All,
+    /// Only verdicts and identity changes (`Dead`, `Left`, `Replaced`, `Rejoined`,
+    /// `Defunct`): at 10,000 members the `Up` events alone would take gigabytes.
+    Verdicts,
+}
 
 /// Settings of a simulation run.
 #[derive(Clone, Debug)]
@@ -35,10 +50,14 @@ pub struct SimConfig {
     pub seed: u64,
     /// Whether members publish probe data every `gossip.info_interval`.
     pub publish_info: bool,
+    /// Time between two members' first announcements (zero: all at once).
+    pub join_spacing: Duration,
+    /// Which events to keep.
+    pub record: Record,
 }
 
 impl SimConfig {
-    /// `members` members, no loss, 100-300 us latency, default timing.
+    /// `members` members, no loss, 100-300 us latency, default timing, all announcing at once.
     pub fn new(members: usize, seed: u64) -> Self {
         SimConfig {
             members,
@@ -48,6 +67,8 @@ impl SimConfig {
             gossip: GossipConfig::default(),
             seed,
             publish_info: false,
+            join_spacing: Duration::ZERO,
+            record: Record::All,
         }
     }
 }
@@ -63,12 +84,28 @@ pub struct Seen {
     pub event: MemberEvent,
 }
 
+#[derive(Debug)]
 enum Action {
-    Deliver { to: usize, data: Vec<u8> },
-    Timer { node: usize, epoch: u32, timer: TimerEvent },
-    Publish { node: usize, epoch: u32 },
+    Deliver {
+        to: usize,
+        data: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        epoch: u32,
+        timer: TimerEvent,
+    },
+    Publish {
+        node: usize,
+        epoch: u32,
+    },
+    Join {
+        node: usize,
+        epoch: u32,
+    },
 }
 
+#[derive(Debug)]
 struct Scheduled {
     at: Duration,
     seq: u64,
@@ -92,14 +129,17 @@ impl Ord for Scheduled {
     }
 }
 
+#[derive(Debug)]
 struct SimNode {
     core: Membership<SmallRng>,
     up: bool,
-    /// Bumped at each restart so that timers of a previous life are ignored.
+    isolated: bool,
+    /// Bumped at each stop so that timers of a previous life are ignored.
     epoch: u32,
 }
 
 /// The simulated cluster.
+#[derive(Debug)]
 pub struct Sim {
     cfg: SimConfig,
     now: Duration,
@@ -107,35 +147,38 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<Scheduled>>,
     nodes: Vec<SimNode>,
     rng: SmallRng,
-    /// Every event every member reported.
+    /// Every event every member reported (as filtered by [`SimConfig::record`]).
     pub seen: Vec<Seen>,
     /// Datagram bytes sent (payload plus authentication envelope; no UDP/IP headers).
     pub bytes_sent: u64,
     /// Datagrams sent.
     pub packets_sent: u64,
-}
-
-impl std::fmt::Debug for Sim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sim")
-            .field("now", &self.now)
-            .field("members", &self.nodes.len())
-            .finish()
-    }
+    /// Largest datagram payload sent.
+    pub largest_datagram: usize,
+    /// Datagrams a core refused as malformed.
+    pub refused: u64,
 }
 
 fn identity(index: usize, gen: u64) -> NodeIdentity {
     let id = u16::try_from(index + 1).unwrap_or(u16::MAX);
+    let [hi, lo] = id.to_be_bytes();
     NodeIdentity {
         id: NodeId(id),
-        addr: SocketAddr::from(([10, 77, (id >> 8) as u8, (id & 0xff) as u8], 7700)),
+        addr: SocketAddr::from(([10, 77, hi, lo], 7700)),
         gen,
     }
 }
 
 impl Sim {
-    /// Builds the cluster: every member knows member 0 and announces itself to it.
+    /// Builds the cluster; member 0 is up, the others announce themselves to it in turn.
+    ///
+    /// # Panics
+    /// With more than 65,535 members (node ids are 16 bits).
     pub fn new(cfg: SimConfig) -> Self {
+        assert!(
+            cfg.members <= usize::from(u16::MAX),
+            "at most 65535 members"
+        );
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
         let nodes = (0..cfg.members)
             .map(|i| SimNode {
@@ -146,6 +189,7 @@ impl Sim {
                     SmallRng::seed_from_u64(rng.random()),
                 ),
                 up: true,
+                isolated: false,
                 epoch: 0,
             })
             .collect();
@@ -159,15 +203,21 @@ impl Sim {
             seen: Vec::new(),
             bytes_sent: 0,
             packets_sent: 0,
+            largest_datagram: 0,
+            refused: 0,
         };
-        for i in 1..sim.nodes.len() {
-            let seed = sim.nodes[0].core.identity().clone();
-            // Announcing to a known seed cannot fail.
-            let _ = sim.nodes[i].core.announce(seed);
-            sim.flush(i);
-        }
         for i in 0..sim.nodes.len() {
-            sim.schedule_publish(i, Duration::ZERO);
+            sim.flush(i);
+            if i > 0 {
+                let at = sim.cfg.join_spacing * u32::try_from(i).unwrap_or(u32::MAX);
+                sim.push(at, Action::Join { node: i, epoch: 0 });
+            }
+            let phase = sim
+                .cfg
+                .gossip
+                .info_interval
+                .mul_f64(sim.rng.random::<f64>());
+            sim.schedule_publish(i, phase);
         }
         sim
     }
@@ -177,9 +227,34 @@ impl Sim {
         self.now
     }
 
+    /// Number of members (up or not).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there is no member.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
     /// Member `i`'s core, to inspect.
     pub fn core(&self, i: usize) -> &Membership<SmallRng> {
         &self.nodes[i].core
+    }
+
+    /// Whether member `i` runs.
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i].up
+    }
+
+    /// Sets the probability that a datagram is lost, from now on.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.cfg.loss = loss;
+    }
+
+    /// Cuts member `i` off the network (every datagram to or from it is lost), or reconnects it.
+    pub fn isolate(&mut self, i: usize, isolated: bool) {
+        self.nodes[i].isolated = isolated;
     }
 
     /// Runs until simulated time `until`.
@@ -214,8 +289,7 @@ impl Sim {
         // Leaving cannot fail for a running member.
         let _ = self.nodes[i].core.leave();
         self.flush(i);
-        self.nodes[i].up = false;
-        self.nodes[i].epoch += 1;
+        self.kill(i);
     }
 
     /// Restarts member `i` under a new generation and has it announce itself to `seed`.
@@ -230,12 +304,23 @@ impl Sim {
                 SmallRng::seed_from_u64(self.rng.random()),
             ),
             up: true,
+            isolated: false,
             epoch,
         };
+        self.flush(i);
+        self.announce(i, seed);
+        self.schedule_publish(i, Duration::ZERO);
+    }
+
+    /// Announces member `i` to `seed`, then again every `join_retry` while it is alone, as
+    /// the daemon does.
+    fn announce(&mut self, i: usize, seed: usize) {
         let seed_id = self.nodes[seed].core.identity().clone();
+        // Announcing to another member cannot fail.
         let _ = self.nodes[i].core.announce(seed_id);
         self.flush(i);
-        self.schedule_publish(i, Duration::ZERO);
+        let epoch = self.nodes[i].epoch;
+        self.push(self.cfg.gossip.join_retry, Action::Join { node: i, epoch });
     }
 
     fn push(&mut self, after: Duration, action: Action) {
@@ -254,62 +339,123 @@ impl Sim {
         }
     }
 
+    /// Plausible figures of a node: they change every time, as real ones do.
+    fn probe_data(&mut self) -> ProbeData {
+        let r = &mut self.rng;
+        let load = |r: &mut SmallRng| f64::from(r.random_range(0..800u32)) / 100.0;
+        ProbeData {
+            cpus: 1 << r.random_range(1..7u32),
+            mem_total_bytes: 16 << 30,
+            mem_free_bytes: r.random_range(1u64..16 << 20) << 10,
+            load1: load(r),
+            load5: load(r),
+            load15: load(r),
+            ssi_procs: r.random_range(0..50),
+        }
+    }
+
     fn step(&mut self, action: Action) {
         match action {
             Action::Deliver { to, data } => {
                 if self.nodes[to].up {
-                    // Malformed packets cannot happen here; a protocol error is ignored as the
-                    // daemon does.
-                    let _ = self.nodes[to].core.handle_packet(&data);
+                    if self.nodes[to].core.handle_packet(&data).is_err() {
+                        self.refused += 1;
+                    }
                     self.flush(to);
                 }
             }
             Action::Timer { node, epoch, timer } => {
                 if self.nodes[node].up && self.nodes[node].epoch == epoch {
+                    // A running core accepts its own timers.
                     let _ = self.nodes[node].core.handle_timer(timer);
                     self.flush(node);
                 }
             }
             Action::Publish { node, epoch } => {
                 if self.nodes[node].up && self.nodes[node].epoch == epoch {
-                    let _ = self.nodes[node].core.publish(ProbeData {
-                        cpus: 2,
-                        ..ProbeData::default()
-                    });
+                    let probe = self.probe_data();
+                    let _ = self.nodes[node].core.publish(probe);
                     self.flush(node);
                     let every = self.cfg.gossip.info_interval;
                     self.schedule_publish(node, every);
+                }
+            }
+            Action::Join { node, epoch } => {
+                let n = &self.nodes[node];
+                if !n.up || n.epoch != epoch {
+                    return;
+                }
+                if n.core.active_members() == 0 {
+                    self.announce(node, 0);
+                } else {
+                    self.push(self.cfg.gossip.join_retry, Action::Join { node, epoch });
                 }
             }
         }
     }
 
     fn flush(&mut self, from: usize) {
-        let out: Vec<Output> = self.nodes[from].core.drain().collect();
-        for o in out {
-            match o {
+        let Sim {
+            cfg,
+            now,
+            seq,
+            queue,
+            nodes,
+            rng,
+            seen,
+            bytes_sent,
+            packets_sent,
+            largest_datagram,
+            ..
+        } = self;
+        let epoch = nodes[from].epoch;
+        let isolated = nodes[from].isolated;
+        let lo = cfg.latency_min.as_nanos() as u64;
+        let hi = (cfg.latency_max.as_nanos() as u64).max(lo);
+        let outputs: Vec<Output> = nodes[from].core.drain().collect();
+        for o in outputs {
+            let (after, action) = match o {
                 Output::Send { to, data } => {
-                    self.packets_sent += 1;
-                    self.bytes_sent += (data.len() + DATAGRAM_OVERHEAD) as u64;
-                    if self.rng.random::<f64>() < self.cfg.loss {
+                    *packets_sent += 1;
+                    *bytes_sent += (data.len() + DATAGRAM_OVERHEAD) as u64;
+                    *largest_datagram = (*largest_datagram).max(data.len());
+                    let to = usize::from(to.id.0) - 1;
+                    if isolated || nodes[to].isolated || rng.random::<f64>() < cfg.loss {
                         continue;
                     }
-                    let lo = self.cfg.latency_min.as_nanos() as u64;
-                    let hi = self.cfg.latency_max.as_nanos() as u64;
-                    let lat = Duration::from_nanos(self.rng.random_range(lo..=hi.max(lo)));
-                    let to = usize::from(to.id.0) - 1;
-                    self.push(lat, Action::Deliver { to, data });
+                    let lat = Duration::from_nanos(rng.random_range(lo..=hi));
+                    (lat, Action::Deliver { to, data })
                 }
-                Output::Schedule { timer, after } => {
-                    let epoch = self.nodes[from].epoch;
-                    self.push(after, Action::Timer { node: from, epoch, timer });
+                Output::Schedule { timer, after } => (
+                    after,
+                    Action::Timer {
+                        node: from,
+                        epoch,
+                        timer,
+                    },
+                ),
+                Output::Event(event) => {
+                    let keep = cfg.record == Record::All
+                        || !matches!(
+                            event,
+                            MemberEvent::Up(_) | MemberEvent::Joined | MemberEvent::Alone
+                        );
+                    if keep {
+                        seen.push(Seen {
+                            at: *now,
+                            observer: from,
+                            event,
+                        });
+                    }
+                    continue;
                 }
-                Output::Event(event) => self.seen.push(Seen {
-                    at: self.now,
-                    observer: from,
-                    event,
-                }),
-            }
+            };
+            *seq += 1;
+            queue.push(Reverse(Scheduled {
+                at: *now + after,
+                seq: *seq,
+                action,
+            }));
         }
     }
 }

@@ -1,0 +1,383 @@
+//! Address spaces: the mappings, which pages to save, and copying them out.
+//!
+//! Pages are found with the PAGEMAP_SCAN ioctl (present or swapped, not the shared zero page;
+//! for private file mappings only the private copies, the rest comes back from the file).
+//! Copying runs on a helper thread with `process_vm_readv` into reused buffers while the
+//! calling thread checksums and writes the previous buffer, so reading and writing overlap.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+
+use procfs::process::{MMPermissions, MMapPath, MemoryMap, VmFlags};
+
+use super::ranges::Ranges;
+use crate::error::{Error, Result};
+use crate::image::record::{Kind, RecordWriter, PAGE};
+use crate::image::{Vma, VmaKind};
+use crate::sys::mem::{self, category, Scan};
+use crate::vdso;
+
+/// A mapping as found in /proc/PID/smaps, classified.
+#[derive(Debug, Clone)]
+pub(crate) struct VmaInfo {
+    pub vma: Vma,
+    pub flags: VmFlags,
+    /// `(dev, inode)` of a shared memory object.
+    pub shmem_key: Option<(i32, i32, u64)>,
+}
+
+/// Reads and classifies the mappings of `pid`; an unsupported mapping is an error.
+pub(crate) fn mappings(pid: i32) -> Result<(Vec<VmaInfo>, Option<vdso::Block>)> {
+    let maps: Vec<MemoryMap> = procfs::process::Process::new(pid)
+        .and_then(|p| p.smaps())
+        .map_err(|e| {
+            Error::io(
+                format!("/proc/{pid}/smaps"),
+                std::io::Error::other(e.to_string()),
+            )
+        })?
+        .into_iter()
+        .collect();
+    let block = vdso::find(&maps);
+    let mut out = Vec::with_capacity(maps.len());
+    for m in &maps {
+        if let Some(v) = classify(pid, m)? {
+            out.push(v);
+        }
+    }
+    Ok((out, block))
+}
+
+fn classify(pid: i32, m: &MemoryMap) -> Result<Option<VmaInfo>> {
+    let (start, end) = m.address;
+    let flags = m.extension.vm_flags;
+    let shared = m.perms.contains(MMPermissions::SHARED);
+    let what =
+        |kind: &str| Error::unsupported(pid, format!("mapping {start:#x}-{end:#x} is {kind}"));
+    if flags.intersects(VmFlags::IO | VmFlags::PF) && !vdso::is_block_part(m) {
+        return Err(what("a device mapping (VM_IO/VM_PFNMAP)"));
+    }
+    let mut shmem_key = None;
+    let kind = if vdso::is_block_part(m) {
+        VmaKind::Vdso
+    } else {
+        match &m.pathname {
+            MMapPath::Vsyscall => return Ok(None),
+            MMapPath::Heap | MMapPath::Stack | MMapPath::TStack(_) | MMapPath::Anonymous => {
+                VmaKind::Anon
+            }
+            MMapPath::Other(s) if s.starts_with("anon:") || s.starts_with("stack") => VmaKind::Anon,
+            MMapPath::Vsys(_) => return Err(what("SysV shared memory")),
+            MMapPath::Path(p) => {
+                let s = p.to_string_lossy();
+                let is_shmem = m.dev == (0, 1)
+                    || s.starts_with("/memfd:")
+                    || s.starts_with("/dev/zero (deleted)");
+                if shared && is_shmem {
+                    shmem_key = Some((m.dev.0, m.dev.1, m.inode));
+                    VmaKind::SharedAnon {
+                        shmem: 0,
+                        offset: m.offset,
+                    }
+                } else if s == "/dev/zero" && !shared {
+                    VmaKind::Anon
+                } else if s.ends_with(" (deleted)") {
+                    return Err(what(&format!("a mapping of deleted file {s}")));
+                } else {
+                    let md = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
+                    use std::os::unix::fs::MetadataExt;
+                    if !md.is_file() {
+                        return Err(what(&format!(
+                            "a mapping of {s}, which is not a regular file"
+                        )));
+                    }
+                    if md.ino() != m.inode {
+                        return Err(what(&format!(
+                            "a mapping of {s}, replaced since it was mapped"
+                        )));
+                    }
+                    VmaKind::File {
+                        path: s.into_owned(),
+                        offset: m.offset,
+                        size: md.len(),
+                    }
+                }
+            }
+            other => return Err(what(&format!("an unknown special mapping {other:?}"))),
+        }
+    };
+    let mut prot = 0;
+    if m.perms.contains(MMPermissions::READ) {
+        prot |= libc::PROT_READ;
+    }
+    if m.perms.contains(MMPermissions::WRITE) {
+        prot |= libc::PROT_WRITE;
+    }
+    if m.perms.contains(MMPermissions::EXECUTE) {
+        prot |= libc::PROT_EXEC;
+    }
+    let mut advice = Vec::new();
+    for (f, a) in [
+        (VmFlags::HG, libc::MADV_HUGEPAGE),
+        (VmFlags::NH, libc::MADV_NOHUGEPAGE),
+        (VmFlags::DC, libc::MADV_DONTFORK),
+        (VmFlags::WF, libc::MADV_WIPEONFORK),
+        (VmFlags::DD, libc::MADV_DONTDUMP),
+    ] {
+        if flags.contains(f) {
+            advice.push(a);
+        }
+    }
+    Ok(Some(VmaInfo {
+        vma: Vma {
+            start,
+            end,
+            prot,
+            shared,
+            growsdown: flags.contains(VmFlags::GD),
+            advice,
+            kind,
+        },
+        flags,
+        shmem_key,
+    }))
+}
+
+/// Pages of `pid` whose contents must be saved (present or swapped, not the zero page; for
+/// private file mappings only private copies), as sorted ranges.
+///
+/// PAGEMAP_SCAN reports the uffd-wp markers that write tracking leaves on unpopulated pages as
+/// "swapped", so swapped candidates are checked in /proc/PID/pagemap: a real swap entry has a
+/// swap type below the number of swap areas, a marker does not.
+pub(crate) fn present_pages(pid: i32, pagemap: &File, vmas: &[VmaInfo]) -> Result<Ranges> {
+    let swap_areas = std::fs::read_to_string("/proc/swaps")
+        .map(|s| s.lines().count().saturating_sub(1))
+        .unwrap_or(0) as u64;
+    let mut out = Vec::new();
+    let mut swapped = Vec::new();
+    for v in vmas {
+        let inverted = match v.vma.kind {
+            VmaKind::Anon => category::PFNZERO,
+            VmaKind::File { .. } if !v.vma.shared => category::PFNZERO | category::FILE,
+            _ => continue,
+        };
+        let q = Scan {
+            inverted,
+            mask: inverted | category::PRESENT,
+            anyof: 0,
+            write_protect: false,
+        };
+        let at = |e| {
+            Error::sys(
+                pid,
+                format!("PAGEMAP_SCAN of {:#x}-{:#x}", v.vma.start, v.vma.end),
+                e,
+            )
+        };
+        mem::pagemap_scan(pagemap.as_fd(), v.vma.start, v.vma.end, q, &mut out).map_err(at)?;
+        if swap_areas > 0 {
+            let q = Scan {
+                mask: inverted | category::SWAPPED,
+                ..q
+            };
+            mem::pagemap_scan(pagemap.as_fd(), v.vma.start, v.vma.end, q, &mut swapped)
+                .map_err(at)?;
+        }
+    }
+    for (s, e) in swapped {
+        let n = ((e - s) / PAGE) as usize;
+        let mut raw = vec![0u8; n * 8];
+        pagemap
+            .read_exact_at(&mut raw, s / PAGE * 8)
+            .map_err(|er| Error::io(format!("/proc/{pid}/pagemap"), er))?;
+        for (i, w) in raw.chunks_exact(8).enumerate() {
+            let entry = u64::from_le_bytes(w.try_into().unwrap_or_default());
+            let is_swap = entry & (1 << 62) != 0;
+            if is_swap && (entry & 0x1f) < swap_areas {
+                let a = s + i as u64 * PAGE;
+                out.push((a, a + PAGE));
+            }
+        }
+    }
+    Ok(super::ranges::normalize(out))
+}
+
+/// Opens /proc/PID/pagemap.
+pub(crate) fn open_pagemap(pid: i32) -> Result<File> {
+    let path = format!("/proc/{pid}/pagemap");
+    File::open(&path).map_err(|e| Error::io(path, e))
+}
+
+const CHUNK: usize = 8 << 20;
+
+/// Copies the pages in `runs` out of `pid` and writes them as `Pages` records. Returns bytes.
+/// With `tolerant` (pre-dumps of a running tree), pages unmapped meanwhile are saved as zeros:
+/// the next dump sees them gone or changed.
+pub(crate) fn write_pages<W: Write>(
+    pid: i32,
+    runs: &[(u64, u64)],
+    rw: &mut RecordWriter<W>,
+    tolerant: bool,
+) -> Result<u64> {
+    if runs.is_empty() {
+        return Ok(0);
+    }
+    let mem_path = format!("/proc/{pid}/mem");
+    let memf = File::open(&mem_path).map_err(|e| Error::io(&mem_path, e))?;
+    let (full_tx, full_rx) =
+        crossbeam::channel::bounded::<Result<(Vec<u8>, Vec<(u64, usize, usize)>)>>(2);
+    let (free_tx, free_rx) = crossbeam::channel::bounded::<Vec<u8>>(3);
+    for _ in 0..3 {
+        let _ = free_tx.send(Vec::new());
+    }
+    let mut written = 0u64;
+    let mut werr: Option<Error> = None;
+    crossbeam::thread::scope(|s| {
+        s.spawn(|_| {
+            let mut pieces = Vec::new();
+            let mut fill = 0usize;
+            let mut it = runs.iter().copied();
+            let mut cur: Option<(u64, u64)> = None;
+            loop {
+                if cur.is_none() {
+                    cur = it.next();
+                }
+                let Some((a, e)) = cur else { break };
+                let take = ((e - a) as usize).min(CHUNK - fill);
+                pieces.push((a, fill, take));
+                fill += take;
+                cur = if a + take as u64 == e {
+                    None
+                } else {
+                    Some((a + take as u64, e))
+                };
+                if fill == CHUNK {
+                    let Ok(buf) = free_rx.recv() else { return };
+                    let r = read_into(pid, &memf, buf, std::mem::take(&mut pieces), fill, tolerant);
+                    fill = 0;
+                    if full_tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            }
+            if fill > 0 {
+                if let Ok(buf) = free_rx.recv() {
+                    let _ = full_tx.send(read_into(pid, &memf, buf, pieces, fill, tolerant));
+                }
+            }
+            drop(full_tx);
+        });
+        for msg in full_rx.iter() {
+            match msg {
+                Ok((buf, pieces)) => {
+                    if werr.is_none() {
+                        for &(addr, off, len) in &pieces {
+                            if let Err(e) =
+                                rw.data(Kind::Pages, pid as u64, addr, &[&buf[off..off + len]])
+                            {
+                                werr = Some(Error::io("<image output>", e));
+                                break;
+                            }
+                            written += len as u64;
+                        }
+                    }
+                    let _ = free_tx.send(buf);
+                }
+                Err(e) => {
+                    werr.get_or_insert(e);
+                }
+            }
+            if werr.is_some() {
+                // let the reader finish quickly: keep draining
+                continue;
+            }
+        }
+    })
+    .map_err(|_| Error::Conflict(format!("pid {pid}: page reader thread panicked")))?;
+    match werr {
+        Some(e) => Err(e),
+        None => Ok(written),
+    }
+}
+
+type Filled = (Vec<u8>, Vec<(u64, usize, usize)>);
+
+fn read_into(
+    pid: i32,
+    memf: &File,
+    mut buf: Vec<u8>,
+    pieces: Vec<(u64, usize, usize)>,
+    fill: usize,
+    tolerant: bool,
+) -> Result<Filled> {
+    if buf.len() < CHUNK {
+        buf = vec![0u8; CHUNK]; // calloc: no page is touched before the copy
+    }
+    let remote: Vec<(u64, usize)> = pieces.iter().map(|&(a, _, l)| (a, l)).collect();
+    let n = match mem::read_remote(pid, &mut buf[..fill], &remote) {
+        Ok(n) => n,
+        Err(_) => 0,
+    };
+    if n < fill {
+        // Unreadable pages (PROT_NONE): /proc/PID/mem ignores protections.
+        for &(a, off, l) in &pieces {
+            if off + l <= n {
+                continue;
+            }
+            let from = n.max(off);
+            let addr = a + (from - off) as u64;
+            if let Err(e) = memf.read_exact_at(&mut buf[from..off + l], addr) {
+                if !tolerant {
+                    return Err(Error::sys(pid, format!("read memory at {addr:#x}"), e));
+                }
+                buf[from..off + l].fill(0);
+            }
+        }
+    }
+    Ok((buf, pieces))
+}
+
+/// Size of a shared memory object (read through /proc/PID/map_files).
+pub(crate) fn shmem_size(pid: i32, vma: &Vma) -> Result<u64> {
+    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end);
+    let md = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(md.len().div_ceil(PAGE) * PAGE)
+}
+
+/// Writes the contents of a shared memory object, read through /proc/PID/map_files.
+pub(crate) fn write_shmem<W: Write>(
+    pid: i32,
+    vma: &Vma,
+    id: u32,
+    rw: &mut RecordWriter<W>,
+) -> Result<u64> {
+    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end);
+    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let size = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+    let mut off: i64 = 0;
+    let mut buf = vec![0u8; CHUNK];
+    let mut bytes = 0;
+    use nix::unistd::{lseek, Whence};
+    while (off as u64) < size {
+        let data = match lseek(&f, off, Whence::SeekData) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENXIO) => break,
+            Err(e) => return Err(Error::io(&path, e.into())),
+        };
+        let hole = lseek(&f, data, Whence::SeekHole).map_err(|e| Error::io(&path, e.into()))?;
+        let mut at = data as u64;
+        while at < hole as u64 {
+            let n = ((hole as u64 - at) as usize).min(CHUNK);
+            f.read_exact_at(&mut buf[..n], at)
+                .map_err(|e| Error::io(&path, e))?;
+            rw.data(Kind::ShmemPages, id as u64, at, &[&buf[..n]])
+                .map_err(|e| Error::io("<image output>", e))?;
+            at += n as u64;
+            bytes += n as u64;
+        }
+        off = hole;
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,196 @@
+//! Finding and freezing a process tree.
+//!
+//! Every thread is seized with `PTRACE_SEIZE` and stopped with `PTRACE_INTERRUPT`. A process can
+//! fork or start a thread while the others are being stopped, so the tree and its threads are
+//! listed again until a pass finds nothing new: a stopped thread creates nothing, so once every
+//! listed thread is stopped the set cannot grow.
+//!
+//! A signal that was about to be delivered when a thread was stopped shows up as a
+//! signal-delivery stop before the interrupt stop; it is taken out (suppressed) and its siginfo
+//! kept, to be queued again on resume or saved as pending in the image.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::marker::PhantomData;
+
+use crate::error::{Error, Result};
+use crate::sys::ptrace;
+
+/// The processes of a tree, parents before children.
+#[derive(Debug, Clone)]
+pub(crate) struct TreeShape {
+    /// Pids, parents first (breadth-first from the root).
+    pub order: Vec<i32>,
+    /// Parent of each pid (the root maps to its real parent).
+    pub parent: HashMap<i32, i32>,
+}
+
+/// Lists the tree under `root` from /proc (the kernel has no /proc/PID/task/TID/children here).
+pub(crate) fn discover(root: i32) -> Result<TreeShape> {
+    let all = procfs::process::all_processes()
+        .map_err(|e| Error::io("/proc", std::io::Error::other(e.to_string())))?;
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    let mut parent = HashMap::new();
+    for p in all.flatten() {
+        if let Ok(st) = p.stat() {
+            children.entry(st.ppid).or_default().push(st.pid);
+            parent.insert(st.pid, st.ppid);
+        }
+    }
+    if !parent.contains_key(&root) {
+        return Err(Error::sys(
+            root,
+            "find process",
+            std::io::Error::from_raw_os_error(libc::ESRCH),
+        ));
+    }
+    let mut order = vec![root];
+    let mut i = 0;
+    while i < order.len() {
+        let mut kids = children.get(&order[i]).cloned().unwrap_or_default();
+        kids.sort_unstable();
+        order.extend(kids);
+        i += 1;
+    }
+    let parent = order.iter().map(|p| (*p, parent[p])).collect();
+    Ok(TreeShape { order, parent })
+}
+
+/// Thread ids of process `pid`, main thread first.
+pub(crate) fn threads(pid: i32) -> Result<Vec<i32>> {
+    let dir = format!("/proc/{pid}/task");
+    let mut tids: Vec<i32> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::io(&dir, e))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    tids.sort_unstable_by_key(|&t| (t != pid, t));
+    Ok(tids)
+}
+
+/// A tree whose every thread is stopped under ptrace by the calling thread.
+///
+/// ptrace ties a tracee to the thread that seized it, so this value must stay on that thread
+/// (it is neither `Send` nor `Sync`). Dropping it resumes the tree.
+#[derive(Debug)]
+pub struct FrozenTree {
+    pub(crate) shape: TreeShape,
+    pub(crate) threads: BTreeMap<i32, Vec<i32>>,
+    /// Signals taken out while stopping, by tid.
+    pub(crate) taken: HashMap<i32, Vec<Vec<u8>>>,
+    released: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl FrozenTree {
+    /// Seizes and stops every thread of the tree under `root`.
+    pub(crate) fn freeze(root: i32) -> Result<FrozenTree> {
+        let mut t = FrozenTree {
+            shape: TreeShape {
+                order: vec![],
+                parent: HashMap::new(),
+            },
+            threads: BTreeMap::new(),
+            taken: HashMap::new(),
+            released: false,
+            _not_send: PhantomData,
+        };
+        let mut seized: HashSet<i32> = HashSet::new();
+        loop {
+            let shape = discover(root)?;
+            let mut new = false;
+            for &pid in &shape.order {
+                let tids = match threads(pid) {
+                    Ok(t) => t,
+                    Err(_) if pid != root => continue, // exited meanwhile
+                    Err(e) => return Err(e),
+                };
+                for tid in tids {
+                    if seized.contains(&tid) {
+                        continue;
+                    }
+                    match ptrace::seize_and_stop(tid, nix::sys::ptrace::Options::empty()) {
+                        Ok(taken) => {
+                            seized.insert(tid);
+                            t.threads.entry(pid).or_default().push(tid);
+                            if !taken.is_empty() {
+                                t.taken.insert(tid, taken);
+                            }
+                            new = true;
+                        }
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::ESRCH)
+                                || e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::sys(tid, "seize thread", e)),
+                    }
+                }
+            }
+            t.shape = shape;
+            if !new {
+                break;
+            }
+        }
+        // keep only live processes, threads in main-first order
+        t.threads.retain(|pid, _| t.shape.order.contains(pid));
+        for (pid, tids) in t.threads.iter_mut() {
+            tids.sort_unstable_by_key(|&x| (x != *pid, x));
+        }
+        t.shape.order.retain(|p| t.threads.contains_key(p));
+        Ok(t)
+    }
+
+    /// Pids of the tree, parents first.
+    pub fn pids(&self) -> &[i32] {
+        &self.shape.order
+    }
+
+    /// Lets the tree run again (signals taken while freezing are queued again).
+    pub fn resume(mut self) -> Result<()> {
+        self.release(false)
+    }
+
+    /// Kills every process of the tree.
+    pub fn kill(mut self) -> Result<()> {
+        self.release(true)
+    }
+
+    fn release(&mut self, kill: bool) -> Result<()> {
+        if self.released {
+            return Ok(());
+        }
+        self.released = true;
+        let mut first_err = None;
+        for (&pid, tids) in &self.threads {
+            if kill {
+                ptrace::kill9(pid);
+                continue;
+            }
+            for &tid in tids {
+                if let Some(sigs) = self.taken.get(&tid) {
+                    if let Err(e) = crate::dump::task::requeue(tid, pid, sigs) {
+                        first_err.get_or_insert(e);
+                    }
+                }
+                if let Err(e) = ptrace::detach(tid) {
+                    first_err.get_or_insert(Error::sys(tid, "detach", e));
+                }
+            }
+        }
+        if kill {
+            // A traced thread that dies stays a zombie until its tracer waits for it, and a
+            // thread-group leader is reported only after its other threads: reap those first.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            for tids in self.threads.values() {
+                for &tid in tids.iter().rev() {
+                    ptrace::reap_traced(tid, deadline);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for FrozenTree {
+    fn drop(&mut self) {
+        let _ = self.release(false);
+    }
+}

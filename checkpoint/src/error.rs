@@ -1,0 +1,90 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in a dump or a restore.
+///
+/// The message of each variant names the object it is about (a pid, an fd, a path, a record), so
+/// one line is enough to tell a user what failed and where.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A part of the tree cannot be checkpointed (checked before anything is frozen).
+    #[error("pid {pid}: {what}: not supported")]
+    Unsupported {
+        /// The process that holds the object.
+        pid: i32,
+        /// The object and its kind, e.g. `fd 7 is a TCP socket`.
+        what: String,
+    },
+    /// The image is truncated, corrupt, of another version, or does not fit this machine.
+    #[error("image {path}: {what}")]
+    BadImage {
+        /// The image file (or `<stream>`) the fault was found in.
+        path: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// A system call on a process failed.
+    #[error("pid {pid}: {what}: {source}")]
+    Process {
+        /// The process or thread id.
+        pid: i32,
+        /// The operation that failed.
+        what: String,
+        /// The error the kernel gave.
+        source: std::io::Error,
+    },
+    /// An I/O error on a file of the image or of the process.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path that was read or written.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The state on this machine does not allow the restore (pid taken, file changed, ...).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// A failed system call on `pid` doing `what`.
+    pub(crate) fn sys(
+        pid: i32,
+        what: impl Into<String>,
+        source: impl Into<std::io::Error>,
+    ) -> Self {
+        Error::Process {
+            pid,
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// An I/O error naming `path`.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An unsupported object in process `pid`.
+    pub(crate) fn unsupported(pid: i32, what: impl Into<String>) -> Self {
+        Error::Unsupported {
+            pid,
+            what: what.into(),
+        }
+    }
+
+    /// A bad image part.
+    pub(crate) fn bad_image(path: impl Into<String>, what: impl Into<String>) -> Self {
+        Error::BadImage {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+}

@@ -1,0 +1,606 @@
+//! The checkpoint image: records grouped in parts, written to a directory or a byte stream.
+//!
+//! ```text
+//!  part            file in a directory     records
+//!  inventory       inventory.rec           Inventory, Shared, END
+//!  shmem           shmem.rec               ShmemPages*, END
+//!  process PID     proc-PID.rec            Process, END
+//!  pages PID       pages-PID.rec           Pages*, END      (payloads 4 KiB-aligned)
+//! ```
+//! A stream is the concatenation of the parts in this order (processes in inventory order), so
+//! the same bytes travel over a socket or land in files. See docs/IMAGE.md.
+
+pub mod manifest;
+pub mod record;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+pub use manifest::*;
+use record::{decode_meta, parse_slice, Header, Kind, StreamReader};
+
+use crate::error::{Error, Result};
+
+/// A part of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Inventory and shared objects.
+    Inventory,
+    /// Shared memory contents.
+    Shmem,
+    /// One process' manifest.
+    Process(i32),
+    /// One process' pages.
+    Pages(i32),
+}
+
+impl Part {
+    /// File name of the part inside an image directory.
+    pub fn file_name(&self) -> String {
+        match self {
+            Part::Inventory => "inventory.rec".into(),
+            Part::Shmem => "shmem.rec".into(),
+            Part::Process(pid) => format!("proc-{pid}.rec"),
+            Part::Pages(pid) => format!("pages-{pid}.rec"),
+        }
+    }
+}
+
+/// Where a dump writes its records.
+pub trait ImageSink {
+    /// Starts a part; the writer it returns takes the part's records.
+    fn begin(&mut self, part: Part) -> Result<&mut dyn Write>;
+    /// Ends the current part.
+    fn end(&mut self) -> Result<()>;
+    /// Whether page payloads should be aligned to 4 KiB (true for files).
+    fn aligned(&self) -> bool;
+}
+
+/// Writes each part to a file in a directory (created if missing).
+#[derive(Debug)]
+pub struct DirSink {
+    dir: PathBuf,
+    current: Option<(PathBuf, BufWriter<File>)>,
+}
+
+impl DirSink {
+    /// A sink writing into `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(DirSink { dir, current: None })
+    }
+}
+
+impl ImageSink for DirSink {
+    fn begin(&mut self, part: Part) -> Result<&mut dyn Write> {
+        let path = self.dir.join(part.file_name());
+        let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let (_, w) = self
+            .current
+            .insert((path, BufWriter::with_capacity(1 << 20, f)));
+        Ok(w)
+    }
+
+    fn end(&mut self) -> Result<()> {
+        if let Some((path, mut w)) = self.current.take() {
+            w.flush().map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    fn aligned(&self) -> bool {
+        true
+    }
+}
+
+/// Writes all parts, one after the other, to a byte stream.
+#[derive(Debug)]
+pub struct StreamSink<W: Write> {
+    w: W,
+}
+
+impl<W: Write> StreamSink<W> {
+    /// A sink over `w`.
+    pub fn new(w: W) -> Self {
+        StreamSink { w }
+    }
+
+    /// The stream.
+    pub fn into_inner(self) -> W {
+        self.w
+    }
+}
+
+impl<W: Write> ImageSink for StreamSink<W> {
+    fn begin(&mut self, _part: Part) -> Result<&mut dyn Write> {
+        Ok(&mut self.w)
+    }
+
+    fn end(&mut self) -> Result<()> {
+        self.w.flush().map_err(|e| Error::io("<stream>", e))
+    }
+
+    fn aligned(&self) -> bool {
+        false
+    }
+}
+
+/// Bytes of page data, backed by a mapped part file or by memory read from a stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Bytes {
+    backing: Arc<Backing>,
+    off: usize,
+    len: usize,
+}
+
+#[derive(Debug)]
+enum Backing {
+    Map(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Bytes {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        let all: &[u8] = match &*self.backing {
+            Backing::Map(m) => m,
+            Backing::Owned(v) => v,
+        };
+        &all[self.off..self.off + self.len]
+    }
+
+    fn slice(&self, from: usize, len: usize) -> Bytes {
+        Bytes {
+            backing: self.backing.clone(),
+            off: self.off + from,
+            len,
+        }
+    }
+}
+
+/// A contiguous piece of memory contents: `data` belongs at `addr`.
+#[derive(Debug, Clone)]
+pub(crate) struct Chunk {
+    pub(crate) addr: u64,
+    pub(crate) data: Bytes,
+}
+
+/// A checkpoint image, fully checked, ready to restore.
+#[derive(Debug)]
+pub struct Image {
+    /// What the image holds.
+    pub inventory: Inventory,
+    /// Objects shared between processes.
+    pub shared: Shared,
+    /// One manifest per process, in inventory order.
+    pub processes: Vec<ProcessImage>,
+    pages: HashMap<i32, Vec<Chunk>>,
+    shmem: HashMap<u32, Vec<Chunk>>,
+    parent: Option<Box<Image>>,
+}
+
+impl Image {
+    /// Reads and checks the image in `dir`, and the chain of images it builds on.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Image> {
+        let dir = dir.as_ref();
+        let mut loader = DirLoader { dir };
+        let mut image = build(&mut loader)?;
+        if let Some(p) = &image.inventory.parent {
+            let rel = p.path.as_deref().ok_or_else(|| {
+                Error::bad_image(dir.display().to_string(), "parent image has no path")
+            })?;
+            let parent = Image::load(dir.join(rel))?;
+            image.attach_parent(parent)?;
+        }
+        image.check_pages()?;
+        Ok(image)
+    }
+
+    /// Reads and checks an image from a byte stream; `parent` must be the image it extends,
+    /// if its inventory names one.
+    pub fn read_stream(r: impl Read, parent: Option<Image>) -> Result<Image> {
+        let mut loader = StreamLoader {
+            r: StreamReader::new(r),
+        };
+        let mut image = build(&mut loader)?;
+        match (image.inventory.parent.is_some(), parent) {
+            (true, Some(p)) => image.attach_parent(p)?,
+            (true, None) => {
+                return Err(Error::bad_image(
+                    "<stream>",
+                    "image is incremental but no parent image was given",
+                ))
+            }
+            (false, _) => {}
+        }
+        image.check_pages()?;
+        Ok(image)
+    }
+
+    /// Writes this image (not its parents) to a sink, e.g. to copy a directory into a stream.
+    pub fn write_to(&self, sink: &mut dyn ImageSink) -> Result<()> {
+        let align = sink.aligned();
+        let io = |e| Error::io("<image output>", e);
+        let w = sink.begin(Part::Inventory)?;
+        let mut rw = record::RecordWriter::new(w, align);
+        rw.meta(Kind::Inventory, &self.inventory).map_err(io)?;
+        rw.meta(Kind::Shared, &self.shared).map_err(io)?;
+        rw.end().map_err(io)?;
+        sink.end()?;
+        let mut ids: Vec<_> = self.shmem.keys().copied().collect();
+        ids.sort_unstable();
+        let w = sink.begin(Part::Shmem)?;
+        let mut rw = record::RecordWriter::new(w, align);
+        for id in ids {
+            for c in &self.shmem[&id] {
+                rw.data(Kind::ShmemPages, id as u64, c.addr, &[c.data.as_slice()])
+                    .map_err(io)?;
+            }
+        }
+        rw.end().map_err(io)?;
+        sink.end()?;
+        for p in &self.processes {
+            let w = sink.begin(Part::Process(p.pid))?;
+            let mut rw = record::RecordWriter::new(w, align);
+            rw.meta(Kind::Process, p).map_err(io)?;
+            rw.end().map_err(io)?;
+            sink.end()?;
+            let w = sink.begin(Part::Pages(p.pid))?;
+            let mut rw = record::RecordWriter::new(w, align);
+            for c in self.pages.get(&p.pid).map(Vec::as_slice).unwrap_or(&[]) {
+                rw.data(Kind::Pages, p.pid as u64, c.addr, &[c.data.as_slice()])
+                    .map_err(io)?;
+            }
+            rw.end().map_err(io)?;
+            sink.end()?;
+        }
+        Ok(())
+    }
+
+    /// The image this one extends.
+    pub fn parent(&self) -> Option<&Image> {
+        self.parent.as_deref()
+    }
+
+    /// The manifest of process `pid`.
+    pub fn process(&self, pid: i32) -> Option<&ProcessImage> {
+        self.processes.iter().find(|p| p.pid == pid)
+    }
+
+    /// Total bytes of page data held by this image (not its parents).
+    pub fn page_bytes(&self) -> u64 {
+        self.pages
+            .values()
+            .chain(self.shmem.values())
+            .flatten()
+            .map(|c| c.data.len as u64)
+            .sum()
+    }
+
+    fn attach_parent(&mut self, parent: Image) -> Result<()> {
+        let want = self.inventory.parent.as_ref().map(|p| p.image_id);
+        if want != Some(parent.inventory.image_id) {
+            return Err(Error::bad_image(
+                "inventory.rec",
+                format!(
+                    "parent image id {:x} does not match the given parent {:x}",
+                    want.unwrap_or(0),
+                    parent.inventory.image_id
+                ),
+            ));
+        }
+        self.parent = Some(Box::new(parent));
+        Ok(())
+    }
+
+    /// Checks that every page the manifests promise can be found, in this image or its chain.
+    fn check_pages(&self) -> Result<()> {
+        for p in &self.processes {
+            self.resolve_pages(p.pid)?;
+        }
+        Ok(())
+    }
+
+    /// Memory contents of process `pid`, sorted by address, following the chain.
+    pub(crate) fn resolve_pages(&self, pid: i32) -> Result<Vec<Chunk>> {
+        let Some(proc_) = self.process(pid) else {
+            return Err(Error::bad_image(
+                "inventory.rec",
+                format!("no process {pid}"),
+            ));
+        };
+        let own = self.pages.get(&pid).map(Vec::as_slice).unwrap_or(&[]);
+        let parent_chunks = if proc_.mm.pages.iter().any(|r| r.in_parent) {
+            let parent = self.parent.as_deref().ok_or_else(|| {
+                Error::bad_image(
+                    Part::Process(pid).file_name(),
+                    "pages kept in a parent image but the image has no parent",
+                )
+            })?;
+            parent.resolve_pages(pid)?
+        } else {
+            Vec::new()
+        };
+        let mut out = Vec::new();
+        let mut own_it = own.iter();
+        for run in &proc_.mm.pages {
+            let (start, end) = (run.start, run.start + run.npages * record::PAGE);
+            if run.in_parent {
+                cut(&parent_chunks, start, end, &mut out).map_err(|a| {
+                    Error::bad_image(
+                        Part::Process(pid).file_name(),
+                        format!("page {a:#x} is in no image of the chain"),
+                    )
+                })?;
+            } else {
+                let mut at = start;
+                while at < end {
+                    let c = own_it.next().filter(|c| c.addr == at).ok_or_else(|| {
+                        Error::bad_image(
+                            Part::Pages(pid).file_name(),
+                            format!("page data for {at:#x} missing or out of order"),
+                        )
+                    })?;
+                    at += c.data.len as u64;
+                    if at > end {
+                        return Err(Error::bad_image(
+                            Part::Pages(pid).file_name(),
+                            format!("page data at {:#x} overruns its run", c.addr),
+                        ));
+                    }
+                    out.push(c.clone());
+                }
+            }
+        }
+        if own_it.next().is_some() {
+            return Err(Error::bad_image(
+                Part::Pages(pid).file_name(),
+                "page data not described by the manifest",
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Contents of shared memory object `id` (offset, bytes).
+    pub(crate) fn shmem_chunks(&self, id: u32) -> &[Chunk] {
+        self.shmem.get(&id).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// Appends to `out` the parts of sorted `chunks` that cover `[start, end)`; Err(addr) names
+/// the first byte not covered.
+fn cut(
+    chunks: &[Chunk],
+    start: u64,
+    end: u64,
+    out: &mut Vec<Chunk>,
+) -> std::result::Result<(), u64> {
+    let mut at = start;
+    let mut i = chunks.partition_point(|c| c.addr + c.data.len as u64 <= start);
+    while at < end {
+        let c = chunks.get(i).filter(|c| c.addr <= at).ok_or(at)?;
+        let c_end = c.addr + c.data.len as u64;
+        let stop = c_end.min(end);
+        let from = (at - c.addr) as usize;
+        out.push(Chunk {
+            addr: at,
+            data: c.data.slice(from, (stop - at) as usize),
+        });
+        at = stop;
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Source of parts for [`build`].
+trait Loader {
+    /// Name for messages.
+    fn name(&self, part: Part) -> String;
+    /// All records of a part: headers and payload bytes.
+    fn part(&mut self, part: Part) -> Result<Vec<(Header, Bytes)>>;
+}
+
+struct DirLoader<'a> {
+    dir: &'a Path,
+}
+
+impl Loader for DirLoader<'_> {
+    fn name(&self, part: Part) -> String {
+        self.dir.join(part.file_name()).display().to_string()
+    }
+
+    fn part(&mut self, part: Part) -> Result<Vec<(Header, Bytes)>> {
+        let path = self.dir.join(part.file_name());
+        let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let backing = if len == 0 {
+            Backing::Owned(Vec::new())
+        } else {
+            // SAFETY: the image file is only read; if another process truncated it while
+            // mapped, reads would fault, which is why images are not modified in place.
+            let map = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(&path, e))?;
+            Backing::Map(map)
+        };
+        let backing = Arc::new(backing);
+        let all = Bytes {
+            backing: backing.clone(),
+            off: 0,
+            len: len as usize,
+        };
+        let recs = parse_slice(all.as_slice())
+            .map_err(|e| Error::bad_image(path.display().to_string(), e))?;
+        Ok(recs
+            .into_iter()
+            .map(|r| (r.header, all.slice(r.offset, r.header.len as usize)))
+            .collect())
+    }
+}
+
+struct StreamLoader<R: Read> {
+    r: StreamReader<R>,
+}
+
+impl<R: Read> Loader for StreamLoader<R> {
+    fn name(&self, part: Part) -> String {
+        format!("<stream>/{}", part.file_name())
+    }
+
+    fn part(&mut self, part: Part) -> Result<Vec<(Header, Bytes)>> {
+        let mut out = Vec::new();
+        loop {
+            let (h, payload) = self
+                .r
+                .next_record()
+                .map_err(|e| Error::bad_image(self.name(part), e))?;
+            if h.kind == Kind::End {
+                return Ok(out);
+            }
+            let len = payload.len();
+            out.push((
+                h,
+                Bytes {
+                    backing: Arc::new(Backing::Owned(payload)),
+                    off: 0,
+                    len,
+                },
+            ));
+        }
+    }
+}
+
+fn expect_meta<T: serde::de::DeserializeOwned>(
+    name: &str,
+    recs: &[(Header, Bytes)],
+    idx: usize,
+    kind: Kind,
+) -> Result<T> {
+    let (h, b) = recs
+        .get(idx)
+        .ok_or_else(|| Error::bad_image(name, format!("missing {kind:?} record")))?;
+    if h.kind != kind {
+        return Err(Error::bad_image(
+            name,
+            format!("expected a {kind:?} record, found {:?}", h.kind),
+        ));
+    }
+    decode_meta(b.as_slice()).map_err(|e| Error::bad_image(name, e))
+}
+
+fn data_chunks(
+    name: &str,
+    recs: Vec<(Header, Bytes)>,
+    kind: Kind,
+    owner: u64,
+) -> Result<Vec<Chunk>> {
+    recs.into_iter()
+        .map(|(h, data)| {
+            if h.kind != kind || (kind == Kind::Pages && h.owner != owner) {
+                return Err(Error::bad_image(
+                    name,
+                    format!("unexpected {:?} record for owner {}", h.kind, h.owner),
+                ));
+            }
+            Ok(Chunk { addr: h.addr, data })
+        })
+        .collect()
+}
+
+fn build(l: &mut dyn Loader) -> Result<Image> {
+    let name = l.name(Part::Inventory);
+    let recs = l.part(Part::Inventory)?;
+    let inventory: Inventory = expect_meta(&name, &recs, 0, Kind::Inventory)?;
+    let shared: Shared = expect_meta(&name, &recs, 1, Kind::Shared)?;
+    if recs.len() != 2 {
+        return Err(Error::bad_image(name, "unexpected records after Shared"));
+    }
+    let name = l.name(Part::Shmem);
+    let mut shmem: HashMap<u32, Vec<Chunk>> = HashMap::new();
+    for c in l.part(Part::Shmem)? {
+        if c.0.kind != Kind::ShmemPages || !shared.shmem.iter().any(|s| s.id as u64 == c.0.owner) {
+            return Err(Error::bad_image(
+                &name,
+                "shared memory record of an unknown object",
+            ));
+        }
+        shmem.entry(c.0.owner as u32).or_default().push(Chunk {
+            addr: c.0.addr,
+            data: c.1,
+        });
+    }
+    let mut processes = Vec::new();
+    let mut pages = HashMap::new();
+    for &pid in &inventory.pids {
+        let name = l.name(Part::Process(pid));
+        let recs = l.part(Part::Process(pid))?;
+        let p: ProcessImage = expect_meta(&name, &recs, 0, Kind::Process)?;
+        if p.pid != pid || recs.len() != 1 {
+            return Err(Error::bad_image(
+                name,
+                format!("does not describe process {pid}"),
+            ));
+        }
+        check_refs(&name, &p, &shared, inventory.pre_dump)?;
+        processes.push(p);
+        let name = l.name(Part::Pages(pid));
+        let recs = l.part(Part::Pages(pid))?;
+        pages.insert(pid, data_chunks(&name, recs, Kind::Pages, pid as u64)?);
+    }
+    Ok(Image {
+        inventory,
+        shared,
+        processes,
+        pages,
+        shmem,
+        parent: None,
+    })
+}
+
+/// Checks that the indices a process manifest holds point at existing shared objects.
+fn check_refs(name: &str, p: &ProcessImage, shared: &Shared, pre_dump: bool) -> Result<()> {
+    for fd in &p.fds {
+        let f = shared.files.get(fd.file as usize).ok_or_else(|| {
+            Error::bad_image(
+                name,
+                format!("fd {} refers to unknown file {}", fd.fd, fd.file),
+            )
+        })?;
+        let ok = match &f.kind {
+            FileKind::Pipe { pipe } | FileKind::Fifo { pipe, .. } => {
+                (*pipe as usize) < shared.pipes.len()
+            }
+            FileKind::SocketPair { pair, end } => {
+                (*pair as usize) < shared.socketpairs.len() && *end < 2
+            }
+            FileKind::Stdio { stream } => *stream < 3,
+            _ => true,
+        };
+        if !ok {
+            return Err(Error::bad_image(
+                name,
+                format!("fd {} refers to a missing object", fd.fd),
+            ));
+        }
+    }
+    for v in &p.mm.vmas {
+        if let VmaKind::SharedAnon { shmem, .. } = v.kind {
+            if !shared.shmem.iter().any(|s| s.id == shmem) {
+                return Err(Error::bad_image(
+                    name,
+                    format!("mapping {:#x} refers to unknown shared memory", v.start),
+                ));
+            }
+        }
+    }
+    if !pre_dump && p.threads.first().map(|t| t.tid) != Some(p.pid) {
+        return Err(Error::bad_image(
+            name,
+            "first thread is not the main thread",
+        ));
+    }
+    Ok(())
+}

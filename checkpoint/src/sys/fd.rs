@@ -1,0 +1,308 @@
+//! File descriptors of other processes: pidfds, kcmp, pipes peeked with tee, Unix socket
+//! diagnostics, rlimits.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use super::{cvt, cvt_i};
+
+/// `pidfd_open(pid, 0)`.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no memory arguments; on success the result is a new fd we own.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_getfd`: a copy of fd `target_fd` of the process behind `pidfd` (same open file).
+pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, target_fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no memory arguments; on success the result is a new fd we own.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target_fd, 0) })?;
+    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// True if fd `fd1` of `pid1` and fd `fd2` of `pid2` are the same open file description.
+pub fn same_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> io::Result<bool> {
+    const KCMP_FILE: i32 = 0;
+    // SAFETY: no memory arguments.
+    let r = cvt(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2) })?;
+    Ok(r == 0)
+}
+
+/// Copies the bytes queued in pipe `src` (a read end) without consuming them.
+pub fn peek_pipe(src: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    cvt_i(unsafe {
+        libc::ioctl(
+            src.as_raw_fd(),
+            libc::FIONREAD,
+            &mut queued as *mut libc::c_int,
+        )
+    })?;
+    if queued == 0 {
+        return Ok(Vec::new());
+    }
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: F_SETPIPE_SZ takes an int; root may exceed pipe-max-size.
+    let _ = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, queued.max(4096)) };
+    // SAFETY: tee takes two fds, no memory arguments.
+    let n = cvt(unsafe {
+        libc::tee(
+            src.as_raw_fd(),
+            w.as_raw_fd(),
+            queued as usize,
+            libc::SPLICE_F_NONBLOCK,
+        ) as libc::c_long
+    })? as usize;
+    if n != queued as usize {
+        return Err(io::Error::other(format!(
+            "tee copied {n} of {queued} queued bytes"
+        )));
+    }
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        got += nix::unistd::read(&r, &mut out[got..])?;
+    }
+    Ok(out)
+}
+
+/// `F_GETPIPE_SZ`.
+pub fn pipe_capacity(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: no memory arguments.
+    Ok(cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) })? as u32)
+}
+
+/// `F_SETPIPE_SZ`.
+pub fn set_pipe_capacity(fd: BorrowedFd<'_>, size: u32) -> io::Result<()> {
+    // SAFETY: no memory arguments.
+    cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) })?;
+    Ok(())
+}
+
+/// `(SO_DOMAIN, SO_TYPE, SO_PROTOCOL)` of a socket.
+pub fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<(i32, i32, i32)> {
+    let get = |opt| -> io::Result<i32> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most len bytes to &v.
+        cvt_i(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        })?;
+        Ok(v)
+    };
+    Ok((
+        get(libc::SO_DOMAIN)?,
+        get(libc::SO_TYPE)?,
+        get(libc::SO_PROTOCOL)?,
+    ))
+}
+
+/// Bytes queued for reading on a stream socket, copied without consuming them.
+pub fn peek_socket(fd: BorrowedFd<'_>, max: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; max.max(1)];
+    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Ok(Vec::new());
+        }
+        return Err(e);
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// What sock_diag says about one Unix socket.
+#[derive(Debug, Clone, Default)]
+pub struct UnixDiag {
+    /// Connection state (`TCP_ESTABLISHED` = 1, `TCP_LISTEN` = 10, ...).
+    pub state: u8,
+    /// Inode of the peer, 0 if none.
+    pub peer: u32,
+    /// Bound path or abstract name, if any.
+    pub name: Option<Vec<u8>>,
+    /// Bytes (stream) or datagrams queued for reading.
+    pub rqueue: u32,
+    /// Shutdown state.
+    pub shutdown: u8,
+}
+
+/// All Unix sockets of the caller's network namespace, by inode (NETLINK_SOCK_DIAG dump).
+pub fn unix_sockets() -> io::Result<HashMap<u32, UnixDiag>> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_NAME: u32 = 1;
+    const UDIAG_SHOW_PEER: u32 = 4;
+    const UDIAG_SHOW_RQLEN: u32 = 16;
+    const UNIX_DIAG_NAME: u16 = 0;
+    const UNIX_DIAG_PEER: u16 = 2;
+    const UNIX_DIAG_RQLEN: u16 = 4;
+    const UNIX_DIAG_SHUTDOWN: u16 = 6;
+    // SAFETY: plain socket creation.
+    let s = cvt_i(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    })?;
+    // SAFETY: s is a new fd we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(s) };
+    // nlmsghdr (16) + unix_diag_req (24)
+    let mut req = [0u8; 40];
+    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req[16] = libc::AF_UNIX as u8;
+    req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // all states
+    req[28..32].copy_from_slice(
+        &(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | 0x80).to_ne_bytes(),
+    );
+    req[32..40].copy_from_slice(&[0xff; 8]);
+    // SAFETY: req is a readable buffer of req.len() bytes.
+    cvt(
+        unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } as libc::c_long,
+    )?;
+    let mut out = HashMap::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: the kernel writes at most buf.len() bytes.
+        let n = cvt(
+            unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) }
+                as libc::c_long,
+        )? as usize;
+        let mut off = 0;
+        while off + 16 <= n {
+            let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or_default()) as usize;
+            let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap_or_default());
+            if len < 16 || off + len > n {
+                break;
+            }
+            if ty == libc::NLMSG_DONE as u16 {
+                return Ok(out);
+            }
+            if ty == libc::NLMSG_ERROR as u16 {
+                let code =
+                    i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap_or_default());
+                return Err(io::Error::from_raw_os_error(-code));
+            }
+            let m = &buf[off + 16..off + len];
+            if m.len() >= 16 {
+                let ino = u32::from_ne_bytes(m[4..8].try_into().unwrap_or_default());
+                let mut d = UnixDiag {
+                    state: m[2],
+                    ..Default::default()
+                };
+                let mut a = 16;
+                while a + 4 <= m.len() {
+                    let alen = u16::from_ne_bytes([m[a], m[a + 1]]) as usize;
+                    let aty = u16::from_ne_bytes([m[a + 2], m[a + 3]]);
+                    if alen < 4 || a + alen > m.len() {
+                        break;
+                    }
+                    let p = &m[a + 4..a + alen];
+                    match aty {
+                        UNIX_DIAG_NAME => d.name = Some(p.to_vec()),
+                        UNIX_DIAG_PEER if p.len() >= 4 => {
+                            d.peer = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default())
+                        }
+                        UNIX_DIAG_RQLEN if p.len() >= 4 => {
+                            d.rqueue = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default())
+                        }
+                        UNIX_DIAG_SHUTDOWN if !p.is_empty() => d.shutdown = p[0],
+                        _ => {}
+                    }
+                    a += (alen + 3) & !3;
+                }
+                out.insert(ino, d);
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+/// `prlimit(pid, resource)` read from outside.
+pub fn get_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: the kernel writes one rlimit64 to &old.
+    cvt_i(unsafe { libc::prlimit64(pid, resource as _, std::ptr::null(), &mut old) })?;
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+/// `prlimit(pid, resource, new)` set from outside.
+pub fn set_rlimit(pid: i32, resource: u32, soft: u64, hard: u64) -> io::Result<()> {
+    let new = libc::rlimit64 {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: the kernel reads one rlimit64 from &new.
+    cvt_i(unsafe { libc::prlimit64(pid, resource as _, &new, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+/// Duplicates `fd` to the lowest free number >= `min`, close-on-exec.
+pub fn dup_at_least(fd: BorrowedFd<'_>, min: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no memory arguments; the result is a new fd we own.
+    let n = cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+    // SAFETY: n was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// An eventfd with the given counter and flags.
+pub fn eventfd(count: u64, flags: i32) -> io::Result<OwnedFd> {
+    // The counter is 64-bit but eventfd() takes an unsigned int: write the rest.
+    let init = u32::try_from(count).unwrap_or(0);
+    // SAFETY: no memory arguments.
+    let fd = cvt_i(unsafe { libc::eventfd(init, flags | libc::EFD_CLOEXEC) })?;
+    // SAFETY: fd was just returned by the kernel.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if u64::from(init) != count {
+        nix::unistd::write(&fd, &count.to_ne_bytes())?;
+    }
+    Ok(fd)
+}
+
+/// A memfd of `size` bytes named `name`.
+pub fn memfd(name: &std::ffi::CStr, size: u64) -> io::Result<OwnedFd> {
+    // SAFETY: name is a valid C string.
+    let fd = cvt_i(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: fd was just returned by the kernel.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    nix::unistd::ftruncate(&fd, size as i64)?;
+    Ok(fd)
+}
+
+/// Raises this process' soft RLIMIT_NOFILE to its hard limit.
+pub fn raise_nofile() {
+    if let Ok((_, hard)) = get_rlimit(0, libc::RLIMIT_NOFILE) {
+        let _ = set_rlimit(0, libc::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// A close-on-exec duplicate of a raw fd number of this process (e.g. a standard stream).
+pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC has no memory arguments; a bad fd gives EBADF.
+    let n = cvt_i(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: n was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}

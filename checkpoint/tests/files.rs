@@ -1,0 +1,46 @@
+//! End-to-end: file descriptors of every supported kind, cwd, umask, rlimits.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn files_pipes_fifos_socketpairs_eventfd_cwd_umask_rlimits() {
+    require_root!();
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path().canonicalize().unwrap();
+    let mut cmd = Command::new(build("files", &[]));
+    cmd.arg(&dir);
+    let mut p = Prog::start(cmd);
+    p.expect("ready");
+    let (code, out) = roundtrip(p);
+    println!("exit {code}:\n{out}");
+    for c in [
+        "reg-offset",
+        "dup-shares-offset",
+        "append",
+        "dir",
+        "devnull",
+        "devzero",
+        "urandom",
+        "cloexec-clear",
+        "child",
+        "pipe-bytes",
+        "pipe-nonblock",
+        "fifo-bytes",
+        "socketpair-bytes",
+        "eventfd",
+        "cwd",
+        "umask",
+        "rlimits",
+    ] {
+        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
+    }
+    assert_eq!(code, 0);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("log.txt")).unwrap(),
+        "one\ntwo\n"
+    );
+}

@@ -1,0 +1,195 @@
+//! End-to-end: incremental dumps with dirty-page tracking (uffd-wp + PAGEMAP_SCAN), as a
+//! library pre-copy on a live tree (directories and streams) and as separate dumper runs
+//! (tracker left in the process). Soft-dirty is tried too and skipped where the kernel has none.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+
+use checkpoint::track::softdirty::SoftDirtyTracker;
+use checkpoint::track::{DirtyTracker, TrackedRange};
+use checkpoint::{AfterDump, DirSink, DumpOptions, Image, PreCopy, StreamSink};
+use common::*;
+
+const TOTAL: u64 = 32 << 20;
+
+fn cmd(p: &mut Prog, line: &str, reply: &str) -> String {
+    p.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(line.as_bytes())
+        .unwrap();
+    p.expect(reply)
+}
+
+#[test]
+fn precopy_rounds_into_directories() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("incr", &[])));
+    p.expect("ready");
+    let base = tempfile::tempdir().unwrap();
+    let d = |n: &str| base.path().join(n);
+    let (mut pc, first) = PreCopy::start(p.pid, &mut DirSink::new(d("r0")).unwrap()).unwrap();
+    println!("round 0: {} bytes", first.page_bytes);
+    assert!(first.page_bytes >= TOTAL, "first round copies everything");
+    cmd(&mut p, "w 819\n", "done"); // 10% of the pages
+    let r1 = pc
+        .round(&mut DirSink::new(d("r1")).unwrap(), Some("../r0".into()))
+        .unwrap();
+    println!(
+        "round 1: {} bytes written, {} in parent",
+        r1.page_bytes, r1.parent_bytes
+    );
+    // 819 writes hit 819 distinct pages; the stack, stdio and libc data add a few dozen
+    assert!(r1.page_bytes <= (819 + 64) * 4096, "{}", r1.page_bytes);
+    assert!(r1.page_bytes >= 700 * 4096, "{}", r1.page_bytes);
+    assert!(r1.parent_bytes >= TOTAL - 819 * 4096);
+    cmd(&mut p, "w 40\n", "done");
+    let fin = pc
+        .finish(
+            &DumpOptions {
+                parent_path: Some("../r1".into()),
+                ..Default::default()
+            },
+            &mut DirSink::new(d("final")).unwrap(),
+        )
+        .unwrap();
+    println!(
+        "final: {} bytes written, {} in parent",
+        fin.page_bytes, fin.parent_bytes
+    );
+    assert!(fin.page_bytes <= (40 + 64) * 4096, "{}", fin.page_bytes);
+    p.reap();
+    let img = Image::load(d("final")).unwrap();
+    assert!(
+        img.parent().and_then(|p| p.parent()).is_some(),
+        "chain of three images"
+    );
+    wait_gone(&img.inventory.pids);
+    let mut r = restore(&img).unwrap();
+    r.send("check\n");
+    let (code, out) = r.finish();
+    assert!(out.contains("memory ok"), "{out}");
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn precopy_rounds_over_streams() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("incr", &[])));
+    p.expect("ready");
+    let mut s0 = StreamSink::new(Vec::new());
+    let (mut pc, _) = PreCopy::start(p.pid, &mut s0).unwrap();
+    cmd(&mut p, "w 300\n", "done");
+    let mut s1 = StreamSink::new(Vec::new());
+    pc.round(&mut s1, None).unwrap();
+    cmd(&mut p, "w 20\n", "done");
+    let mut s2 = StreamSink::new(Vec::new());
+    pc.finish(&DumpOptions::default(), &mut s2).unwrap();
+    p.reap();
+    let i0 = Image::read_stream(&s0.into_inner()[..], None).unwrap();
+    let i1 = Image::read_stream(&s1.into_inner()[..], Some(i0)).unwrap();
+    let bytes2 = s2.into_inner();
+    assert!(
+        bytes2.len() < 1 << 20,
+        "final delta is small: {}",
+        bytes2.len()
+    );
+    let i2 = Image::read_stream(&bytes2[..], Some(i1)).unwrap();
+    wait_gone(&i2.inventory.pids);
+    let mut r = restore(&i2).unwrap();
+    r.send("check\n");
+    let (code, out) = r.finish();
+    assert!(out.contains("memory ok"), "{out}");
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn pre_dump_then_dump_from_separate_runs() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("incr", &[])));
+    p.expect("ready");
+    let fds_before = cmd(&mut p, "fds\n", "fds");
+    let base = tempfile::tempdir().unwrap();
+    let pre = base.path().join("pre");
+    let opts = DumpOptions {
+        pre_dump: true,
+        tracker_in_process: true,
+        ..Default::default()
+    };
+    checkpoint::dump(p.pid, &opts, None, &mut DirSink::new(&pre).unwrap()).unwrap();
+    // the tracker waits in the process for the next dumper
+    let fds_between = cmd(&mut p, "fds\n", "fds");
+    assert_ne!(fds_before, fds_between);
+    cmd(&mut p, "w 500\n", "done");
+    let prev = Image::load(&pre).unwrap();
+    let opts = DumpOptions {
+        after: AfterDump::Resume,
+        parent_path: Some("../pre".into()),
+        ..Default::default()
+    };
+    let out = checkpoint::dump(
+        p.pid,
+        &opts,
+        Some(&prev),
+        &mut DirSink::new(base.path().join("dump")).unwrap(),
+    )
+    .unwrap();
+    println!(
+        "dump after pre-dump: {} bytes written, {} in parent",
+        out.page_bytes, out.parent_bytes
+    );
+    assert!(out.page_bytes <= (500 + 64) * 4096, "{}", out.page_bytes);
+    // the final dump took the tracker out again
+    assert_eq!(cmd(&mut p, "fds\n", "fds"), fds_before);
+    drop(prev);
+    kill_group(p.pid);
+    p.reap();
+    let img = Image::load(base.path().join("dump")).unwrap();
+    wait_gone(&img.inventory.pids);
+    let mut r = restore(&img).unwrap();
+    r.send("check\n");
+    let (code, out) = r.finish();
+    assert!(out.contains("memory ok"), "{out}");
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn soft_dirty_tracker() {
+    if let Err(e) = SoftDirtyTracker::probe() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    require_root!();
+    let mut p = Prog::start(Command::new(build("incr", &[])));
+    p.expect("ready");
+    let mut t = SoftDirtyTracker::start(p.pid).unwrap();
+    cmd(&mut p, "w 10\n", "done");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", p.pid)).unwrap();
+    let mut dirty = 0;
+    for l in maps.lines() {
+        let (a, b) = l
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .split_once('-')
+            .unwrap();
+        let (s, e) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        if e - s == TOTAL {
+            let w = t
+                .take_written(TrackedRange {
+                    start: s,
+                    end: e,
+                    kernel_tracked: true,
+                })
+                .unwrap()
+                .unwrap();
+            dirty = w.iter().map(|r| (r.1 - r.0) / 4096).sum::<u64>();
+        }
+    }
+    assert_eq!(dirty, 10);
+}

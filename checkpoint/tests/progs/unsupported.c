@@ -1,0 +1,34 @@
+/* Holds an fd that cannot be checkpointed (argv[1]: tcp, udp, inotify, epoll, timerfd); after
+ * the refused dump it must still be running normally. */
+#include "common.h"
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <sys/inotify.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+
+int main(int argc, char **argv) {
+    close_inherited();
+    if (argc < 2) return 2;
+    int fd = -1;
+    if (!strcmp(argv[1], "tcp")) {
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        bind(fd, (struct sockaddr *)&a, sizeof a);
+        listen(fd, 1);
+    } else if (!strcmp(argv[1], "udp")) {
+        fd = socket(AF_INET, SOCK_DGRAM, 0);
+    } else if (!strcmp(argv[1], "inotify")) {
+        fd = inotify_init1(0);
+    } else if (!strcmp(argv[1], "epoll")) {
+        fd = epoll_create1(0);
+    } else if (!strcmp(argv[1], "timerfd")) {
+        fd = timerfd_create(CLOCK_MONOTONIC, 0);
+    }
+    char info[32];
+    snprintf(info, sizeof info, "fd=%d", fd);
+    ready(info);
+    if (wait_go()) return 3;
+    check("alive", 1);
+    return 0;
+}

@@ -1,0 +1,217 @@
+//! End-to-end: what must be refused, and refused before anything is frozen or created.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+
+use checkpoint::{AfterDump, DirSink, DumpOptions, Error, Image, StreamSink};
+use common::*;
+
+/// Polls until the process sleeps untraced (it may run a moment after being let go).
+fn wait_sleeping_untraced(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while proc_state(pid) != ('S', 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pid {pid} is {:?}",
+            proc_state(pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+fn proc_state(pid: i32) -> (char, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .trim()
+        .chars()
+        .next()
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let tracer = status
+        .lines()
+        .find(|l| l.starts_with("TracerPid:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (state, tracer)
+}
+
+#[test]
+fn unsupported_fds_are_refused_before_freezing() {
+    require_root!();
+    for (kind, want) in [
+        ("tcp", "is a TCP socket: not supported"),
+        ("udp", "is a UDP socket: not supported"),
+        ("inotify", "is an inotify instance: not supported"),
+        ("epoll", "is an epoll instance: not supported"),
+        ("timerfd", "is a timerfd: not supported"),
+    ] {
+        let mut cmd = Command::new(build("unsupported", &[]));
+        cmd.arg(kind);
+        let mut p = Prog::start(cmd);
+        let line = p.expect("ready");
+        let fd = line.rsplit("fd=").next().unwrap().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let err = checkpoint::dump(
+            p.pid,
+            &DumpOptions::default(),
+            None,
+            &mut DirSink::new(dir.path()).unwrap(),
+        )
+        .expect_err("dump must refuse");
+        let msg = err.to_string();
+        println!("{kind}: {msg}");
+        assert!(matches!(err, Error::Unsupported { .. }));
+        assert_eq!(msg, format!("pid {}: fd {fd} {want}", p.pid));
+        assert_eq!(
+            proc_state(p.pid),
+            ('S', 0),
+            "process left running and untraced"
+        );
+        p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        assert_eq!(p.expect("alive"), "alive ok");
+    }
+}
+
+#[test]
+fn corrupt_truncated_and_wrong_version_images_are_refused() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("simple", &[])));
+    p.expect("ready");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DumpOptions {
+        after: AfterDump::Resume,
+        ..Default::default()
+    };
+    checkpoint::dump(p.pid, &opts, None, &mut DirSink::new(dir.path()).unwrap()).unwrap();
+    assert!(Image::load(dir.path()).is_ok());
+    let pages = dir.path().join(format!("pages-{}.rec", p.pid));
+    let procf = dir.path().join(format!("proc-{}.rec", p.pid));
+    let inv = dir.path().join("inventory.rec");
+    let orig_pages = std::fs::read(&pages).unwrap();
+    let orig_proc = std::fs::read(&procf).unwrap();
+    let orig_inv = std::fs::read(&inv).unwrap();
+
+    let mut bad = orig_pages.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    std::fs::write(&pages, &bad).unwrap();
+    let e = Image::load(dir.path()).unwrap_err().to_string();
+    println!("{e}");
+    assert!(
+        e.contains("payload checksum mismatch") && e.contains("pages-"),
+        "{e}"
+    );
+    std::fs::write(&pages, &orig_pages).unwrap();
+
+    std::fs::write(&procf, &orig_proc[..orig_proc.len() - 20]).unwrap();
+    let e = Image::load(dir.path()).unwrap_err().to_string();
+    println!("{e}");
+    assert!(e.contains("truncated") && e.contains("proc-"), "{e}");
+    std::fs::write(&procf, &orig_proc).unwrap();
+
+    let mut v = orig_inv.clone();
+    v[4] = 2; // version 2, header checksum fixed so that only the version is wrong
+    let h = crc32fast::hash(&v[0..40]);
+    v[40..44].copy_from_slice(&h.to_le_bytes());
+    std::fs::write(&inv, &v).unwrap();
+    let e = Image::load(dir.path()).unwrap_err().to_string();
+    println!("{e}");
+    assert!(e.contains("format version 2 not supported"), "{e}");
+    std::fs::write(&inv, &orig_inv).unwrap();
+
+    std::fs::remove_file(&pages).unwrap();
+    let e = Image::load(dir.path()).unwrap_err().to_string();
+    println!("{e}");
+    assert!(e.contains("pages-") && e.contains("No such file"), "{e}");
+    std::fs::write(&pages, &orig_pages).unwrap();
+
+    // a good image whose pid is taken (the original still runs): refused, nothing created
+    let img = Image::load(dir.path()).unwrap();
+    let e = restore(&img)
+        .err()
+        .expect("restore must refuse")
+        .to_string();
+    assert_eq!(e, format!("pid {} is in use", p.pid));
+    p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(p.expect("heap"), "heap ok", "the original is untouched");
+}
+
+#[test]
+fn stream_image_roundtrip_and_stream_corruption() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("simple", &[])));
+    p.expect("ready");
+    let mut sink = StreamSink::new(Vec::new());
+    checkpoint::dump(p.pid, &DumpOptions::default(), None, &mut sink).unwrap();
+    let bytes = sink.into_inner();
+    p.reap();
+    let mut bad = bytes.clone();
+    let n = bad.len();
+    bad[n - 100] ^= 0xff;
+    let e = Image::read_stream(&bad[..], None).unwrap_err().to_string();
+    assert!(e.contains("<stream>") && e.contains("checksum"), "{e}");
+    let e = Image::read_stream(&bytes[..n - 10], None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("truncated"), "{e}");
+    let img = Image::read_stream(&bytes[..], None).unwrap();
+    wait_gone(&img.inventory.pids);
+    let mut r = restore(&img).unwrap();
+    r.send("go\n");
+    let (code, out) = r.finish();
+    assert!(
+        out.contains("heap ok") && out.contains("counter 42"),
+        "{out}"
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn leave_running_and_keep_frozen() {
+    require_root!();
+    // leave running: the original carries on
+    let mut p = Prog::start(Command::new(build("simple", &[])));
+    p.expect("ready");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DumpOptions {
+        after: AfterDump::Resume,
+        ..Default::default()
+    };
+    checkpoint::dump(p.pid, &opts, None, &mut DirSink::new(dir.path()).unwrap()).unwrap();
+    wait_sleeping_untraced(p.pid);
+    p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(p.expect("counter"), "counter 42");
+    drop(p);
+
+    // keep frozen: stopped under ptrace until the caller decides, then killed and restored
+    let mut p = Prog::start(Command::new(build("simple", &[])));
+    p.expect("ready");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DumpOptions {
+        after: AfterDump::KeepFrozen,
+        ..Default::default()
+    };
+    let out = checkpoint::dump(p.pid, &opts, None, &mut DirSink::new(dir.path()).unwrap()).unwrap();
+    let frozen = out.frozen.expect("frozen tree handed back");
+    let (state, tracer) = proc_state(p.pid);
+    assert_eq!(state, 't');
+    assert_eq!(tracer, nix::unistd::gettid().as_raw());
+    let img = Image::load(dir.path()).unwrap();
+    frozen.kill().unwrap();
+    p.reap();
+    wait_gone(&img.inventory.pids);
+    let mut r = restore(&img).unwrap();
+    r.send("go\n");
+    let (code, out) = r.finish();
+    assert!(out.contains("counter 42"), "{out}");
+    assert_eq!(code, 0);
+}

@@ -1,0 +1,264 @@
+//! The SWIM probe cycle, with Lifeguard's local health.
+//!
+//! ```text
+//!  every probe period (x health multiplier):
+//!    finish last probe: acked -> health better; silent -> health worse by the nacks missing,
+//!                       target suspected (or this node's suspicion added to others')
+//!    next target (shuffled round-robin) <-- Ping(seq)
+//!  after probe_rtt (x multiplier), no Ack:
+//!    k random members <-- PingReq(seq, target)
+//!        each relays Ping(seq') to target; Ack -> IndirectAck(seq); silence -> Nack(seq)
+//! ```
+//!
+//! Local health (0..=8) multiplies the probe period and timeouts: a node that misses nacks it
+//! was owed, or has to refute suspicions of itself, is probably the slow one, so it probes less
+//! eagerly and waits longer before accusing others.
+
+use std::collections::BTreeMap;
+
+use rand::RngExt;
+
+use crate::node::{NodeId, NodeIdentity};
+
+use super::merge::Origin;
+use super::message::{Accusers, Kind, State, Update};
+use super::table::Slot;
+use super::{Membership, Timer};
+
+const MAX_HEALTH: u8 = 8;
+/// Relayed probes in flight at most (a burst of ping-reqs cannot grow memory without bound).
+const MAX_RELAYS: usize = 1024;
+
+/// The probe in flight.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    seq: u32,
+    slot: Slot,
+    gen: u64,
+    acked: bool,
+    /// Members asked to probe indirectly.
+    asked: u8,
+    nacks: u8,
+}
+
+/// A probe this node relays for another.
+#[derive(Clone, Debug)]
+struct Relay {
+    requester: NodeIdentity,
+    seq: u32,
+    target: NodeId,
+}
+
+/// Probe state of one node.
+#[derive(Debug, Default)]
+pub struct Prober {
+    next_seq: u32,
+    current: Option<Probe>,
+    relays: BTreeMap<u32, Relay>,
+    health: u8,
+}
+
+impl Prober {
+    fn seq(&mut self) -> u32 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
+    }
+
+    /// Lifeguard's multiplier of probe period and timeouts.
+    pub fn multiplier(&self) -> u32 {
+        u32::from(self.health) + 1
+    }
+
+    /// Local health got worse by `by`.
+    pub fn worse(&mut self, by: u8) {
+        self.health = self.health.saturating_add(by).min(MAX_HEALTH);
+    }
+
+    fn better(&mut self) {
+        self.health = self.health.saturating_sub(1);
+    }
+}
+
+impl<R: RngExt> Membership<R> {
+    pub(super) fn probe_tick(&mut self) {
+        if let Some(p) = self.prober.current.take() {
+            self.finish_probe(p);
+        }
+        let mult = self.prober.multiplier();
+        self.schedule(self.cfg.probe_period * mult, Timer::Probe);
+        self.contact_the_dead();
+        let Some(slot) = self.table.next_probe(&mut self.rng) else {
+            return;
+        };
+        let seq = self.prober.seq();
+        let target = self.table.identity(slot);
+        self.prober.current = Some(Probe {
+            seq,
+            slot,
+            gen: target.gen,
+            acked: false,
+            asked: 0,
+            nacks: 0,
+        });
+        self.send(target, Kind::Ping { seq }, None);
+        self.schedule(self.cfg.probe_rtt * mult, Timer::ProbeTimeout { seq });
+    }
+
+    /// Pings a random dead member now and then, so that each one hears from the cluster
+    /// about once per probe period in all: a member wrongly declared dead (a partition that
+    /// healed, a long pause) gets told and renews itself, or tells us we are the dead ones.
+    fn contact_the_dead(&mut self) {
+        let dead = self.table.dead_len();
+        if dead == 0 || self.rng.random_range(0..self.cluster_size()) >= dead {
+            return;
+        }
+        if let Some(slot) = self.table.random_dead(&mut self.rng) {
+            let seq = self.prober.seq();
+            let to = self.table.identity(slot);
+            self.send(to, Kind::Ping { seq }, None);
+        }
+    }
+
+    fn finish_probe(&mut self, p: Probe) {
+        if p.acked {
+            self.prober.better();
+            return;
+        }
+        // Nacks prove our own network works; each one missing hints it does not.
+        let missed = if p.asked > 0 {
+            p.asked - p.nacks.min(p.asked)
+        } else {
+            1
+        };
+        self.prober.worse(missed);
+        let v = self.table.version(p.slot);
+        if v.gen != p.gen || !v.state.is_active() {
+            return;
+        }
+        let accusation = Update {
+            identity: self.table.identity(p.slot),
+            incarnation: v.incarnation,
+            state: State::Suspect,
+            accusers: Accusers::one(self.me.id),
+        };
+        self.apply_update(&accusation, Origin::Gossip);
+    }
+
+    pub(super) fn probe_timeout(&mut self, seq: u32) {
+        let Some(p) = self.prober.current.filter(|p| p.seq == seq && !p.acked) else {
+            return;
+        };
+        let target = self.table.identity(p.slot);
+        let k = usize::try_from(self.cfg.indirect_probes).unwrap_or(0);
+        let helpers = self.pick_members(k, Some(p.slot));
+        for &h in &helpers {
+            let to = self.table.identity(h);
+            self.send(
+                to,
+                Kind::PingReq {
+                    seq,
+                    target: target.clone(),
+                },
+                None,
+            );
+        }
+        if let Some(p) = self.prober.current.as_mut() {
+            p.asked = u8::try_from(helpers.len()).unwrap_or(u8::MAX);
+        }
+    }
+
+    pub(super) fn on_ack(&mut self, from: &NodeIdentity, seq: u32) {
+        if let Some(r) = self.prober.relays.get(&seq) {
+            if r.target == from.id {
+                if let Some(r) = self.prober.relays.remove(&seq) {
+                    let kind = Kind::IndirectAck {
+                        seq: r.seq,
+                        target: r.target,
+                    };
+                    self.send(r.requester, kind, None);
+                }
+            }
+            return;
+        }
+        self.acked(seq, from.id);
+    }
+
+    pub(super) fn acked(&mut self, seq: u32, target: NodeId) {
+        let table = &self.table;
+        if let Some(p) = self.prober.current.as_mut() {
+            if p.seq == seq && table.id(p.slot) == target {
+                p.acked = true;
+            }
+        }
+    }
+
+    pub(super) fn on_nack(&mut self, seq: u32, target: NodeId) {
+        let table = &self.table;
+        if let Some(p) = self.prober.current.as_mut() {
+            if p.seq == seq && table.id(p.slot) == target {
+                p.nacks = p.nacks.saturating_add(1);
+            }
+        }
+    }
+
+    pub(super) fn on_ping_req(&mut self, requester: NodeIdentity, seq: u32, target: NodeIdentity) {
+        if target.id == self.me.id {
+            let kind = Kind::IndirectAck {
+                seq,
+                target: self.me.id,
+            };
+            self.send(requester, kind, None);
+            return;
+        }
+        if self.prober.relays.len() >= MAX_RELAYS {
+            return;
+        }
+        let mine = self.prober.seq();
+        self.prober.relays.insert(
+            mine,
+            Relay {
+                requester,
+                seq,
+                target: target.id,
+            },
+        );
+        self.send(target, Kind::Ping { seq: mine }, None);
+        // Answer before the requester's probe period ends.
+        let wait = self.cfg.probe_rtt.mul_f64(0.8);
+        self.schedule(wait, Timer::RelayTimeout { seq: mine });
+    }
+
+    pub(super) fn relay_timeout(&mut self, seq: u32) {
+        if let Some(r) = self.prober.relays.remove(&seq) {
+            let kind = Kind::Nack {
+                seq: r.seq,
+                target: r.target,
+            };
+            self.send(r.requester, kind, None);
+        }
+    }
+
+    pub(super) fn suspicion_timeout(&mut self, id: NodeId, gen: u64, incarnation: u16) {
+        let Some(slot) = self.table.slot(id) else {
+            return;
+        };
+        let v = self.table.version(slot);
+        if v.state != State::Suspect || v.gen != gen || v.incarnation != incarnation {
+            return;
+        }
+        if self
+            .suspicions
+            .get(slot)
+            .is_some_and(|s| self.clock < s.deadline)
+        {
+            return;
+        }
+        let verdict = Update {
+            identity: self.table.identity(slot),
+            incarnation,
+            state: State::Dead,
+            accusers: Accusers::default(),
+        };
+        self.apply_update(&verdict, Origin::Gossip);
+    }
+}
