@@ -138,7 +138,8 @@ pub enum SpawnError {
 ///
 /// Must be called from a single-threaded process (the node's namespace init).
 pub fn spawn_with_pid(p: &Prepared, pid: i32) -> Result<i32, SpawnError> {
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Clone)?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Clone)?;
     let set_tid: [libc::pid_t; 1] = [pid];
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
@@ -169,7 +170,10 @@ pub fn spawn_with_pid(p: &Prepared, pid: i32) -> Result<i32, SpawnError> {
     if n == report.len() {
         let errno = i32::from_ne_bytes([report[1], report[2], report[3], report[4]]);
         // The child exits right away; its status is reaped by the init's SIGCHLD handling.
-        return Err(SpawnError::Child(Stage::from_byte(report[0]), Errno::from_raw(errno)));
+        return Err(SpawnError::Child(
+            Stage::from_byte(report[0]),
+            Errno::from_raw(errno),
+        ));
     }
     Ok(child_pid)
 }

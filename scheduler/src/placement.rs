@@ -83,7 +83,10 @@ mod tests {
     fn pending_placements_spread_a_burst() {
         let mut c = vec![cand(1, 2, 0.0, 0), cand(2, 2, 0.0, 0)];
         let first = least_loaded(&c, Request::default()).expect("fits");
-        c.iter_mut().find(|x| x.id == first).expect("present").pending += 1;
+        c.iter_mut()
+            .find(|x| x.id == first)
+            .expect("present")
+            .pending += 1;
         let second = least_loaded(&c, Request::default()).expect("fits");
         assert_ne!(first, second);
     }

@@ -28,7 +28,13 @@ struct Samples {
 }
 
 /// Polls every observer until each sees `target` in `state`; returns per-observer times.
-fn time_until(tb: &Testbed, observers: &[usize], target: usize, state: MemberState, t0: Instant) -> Vec<f64> {
+fn time_until(
+    tb: &Testbed,
+    observers: &[usize],
+    target: usize,
+    state: MemberState,
+    t0: Instant,
+) -> Vec<f64> {
     let mut seen: Vec<Option<f64>> = vec![None; observers.len()];
     let deadline = t0 + Duration::from_secs(60);
     while seen.iter().any(Option::is_none) && Instant::now() < deadline {
@@ -46,7 +52,12 @@ fn run(size: usize, trials: usize) -> anyhow::Result<Samples> {
     let dir = std::env::temp_dir().join(format!("ssi-bench-detect-{}-{size}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut tb = Testbed::up(&dir, size, false)?;
-    let mut s = Samples { first_dead: vec![], all_dead: vec![], each_dead: vec![], all_alive: vec![] };
+    let mut s = Samples {
+        first_dead: vec![],
+        all_dead: vec![],
+        each_dead: vec![],
+        all_alive: vec![],
+    };
     for trial in 0..trials {
         let victim = 2 + trial % (size - 1);
         let observers: Vec<usize> = (1..=size).filter(|&n| n != victim).collect();
@@ -70,7 +81,10 @@ fn run(size: usize, trials: usize) -> anyhow::Result<Samples> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let sizes: Vec<usize> = args
         .first()
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
@@ -85,11 +99,20 @@ fn main() -> anyhow::Result<()> {
     );
     println!(
         "{:>5}  {:>22}  {:>22}  {:>22}  {:>22}",
-        "nodes", "first dead p50/p99 s", "each node p50/p99 s", "all nodes p50/p99 s", "rejoin all p50/p99 s"
+        "nodes",
+        "first dead p50/p99 s",
+        "each node p50/p99 s",
+        "all nodes p50/p99 s",
+        "rejoin all p50/p99 s"
     );
     for size in sizes {
         let mut s = run(size, trials)?;
-        for v in [&mut s.first_dead, &mut s.each_dead, &mut s.all_dead, &mut s.all_alive] {
+        for v in [
+            &mut s.first_dead,
+            &mut s.each_dead,
+            &mut s.all_dead,
+            &mut s.all_alive,
+        ] {
             v.sort_by(f64::total_cmp);
         }
         let cell = |v: &[f64]| format!("{:.2} / {:.2}", percentile(v, 50.0), percentile(v, 99.0));

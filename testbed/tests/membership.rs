@@ -8,30 +8,8 @@ use std::time::Duration;
 use ssi_core::view::MemberState;
 use testbed::{wait_until, Testbed};
 
-const SETTLE: Duration = Duration::from_secs(20);
-
-fn testbed(nodes: usize, netns: bool) -> (tempfile::TempDir, Testbed) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tb = Testbed::up(&dir.path().join("tb"), nodes, netns).expect("testbed up");
-    (dir, tb)
-}
-
-fn ssi(tb: &Testbed, node: usize, args: &[&str]) -> Output {
-    Command::new(tb.bin("ssi"))
-        .args(args)
-        .env("SSI_SOCKET", tb.socket(node))
-        .output()
-        .expect("run ssi")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "ssi failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("valid JSON")
-}
+mod common;
+use common::{json, ssi, testbed, SETTLE};
 
 /// An address next to node 1's that no node uses.
 fn spare_addr(tb: &Testbed, host: u8) -> SocketAddr {
@@ -223,8 +201,7 @@ fn cli_without_daemon_names_the_socket_and_exits_1() {
 
 #[test]
 fn network_namespace_cluster_detects_death_and_cleans_up() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: network namespaces need root");
+    if !common::root_or_skip("network namespaces") {
         return;
     }
     let (_dir, mut tb) = testbed(3, true);

@@ -121,8 +121,20 @@ async fn run(args: Args) -> Result<ExitCode> {
             cli::ps::kill(&socket, gpid, sig).await?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Run { node, cpus, mem, detach, command } => {
-            let args = cli::run::RunArgs { command, node, cpus, mem, detach };
+        Command::Run {
+            node,
+            cpus,
+            mem,
+            detach,
+            command,
+        } => {
+            let args = cli::run::RunArgs {
+                command,
+                node,
+                cpus,
+                mem,
+                detach,
+            };
             let code = cli::run::run(&socket, args).await?;
             exit_now(code)
         }

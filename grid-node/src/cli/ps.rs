@@ -32,7 +32,12 @@ fn human_bytes(b: u64) -> String {
 
 fn clock(unix: u64) -> String {
     let secs = unix % 86_400;
-    format!("{:02}:{:02}:{:02}", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 /// Formats processes as a table.
@@ -70,7 +75,11 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         bail!("unknown signal {s}");
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     match name.parse::<nix::sys::signal::Signal>() {
         Ok(sig) => Ok(sig as i32),
         Err(_) => bail!("unknown signal {s}"),

@@ -59,9 +59,11 @@ pub async fn ps(node: &Node) -> Result<Vec<ProcessView>> {
         .filter(|n| n.state.is_active() && n.id != me)
         .map(|n| n.id)
         .collect();
-    let answers = futures::future::join_all(others.iter().map(|&id| async move {
-        (id, ask(node, id, &RpcRequest::Ps).await)
-    }))
+    let answers = futures::future::join_all(
+        others
+            .iter()
+            .map(|&id| async move { (id, ask(node, id, &RpcRequest::Ps).await) }),
+    )
     .await;
     let mut answered: HashMap<NodeId, Vec<i32>> = HashMap::new();
     answered.insert(me, all.iter().map(|p| p.gpid).collect());

@@ -54,14 +54,19 @@ pub async fn serve(node: Arc<Node>, listener: UnixListener) {
 
 /// The identity of the process at the other end of the socket.
 fn caller_of(stream: &UnixStream) -> Result<Caller> {
-    let cred = stream.peer_cred().context("cannot read the caller's credentials")?;
+    let cred = stream
+        .peer_cred()
+        .context("cannot read the caller's credentials")?;
     let groups = cred
         .pid()
         .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Groups:"))
-                .map(|l| l.split_whitespace().skip(1).filter_map(|g| g.parse().ok()).collect())
+            s.lines().find(|l| l.starts_with("Groups:")).map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .filter_map(|g| g.parse().ok())
+                    .collect()
+            })
         })
         .unwrap_or_default();
     Ok(Caller {
@@ -77,7 +82,9 @@ async fn session_of(node: &Node, stream: UnixStream, path: &Path) -> Result<()> 
     while let Some(req) = conn.recv::<ControlRequest>().await? {
         let resp = match req {
             ControlRequest::Run(spec) => return session::run(node, spec, caller, conn).await,
-            ControlRequest::Attach { gpid } => return session::attach(node, gpid, caller, conn).await,
+            ControlRequest::Attach { gpid } => {
+                return session::attach(node, gpid, caller, conn).await
+            }
             other => match answer(node, other, &caller).await {
                 Ok(r) => r,
                 Err(e) => ControlResponse::Error {

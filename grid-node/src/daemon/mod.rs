@@ -131,7 +131,13 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
             std::thread::spawn(move || {
                 let _ = child.wait();
             });
-            Ok(ProcMan::start(config.id, config.name.clone(), client, init_pid, rx)?)
+            Ok(ProcMan::start(
+                config.id,
+                config.name.clone(),
+                client,
+                init_pid,
+                rx,
+            )?)
         }
         Err(why) => {
             tracing::warn!("this node will not host processes: {why}");

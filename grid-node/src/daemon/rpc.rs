@@ -73,7 +73,12 @@ fn error(e: anyhow::Error) -> RpcResponse {
 }
 
 /// Starts a process for a remote home and serves its session.
-async fn spawn(node: &Node, spec: RunSpec, caller: Caller, mut conn: SecureStream<TcpStream>) -> Result<()> {
+async fn spawn(
+    node: &Node,
+    spec: RunSpec,
+    caller: Caller,
+    mut conn: SecureStream<TcpStream>,
+) -> Result<()> {
     let pm = match node.local_procs() {
         Ok(pm) => pm,
         Err(e) => return Ok(conn.send(&error(e)).await?),
@@ -99,7 +104,12 @@ async fn spawn(node: &Node, spec: RunSpec, caller: Caller, mut conn: SecureStrea
 }
 
 /// Streams the output of a hosted process to a remote home.
-async fn attach(node: &Node, gpid: i32, caller: Caller, mut conn: SecureStream<TcpStream>) -> Result<()> {
+async fn attach(
+    node: &Node,
+    gpid: i32,
+    caller: Caller,
+    mut conn: SecureStream<TcpStream>,
+) -> Result<()> {
     let pm = match node.local_procs() {
         Ok(pm) => pm,
         Err(e) => return Ok(conn.send(&error(e)).await?),
@@ -114,7 +124,12 @@ async fn attach(node: &Node, gpid: i32, caller: Caller, mut conn: SecureStream<T
 }
 
 /// Lets a node in unless its id is held by another live node.
-async fn admit(node: &Node, joiner: ssi_core::NodeIdentity, name: &str, peer: SocketAddr) -> RpcResponse {
+async fn admit(
+    node: &Node,
+    joiner: ssi_core::NodeIdentity,
+    name: &str,
+    peer: SocketAddr,
+) -> RpcResponse {
     let holder = match node.gossip.active_identity(joiner.id).await {
         Ok(h) => h,
         Err(e) => return error(e.into()),

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use scheduler::{least_loaded, Candidate, Request};
-use ssi_core::control::{ControlConn, ControlReceiver, ControlRequest, ControlResponse, ControlSender};
-use ssi_core::membership::MemberEvent;
-use ssi_core::process::{
-    Caller, Input, Output, ProcState, ProcessView, RunSpec, EXIT_SSI_ERROR,
+use ssi_core::control::{
+    ControlConn, ControlReceiver, ControlRequest, ControlResponse, ControlSender,
 };
+use ssi_core::membership::MemberEvent;
+use ssi_core::process::{Caller, Input, Output, ProcState, ProcessView, RunSpec, EXIT_SSI_ERROR};
 use ssi_core::rpc::{RpcRequest, RpcResponse};
 use ssi_core::wire::{SecureReceiver, SecureSender};
 use ssi_core::NodeId;
@@ -119,7 +119,10 @@ async fn place(node: &Node, spec: &RunSpec) -> Result<NodeId, (String, i32)> {
     if let Some(id) = spec.node {
         return match view.iter().find(|n| n.id == id) {
             Some(n) if n.state.is_active() => Ok(id),
-            Some(n) => Err((format!("node {id} ({}) is {}", n.name, n.state), EXIT_SSI_ERROR)),
+            Some(n) => Err((
+                format!("node {id} ({}) is {}", n.name, n.state),
+                EXIT_SSI_ERROR,
+            )),
             None => Err((format!("unknown node {id}"), EXIT_SSI_ERROR)),
         };
     }
@@ -183,8 +186,12 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
                 return fail(&mut conn, msg, spawn_exit_code(f.errno)).await;
             }
         };
-        conn.send(&ControlResponse::Started { gpid, node: host, node_name: host_name })
-            .await?;
+        conn.send(&ControlResponse::Started {
+            gpid,
+            node: host,
+            node_name: host_name,
+        })
+        .await?;
         if spec.detach {
             return Ok(());
         }
@@ -236,13 +243,27 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
             command: spec.command_line(),
         },
     );
-    conn.send(&ControlResponse::Started { gpid, node: host, node_name: host_name.clone() })
-        .await?;
+    conn.send(&ControlResponse::Started {
+        gpid,
+        node: host,
+        node_name: host_name.clone(),
+    })
+    .await?;
     if spec.detach {
         return Ok(());
     }
     let (ctl_tx, ctl_rx) = conn.split();
-    relay(node, gpid, host, &host_name, ctl_rx, ctl_tx, rpc.split(), true).await
+    relay(
+        node,
+        gpid,
+        host,
+        &host_name,
+        ctl_rx,
+        ctl_tx,
+        rpc.split(),
+        true,
+    )
+    .await
 }
 
 /// Serves `ssi attach` on a control connection.
@@ -258,24 +279,46 @@ pub async fn attach(node: &Node, gpid: i32, caller: Caller, mut conn: ControlCon
             Ok(rx) => rx,
             Err(e) => return fail(&mut conn, e.to_string(), EXIT_SSI_ERROR).await,
         };
-        conn.send(&ControlResponse::Started { gpid, node: host, node_name: host_name })
-            .await?;
+        conn.send(&ControlResponse::Started {
+            gpid,
+            node: host,
+            node_name: host_name,
+        })
+        .await?;
         let (ctl_tx, ctl_rx) = conn.split();
         return follow_local(pm, gpid, rx, ctl_rx, ctl_tx, false).await;
     }
     let opened = async {
         let mut rpc = cluster::connect(node, host).await?;
-        rpc.send(&RpcRequest::Attach { gpid, caller: caller.clone() }).await?;
+        rpc.send(&RpcRequest::Attach {
+            gpid,
+            caller: caller.clone(),
+        })
+        .await?;
         Ok::<_, anyhow::Error>(rpc)
     };
     let rpc = match opened.await {
         Ok(r) => r,
         Err(e) => return fail(&mut conn, format!("node {host}: {e:#}"), EXIT_SSI_ERROR).await,
     };
-    conn.send(&ControlResponse::Started { gpid, node: host, node_name: host_name.clone() })
-        .await?;
+    conn.send(&ControlResponse::Started {
+        gpid,
+        node: host,
+        node_name: host_name.clone(),
+    })
+    .await?;
     let (ctl_tx, ctl_rx) = conn.split();
-    relay(node, gpid, host, &host_name, ctl_rx, ctl_tx, rpc.split(), false).await
+    relay(
+        node,
+        gpid,
+        host,
+        &host_name,
+        ctl_rx,
+        ctl_tx,
+        rpc.split(),
+        false,
+    )
+    .await
 }
 
 /// The home side of a remote session: client <-> host, until the process ends or is lost.
@@ -292,7 +335,9 @@ async fn relay(
 ) -> Result<()> {
     let mut events = node.gossip.subscribe();
     let lost = |why: &str| {
-        Output::Lost(format!("node {host} ({host_name}) {why}; process {gpid} is lost"))
+        Output::Lost(format!(
+            "node {host} ({host_name}) {why}; process {gpid} is lost"
+        ))
     };
     loop {
         tokio::select! {

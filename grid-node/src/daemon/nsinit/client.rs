@@ -166,7 +166,11 @@ impl InitClient {
     }
 
     /// Starts a program; returns its global pid.
-    pub async fn spawn(&self, req: SpawnRequest, stdio: [&OwnedFd; 3]) -> Result<Result<i32, SpawnFailure>> {
+    pub async fn spawn(
+        &self,
+        req: SpawnRequest,
+        stdio: [&OwnedFd; 3],
+    ) -> Result<Result<i32, SpawnFailure>> {
         let fds = stdio.map(|f| f.as_raw_fd());
         match self.request(&ToInit::Spawn(req), &fds).await? {
             FromInit::Spawned { gpid } => Ok(Ok(gpid)),

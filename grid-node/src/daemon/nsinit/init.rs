@@ -21,7 +21,8 @@ use crate::sys::{self, Prepared, SpawnError};
 pub fn run(sock: OwnedFd, first: i32, last: i32) -> Result<()> {
     // If the daemon died before this takes effect, its end of `sock` is closed and the loop
     // below ends at the first read.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("cannot set the parent-death signal")?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .context("cannot set the parent-death signal")?;
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     mask.thread_block().context("cannot block SIGCHLD")?;
@@ -145,7 +146,10 @@ impl Init {
             errno: errno as i32,
         };
         let [stdin, stdout, stderr] = fds else {
-            return failed(format!("expected 3 stdio fds, got {}", fds.len()), Errno::EINVAL);
+            return failed(
+                format!("expected 3 stdio fds, got {}", fds.len()),
+                Errno::EINVAL,
+            );
         };
         let stdio: [RawFd; 3] = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
         let Some(arg0) = req.argv.first() else {
@@ -174,7 +178,11 @@ impl Init {
         let span = self.last - self.first + 1;
         for _ in 0..span {
             let gpid = self.cursor;
-            self.cursor = if gpid >= self.last { self.first } else { gpid + 1 };
+            self.cursor = if gpid >= self.last {
+                self.first
+            } else {
+                gpid + 1
+            };
             match sys::spawn_with_pid(&prepared, gpid) {
                 Ok(gpid) => return FromInit::Spawned { gpid },
                 Err(SpawnError::Clone(Errno::EEXIST)) => continue,

@@ -113,9 +113,8 @@ impl ProcMan {
     /// Forgets exit statuses nobody collected in time.
     fn sweep(&self) {
         lock(&self.early).retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
-        lock(&self.table).retain(|_, rec| {
-            lock(&rec.exited_at).is_none_or(|at| at.elapsed() < KEEP_EXITED)
-        });
+        lock(&self.table)
+            .retain(|_, rec| lock(&rec.exited_at).is_none_or(|at| at.elapsed() < KEEP_EXITED));
     }
 
     /// Starts `spec` for `caller`. With `follower`, output goes there from the first byte;
@@ -232,7 +231,10 @@ impl ProcMan {
         let view = ps::view(member, self.node, &self.node_name, self.ns)
             .with_context(|| format!("process {gpid} has just ended"))?;
         if !caller.may_signal(view.uid) {
-            bail!("process {gpid} belongs to user {}: permission denied", view.user);
+            bail!(
+                "process {gpid} belongs to user {}: permission denied",
+                view.user
+            );
         }
         self.init.signal(gpid, sig).await
     }
@@ -247,6 +249,9 @@ impl ProcMan {
 
     /// Pids (in the root namespace) of every process this node hosts, for the probes.
     pub fn hosted_pids(&self) -> Vec<i32> {
-        ps::members(self.ns).into_iter().map(|m| m.root_pid).collect()
+        ps::members(self.ns)
+            .into_iter()
+            .map(|m| m.root_pid)
+            .collect()
     }
 }

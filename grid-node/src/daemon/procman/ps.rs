@@ -27,7 +27,11 @@ pub fn members(ns: u64) -> Vec<Member> {
     };
     let mut out = Vec::new();
     for entry in dir.flatten() {
-        let Some(root_pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(root_pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if pid_ns_inode(root_pid) != Some(ns) {

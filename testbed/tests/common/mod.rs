@@ -1,0 +1,48 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use testbed::Testbed;
+
+/// How long the cluster may take to agree on something.
+pub const SETTLE: Duration = Duration::from_secs(20);
+
+/// A testbed of `nodes` nodes in a fresh temporary directory (removed with the first value).
+pub fn testbed(nodes: usize, netns: bool) -> (tempfile::TempDir, Testbed) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tb = Testbed::up(&dir.path().join("tb"), nodes, netns).expect("testbed up");
+    (dir, tb)
+}
+
+/// `ssi ARGS` against node `node`.
+pub fn ssi_cmd(tb: &Testbed, node: usize, args: &[&str]) -> Command {
+    let mut c = Command::new(tb.bin("ssi"));
+    c.args(args).env("SSI_SOCKET", tb.socket(node));
+    c
+}
+
+/// Runs `ssi ARGS` against node `node` and collects its output.
+pub fn ssi(tb: &Testbed, node: usize, args: &[&str]) -> Output {
+    ssi_cmd(tb, node, args).output().expect("run ssi")
+}
+
+/// Parses a successful command's stdout as JSON.
+pub fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "ssi failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("valid JSON")
+}
+
+/// Whether this test can run privileged parts; prints why not.
+pub fn root_or_skip(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: {what} needs root");
+    false
+}
