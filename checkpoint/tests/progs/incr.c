@@ -1,4 +1,5 @@
-/* Memory that changes between dumps. Commands on stdin, one per line:
+/* Memory that changes between dumps (argv[1]: size in MiB, default 32; argv[2] "reserve":
+ * map the area without touching it, for the benchmark's reference). Commands on stdin:
  *   w N   rewrite N pages (spread over the area), print "done"
  *   fds   print the number of open fds
  *   check verify every page against the expected pattern, print "memory ok|bad", exit
@@ -7,10 +8,9 @@
 #include <dirent.h>
 #include <sys/mman.h>
 
-#define PAGES 8192 /* 32 MiB */
-
+static int PAGES = 8192; /* 32 MiB */
 static unsigned char *area;
-static unsigned gen[PAGES];
+static unsigned *gen;
 
 static void fill(int pg) {
     unsigned char v = (unsigned char)(pg * 31 + gen[pg] * 7 + 1);
@@ -27,11 +27,16 @@ static int count_fds(void) {
     return n - 1;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     close_inherited();
+    if (argc > 1) PAGES = atoi(argv[1]) * 256;
+    gen = calloc(PAGES, sizeof *gen);
     area = mmap(NULL, (size_t)PAGES * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    for (int i = 0; i < PAGES; i++) fill(i);
-    ready(NULL);
+    if (argc < 3 || strcmp(argv[2], "reserve"))
+        for (int i = 0; i < PAGES; i++) fill(i);
+    char info[64];
+    snprintf(info, sizeof info, "%lx %lx", (unsigned long)area, (unsigned long)PAGES * 4096);
+    ready(info);
     char line[64];
     unsigned step = 0;
     while (fgets(line, sizeof line, stdin)) {
