@@ -76,7 +76,7 @@ pub struct Prepared {
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
-    stdio: [RawFd; 3],
+    fds: Vec<RawFd>,
 }
 
 fn cstring(bytes: &[u8], what: &str) -> Result<CString, String> {
@@ -85,7 +85,8 @@ fn cstring(bytes: &[u8], what: &str) -> Result<CString, String> {
 
 impl Prepared {
     /// Prepares a start of `path` with `argv`, `env` (`KEY=VALUE` entries) in `cwd` as
-    /// `uid`/`gid`/`groups`, with `stdio` as fds 0, 1, 2.
+    /// `uid`/`gid`/`groups`, with `fds` becoming its fds 0, 1, 2, ... in order. The fds must
+    /// be numbered above `fds.len()` (see [`lift_fd`]).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         path: &OsStr,
@@ -95,7 +96,7 @@ impl Prepared {
         uid: u32,
         gid: u32,
         groups: Vec<u32>,
-        stdio: [RawFd; 3],
+        fds: Vec<RawFd>,
     ) -> Result<Prepared, String> {
         let argv: Vec<CString> = argv
             .iter()
@@ -119,7 +120,7 @@ impl Prepared {
             uid,
             gid,
             groups,
-            stdio,
+            fds,
         })
     }
 }
@@ -133,18 +134,22 @@ pub enum SpawnError {
     Child(Stage, Errno),
 }
 
-/// Starts the prepared program as a new process with pid `pid` in the caller's pid namespace
-/// (`clone3` with `set_tid`) and returns once it has executed its program.
+/// Starts the prepared program as a new process of the caller's pid namespace, with pid
+/// `pid` when given (`clone3` with `set_tid`), and returns once it has executed its program.
 ///
 /// Must be called from a single-threaded process (the node's namespace init).
-pub fn spawn_with_pid(p: &Prepared, pid: i32) -> Result<i32, SpawnError> {
+pub fn spawn(p: &Prepared, pid: Option<i32>) -> Result<i32, SpawnError> {
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Clone)?;
-    let set_tid: [libc::pid_t; 1] = [pid];
+    let set_tid: [libc::pid_t; 1] = [pid.unwrap_or(0)];
     let args = CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
-        set_tid: set_tid.as_ptr() as u64,
-        set_tid_size: 1,
+        set_tid: if pid.is_some() {
+            set_tid.as_ptr() as u64
+        } else {
+            0
+        },
+        set_tid_size: u64::from(pid.is_some()),
         ..CloneArgs::default()
     };
     // SAFETY: `args` is a valid clone_args of the size passed; without CLONE_VM the child runs
@@ -164,7 +169,7 @@ pub fn spawn_with_pid(p: &Prepared, pid: i32) -> Result<i32, SpawnError> {
         child(p, err_w.as_raw_fd());
     }
     drop(err_w);
-    let child_pid = i32::try_from(ret).unwrap_or(pid);
+    let child_pid = i32::try_from(ret).unwrap_or(-1);
     let mut report = [0u8; 5];
     let n = read_full(&err_r, &mut report);
     if n == report.len() {
@@ -206,9 +211,9 @@ fn child(p: &Prepared, err_fd: RawFd) -> ! {
     // arrays are NUL-terminated and point into CStrings that live in our copied memory.
     unsafe {
         libc::setsid();
-        for (target, &fd) in p.stdio.iter().enumerate() {
-            let target = target as RawFd;
-            if fd != target && libc::dup2(fd, target) < 0 {
+        // Every source fd is above the targets (lift_fd), so no dup2 clobbers a later source.
+        for (target, &fd) in p.fds.iter().enumerate() {
+            if libc::dup2(fd, target as RawFd) < 0 {
                 fail(Stage::Stdio);
             }
         }
@@ -253,11 +258,14 @@ pub fn send_with_fds(sock: RawFd, data: &[u8], fds: &[RawFd]) -> nix::Result<()>
     }
 }
 
+/// Most fds one message may carry.
+pub const MAX_FDS: usize = 16;
+
 /// Receives one datagram from a SOCK_SEQPACKET socket into `buf`, with the fds attached to it
 /// (close-on-exec). Returns the length (0 at end of stream) and the fds.
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> nix::Result<(usize, Vec<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [std::io::IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     let mut fds = Vec::new();
@@ -291,4 +299,23 @@ pub fn cloexec_from_3() -> nix::Result<()> {
     // pointers.
     let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
     Errno::result(r).map(drop)
+}
+
+/// Lowest fd number [`lift_fd`] moves fds to.
+pub const LIFT_BASE: RawFd = 64;
+
+/// A close-on-exec duplicate of `fd` numbered at least [`LIFT_BASE`], so that it cannot be
+/// overwritten when a child's fds 0, 1, 2, ... are set up.
+pub fn lift_fd(fd: &OwnedFd) -> nix::Result<OwnedFd> {
+    let raw = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(LIFT_BASE))?;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) just returned this new fd; we are its only owner.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+}
+
+/// Takes ownership of fd `n`, which this process inherited for its own use (a helper's
+/// control socket).
+pub fn inherited_fd(n: RawFd) -> OwnedFd {
+    // SAFETY: the daemon starts helpers with fd `n` open for them alone and nothing else in the
+    // helper refers to it; taking it once makes this value its only owner.
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) }
 }

@@ -14,7 +14,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::error::{Error, Result};
 use crate::node::NodeId;
-use crate::process::{Input, Output, ProcessView, RunSpec};
+use crate::process::{Input, MigrationReport, Output, ProcessView, RunSpec};
 use crate::view::{ClusterInfo, NodeView};
 use crate::wire;
 
@@ -49,6 +49,31 @@ pub enum ControlRequest {
         /// Signal number.
         sig: i32,
     },
+    /// Move a running process (and its tree) to another node.
+    Migrate {
+        /// Its global pid.
+        gpid: i32,
+        /// Target node.
+        to: NodeId,
+    },
+    /// Checkpoint a process tree to a directory (on the node hosting it).
+    Checkpoint {
+        /// Root of the tree.
+        gpid: i32,
+        /// Image directory (absolute).
+        dir: String,
+        /// Let the tree run on; by default it is killed once the image is written.
+        leave_running: bool,
+    },
+    /// Restart a checkpointed tree; answered like `Run`.
+    Restart {
+        /// Image directory (absolute).
+        dir: String,
+        /// Node to restart on; otherwise the scheduler places it.
+        node: Option<NodeId>,
+        /// Return once it runs (output kept for `ssi attach`).
+        detach: bool,
+    },
 }
 
 /// The daemon's answer.
@@ -71,6 +96,15 @@ pub enum ControlResponse {
     Output(Output),
     /// Answer to [`ControlRequest::Ps`].
     Processes(Vec<ProcessView>),
+    /// Answer to [`ControlRequest::Migrate`].
+    Migrated(MigrationReport),
+    /// Answer to [`ControlRequest::Checkpoint`].
+    Checkpointed {
+        /// Pids of the tree.
+        pids: Vec<i32>,
+        /// Page bytes written.
+        page_bytes: u64,
+    },
     /// The request was carried out.
     Done,
     /// The request failed; `code` is the exit code the CLI should use.

@@ -106,6 +106,37 @@ pub enum Output {
     Exited(ExitStatus),
     /// It is lost: the node hosting it died.
     Lost(String),
+    /// It moved to another node (live migration): follow it there. Everything it wrote
+    /// before it moved came before this.
+    Moved {
+        /// Its new node.
+        node: NodeId,
+    },
+}
+
+/// What a live migration did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// The process (root of the tree that moved).
+    pub gpid: i32,
+    /// All pids of the tree.
+    pub pids: Vec<i32>,
+    /// Source node.
+    pub from: NodeId,
+    /// Target node.
+    pub to: NodeId,
+    /// Page bytes of each pre-copy round while the tree ran (the first is the full copy).
+    pub rounds: Vec<u64>,
+    /// Page bytes of the last image, sent while the tree was frozen.
+    pub final_page_bytes: u64,
+    /// Bytes sent over the network, framing included.
+    pub bytes_sent: u64,
+    /// From the start to the tree running on the target, microseconds.
+    pub total_micros: u64,
+    /// From the freeze to the tree running on the target, microseconds.
+    pub downtime_micros: u64,
+    /// Of the downtime, the restore on the target, microseconds.
+    pub restore_micros: u64,
 }
 
 /// State of a process in `ssi ps`.

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::membership::MemberRecord;
-use crate::node::NodeIdentity;
-use crate::process::{Caller, Input, Output, ProcessView, RunSpec};
+use crate::node::{NodeId, NodeIdentity};
+use crate::process::{Caller, Input, MigrationReport, Output, ProcessView, RunSpec};
 
 /// A request from one daemon to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -24,11 +24,53 @@ pub enum RpcRequest {
         /// As whom.
         caller: Caller,
     },
-    /// Follow the output of a process hosted here.
+    /// Follow the output of a process hosted here (and, with `input`, feed its stdin and
+    /// signals, as its `ssi run` session does after a migration).
     Attach {
         /// Its global pid.
         gpid: i32,
         /// Who asks (checked against the process owner).
+        caller: Caller,
+        /// Whether input follows on this connection.
+        input: bool,
+    },
+    /// Move process `gpid`, hosted here, to node `to`.
+    Migrate {
+        /// Its global pid.
+        gpid: i32,
+        /// Target node.
+        to: NodeId,
+        /// Who asks.
+        caller: Caller,
+    },
+    /// Receive a migrating tree: `Data` and `DataEnd` follow, then this node answers
+    /// `Restored` (or `Error`).
+    MigrateIn {
+        /// The root's global pid.
+        gpid: i32,
+        /// Its owner.
+        uid: u32,
+    },
+    /// Bytes of the migration stream.
+    Data(Vec<u8>),
+    /// The migration stream is complete.
+    DataEnd,
+    /// Checkpoint the tree of `gpid`, hosted here, to `dir`.
+    Checkpoint {
+        /// Root of the tree.
+        gpid: i32,
+        /// Image directory.
+        dir: String,
+        /// Let the tree run on.
+        leave_running: bool,
+        /// Who asks.
+        caller: Caller,
+    },
+    /// Restart the checkpoint in `dir` here; answered by `Restored`.
+    Restart {
+        /// Image directory.
+        dir: String,
+        /// Who asks.
         caller: Caller,
     },
     /// Input for the process this connection follows.
@@ -77,6 +119,26 @@ pub enum RpcResponse {
     Output(Output),
     /// Processes hosted by the answering node.
     Processes(Vec<ProcessView>),
+    /// Ready to receive (answer to `MigrateIn`).
+    Ready,
+    /// The tree runs here now.
+    Restored {
+        /// Its root's global pid.
+        gpid: i32,
+        /// All its pids.
+        pids: Vec<i32>,
+        /// Time the restore took, microseconds.
+        micros: u64,
+    },
+    /// Answer to `Migrate`.
+    Migrated(MigrationReport),
+    /// Answer to `Checkpoint`.
+    Checkpointed {
+        /// Pids of the tree.
+        pids: Vec<i32>,
+        /// Page bytes written.
+        page_bytes: u64,
+    },
     /// Done.
     Done,
     /// The request failed on the answering node.

@@ -283,7 +283,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
             return Ok(None);
         };
         let frame = frame.map_err(|e| Error::net(format!("receive from {}", self.peer), e))?;
-        let msg = open(&self.session, self.direction(false), self.received, &frame, &self.peer)?;
+        let msg = open(
+            &self.session,
+            self.direction(false),
+            self.received,
+            &frame,
+            &self.peer,
+        )?;
         self.received += 1;
         Ok(Some(msg))
     }

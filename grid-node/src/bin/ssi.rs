@@ -65,6 +65,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move a running process (with its children) to another node while it runs.
+    Migrate {
+        /// Global pid.
+        gpid: i32,
+        /// Target node.
+        #[arg(long)]
+        to: u16,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checkpoint a process tree of the cluster to a directory (on the node hosting it).
+    Checkpoint {
+        /// Global pid of the root of the tree.
+        gpid: i32,
+        /// Image directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Let the tree run on (default: it is stopped once the image is written).
+        #[arg(long)]
+        leave_running: bool,
+    },
+    /// Restart a checkpointed tree on a node of the cluster, wired to this terminal.
+    Restart {
+        /// Image directory (must be readable on that node).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node to restart on (default: the scheduler places it).
+        #[arg(long)]
+        node: Option<u16>,
+        /// Print the global pid and return; output is kept for `ssi attach`.
+        #[arg(long)]
+        detach: bool,
+    },
     /// Send a signal to a process wherever it runs.
     Kill {
         /// Signal, by name or number.
@@ -136,6 +170,19 @@ async fn run(args: Args) -> Result<ExitCode> {
                 detach,
             };
             let code = cli::run::run(&socket, args).await?;
+            exit_now(code)
+        }
+        Command::Migrate { gpid, to, json } => {
+            cli::migrate::migrate(&socket, gpid, to, json).await?
+        }
+        Command::Checkpoint {
+            gpid,
+            dir,
+            leave_running,
+        } => cli::migrate::checkpoint(&socket, gpid, dir, leave_running).await?,
+        Command::Restart { dir, node, detach } => {
+            let req = cli::migrate::restart_request(&dir, node, detach)?;
+            let code = cli::run::session(&socket, req, detach).await?;
             exit_now(code)
         }
         Command::Attach { gpid } => {

@@ -48,6 +48,12 @@ fn real_main() -> Result<()> {
     if raw.get(1).map(String::as_str) == Some("ns-init") {
         return ns_init(&raw[2..]);
     }
+    if let Some(mode) = raw
+        .get(1)
+        .filter(|m| grid_node::daemon::helpers::MODES.contains(&m.as_str()))
+    {
+        return grid_node::daemon::helpers::main(mode, &raw[2..]);
+    }
     let args = Args::parse();
     if let Some(path) = args.gen_key {
         return write_key(&path);

@@ -54,8 +54,14 @@ pub async fn run(socket: &Path, args: RunArgs) -> Result<i32> {
         detach: args.detach,
     };
     let detach = spec.detach;
+    session(socket, ControlRequest::Run(spec), detach).await
+}
+
+/// Sends `req` (a run or a restart), then follows the process unless `detach`; returns the
+/// exit code the client must exit with.
+pub async fn session(socket: &Path, req: ControlRequest, detach: bool) -> Result<i32> {
     let mut conn = super::connect(socket).await?;
-    conn.send(&ControlRequest::Run(spec)).await?;
+    conn.send(&req).await?;
     let gpid = match conn.recv::<ControlResponse>().await? {
         Some(ControlResponse::Started { gpid, .. }) => gpid,
         Some(ControlResponse::Error { message, code }) => {
@@ -146,6 +152,8 @@ async fn follow(mut rx: ControlReceiver) -> Result<i32> {
                     eprintln!("ssi: {n} bytes of earlier output were dropped while detached");
                 }
                 Output::Exited(status) => return Ok(status.shell_code()),
+                // The daemons follow a migrating process; nothing to do here.
+                Output::Moved { .. } => {}
                 Output::Lost(why) => {
                     eprintln!("ssi: {why}");
                     return Ok(EXIT_LOST);

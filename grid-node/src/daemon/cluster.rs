@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ssi_core::process::{Caller, ProcState, ProcessView};
+use ssi_core::process::{Caller, MigrationReport, ProcState, ProcessView};
 use ssi_core::rpc::{RpcRequest, RpcResponse};
 use ssi_core::view::MemberState;
 use ssi_core::wire::SecureStream;
@@ -133,6 +133,59 @@ pub async fn kill(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Result<(
     match ask(node, host, &req).await? {
         RpcResponse::Done => Ok(()),
         RpcResponse::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from node {host}: {other:?}"),
+    }
+}
+
+/// Moves `gpid` to node `to`, wherever it runs now.
+pub async fn migrate(
+    node: &Node,
+    gpid: i32,
+    to: NodeId,
+    caller: &Caller,
+) -> Result<MigrationReport> {
+    let host = locate(node, gpid).await?;
+    if host == node.config.id {
+        return super::migration::migrate_out(node, gpid, to, caller).await;
+    }
+    let req = RpcRequest::Migrate {
+        gpid,
+        to,
+        caller: caller.clone(),
+    };
+    // A migration takes as long as it takes to copy the memory: no short answer timeout.
+    let mut conn = connect(node, host).await?;
+    conn.send(&req).await?;
+    match conn.recv::<RpcResponse>().await? {
+        Some(RpcResponse::Migrated(r)) => Ok(r),
+        Some(RpcResponse::Error { message }) => bail!("{message}"),
+        other => bail!("unexpected answer from node {host}: {other:?}"),
+    }
+}
+
+/// Checkpoints the tree of `gpid` into `dir` (on the node hosting it).
+pub async fn checkpoint(
+    node: &Node,
+    gpid: i32,
+    dir: String,
+    leave_running: bool,
+    caller: &Caller,
+) -> Result<(Vec<i32>, u64)> {
+    let host = locate(node, gpid).await?;
+    if host == node.config.id {
+        return super::migration::checkpoint(node, gpid, &dir, leave_running, caller).await;
+    }
+    let req = RpcRequest::Checkpoint {
+        gpid,
+        dir,
+        leave_running,
+        caller: caller.clone(),
+    };
+    let mut conn = connect(node, host).await?;
+    conn.send(&req).await?;
+    match conn.recv::<RpcResponse>().await? {
+        Some(RpcResponse::Checkpointed { pids, page_bytes }) => Ok((pids, page_bytes)),
+        Some(RpcResponse::Error { message }) => bail!("{message}"),
         other => bail!("unexpected answer from node {host}: {other:?}"),
     }
 }

@@ -85,6 +85,11 @@ async fn session_of(node: &Node, stream: UnixStream, path: &Path) -> Result<()> 
             ControlRequest::Attach { gpid } => {
                 return session::attach(node, gpid, caller, conn).await
             }
+            ControlRequest::Restart {
+                dir,
+                node: on,
+                detach,
+            } => return session::restart(node, dir, on, detach, caller, conn).await,
             other => match answer(node, other, &caller).await {
                 Ok(r) => r,
                 Err(e) => ControlResponse::Error {
@@ -107,8 +112,20 @@ async fn answer(node: &Node, req: ControlRequest, caller: &Caller) -> Result<Con
             cluster::kill(node, gpid, sig, caller).await?;
             ControlResponse::Done
         }
+        ControlRequest::Migrate { gpid, to } => {
+            ControlResponse::Migrated(cluster::migrate(node, gpid, to, caller).await?)
+        }
+        ControlRequest::Checkpoint {
+            gpid,
+            dir,
+            leave_running,
+        } => {
+            let (pids, page_bytes) =
+                cluster::checkpoint(node, gpid, dir, leave_running, caller).await?;
+            ControlResponse::Checkpointed { pids, page_bytes }
+        }
         ControlRequest::Input(_) => bail!("no process follows this connection"),
-        ControlRequest::Run(_) | ControlRequest::Attach { .. } => {
+        ControlRequest::Run(_) | ControlRequest::Attach { .. } | ControlRequest::Restart { .. } => {
             bail!("a session request cannot be answered here")
         }
     })

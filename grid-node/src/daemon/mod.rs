@@ -11,7 +11,9 @@
 
 mod cluster;
 mod control;
+pub mod helpers;
 mod join;
+mod migration;
 pub mod nsinit;
 mod probes;
 pub mod procman;

@@ -46,7 +46,44 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
     while let Some(req) = conn.recv::<RpcRequest>().await? {
         let resp = match req {
             RpcRequest::Spawn { spec, caller } => return spawn(node, spec, caller, conn).await,
-            RpcRequest::Attach { gpid, caller } => return attach(node, gpid, caller, conn).await,
+            RpcRequest::Attach {
+                gpid,
+                caller,
+                input,
+            } => return attach(node, gpid, caller, input, conn).await,
+            RpcRequest::MigrateIn { gpid, uid } => {
+                return super::migration::migrate_in(node, gpid, uid, conn).await
+            }
+            RpcRequest::Migrate { gpid, to, caller } => {
+                match super::migration::migrate_out(node, gpid, to, &caller).await {
+                    Ok(report) => RpcResponse::Migrated(report),
+                    Err(e) => error(e),
+                }
+            }
+            RpcRequest::Checkpoint {
+                gpid,
+                dir,
+                leave_running,
+                caller,
+            } => {
+                match super::migration::checkpoint(node, gpid, &dir, leave_running, &caller).await {
+                    Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
+                    Err(e) => error(e),
+                }
+            }
+            RpcRequest::Restart { dir, caller } => {
+                match super::migration::restart(node, &dir, &caller).await {
+                    Ok(gpid) => RpcResponse::Restored {
+                        gpid,
+                        pids: vec![gpid],
+                        micros: 0,
+                    },
+                    Err(e) => error(e),
+                }
+            }
+            RpcRequest::Data(_) | RpcRequest::DataEnd => {
+                error(anyhow::anyhow!("migration data outside of a migration"))
+            }
             RpcRequest::Join { identity, name } => admit(node, identity, &name, peer).await,
             RpcRequest::Ps => match &node.procs {
                 Ok(pm) => RpcResponse::Processes(pm.ps()),
@@ -92,7 +129,7 @@ async fn spawn(
                 return Ok(());
             }
             let (tx, rx_in) = conn.split();
-            follow_local(pm, gpid, rx, rx_in, tx, true).await
+            follow_local(pm, gpid, rx, rx_in, tx, true).await.map(drop)
         }
         Err(f) => Ok(conn
             .send(&RpcResponse::SpawnFailed {
@@ -108,6 +145,7 @@ async fn attach(
     node: &Node,
     gpid: i32,
     caller: Caller,
+    input: bool,
     mut conn: SecureStream<TcpStream>,
 ) -> Result<()> {
     let pm = match node.local_procs() {
@@ -117,7 +155,7 @@ async fn attach(
     match pm.attach(gpid, &caller).await {
         Ok(rx) => {
             let (tx, rx_in) = conn.split();
-            follow_local(pm, gpid, rx, rx_in, tx, false).await
+            follow_local(pm, gpid, rx, rx_in, tx, input).await.map(drop)
         }
         Err(e) => Ok(conn.send(&error(e)).await?),
     }

@@ -21,7 +21,7 @@ use ssi_core::control::{
 use ssi_core::membership::MemberEvent;
 use ssi_core::process::{Caller, Input, Output, ProcState, ProcessView, RunSpec, EXIT_SSI_ERROR};
 use ssi_core::rpc::{RpcRequest, RpcResponse};
-use ssi_core::wire::{SecureReceiver, SecureSender};
+use ssi_core::wire::{SecureReceiver, SecureSender, SecureStream};
 use ssi_core::NodeId;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -39,6 +39,18 @@ pub trait InputSource {
 pub trait OutputSink {
     /// Hands one output over.
     fn put(&mut self, o: Output) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl<T: InputSource + Send> InputSource for &mut T {
+    fn next_input(&mut self) -> impl Future<Output = Result<Option<Input>>> + Send {
+        (**self).next_input()
+    }
+}
+
+impl<T: OutputSink + Send> OutputSink for &mut T {
+    fn put(&mut self, o: Output) -> impl Future<Output = Result<()>> + Send {
+        (**self).put(o)
+    }
 }
 
 impl InputSource for ControlReceiver {
@@ -73,8 +85,18 @@ impl OutputSink for SecureSender<TcpStream> {
     }
 }
 
-/// Carries one hosted process's output to `sink` and input from `source` until it ends. If the
-/// user goes away first, the process group gets SIGHUP, as when a terminal hangs up.
+/// How following a process on one node ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    /// It ended, or its user went away.
+    Done,
+    /// It moved to this node; follow it there.
+    Moved(NodeId),
+}
+
+/// Carries one hosted process's output to `sink` and input from `source` until it ends or
+/// moves (the `Moved` output is passed on too). If the user goes away first, the process group
+/// gets SIGHUP, as when a terminal hangs up.
 pub async fn follow_local(
     pm: &ProcMan,
     gpid: i32,
@@ -82,18 +104,22 @@ pub async fn follow_local(
     mut source: impl InputSource,
     mut sink: impl OutputSink,
     forward_input: bool,
-) -> Result<()> {
+) -> Result<Leg> {
     loop {
         tokio::select! {
             o = outputs.recv() => match o {
                 Some(o) => {
-                    let last = matches!(o, Output::Exited(_));
+                    let leg = match o {
+                        Output::Exited(_) => Some(Leg::Done),
+                        Output::Moved { node } => Some(Leg::Moved(node)),
+                        _ => None,
+                    };
                     sink.put(o).await?;
-                    if last {
-                        return Ok(());
+                    if let Some(leg) = leg {
+                        return Ok(leg);
                     }
                 }
-                None => return Ok(()),
+                None => return Ok(Leg::Done),
             },
             i = source.next_input() => match i {
                 Ok(Some(i)) if forward_input => pm.input(gpid, i).await?,
@@ -102,7 +128,7 @@ pub async fn follow_local(
                     if forward_input {
                         pm.input(gpid, Input::Signal(libc::SIGHUP)).await?;
                     }
-                    return Ok(());
+                    return Ok(Leg::Done);
                 }
             },
         }
@@ -195,8 +221,7 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
         if spec.detach {
             return Ok(());
         }
-        let (ctl_tx, ctl_rx) = conn.split();
-        return follow_local(pm, gpid, rx, ctl_rx, ctl_tx, true).await;
+        return follow(node, gpid, host, &caller, conn, true, Some(Open::Local(rx))).await;
     }
     let remote = async {
         let mut rpc = cluster::connect(node, host).await?;
@@ -246,24 +271,79 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
     conn.send(&ControlResponse::Started {
         gpid,
         node: host,
-        node_name: host_name.clone(),
+        node_name: host_name,
     })
     .await?;
     if spec.detach {
         return Ok(());
     }
-    let (ctl_tx, ctl_rx) = conn.split();
-    relay(
+    follow(
         node,
         gpid,
         host,
-        &host_name,
-        ctl_rx,
-        ctl_tx,
-        rpc.split(),
+        &caller,
+        conn,
         true,
+        Some(Open::Remote(rpc)),
     )
     .await
+}
+
+/// Serves `ssi restart` on a control connection: restores the image on a node, then follows
+/// the restored process like `ssi run` does.
+pub async fn restart(
+    node: &Node,
+    dir: String,
+    on: Option<NodeId>,
+    detach: bool,
+    caller: Caller,
+    mut conn: ControlConn,
+) -> Result<()> {
+    let spec = RunSpec {
+        argv: Vec::new(),
+        env: Vec::new(),
+        cwd: Vec::new(),
+        node: on,
+        cpus: None,
+        mem_bytes: None,
+        detach,
+    };
+    let host = match place(node, &spec).await {
+        Ok(h) => h,
+        Err((message, code)) => return fail(&mut conn, message, code).await,
+    };
+    let restored = if host == node.config.id {
+        super::migration::restart(node, &dir, &caller).await
+    } else {
+        let req = RpcRequest::Restart {
+            dir: dir.clone(),
+            caller: caller.clone(),
+        };
+        match cluster::ask(node, host, &req).await {
+            Ok(RpcResponse::Restored { gpid, .. }) => Ok(gpid),
+            Ok(RpcResponse::Error { message }) => Err(anyhow!("{message}")),
+            Ok(other) => Err(anyhow!("unexpected answer {other:?}")),
+            Err(e) => Err(e),
+        }
+    };
+    let gpid = match restored {
+        Ok(g) => g,
+        Err(e) => {
+            let msg = format!("node {host}: cannot restart {dir}: {e:#}");
+            return fail(&mut conn, msg, EXIT_SSI_ERROR).await;
+        }
+    };
+    let node_name = node.name_of(host).await;
+    conn.send(&ControlResponse::Started {
+        gpid,
+        node: host,
+        node_name,
+    })
+    .await?;
+    if detach {
+        return Ok(());
+    }
+    follow(node, gpid, host, &caller, conn, true, None).await
 }
 
 /// Serves `ssi attach` on a control connection.
@@ -272,53 +352,99 @@ pub async fn attach(node: &Node, gpid: i32, caller: Caller, mut conn: ControlCon
         Ok(h) => h,
         Err(e) => return fail(&mut conn, e.to_string(), EXIT_SSI_ERROR).await,
     };
-    let host_name = node.name_of(host).await;
-    if host == node.config.id {
-        let pm = node.local_procs()?;
-        let rx = match pm.attach(gpid, &caller).await {
-            Ok(rx) => rx,
-            Err(e) => return fail(&mut conn, e.to_string(), EXIT_SSI_ERROR).await,
-        };
-        conn.send(&ControlResponse::Started {
-            gpid,
-            node: host,
-            node_name: host_name,
-        })
-        .await?;
-        let (ctl_tx, ctl_rx) = conn.split();
-        return follow_local(pm, gpid, rx, ctl_rx, ctl_tx, false).await;
-    }
-    let opened = async {
-        let mut rpc = cluster::connect(node, host).await?;
-        rpc.send(&RpcRequest::Attach {
-            gpid,
-            caller: caller.clone(),
-        })
-        .await?;
-        Ok::<_, anyhow::Error>(rpc)
+    let first = match open(node, gpid, host, &caller, false).await {
+        Ok(o) => o,
+        Err(e) => return fail(&mut conn, format!("{e:#}"), EXIT_SSI_ERROR).await,
     };
-    let rpc = match opened.await {
-        Ok(r) => r,
-        Err(e) => return fail(&mut conn, format!("node {host}: {e:#}"), EXIT_SSI_ERROR).await,
-    };
+    let node_name = node.name_of(host).await;
     conn.send(&ControlResponse::Started {
         gpid,
         node: host,
-        node_name: host_name.clone(),
+        node_name,
     })
     .await?;
-    let (ctl_tx, ctl_rx) = conn.split();
-    relay(
-        node,
+    follow(node, gpid, host, &caller, conn, false, Some(first)).await
+}
+
+/// A way to follow a process on its current node.
+enum Open {
+    /// It runs here: its output channel.
+    Local(mpsc::Receiver<Output>),
+    /// It runs on another node: the session connection to that node.
+    Remote(SecureStream<TcpStream>),
+}
+
+/// Starts following `gpid` on `host` (with input when `input`).
+async fn open(node: &Node, gpid: i32, host: NodeId, caller: &Caller, input: bool) -> Result<Open> {
+    if host == node.config.id {
+        let rx = node.local_procs()?.attach(gpid, caller).await?;
+        return Ok(Open::Local(rx));
+    }
+    let mut rpc = cluster::connect(node, host).await?;
+    rpc.send(&RpcRequest::Attach {
         gpid,
-        host,
-        &host_name,
-        ctl_rx,
-        ctl_tx,
-        rpc.split(),
-        false,
-    )
-    .await
+        caller: caller.clone(),
+        input,
+    })
+    .await?;
+    Ok(Open::Remote(rpc))
+}
+
+/// Follows `gpid` for the client on `conn`, from node to node as it migrates, until it ends,
+/// is lost, or the client goes away.
+async fn follow(
+    node: &Node,
+    gpid: i32,
+    mut host: NodeId,
+    caller: &Caller,
+    conn: ControlConn,
+    input: bool,
+    mut first: Option<Open>,
+) -> Result<()> {
+    let (mut client_tx, mut client_rx) = conn.split();
+    loop {
+        let opened = match first.take() {
+            Some(o) => Ok(o),
+            None => open(node, gpid, host, caller, input).await,
+        };
+        let leg = match opened {
+            Ok(Open::Local(rx)) => {
+                let pm = node.local_procs()?;
+                follow_local(pm, gpid, rx, &mut client_rx, &mut client_tx, input).await?
+            }
+            Ok(Open::Remote(rpc)) => {
+                let name = node.name_of(host).await;
+                relay(
+                    node,
+                    gpid,
+                    host,
+                    &name,
+                    &mut client_rx,
+                    &mut client_tx,
+                    rpc.split(),
+                    input,
+                )
+                .await?
+            }
+            Err(e) => {
+                let why = format!(
+                    "process {gpid} moved to node {host} but cannot be followed there: {e:#}"
+                );
+                client_tx.put(Output::Lost(why)).await?;
+                return Ok(());
+            }
+        };
+        match leg {
+            Leg::Done => return Ok(()),
+            Leg::Moved(to) => {
+                tracing::info!(gpid, from = %host, %to, "following a migrated process");
+                if let Some(p) = node.directory().get_mut(&gpid) {
+                    p.node = to;
+                }
+                host = to;
+            }
+        }
+    }
 }
 
 /// The home side of a remote session: client <-> host, until the process ends or is lost.
@@ -328,11 +454,11 @@ async fn relay(
     gpid: i32,
     host: NodeId,
     host_name: &str,
-    mut client_rx: ControlReceiver,
-    mut client_tx: ControlSender,
+    client_rx: &mut ControlReceiver,
+    client_tx: &mut ControlSender,
     (mut host_tx, mut host_rx): (SecureSender<TcpStream>, SecureReceiver<TcpStream>),
     forward_input: bool,
-) -> Result<()> {
+) -> Result<Leg> {
     let mut events = node.gossip.subscribe();
     let lost = |why: &str| {
         Output::Lost(format!(
@@ -349,33 +475,39 @@ async fn relay(
                     if forward_input {
                         let _ = host_tx.send(&RpcRequest::Input(Input::Signal(libc::SIGHUP))).await;
                     }
-                    return Ok(());
+                    return Ok(Leg::Done);
                 }
             },
             r = host_rx.recv::<RpcResponse>() => match r {
                 Ok(Some(RpcResponse::Output(o))) => {
-                    let last = matches!(o, Output::Exited(_));
+                    let leg = match o {
+                        Output::Exited(_) => {
+                            node.directory().remove(&gpid);
+                            Some(Leg::Done)
+                        }
+                        Output::Moved { node: to } => Some(Leg::Moved(to)),
+                        _ => None,
+                    };
                     client_tx.put(o).await?;
-                    if last {
-                        node.directory().remove(&gpid);
-                        return Ok(());
+                    if let Some(leg) = leg {
+                        return Ok(leg);
                     }
                 }
                 Ok(Some(RpcResponse::Error { message })) => {
                     client_tx.send(&ControlResponse::Error { message, code: EXIT_SSI_ERROR }).await?;
-                    return Ok(());
+                    return Ok(Leg::Done);
                 }
                 Ok(Some(other)) => return Err(anyhow!("unexpected message from node {host}: {other:?}")),
                 Ok(None) | Err(_) => {
                     client_tx.put(lost("went away")).await?;
-                    return Ok(());
+                    return Ok(Leg::Done);
                 }
             },
             ev = events.recv() => {
                 if let Ok(MemberEvent::Dead(id) | MemberEvent::Left(id)) = ev {
                     if id.id == host {
                         client_tx.put(lost("died")).await?;
-                        return Ok(());
+                        return Ok(Leg::Done);
                     }
                 }
             }

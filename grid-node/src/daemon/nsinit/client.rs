@@ -136,6 +136,13 @@ impl InitClient {
     }
 
     async fn request(&self, msg: &ToInit, fds: &[RawFd]) -> Result<FromInit> {
+        if fds.len() > sys::MAX_FDS {
+            bail!(
+                "{} fds in one request; the init takes at most {}",
+                fds.len(),
+                sys::MAX_FDS
+            );
+        }
         let bytes = postcard::to_stdvec(msg).context("cannot encode a request")?;
         if bytes.len() > MAX_MESSAGE {
             bail!(
@@ -175,6 +182,17 @@ impl InitClient {
         match self.request(&ToInit::Spawn(req), &fds).await? {
             FromInit::Spawned { gpid } => Ok(Ok(gpid)),
             FromInit::SpawnFailed { reason, errno } => Ok(Err(SpawnFailure { reason, errno })),
+            other => bail!("unexpected answer from the namespace init: {other:?}"),
+        }
+    }
+
+    /// Starts one of ssid's helpers in the namespace (as root) with `fds` as its fds 0, 1, ...;
+    /// returns its pid in the namespace.
+    pub async fn helper(&self, argv: Vec<Vec<u8>>, fds: &[&OwnedFd]) -> Result<i32> {
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        match self.request(&ToInit::Helper { argv }, &raw).await? {
+            FromInit::Spawned { gpid } => Ok(gpid),
+            FromInit::SpawnFailed { reason, .. } => bail!("{reason}"),
             other => bail!("unexpected answer from the namespace init: {other:?}"),
         }
     }

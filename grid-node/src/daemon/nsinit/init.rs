@@ -2,7 +2,7 @@
 //! on purpose: `clone3` followed by `execve` is only safe from a single-threaded process.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -59,6 +59,14 @@ pub fn run(sock: OwnedFd, first: i32, last: i32) -> Result<()> {
         if sock_ready {
             let (n, fds) = match sys::recv_with_fds(init.sock.as_raw_fd(), &mut buf) {
                 Err(Errno::EINTR) => continue,
+                // A message too large, or with too many fds: refuse it, keep serving.
+                Err(e @ (Errno::EMSGSIZE | Errno::ENOBUFS)) => {
+                    init.send(&FromInit::SpawnFailed {
+                        reason: format!("request refused by the namespace init: {e}"),
+                        errno: e as i32,
+                    })?;
+                    continue;
+                }
                 Err(e) => return Err(e).context("cannot receive from ssid"),
                 Ok(r) => r,
             };
@@ -68,6 +76,7 @@ pub fn run(sock: OwnedFd, first: i32, last: i32) -> Result<()> {
             }
             let reply = match postcard::from_bytes::<ToInit>(&buf[..n]) {
                 Ok(ToInit::Spawn(req)) => init.spawn(&req, &fds),
+                Ok(ToInit::Helper { argv }) => helper(&argv, &fds),
                 Ok(ToInit::Signal { target, sig }) => init.signal(target, sig),
                 Err(e) => FromInit::SpawnFailed {
                     reason: format!("undecodable request: {e}"),
@@ -145,13 +154,16 @@ impl Init {
             reason,
             errno: errno as i32,
         };
-        let [stdin, stdout, stderr] = fds else {
+        if fds.len() != 3 {
             return failed(
                 format!("expected 3 stdio fds, got {}", fds.len()),
                 Errno::EINVAL,
             );
+        }
+        let lifted = match lift_all(fds) {
+            Ok(l) => l,
+            Err(e) => return failed(format!("cannot move the stdio fds: {e}"), e),
         };
-        let stdio: [RawFd; 3] = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
         let Some(arg0) = req.argv.first() else {
             return failed("empty command".into(), Errno::EINVAL);
         };
@@ -170,7 +182,7 @@ impl Init {
             req.uid,
             req.gid,
             req.groups.clone(),
-            stdio,
+            lifted.iter().map(AsRawFd::as_raw_fd).collect(),
         ) {
             Ok(p) => p,
             Err(reason) => return failed(reason, Errno::EINVAL),
@@ -183,7 +195,7 @@ impl Init {
             } else {
                 gpid + 1
             };
-            match sys::spawn_with_pid(&prepared, gpid) {
+            match sys::spawn(&prepared, Some(gpid)) {
                 Ok(gpid) => return FromInit::Spawned { gpid },
                 Err(SpawnError::Clone(Errno::EEXIST)) => continue,
                 Err(SpawnError::Clone(e)) => {
@@ -202,6 +214,48 @@ impl Init {
             format!("all {span} pids of this node are in use"),
             Errno::EAGAIN,
         )
+    }
+}
+
+/// Moves received fds above the numbers they will take in the child.
+fn lift_all(fds: &[OwnedFd]) -> Result<Vec<OwnedFd>, Errno> {
+    fds.iter().map(sys::lift_fd).collect()
+}
+
+/// Starts one of ssid's helpers as root with `fds` as its fds 0, 1, 2, ...
+fn helper(argv: &[Vec<u8>], fds: &[OwnedFd]) -> FromInit {
+    let failed = |reason: String, errno: Errno| FromInit::SpawnFailed {
+        reason,
+        errno: errno as i32,
+    };
+    let Some(path) = argv.first() else {
+        return failed("empty helper command".into(), Errno::EINVAL);
+    };
+    let lifted = match lift_all(fds) {
+        Ok(l) => l,
+        Err(e) => return failed(format!("cannot move the helper's fds: {e}"), e),
+    };
+    let env = vec![b"PATH=/usr/local/bin:/usr/bin:/bin".to_vec()];
+    let raw = lifted.iter().map(AsRawFd::as_raw_fd).collect();
+    let prepared = match Prepared::new(
+        OsStr::from_bytes(path),
+        argv,
+        &env,
+        b"/",
+        0,
+        0,
+        Vec::new(),
+        raw,
+    ) {
+        Ok(p) => p,
+        Err(reason) => return failed(reason, Errno::EINVAL),
+    };
+    match sys::spawn(&prepared, None) {
+        Ok(pid) => FromInit::Spawned { gpid: pid },
+        Err(SpawnError::Clone(e)) => failed(format!("cannot create the helper: {e}"), e),
+        Err(SpawnError::Child(stage, e)) => {
+            failed(format!("helper: {}: {}", stage.describe(), e.desc()), e)
+        }
     }
 }
 

@@ -33,6 +33,12 @@ pub const MAX_MESSAGE: usize = 256 * 1024;
 pub enum ToInit {
     /// Start a program with a pid from the node's range; stdin, stdout, stderr attached.
     Spawn(SpawnRequest),
+    /// Start one of ssid's own helpers (as root, with a pid the kernel picks); the fds sent
+    /// along become its fds 0, 1, 2, ...
+    Helper {
+        /// argv; argv\[0\] is a path.
+        argv: Vec<Vec<u8>>,
+    },
     /// Send `sig` to `target` (a pid, or minus a process group id), as kill(2) does.
     Signal {
         /// Pid, or -pgid.

@@ -7,6 +7,8 @@
 mod output;
 pub mod ps;
 
+pub use output::End;
+
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,7 +34,7 @@ struct Hosted {
     uid: u32,
     stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
     attach: mpsc::Sender<mpsc::Sender<Output>>,
-    exit: watch::Sender<Option<ExitStatus>>,
+    exit: watch::Sender<Option<End>>,
     exited_at: Mutex<Option<Instant>>,
 }
 
@@ -102,7 +104,15 @@ impl ProcMan {
         match rec {
             Some(rec) => {
                 *lock(&rec.exited_at) = Some(Instant::now());
-                let _ = rec.exit.send(Some(status));
+                // A tree that moved away is killed here afterwards: that is not its end.
+                rec.exit.send_if_modified(|end| {
+                    if end.is_none() {
+                        *end = Some(End::Exited(status));
+                        true
+                    } else {
+                        false
+                    }
+                });
             }
             None => {
                 lock(&self.early).insert(pid, (status, Instant::now()));
@@ -148,14 +158,30 @@ impl ProcMan {
         };
         // The child has its copies; ours of its ends must go, or EOF never comes.
         drop((in_r, out_w, err_w));
+        self.record_process(gpid, caller.uid, in_w, out_r, err_r, follower)?;
+        tracing::info!(gpid, uid = caller.uid, command = %spec.command_line(), "process started");
+        Ok(Ok(gpid))
+    }
+
+    /// Keeps a record of a process now hosted here: its stdin writer (if any), its output
+    /// pipes, and who follows its output.
+    fn record_process(
+        &self,
+        gpid: i32,
+        uid: u32,
+        stdin: Option<OwnedFd>,
+        out_r: OwnedFd,
+        err_r: OwnedFd,
+        follower: Option<mpsc::Sender<Output>>,
+    ) -> Result<()> {
         let (attach_tx, attach_rx) = mpsc::channel(1);
         let (exit_tx, exit_rx) = watch::channel(None);
-        let stdin = match in_w {
+        let stdin = match stdin {
             Some(w) => Some(pipe::Sender::from_owned_fd(w).context("cannot watch stdin pipe")?),
             None => None,
         };
         let rec = Arc::new(Hosted {
-            uid: caller.uid,
+            uid,
             stdin: tokio::sync::Mutex::new(stdin),
             attach: attach_tx,
             exit: exit_tx,
@@ -164,15 +190,55 @@ impl ProcMan {
         lock(&self.table).insert(gpid, rec.clone());
         if let Some((status, _)) = lock(&self.early).remove(&gpid) {
             *lock(&rec.exited_at) = Some(Instant::now());
-            let _ = rec.exit.send(Some(status));
+            let _ = rec.exit.send(Some(End::Exited(status)));
         }
         let table = self.table.clone();
         output::start(out_r, err_r, attach_rx, exit_rx, follower, move || {
             lock(&table).remove(&gpid);
         })
-        .context("cannot watch output pipes")?;
-        tracing::info!(gpid, uid = caller.uid, command = %spec.command_line(), "process started");
-        Ok(Ok(gpid))
+        .context("cannot watch output pipes")
+    }
+
+    /// Takes in a tree restored here (migration or restart): `gpid` is its root, the pipes
+    /// are the other ends of the streams it was restored with.
+    pub fn adopt(
+        &self,
+        gpid: i32,
+        uid: u32,
+        stdin: OwnedFd,
+        out_r: OwnedFd,
+        err_r: OwnedFd,
+    ) -> Result<()> {
+        self.record_process(gpid, uid, Some(stdin), out_r, err_r, None)?;
+        tracing::info!(gpid, uid, "process restored here");
+        Ok(())
+    }
+
+    /// Marks `gpid` as moved to `to`: its followers are sent there once its last output here
+    /// is delivered, and its coming death here is not its exit.
+    pub fn moved(&self, gpid: i32, to: NodeId) {
+        if let Some(rec) = lock(&self.table).get(&gpid) {
+            let _ = rec.exit.send(Some(End::Moved(to)));
+        }
+    }
+
+    /// The owner of process `gpid` of this node.
+    pub fn owner(&self, gpid: i32) -> Result<u32> {
+        if let Some(rec) = lock(&self.table).get(&gpid) {
+            return Ok(rec.uid);
+        }
+        let member = ps::members(self.ns)
+            .into_iter()
+            .find(|m| m.gpid == gpid)
+            .with_context(|| format!("no process {gpid} on node {}", self.node))?;
+        ps::view(member, self.node, &self.node_name, self.ns)
+            .map(|v| v.uid)
+            .with_context(|| format!("process {gpid} has just ended"))
+    }
+
+    /// Starts one of ssid's helpers in this node's namespace with `fds` as its fds 0, 1, ...
+    pub async fn helper(&self, argv: Vec<Vec<u8>>, fds: &[&OwnedFd]) -> Result<i32> {
+        self.init.helper(argv, fds).await
     }
 
     /// Follows the output of `gpid` from now on (after what was kept for it).

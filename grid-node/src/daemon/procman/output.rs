@@ -12,6 +12,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use ssi_core::process::{ExitStatus, Output};
+use ssi_core::NodeId;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
@@ -28,13 +29,31 @@ enum Chunk {
     Eof,
 }
 
+/// How a hosted process stopped being hosted here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// It exited.
+    Exited(ExitStatus),
+    /// It moved to another node.
+    Moved(NodeId),
+}
+
+impl End {
+    fn output(self) -> Output {
+        match self {
+            End::Exited(s) => Output::Exited(s),
+            End::Moved(node) => Output::Moved { node },
+        }
+    }
+}
+
 /// Starts the pumps and the distributor of one process; `finished` runs once the exit status
 /// has been handed to a follower.
 pub fn start(
     stdout: OwnedFd,
     stderr: OwnedFd,
     attach: mpsc::Receiver<mpsc::Sender<Output>>,
-    exit: watch::Receiver<Option<ExitStatus>>,
+    exit: watch::Receiver<Option<End>>,
     first: Option<mpsc::Sender<Output>>,
     finished: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<()> {
@@ -87,18 +106,18 @@ impl Distributor {
         mut self,
         mut chunks: mpsc::Receiver<Chunk>,
         mut attach: mpsc::Receiver<mpsc::Sender<Output>>,
-        mut exit: watch::Receiver<Option<ExitStatus>>,
+        mut exit: watch::Receiver<Option<End>>,
         finished: impl FnOnce(),
     ) {
         let mut open_pipes = 2;
-        let mut status: Option<ExitStatus> = *exit.borrow();
+        let mut status: Option<End> = *exit.borrow();
         let mut exit_watch_open = true;
         let grace = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
         tokio::pin!(grace);
         loop {
             if let Some(st) = status {
                 if open_pipes == 0 {
-                    if self.deliver(Output::Exited(st)).await {
+                    if self.deliver(st.output()).await {
                         finished();
                         return;
                     }
@@ -178,7 +197,7 @@ impl Distributor {
     }
 
     fn keep(&mut self, o: Output) {
-        if matches!(o, Output::Exited(_)) {
+        if matches!(o, Output::Exited(_) | Output::Moved { .. }) {
             return;
         }
         self.ring_bytes += size(&o);

@@ -1,0 +1,112 @@
+//! The helpers `ssid` starts inside its node's pid namespace to work on process trees:
+//!
+//! * `migrate-out --pid P`: pre-copy and freeze the tree of P; images on fd 1; reports on fd 3;
+//! * `migrate-in`: images on fd 0; restore with fds 4, 5, 6 as the tree's outside streams;
+//! * `checkpoint-out --pid P --dir D [--leave-running]`: write the tree of P to D;
+//! * `restore-in --dir D`: restore the image in D with fds 4, 5, 6 as outside streams.
+//!
+//! Each writes [`migrate::Report`] lines on fd 3 (and reads the verdict there, for
+//! `migrate-out`). A helper that dumps first mounts a /proc of its own: the host's /proc shows
+//! pids of the root namespace, the dumper needs those of the node's.
+
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+use anyhow::{Context, Result};
+use migrate::Report;
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+use crate::sys;
+
+/// Names of the helper modes.
+pub const MODES: [&str; 4] = ["migrate-out", "migrate-in", "checkpoint-out", "restore-in"];
+
+/// Runs helper `mode` with `args`; the outcome is reported on fd 3.
+pub fn main(mode: &str, args: &[String]) -> Result<()> {
+    let ctl: UnixStream = sys::inherited_fd(3).into();
+    let mut out = ctl
+        .try_clone()
+        .context("cannot duplicate the control socket")?;
+    let report = run(mode, args, &ctl).unwrap_or_else(|e| {
+        Some(Report::Failed {
+            error: format!("{e:#}"),
+        })
+    });
+    if let Some(r) = report {
+        let mut line = serde_json::to_vec(&r)?;
+        line.push(b'\n');
+        out.write_all(&line).context("cannot report to ssid")?;
+    }
+    Ok(())
+}
+
+fn value<'a>(args: &'a [String], flag: &str) -> Result<&'a str> {
+    let i = args
+        .iter()
+        .position(|a| a == flag)
+        .with_context(|| format!("{flag} missing"))?;
+    args.get(i + 1)
+        .map(String::as_str)
+        .with_context(|| format!("{flag} needs a value"))
+}
+
+/// A mount namespace of our own with a /proc of the pid namespace we are in.
+fn own_proc() -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS).context("cannot create a mount namespace")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("cannot make mounts private")?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .context("cannot mount /proc for the node's pid namespace")
+}
+
+/// Does the work of `mode`; the report to send last, if any (`migrate-out` reports as it goes).
+fn run(mode: &str, args: &[String], ctl: &UnixStream) -> Result<Option<Report>> {
+    let stdio = [4, 5, 6];
+    match mode {
+        "migrate-out" => {
+            let pid: i32 = value(args, "--pid")?.parse().context("--pid")?;
+            own_proc()?;
+            let mut ctl_out = ctl.try_clone().context("control socket")?;
+            let mut ctl_in = BufReader::new(ctl.try_clone().context("control socket")?);
+            let data = std::io::stdout().lock();
+            migrate::outbound::run(
+                pid,
+                &migrate::Policy::default(),
+                data,
+                &mut ctl_out,
+                &mut ctl_in,
+            )?;
+            Ok(None)
+        }
+        "migrate-in" => Ok(Some(migrate::inbound::run(std::io::stdin().lock(), stdio)?)),
+        "checkpoint-out" => {
+            let pid: i32 = value(args, "--pid")?.parse().context("--pid")?;
+            let dir = value(args, "--dir")?;
+            own_proc()?;
+            let leave = args.iter().any(|a| a == "--leave-running");
+            Ok(Some(migrate::outbound::checkpoint_to_dir(
+                pid,
+                dir.as_ref(),
+                leave,
+            )?))
+        }
+        "restore-in" => {
+            let dir = value(args, "--dir")?;
+            Ok(Some(migrate::inbound::restore_dir(dir.as_ref(), stdio)?))
+        }
+        other => anyhow::bail!("unknown helper mode {other}"),
+    }
+}
