@@ -1,5 +1,6 @@
 //! Commands of the `ssi` CLI. Each talks only to the local daemon's control socket.
 
+pub mod checkpoint;
 pub mod nodes;
 pub mod ps;
 pub mod run;
