@@ -316,10 +316,8 @@ fn read_into(
         buf = vec![0u8; CHUNK]; // calloc: no page is touched before the copy
     }
     let remote: Vec<(u64, usize)> = pieces.iter().map(|&(a, _, l)| (a, l)).collect();
-    let n = match mem::read_remote(pid, &mut buf[..fill], &remote) {
-        Ok(n) => n,
-        Err(_) => 0,
-    };
+    // a failed copy is retried page by page below
+    let n = mem::read_remote(pid, &mut buf[..fill], &remote).unwrap_or_default();
     if n < fill {
         // Unreadable pages (PROT_NONE): /proc/PID/mem ignores protections.
         for &(a, off, l) in &pieces {

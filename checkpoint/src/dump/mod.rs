@@ -466,7 +466,7 @@ fn collect(
             // the final dump ends the tracking the pre-dump left in the process
             par.call("close", libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
         }
-    } else if !session.trackers.contains_key(&pid) {
+    } else if let std::collections::hash_map::Entry::Vacant(slot) = session.trackers.entry(pid) {
         let fd = par.call(
             "userfaultfd",
             libc::SYS_userfaultfd,
@@ -486,9 +486,7 @@ fn collect(
             tracker_fd = Some(high as i32);
         }
         par.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-        session
-            .trackers
-            .insert(pid, Box::new(UffdTracker::adopt(pid, mine)?));
+        slot.insert(Box::new(UffdTracker::adopt(pid, mine)?));
     }
     if tracker_fd.is_none() && opts.pre_dump {
         tracker_fd = session.tracker_fds.get(&pid).copied();

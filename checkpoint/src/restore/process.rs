@@ -488,8 +488,11 @@ fn thread_state(c: &mut Ctx, p: &ProcessImage, t: &ThreadImage, env: &Env<'_>) -
 
 /// Sets credentials in the calling (injected) thread: groups, gids, uids keeping the saved
 /// capabilities, then the capability sets.
+/// An injected system call: `(what, number, arguments) -> result`.
+type Call<'a> = dyn FnMut(&str, i64, [u64; 6]) -> Result<u64> + 'a;
+
 fn creds(
-    call: &mut dyn FnMut(&str, i64, [u64; 6]) -> Result<u64>,
+    call: &mut Call<'_>,
     put: &dyn Fn(u64, &[u8]) -> Result<()>,
     p: &ProcessImage,
     scratch: u64,
