@@ -421,7 +421,7 @@ fn collect(
     };
     let st = proc_.stat().map_err(|e| perr("stat", e))?;
     let status = proc_.status().map_err(|e| perr("status", e))?;
-    let (_, block) = mm::mappings(pid)?;
+    let block = mm::vdso_block(pid)?;
     let block = block.ok_or_else(|| Error::unsupported(pid, "the process has no vDSO"))?;
     if block.end - block.start != local.block.end - local.block.start {
         return Err(Error::unsupported(
