@@ -200,6 +200,8 @@ fn precheck(shape: &tree::TreeShape, root: i32, skip: &HashMap<i32, i32>) -> Res
                 std::io::Error::other(e.to_string()),
             )
         })?;
+    let mut tables = Vec::new();
+    let mut pidfds = HashMap::new();
     for &pid in &shape.order {
         let proc_ = match procfs::process::Process::new(pid) {
             Ok(p) => p,
@@ -239,9 +241,16 @@ fn precheck(shape: &tree::TreeShape, root: i32, skip: &HashMap<i32, i32>) -> Res
             ));
         }
         let skip_fds: Vec<i32> = skip.get(&pid).copied().into_iter().collect();
-        files::scan(pid, &skip_fds)?;
+        tables.push((pid, files::scan(pid, &skip_fds)?));
+        pidfds.insert(
+            pid,
+            sfd::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?,
+        );
         mm::mappings(pid)?;
     }
+    // A dry run of the shared file table: pipes and sockets that lead outside the tree are
+    // found now, before anything is frozen (the copies of their contents are thrown away).
+    files::build(root, &tables, &pidfds)?;
     Ok(())
 }
 
