@@ -38,14 +38,24 @@ impl Hog {
         if reserve {
             cmd.arg("reserve");
         }
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).process_group(0).spawn().expect("spawn");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("spawn");
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         out.read_line(&mut line).expect("ready line");
         let f: Vec<&str> = line.split_whitespace().collect();
         let addr = usize::from_str_radix(f[2], 16).expect("addr");
         let len = usize::from_str_radix(f[3], 16).expect("len");
-        Hog { child, out, addr, len }
+        Hog {
+            child,
+            out,
+            addr,
+            len,
+        }
     }
 
     fn pid(&self) -> i32 {
@@ -53,7 +63,12 @@ impl Hog {
     }
 
     fn cmd(&mut self, c: &str) {
-        self.child.stdin.as_mut().expect("stdin").write_all(c.as_bytes()).expect("write");
+        self.child
+            .stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(c.as_bytes())
+            .expect("write");
         let mut line = String::new();
         self.out.read_line(&mut line).expect("reply");
     }
@@ -61,7 +76,8 @@ impl Hog {
 
 impl Drop for Hog {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGKILL);
+        let _ =
+            nix::sys::signal::killpg(Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -89,8 +105,16 @@ fn ref_dump(h: &Hog, buf: &mut [u8], path: &Path) -> f64 {
     let mut at = 0;
     while at < h.len {
         let n = CHUNK.min(h.len - at);
-        let remote = [RemoteIoVec { base: h.addr + at, len: n }];
-        let got = process_vm_readv(Pid::from_raw(h.pid()), &mut [IoSliceMut::new(&mut buf[..n])], &remote).expect("readv");
+        let remote = [RemoteIoVec {
+            base: h.addr + at,
+            len: n,
+        }];
+        let got = process_vm_readv(
+            Pid::from_raw(h.pid()),
+            &mut [IoSliceMut::new(&mut buf[..n])],
+            &remote,
+        )
+        .expect("readv");
         f.write_all(&buf[..got]).expect("write");
         at += n;
     }
@@ -107,8 +131,12 @@ fn ref_restore(h: &Hog, buf: &mut [u8], image_pages: &Path) -> f64 {
     while at < h.len {
         let n = CHUNK.min(h.len - at);
         f.read_exact(&mut buf[..n]).expect("read");
-        let remote = [RemoteIoVec { base: h.addr + at, len: n }];
-        process_vm_writev(Pid::from_raw(h.pid()), &[IoSlice::new(&buf[..n])], &remote).expect("writev");
+        let remote = [RemoteIoVec {
+            base: h.addr + at,
+            len: n,
+        }];
+        process_vm_writev(Pid::from_raw(h.pid()), &[IoSlice::new(&buf[..n])], &remote)
+            .expect("writev");
         at += n;
     }
     t.elapsed().as_secs_f64()
@@ -117,7 +145,13 @@ fn ref_restore(h: &Hog, buf: &mut [u8], image_pages: &Path) -> f64 {
 fn build(dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/incr.c");
     let out = dir.join("incr");
-    let ok = Command::new("cc").args(["-O2", "-o"]).arg(&out).arg(&src).status().expect("cc").success();
+    let ok = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("cc")
+        .success();
     assert!(ok, "cc failed");
     out
 }
@@ -154,26 +188,57 @@ fn main() {
         let runs = if mib >= 1024 { 3 } else { 5 };
         let mut hog = Hog::start(&bin, mib, false);
         let bytes = hog.len;
-        let refd: Vec<f64> = (0..runs).map(|_| ref_dump(&hog, &mut buf, &work.path().join("ref.bin"))).collect();
+        let refd: Vec<f64> = (0..runs)
+            .map(|_| ref_dump(&hog, &mut buf, &work.path().join("ref.bin")))
+            .collect();
         let mut dumps = Vec::new();
         let img_dir = work.path().join(format!("img-{mib}"));
         for _ in 0..runs {
             let _ = std::fs::remove_dir_all(&img_dir);
-            let opts = DumpOptions { after: AfterDump::Resume, ..Default::default() };
+            let opts = DumpOptions {
+                after: AfterDump::Resume,
+                ..Default::default()
+            };
             let t = Instant::now();
-            checkpoint::dump(hog.pid(), &opts, None, &mut DirSink::new(&img_dir).expect("sink")).expect("dump");
+            checkpoint::dump(
+                hog.pid(),
+                &opts,
+                None,
+                &mut DirSink::new(&img_dir).expect("sink"),
+            )
+            .expect("dump");
             dumps.push(t.elapsed().as_secs_f64());
         }
         // incremental: pre-dump, change 10% of the pages, dump against it
         let pre = work.path().join(format!("pre-{mib}"));
         let inc = work.path().join(format!("inc-{mib}"));
-        let opts = DumpOptions { pre_dump: true, tracker_in_process: true, ..Default::default() };
-        checkpoint::dump(hog.pid(), &opts, None, &mut DirSink::new(&pre).expect("sink")).expect("pre-dump");
+        let opts = DumpOptions {
+            pre_dump: true,
+            tracker_in_process: true,
+            ..Default::default()
+        };
+        checkpoint::dump(
+            hog.pid(),
+            &opts,
+            None,
+            &mut DirSink::new(&pre).expect("sink"),
+        )
+        .expect("pre-dump");
         hog.cmd(&format!("w {}\n", bytes / 4096 / 10));
         let prev = Image::load(&pre).expect("load pre-dump");
-        let opts = DumpOptions { after: AfterDump::Resume, parent_path: Some(format!("../pre-{mib}")), ..Default::default() };
+        let opts = DumpOptions {
+            after: AfterDump::Resume,
+            parent_path: Some(format!("../pre-{mib}")),
+            ..Default::default()
+        };
         let t = Instant::now();
-        let out = checkpoint::dump(hog.pid(), &opts, Some(&prev), &mut DirSink::new(&inc).expect("sink")).expect("incremental dump");
+        let out = checkpoint::dump(
+            hog.pid(),
+            &opts,
+            Some(&prev),
+            &mut DirSink::new(&inc).expect("sink"),
+        )
+        .expect("incremental dump");
         let incr_s = t.elapsed().as_secs_f64();
         let incr_mib = out.page_bytes as f64 / (1 << 20) as f64;
         drop(prev);
@@ -188,14 +253,20 @@ fn main() {
             let img = Image::load(&img_dir).expect("load");
             let r = checkpoint::restore(&img, &RestoreOptions::default()).expect("restore");
             restores.push(t.elapsed().as_secs_f64());
-            let _ = nix::sys::signal::kill(Pid::from_raw(r.root), nix::sys::signal::Signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(Pid::from_raw(r.root), nix::sys::signal::Signal::SIGKILL);
             let _ = r.wait();
             wait_gone(pid);
             let fresh = Hog::start(&bin, mib, true);
             refr.push(ref_restore(&fresh, &mut buf, &pages_file));
         }
         let (rd, d, rr, r) = (median(refd), median(dumps), median(refr), median(restores));
-        let (cd, cr) = criu(mib).map_or(("-".into(), "-".into()), |(cd, cr)| (format!("{:.2}s {:.1}x", cd, cd / d), format!("{:.2}s {:.1}x", cr, cr / r)));
+        let (cd, cr) = criu(mib).map_or(("-".into(), "-".into()), |(cd, cr)| {
+            (
+                format!("{:.2}s {:.1}x", cd, cd / d),
+                format!("{:.2}s {:.1}x", cr, cr / r),
+            )
+        });
         println!(
             "{:>4}Mi | {:>9.2} {:>9.3} {:>7.2} {:>5.0}% | {:>9.2} {:>9.3} {:>7.2} {:>5.0}% | {:>14} {:>14} | {:>9.3} {:>8.1} {:>6.0}%",
             mib,

@@ -25,22 +25,22 @@ pub enum Error {
         what: String,
     },
     /// A system call on a process failed.
-    #[error("pid {pid}: {what}: {source}")]
+    #[error("pid {pid}: {what}: {error}")]
     Process {
         /// The process or thread id.
         pid: i32,
         /// The operation that failed.
         what: String,
-        /// The error the kernel gave.
-        source: std::io::Error,
+        /// The error the kernel gave (part of the message, so not chained as a source).
+        error: std::io::Error,
     },
     /// An I/O error on a file of the image or of the process.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The path that was read or written.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (part of the message, so not chained as a source).
+        error: std::io::Error,
     },
     /// The state on this machine does not allow the restore (pid taken, file changed, ...).
     #[error("{0}")]
@@ -60,7 +60,7 @@ impl Error {
         Error::Process {
             pid,
             what: what.into(),
-            source: source.into(),
+            error: source.into(),
         }
     }
 
@@ -68,7 +68,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

@@ -1,5 +1,7 @@
 //! End-to-end: one single-threaded process, dumped to a directory and restored.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

@@ -1,5 +1,7 @@
 //! End-to-end: file descriptors of every supported kind, cwd, umask, rlimits.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! library pre-copy on a live tree (directories and streams) and as separate dumper runs
 //! (tracker left in the process). Soft-dirty is tried too and skipped where the kernel has none.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;

@@ -1,5 +1,7 @@
 //! End-to-end: every kind of memory mapping.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

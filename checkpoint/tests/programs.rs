@@ -1,6 +1,8 @@
 //! End-to-end: programs nobody in the project wrote for this (Python), a static binary,
 //! credentials, and a restore inside a fresh pid namespace.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;

@@ -1,5 +1,7 @@
 //! End-to-end: what must be refused, and refused before anything is frozen or created.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;
@@ -79,6 +81,37 @@ fn unsupported_fds_are_refused_before_freezing() {
         p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
         assert_eq!(p.expect("alive"), "alive ok");
     }
+}
+
+#[test]
+fn socket_leading_outside_the_tree_is_refused_before_freezing() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outside.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut cmd = Command::new(build("unsupported", &[]));
+    cmd.arg("unix").arg(&path);
+    let mut p = Prog::start(cmd);
+    let line = p.expect("ready");
+    let _peer = listener.accept().unwrap();
+    let fd = line.rsplit("fd=").next().unwrap().to_string();
+    let err = checkpoint::dump(
+        p.pid,
+        &DumpOptions::default(),
+        None,
+        &mut DirSink::new(dir.path().join("img")).unwrap(),
+    )
+    .expect_err("dump must refuse");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "pid {}: fd {fd} is a Unix socket leading outside the tree (only the root's standard streams may): not supported",
+            p.pid
+        )
+    );
+    wait_sleeping_untraced(p.pid);
+    p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(p.expect("alive"), "alive ok");
 }
 
 #[test]

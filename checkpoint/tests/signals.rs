@@ -1,5 +1,7 @@
 //! End-to-end: signal dispositions, masks, pending signals, sigaltstack, interval timers.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

@@ -1,5 +1,7 @@
 //! End-to-end: process trees (pids, parents, groups, sessions) and threads.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Command;

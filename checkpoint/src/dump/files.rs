@@ -129,7 +129,7 @@ fn check_kind(pid: i32, e: &FdEntry) -> Result<()> {
         return bad(&format!("deleted file {l}"));
     }
     if !l.starts_with('/') {
-        return bad(&format!("{l}"));
+        return bad(l);
     }
     match e.mode {
         libc::S_IFREG | libc::S_IFDIR | libc::S_IFIFO => Ok(()),

@@ -28,6 +28,21 @@ pub(crate) struct VmaInfo {
     pub shmem_key: Option<(i32, i32, u64)>,
 }
 
+/// Where the vvar/vdso block of `pid` is (from /proc/PID/maps, cheaper than smaps).
+pub(crate) fn vdso_block(pid: i32) -> Result<Option<vdso::Block>> {
+    let maps: Vec<MemoryMap> = procfs::process::Process::new(pid)
+        .and_then(|p| p.maps())
+        .map_err(|e| {
+            Error::io(
+                format!("/proc/{pid}/maps"),
+                std::io::Error::other(e.to_string()),
+            )
+        })?
+        .into_iter()
+        .collect();
+    Ok(vdso::find(&maps))
+}
+
 /// Reads and classifies the mappings of `pid`; an unsupported mapping is an error.
 pub(crate) fn mappings(pid: i32) -> Result<(Vec<VmaInfo>, Option<vdso::Block>)> {
     let maps: Vec<MemoryMap> = procfs::process::Process::new(pid)
@@ -316,10 +331,8 @@ fn read_into(
         buf = vec![0u8; CHUNK]; // calloc: no page is touched before the copy
     }
     let remote: Vec<(u64, usize)> = pieces.iter().map(|&(a, _, l)| (a, l)).collect();
-    let n = match mem::read_remote(pid, &mut buf[..fill], &remote) {
-        Ok(n) => n,
-        Err(_) => 0,
-    };
+    // a failed copy is retried page by page below
+    let n = mem::read_remote(pid, &mut buf[..fill], &remote).unwrap_or_default();
     if n < fill {
         // Unreadable pages (PROT_NONE): /proc/PID/mem ignores protections.
         for &(a, off, l) in &pieces {

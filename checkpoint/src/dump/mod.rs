@@ -200,6 +200,8 @@ fn precheck(shape: &tree::TreeShape, root: i32, skip: &HashMap<i32, i32>) -> Res
                 std::io::Error::other(e.to_string()),
             )
         })?;
+    let mut tables = Vec::new();
+    let mut pidfds = HashMap::new();
     for &pid in &shape.order {
         let proc_ = match procfs::process::Process::new(pid) {
             Ok(p) => p,
@@ -239,9 +241,16 @@ fn precheck(shape: &tree::TreeShape, root: i32, skip: &HashMap<i32, i32>) -> Res
             ));
         }
         let skip_fds: Vec<i32> = skip.get(&pid).copied().into_iter().collect();
-        files::scan(pid, &skip_fds)?;
+        tables.push((pid, files::scan(pid, &skip_fds)?));
+        pidfds.insert(
+            pid,
+            sfd::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?,
+        );
         mm::mappings(pid)?;
     }
+    // A dry run of the shared file table: pipes and sockets that lead outside the tree are
+    // found now, before anything is frozen (the copies of their contents are thrown away).
+    files::build(root, &tables, &pidfds)?;
     Ok(())
 }
 
@@ -421,7 +430,7 @@ fn collect(
     };
     let st = proc_.stat().map_err(|e| perr("stat", e))?;
     let status = proc_.status().map_err(|e| perr("status", e))?;
-    let (_, block) = mm::mappings(pid)?;
+    let block = mm::vdso_block(pid)?;
     let block = block.ok_or_else(|| Error::unsupported(pid, "the process has no vDSO"))?;
     if block.end - block.start != local.block.end - local.block.start {
         return Err(Error::unsupported(
@@ -466,7 +475,7 @@ fn collect(
             // the final dump ends the tracking the pre-dump left in the process
             par.call("close", libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
         }
-    } else if !session.trackers.contains_key(&pid) {
+    } else if let std::collections::hash_map::Entry::Vacant(slot) = session.trackers.entry(pid) {
         let fd = par.call(
             "userfaultfd",
             libc::SYS_userfaultfd,
@@ -486,9 +495,7 @@ fn collect(
             tracker_fd = Some(high as i32);
         }
         par.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-        session
-            .trackers
-            .insert(pid, Box::new(UffdTracker::adopt(pid, mine)?));
+        slot.insert(Box::new(UffdTracker::adopt(pid, mine)?));
     }
     if tracker_fd.is_none() && opts.pre_dump {
         tracker_fd = session.tracker_fds.get(&pid).copied();

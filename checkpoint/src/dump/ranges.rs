@@ -64,6 +64,7 @@ pub(crate) fn total(a: &[(u64, u64)]) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -260,7 +260,7 @@ pub(crate) fn creds(st: &procfs::process::Status) -> Creds {
     Creds {
         uids: [st.ruid, st.euid, st.suid, st.fuid],
         gids: [st.rgid, st.egid, st.sgid, st.fgid],
-        groups: st.groups.iter().map(|&g| g as u32).collect(),
+        groups: st.groups.clone(),
         caps: [
             st.capinh,
             st.capprm,

@@ -305,6 +305,7 @@ pub fn decode_meta<T: DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

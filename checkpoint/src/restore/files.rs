@@ -52,10 +52,8 @@ pub(crate) fn check(img: &Image, allow_changed: bool) -> Result<()> {
                     )));
                 }
             }
-            FileKind::Fifo { path, .. } => {
-                if !size_of(path)?.file_type().is_fifo() {
-                    return Err(Error::Conflict(format!("{path}: is no longer a FIFO")));
-                }
+            FileKind::Fifo { path, .. } if !size_of(path)?.file_type().is_fifo() => {
+                return Err(Error::Conflict(format!("{path}: is no longer a FIFO")));
             }
             _ => {}
         }

@@ -315,6 +315,7 @@ fn wait_ready(r: &OwnedFd, n: usize, undo: &mut Undo) -> Result<()> {
             let pid = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
             let err = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
             buf.drain(..8);
+            undo.pids.push(pid);
             if err != 0 {
                 let e = std::io::Error::from_raw_os_error(err);
                 let what = if err == libc::EEXIST {
@@ -324,7 +325,6 @@ fn wait_ready(r: &OwnedFd, n: usize, undo: &mut Undo) -> Result<()> {
                 };
                 return Err(Error::sys(pid, what, e));
             }
-            undo.pids.push(pid);
             got += 1;
         }
     }

@@ -127,11 +127,7 @@ pub(crate) fn rebuild(p: &ProcessImage, pages: &[Chunk], env: &Env<'_>) -> Resul
         ],
     )?;
     map_areas(&mut c, p, env)?;
-    let pieces: Vec<(u64, &[u8])> = pages
-        .iter()
-        .map(|ch| (ch.addr, ch.data.as_slice()))
-        .collect();
-    mem::write_remote(pid, &pieces).map_err(|e| Error::sys(pid, "write pages", e))?;
+    write_pages(pid, pages)?;
     for v in &p.mm.vmas {
         if v.shared || matches!(v.kind, VmaKind::Vdso) || v.prot as u64 == rw {
             continue;
@@ -244,6 +240,39 @@ pub(crate) fn rebuild(p: &ProcessImage, pages: &[Chunk], env: &Env<'_>) -> Resul
         [env.scratch_at, SCRATCH_LEN, 0, 0, 0, 0],
     )?;
     Ok(())
+}
+
+/// Writes the pages into the process, on two threads when there is enough to share: the copy
+/// and the target's page faults are the bulk of a restore.
+fn write_pages(pid: i32, pages: &[Chunk]) -> Result<()> {
+    let pieces: Vec<(u64, &[u8])> = pages
+        .iter()
+        .map(|ch| (ch.addr, ch.data.as_slice()))
+        .collect();
+    let total: usize = pieces.iter().map(|p| p.1.len()).sum();
+    let write = |part: &[(u64, &[u8])]| {
+        mem::write_remote(pid, part).map_err(|e| Error::sys(pid, "write pages", e))
+    };
+    if total < 16 << 20 {
+        return write(&pieces);
+    }
+    // split at the piece where half the bytes are reached
+    let mut acc = 0;
+    let mid = pieces
+        .iter()
+        .position(|p| {
+            acc += p.1.len();
+            acc >= total / 2
+        })
+        .map_or(pieces.len(), |i| i + 1);
+    let (a, b) = pieces.split_at(mid);
+    let (ra, rb) = crossbeam::thread::scope(|s| {
+        let h = s.spawn(|_| write(b));
+        (write(a), h.join())
+    })
+    .map_err(|_| Error::Conflict(format!("pid {pid}: page writer thread panicked")))?;
+    ra?;
+    rb.map_err(|_| Error::Conflict(format!("pid {pid}: page writer thread panicked")))?
 }
 
 fn move_block(c: &mut Ctx, from: u64, to: u64, len: u64) -> Result<()> {
@@ -488,8 +517,11 @@ fn thread_state(c: &mut Ctx, p: &ProcessImage, t: &ThreadImage, env: &Env<'_>) -
 
 /// Sets credentials in the calling (injected) thread: groups, gids, uids keeping the saved
 /// capabilities, then the capability sets.
+/// An injected system call: `(what, number, arguments) -> result`.
+type Call<'a> = dyn FnMut(&str, i64, [u64; 6]) -> Result<u64> + 'a;
+
 fn creds(
-    call: &mut dyn FnMut(&str, i64, [u64; 6]) -> Result<u64>,
+    call: &mut Call<'_>,
     put: &dyn Fn(u64, &[u8]) -> Result<()>,
     p: &ProcessImage,
     scratch: u64,

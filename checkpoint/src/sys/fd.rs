@@ -177,9 +177,8 @@ pub fn unix_sockets() -> io::Result<HashMap<u32, UnixDiag>> {
     );
     req[32..40].copy_from_slice(&[0xff; 8]);
     // SAFETY: req is a readable buffer of req.len() bytes.
-    cvt(
-        unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } as libc::c_long,
-    )?;
+    let sent = unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+    cvt(sent as libc::c_long)?;
     let mut out = HashMap::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {

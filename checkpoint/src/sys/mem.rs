@@ -230,9 +230,8 @@ pub mod uffd {
     pub fn register_wp(fd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<()> {
         let mut r = [start, len, UFFDIO_REGISTER_MODE_WP, 0u64];
         // SAFETY: struct uffdio_register is four u64s; the kernel reads and writes it.
-        cvt(
-            unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER, r.as_mut_ptr()) } as libc::c_long,
-        )?;
+        let res = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER, r.as_mut_ptr()) };
+        cvt(res as libc::c_long)?;
         Ok(())
     }
 }

@@ -102,8 +102,8 @@ fn errno() -> i32 {
 /// The code of a freshly cloned process (see the module doc). Never returns.
 fn run_node(nodes: &[SpawnNode], i: usize, ready: RawFd) -> ! {
     let n = &nodes[i];
-    // SAFETY (whole function): only raw system calls on data prepared before the clone; no
-    // allocation, no locks, as required in a child of a multi-threaded process.
+    // SAFETY: only raw system calls on data prepared before the clone; no allocation, no
+    // locks, as required in a child of a multi-threaded process.
     unsafe {
         let mut err = 0;
         if n.setsid {

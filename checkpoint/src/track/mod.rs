@@ -23,7 +23,7 @@ pub struct TrackedRange {
 }
 
 /// Tells which pages of one process were written.
-pub trait DirtyTracker: std::fmt::Debug {
+pub trait DirtyTracker: std::fmt::Debug + Send {
     /// Short name for messages ("uffd-wp", "soft-dirty").
     fn name(&self) -> &'static str;
 

@@ -6,6 +6,7 @@
 #include <sys/inotify.h>
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
+#include <sys/un.h>
 
 int main(int argc, char **argv) {
     close_inherited();
@@ -22,6 +23,11 @@ int main(int argc, char **argv) {
         fd = inotify_init1(0);
     } else if (!strcmp(argv[1], "epoll")) {
         fd = epoll_create1(0);
+    } else if (!strcmp(argv[1], "unix") && argc > 2) {
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        strncpy(a.sun_path, argv[2], sizeof a.sun_path - 1);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a)) return 2;
     } else if (!strcmp(argv[1], "timerfd")) {
         fd = timerfd_create(CLOCK_MONOTONIC, 0);
     }

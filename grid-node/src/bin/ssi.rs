@@ -107,6 +107,41 @@ enum Command {
         /// Global pid.
         gpid: i32,
     },
+    /// Checkpoint a process tree of this machine to a directory (no ssid needed).
+    Dump {
+        /// Root of the tree.
+        #[arg(long)]
+        pid: i32,
+        /// Image directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Let the tree run on (default: it is killed once the image is written).
+        #[arg(long)]
+        leave_running: bool,
+        /// Leave the tree stopped with SIGSTOP (resume it with SIGCONT).
+        #[arg(long)]
+        leave_stopped: bool,
+        /// Save memory only and start tracking writes; the tree keeps running.
+        #[arg(long)]
+        pre_dump: bool,
+        /// Save only what changed since this earlier (pre-)dump.
+        #[arg(long)]
+        prev: Option<PathBuf>,
+    },
+    /// Restore a process tree from a directory written by `ssi dump` (no ssid needed).
+    ///
+    /// Exit code: the restored root's, or 128 + the signal that killed it.
+    Restore {
+        /// Image directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print the root pid and return instead of waiting for the root to exit.
+        #[arg(long)]
+        detach: bool,
+        /// Restore even if files the tree uses changed size since the dump.
+        #[arg(long)]
+        allow_changed_files: bool,
+    },
 }
 
 /// Parses `123`, `64K`, `512M`, `2G`.
@@ -185,6 +220,29 @@ async fn run(args: Args) -> Result<ExitCode> {
             let code = cli::run::session(&socket, req, detach).await?;
             exit_now(code)
         }
+        Command::Dump {
+            pid,
+            dir,
+            leave_running,
+            leave_stopped,
+            pre_dump,
+            prev,
+        } => {
+            let a = cli::checkpoint::DumpArgs {
+                pid,
+                dir,
+                leave_running,
+                leave_stopped,
+                pre_dump,
+                prev,
+            };
+            cli::checkpoint::dump(&a)?
+        }
+        Command::Restore {
+            dir,
+            detach,
+            allow_changed_files,
+        } => exit_now(cli::checkpoint::restore(&dir, detach, allow_changed_files)?),
         Command::Attach { gpid } => {
             let code = cli::run::attach(&socket, gpid).await?;
             exit_now(code)

@@ -1,5 +1,7 @@
-//! Commands of the `ssi` CLI. Each talks only to the local daemon's control socket.
+//! Commands of the `ssi` CLI. Each talks only to the local daemon's control socket, except
+//! `dump` and `restore`, which work on this machine without a daemon.
 
+pub mod checkpoint;
 pub mod migrate;
 pub mod nodes;
 pub mod ps;

@@ -1,0 +1,113 @@
+//! `ssi dump` and `ssi restore`: checkpoint and restore of a process tree of this machine.
+//! They work without a running ssid (the tree is local; nothing goes over the network).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use checkpoint::{AfterDump, DirSink, DumpOptions, Image, RestoreOptions};
+
+/// Options of `ssi dump`.
+#[derive(Debug, Clone)]
+pub struct DumpArgs {
+    /// Root of the tree.
+    pub pid: i32,
+    /// Image directory (created).
+    pub dir: PathBuf,
+    /// Let the tree run on after the dump.
+    pub leave_running: bool,
+    /// Leave the tree stopped (SIGSTOP) after the dump.
+    pub leave_stopped: bool,
+    /// Memory only, start tracking writes; the tree keeps running.
+    pub pre_dump: bool,
+    /// Earlier (pre-)dump this one saves only the changes against.
+    pub prev: Option<PathBuf>,
+}
+
+/// How to name `prev` inside `dir`'s inventory: relative when they are siblings.
+fn parent_path(dir: &Path, prev: &Path) -> Result<String> {
+    let prev = prev
+        .canonicalize()
+        .with_context(|| format!("{}", prev.display()))?;
+    let dir_parent = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.parent().map(Path::to_path_buf))
+        .or_else(|| {
+            std::env::current_dir()
+                .ok()
+                .map(|c| c.join(dir))
+                .and_then(|d| d.parent().map(Path::to_path_buf))
+        });
+    match (dir_parent, prev.parent(), prev.file_name()) {
+        (Some(a), Some(b), Some(name)) if a == b => Ok(format!("../{}", name.to_string_lossy())),
+        _ => Ok(prev.to_string_lossy().into_owned()),
+    }
+}
+
+/// `ssi dump`: returns the summary line to print.
+pub fn dump(a: &DumpArgs) -> Result<String> {
+    if a.leave_running && a.leave_stopped {
+        bail!("--leave-running and --leave-stopped exclude each other");
+    }
+    let prev = match &a.prev {
+        Some(p) => Some(Image::load(p).with_context(|| format!("--prev {}", p.display()))?),
+        None => None,
+    };
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("{}", a.dir.display()))?;
+    let opts = DumpOptions {
+        after: if a.leave_running {
+            AfterDump::Resume
+        } else if a.leave_stopped {
+            AfterDump::Stop
+        } else {
+            AfterDump::Kill
+        },
+        pre_dump: a.pre_dump,
+        tracker_in_process: a.pre_dump,
+        parent_path: a
+            .prev
+            .as_deref()
+            .map(|p| parent_path(&a.dir, p))
+            .transpose()?,
+    };
+    let mut sink = DirSink::new(&a.dir)?;
+    let out = checkpoint::dump(a.pid, &opts, prev.as_ref(), &mut sink)?;
+    let what = if a.pre_dump { "pre-dumped" } else { "dumped" };
+    let state = if a.pre_dump || a.leave_running {
+        "running"
+    } else if a.leave_stopped {
+        "stopped"
+    } else {
+        "killed"
+    };
+    Ok(format!(
+        "{what} {} process{} of tree {} to {} ({:.1} MiB of pages written, {:.1} MiB kept in the parent image); tree {state}",
+        out.pids.len(),
+        if out.pids.len() == 1 { "" } else { "es" },
+        a.pid,
+        a.dir.display(),
+        out.page_bytes as f64 / (1 << 20) as f64,
+        out.parent_bytes as f64 / (1 << 20) as f64,
+    ))
+}
+
+/// `ssi restore`: restores the tree; with `detach` prints its root pid and returns 0, else
+/// waits for the root and returns its exit code (128 + signal if killed).
+pub fn restore(dir: &Path, detach: bool, allow_changed_files: bool) -> Result<i32> {
+    let img = Image::load(dir)?;
+    let opts = RestoreOptions {
+        allow_changed_files,
+        ..Default::default()
+    };
+    let r = checkpoint::restore(&img, &opts)?;
+    if detach {
+        println!(
+            "restored tree {} ({} process{})",
+            r.root,
+            r.pids.len(),
+            if r.pids.len() == 1 { "" } else { "es" }
+        );
+        return Ok(0);
+    }
+    Ok(r.wait()?)
+}
