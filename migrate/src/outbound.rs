@@ -14,7 +14,8 @@ use crate::{io, Error, Result};
 /// When to stop copying while the tree runs and freeze it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// Rounds at most, the first full copy included.
+    /// Rounds at most, the first full copy included; 0 is stop-and-copy (freeze at once and
+    /// copy everything while frozen).
     pub max_rounds: u32,
     /// Freeze once a round copies at most this many page bytes.
     pub stop_bytes: u64,
@@ -59,6 +60,15 @@ pub fn run(
     ctl_in: &mut dyn BufRead,
 ) -> Result<Verdict> {
     let mut w = ChunkWriter::new(data);
+    let opts = DumpOptions {
+        after: AfterDump::KeepFrozen,
+        ..Default::default()
+    };
+    if policy.max_rounds == 0 {
+        let frozen_at = Instant::now();
+        let out = checkpoint::dump(pid, &opts, None, &mut StreamSink::new(&mut w))?;
+        return conclude(out, &mut w, frozen_at, ctl_out, ctl_in);
+    }
     let t = Instant::now();
     let (mut pc, first) = PreCopy::start(pid, &mut StreamSink::new(&mut w))?;
     w.end_image(ROUND).map_err(io("send an image"))?;
@@ -93,11 +103,18 @@ pub fn run(
         }
     }
     let frozen_at = Instant::now();
-    let opts = DumpOptions {
-        after: AfterDump::KeepFrozen,
-        ..Default::default()
-    };
     let out = pc.finish(&opts, &mut StreamSink::new(&mut w))?;
+    conclude(out, &mut w, frozen_at, ctl_out, ctl_in)
+}
+
+/// Sends the last image of the frozen tree, then kills or resumes it as the daemon decides.
+fn conclude(
+    out: checkpoint::DumpOutcome,
+    w: &mut ChunkWriter<impl Write>,
+    frozen_at: Instant,
+    ctl_out: &mut dyn Write,
+    ctl_in: &mut dyn BufRead,
+) -> Result<Verdict> {
     let frozen = out
         .frozen
         .ok_or_else(|| Error::Protocol("the dump did not hand back the frozen tree".into()))?;

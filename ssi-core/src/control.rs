@@ -55,6 +55,8 @@ pub enum ControlRequest {
         gpid: i32,
         /// Target node.
         to: NodeId,
+        /// Most pre-copy rounds while it runs (0: stop and copy); default from the daemon.
+        rounds: Option<u32>,
     },
     /// Checkpoint a process tree to a directory (on the node hosting it).
     Checkpoint {

@@ -40,6 +40,8 @@ pub enum RpcRequest {
         gpid: i32,
         /// Target node.
         to: NodeId,
+        /// Most pre-copy rounds while it runs (0: stop and copy).
+        rounds: Option<u32>,
         /// Who asks.
         caller: Caller,
     },

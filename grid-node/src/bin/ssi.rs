@@ -72,6 +72,9 @@ enum Command {
         /// Target node.
         #[arg(long)]
         to: u16,
+        /// Most pre-copy rounds while it runs (0: stop-and-copy; default 8).
+        #[arg(long)]
+        precopy_rounds: Option<u32>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -207,9 +210,12 @@ async fn run(args: Args) -> Result<ExitCode> {
             let code = cli::run::run(&socket, args).await?;
             exit_now(code)
         }
-        Command::Migrate { gpid, to, json } => {
-            cli::migrate::migrate(&socket, gpid, to, json).await?
-        }
+        Command::Migrate {
+            gpid,
+            to,
+            precopy_rounds,
+            json,
+        } => cli::migrate::migrate(&socket, gpid, to, precopy_rounds, json).await?,
         Command::Checkpoint {
             gpid,
             dir,

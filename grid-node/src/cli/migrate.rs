@@ -37,10 +37,17 @@ pub fn describe(r: &MigrationReport) -> String {
 }
 
 /// `ssi migrate GPID --to NODE`.
-pub async fn migrate(socket: &Path, gpid: i32, to: u16, json: bool) -> Result<String> {
+pub async fn migrate(
+    socket: &Path,
+    gpid: i32,
+    to: u16,
+    rounds: Option<u32>,
+    json: bool,
+) -> Result<String> {
     let req = ControlRequest::Migrate {
         gpid,
         to: NodeId(to),
+        rounds,
     };
     match super::call(socket, req).await? {
         ControlResponse::Migrated(r) if json => Ok(serde_json::to_string_pretty(&r)?),

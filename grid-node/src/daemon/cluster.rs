@@ -142,15 +142,17 @@ pub async fn migrate(
     node: &Node,
     gpid: i32,
     to: NodeId,
+    rounds: Option<u32>,
     caller: &Caller,
 ) -> Result<MigrationReport> {
     let host = locate(node, gpid).await?;
     if host == node.config.id {
-        return super::migration::migrate_out(node, gpid, to, caller).await;
+        return super::migration::migrate_out(node, gpid, to, rounds, caller).await;
     }
     let req = RpcRequest::Migrate {
         gpid,
         to,
+        rounds,
         caller: caller.clone(),
     };
     // A migration takes as long as it takes to copy the memory: no short answer timeout.

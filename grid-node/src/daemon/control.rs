@@ -112,8 +112,8 @@ async fn answer(node: &Node, req: ControlRequest, caller: &Caller) -> Result<Con
             cluster::kill(node, gpid, sig, caller).await?;
             ControlResponse::Done
         }
-        ControlRequest::Migrate { gpid, to } => {
-            ControlResponse::Migrated(cluster::migrate(node, gpid, to, caller).await?)
+        ControlRequest::Migrate { gpid, to, rounds } => {
+            ControlResponse::Migrated(cluster::migrate(node, gpid, to, rounds, caller).await?)
         }
         ControlRequest::Checkpoint {
             gpid,

@@ -82,13 +82,11 @@ fn run(mode: &str, args: &[String], ctl: &UnixStream) -> Result<Option<Report>> 
             let mut ctl_out = ctl.try_clone().context("control socket")?;
             let mut ctl_in = BufReader::new(ctl.try_clone().context("control socket")?);
             let data = std::io::stdout().lock();
-            migrate::outbound::run(
-                pid,
-                &migrate::Policy::default(),
-                data,
-                &mut ctl_out,
-                &mut ctl_in,
-            )?;
+            let mut policy = migrate::Policy::default();
+            if args.iter().any(|a| a == "--rounds") {
+                policy.max_rounds = value(args, "--rounds")?.parse().context("--rounds")?;
+            }
+            migrate::outbound::run(pid, &policy, data, &mut ctl_out, &mut ctl_in)?;
             Ok(None)
         }
         "migrate-in" => Ok(Some(migrate::inbound::run(std::io::stdin().lock(), stdio)?)),

@@ -74,6 +74,7 @@ pub async fn migrate_out(
     node: &Node,
     gpid: i32,
     to: NodeId,
+    rounds: Option<u32>,
     caller: &Caller,
 ) -> Result<MigrationReport> {
     let pm = node.local_procs()?;
@@ -96,8 +97,12 @@ pub async fn migrate_out(
     let (data_r, data_w) = pipe_pair()?;
     let (ctl, ctl_theirs) = control_pair()?;
     let (null, log) = (dev_null()?, log_fd()?);
+    let mut args = vec!["--pid".to_string(), gpid.to_string()];
+    if let Some(r) = rounds {
+        args.extend(["--rounds".to_string(), r.to_string()]);
+    }
     pm.helper(
-        helper_argv("migrate-out", &["--pid".into(), gpid.to_string()]),
+        helper_argv("migrate-out", &args),
         &[&null, &data_w, &log, &ctl_theirs],
     )
     .await

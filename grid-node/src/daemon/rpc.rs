@@ -54,12 +54,15 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
             RpcRequest::MigrateIn { gpid, uid } => {
                 return super::migration::migrate_in(node, gpid, uid, conn).await
             }
-            RpcRequest::Migrate { gpid, to, caller } => {
-                match super::migration::migrate_out(node, gpid, to, &caller).await {
-                    Ok(report) => RpcResponse::Migrated(report),
-                    Err(e) => error(e),
-                }
-            }
+            RpcRequest::Migrate {
+                gpid,
+                to,
+                rounds,
+                caller,
+            } => match super::migration::migrate_out(node, gpid, to, rounds, &caller).await {
+                Ok(report) => RpcResponse::Migrated(report),
+                Err(e) => error(e),
+            },
             RpcRequest::Checkpoint {
                 gpid,
                 dir,

@@ -46,3 +46,19 @@ pub fn root_or_skip(what: &str) -> bool {
     eprintln!("skipped: {what} needs root");
     false
 }
+
+/// Compiles `tests/progs/NAME.c` into `dir` with cc; returns the binary's path.
+pub fn compile(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/progs")
+        .join(format!("{name}.c"));
+    let out = dir.join(name);
+    let st = Command::new("cc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(st.success(), "cc {} failed", src.display());
+    out
+}

@@ -20,11 +20,13 @@ pub struct Member {
     pub gpid: i32,
 }
 
-/// Every process of the namespace `ns` except its init.
+/// Every process of the namespace `ns` except its init and ssid's own helpers (processes
+/// running the daemon's executable).
 pub fn members(ns: u64) -> Vec<Member> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let ours = std::fs::read_link("/proc/self/exe").ok();
     let mut out = Vec::new();
     for entry in dir.flatten() {
         let Some(root_pid) = entry
@@ -35,6 +37,9 @@ pub fn members(ns: u64) -> Vec<Member> {
             continue;
         };
         if pid_ns_inode(root_pid) != Some(ns) {
+            continue;
+        }
+        if ours.is_some() && std::fs::read_link(format!("/proc/{root_pid}/exe")).ok() == ours {
             continue;
         }
         if let Some(gpid) = ns_pid(root_pid) {

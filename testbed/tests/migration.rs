@@ -1,0 +1,348 @@
+//! End-to-end tests of live migration and cluster checkpoint/restart: real programs, real
+//! daemons, real pid namespaces. Each program checks nothing itself; its output is the proof:
+//! a counter that continues without gap or repeat, under the same pid.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use testbed::{wait_until, Testbed};
+
+mod common;
+use common::{compile, json, root_or_skip, ssi, ssi_cmd, testbed, SETTLE};
+
+/// Starts `ssi run --node NODE -- ARGS` through node `via`; returns the client.
+fn run_via(tb: &Testbed, via: usize, node: usize, args: &[&str]) -> Child {
+    let mut a = vec!["run", "--node"];
+    let n = node.to_string();
+    a.push(&n);
+    a.push("--");
+    a.extend_from_slice(args);
+    ssi_cmd(tb, via, &a)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ssi run")
+}
+
+/// Reads the first line of the client's output (the program has started).
+fn first_line(child: &mut Child) -> (String, BufReader<std::process::ChildStdout>) {
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read first line");
+    (line, out)
+}
+
+fn migrate(tb: &Testbed, via: usize, gpid: i64, to: usize) -> std::process::Output {
+    ssi(
+        tb,
+        via,
+        &[
+            "migrate",
+            &gpid.to_string(),
+            "--to",
+            &to.to_string(),
+            "--json",
+        ],
+    )
+}
+
+/// Checks that counter output `text` (after `first`) holds every number 0..count once, in
+/// order, all under pid `gpid`.
+fn check_counter(first: &str, rest: &str, count: usize, gpid: i64) {
+    let all: Vec<String> = std::iter::once(first.trim_end().to_string())
+        .chain(rest.lines().map(str::to_string))
+        .collect();
+    assert_eq!(all.len(), count, "lines: {all:?}");
+    for (i, line) in all.iter().enumerate() {
+        assert_eq!(line, &format!("{i} {gpid}"), "line {i}");
+    }
+}
+
+fn host_of(tb: &Testbed, via: usize, gpid: i64) -> Option<i64> {
+    json(&ssi(tb, via, &["ps", "--json"]))
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| p["gpid"].as_i64() == Some(gpid))
+        .and_then(|p| p["node"].as_i64())
+}
+
+fn counter_migrates(netns: bool) {
+    let (d, tb) = testbed(3, netns);
+    let counter = compile("counter", d.path());
+    let mut client = run_via(&tb, 3, 1, &[counter.to_str().expect("path"), "150", "20"]);
+    let (first, mut out) = first_line(&mut client);
+    let gpid: i64 = first
+        .split_whitespace()
+        .nth(1)
+        .expect("pid")
+        .parse()
+        .expect("pid");
+    assert!(
+        (4096..=8191).contains(&gpid),
+        "started on node 1 with a pid of its range"
+    );
+    let m = migrate(&tb, 3, gpid, 2);
+    assert!(
+        m.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&m.stderr)
+    );
+    let report = json(&m);
+    assert_eq!(report["from"], 1);
+    assert_eq!(report["to"], 2);
+    assert!(report["downtime_micros"].as_u64() > Some(0));
+    assert_eq!(host_of(&tb, 1, gpid), Some(2), "ps shows it on node 2");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read");
+    let status = client.wait().expect("wait");
+    assert!(status.success(), "client: {status}");
+    check_counter(&first, &rest, 150, gpid);
+}
+
+#[test]
+fn counting_program_migrates_without_gap_repeat_or_pid_change() {
+    if !root_or_skip("migration") {
+        return;
+    }
+    counter_migrates(false);
+}
+
+#[test]
+fn migration_across_network_namespaces() {
+    if !root_or_skip("network namespaces") {
+        return;
+    }
+    counter_migrates(true);
+}
+
+#[test]
+fn tree_with_a_pipe_inside_migrates_whole() {
+    if !root_or_skip("migration") {
+        return;
+    }
+    let (d, tb) = testbed(2, false);
+    let prog = compile("pipeline", d.path());
+    let mut client = run_via(&tb, 1, 1, &[prog.to_str().expect("path"), "120"]);
+    let (first, mut out) = first_line(&mut client);
+    let fields: Vec<i64> = first
+        .split_whitespace()
+        .map(|f| f.parse().expect("number"))
+        .collect();
+    let (child, parent) = (fields[1], fields[2]);
+    let m = migrate(&tb, 1, parent, 2);
+    assert!(
+        m.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&m.stderr)
+    );
+    let report = json(&m);
+    let pids: Vec<i64> = report["pids"]
+        .as_array()
+        .expect("pids")
+        .iter()
+        .filter_map(|p| p.as_i64())
+        .collect();
+    assert_eq!(pids, vec![parent, child]);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read");
+    assert!(client.wait().expect("wait").success());
+    let all: Vec<String> = std::iter::once(first.trim_end().to_string())
+        .chain(rest.lines().map(str::to_string))
+        .collect();
+    assert_eq!(all.len(), 120);
+    for (i, line) in all.iter().enumerate() {
+        // Every number crossed the pipe once, in order, with the bytes in flight kept.
+        assert_eq!(line, &format!("{i} {child} {parent}"));
+    }
+}
+
+#[test]
+fn killing_the_source_node_after_migration_leaves_the_process_running() {
+    if !root_or_skip("migration") {
+        return;
+    }
+    let (d, mut tb) = testbed(3, false);
+    let counter = compile("counter", d.path());
+    let mut client = run_via(&tb, 3, 1, &[counter.to_str().expect("path"), "120", "20"]);
+    let (first, mut out) = first_line(&mut client);
+    let gpid: i64 = first
+        .split_whitespace()
+        .nth(1)
+        .expect("pid")
+        .parse()
+        .expect("pid");
+    let m = migrate(&tb, 3, gpid, 2);
+    assert!(
+        m.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&m.stderr)
+    );
+    tb.kill(1).expect("kill the source node");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read");
+    assert!(client.wait().expect("wait").success());
+    check_counter(&first, &rest, 120, gpid);
+}
+
+#[test]
+fn killing_the_source_node_during_migration_fails_cleanly() {
+    if !root_or_skip("migration") {
+        return;
+    }
+    let (d, mut tb) = testbed(3, false);
+    let hog = compile("memhog", d.path());
+    let mut client = run_via(&tb, 3, 1, &[hog.to_str().expect("path"), "768", "0"]);
+    let (ready, _out) = first_line(&mut client);
+    assert_eq!(ready, "ready\n");
+    let gpid = json(&ssi(&tb, 3, &["ps", "--json"]))
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| p["command"].as_str().is_some_and(|c| c.contains("memhog")))
+        .and_then(|p| p["gpid"].as_i64())
+        .expect("memhog listed");
+    let mut mig = ssi_cmd(&tb, 3, &["migrate", &gpid.to_string(), "--to", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn migrate");
+    // Kill the source once the copy is under way.
+    std::thread::sleep(Duration::from_millis(300));
+    tb.kill(1).expect("kill node 1");
+    let done = wait_until(Duration::from_secs(60), || {
+        mig.try_wait().ok().flatten().is_some()
+    });
+    assert!(done, "ssi migrate hangs after its source died");
+    let mig = mig.wait_with_output().expect("migrate output");
+    assert!(
+        !mig.status.success(),
+        "migration cannot succeed without its source"
+    );
+    assert!(
+        !String::from_utf8_lossy(&mig.stderr).trim().is_empty(),
+        "a reason is given"
+    );
+    assert!(
+        wait_until(SETTLE, || client.try_wait().ok().flatten().is_some()),
+        "client hangs"
+    );
+    assert_eq!(client.wait().expect("wait").code(), Some(255));
+    // Nothing half-restored is left on the target.
+    let on_target = || {
+        json(&ssi(&tb, 2, &["ps", "--json"]))
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|p| p["node"] == 2)
+            .count()
+    };
+    assert!(
+        wait_until(SETTLE, || on_target() == 0),
+        "leftovers on node 2"
+    );
+}
+
+#[test]
+fn failed_migration_leaves_the_process_running_and_says_why() {
+    if !root_or_skip("migration") {
+        return;
+    }
+    let (_d, tb) = testbed(2, false);
+    // A TCP socket cannot be migrated: the dump refuses before freezing anything.
+    let script = "import socket,time,os\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nfor i in range(60):\n  print(i, os.getpid(), flush=True)\n  time.sleep(0.05)\n";
+    let mut client = run_via(&tb, 1, 1, &["python3", "-c", script]);
+    let (first, mut out) = first_line(&mut client);
+    let gpid: i64 = first
+        .split_whitespace()
+        .nth(1)
+        .expect("pid")
+        .parse()
+        .expect("pid");
+    let m = migrate(&tb, 1, gpid, 2);
+    assert_eq!(m.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&m.stderr);
+    assert!(err.contains("socket") && err.contains("runs on"), "{err}");
+    assert_eq!(host_of(&tb, 1, gpid), Some(1));
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read");
+    assert!(client.wait().expect("wait").success());
+    check_counter(&first, &rest, 60, gpid);
+}
+
+#[test]
+fn checkpoint_on_one_node_and_restart_on_another() {
+    if !root_or_skip("checkpoint") {
+        return;
+    }
+    let (d, tb) = testbed(2, false);
+    let counter = compile("counter", d.path());
+    let image = d.path().join("image");
+    let mut client = run_via(&tb, 1, 1, &[counter.to_str().expect("path"), "80", "20"]);
+    let (first, mut out) = first_line(&mut client);
+    let gpid: i64 = first
+        .split_whitespace()
+        .nth(1)
+        .expect("pid")
+        .parse()
+        .expect("pid");
+    std::thread::sleep(Duration::from_millis(300));
+    let c = ssi(
+        &tb,
+        2,
+        &[
+            "checkpoint",
+            &gpid.to_string(),
+            "--dir",
+            image.to_str().expect("path"),
+        ],
+    );
+    assert!(
+        c.status.success(),
+        "checkpoint: {}",
+        String::from_utf8_lossy(&c.stderr)
+    );
+    let mut before = String::new();
+    out.read_to_string(&mut before).expect("read");
+    // The checkpoint stopped the process: its client sees it killed.
+    assert_eq!(client.wait().expect("wait").code(), Some(137));
+    let restarted = ssi(
+        &tb,
+        2,
+        &[
+            "restart",
+            "--dir",
+            image.to_str().expect("path"),
+            "--node",
+            "2",
+        ],
+    );
+    assert!(
+        restarted.status.success(),
+        "restart: {}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    let after = String::from_utf8_lossy(&restarted.stdout);
+    // Lines may repeat across the cut (printed after the image was taken, before the kill) but
+    // none may be missing, and the restarted run ends the count under the same pid.
+    let seen: Vec<String> = std::iter::once(first.trim_end().to_string())
+        .chain(before.lines().map(str::to_string))
+        .collect();
+    let resumed: Vec<&str> = after.lines().collect();
+    let resume_at: usize = resumed[0]
+        .split_whitespace()
+        .next()
+        .expect("n")
+        .parse()
+        .expect("n");
+    assert!(
+        resume_at <= seen.len(),
+        "no gap: resumed at {resume_at} after {}",
+        seen.len()
+    );
+    for (k, line) in resumed.iter().enumerate() {
+        assert_eq!(*line, format!("{} {gpid}", resume_at + k));
+    }
+    assert_eq!(resume_at + resumed.len(), 80);
+}
