@@ -241,8 +241,7 @@ pub(crate) fn write_pages<W: Write>(
     }
     let mem_path = format!("/proc/{pid}/mem");
     let memf = File::open(&mem_path).map_err(|e| Error::io(&mem_path, e))?;
-    let (full_tx, full_rx) =
-        crossbeam::channel::bounded::<Result<(Vec<u8>, Vec<(u64, usize, usize)>)>>(2);
+    let (full_tx, full_rx) = crossbeam::channel::bounded::<Result<Filled>>(2);
     let (free_tx, free_rx) = crossbeam::channel::bounded::<Vec<u8>>(3);
     for _ in 0..3 {
         let _ = free_tx.send(Vec::new());
@@ -288,9 +287,10 @@ pub(crate) fn write_pages<W: Write>(
             match msg {
                 Ok((buf, pieces)) => {
                     if werr.is_none() {
-                        for &(addr, off, len) in &pieces {
+                        for &(addr, off, len, crc) in &pieces {
+                            let payload = &buf[off..off + len];
                             if let Err(e) =
-                                rw.data(Kind::Pages, pid as u64, addr, &[&buf[off..off + len]])
+                                rw.data_with_crc(Kind::Pages, pid as u64, addr, payload, crc)
                             {
                                 werr = Some(Error::io("<image output>", e));
                                 break;
@@ -317,7 +317,8 @@ pub(crate) fn write_pages<W: Write>(
     }
 }
 
-type Filled = (Vec<u8>, Vec<(u64, usize, usize)>);
+/// A buffer of copied pages and its pieces `(address, offset, length, crc32)`.
+type Filled = (Vec<u8>, Vec<(u64, usize, usize, u32)>);
 
 fn read_into(
     pid: i32,
@@ -349,6 +350,11 @@ fn read_into(
             }
         }
     }
+    // checksums here, on the reading thread, so the writing thread only writes
+    let pieces = pieces
+        .into_iter()
+        .map(|(a, off, l)| (a, off, l, crc32fast::hash(&buf[off..off + l])))
+        .collect();
     Ok((buf, pieces))
 }
 

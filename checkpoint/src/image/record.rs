@@ -160,6 +160,18 @@ impl<W: Write> RecordWriter<W> {
         self.raw(kind, owner, addr, parts)
     }
 
+    /// Writes a data record whose crc32 the caller computed already (on another thread).
+    pub fn data_with_crc(
+        &mut self,
+        kind: Kind,
+        owner: u64,
+        addr: u64,
+        payload: &[u8],
+        crc: u32,
+    ) -> io::Result<()> {
+        self.write(kind, owner, addr, &[payload], payload.len() as u64, crc)
+    }
+
     /// Closes the part with an END record.
     pub fn end(&mut self) -> io::Result<()> {
         self.raw(Kind::End, 0, 0, &[])?;
@@ -183,6 +195,18 @@ impl<W: Write> RecordWriter<W> {
             hasher.update(p);
             len += p.len() as u64;
         }
+        self.write(kind, owner, addr, parts, len, hasher.finalize())
+    }
+
+    fn write(
+        &mut self,
+        kind: Kind,
+        owner: u64,
+        addr: u64,
+        parts: &[&[u8]],
+        len: u64,
+        crc: u32,
+    ) -> io::Result<()> {
         let pad = if self.align && kind.is_data() {
             let after = self.pos + HEADER_LEN as u64;
             ((PAGE - after % PAGE) % PAGE) as u32
@@ -195,7 +219,7 @@ impl<W: Write> RecordWriter<W> {
             addr,
             len,
             pad,
-            crc: hasher.finalize(),
+            crc,
         };
         self.w.write_all(&h.encode())?;
         if pad > 0 {
