@@ -86,7 +86,7 @@ pub const EXIT_SSI_ERROR: i32 = 125;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Input {
     /// Bytes for its stdin.
-    Stdin(Vec<u8>),
+    Stdin(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Its stdin ends.
     StdinEof,
     /// Deliver a signal to its process group.
@@ -97,9 +97,9 @@ pub enum Input {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Output {
     /// Bytes it wrote to stdout.
-    Stdout(Vec<u8>),
+    Stdout(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Bytes it wrote to stderr.
-    Stderr(Vec<u8>),
+    Stderr(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Bytes of output discarded while nobody was attached (the oldest go first).
     Dropped(u64),
     /// It ended.

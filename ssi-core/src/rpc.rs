@@ -54,7 +54,7 @@ pub enum RpcRequest {
         uid: u32,
     },
     /// Bytes of the migration stream.
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The migration stream is complete.
     DataEnd,
     /// Checkpoint the tree of `gpid`, hosted here, to `dir`.

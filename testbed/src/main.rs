@@ -1,7 +1,8 @@
 //! `ssi-testbed`: boot, break and tear down ssi clusters on one machine.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -177,9 +178,103 @@ fn demo(netns: bool) -> Result<()> {
     );
     ssi(&tb, 2, &["info"])?;
 
+    if nix::unistd::geteuid().is_root() {
+        processes(&tb, &dir)?;
+    } else {
+        step("Skipping the process part: hosting processes needs root");
+    }
+
     step("Tearing down");
     tb.down();
     let _ = std::fs::remove_dir_all(&dir);
     println!("done");
+    Ok(())
+}
+
+/// A counter that prints its pid: the proof that a process moved without noticing.
+const COUNTER: &str = "import os, time\nfor i in range(10000):\n    print(f'count {i}  (my pid is {os.getpid()})', flush=True)\n    time.sleep(0.2)\n";
+
+/// Reads and shows `n` lines of a program's output.
+fn show_lines(out: &mut impl BufRead, n: usize) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for _ in 0..n {
+        let mut line = String::new();
+        out.read_line(&mut line).context("read program output")?;
+        print!("  | {line}");
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+fn processes(tb: &Testbed, dir: &std::path::Path) -> Result<()> {
+    step("Running a program somewhere: ssi run");
+    ssi(
+        tb,
+        1,
+        &[
+            "run",
+            "--node",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "echo \"hello from pid $$, on node 2\"",
+        ],
+    )?;
+    ssi(
+        tb,
+        1,
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo \"placed by the scheduler, pid $$\"",
+        ],
+    )?;
+
+    step("A counter on node 1, followed from node 3");
+    let mut client = Command::new(tb.bin("ssi"))
+        .args(["run", "--node", "1", "--", "python3", "-c", COUNTER])
+        .env("SSI_SOCKET", tb.socket(3))
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run ssi")?;
+    let mut out = BufReader::new(client.stdout.take().context("no stdout")?);
+    let first = show_lines(&mut out, 5)?;
+    let gpid = first[0]
+        .rsplit("pid is ")
+        .next()
+        .and_then(|s| s.trim().trim_end_matches(')').parse::<i32>().ok())
+        .context("cannot read the counter's pid")?;
+    ssi(tb, 3, &["ps"])?;
+
+    step(&format!(
+        "Live migration of {gpid} to node 2 while it counts"
+    ));
+    ssi(tb, 3, &["migrate", &gpid.to_string(), "--to", "2"])?;
+    show_lines(&mut out, 5)?;
+    ssi(tb, 3, &["ps"])?;
+
+    step("Checkpoint on node 2, restart on node 3");
+    let image = dir.join("counter-image");
+    let image = image.to_str().context("path")?;
+    ssi(tb, 3, &["checkpoint", &gpid.to_string(), "--dir", image])?;
+    let _ = client.wait();
+    ssi(
+        tb,
+        3,
+        &["restart", "--dir", image, "--node", "3", "--detach"],
+    )?;
+    let mut attach = Command::new(tb.bin("ssi"))
+        .args(["attach", &gpid.to_string()])
+        .env("SSI_SOCKET", tb.socket(1))
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run ssi attach")?;
+    let mut out = BufReader::new(attach.stdout.take().context("no stdout")?);
+    show_lines(&mut out, 5)?;
+    ssi(tb, 1, &["kill", &gpid.to_string()])?;
+    let _ = attach.wait();
     Ok(())
 }

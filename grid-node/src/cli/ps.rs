@@ -40,6 +40,20 @@ fn clock(unix: u64) -> String {
     )
 }
 
+/// `s` on one line (control characters shown as spaces), cut to `max` characters.
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(max.saturating_sub(3)).collect();
+    cut.push_str("...");
+    cut
+}
+
 /// Formats processes as a table.
 pub fn table(list: &[ProcessView]) -> String {
     let mut out = String::new();
@@ -60,7 +74,7 @@ pub fn table(list: &[ProcessView]) -> String {
             p.cpu_percent,
             human_bytes(p.rss_bytes),
             clock(p.start_time),
-            p.command
+            one_line(&p.command, 80)
         );
     }
     out
@@ -97,6 +111,12 @@ pub async fn kill(socket: &Path, gpid: i32, sig: i32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_are_shown_on_one_line() {
+        assert_eq!(one_line("a\nb\tc", 10), "a b c");
+        assert_eq!(one_line("abcdefghijkl", 8), "abcde...");
+    }
 
     #[test]
     fn signals_parse_by_number_and_name() {

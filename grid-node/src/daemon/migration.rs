@@ -27,6 +27,19 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")
 }
 
+/// A pipe for image data, as large as the kernel lets an unprivileged process make it
+/// (1 MiB by default): fewer, larger reads and writes between helper and daemon.
+fn data_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = pipe_pair()?;
+    let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(1 << 20);
+    // A smaller pipe only costs speed.
+    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(max.min(1 << 20)));
+    Ok((r, w))
+}
+
 fn dev_null() -> Result<OwnedFd> {
     Ok(std::fs::File::open("/dev/null")
         .context("cannot open /dev/null")?
@@ -94,7 +107,7 @@ pub async fn migrate_out(
         Some(RpcResponse::Error { message }) => bail!("node {to}: {message}"),
         other => bail!("node {to}: unexpected answer {other:?}"),
     }
-    let (data_r, data_w) = pipe_pair()?;
+    let (data_r, data_w) = data_pipe()?;
     let (ctl, ctl_theirs) = control_pair()?;
     let (null, log) = (dev_null()?, log_fd()?);
     let mut args = vec!["--pid".to_string(), gpid.to_string()];
@@ -178,8 +191,14 @@ async fn run_out(
                     // Followers are sent to the target once the last output here is delivered.
                     pm.moved(gpid, to);
                     ctl_w.write_all(&verdict(Verdict::Commit)).await.context("commit")?;
-                    // The helper exits once the source tree is killed.
+                    // The helper exits once the source tree is killed; the init then reaps it.
                     while let Ok(Some(_)) = next_report(&mut reports).await {}
+                    for _ in 0..250 {
+                        if !pm.holds(gpid) {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
                     report.pids = pids;
                     report.restore_micros = micros;
                     report.total_micros = t0.elapsed().as_micros() as u64;
@@ -254,7 +273,7 @@ pub async fn migrate_in(
         }
     };
     let mut streams = Some(Streams::new()?);
-    let (data_r, data_w) = pipe_pair()?;
+    let (data_r, data_w) = data_pipe()?;
     let (ctl, ctl_theirs) = control_pair()?;
     let (null, log) = (dev_null()?, log_fd()?);
     let st = streams.as_ref().context("streams")?;

@@ -122,11 +122,16 @@ pub async fn follow_local(
                 None => return Ok(Leg::Done),
             },
             i = source.next_input() => match i {
-                Ok(Some(i)) if forward_input => pm.input(gpid, i).await?,
+                // Input for a process that just ended (its exit is on its way) goes nowhere.
+                Ok(Some(i)) if forward_input => {
+                    if let Err(e) = pm.input(gpid, i).await {
+                        tracing::debug!(gpid, error = %e, "input not delivered");
+                    }
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     if forward_input {
-                        pm.input(gpid, Input::Signal(libc::SIGHUP)).await?;
+                        let _ = pm.input(gpid, Input::Signal(libc::SIGHUP)).await;
                     }
                     return Ok(Leg::Done);
                 }

@@ -305,6 +305,11 @@ impl ProcMan {
         self.init.signal(gpid, sig).await
     }
 
+    /// Whether process `gpid` is in this node's namespace (zombies included).
+    pub fn holds(&self, gpid: i32) -> bool {
+        ps::members(self.ns).iter().any(|m| m.gpid == gpid)
+    }
+
     /// Every process of this node's namespace.
     pub fn ps(&self) -> Vec<ProcessView> {
         ps::members(self.ns)
