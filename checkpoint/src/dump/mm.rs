@@ -285,17 +285,16 @@ pub(crate) fn write_pages<W: Write>(
         });
         for msg in full_rx.iter() {
             match msg {
-                Ok((buf, pieces)) => {
+                Ok((buf, pieces, crc)) => {
+                    // one record per buffer: its bytes continue the runs in order
                     if werr.is_none() {
-                        for &(addr, off, len, crc) in &pieces {
-                            let payload = &buf[off..off + len];
-                            if let Err(e) =
-                                rw.data_with_crc(Kind::Pages, pid as u64, addr, payload, crc)
+                        if let Some(&(addr, _, _)) = pieces.first() {
+                            let len: usize = pieces.iter().map(|p| p.2).sum();
+                            match rw.data_with_crc(Kind::Pages, pid as u64, addr, &buf[..len], crc)
                             {
-                                werr = Some(Error::io("<image output>", e));
-                                break;
+                                Ok(()) => written += len as u64,
+                                Err(e) => werr = Some(Error::io("<image output>", e)),
                             }
-                            written += len as u64;
                         }
                     }
                     let _ = free_tx.send(buf);
@@ -317,8 +316,9 @@ pub(crate) fn write_pages<W: Write>(
     }
 }
 
-/// A buffer of copied pages and its pieces `(address, offset, length, crc32)`.
-type Filled = (Vec<u8>, Vec<(u64, usize, usize, u32)>);
+/// A buffer of copied pages, its pieces `(address, offset, length)` (consecutive in the
+/// buffer) and the crc32 of the filled part.
+type Filled = (Vec<u8>, Vec<(u64, usize, usize)>, u32);
 
 fn read_into(
     pid: i32,
@@ -350,12 +350,9 @@ fn read_into(
             }
         }
     }
-    // checksums here, on the reading thread, so the writing thread only writes
-    let pieces = pieces
-        .into_iter()
-        .map(|(a, off, l)| (a, off, l, crc32fast::hash(&buf[off..off + l])))
-        .collect();
-    Ok((buf, pieces))
+    // checksummed here, on the reading thread, so the writing thread only writes
+    let crc = crc32fast::hash(&buf[..fill]);
+    Ok((buf, pieces, crc))
 }
 
 /// Size of a shared memory object (read through /proc/PID/map_files).
