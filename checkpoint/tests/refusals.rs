@@ -53,8 +53,8 @@ fn unsupported_fds_are_refused_before_freezing() {
         ("tcp", "is a TCP socket: not supported"),
         ("udp", "is a UDP socket: not supported"),
         ("inotify", "is an inotify instance: not supported"),
-        ("epoll", "is an epoll instance: not supported"),
-        ("timerfd", "is a timerfd: not supported"),
+        ("netlink", "is a netlink socket: not supported"),
+        ("memfd", "is a memfd: not supported"),
     ] {
         let mut cmd = Command::new(build("unsupported", &[]));
         cmd.arg(kind);

@@ -65,7 +65,12 @@ pub(crate) struct Env<'a> {
     pub shmem_fds: &'a HashMap<u32, RawFd>,
     pub fd_base: i32,
     pub same_creds: bool,
+    /// Epoll registrations to make in each process.
+    pub epoll: &'a EpollPlan,
 }
+
+/// Per pid: `(epoll fd, [(watched fd, events, data)])`.
+pub(crate) type EpollPlan = HashMap<i32, Vec<(i32, Vec<(i32, u32, u64)>)>>;
 
 /// Rebuilds the memory, mm fields, signal state and threads of `p` (see the module doc).
 pub(crate) fn rebuild(p: &ProcessImage, pages: &[Chunk], env: &Env<'_>) -> Result<()> {
@@ -144,6 +149,26 @@ pub(crate) fn rebuild(p: &ProcessImage, pages: &[Chunk], env: &Env<'_>) -> Resul
         libc::SYS_close_range,
         [env.fd_base as u64, u32::MAX as u64, 0, 0, 0, 0],
     )?;
+    for (epfd, targets) in env.epoll.get(&pid).map(Vec::as_slice).unwrap_or(&[]) {
+        for &(tfd, events, data) in targets {
+            // struct epoll_event is packed on x86-64: u32 events, u64 data
+            let mut ev = events.to_le_bytes().to_vec();
+            ev.extend(data.to_le_bytes());
+            c.put(0, &ev)?;
+            c.call(
+                &format!("epoll_ctl add fd {tfd} to epoll fd {epfd}"),
+                libc::SYS_epoll_ctl,
+                [
+                    *epfd as u64,
+                    libc::EPOLL_CTL_ADD as u64,
+                    tfd as u64,
+                    c.scratch,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+    }
     c.call(
         "personality",
         libc::SYS_personality,
