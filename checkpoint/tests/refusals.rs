@@ -197,6 +197,19 @@ fn stream_image_roundtrip_and_stream_corruption() {
         .to_string();
     assert!(e.contains("truncated"), "{e}");
     let img = Image::read_stream(&bytes[..], None).unwrap();
+    // a loaded image writes the same records back: stream -> directory -> stream
+    let dir = tempfile::tempdir().unwrap();
+    img.write_to(&mut DirSink::new(dir.path()).unwrap())
+        .unwrap();
+    let from_dir = Image::load(dir.path()).unwrap();
+    let mut again = StreamSink::new(Vec::new());
+    from_dir.write_to(&mut again).unwrap();
+    assert_eq!(
+        again.into_inner(),
+        bytes,
+        "stream, directory and stream again are the same records"
+    );
+    let img = Image::read_stream(&bytes[..], None).unwrap();
     wait_gone(&img.inventory.pids);
     let mut r = restore(&img).unwrap();
     r.send("go\n");
