@@ -225,7 +225,7 @@ pub(crate) fn open_pagemap(pid: i32) -> Result<File> {
     File::open(&path).map_err(|e| Error::io(path, e))
 }
 
-const CHUNK: usize = 8 << 20;
+const CHUNK: usize = 1 << 20;
 
 /// Copies the pages in `runs` out of `pid` and writes them as `Pages` records. Returns bytes.
 /// With `tolerant` (pre-dumps of a running tree), pages unmapped meanwhile are saved as zeros:
