@@ -43,13 +43,17 @@ pub(crate) fn vdso_block(pid: i32) -> Result<Option<vdso::Block>> {
     Ok(vdso::find(&maps))
 }
 
-/// Reads and classifies the mappings of `pid`; an unsupported mapping is an error.
-pub(crate) fn mappings(pid: i32) -> Result<(Vec<VmaInfo>, Option<vdso::Block>)> {
+/// Reads and classifies the mappings of `pid`; an unsupported mapping is an error. With
+/// `flags`, from /proc/PID/smaps (VmFlags: madvise advice, uffd registration, device
+/// mappings); else from /proc/PID/maps, which does not walk the page tables (the main stack is
+/// then known by its name).
+pub(crate) fn mappings(pid: i32, flags: bool) -> Result<(Vec<VmaInfo>, Option<vdso::Block>)> {
+    let file = if flags { "smaps" } else { "maps" };
     let maps: Vec<MemoryMap> = procfs::process::Process::new(pid)
-        .and_then(|p| p.smaps())
+        .and_then(|p| if flags { p.smaps() } else { p.maps() })
         .map_err(|e| {
             Error::io(
-                format!("/proc/{pid}/smaps"),
+                format!("/proc/{pid}/{file}"),
                 std::io::Error::other(e.to_string()),
             )
         })?
@@ -151,7 +155,7 @@ fn classify(pid: i32, m: &MemoryMap) -> Result<Option<VmaInfo>> {
             end,
             prot,
             shared,
-            growsdown: flags.contains(VmFlags::GD),
+            growsdown: flags.contains(VmFlags::GD) || matches!(m.pathname, MMapPath::Stack),
             advice,
             kind,
         },
