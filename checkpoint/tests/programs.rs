@@ -168,8 +168,21 @@ fn restore_in_new_pid_namespace() {
         .process_group(0)
         .spawn()
         .unwrap();
+    // the helper's whole group is killed if it has not finished within a minute
+    let group = helper.id() as i32;
+    let (done, wait_done) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if wait_done
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_err()
+        {
+            kill_group(group);
+        }
+    });
     helper.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let out = helper.wait_with_output().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
     assert!(text.contains(&format!("pid {pid} ppid-ok 1")), "{text}");
