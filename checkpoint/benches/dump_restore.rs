@@ -22,7 +22,7 @@ use checkpoint::{AfterDump, DirSink, DumpOptions, Image, RestoreOptions};
 use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
 
-const CHUNK: usize = 8 << 20;
+const CHUNK: usize = 1 << 20;
 
 struct Hog {
     child: Child,

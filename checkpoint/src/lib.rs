@@ -15,6 +15,8 @@
 //! Needs root (ptrace of any process, `clone3` with `set_tid`, `PR_SET_MM_MAP` exe changes),
 //! x86-64, Linux 6.7+ (PAGEMAP_SCAN). The image format is in docs/IMAGE.md.
 
+#![warn(missing_docs)]
+
 pub mod dump;
 mod error;
 pub mod image;

@@ -46,3 +46,22 @@ fn files_pipes_fifos_socketpairs_eventfd_cwd_umask_rlimits() {
         "one\ntwo\n"
     );
 }
+
+#[test]
+fn epoll_timerfd_signalfd() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("events", &[])));
+    p.expect("ready");
+    let (code, out) = roundtrip(p);
+    println!("exit {code}:\n{out}");
+    for c in [
+        "epoll-pipe",
+        "epoll-timerfd",
+        "timerfd-interval",
+        "signalfd",
+        "epoll-del",
+    ] {
+        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
+    }
+    assert_eq!(code, 0);
+}

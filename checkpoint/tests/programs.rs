@@ -61,6 +61,43 @@ fn python_program() {
     );
 }
 
+const ASYNCIO: &str = r#"
+import asyncio, os, sys
+os.closerange(3, 4096)  # fds inherited from the test runner
+async def main():
+    loop = asyncio.get_running_loop()
+    ticks = 0
+    go = loop.create_future()
+    loop.add_reader(0, lambda: go.done() or go.set_result(sys.stdin.readline()))
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+    t = asyncio.create_task(ticker())
+    await asyncio.sleep(0.2)
+    print("ready", os.getpid(), flush=True)
+    await go
+    before = ticks
+    await asyncio.sleep(0.2)
+    print("asyncio", "ok" if ticks > before + 5 else "bad", flush=True)
+    t.cancel()
+asyncio.run(main())
+"#;
+
+#[test]
+fn python_asyncio_event_loop() {
+    require_root!();
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", ASYNCIO]);
+    let mut p = Prog::start(cmd);
+    p.expect("ready");
+    let (code, out) = roundtrip(p);
+    println!("exit {code}:\n{out}");
+    assert!(out.contains("asyncio ok"), "{out}");
+    assert_eq!(code, 0);
+}
+
 #[test]
 fn static_binary() {
     require_root!();
@@ -131,8 +168,21 @@ fn restore_in_new_pid_namespace() {
         .process_group(0)
         .spawn()
         .unwrap();
+    // the helper's whole group is killed if it has not finished within a minute
+    let group = helper.id() as i32;
+    let (done, wait_done) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if wait_done
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_err()
+        {
+            kill_group(group);
+        }
+    });
     helper.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let out = helper.wait_with_output().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
     assert!(text.contains(&format!("pid {pid} ppid-ok 1")), "{text}");

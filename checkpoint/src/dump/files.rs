@@ -28,6 +28,8 @@ pub(crate) struct FdEntry {
     pub size: u64,
     /// Extra fdinfo lines (eventfd-count, ...).
     pub info: HashMap<String, String>,
+    /// The whole fdinfo text (epoll lists one `tfd:` line per watched fd).
+    pub info_text: String,
 }
 
 const DEVICES: &[&str] = &[
@@ -82,6 +84,7 @@ pub(crate) fn scan(pid: i32, skip: &[i32]) -> Result<Vec<FdEntry>> {
             rdev: md.rdev(),
             size: md.size(),
             info,
+            info_text: text,
         };
         check_kind(pid, &e)?;
         if e.link.starts_with("socket:") {
@@ -106,7 +109,16 @@ fn is_tty(e: &FdEntry) -> bool {
 fn check_kind(pid: i32, e: &FdEntry) -> Result<()> {
     let bad = |kind: &str| Err(Error::unsupported(pid, format!("fd {} is {kind}", e.fd)));
     let l = e.link.as_str();
-    if l.starts_with("pipe:") || l.starts_with("socket:") || l == "anon_inode:[eventfd]" {
+    if l.starts_with("pipe:")
+        || l.starts_with("socket:")
+        || matches!(
+            l,
+            "anon_inode:[eventfd]"
+                | "anon_inode:[eventpoll]"
+                | "anon_inode:[timerfd]"
+                | "anon_inode:[signalfd]"
+        )
+    {
         return Ok(());
     }
     if let Some(rest) = l.strip_prefix("anon_inode:") {
@@ -406,6 +418,72 @@ fn kind_of(
             .unwrap_or(0);
         let semaphore = e.info.get("eventfd-semaphore").is_some_and(|s| s == "1");
         return Ok(FileKind::EventFd { count, semaphore });
+    }
+    if e.link == "anon_inode:[eventpoll]" {
+        let mut targets = Vec::new();
+        for line in e.info_text.lines().filter(|l| l.starts_with("tfd:")) {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let field = |name: &str| {
+                w.iter()
+                    .position(|x| *x == name)
+                    .and_then(|i| w.get(i + 1))
+                    .copied()
+            };
+            let tfd: i32 = w.get(1).and_then(|x| x.parse().ok()).unwrap_or(-1);
+            let events = field("events:")
+                .and_then(|x| u32::from_str_radix(x, 16).ok())
+                .unwrap_or(0);
+            let data = field("data:")
+                .and_then(|x| u64::from_str_radix(x, 16).ok())
+                .unwrap_or(0);
+            // the watched file must still be open at the number it was registered with
+            if !sfd::epoll_target_is(pid, e.fd, tfd).unwrap_or(false) {
+                return Err(Error::unsupported(
+                    pid,
+                    format!(
+                        "fd {} is an epoll instance watching a file no longer open as fd {tfd}",
+                        e.fd
+                    ),
+                ));
+            }
+            targets.push((tfd, events, data));
+        }
+        return Ok(FileKind::EventPoll { targets });
+    }
+    if e.link == "anon_inode:[timerfd]" {
+        let pair = |k: &str| -> u64 {
+            e.info
+                .get(k)
+                .map(|v| v.trim_matches(|c| c == '(' || c == ')'))
+                .and_then(|v| v.split_once(','))
+                .map(|(s, ns)| {
+                    s.trim().parse::<u64>().unwrap_or(0) * 1_000_000_000
+                        + ns.trim().parse::<u64>().unwrap_or(0)
+                })
+                .unwrap_or(0)
+        };
+        return Ok(FileKind::TimerFd {
+            clockid: e
+                .info
+                .get("clockid")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(libc::CLOCK_MONOTONIC),
+            value_ns: pair("it_value"),
+            interval_ns: pair("it_interval"),
+            ticks: e
+                .info
+                .get("ticks")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0),
+        });
+    }
+    if e.link == "anon_inode:[signalfd]" {
+        let mask = e
+            .info
+            .get("sigmask")
+            .and_then(|m| u64::from_str_radix(m, 16).ok())
+            .unwrap_or(0);
+        return Ok(FileKind::SignalFd { mask });
     }
     if is_tty(e) {
         return outside("a terminal");

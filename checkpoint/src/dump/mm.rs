@@ -43,13 +43,17 @@ pub(crate) fn vdso_block(pid: i32) -> Result<Option<vdso::Block>> {
     Ok(vdso::find(&maps))
 }
 
-/// Reads and classifies the mappings of `pid`; an unsupported mapping is an error.
-pub(crate) fn mappings(pid: i32) -> Result<(Vec<VmaInfo>, Option<vdso::Block>)> {
+/// Reads and classifies the mappings of `pid`; an unsupported mapping is an error. With
+/// `flags`, from /proc/PID/smaps (VmFlags: madvise advice, uffd registration, device
+/// mappings); else from /proc/PID/maps, which does not walk the page tables (the main stack is
+/// then known by its name).
+pub(crate) fn mappings(pid: i32, flags: bool) -> Result<(Vec<VmaInfo>, Option<vdso::Block>)> {
+    let file = if flags { "smaps" } else { "maps" };
     let maps: Vec<MemoryMap> = procfs::process::Process::new(pid)
-        .and_then(|p| p.smaps())
+        .and_then(|p| if flags { p.smaps() } else { p.maps() })
         .map_err(|e| {
             Error::io(
-                format!("/proc/{pid}/smaps"),
+                format!("/proc/{pid}/{file}"),
                 std::io::Error::other(e.to_string()),
             )
         })?
@@ -151,7 +155,7 @@ fn classify(pid: i32, m: &MemoryMap) -> Result<Option<VmaInfo>> {
             end,
             prot,
             shared,
-            growsdown: flags.contains(VmFlags::GD),
+            growsdown: flags.contains(VmFlags::GD) || matches!(m.pathname, MMapPath::Stack),
             advice,
             kind,
         },
@@ -225,7 +229,7 @@ pub(crate) fn open_pagemap(pid: i32) -> Result<File> {
     File::open(&path).map_err(|e| Error::io(path, e))
 }
 
-const CHUNK: usize = 8 << 20;
+const CHUNK: usize = 1 << 20;
 
 /// Copies the pages in `runs` out of `pid` and writes them as `Pages` records. Returns bytes.
 /// With `tolerant` (pre-dumps of a running tree), pages unmapped meanwhile are saved as zeros:
@@ -285,17 +289,16 @@ pub(crate) fn write_pages<W: Write>(
         });
         for msg in full_rx.iter() {
             match msg {
-                Ok((buf, pieces)) => {
+                Ok((buf, pieces, crc)) => {
+                    // one record per buffer: its bytes continue the runs in order
                     if werr.is_none() {
-                        for &(addr, off, len, crc) in &pieces {
-                            let payload = &buf[off..off + len];
-                            if let Err(e) =
-                                rw.data_with_crc(Kind::Pages, pid as u64, addr, payload, crc)
+                        if let Some(&(addr, _, _)) = pieces.first() {
+                            let len: usize = pieces.iter().map(|p| p.2).sum();
+                            match rw.data_with_crc(Kind::Pages, pid as u64, addr, &buf[..len], crc)
                             {
-                                werr = Some(Error::io("<image output>", e));
-                                break;
+                                Ok(()) => written += len as u64,
+                                Err(e) => werr = Some(Error::io("<image output>", e)),
                             }
-                            written += len as u64;
                         }
                     }
                     let _ = free_tx.send(buf);
@@ -317,8 +320,9 @@ pub(crate) fn write_pages<W: Write>(
     }
 }
 
-/// A buffer of copied pages and its pieces `(address, offset, length, crc32)`.
-type Filled = (Vec<u8>, Vec<(u64, usize, usize, u32)>);
+/// A buffer of copied pages, its pieces `(address, offset, length)` (consecutive in the
+/// buffer) and the crc32 of the filled part.
+type Filled = (Vec<u8>, Vec<(u64, usize, usize)>, u32);
 
 fn read_into(
     pid: i32,
@@ -350,12 +354,9 @@ fn read_into(
             }
         }
     }
-    // checksums here, on the reading thread, so the writing thread only writes
-    let pieces = pieces
-        .into_iter()
-        .map(|(a, off, l)| (a, off, l, crc32fast::hash(&buf[off..off + l])))
-        .collect();
-    Ok((buf, pieces))
+    // checksummed here, on the reading thread, so the writing thread only writes
+    let crc = crc32fast::hash(&buf[..fill]);
+    Ok((buf, pieces, crc))
 }
 
 /// Size of a shared memory object (read through /proc/PID/map_files).

@@ -246,7 +246,7 @@ fn precheck(shape: &tree::TreeShape, root: i32, skip: &HashMap<i32, i32>) -> Res
             pid,
             sfd::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?,
         );
-        mm::mappings(pid)?;
+        mm::mappings(pid, false)?;
     }
     // A dry run of the shared file table: pipes and sockets that lead outside the tree are
     // found now, before anything is frozen (the copies of their contents are thrown away).
@@ -409,6 +409,11 @@ fn run(
             AfterDump::KeepFrozen => out.frozen = Some(f),
         }
     }
+    if !opts.pre_dump {
+        // Tracking ends with the final dump. Closing a userfaultfd write-unprotects every page
+        // it covers, so it is done last, when the tree is already gone or running again.
+        session.trackers.clear();
+    }
     Ok(out)
 }
 
@@ -502,7 +507,9 @@ fn collect(
     }
     par.finish()?;
     // mappings and pages, now that the scratch page is gone
-    let (vmas, _) = mm::mappings(pid)?;
+    // smaps (madvise flags, uffd registration) costs a page-table walk of the whole address
+    // space; a pre-dump needs neither (an unregistered range is reported by PAGEMAP_SCAN)
+    let (vmas, _) = mm::mappings(pid, !opts.pre_dump)?;
     let pagemap = mm::open_pagemap(pid)?;
     let present = mm::present_pages(pid, &pagemap, &vmas)?;
     let avail = session.avail.get(&pid).cloned().unwrap_or_default();
@@ -516,7 +523,7 @@ fn collect(
                 let r = TrackedRange {
                     start: v.vma.start,
                     end: v.vma.end,
-                    kernel_tracked: v.flags.contains(VmFlags::UW),
+                    kernel_tracked: opts.pre_dump || v.flags.contains(VmFlags::UW),
                 };
                 match t.take_written(r)? {
                     Some(w) => d.extend(w),
@@ -544,11 +551,6 @@ fn collect(
         }))
         .collect();
     pages.sort_unstable_by_key(|r| r.start);
-    if !opts.pre_dump {
-        if let Some(t) = session.trackers.remove(&pid) {
-            drop(t);
-        }
-    }
     let layout = MmLayout {
         start_code: st.startcode,
         end_code: st.endcode,

@@ -109,6 +109,27 @@ pub enum FileKind {
         /// `EFD_SEMAPHORE` mode.
         semaphore: bool,
     },
+    /// An epoll instance and what it watches (registered again from the owning process).
+    EventPoll {
+        /// Watched fds of the owning process: `(fd, events, data)`.
+        targets: Vec<(i32, u32, u64)>,
+    },
+    /// A timerfd.
+    TimerFd {
+        /// Clock (`CLOCK_*`).
+        clockid: i32,
+        /// Time to the next expiry, in nanoseconds (0: disarmed).
+        value_ns: u64,
+        /// Period, in nanoseconds.
+        interval_ns: u64,
+        /// Expirations not read yet.
+        ticks: u64,
+    },
+    /// A signalfd.
+    SignalFd {
+        /// Signals it reads.
+        mask: u64,
+    },
     /// A terminal or a pipe whose other end is outside the tree, bound at restore to the
     /// restorer's standard stream of the same number (see docs/IMAGE.md).
     Stdio {

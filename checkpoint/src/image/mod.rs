@@ -326,8 +326,13 @@ impl Image {
         } else {
             Vec::new()
         };
+        // This image's page records hold the bytes of the runs not in the parent,
+        // concatenated in run order; a record may span several runs and a run several records.
+        // Each record's addr names the address its first byte belongs to.
         let mut out = Vec::new();
-        let mut own_it = own.iter();
+        let mut recs = own.iter();
+        let mut cur: Option<(&Chunk, usize)> = None; // record and bytes of it consumed
+        let bad = |what: String| Error::bad_image(Part::Pages(pid).file_name(), what);
         for run in &proc_.mm.pages {
             let (start, end) = (run.start, run.start + run.npages * record::PAGE);
             if run.in_parent {
@@ -337,31 +342,36 @@ impl Image {
                         format!("page {a:#x} is in no image of the chain"),
                     )
                 })?;
-            } else {
-                let mut at = start;
-                while at < end {
-                    let c = own_it.next().filter(|c| c.addr == at).ok_or_else(|| {
-                        Error::bad_image(
-                            Part::Pages(pid).file_name(),
-                            format!("page data for {at:#x} missing or out of order"),
-                        )
-                    })?;
-                    at += c.data.len as u64;
-                    if at > end {
-                        return Err(Error::bad_image(
-                            Part::Pages(pid).file_name(),
-                            format!("page data at {:#x} overruns its run", c.addr),
-                        ));
+                continue;
+            }
+            let mut at = start;
+            while at < end {
+                let (c, used) = match cur {
+                    Some((c, used)) if used < c.data.len => (c, used),
+                    _ => {
+                        let c = recs
+                            .next()
+                            .ok_or_else(|| bad(format!("page data for {at:#x} missing")))?;
+                        if c.addr != at {
+                            return Err(bad(format!(
+                                "page record at {:#x} where {at:#x} was expected",
+                                c.addr
+                            )));
+                        }
+                        (c, 0)
                     }
-                    out.push(c.clone());
-                }
+                };
+                let take = ((end - at) as usize).min(c.data.len - used);
+                out.push(Chunk {
+                    addr: at,
+                    data: c.data.slice(used, take),
+                });
+                at += take as u64;
+                cur = Some((c, used + take));
             }
         }
-        if own_it.next().is_some() {
-            return Err(Error::bad_image(
-                Part::Pages(pid).file_name(),
-                "page data not described by the manifest",
-            ));
+        if cur.is_some_and(|(c, used)| used < c.data.len) || recs.next().is_some() {
+            return Err(bad("page data not described by the manifest".into()));
         }
         Ok(out)
     }

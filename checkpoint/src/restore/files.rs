@@ -224,6 +224,33 @@ pub(crate) fn create(img: &Image, stdio: [RawFd; 3]) -> Result<Objects> {
                 }
                 sfd::eventfd(*count, fl).map_err(|e| Error::io("eventfd", e))?
             }
+            FileKind::EventPoll { .. } => {
+                sfd::epoll().map_err(|e| Error::io("epoll_create1", e))?
+            }
+            FileKind::TimerFd {
+                clockid,
+                value_ns,
+                interval_ns,
+                ticks,
+            } => {
+                // expirations not read yet come back as one expiry right away
+                let value = if *ticks > 0 { 1 } else { *value_ns };
+                let fl = if f.flags & libc::O_NONBLOCK != 0 {
+                    libc::TFD_NONBLOCK
+                } else {
+                    0
+                };
+                sfd::timerfd(*clockid, fl, value, *interval_ns)
+                    .map_err(|e| Error::io("timerfd", e))?
+            }
+            FileKind::SignalFd { mask } => {
+                let fl = if f.flags & libc::O_NONBLOCK != 0 {
+                    libc::SFD_NONBLOCK
+                } else {
+                    0
+                };
+                sfd::signalfd(*mask, fl).map_err(|e| Error::io("signalfd", e))?
+            }
             FileKind::Stdio { stream } => sfd::dup_raw(stdio[*stream as usize])
                 .map_err(|e| Error::io(format!("standard stream {stream}"), e))?,
         };

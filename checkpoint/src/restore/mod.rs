@@ -250,6 +250,23 @@ pub fn restore(img: &Image, opts: &RestoreOptions) -> Result<Restored> {
                 .map_err(|e| Error::sys(p.pid, "restore registers", e))?;
         }
     }
+    // each epoll instance is filled once, from the first process that holds it
+    let mut epoll = process::EpollPlan::new();
+    let mut seen = std::collections::HashSet::new();
+    for p in &img.processes {
+        for f in &p.fds {
+            if let crate::image::FileKind::EventPoll { targets } =
+                &img.shared.files[f.file as usize].kind
+            {
+                if seen.insert(f.file) {
+                    epoll
+                        .entry(p.pid)
+                        .or_default()
+                        .push((f.fd, targets.clone()));
+                }
+            }
+        }
+    }
     let shmem_fds: HashMap<u32, RawFd> = objects
         .shmem
         .iter()
@@ -262,6 +279,7 @@ pub fn restore(img: &Image, opts: &RestoreOptions) -> Result<Restored> {
         shmem_fds: &shmem_fds,
         fd_base: base,
         same_creds,
+        epoll: &epoll,
     };
     for p in &img.processes {
         process::rebuild(p, &pages[&p.pid], &env)?;

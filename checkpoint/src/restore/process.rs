@@ -11,11 +11,11 @@
 //! Registers and the signal mask are set last, by [`finish`], right before the tree goes.
 
 use std::collections::HashMap;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Result};
 use crate::image::{Chunk, ProcessImage, ThreadImage, VmaKind};
-use crate::sys::{mem, ptrace};
+use crate::sys::{fd as sfd, mem, ptrace};
 use crate::vdso;
 
 /// Size of the scratch area mapped in each process during restore.
@@ -65,7 +65,12 @@ pub(crate) struct Env<'a> {
     pub shmem_fds: &'a HashMap<u32, RawFd>,
     pub fd_base: i32,
     pub same_creds: bool,
+    /// Epoll registrations to make in each process.
+    pub epoll: &'a EpollPlan,
 }
+
+/// Per pid: `(epoll fd, [(watched fd, events, data)])`.
+pub(crate) type EpollPlan = HashMap<i32, Vec<(i32, Vec<(i32, u32, u64)>)>>;
 
 /// Rebuilds the memory, mm fields, signal state and threads of `p` (see the module doc).
 pub(crate) fn rebuild(p: &ProcessImage, pages: &[Chunk], env: &Env<'_>) -> Result<()> {
@@ -127,7 +132,7 @@ pub(crate) fn rebuild(p: &ProcessImage, pages: &[Chunk], env: &Env<'_>) -> Resul
         ],
     )?;
     map_areas(&mut c, p, env)?;
-    write_pages(pid, pages)?;
+    write_pages(&mut c, p, pages)?;
     for v in &p.mm.vmas {
         if v.shared || matches!(v.kind, VmaKind::Vdso) || v.prot as u64 == rw {
             continue;
@@ -144,6 +149,26 @@ pub(crate) fn rebuild(p: &ProcessImage, pages: &[Chunk], env: &Env<'_>) -> Resul
         libc::SYS_close_range,
         [env.fd_base as u64, u32::MAX as u64, 0, 0, 0, 0],
     )?;
+    for (epfd, targets) in env.epoll.get(&pid).map(Vec::as_slice).unwrap_or(&[]) {
+        for &(tfd, events, data) in targets {
+            // struct epoll_event is packed on x86-64: u32 events, u64 data
+            let mut ev = events.to_le_bytes().to_vec();
+            ev.extend(data.to_le_bytes());
+            c.put(0, &ev)?;
+            c.call(
+                &format!("epoll_ctl add fd {tfd} to epoll fd {epfd}"),
+                libc::SYS_epoll_ctl,
+                [
+                    *epfd as u64,
+                    libc::EPOLL_CTL_ADD as u64,
+                    tfd as u64,
+                    c.scratch,
+                    0,
+                    0,
+                ],
+            )?;
+        }
+    }
     c.call(
         "personality",
         libc::SYS_personality,
@@ -242,17 +267,73 @@ pub(crate) fn rebuild(p: &ProcessImage, pages: &[Chunk], env: &Env<'_>) -> Resul
     Ok(())
 }
 
-/// Writes the pages into the process, on two threads when there is enough to share: the copy
-/// and the target's page faults are the bulk of a restore.
-fn write_pages(pid: i32, pages: &[Chunk]) -> Result<()> {
-    let pieces: Vec<(u64, &[u8])> = pages
-        .iter()
-        .map(|ch| (ch.addr, ch.data.as_slice()))
-        .collect();
-    let total: usize = pieces.iter().map(|p| p.1.len()).sum();
-    let write = |part: &[(u64, &[u8])]| {
-        mem::write_remote(pid, part).map_err(|e| Error::sys(pid, "write pages", e))
+/// Opens a userfaultfd in the process (by an injected call, taken out with `pidfd_getfd`)
+/// with its private anonymous areas registered for UFFDIO_COPY.
+fn copy_uffd(c: &mut Ctx, anon: &[(u64, u64)]) -> Result<OwnedFd> {
+    let pid = c.pid;
+    let fd = c.call(
+        "userfaultfd",
+        libc::SYS_userfaultfd,
+        [(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64, 0, 0, 0, 0, 0],
+    )?;
+    let mine = sfd::pidfd_open(pid)
+        .and_then(|pf| sfd::pidfd_getfd(pf.as_fd(), fd as i32))
+        .map_err(|e| Error::sys(pid, "take userfaultfd", e));
+    c.call("close userfaultfd", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    let mine = mine?;
+    mem::uffd_copy::api(mine.as_fd()).map_err(|e| Error::sys(pid, "UFFDIO_API", e))?;
+    for &(s, e) in anon {
+        mem::uffd_copy::register_missing(mine.as_fd(), s, e - s)
+            .map_err(|er| Error::sys(pid, format!("UFFDIO_REGISTER {s:#x}-{e:#x}"), er))?;
+    }
+    Ok(mine)
+}
+
+/// Writes the pages into the process: into private anonymous areas with UFFDIO_COPY (no
+/// zeroing, no fault per page), elsewhere with `process_vm_writev`; on two threads when there
+/// is enough to share. The copy into fresh pages is the bulk of a restore.
+fn write_pages(c: &mut Ctx, p: &ProcessImage, pages: &[Chunk]) -> Result<()> {
+    let pid = p.pid;
+    let anon: Vec<(u64, u64)> =
+        p.mm.vmas
+            .iter()
+            .filter(|v| matches!(v.kind, VmaKind::Anon) && !v.shared)
+            .map(|v| (v.start, v.end))
+            .collect();
+    // without a userfaultfd (old kernel, no permission) everything goes by process_vm_writev
+    let uffd = copy_uffd(c, &anon).ok();
+    // (address, bytes, into an anonymous area)
+    let mut pieces: Vec<(u64, &[u8], bool)> = Vec::with_capacity(pages.len());
+    for ch in pages {
+        let (mut at, data) = (ch.addr, ch.data.as_slice());
+        let end = at + data.len() as u64;
+        let mut i = anon.partition_point(|r| r.1 <= at);
+        while at < end {
+            let (stop, is_anon) = match anon.get(i) {
+                Some(&(s, e)) if s <= at => (e.min(end), uffd.is_some()),
+                Some(&(s, _)) => (s.min(end), false),
+                None => (end, false),
+            };
+            let off = (at - ch.addr) as usize;
+            pieces.push((at, &data[off..off + (stop - at) as usize], is_anon));
+            if anon.get(i).is_some_and(|r| r.1 <= stop) {
+                i += 1;
+            }
+            at = stop;
+        }
+    }
+    let write = |part: &[(u64, &[u8], bool)]| -> Result<()> {
+        let plain: Vec<(u64, &[u8])> = part.iter().filter(|p| !p.2).map(|p| (p.0, p.1)).collect();
+        mem::write_remote(pid, &plain).map_err(|e| Error::sys(pid, "write pages", e))?;
+        if let Some(u) = &uffd {
+            for &(a, d, _) in part.iter().filter(|p| p.2) {
+                mem::uffd_copy::copy(u.as_fd(), a, d)
+                    .map_err(|e| Error::sys(pid, format!("UFFDIO_COPY at {a:#x}"), e))?;
+            }
+        }
+        Ok(())
     };
+    let total: usize = pieces.iter().map(|p| p.1.len()).sum();
     if total < 16 << 20 {
         return write(&pieces);
     }

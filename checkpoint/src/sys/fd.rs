@@ -305,3 +305,76 @@ pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: n was just returned by the kernel.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
+
+/// True if epoll instance `epfd` of `pid` watches, under number `tfd`, the file open at `tfd`.
+pub fn epoll_target_is(pid: i32, epfd: i32, tfd: i32) -> io::Result<bool> {
+    const KCMP_EPOLL_TFD: i32 = 7;
+    #[repr(C)]
+    struct Slot {
+        efd: u32,
+        tfd: u32,
+        toff: u32,
+    }
+    let slot = Slot {
+        efd: epfd as u32,
+        tfd: tfd as u32,
+        toff: 0,
+    };
+    // SAFETY: the kernel reads one kcmp_epoll_slot from &slot.
+    let r = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid,
+            pid,
+            KCMP_EPOLL_TFD,
+            tfd,
+            &slot as *const Slot,
+        )
+    })?;
+    Ok(r == 0)
+}
+
+/// A timerfd armed with `value_ns` to go and `interval_ns` period (relative).
+pub fn timerfd(clockid: i32, flags: i32, value_ns: u64, interval_ns: u64) -> io::Result<OwnedFd> {
+    // SAFETY: no memory arguments.
+    let fd = cvt_i(unsafe { libc::timerfd_create(clockid, flags | libc::TFD_CLOEXEC) })?;
+    // SAFETY: fd was just returned by the kernel.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if value_ns != 0 {
+        let ts = |ns: u64| libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as i64,
+            tv_nsec: (ns % 1_000_000_000) as i64,
+        };
+        let its = libc::itimerspec {
+            it_interval: ts(interval_ns),
+            it_value: ts(value_ns),
+        };
+        // SAFETY: the kernel reads one itimerspec from &its.
+        cvt_i(unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &its, std::ptr::null_mut()) })?;
+    }
+    Ok(fd)
+}
+
+/// A signalfd reading the signals of `mask`.
+pub fn signalfd(mask: u64, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: sigset_t is plain data; an all-zero value is an empty set.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    for sig in 1..=64 {
+        if mask & (1 << (sig - 1)) != 0 {
+            // SAFETY: set is a valid sigset_t.
+            unsafe { libc::sigaddset(&mut set, sig) };
+        }
+    }
+    // SAFETY: set is a valid sigset_t; -1 asks for a new signalfd.
+    let fd = cvt_i(unsafe { libc::signalfd(-1, &set, flags | libc::SFD_CLOEXEC) })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A new epoll instance.
+pub fn epoll() -> io::Result<OwnedFd> {
+    // SAFETY: no memory arguments.
+    let fd = cvt_i(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -252,3 +252,66 @@ pub fn touch_own(addr: u64) {
     // SAFETY: the caller passes an address inside a live, writable buffer it owns.
     unsafe { std::ptr::write_volatile(p, std::ptr::read_volatile(p)) };
 }
+
+/// userfaultfd used at restore to fill anonymous memory (`UFFDIO_COPY` allocates each page and
+/// copies into it without zeroing it first, and without a page fault per page).
+pub mod uffd_copy {
+    use super::*;
+
+    const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
+    const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
+    const UFFDIO_COPY: libc::c_ulong = 0xC028_AA03;
+    const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+
+    /// Enables the basic API (no features).
+    pub fn api(fd: BorrowedFd<'_>) -> io::Result<()> {
+        let mut a = [0xAAu64, 0, 0];
+        // SAFETY: struct uffdio_api is three u64s; the kernel reads and writes it.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_API, a.as_mut_ptr()) };
+        cvt(r as libc::c_long)?;
+        Ok(())
+    }
+
+    /// Registers `[start, start+len)` for missing-page handling.
+    pub fn register_missing(fd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<()> {
+        let mut r = [start, len, UFFDIO_REGISTER_MODE_MISSING, 0u64];
+        // SAFETY: struct uffdio_register is four u64s; the kernel reads and writes it.
+        let res = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER, r.as_mut_ptr()) };
+        cvt(res as libc::c_long)?;
+        Ok(())
+    }
+
+    /// Copies `data` to `dst` in the registered process (whole pages).
+    pub fn copy(fd: BorrowedFd<'_>, dst: u64, data: &[u8]) -> io::Result<()> {
+        let mut done = 0usize;
+        while done < data.len() {
+            #[repr(C)]
+            struct Copy {
+                dst: u64,
+                src: u64,
+                len: u64,
+                mode: u64,
+                copy: i64,
+            }
+            let mut c = Copy {
+                dst: dst + done as u64,
+                src: data[done..].as_ptr() as u64,
+                len: (data.len() - done) as u64,
+                mode: 0,
+                copy: 0,
+            };
+            // SAFETY: c is a valid uffdio_copy whose src covers len readable bytes of `data`.
+            let r = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_COPY, &mut c as *mut Copy) };
+            if r == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if c.copy > 0 {
+                done += c.copy as usize;
+            } else if err.raw_os_error() != Some(libc::EAGAIN) {
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+}

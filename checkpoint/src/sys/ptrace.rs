@@ -48,11 +48,10 @@ pub fn wait_interrupt_stop(tid: i32) -> io::Result<Vec<Vec<u8>>> {
         match waitpid(pid, Some(WaitPidFlag::__WALL))? {
             WaitStatus::PtraceEvent(_, _, ev) if ev == PTRACE_EVENT_STOP => return Ok(taken),
             WaitStatus::PtraceEvent(_, _, _) => np::cont(pid, None)?,
-            WaitStatus::Stopped(_, sig) => {
+            WaitStatus::Stopped(..) => {
                 // A signal was about to be delivered: keep its siginfo, suppress it now, and
                 // let the pending interrupt stop the thread.
                 taken.push(get_siginfo_raw(tid)?);
-                let _ = sig;
                 np::cont(pid, None)?;
             }
             WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {

@@ -1,11 +1,11 @@
-/* Holds an fd that cannot be checkpointed (argv[1]: tcp, udp, inotify, epoll, timerfd); after
+/* Holds an fd that cannot be checkpointed (argv[1]: tcp, udp, inotify, netlink, memfd,
+ * or unix PATH: a socket connected outside the tree); after
  * the refused dump it must still be running normally. */
 #include "common.h"
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <sys/inotify.h>
-#include <sys/epoll.h>
-#include <sys/timerfd.h>
+#include <sys/mman.h>
 #include <sys/un.h>
 
 int main(int argc, char **argv) {
@@ -21,15 +21,15 @@ int main(int argc, char **argv) {
         fd = socket(AF_INET, SOCK_DGRAM, 0);
     } else if (!strcmp(argv[1], "inotify")) {
         fd = inotify_init1(0);
-    } else if (!strcmp(argv[1], "epoll")) {
-        fd = epoll_create1(0);
+    } else if (!strcmp(argv[1], "netlink")) {
+        fd = socket(AF_NETLINK, SOCK_RAW, 0);
+    } else if (!strcmp(argv[1], "memfd")) {
+        fd = memfd_create("x", 0);
     } else if (!strcmp(argv[1], "unix") && argc > 2) {
         fd = socket(AF_UNIX, SOCK_STREAM, 0);
         struct sockaddr_un a = {.sun_family = AF_UNIX};
         strncpy(a.sun_path, argv[2], sizeof a.sun_path - 1);
         if (connect(fd, (struct sockaddr *)&a, sizeof a)) return 2;
-    } else if (!strcmp(argv[1], "timerfd")) {
-        fd = timerfd_create(CLOCK_MONOTONIC, 0);
     }
     char info[32];
     snprintf(info, sizeof info, "fd=%d", fd);

@@ -1,0 +1,48 @@
+/* Event fds: an epoll instance watching a pipe (edge-triggered, with user data) and a timerfd,
+ * a periodic timerfd, a signalfd for a blocked signal with one pending. */
+#include "common.h"
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <sys/signalfd.h>
+#include <signal.h>
+
+int main(void) {
+    close_inherited();
+    int p[2];
+    if (pipe(p)) return 2;
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event e = {.events = EPOLLIN | EPOLLET, .data.u64 = 0x1234};
+    epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &e);
+    int t = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
+    struct itimerspec its = {.it_interval = {0, 20 * 1000 * 1000}, .it_value = {0, 300 * 1000 * 1000}};
+    timerfd_settime(t, 0, &its, NULL);
+    struct epoll_event te = {.events = EPOLLIN, .data.u64 = 0x5678};
+    epoll_ctl(ep, EPOLL_CTL_ADD, t, &te);
+    sigset_t m;
+    sigemptyset(&m);
+    sigaddset(&m, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &m, NULL);
+    int s = signalfd(-1, &m, SFD_NONBLOCK);
+    raise(SIGUSR1);
+    ready(NULL);
+    if (wait_go()) return 3;
+    if (write(p[1], "x", 1) != 1) return 4;
+    struct epoll_event out[4];
+    int got_pipe = 0, got_timer = 0;
+    for (int round = 0; round < 20 && !(got_pipe && got_timer); round++) {
+        int n = epoll_wait(ep, out, 4, 1000);
+        for (int i = 0; i < n; i++) {
+            got_pipe |= out[i].data.u64 == 0x1234;
+            got_timer |= out[i].data.u64 == 0x5678;
+        }
+    }
+    check("epoll-pipe", got_pipe);
+    check("epoll-timerfd", got_timer);
+    struct itimerspec cur;
+    timerfd_gettime(t, &cur);
+    check("timerfd-interval", cur.it_interval.tv_nsec == 20 * 1000 * 1000);
+    struct signalfd_siginfo si;
+    check("signalfd", read(s, &si, sizeof si) == sizeof si && si.ssi_signo == SIGUSR1);
+    check("epoll-del", epoll_ctl(ep, EPOLL_CTL_DEL, p[0], NULL) == 0);
+    return 0;
+}
