@@ -222,6 +222,58 @@ fn stream_image_roundtrip_and_stream_corruption() {
 }
 
 #[test]
+fn changed_file_is_refused_unless_allowed() {
+    require_root!();
+    let files = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(build("memory", &[]));
+    cmd.arg(files.path());
+    let mut p = Prog::start(cmd);
+    p.expect("ready");
+    let (_dir, img) = dump_to_dir(p.pid, &DumpOptions::default());
+    p.reap();
+    wait_gone(&img.inventory.pids);
+    let path = files.path().join("private.bin");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"more")
+        .unwrap();
+    let e = restore(&img)
+        .err()
+        .expect("restore must refuse")
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: size is 65540 but was 65536 when dumped (mapped file changed)",
+            path.display()
+        )
+    );
+    assert!(
+        img.inventory
+            .pids
+            .iter()
+            .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()),
+        "nothing created"
+    );
+    let (in_r, in_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    use std::os::fd::AsRawFd;
+    let opts = checkpoint::RestoreOptions {
+        stdio: Some([in_r.as_raw_fd(), out_w.as_raw_fd(), 2]),
+        allow_changed_files: true,
+    };
+    let r = checkpoint::restore(&img, &opts).expect("allowed");
+    drop((in_r, out_w));
+    std::fs::File::from(in_w).write_all(b"go\n").unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(out_r), &mut out).unwrap();
+    assert_eq!(r.wait().unwrap(), 0);
+    assert!(out.contains("private-file ok"), "{out}");
+}
+
+#[test]
 fn leave_running_and_keep_frozen() {
     require_root!();
     // leave running: the original carries on
@@ -234,6 +286,33 @@ fn leave_running_and_keep_frozen() {
     };
     checkpoint::dump(p.pid, &opts, None, &mut DirSink::new(dir.path()).unwrap()).unwrap();
     wait_sleeping_untraced(p.pid);
+    p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(p.expect("counter"), "counter 42");
+    drop(p);
+
+    // leave stopped: SIGSTOP, no tracer; SIGCONT lets it go on
+    let mut p = Prog::start(Command::new(build("simple", &[])));
+    p.expect("ready");
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DumpOptions {
+        after: AfterDump::Stop,
+        ..Default::default()
+    };
+    checkpoint::dump(p.pid, &opts, None, &mut DirSink::new(dir.path()).unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while proc_state(p.pid) != ('T', 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            proc_state(p.pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(p.pid),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .unwrap();
     p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     assert_eq!(p.expect("counter"), "counter 42");
     drop(p);

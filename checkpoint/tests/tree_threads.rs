@@ -30,7 +30,7 @@ fn tree_with_children_grandchildren_groups_and_sessions() {
 #[test]
 fn threads_registers_xstate_tls_sigmask_rseq() {
     require_root!();
-    let mut p = Prog::start(Command::new(build("threads", &["-mavx"])));
+    let mut p = Prog::start(Command::new(build("threads", &[])));
     let line = p.expect("ready");
     let tids: Vec<String> = line.split_whitespace().skip(2).map(String::from).collect();
     let (code, out) = roundtrip(p);

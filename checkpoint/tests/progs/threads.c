@@ -49,19 +49,32 @@ static void *spinner(void *arg) {
     tls = 7;
     tids[2] = gettid();
     atomic_fetch_add(&started, 1);
-    /* ymm0..3 hold a pattern for the whole loop; the loop only reads memory */
-    int bad = 0;
+    /* vector registers hold a pattern for the whole loop (ymm2/ymm3 with AVX, else xmm2/xmm3);
+     * the loop only reads memory, so only a correct xsave restore keeps them */
+    int bad = 0, avx = __builtin_cpu_supports("avx");
     double in[4] = {1.5, -2.25, 3.125, 1e300};
     double out[4];
-    __asm__ volatile("vbroadcastsd %0, %%ymm3" ::"m"(in[3]) : "xmm3");
-    __asm__ volatile("vmovupd %0, %%ymm2" ::"m"(in[0]) : "xmm2");
+    if (avx) {
+        __asm__ volatile("vbroadcastsd %0, %%ymm3" ::"m"(in[3]) : "xmm3");
+        __asm__ volatile("vmovupd %0, %%ymm2" ::"m"(in[0]) : "xmm2");
+    } else {
+        __asm__ volatile("movupd %0, %%xmm3" ::"m"(in[2]) : "xmm3");
+        __asm__ volatile("movupd %0, %%xmm2" ::"m"(in[0]) : "xmm2");
+    }
     while (!atomic_load(&spin_stop)) {
         __asm__ volatile("pause");
     }
-    __asm__ volatile("vmovupd %%ymm2, %0" : "=m"(out[0]));
-    for (int i = 0; i < 4; i++) bad |= out[i] != in[i];
-    __asm__ volatile("vmovupd %%ymm3, %0" : "=m"(out[0]));
-    for (int i = 0; i < 4; i++) bad |= out[i] != in[3];
+    if (avx) {
+        __asm__ volatile("vmovupd %%ymm2, %0" : "=m"(out[0]));
+        for (int i = 0; i < 4; i++) bad |= out[i] != in[i];
+        __asm__ volatile("vmovupd %%ymm3, %0" : "=m"(out[0]));
+        for (int i = 0; i < 4; i++) bad |= out[i] != in[3];
+    } else {
+        __asm__ volatile("movupd %%xmm2, %0" : "=m"(out[0]));
+        bad |= out[0] != in[0] || out[1] != in[1];
+        __asm__ volatile("movupd %%xmm3, %0" : "=m"(out[0]));
+        bad |= out[0] != in[2] || out[1] != in[3];
+    }
     int ok = !bad && tls == 7 && gettid() == tids[2] && rseq_registered();
     printf("spinner tid=%d %s\n", gettid(), ok ? "ok" : "bad");
     fflush(stdout);
