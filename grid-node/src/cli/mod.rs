@@ -6,6 +6,7 @@ pub mod migrate;
 pub mod nodes;
 pub mod ps;
 pub mod run;
+pub mod sched;
 
 use std::path::{Path, PathBuf};
 
