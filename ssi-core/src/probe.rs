@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn host_sample_reads_real_figures() {
-        let p = Prober::new(ProbeScope::Host)
+        let p = Prober::new(ProbeScope::Host, None)
             .sample(&[], 1.0)
             .expect("sample");
         assert!(p.cpus >= 1);
