@@ -222,19 +222,10 @@ pub fn wait_gone(pids: &[i32]) {
 
 /// Dump, reap, restore, send "go", collect output.
 pub fn roundtrip(mut p: Prog) -> (i32, String) {
-    let t0 = Instant::now();
     let (_dir, img) = dump_to_dir(p.pid, &DumpOptions::default());
-    let t1 = Instant::now();
     p.reap();
     wait_gone(&img.inventory.pids);
-    let t2 = Instant::now();
     let mut r = restore(&img).expect("restore");
-    eprintln!(
-        "dump {:?} reap {:?} restore {:?}",
-        t1 - t0,
-        t2 - t1,
-        t2.elapsed()
-    );
     drop(p);
     r.send("go\n");
     r.finish()
