@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -230,6 +230,3 @@ pub fn roundtrip(mut p: Prog) -> (i32, String) {
     r.send("go\n");
     r.finish()
 }
-
-/// Keeps an OwnedFd alive in tests that need one.
-pub fn keep(_fd: OwnedFd) {}
