@@ -44,7 +44,7 @@ impl Default for BalanceConfig {
 pub struct LocalProc {
     /// Global pid (root of its tree).
     pub gpid: i32,
-    /// CPUs-worth it (and its tree) used lately.
+    /// CPUs-worth it (and its tree) wants: what moves with it.
     pub cpu: f64,
     /// Seconds since it started or arrived here.
     pub resident_s: f64,
@@ -132,7 +132,7 @@ impl Balancer {
             to: target.id,
             reason: format!(
                 "node {me} load {:.2} on {} CPU(s) (pressure {:.2}); node {} pressure {:.2}; \
-                 moving {} (using {:.2} CPU) brings the busier of the two to {:.2}",
+                 moving {} (wanting {:.2} CPU) brings the busier of the two to {:.2}",
                 mine.load,
                 mine.cpus,
                 mine.pressure(),

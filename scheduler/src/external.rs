@@ -230,7 +230,10 @@ mod tests {
         let t = std::time::Instant::now();
         assert_eq!(p.place(&nodes(), &Request::default()), Some(NodeId(1)));
         let waited = t.elapsed();
-        assert!(waited < STARTUP + Duration::from_millis(500), "placement waited {waited:?}");
+        assert!(
+            waited < STARTUP + Duration::from_millis(500),
+            "placement waited {waited:?}"
+        );
         assert_eq!(p.fallbacks, 1);
         assert!(p
             .last_error

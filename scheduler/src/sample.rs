@@ -19,7 +19,7 @@ pub struct NodeSample {
     pub mem_total_bytes: u64,
     /// Available memory, bytes.
     pub mem_free_bytes: u64,
-    /// Load: runnable tasks it hosts (after filters).
+    /// Load: threads it hosts that run or wait for a CPU (after filters).
     pub load: f64,
     /// Processes it hosts.
     pub procs: u32,
@@ -43,9 +43,9 @@ impl NodeSample {
                 cpus: n.cpus,
                 mem_total_bytes: n.mem_total_bytes,
                 mem_free_bytes: n.mem_free_bytes,
-                load: n.load1,
+                load: n.runnable,
                 procs: n.ssi_procs,
-                labels: BTreeMap::new(),
+                labels: n.labels.clone(),
                 pending: 0,
             })
             .collect()

@@ -194,7 +194,16 @@ impl SchedLayer {
             policy: self.policy.unwrap_or_else(|| "least-loaded".into()),
             params: key_values(self.params, "sched param")?,
             filters: self.filters,
-            labels: key_values(self.labels, "label")?,
+            labels: {
+                let labels = key_values(self.labels, "label")?;
+                let len: usize = labels.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+                if len > 120 || labels.iter().any(|(k, v)| format!("{k}{v}").contains([',', '='])) {
+                    return Err(Error::Config(
+                        "labels: at most 120 bytes in all, no ',' or '=' inside a key or value".into(),
+                    ));
+                }
+                labels
+            },
             balance: self.balance.unwrap_or(true),
             balance_interval: ms(self.balance_interval_ms.unwrap_or(2000).max(100)),
             balance_threshold: threshold,

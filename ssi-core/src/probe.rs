@@ -30,6 +30,11 @@ pub struct ProbeData {
     pub load15: f64,
     /// Processes this node hosts for the cluster.
     pub ssi_procs: u32,
+    /// Hosted threads running or waiting for a CPU, now: the demand for CPU, which the
+    /// scheduler compares with `cpus`.
+    pub runnable: f64,
+    /// Admin-set labels of the node.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Samples probes; keeps the state the hosted load averages need between samples.
@@ -61,6 +66,8 @@ impl Prober {
         };
         let mem =
             procfs::Meminfo::current().map_err(|e| Error::Probe(format!("/proc/meminfo: {e}")))?;
+        let threads: Vec<(u32, u32)> = hosted.iter().map(|&pid| thread_states(pid)).collect();
+        let running: u32 = threads.iter().map(|t| t.0).sum();
         let (load1, load5, load15) = match self.scope {
             ProbeScope::Host => {
                 let l = procfs::LoadAverage::current()
@@ -68,7 +75,7 @@ impl Prober {
                 (two_places(l.one), two_places(l.five), two_places(l.fifteen))
             }
             ProbeScope::Hosted => {
-                let active = hosted.iter().map(|&pid| active_threads(pid)).sum::<u32>();
+                let active: u32 = threads.iter().map(|t| t.0 + t.1).sum();
                 self.load.update(f64::from(active), elapsed_s);
                 (self.load.one, self.load.five, self.load.fifteen)
             }
@@ -81,6 +88,8 @@ impl Prober {
             load5,
             load15,
             ssi_procs: u32::try_from(hosted.len()).unwrap_or(u32::MAX),
+            runnable: f64::from(running),
+            labels: Default::default(),
         })
     }
 }
@@ -90,24 +99,21 @@ fn two_places(x: f32) -> f64 {
     (f64::from(x) * 100.0).round() / 100.0
 }
 
-/// Threads of `pid` that count towards the load: running or in uninterruptible sleep, as for
-/// the kernel's load average. A process that is gone counts zero.
-fn active_threads(pid: i32) -> u32 {
-    let Ok(proc_) = Process::new(pid) else {
-        return 0;
+/// Threads of `pid` running or runnable (`R`), and in uninterruptible sleep (`D`): both count
+/// towards the load, as for the kernel's load average. A process that is gone counts zero.
+fn thread_states(pid: i32) -> (u32, u32) {
+    let Ok(tasks) = Process::new(pid).and_then(|p| p.tasks()) else {
+        return (0, 0);
     };
-    let Ok(tasks) = proc_.tasks() else {
-        return 0;
-    };
-    let mut n = 0;
+    let (mut r, mut d) = (0, 0);
     for task in tasks.flatten() {
-        if let Ok(stat) = task.stat() {
-            if stat.state == 'R' || stat.state == 'D' {
-                n += 1;
-            }
+        match task.stat().map(|s| s.state) {
+            Ok('R') => r += 1,
+            Ok('D') => d += 1,
+            _ => {}
         }
     }
-    n
+    (r, d)
 }
 
 /// Exponentially-damped moving averages of a count over 1, 5 and 15 minutes.
@@ -157,6 +163,7 @@ mod tests {
             last = prober.sample(&[me], 5.0).expect("sample");
         }
         assert_eq!(last.ssi_procs, 1);
+        assert!(last.runnable >= 1.0, "this thread runs while it samples");
         assert_eq!(last.cpus, 3, "the configured count wins");
         assert!(last.load1 > 0.5, "load1 {}", last.load1);
         assert!(last.load1 > last.load5 && last.load5 > last.load15);

@@ -73,6 +73,10 @@ pub struct NodeView {
     pub load15: f64,
     /// Processes hosted for the cluster.
     pub ssi_procs: u32,
+    /// Hosted threads running or waiting for a CPU.
+    pub runnable: f64,
+    /// Admin-set labels.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Whether this row is the node answering.
     pub local: bool,
 }
@@ -150,6 +154,8 @@ mod tests {
             load5: 0.25,
             load15: 0.0,
             ssi_procs: 1,
+            runnable: 0.0,
+            labels: Default::default(),
             local: false,
         }
     }

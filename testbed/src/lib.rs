@@ -35,6 +35,8 @@ pub struct NodeOptions {
     /// Limit each node's processes to this many CPUs (a cgroup per node), so that nodes
     /// sharing this machine behave like machines of their own.
     pub cpu_quota: Option<f64>,
+    /// Lines of the `[sched]` table of every node's config (e.g. `balance = false`).
+    pub sched: Vec<String>,
 }
 
 /// The layout of a testbed, saved in `DIR/testbed.json`.
@@ -247,6 +249,14 @@ impl Testbed {
         );
         if let Some(q) = self.layout.options.cpu_quota {
             text.push_str(&format!("cpu_quota = {q}\n"));
+        }
+        // Tables come after every top-level key.
+        if !self.layout.options.sched.is_empty() {
+            text.push_str("[sched]\n");
+            for line in &self.layout.options.sched {
+                text.push_str(line);
+                text.push('\n');
+            }
         }
         std::fs::write(nd.join("ssid.toml"), text).context("cannot write node config")
     }

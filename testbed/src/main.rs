@@ -94,7 +94,11 @@ fn run(args: Args) -> Result<()> {
             netns,
             cpu_quota,
         } => {
-            let tb = Testbed::up_with(&dir, nodes, netns, testbed::NodeOptions { cpu_quota })?;
+            let opts = testbed::NodeOptions {
+                cpu_quota,
+                ..Default::default()
+            };
+            let tb = Testbed::up_with(&dir, nodes, netns, opts)?;
             println!(
                 "{nodes} nodes up in {}; run: . {}/env && ssi nodes",
                 tb.dir().display(),

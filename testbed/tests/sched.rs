@@ -12,8 +12,15 @@ use common::{json, root_or_skip, ssi, testbed};
 /// (from the pid range: node N owns N*4096..N*4096+4095).
 fn placed(tb: &Testbed, via: usize) -> i64 {
     let out = ssi(tb, via, &["run", "--", "sh", "-c", "echo $$"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pid: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("pid");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: i64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("pid");
     pid / 4096
 }
 
@@ -31,23 +38,36 @@ fn policy_switched_live_changes_placement_on_every_node() {
     }
     let (_d, tb) = testbed(3, false);
     let set = ssi(&tb, 2, &["sched", "set", "round-robin"]);
-    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
     for doc in show(&tb, 3) {
         assert_eq!(doc["policy"], "round-robin", "every node switched: {doc}");
     }
     let got: Vec<i64> = (0..6).map(|_| placed(&tb, 1)).collect();
     assert_eq!(got, vec![1, 2, 3, 1, 2, 3]);
     // Each placement was recorded with its reason on the deciding node.
-    let decisions = show(&tb, 1)[0]["decisions"].as_array().expect("decisions").clone();
+    let decisions = show(&tb, 1)[0]["decisions"]
+        .as_array()
+        .expect("decisions")
+        .clone();
     let places: Vec<&serde_json::Value> =
         decisions.iter().filter(|d| d["kind"] == "place").collect();
     assert!(places.len() >= 6);
-    assert!(places.iter().all(|d| d["reason"].as_str().is_some_and(|r| r.contains("round-robin chose node"))));
+    assert!(places.iter().all(|d| d["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("round-robin chose node"))));
 
     let bad = ssi(&tb, 1, &["sched", "set", "fastest"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown policy"));
-    assert_eq!(show(&tb, 2)[0]["policy"], "round-robin", "a refused policy changes nothing");
+    assert_eq!(
+        show(&tb, 2)[0]["policy"],
+        "round-robin",
+        "a refused policy changes nothing"
+    );
 }
 
 #[test]
@@ -65,8 +85,18 @@ fn external_policy_decides_and_a_broken_one_falls_back_without_blocking() {
     .expect("write policy");
     let prog = "program=python3".to_string();
     let args = format!("args={}", good.display());
-    let set = ssi(&tb, 1, &["sched", "set", "external", "--param", &prog, "--param", &args]);
-    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let set = ssi(
+        &tb,
+        1,
+        &[
+            "sched", "set", "external", "--param", &prog, "--param", &args,
+        ],
+    );
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
     for _ in 0..3 {
         assert_eq!(placed(&tb, 1), 3);
     }
@@ -78,22 +108,145 @@ fn external_policy_decides_and_a_broken_one_falls_back_without_blocking() {
     let set = ssi(
         &tb,
         1,
-        &["sched", "set", "external", "--param", &prog, "--param", &args, "--param", "timeout_ms=300"],
+        &[
+            "sched",
+            "set",
+            "external",
+            "--param",
+            &prog,
+            "--param",
+            &args,
+            "--param",
+            "timeout_ms=300",
+        ],
     );
     assert!(set.status.success());
     let t = Instant::now();
     placed(&tb, 1);
     // At most the start-up allowance of a fresh program, then the fallback.
-    assert!(t.elapsed() < Duration::from_secs(5), "placement blocked {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "placement blocked {:?}",
+        t.elapsed()
+    );
     let t = Instant::now();
     placed(&tb, 1);
-    assert!(t.elapsed() < Duration::from_secs(5), "placement blocked {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "placement blocked {:?}",
+        t.elapsed()
+    );
     let me = &show(&tb, 1)[0];
     let report = me["policy_report"].as_str().expect("report");
     assert!(report.contains("2 decided by least-loaded"), "{report}");
-    let last = me["decisions"].as_array().expect("decisions").last().expect("one").clone();
+    let last = me["decisions"]
+        .as_array()
+        .expect("decisions")
+        .last()
+        .expect("one")
+        .clone();
     assert!(
-        last["reason"].as_str().is_some_and(|r| r.contains("external policy failed") && r.contains("no answer")),
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("external policy failed") && r.contains("no answer")),
         "{last}"
     );
+}
+
+#[test]
+fn an_overloaded_node_moves_work_to_idle_ones_on_its_own() {
+    if !root_or_skip("hosting processes and migration") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let burn = common::compile("burn", dir.path());
+    let opts = testbed::NodeOptions {
+        cpu_quota: Some(0.5),
+        sched: vec![
+            "balance_interval_ms = 500".into(),
+            "min_residence_ms = 1000".into(),
+            "balance_cooldown_ms = 1500".into(),
+        ],
+    };
+    let tb = Testbed::up_with(&dir.path().join("tb"), 3, false, opts).expect("testbed");
+    // Three CPU-bound jobs on one node of half a CPU.
+    let jobs: Vec<_> = (0..3)
+        .map(|_| {
+            common::ssi_cmd(
+                &tb,
+                1,
+                &[
+                    "run",
+                    "--node",
+                    "1",
+                    "--",
+                    burn.to_str().expect("path"),
+                    "2500",
+                ],
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+        })
+        .collect();
+    for j in jobs {
+        let out = j.wait_with_output().expect("wait");
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "done 2500\n");
+    }
+    let moves: Vec<serde_json::Value> = show(&tb, 2)
+        .iter()
+        .flat_map(|d| d["decisions"].as_array().cloned().unwrap_or_default())
+        .filter(|d| d["kind"] == "move")
+        .collect();
+    assert!(
+        !moves.is_empty(),
+        "no process was moved off the overloaded node"
+    );
+    for m in &moves {
+        assert_eq!(m["node"], 1, "only the overloaded node moves work: {m}");
+        assert_ne!(m["to"], 1);
+        assert!(
+            m["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("node 1 load")),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn placement_constraints_follow_gossiped_labels() {
+    if !root_or_skip("hosting processes") {
+        return;
+    }
+    let (_d, mut tb) = testbed(3, false);
+    // Node 3 gets a label: restart it with one in its config.
+    tb.kill(3).expect("stop node 3");
+    let cfg = tb.node_dir(3).join("ssid.toml");
+    let mut text = std::fs::read_to_string(&cfg).expect("config");
+    text.push_str("[sched]\nlabels = [\"rack=b\"]\n");
+    std::fs::write(&cfg, text).expect("write config");
+    tb.start(3).expect("start node 3");
+    let labelled = testbed::wait_until(Duration::from_secs(10), || {
+        show(&tb, 1)[0]["view"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|n| n["id"] == 3 && n["labels"]["rack"] == "b"))
+    });
+    assert!(labelled, "node 1 never learned node 3's label");
+    for _ in 0..3 {
+        let out = ssi(
+            &tb,
+            1,
+            &["run", "--constraint", "rack=b", "--", "sh", "-c", "echo $$"],
+        );
+        let pid: i64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("pid");
+        assert_eq!(pid / 4096, 3);
+    }
+    let none = ssi(&tb, 2, &["run", "--constraint", "rack=z", "--", "true"]);
+    assert_eq!(none.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no alive node fits"));
 }

@@ -22,7 +22,8 @@ pub async fn run(node: Arc<Node>) {
         };
         node.sched.measure(&hosted, elapsed);
         match prober.sample(&hosted, elapsed) {
-            Ok(probe) => {
+            Ok(mut probe) => {
+                probe.labels = node.sched.labels();
                 if node.gossip.publish(probe).await.is_err() {
                     return;
                 }

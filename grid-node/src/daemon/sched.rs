@@ -149,6 +149,7 @@ impl Sched {
                 times.retain(|t| t.elapsed() < PENDING_FOR);
                 n.pending = u32::try_from(times.len()).unwrap_or(u32::MAX);
             }
+            // Our own labels as they are now, not as last gossiped.
             if n.id == self.me {
                 n.labels = st.labels.clone();
             }

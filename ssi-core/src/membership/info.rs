@@ -26,6 +26,12 @@ pub const INFO_TRANSMISSIONS: u8 = 3;
 
 /// Encodes `name` and `probe` compactly.
 pub fn encode(name: &str, probe: &ProbeData) -> Vec<u8> {
+    let labels: String = probe
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let centi = |x: f64| (x * 100.0).round() as u32;
     let body = InfoBody {
         name,
@@ -34,8 +40,11 @@ pub fn encode(name: &str, probe: &ProbeData) -> Vec<u8> {
         mem_free_kib: probe.mem_free_bytes / 1024,
         load_centi: [centi(probe.load1), centi(probe.load5), centi(probe.load15)],
         ssi_procs: probe.ssi_procs,
+        runnable_centi: centi(probe.runnable),
+        labels: &labels,
     };
-    // A name is at most 64 bytes (config check) and the figures at most 40: this fits.
+    // A name is at most 64 bytes and labels at most 120 (config checks), the figures at most
+    // 45: this fits.
     postcard::to_stdvec(&body).unwrap_or_default()
 }
 
@@ -53,6 +62,13 @@ pub fn decode(body: &[u8]) -> Option<(String, ProbeData)> {
             load5: load(b.load_centi[1]),
             load15: load(b.load_centi[2]),
             ssi_procs: b.ssi_procs,
+            runnable: load(b.runnable_centi),
+            labels: b
+                .labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         },
     ))
 }
@@ -118,9 +134,11 @@ mod tests {
             load5: 0.2,
             load15: 0.0,
             ssi_procs: 17,
+            runnable: 3.5,
+            labels: [("rack".to_string(), "b".to_string())].into(),
         };
         let body = encode("node-7", &p);
-        assert!(body.len() < 30, "{} bytes", body.len());
+        assert!(body.len() < 40, "{} bytes", body.len());
         let (name, q) = decode(&body).expect("decodes");
         assert_eq!(name, "node-7");
         assert_eq!(q, p);

@@ -18,7 +18,7 @@ use crate::node::{NodeId, NodeIdentity};
 use super::MAX_PACKET;
 
 /// Version of the membership datagram format; a datagram of another version is refused.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Most members that can back one suspicion in a single update (Lifeguard needs a few
 /// independent confirmations, not all of them).
@@ -242,6 +242,10 @@ pub struct InfoBody<'a> {
     pub load_centi: [u32; 3],
     /// Processes hosted for the cluster.
     pub ssi_procs: u32,
+    /// Hosted threads running or waiting for a CPU, hundredths.
+    pub runnable_centi: u32,
+    /// Admin-set labels, `key=value` pairs joined by commas.
+    pub labels: &'a str,
 }
 
 /// A decoded datagram; info bodies borrow from the datagram.
@@ -481,6 +485,8 @@ mod tests {
             mem_free_kib: 8 << 20,
             load_centi: [53, 20, 0],
             ssi_procs: 3,
+            runnable_centi: 150,
+            labels: "rack=a",
         })
         .expect("encode")
     }
@@ -569,8 +575,8 @@ mod tests {
             kind: Kind::Gossip,
         })
         .finish();
-        data[0] = 2;
-        assert_eq!(decode(&data), Err(DecodeError::Version(2)));
+        data[0] = VERSION + 1;
+        assert_eq!(decode(&data), Err(DecodeError::Version(VERSION + 1)));
     }
 
     #[test]

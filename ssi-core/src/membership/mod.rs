@@ -508,6 +508,8 @@ fn row(
         load5: probe.load5,
         load15: probe.load15,
         ssi_procs: probe.ssi_procs,
+        runnable: probe.runnable,
+        labels: probe.labels,
         local,
     }
 }

@@ -351,6 +351,8 @@ impl Sim {
             load5: load(r),
             load15: load(r),
             ssi_procs: r.random_range(0..50),
+            runnable: 0.0,
+            labels: Default::default(),
         }
     }
 

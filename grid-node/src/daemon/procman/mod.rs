@@ -322,8 +322,8 @@ impl ProcMan {
     }
 
     /// The trees this node could move away: processes started or restored here that still
-    /// run, with the CPU their whole tree used (`cpu_by_pid`: pids as /proc sees them) and how
-    /// long they have been here.
+    /// run, with the CPU their whole tree wants (what it used, per `cpu_by_pid` with pids as
+    /// /proc sees them, or its runnable threads if more) and how long they have been here.
     pub fn movable(&self, cpu_by_pid: &HashMap<i32, f64>) -> Vec<scheduler::LocalProc> {
         let members = ps::members(self.ns);
         let gpid_of: HashMap<i32, i32> = members.iter().map(|m| (m.root_pid, m.gpid)).collect();
@@ -355,7 +355,12 @@ impl ProcMan {
                 hops += 1;
             }
             if roots.contains_key(&g) {
-                *cpu.entry(g).or_default() += cpu_by_pid.get(&m.root_pid).copied().unwrap_or(0.0);
+                // What moves with a process is its demand for CPU: at least the CPU it got,
+                // and at least one CPU per thread that runs or waits to (a throttled or
+                // crowded process gets less than it wants).
+                let got = cpu_by_pid.get(&m.root_pid).copied().unwrap_or(0.0);
+                let want = f64::from(ps::running_threads(m.root_pid));
+                *cpu.entry(g).or_default() += got.max(want);
             }
         }
         roots

@@ -106,3 +106,15 @@ pub fn user_name(uid: u32) -> String {
         .flatten()
         .map_or_else(|| uid.to_string(), |u| u.name)
 }
+
+/// Threads of `root_pid` running or waiting for a CPU.
+pub fn running_threads(root_pid: i32) -> u32 {
+    let Ok(tasks) = Process::new(root_pid).and_then(|p| p.tasks()) else {
+        return 0;
+    };
+    let n = tasks
+        .flatten()
+        .filter(|t| t.stat().is_ok_and(|s| s.state == 'R'))
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
