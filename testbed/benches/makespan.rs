@@ -44,7 +44,8 @@ fn batch(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     for mut c in children {
-        anyhow::ensure!(c.wait()?.success(), "a job failed");
+        let st = c.wait()?;
+        anyhow::ensure!(st.success(), "{name}: a job failed: {st}");
     }
     let makespan = t.elapsed().as_secs_f64();
     let moves = Command::new(tb.bin("ssi"))

@@ -143,7 +143,21 @@ fn demo(netns: bool) -> Result<()> {
         dir.display()
     ));
     let t = Instant::now();
-    let mut tb = Testbed::up(&dir, 3, netns)?;
+    // Each node gets half a CPU (a cgroup, root only) so that the three behave like small
+    // machines of their own, and re-balances quickly.
+    let opts = if nix::unistd::geteuid().is_root() {
+        testbed::NodeOptions {
+            cpu_quota: Some(0.5),
+            sched: vec![
+                "balance_interval_ms = 500".into(),
+                "min_residence_ms = 1500".into(),
+                "balance_cooldown_ms = 1500".into(),
+            ],
+        }
+    } else {
+        testbed::NodeOptions::default()
+    };
+    let mut tb = Testbed::up_with(&dir, 3, netns, opts)?;
     println!(
         "all 3 nodes see each other alive after {:.2} s",
         t.elapsed().as_secs_f64()
@@ -288,5 +302,55 @@ fn processes(tb: &Testbed, dir: &std::path::Path) -> Result<()> {
     show_lines(&mut out, 5)?;
     ssi(tb, 1, &["kill", &gpid.to_string()])?;
     let _ = attach.wait();
+
+    step("Uneven load: three busy loops started on node 1 (half a CPU)");
+    let mut loops = Vec::new();
+    for _ in 0..3 {
+        let out = Command::new(tb.bin("ssi"))
+            .args([
+                "run",
+                "--node",
+                "1",
+                "--detach",
+                "--",
+                "sh",
+                "-c",
+                "while :; do :; done",
+            ])
+            .env("SSI_SOCKET", tb.socket(1))
+            .output()
+            .context("cannot run ssi")?;
+        loops.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    ssi(tb, 1, &["ps"])?;
+    println!(
+        "(node 1 has 3 runnable processes for 1 CPU; the others are idle: waiting for it to act)"
+    );
+    let spread = wait_until(std::time::Duration::from_secs(20), || {
+        let out = Command::new(tb.bin("ssi"))
+            .args(["ps", "--json"])
+            .env("SSI_SOCKET", tb.socket(1))
+            .output();
+        out.ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| {
+                v.as_array().map(|a| {
+                    let nodes: std::collections::BTreeSet<i64> =
+                        a.iter().filter_map(|p| p["node"].as_i64()).collect();
+                    nodes.len() >= 3
+                })
+            })
+            .unwrap_or(false)
+    });
+    step(if spread {
+        "Re-balanced: the busy loops moved by live migration"
+    } else {
+        "Not re-balanced within 20 s (see the decisions below)"
+    });
+    ssi(tb, 1, &["ps"])?;
+    ssi(tb, 1, &["sched", "show"])?;
+    for g in &loops {
+        ssi(tb, 1, &["kill", "-s", "KILL", g])?;
+    }
     Ok(())
 }

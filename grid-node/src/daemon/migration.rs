@@ -272,6 +272,8 @@ pub async fn migrate_in(
             return Ok(());
         }
     };
+    // An exit of the restored tree before its record is made must reach the record.
+    pm.expect(gpid);
     let mut streams = Some(Streams::new()?);
     let (data_r, data_w) = data_pipe()?;
     let (ctl, ctl_theirs) = control_pair()?;
@@ -329,6 +331,9 @@ pub async fn migrate_in(
                     Ok(other) => RpcResponse::Error { message: format!("restore helper: unexpected {other:?}") },
                     Err(e) => RpcResponse::Error { message: format!("{e:#}") },
                 };
+                if matches!(answer, RpcResponse::Error { .. }) {
+                    pm.forget(gpid);
+                }
                 conn.send(&answer).await?;
                 return Ok(());
             }
@@ -403,6 +408,7 @@ pub async fn restart(node: &Node, dir: &str, caller: &Caller) -> Result<i32> {
     let mut reports = BufReader::new(r).lines();
     match next_report(&mut reports).await? {
         Some(Report::Restored { root, .. }) => {
+            pm.expect(root);
             let uid = pm.owner(root).unwrap_or(0);
             streams.adopt(pm, root, uid)?;
             Ok(root)

@@ -69,11 +69,24 @@ pub struct SpawnFailure {
     pub errno: i32,
 }
 
+/// What the init tells the process manager, in the order it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitEvent {
+    /// A program was started under this pid (before its answer reaches the requester, and
+    /// before any exit of it).
+    Spawned(i32),
+    /// A process of the namespace ended.
+    Exited(i32, ExitStatus),
+}
+
+/// Someone waiting for the answer to a request, and whether a start is announced as an event.
+type Waiter = (oneshot::Sender<FromInit>, bool);
+
 /// Talks to the init; clonable through `Arc`.
 #[derive(Debug)]
 pub struct InitClient {
     sock: AsyncFd<OwnedFd>,
-    pending: Mutex<VecDeque<oneshot::Sender<FromInit>>>,
+    pending: Mutex<VecDeque<Waiter>>,
     send_lock: tokio::sync::Mutex<()>,
 }
 
@@ -84,7 +97,7 @@ fn gone() -> anyhow::Error {
 impl InitClient {
     /// Wraps the channel and starts reading it; exits of processes go to `exits`. When the
     /// init goes away, `exits` is closed.
-    pub fn start(sock: OwnedFd, exits: mpsc::Sender<(i32, ExitStatus)>) -> Result<Arc<Self>> {
+    pub fn start(sock: OwnedFd, exits: mpsc::Sender<InitEvent>) -> Result<Arc<Self>> {
         fcntl(&sock, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).context("fcntl")?;
         let client = Arc::new(InitClient {
             sock: sys::async_fd(sock).context("cannot register the init channel")?,
@@ -95,7 +108,7 @@ impl InitClient {
         Ok(client)
     }
 
-    async fn read_loop(self: Arc<Self>, exits: mpsc::Sender<(i32, ExitStatus)>) {
+    async fn read_loop(self: Arc<Self>, exits: mpsc::Sender<InitEvent>) {
         let mut buf = vec![0u8; MAX_MESSAGE];
         loop {
             let got = self
@@ -117,11 +130,14 @@ impl InitClient {
             };
             match msg {
                 FromInit::Exited { pid, status } => {
-                    let _ = exits.send((pid, status)).await;
+                    let _ = exits.send(InitEvent::Exited(pid, status)).await;
                 }
                 reply => {
                     let waiter = self.lock_pending().pop_front();
-                    if let Some(w) = waiter {
+                    if let Some((w, announce)) = waiter {
+                        if let (true, FromInit::Spawned { gpid }) = (announce, &reply) {
+                            let _ = exits.send(InitEvent::Spawned(*gpid)).await;
+                        }
                         let _ = w.send(reply);
                     }
                 }
@@ -131,11 +147,12 @@ impl InitClient {
         self.lock_pending().clear();
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, VecDeque<oneshot::Sender<FromInit>>> {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiter>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn request(&self, msg: &ToInit, fds: &[RawFd]) -> Result<FromInit> {
+        let announce = matches!(msg, ToInit::Spawn(_));
         if fds.len() > sys::MAX_FDS {
             bail!(
                 "{} fds in one request; the init takes at most {}",
@@ -154,7 +171,7 @@ impl InitClient {
         let (tx, rx) = oneshot::channel();
         {
             let _order = self.send_lock.lock().await;
-            self.lock_pending().push_back(tx);
+            self.lock_pending().push_back((tx, announce));
             let sent = self
                 .sock
                 .async_io(tokio::io::Interest::WRITABLE, |fd| {

@@ -9,7 +9,7 @@ pub mod ps;
 
 pub use output::End;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 
-use super::nsinit::client::{InitClient, SpawnFailure};
+use super::nsinit::client::{InitClient, InitEvent, SpawnFailure};
 use super::nsinit::SpawnRequest;
 
 /// How long an exit status nobody collected is kept (detached processes).
@@ -50,8 +50,10 @@ pub struct ProcMan {
     init: Arc<InitClient>,
     ns: u64,
     table: Table,
-    /// Exits that arrived before their spawn was recorded.
-    early: Mutex<HashMap<i32, (ExitStatus, Instant)>>,
+    /// Pids started (or being restored) whose record is not made yet.
+    expecting: Mutex<HashSet<i32>>,
+    /// Exits of expected pids that came before their record.
+    early: Mutex<HashMap<i32, ExitStatus>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,7 +72,7 @@ impl ProcMan {
         node_name: String,
         init: Arc<InitClient>,
         init_pid: i32,
-        mut exits: mpsc::Receiver<(i32, ExitStatus)>,
+        mut events: mpsc::Receiver<InitEvent>,
     ) -> Result<Arc<ProcMan>> {
         let ns = ps::pid_ns_inode(init_pid).context("cannot read the pid namespace of the init")?;
         let pm = Arc::new(ProcMan {
@@ -79,13 +81,17 @@ impl ProcMan {
             init,
             ns,
             table: Arc::default(),
+            expecting: Mutex::default(),
             early: Mutex::default(),
         });
         let weak = Arc::downgrade(&pm);
         tokio::spawn(async move {
-            while let Some((pid, status)) = exits.recv().await {
+            while let Some(ev) = events.recv().await {
                 let Some(pm) = weak.upgrade() else { return };
-                pm.exited(pid, status);
+                match ev {
+                    InitEvent::Spawned(gpid) => pm.expect(gpid),
+                    InitEvent::Exited(pid, status) => pm.exited(pid, status),
+                }
             }
             tracing::error!("the namespace init is gone: this node can no longer host processes");
         });
@@ -101,30 +107,57 @@ impl ProcMan {
         Ok(pm)
     }
 
+    /// Notes that `gpid` was just started or is being restored: an exit of it before its
+    /// record exists is kept for the record. Exits of other pids without a record (ssid's
+    /// helpers, children of programs, a tree that moved away) are not kept: a later process
+    /// with the same pid must not inherit them.
+    pub fn expect(&self, gpid: i32) {
+        // Under the table lock: the record may already be there.
+        let table = lock(&self.table);
+        if !table.contains_key(&gpid) {
+            lock(&self.expecting).insert(gpid);
+        }
+    }
+
+    /// Stops expecting `gpid` (its restore failed).
+    pub fn forget(&self, gpid: i32) {
+        let _table = lock(&self.table);
+        lock(&self.expecting).remove(&gpid);
+        lock(&self.early).remove(&gpid);
+    }
+
     fn exited(&self, pid: i32, status: ExitStatus) {
-        let rec = lock(&self.table).get(&pid).cloned();
-        match rec {
-            Some(rec) => {
-                *lock(&rec.exited_at) = Some(Instant::now());
-                // A tree that moved away is killed here afterwards: that is not its end.
-                rec.exit.send_if_modified(|end| {
-                    if end.is_none() {
-                        *end = Some(End::Exited(status));
-                        true
+        let rec = {
+            let table = lock(&self.table);
+            match table.get(&pid) {
+                Some(r) => Some(r.clone()),
+                None => {
+                    if lock(&self.expecting).remove(&pid) {
+                        lock(&self.early).insert(pid, status);
                     } else {
-                        false
+                        tracing::debug!(pid, ?status, "exit of a process without a record");
                     }
-                });
+                    None
+                }
             }
-            None => {
-                lock(&self.early).insert(pid, (status, Instant::now()));
-            }
+        };
+        if let Some(rec) = rec {
+            tracing::debug!(pid, ?status, "process exited");
+            *lock(&rec.exited_at) = Some(Instant::now());
+            // A tree that moved away is killed here afterwards: that is not its end.
+            rec.exit.send_if_modified(|end| {
+                if end.is_none() {
+                    *end = Some(End::Exited(status));
+                    true
+                } else {
+                    false
+                }
+            });
         }
     }
 
     /// Forgets exit statuses nobody collected in time.
     fn sweep(&self) {
-        lock(&self.early).retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
         lock(&self.table)
             .retain(|_, rec| lock(&rec.exited_at).is_none_or(|at| at.elapsed() < KEEP_EXITED));
     }
@@ -190,10 +223,14 @@ impl ProcMan {
             exit: exit_tx,
             exited_at: Mutex::new(None),
         });
-        lock(&self.table).insert(gpid, rec.clone());
-        if let Some((status, _)) = lock(&self.early).remove(&gpid) {
-            *lock(&rec.exited_at) = Some(Instant::now());
-            let _ = rec.exit.send(Some(End::Exited(status)));
+        {
+            let mut table = lock(&self.table);
+            table.insert(gpid, rec.clone());
+            lock(&self.expecting).remove(&gpid);
+            if let Some(status) = lock(&self.early).remove(&gpid) {
+                *lock(&rec.exited_at) = Some(Instant::now());
+                let _ = rec.exit.send(Some(End::Exited(status)));
+            }
         }
         let table = self.table.clone();
         output::start(out_r, err_r, attach_rx, exit_rx, follower, move || {
