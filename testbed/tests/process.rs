@@ -184,11 +184,11 @@ fn global_pid_is_getpid_and_ps_and_kill_work_from_any_node() {
     // Node 3 owns pids 12288..=16383.
     assert!((12288..=16383).contains(&gpid), "gpid {gpid}");
     // Its own getpid(), printed before exec, is the global pid.
-    let attached = ssi_cmd(&tb, 2, &["attach", &gpid.to_string()])
+    let mut attached = ssi_cmd(&tb, 2, &["attach", &gpid.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("attach");
-    let first = BufReader::new(attached.stdout.expect("stdout"))
+    let first = BufReader::new(attached.stdout.take().expect("stdout"))
         .lines()
         .next()
         .expect("line")
@@ -204,6 +204,8 @@ fn global_pid_is_getpid_and_ps_and_kill_work_from_any_node() {
         assert!(p["rss_bytes"].as_u64() > Some(0));
     }
     let killed = ssi(&tb, 2, &["kill", "-s", "KILL", &gpid.to_string()]);
+    // The attached client ends with the process (killed: 128 + 9).
+    assert_eq!(attached.wait().expect("attach exits").code(), Some(137));
     assert!(
         killed.status.success(),
         "{}",

@@ -273,7 +273,7 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
         &caller,
         conn,
         true,
-        Some(Open::Remote(rpc)),
+        Some(Open::Remote(Box::new(rpc))),
     )
     .await
 }
@@ -361,7 +361,7 @@ enum Open {
     /// It runs here: its output channel.
     Local(mpsc::Receiver<Output>),
     /// It runs on another node: the session connection to that node.
-    Remote(SecureStream<TcpStream>),
+    Remote(Box<SecureStream<TcpStream>>),
 }
 
 /// Starts following `gpid` on `host` (with input when `input`).
@@ -377,7 +377,7 @@ async fn open(node: &Node, gpid: i32, host: NodeId, caller: &Caller, input: bool
         input,
     })
     .await?;
-    Ok(Open::Remote(rpc))
+    Ok(Open::Remote(Box::new(rpc)))
 }
 
 /// Follows `gpid` for the client on `conn`, from node to node as it migrates, until it ends,
@@ -411,7 +411,7 @@ async fn follow(
                     &name,
                     &mut client_rx,
                     &mut client_tx,
-                    rpc.split(),
+                    (*rpc).split(),
                     input,
                 )
                 .await?
