@@ -61,13 +61,19 @@ pub struct Prog {
 }
 
 impl Prog {
-    /// Starts `cmd` with piped stdin/stdout in a new process group.
+    /// Starts `cmd` with piped stdin/stdout in a new process group. Its stderr is a pipe too,
+    /// copied to the test's stderr: the test's own stderr may be a regular file that grows
+    /// (CI logs), which the dump would save as a file and the restore refuse as changed.
     pub fn start(mut cmd: Command) -> Prog {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .process_group(0);
         let mut child = cmd.spawn().expect("spawn test program");
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut err, &mut std::io::stderr());
+        });
         let pid = child.id() as i32;
         let stdin = child.stdin.take();
         let out = BufReader::new(child.stdout.take().unwrap());
