@@ -214,6 +214,9 @@ impl Launch {
             // Every daemon is started by mpirun itself: the agent needs the local control
             // socket, which daemons on other nodes would not have in a tree spawn.
             ("OMPI_MCA_plm_rsh_no_tree_spawn".into(), "1".into()),
+            // Daemons stay in the foreground (no --daemonize): each lives exactly as long as its
+            // agent, and its stdout and stderr reach this terminal.
+            ("OMPI_MCA_orte_leave_session_attached".into(), "1".into()),
             ("OMPI_MCA_orte_default_dash_host".into(), hosts.join(",")),
         ];
         if let Some(net) = self.subnet {
