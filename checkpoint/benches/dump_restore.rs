@@ -5,7 +5,8 @@
 //!   to a file in the same directory (page cache, no fsync), as the dump does;
 //! - restore reference: `read` of the image's bytes from the page cache + `process_vm_writev`
 //!   into fresh memory of a fresh process, as the restore does;
-//! - incremental: a dump after 10% of the pages changed since a pre-dump.
+//! - incremental: a dump after 10% of the pages changed since a pre-dump, and how long it kept
+//!   the tree frozen (the downtime a migration's last round would cost).
 //!
 //! Medians of several runs. CRIU 4.2 times are the figures measured on this kind of machine
 //! (shared/FACTS.md), not measured here. Run: `cargo bench -p checkpoint --bench dump_restore`
@@ -180,9 +181,9 @@ fn main() {
     };
     println!("checkpoint dump/restore, medians; reference = same bytes moved by raw syscalls in this run");
     println!(
-        "{:>6} | {:>9} {:>9} {:>7} {:>6} | {:>9} {:>9} {:>7} {:>6} | {:>14} {:>14} | {:>9} {:>8} {:>7}",
+        "{:>6} | {:>9} {:>9} {:>7} {:>6} | {:>9} {:>9} {:>7} {:>6} | {:>14} {:>14} | {:>9} {:>8} {:>7} {:>8}",
         "size", "ref GB/s", "dump s", "GB/s", "ratio", "ref GB/s", "restore s", "GB/s", "ratio", "CRIU dump x", "CRIU rest. x",
-        "incr s", "incr MiB", "/full"
+        "incr s", "incr MiB", "/full", "frozen s"
     );
     for &mib in &sizes {
         let runs = if mib >= 1024 { 3 } else { 5 };
@@ -241,6 +242,7 @@ fn main() {
         .expect("incremental dump");
         let incr_s = t.elapsed().as_secs_f64();
         let incr_mib = out.page_bytes as f64 / (1 << 20) as f64;
+        let incr_frozen = out.frozen_for.as_secs_f64();
         drop(prev);
         let pid = hog.pid();
         drop(hog);
@@ -268,7 +270,7 @@ fn main() {
             )
         });
         println!(
-            "{:>4}Mi | {:>9.2} {:>9.3} {:>7.2} {:>5.0}% | {:>9.2} {:>9.3} {:>7.2} {:>5.0}% | {:>14} {:>14} | {:>9.3} {:>8.1} {:>6.0}%",
+            "{:>4}Mi | {:>9.2} {:>9.3} {:>7.2} {:>5.0}% | {:>9.2} {:>9.3} {:>7.2} {:>5.0}% | {:>14} {:>14} | {:>9.3} {:>8.1} {:>6.0}% {:>8.3}",
             mib,
             gbps(bytes, rd),
             d,
@@ -282,7 +284,8 @@ fn main() {
             cr,
             incr_s,
             incr_mib,
-            100.0 * incr_s / d
+            100.0 * incr_s / d,
+            incr_frozen
         );
         let _ = std::fs::remove_dir_all(&img_dir);
         let _ = std::fs::remove_dir_all(&pre);

@@ -5,11 +5,11 @@
 //!  running tree ──freeze──> records ──> ImageSink     Image::load / read_stream ──> tree runs
 //!                 (ptrace)   (image)    dir | stream   (checked first)          (clone3 set_tid)
 //! ```
-//! - [`dump`] freezes the tree under a pid, writes an image, then kills, resumes, stops or
+//! - [`dump()`] freezes the tree under a pid, writes an image, then kills, resumes, stops or
 //!   hands back the frozen tree ([`AfterDump`]).
 //! - [`PreCopy`] copies memory while the tree runs (dirty pages tracked with uffd-wp and
 //!   PAGEMAP_SCAN), for live migration: `start`, `round`..., `finish`.
-//! - [`Image`] reads and checks an image from a directory or any `Read`; [`restore`] brings
+//! - [`Image`] reads and checks an image from a directory or any `Read`; [`restore()`] brings
 //!   it back with the same pids, in the caller's pid namespace.
 //!
 //! Needs root (ptrace of any process, `clone3` with `set_tid`, `PR_SET_MM_MAP` exe changes),

@@ -65,3 +65,19 @@ fn epoll_timerfd_signalfd() {
     }
     assert_eq!(code, 0);
 }
+
+#[test]
+fn root_directory() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("marker"), b"m").unwrap();
+    let mut cmd = Command::new(build("chroot", &["-static"]));
+    cmd.arg(dir.path());
+    let mut p = Prog::start(cmd);
+    p.expect("ready");
+    let (code, out) = roundtrip(p);
+    println!("exit {code}:\n{out}");
+    assert!(out.contains("root ok"), "{out}");
+    assert!(out.contains("cwd ok"), "{out}");
+    assert_eq!(code, 0);
+}

@@ -90,15 +90,21 @@ fn precopy_rounds_over_streams() {
     let mut s2 = StreamSink::new(Vec::new());
     pc.finish(&DumpOptions::default(), &mut s2).unwrap();
     p.reap();
-    let i0 = Image::read_stream(&s0.into_inner()[..], None).unwrap();
-    let i1 = Image::read_stream(&s1.into_inner()[..], Some(i0)).unwrap();
     let bytes2 = s2.into_inner();
     assert!(
         bytes2.len() < 1 << 20,
         "final delta is small: {}",
         bytes2.len()
     );
-    let i2 = Image::read_stream(&bytes2[..], Some(i1)).unwrap();
+    // the three images back to back on one byte stream, as over one TCP connection
+    let mut wire = s0.into_inner();
+    wire.extend(s1.into_inner());
+    wire.extend(&bytes2);
+    let mut r = &wire[..];
+    let i0 = Image::read_stream(&mut r, None).unwrap();
+    let i1 = Image::read_stream(&mut r, Some(i0)).unwrap();
+    let i2 = Image::read_stream(&mut r, Some(i1)).unwrap();
+    assert!(r.is_empty(), "each image reads exactly its own records");
     wait_gone(&i2.inventory.pids);
     let mut r = restore(&i2).unwrap();
     r.send("check\n");

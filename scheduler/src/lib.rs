@@ -1,9 +1,53 @@
-//! The global scheduler: where new processes go.
+//! The global customizable scheduler, after Kerrighed's: **probes** measure each node (load,
+//! free memory, CPU use of hosted processes, process count), **filters** smooth or threshold
+//! what probes report, **policies** decide where new processes go, and the **balancer** moves
+//! running processes off overloaded nodes.
 //!
-//! This is the default placement policy, least-loaded; the pluggable probes, filters and
-//! policies of the full scheduler build on the same [`Candidate`] view.
+//! ```text
+//!   procfs -> probes -> gossip -> filters -> NodeSample[] -> policy.place(request) -> node
+//!                                                      \-> balancer.decide(local procs) -> move
+//! ```
+//!
+//! Every node decides alone from the probe data gossiped to it: there is no global lock and no
+//! central scheduler. Policies are trait objects chosen by name at run time
+//! ([`registry::policy`]); an external policy is any program speaking JSON lines
+//! ([`external`]).
 #![forbid(unsafe_code)]
 
-pub mod placement;
+pub mod balance;
+pub mod external;
+pub mod filter;
+pub mod policy;
+pub mod probe;
+pub mod registry;
+pub mod sample;
 
-pub use placement::{least_loaded, Candidate, Request};
+pub use balance::{BalanceConfig, Balancer, LocalProc, Move};
+pub use policy::Policy;
+pub use sample::{Candidate, NodeSample, Request};
+
+use ssi_core::NodeId;
+
+/// Errors of the scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An unknown policy, filter or probe name, or a bad parameter.
+    #[error("{0}")]
+    Config(String),
+    /// An external policy failed (the default policy decides until it works again).
+    #[error("external policy {program}: {reason}")]
+    External {
+        /// The program.
+        program: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Result of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The default placement: among nodes that fit the request, the least load per CPU.
+pub fn least_loaded(nodes: &[NodeSample], req: Request) -> Option<NodeId> {
+    policy::LeastLoaded.place(nodes, &req)
+}

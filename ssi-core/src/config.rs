@@ -18,6 +18,7 @@
 //! probe_period_ms = 500
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,6 +73,14 @@ pub struct ConfigLayer {
     /// What the probes measure: the whole host, or what this node hosts.
     #[arg(long, value_enum)]
     pub probe_scope: Option<ProbeScope>,
+    /// CPUs this node offers to the cluster (default: its online CPUs, or the CPU quota
+    /// rounded up).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Limit everything this node hosts to this many CPUs' worth of time (a cgroup), e.g. 0.6;
+    /// for nodes sharing one machine (the testbed). Default: no limit.
+    #[arg(long)]
+    pub cpu_quota: Option<f64>,
     /// Host name the node's processes see (`uname -n`, gethostname), in a UTS namespace of
     /// their own. Unset (the default), they see the machine's. Set it when several nodes
     /// share one kernel (the testbed): programs that name shared resources after the host,
@@ -82,6 +91,124 @@ pub struct ConfigLayer {
     #[command(flatten)]
     #[serde(default)]
     pub gossip: GossipLayer,
+    /// Scheduler knobs.
+    #[command(flatten)]
+    #[serde(default)]
+    pub sched: SchedLayer,
+}
+
+/// Scheduler knobs (the `[sched]` table), all optional; see [`SchedConfig`].
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct SchedLayer {
+    /// Placement policy: least-loaded, round-robin, memory-aware, pack, spread or external.
+    #[arg(long = "sched-policy")]
+    pub policy: Option<String>,
+    /// A parameter of the policy, KEY=VALUE (e.g. program=/usr/local/bin/policy); repeat.
+    #[arg(long = "sched-param")]
+    #[serde(default)]
+    pub params: Vec<String>,
+    /// A filter every node's load goes through before the policy sees it (ewma:H,
+    /// threshold:T, clamp:M); repeat, applied in order.
+    #[arg(long = "sched-filter")]
+    #[serde(default)]
+    pub filters: Vec<String>,
+    /// A label of this node, KEY=VALUE, for placement constraints; repeat.
+    #[arg(long = "label")]
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Whether this node moves processes away on its own when it is overloaded.
+    #[arg(long = "balance", action = clap::ArgAction::Set)]
+    pub balance: Option<bool>,
+    /// Milliseconds between two looks at the load for re-balancing.
+    #[arg(long)]
+    pub balance_interval_ms: Option<u64>,
+    /// Load per CPU the busier node of a pair must gain for a move.
+    #[arg(long)]
+    pub balance_threshold: Option<f64>,
+    /// Milliseconds a process stays on a node before it may move again.
+    #[arg(long)]
+    pub min_residence_ms: Option<u64>,
+    /// Milliseconds between two moves from this node.
+    #[arg(long)]
+    pub balance_cooldown_ms: Option<u64>,
+}
+
+/// Scheduler settings, resolved.
+///
+/// Tuning re-balancing: a shorter interval reacts faster but samples noisier loads (use an
+/// `ewma` filter); a higher threshold moves less often, only for clear gains; `min_residence`
+/// bounds how often one process can move (migration costs its memory size in bytes sent and a
+/// short freeze); the cooldown must exceed the time probes take to show a move (a few info
+/// intervals) or nodes keep reacting to stale figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SchedConfig {
+    /// Placement policy name (default least-loaded).
+    pub policy: String,
+    /// Its parameters.
+    pub params: BTreeMap<String, String>,
+    /// Load filters, in order (default none).
+    pub filters: Vec<String>,
+    /// This node's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Re-balancing on (default true).
+    pub balance: bool,
+    /// Between two looks (default 2 s).
+    pub balance_interval: Duration,
+    /// Gain needed for a move (default 0.5).
+    pub balance_threshold: f64,
+    /// Residence before a move (default 5 s).
+    pub min_residence: Duration,
+    /// Between two moves from one node (default 4 s).
+    pub balance_cooldown: Duration,
+}
+
+/// Parses `KEY=VALUE` entries.
+pub fn key_values(list: Vec<String>, what: &str) -> Result<BTreeMap<String, String>> {
+    list.into_iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(Error::Config(format!("{what} {kv:?}: expected KEY=VALUE"))),
+        })
+        .collect()
+}
+
+impl SchedLayer {
+    fn over(self, base: SchedLayer) -> SchedLayer {
+        let pick = |a: Vec<String>, b: Vec<String>| if a.is_empty() { b } else { a };
+        SchedLayer {
+            policy: self.policy.or(base.policy),
+            params: pick(self.params, base.params),
+            filters: pick(self.filters, base.filters),
+            labels: pick(self.labels, base.labels),
+            balance: self.balance.or(base.balance),
+            balance_interval_ms: self.balance_interval_ms.or(base.balance_interval_ms),
+            balance_threshold: self.balance_threshold.or(base.balance_threshold),
+            min_residence_ms: self.min_residence_ms.or(base.min_residence_ms),
+            balance_cooldown_ms: self.balance_cooldown_ms.or(base.balance_cooldown_ms),
+        }
+    }
+
+    fn resolve(self) -> Result<SchedConfig> {
+        let ms = Duration::from_millis;
+        let threshold = self.balance_threshold.unwrap_or(0.5);
+        if !(threshold.is_finite() && threshold >= 0.0) {
+            return Err(Error::Config(format!(
+                "sched.balance_threshold {threshold} must be a number >= 0"
+            )));
+        }
+        Ok(SchedConfig {
+            policy: self.policy.unwrap_or_else(|| "least-loaded".into()),
+            params: key_values(self.params, "sched param")?,
+            filters: self.filters,
+            labels: key_values(self.labels, "label")?,
+            balance: self.balance.unwrap_or(true),
+            balance_interval: ms(self.balance_interval_ms.unwrap_or(2000).max(100)),
+            balance_threshold: threshold,
+            min_residence: ms(self.min_residence_ms.unwrap_or(5000)),
+            balance_cooldown: ms(self.balance_cooldown_ms.unwrap_or(4000)),
+        })
+    }
 }
 
 /// Membership timing knobs, all optional; see [`GossipConfig`] for their meaning.
@@ -172,9 +299,11 @@ pub struct GossipConfig {
     /// How many times `suspect_to_down` an unconfirmed suspicion lasts (default 3); 1 turns
     /// Lifeguard's dynamic suspicion timeout off.
     pub suspect_max_factor: u32,
-    /// Bytes per second each member may spend spreading probe data (default 16384). The
-    /// publication period stretches to `n * 3 * item_size / info_budget` when that is above
-    /// `info_interval`: about 1 s at 100 members, 70 s at 10,000 with the default.
+    /// Bytes per second each member may spend sending probe data (default 4096), enforced
+    /// as a token bucket. Each member's publication period stretches to
+    /// `n * 3 * item_size / info_budget` (items are about 50 bytes) when that is above
+    /// `info_interval`: with the default about 1 s up to 25 members, 4 s at 100, 40 s at
+    /// 1,000 and 6 min at 10,000. Doubling it halves those periods for twice the traffic.
     pub info_budget: u32,
 }
 
@@ -216,7 +345,7 @@ impl GossipLayer {
             indirect_probes: self.indirect_probes.unwrap_or(3),
             retransmit_mult: self.retransmit_mult.unwrap_or(3),
             suspect_max_factor: self.suspect_max_factor.unwrap_or(3),
-            info_budget: self.info_budget.unwrap_or(16384),
+            info_budget: self.info_budget.unwrap_or(4096),
         }
     }
 }
@@ -254,7 +383,7 @@ impl GossipConfig {
 }
 
 /// A node's configuration, resolved and checked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeConfig {
     /// Node id.
     pub id: NodeId,
@@ -272,10 +401,16 @@ pub struct NodeConfig {
     pub cluster_key_file: PathBuf,
     /// What probes measure.
     pub probe_scope: ProbeScope,
+    /// CPUs offered, when set by the admin (or derived from the quota).
+    pub cpus: Option<u32>,
+    /// CPU limit of the node's processes, in CPUs.
+    pub cpu_quota: Option<f64>,
     /// Host name of the node's processes, when they get a UTS namespace of their own.
     pub hostname: Option<String>,
     /// Membership timing.
     pub gossip: GossipConfig,
+    /// Scheduler settings.
+    pub sched: SchedConfig,
 }
 
 impl NodeConfig {
@@ -319,8 +454,11 @@ impl ConfigLayer {
             state_dir: self.state_dir.or(base.state_dir),
             cluster_key_file: self.cluster_key_file.or(base.cluster_key_file),
             probe_scope: self.probe_scope.or(base.probe_scope),
+            cpus: self.cpus.or(base.cpus),
+            cpu_quota: self.cpu_quota.or(base.cpu_quota),
             hostname: self.hostname.or(base.hostname),
             gossip: self.gossip.over(base.gossip),
+            sched: self.sched.over(base.sched),
         }
     }
 
@@ -344,6 +482,14 @@ impl ConfigLayer {
         }
         let gossip = self.gossip.resolve();
         gossip.check()?;
+        if let Some(q) = self.cpu_quota {
+            if !(q.is_finite() && q > 0.0) {
+                return Err(Error::Config(format!("cpu_quota {q} must be above 0")));
+            }
+        }
+        if self.cpus == Some(0) {
+            return Err(Error::Config("cpus must be at least 1".into()));
+        }
         let name = self.name.unwrap_or_else(|| format!("node-{id}"));
         if name.is_empty() || name.len() > 64 {
             return Err(Error::Config(format!(
@@ -366,8 +512,13 @@ impl ConfigLayer {
                 .cluster_key_file
                 .unwrap_or_else(|| PathBuf::from("/etc/ssi/cluster.key")),
             probe_scope: self.probe_scope.unwrap_or_default(),
+            cpus: self
+                .cpus
+                .or(self.cpu_quota.map(|q| q.ceil().max(1.0) as u32)),
+            cpu_quota: self.cpu_quota,
             hostname: self.hostname,
             gossip,
+            sched: self.sched.resolve()?,
         })
     }
 }
@@ -493,6 +644,24 @@ mod tests {
             .expect_err(bad);
             assert!(err.to_string().contains("hostname"), "{err}");
         }
+    }
+
+    #[test]
+    fn sched_table_parses_with_defaults() {
+        let cfg = parse(
+            "id = 1\nlisten = \"127.0.0.1:1\"\n[sched]\npolicy = \"external\"\nparams = [\"program=/bin/p\"]\nlabels = [\"rack=a\"]\nfilters = [\"ewma:4\"]\nbalance = false\n",
+        )
+        .and_then(ConfigLayer::resolve)
+        .expect("valid");
+        assert_eq!(cfg.sched.policy, "external");
+        assert_eq!(cfg.sched.params["program"], "/bin/p");
+        assert_eq!(cfg.sched.labels["rack"], "a");
+        assert!(!cfg.sched.balance);
+        assert_eq!(cfg.sched.balance_interval, Duration::from_secs(2));
+        let bad = parse("id = 1\nlisten = \"127.0.0.1:1\"\n[sched]\nlabels = [\"rack\"]\n")
+            .and_then(ConfigLayer::resolve)
+            .expect_err("bad label");
+        assert!(bad.to_string().contains("rack"), "{bad}");
     }
 
     #[test]

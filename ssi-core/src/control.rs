@@ -67,6 +67,17 @@ pub enum ControlRequest {
         /// Let the tree run on; by default it is killed once the image is written.
         leave_running: bool,
     },
+    /// The scheduler's state on every node: policy, filters, balancing, recent decisions.
+    SchedShow,
+    /// Change the placement policy on every alive node.
+    SchedSet {
+        /// Policy name.
+        policy: String,
+        /// Its parameters.
+        params: Vec<(String, String)>,
+    },
+    /// Every node looks at its load now and moves a process if that helps.
+    SchedBalance,
     /// Restart a checkpointed tree; answered like `Run`.
     Restart {
         /// Image directory (absolute).
@@ -100,6 +111,9 @@ pub enum ControlResponse {
     Processes(Vec<ProcessView>),
     /// Answer to [`ControlRequest::Migrate`].
     Migrated(MigrationReport),
+    /// Answer to [`ControlRequest::SchedShow`] (and `SchedSet`, `SchedBalance`): each node's
+    /// scheduler, as JSON (its shape is the scheduler's, see `ssi sched show --json`).
+    Sched(Vec<String>),
     /// Answer to [`ControlRequest::Checkpoint`].
     Checkpointed {
         /// Pids of the tree.

@@ -36,14 +36,16 @@ pub struct ProbeData {
 #[derive(Debug)]
 pub struct Prober {
     scope: ProbeScope,
+    cpus: Option<u32>,
     load: LoadAverages,
 }
 
 impl Prober {
-    /// A prober for `scope`.
-    pub fn new(scope: ProbeScope) -> Self {
+    /// A prober for `scope`; `cpus` overrides the CPU count the machine has.
+    pub fn new(scope: ProbeScope, cpus: Option<u32>) -> Self {
         Prober {
             scope,
+            cpus,
             load: LoadAverages::default(),
         }
     }
@@ -51,9 +53,12 @@ impl Prober {
     /// Takes one sample. `hosted` are the pids of the processes this node hosts; `elapsed_s` is
     /// the time since the previous sample (it weighs the hosted load averages).
     pub fn sample(&mut self, hosted: &[i32], elapsed_s: f64) -> Result<ProbeData> {
-        let cpus = procfs::CpuInfo::current()
-            .map_err(|e| Error::Probe(format!("/proc/cpuinfo: {e}")))?
-            .num_cores();
+        let cpus = match self.cpus {
+            Some(c) => c as usize,
+            None => procfs::CpuInfo::current()
+                .map_err(|e| Error::Probe(format!("/proc/cpuinfo: {e}")))?
+                .num_cores(),
+        };
         let mem =
             procfs::Meminfo::current().map_err(|e| Error::Probe(format!("/proc/meminfo: {e}")))?;
         let (load1, load5, load15) = match self.scope {
@@ -131,7 +136,7 @@ mod tests {
 
     #[test]
     fn host_sample_reads_real_figures() {
-        let p = Prober::new(ProbeScope::Host)
+        let p = Prober::new(ProbeScope::Host, None)
             .sample(&[], 1.0)
             .expect("sample");
         assert!(p.cpus >= 1);
@@ -142,7 +147,7 @@ mod tests {
 
     #[test]
     fn hosted_load_follows_hosted_threads_only() {
-        let mut prober = Prober::new(ProbeScope::Hosted);
+        let mut prober = Prober::new(ProbeScope::Hosted, Some(3));
         let idle = prober.sample(&[], 5.0).expect("sample");
         assert_eq!(idle.load1, 0.0);
         // This test thread is running while it samples itself.
@@ -152,6 +157,7 @@ mod tests {
             last = prober.sample(&[me], 5.0).expect("sample");
         }
         assert_eq!(last.ssi_procs, 1);
+        assert_eq!(last.cpus, 3, "the configured count wins");
         assert!(last.load1 > 0.5, "load1 {}", last.load1);
         assert!(last.load1 > last.load5 && last.load5 > last.load15);
     }

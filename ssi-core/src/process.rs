@@ -24,6 +24,8 @@ pub struct RunSpec {
     pub mem_bytes: Option<u64>,
     /// Start and return; output is kept for `ssi attach`.
     pub detach: bool,
+    /// Labels the node must carry (`--constraint KEY=VALUE`).
+    pub constraints: Vec<(String, String)>,
 }
 
 impl RunSpec {

@@ -68,6 +68,17 @@ pub enum RpcRequest {
         /// Who asks.
         caller: Caller,
     },
+    /// This node's scheduler state (answered by `Sched`).
+    SchedShow,
+    /// Change this node's placement policy (answered by `Sched` or `Error`).
+    SchedSet {
+        /// Policy name.
+        policy: String,
+        /// Its parameters.
+        params: Vec<(String, String)>,
+    },
+    /// Look at the load now and move a process if that helps (answered by `Sched`).
+    SchedBalance,
     /// Restart the checkpoint in `dir` here; answered by `Restored`.
     Restart {
         /// Image directory.
@@ -134,6 +145,8 @@ pub enum RpcResponse {
     },
     /// Answer to `Migrate`.
     Migrated(MigrationReport),
+    /// This node's scheduler state, as JSON.
+    Sched(String),
     /// Answer to `Checkpoint`.
     Checkpointed {
         /// Pids of the tree.

@@ -29,6 +29,14 @@ pub const PORT: u16 = 7700;
 /// How long `up` and `start` wait for the cluster to agree.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Settings every node of a testbed gets.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeOptions {
+    /// Limit each node's processes to this many CPUs (a cgroup per node), so that nodes
+    /// sharing this machine behave like machines of their own.
+    pub cpu_quota: Option<f64>,
+}
+
 /// The layout of a testbed, saved in `DIR/testbed.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Layout {
@@ -38,6 +46,9 @@ pub struct Layout {
     pub netns_slot: Option<u8>,
     /// Directory holding `ssid` and `ssi`.
     pub bin_dir: PathBuf,
+    /// Settings of every node.
+    #[serde(default)]
+    pub options: NodeOptions,
 }
 
 /// A running (or stopped) testbed.
@@ -74,6 +85,16 @@ impl Testbed {
     /// Creates a testbed of `nodes` nodes in `dir`, starts them all and waits until every
     /// node sees every other alive. On failure, whatever was started is torn down.
     pub fn up(dir: &Path, nodes: usize, use_netns: bool) -> Result<Testbed> {
+        Self::up_with(dir, nodes, use_netns, NodeOptions::default())
+    }
+
+    /// Like [`Testbed::up`], with settings for every node.
+    pub fn up_with(
+        dir: &Path,
+        nodes: usize,
+        use_netns: bool,
+        options: NodeOptions,
+    ) -> Result<Testbed> {
         if nodes == 0 {
             bail!("a testbed needs at least one node");
         }
@@ -110,6 +131,7 @@ impl Testbed {
                 addrs,
                 netns_slot,
                 bin_dir,
+                options,
             },
             children: HashMap::new(),
             owned: true,
@@ -217,7 +239,7 @@ impl Testbed {
             .collect();
         // All nodes share one kernel: each gets its own host name (the node name), as
         // separate machines would have.
-        let text = format!(
+        let mut text = format!(
             "id = {n}\nname = \"n{n}\"\nhostname = \"n{n}\"\nlisten = \"{}\"\nseeds = [{}]\n\
              state_dir = \"{}\"\ncluster_key_file = \"{}\"\nprobe_scope = \"hosted\"\n",
             self.addr(n),
@@ -225,6 +247,9 @@ impl Testbed {
             nd.display(),
             self.dir.join("cluster.key").display()
         );
+        if let Some(q) = self.layout.options.cpu_quota {
+            text.push_str(&format!("cpu_quota = {q}\n"));
+        }
         std::fs::write(nd.join("ssid.toml"), text).context("cannot write node config")
     }
 
@@ -381,8 +406,27 @@ impl Testbed {
         if let Some(slot) = self.layout.netns_slot {
             netns::remove_slot(slot);
         }
+        for n in 1..=self.nodes() {
+            self.remove_cgroup(n);
+        }
         let _ = std::fs::remove_file(self.dir.join("testbed.json"));
         self.owned = false;
+    }
+
+    /// Removes the cgroup node `n`'s daemon made, once its processes are gone.
+    fn remove_cgroup(&self, n: usize) {
+        let file = self.node_dir(n).join("cgroup");
+        let Ok(path) = std::fs::read_to_string(&file) else {
+            return;
+        };
+        let path = PathBuf::from(path.trim());
+        // The node's processes die with its namespace init, just after the daemon.
+        let gone = wait_until(Duration::from_secs(5), || {
+            std::fs::remove_dir(&path).is_ok() || !path.exists()
+        });
+        if gone {
+            let _ = std::fs::remove_file(file);
+        }
     }
 
     /// Keeps the testbed running after this value is dropped.

@@ -31,6 +31,9 @@ enum Cmd {
         /// Put each node in its own network namespace on a bridge (root only).
         #[arg(long)]
         netns: bool,
+        /// Limit each node's processes to this many CPUs (a cgroup per node).
+        #[arg(long)]
+        cpu_quota: Option<f64>,
     },
     /// Kill a node's daemon with SIGKILL (a crash).
     Kill {
@@ -85,8 +88,13 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<()> {
     match args.command {
-        Cmd::Up { nodes, dir, netns } => {
-            let tb = Testbed::up(&dir, nodes, netns)?;
+        Cmd::Up {
+            nodes,
+            dir,
+            netns,
+            cpu_quota,
+        } => {
+            let tb = Testbed::up_with(&dir, nodes, netns, testbed::NodeOptions { cpu_quota })?;
             println!(
                 "{nodes} nodes up in {}; run: . {}/env && ssi nodes",
                 tb.dir().display(),

@@ -164,16 +164,17 @@ fn classify(pid: i32, m: &MemoryMap) -> Result<Option<VmaInfo>> {
     }))
 }
 
+/// Swap type of PTE markers (uffd-wp markers, guard regions): the last of the 32 types.
+const SWP_PTE_MARKER: u64 = 31;
+
 /// Pages of `pid` whose contents must be saved (present or swapped, not the zero page; for
 /// private file mappings only private copies), as sorted ranges.
 ///
-/// PAGEMAP_SCAN reports the uffd-wp markers that write tracking leaves on unpopulated pages as
-/// "swapped", so swapped candidates are checked in /proc/PID/pagemap: a real swap entry has a
-/// swap type below the number of swap areas, a marker does not.
+/// PAGEMAP_SCAN reports every non-present entry as "swapped": real swap entries, migration
+/// entries (a page being moved by compaction has content even though it is not present for a
+/// moment), and the markers that write tracking leaves on unpopulated pages (no content). The
+/// candidates are sorted out in /proc/PID/pagemap by swap type: markers have the last one.
 pub(crate) fn present_pages(pid: i32, pagemap: &File, vmas: &[VmaInfo]) -> Result<Ranges> {
-    let swap_areas = std::fs::read_to_string("/proc/swaps")
-        .map(|s| s.lines().count().saturating_sub(1))
-        .unwrap_or(0) as u64;
     let mut out = Vec::new();
     let mut swapped = Vec::new();
     for v in vmas {
@@ -196,14 +197,11 @@ pub(crate) fn present_pages(pid: i32, pagemap: &File, vmas: &[VmaInfo]) -> Resul
             )
         };
         mem::pagemap_scan(pagemap.as_fd(), v.vma.start, v.vma.end, q, &mut out).map_err(at)?;
-        if swap_areas > 0 {
-            let q = Scan {
-                mask: inverted | category::SWAPPED,
-                ..q
-            };
-            mem::pagemap_scan(pagemap.as_fd(), v.vma.start, v.vma.end, q, &mut swapped)
-                .map_err(at)?;
-        }
+        let q = Scan {
+            mask: inverted | category::SWAPPED,
+            ..q
+        };
+        mem::pagemap_scan(pagemap.as_fd(), v.vma.start, v.vma.end, q, &mut swapped).map_err(at)?;
     }
     for (s, e) in swapped {
         let n = ((e - s) / PAGE) as usize;
@@ -214,7 +212,7 @@ pub(crate) fn present_pages(pid: i32, pagemap: &File, vmas: &[VmaInfo]) -> Resul
         for (i, w) in raw.chunks_exact(8).enumerate() {
             let entry = u64::from_le_bytes(w.try_into().unwrap_or_default());
             let is_swap = entry & (1 << 62) != 0;
-            if is_swap && (entry & 0x1f) < swap_areas {
+            if is_swap && (entry & 0x1f) != SWP_PTE_MARKER {
                 let a = s + i as u64 * PAGE;
                 out.push((a, a + PAGE));
             }

@@ -78,6 +78,10 @@ pub struct DumpOutcome {
     pub page_bytes: u64,
     /// Bytes of page data left in the parent chain.
     pub parent_bytes: u64,
+    /// How long the tree was stopped: from the freeze to the end of the image (for a pre-dump,
+    /// until it was let go, before its memory was copied). With [`AfterDump::KeepFrozen`] the
+    /// tree is still stopped; this is the time until the image was complete.
+    pub frozen_for: std::time::Duration,
     /// The frozen tree, with [`AfterDump::KeepFrozen`].
     pub frozen: Option<FrozenTree>,
 }
@@ -272,6 +276,8 @@ fn run(
     let shape = tree::discover(root)?;
     precheck(&shape, root, &session.tracker_fds)?;
     let frozen = FrozenTree::freeze(root)?;
+    let frozen_at = std::time::Instant::now();
+    let mut frozen_for = None;
     let pids: Vec<i32> = frozen.pids().to_vec();
     let mut collected = Vec::with_capacity(pids.len());
     let mut tables = Vec::new();
@@ -328,6 +334,7 @@ fn run(
     if opts.pre_dump {
         if let Some(f) = frozen.take() {
             f.resume()?;
+            frozen_for = Some(frozen_at.elapsed());
         }
     }
     let align = sink.aligned();
@@ -391,6 +398,7 @@ fn run(
         pids,
         page_bytes,
         parent_bytes,
+        frozen_for: frozen_for.unwrap_or_else(|| frozen_at.elapsed()),
         frozen: None,
     };
     if let Some(f) = frozen {

@@ -431,11 +431,7 @@ impl Loader for DirLoader<'_> {
         let backing = if len == 0 {
             Backing::Owned(Vec::new())
         } else {
-            // SAFETY: the image file is only read; if another process truncated it while
-            // mapped, reads would fault, which is why images are not modified in place.
-            // MAP_POPULATE: one pass maps the whole part instead of a fault per 16 pages.
-            let map = unsafe { memmap2::MmapOptions::new().populate().map(&f) }
-                .map_err(|e| Error::io(&path, e))?;
+            let map = crate::sys::mem::map_image(&f).map_err(|e| Error::io(&path, e))?;
             Backing::Map(map)
         };
         let backing = Arc::new(backing);

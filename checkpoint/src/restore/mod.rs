@@ -216,7 +216,6 @@ pub fn restore(img: &Image, opts: &RestoreOptions) -> Result<Restored> {
                 .map(|f| (objects.files[f.file as usize].as_raw_fd(), f.fd, f.cloexec))
                 .collect(),
             close,
-            root: (p.root != "/").then(|| cstr(&p.root)).transpose()?,
             cwd: cstr(&p.cwd)?,
             umask: p.umask,
         });

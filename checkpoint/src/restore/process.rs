@@ -239,6 +239,17 @@ pub(crate) fn rebuild(p: &ProcessImage, pages: &[Chunk], env: &Env<'_>) -> Resul
             [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
         )?;
     }
+    // a chroot comes after every file was opened by the paths the dumper saw
+    if p.root != "/" {
+        let mut root = p.root.as_bytes().to_vec();
+        root.push(0);
+        c.put(0, &root)?;
+        c.call(
+            &format!("chroot {}", p.root),
+            libc::SYS_chroot,
+            [c.scratch, 0, 0, 0, 0, 0],
+        )?;
+    }
     // interval timers last: ITIMER_REAL runs from now on
     for (which, &(interval, value)) in p.itimers.iter().enumerate() {
         if interval == 0 && value == 0 {

@@ -2,7 +2,8 @@
 //!
 //! Each restored process starts as a copy of the restorer. Before anything else it runs
 //! [`run_node`]: it takes its session or group, creates its own children (so parent links and
-//! pids are right), installs its file descriptors, its cwd and umask, reports on a pipe, and
+//! pids are right), installs its file descriptors, its cwd and umask (its root directory comes
+//! last, once its files are mapped by their full paths), reports on a pipe, and
 //! waits in `pause()` for the restorer to seize it and replace its memory. The restorer may be
 //! multi-threaded, so the code running in the copies allocates nothing and takes no locks: it
 //! only reads the plan made before the first clone and makes raw system calls.
@@ -28,8 +29,6 @@ pub struct SpawnNode {
     pub fds: Vec<(RawFd, RawFd, bool)>,
     /// Ranges `[lo, hi]` of fds to close (every fd below the plan's base that is not a target).
     pub close: Vec<(u32, u32)>,
-    /// Root directory, if not `/`.
-    pub root: Option<CString>,
     /// Working directory.
     pub cwd: CString,
     /// umask.
@@ -130,11 +129,6 @@ fn run_node(nodes: &[SpawnNode], i: usize, ready: RawFd) -> ! {
             }
             for &(lo, hi) in &n.close {
                 libc::syscall(libc::SYS_close_range, lo, hi, 0);
-            }
-            if let Some(root) = &n.root {
-                if libc::chroot(root.as_ptr()) < 0 {
-                    err = errno();
-                }
             }
             if libc::chdir(n.cwd.as_ptr()) < 0 {
                 err = errno();

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -222,23 +222,11 @@ pub fn wait_gone(pids: &[i32]) {
 
 /// Dump, reap, restore, send "go", collect output.
 pub fn roundtrip(mut p: Prog) -> (i32, String) {
-    let t0 = Instant::now();
     let (_dir, img) = dump_to_dir(p.pid, &DumpOptions::default());
-    let t1 = Instant::now();
     p.reap();
     wait_gone(&img.inventory.pids);
-    let t2 = Instant::now();
     let mut r = restore(&img).expect("restore");
-    eprintln!(
-        "dump {:?} reap {:?} restore {:?}",
-        t1 - t0,
-        t2 - t1,
-        t2.elapsed()
-    );
     drop(p);
     r.send("go\n");
     r.finish()
 }
-
-/// Keeps an OwnedFd alive in tests that need one.
-pub fn keep(_fd: OwnedFd) {}

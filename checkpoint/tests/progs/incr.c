@@ -56,8 +56,15 @@ int main(int argc, char **argv) {
             int bad = 0;
             for (int pg = 0; pg < PAGES; pg++) {
                 unsigned char v = (unsigned char)(pg * 31 + gen[pg] * 7 + 1);
-                bad |= area[(size_t)pg * 4096] != (unsigned char)gen[pg] || area[(size_t)pg * 4096 + 4095] != v;
+                if (area[(size_t)pg * 4096] != (unsigned char)gen[pg] || area[(size_t)pg * 4096 + 4095] != v) {
+                    if (!bad)
+                        printf("first bad page %d at %p: gen %u, found %u/%u, want %u/%u\n", pg,
+                               (void *)(area + (size_t)pg * 4096), gen[pg], area[(size_t)pg * 4096],
+                               area[(size_t)pg * 4096 + 4095], (unsigned char)gen[pg], v);
+                    bad++;
+                }
             }
+            if (bad) printf("bad pages %d\n", bad);
             check("memory", !bad);
             return 0;
         }

@@ -50,6 +50,9 @@ enum Command {
         /// Print the global pid and return; output is kept for `ssi attach`.
         #[arg(long)]
         detach: bool,
+        /// Only on a node with this label, KEY=VALUE (repeat for several).
+        #[arg(long = "constraint", value_parser = parse_key_value)]
+        constraints: Vec<(String, String)>,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<std::ffi::OsString>,
@@ -125,6 +128,11 @@ enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// The global scheduler: show it, change its policy, balance now.
+    Sched {
+        #[command(subcommand)]
+        command: SchedCommand,
+    },
     /// Send a signal to a process wherever it runs.
     Kill {
         /// Signal, by name or number.
@@ -170,6 +178,41 @@ enum Command {
     },
 }
 
+/// The global scheduler.
+#[derive(Debug, Subcommand)]
+enum SchedCommand {
+    /// The policy, filters, balancing knobs, the nodes as the policy sees them, and the
+    /// recent decisions of every node.
+    Show {
+        /// Print JSON (one document per node).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the placement policy on every node (root only): least-loaded, round-robin,
+    /// memory-aware, pack, spread, or external --param program=PATH.
+    Set {
+        /// Policy name.
+        policy: String,
+        /// A policy parameter, KEY=VALUE; repeat.
+        #[arg(long = "param")]
+        params: Vec<String>,
+    },
+    /// Make every node look at its load now and move a process if that helps.
+    Balance {
+        /// Now (the only mode: without it, nodes balance on their own every interval).
+        #[arg(long, required = true)]
+        now: bool,
+    },
+}
+
+/// Parses `KEY=VALUE`.
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
+}
+
 /// Parses `123`, `64K`, `512M`, `2G`.
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
@@ -211,6 +254,13 @@ async fn run(args: Args) -> Result<ExitCode> {
         Command::Nodes { json } => cli::nodes::nodes(&socket, json).await?,
         Command::Info { json } => cli::nodes::info(&socket, json).await?,
         Command::Ps { json } => cli::ps::ps(&socket, json).await?,
+        Command::Sched { command } => match command {
+            SchedCommand::Show { json } => cli::sched::show(&socket, json).await?,
+            SchedCommand::Set { policy, params } => {
+                cli::sched::set(&socket, policy, params).await?
+            }
+            SchedCommand::Balance { .. } => cli::sched::balance(&socket).await?,
+        },
         Command::Kill { signal, gpid } => {
             let sig = cli::ps::parse_signal(&signal)?;
             cli::ps::kill(&socket, gpid, sig).await?;
@@ -221,6 +271,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             cpus,
             mem,
             detach,
+            constraints,
             command,
         } => {
             let args = cli::run::RunArgs {
@@ -229,6 +280,7 @@ async fn run(args: Args) -> Result<ExitCode> {
                 cpus,
                 mem,
                 detach,
+                constraints,
             };
             let code = cli::run::run(&socket, args).await?;
             exit_now(code)

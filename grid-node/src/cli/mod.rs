@@ -7,6 +7,7 @@ pub mod mpirun;
 pub mod nodes;
 pub mod ps;
 pub mod run;
+pub mod sched;
 
 use std::path::{Path, PathBuf};
 

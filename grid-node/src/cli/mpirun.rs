@@ -323,6 +323,7 @@ pub async fn agent(socket: &Path, host: &str, command: &[OsString]) -> Result<i3
         node: Some(node),
         cpus: None,
         mem_bytes: None,
+        constraints: Vec::new(),
         detach: false,
     };
     super::run::session(socket, ControlRequest::Run(spec), false).await

@@ -32,6 +32,8 @@ pub struct RunArgs {
     pub mem: Option<u64>,
     /// Return after the start.
     pub detach: bool,
+    /// Labels the node must carry.
+    pub constraints: Vec<(String, String)>,
 }
 
 /// Runs the command; returns the exit code the client must exit with.
@@ -45,6 +47,7 @@ pub async fn run(socket: &Path, args: RunArgs) -> Result<i32> {
         cpus: args.cpus,
         mem_bytes: args.mem,
         detach: args.detach,
+        constraints: args.constraints,
     };
     let detach = spec.detach;
     session(socket, ControlRequest::Run(spec), detach).await

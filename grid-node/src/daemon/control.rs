@@ -124,6 +124,20 @@ async fn answer(node: &Node, req: ControlRequest, caller: &Caller) -> Result<Con
                 cluster::checkpoint(node, gpid, dir, leave_running, caller).await?;
             ControlResponse::Checkpointed { pids, page_bytes }
         }
+        ControlRequest::SchedShow => {
+            ControlResponse::Sched(cluster::sched_all(node, cluster::SchedOp::Show).await?)
+        }
+        ControlRequest::SchedSet { policy, params } => {
+            if caller.uid != 0 {
+                bail!("changing the scheduling policy needs root");
+            }
+            ControlResponse::Sched(
+                cluster::sched_all(node, cluster::SchedOp::Set(policy, params)).await?,
+            )
+        }
+        ControlRequest::SchedBalance => {
+            ControlResponse::Sched(cluster::sched_all(node, cluster::SchedOp::Balance).await?)
+        }
         ControlRequest::Input(_) => bail!("no process follows this connection"),
         ControlRequest::Run(_) | ControlRequest::Attach { .. } | ControlRequest::Restart { .. } => {
             bail!("a session request cannot be answered here")

@@ -9,6 +9,7 @@
 //!                   probe loop -----+ (publishes CPU/memory/load every info interval)
 //! ```
 
+mod cgroup;
 mod cluster;
 mod control;
 pub mod helpers;
@@ -18,11 +19,11 @@ pub mod nsinit;
 mod probes;
 pub mod procman;
 mod rpc;
+pub mod sched;
 mod session;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
@@ -52,8 +53,8 @@ pub struct Node {
     /// Processes started from this node on other nodes, to report them lost when their node
     /// dies.
     directory: Mutex<HashMap<i32, ProcessView>>,
-    /// Recent placements per node, that probes may not show yet.
-    pending: Mutex<HashMap<NodeId, Vec<Instant>>>,
+    /// The scheduler of this node.
+    pub sched: sched::Sched,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,10 +71,6 @@ impl Node {
 
     fn directory(&self) -> MutexGuard<'_, HashMap<i32, ProcessView>> {
         lock(&self.directory)
-    }
-
-    fn pending(&self) -> MutexGuard<'_, HashMap<NodeId, Vec<Instant>>> {
-        lock(&self.pending)
     }
 
     /// The name of node `id` as gossiped, or its number.
@@ -122,10 +119,24 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
         &config.gossip,
         rand::rngs::StdRng::seed_from_u64(rand::random()),
     );
+    let sched = sched::Sched::new(config.id, &config.sched).context("scheduler config")?;
     let gossip = gossip::spawn(core, udp, key.clone());
+    let mut node_cgroup = None;
     let procs = match hosting {
         Ok(started) => {
             let init_pid = i32::try_from(started.child.id()).context("init pid")?;
+            if let Some(q) = config.cpu_quota {
+                let name = format!("ssi-node{}-{}", config.id, std::process::id());
+                let cg = cgroup::NodeCgroup::create(&name, q)?;
+                cg.add(started.child.id())?;
+                std::fs::write(
+                    config.state_dir.join("cgroup"),
+                    cg.path().display().to_string(),
+                )
+                .context("cannot record the node's cgroup")?;
+                tracing::info!(path = %cg.path().display(), cpus = q, "node processes limited by a cgroup");
+                node_cgroup = Some(cg);
+            }
             let (tx, rx) = mpsc::channel(256);
             let client = InitClient::start(started.sock, tx)?;
             // The init is reaped by a thread of its own; its end is logged by the client.
@@ -152,7 +163,7 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
         gossip,
         procs,
         directory: Mutex::default(),
-        pending: Mutex::default(),
+        sched,
     });
     tracing::info!(
         node = %me.id, name = %node.config.name, addr = %me.addr, gen = me.gen,
@@ -163,6 +174,7 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
     tokio::spawn(rpc::serve(node.clone(), tcp));
     tokio::spawn(control::serve(node.clone(), control));
     tokio::spawn(probes::run(node.clone()));
+    tokio::spawn(probes::balance(node.clone()));
     tokio::spawn(join::run(node.clone(), fatal_tx));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -183,6 +195,9 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
     };
     // Our socket file goes with us; a stale one would mislead the CLI.
     let _ = std::fs::remove_file(&socket);
+    if let Some(cg) = node_cgroup {
+        cg.remove();
+    }
     match result {
         Ok(()) => Ok(()),
         Err(reason) => bail!("{reason}"),

@@ -84,6 +84,11 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                     Err(e) => error(e),
                 }
             }
+            RpcRequest::SchedShow => sched(node, super::cluster::SchedOp::Show).await,
+            RpcRequest::SchedSet { policy, params } => {
+                sched(node, super::cluster::SchedOp::Set(policy, params)).await
+            }
+            RpcRequest::SchedBalance => sched(node, super::cluster::SchedOp::Balance).await,
             RpcRequest::Data(_) | RpcRequest::DataEnd => {
                 error(anyhow::anyhow!("migration data outside of a migration"))
             }
@@ -104,6 +109,13 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
         conn.send(&resp).await?;
     }
     Ok(())
+}
+
+async fn sched(node: &Node, op: super::cluster::SchedOp) -> RpcResponse {
+    match super::cluster::sched_local(node, &op).await {
+        Ok(json) => RpcResponse::Sched(json),
+        Err(e) => error(e),
+    }
 }
 
 fn error(e: anyhow::Error) -> RpcResponse {

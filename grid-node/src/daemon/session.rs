@@ -11,10 +11,8 @@
 //! when the host dies, the client is told its process is lost.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use scheduler::{least_loaded, Candidate, Request};
 use ssi_core::control::{
     ControlConn, ControlReceiver, ControlRequest, ControlResponse, ControlSender,
 };
@@ -157,29 +155,15 @@ async fn place(node: &Node, spec: &RunSpec) -> Result<NodeId, (String, i32)> {
             None => Err((format!("unknown node {id}"), EXIT_SSI_ERROR)),
         };
     }
-    let mut cands = Candidate::from_view(&view);
-    {
-        let mut pending = node.pending();
-        for c in &mut cands {
-            if let Some(times) = pending.get_mut(&c.id) {
-                // Probes catch up within a few info intervals.
-                times.retain(|t| t.elapsed() < Duration::from_secs(3));
-                c.pending = u32::try_from(times.len()).unwrap_or(u32::MAX);
-            }
-        }
-    }
-    let req = Request {
-        cpus: spec.cpus,
-        mem_bytes: spec.mem_bytes,
-    };
-    let id = least_loaded(&cands, req).ok_or_else(|| {
-        (
-            "no alive node has the CPUs and memory asked for".to_string(),
-            EXIT_SSI_ERROR,
-        )
-    })?;
-    node.pending().entry(id).or_default().push(Instant::now());
-    Ok(id)
+    let req = super::sched::request(spec.cpus, spec.mem_bytes, &spec.constraints);
+    node.sched
+        .place(&view, &req, &spec.command_line())
+        .ok_or_else(|| {
+            (
+                format!("no alive node fits the request ({req:?})"),
+                EXIT_SSI_ERROR,
+            )
+        })
 }
 
 /// The exit code a client uses for a failed start (as a shell does).
@@ -305,13 +289,14 @@ pub async fn restart(
     mut conn: ControlConn,
 ) -> Result<()> {
     let spec = RunSpec {
-        argv: Vec::new(),
+        argv: vec![format!("restart {dir}").into_bytes()],
         env: Vec::new(),
         cwd: Vec::new(),
         node: on,
         cpus: None,
         mem_bytes: None,
         detach,
+        constraints: Vec::new(),
     };
     let host = match place(node, &spec).await {
         Ok(h) => h,

@@ -197,13 +197,18 @@ fn a_silent_member_is_probed_indirectly_then_suspected_then_declared_dead() {
             }
         );
     }
-    // Nobody answers: at the next probe tick the target is suspect.
-    let second_tick = timers(&out)
+    // Nobody answers: at the next probe tick the target is probed again, not suspected yet.
+    let retry = h.fire(&out, |t| *t == Timer::Probe);
+    assert_eq!(state_of(&h.core, target.id.0), MemberState::Alive);
+    let (again, _) = sends(&retry).into_iter().next().expect("ping");
+    assert_eq!(again, target, "the retry goes to the same member");
+    // Silent again: now it is suspect.
+    let second_tick = timers(&retry)
         .into_iter()
         .find(|t| t.timer == Timer::Probe)
         .expect("probe timer")
         .at;
-    let next = h.fire(&out, |t| *t == Timer::Probe);
+    let next = h.fire(&retry, |t| *t == Timer::Probe);
     assert_eq!(state_of(&h.core, target.id.0), MemberState::Suspect);
     // Nobody confirms: the longest suspicion, 3 x 1.5 s.
     let s = timers(&next)
@@ -211,9 +216,57 @@ fn a_silent_member_is_probed_indirectly_then_suspected_then_declared_dead() {
         .find(|t| matches!(t.timer, Timer::Suspicion { .. }))
         .expect("suspicion timer");
     assert_eq!(s.at - second_tick, Duration::from_millis(4500));
-    let dead = h.fire(&next, |t| matches!(t, Timer::Suspicion { .. }));
+    // Unconfirmed: a last chance first, directly and through 3 others, each carrying the
+    // suspicion so that the suspect can refute it.
+    let last = h.fire(&next, |t| matches!(t, Timer::Suspicion { .. }));
+    assert!(events(&last).is_empty());
+    let asked = sends(&last);
+    assert_eq!(asked.len(), 4);
+    for (to, data) in &asked {
+        let p = message::decode(data).expect("decodes");
+        match p.header.kind {
+            Kind::Ping { .. } => assert_eq!(*to, target),
+            Kind::PingReq { target: ref t, .. } => assert_eq!(*t, target),
+            ref k => panic!("unexpected {k:?}"),
+        }
+        assert!(p
+            .updates
+            .iter()
+            .any(|u| u.identity == target && u.state == State::Suspect));
+    }
+    let dead = h.fire(&last, |t| matches!(t, Timer::Suspicion { .. }));
     assert_eq!(events(&dead), vec![MemberEvent::Dead(target.clone())]);
     assert_eq!(state_of(&h.core, target.id.0), MemberState::Dead);
+}
+
+#[test]
+fn a_suspect_that_answers_its_last_chance_is_not_declared_dead() {
+    let mut h = Harness::new(5);
+    let suspect = Update {
+        identity: ident(3, 1),
+        incarnation: 0,
+        state: State::Suspect,
+        accusers: Accusers::one(NodeId(2)),
+    };
+    let out = h.packet(&datagram(&ident(2, 1), Kind::Gossip, &[suspect]));
+    let last = h.fire(&out, |t| matches!(t, Timer::Suspicion { .. }));
+    let (_, ping) = sends(&last)
+        .into_iter()
+        .find(|(to, _)| *to == ident(3, 1))
+        .expect("direct ping");
+    let Kind::Ping { seq } = message::decode(&ping).expect("decodes").header.kind else {
+        panic!("not a ping");
+    };
+    // The suspect had refuted (incarnation 1) but we missed it: its ack says so.
+    let ack = Writer::new(&Header {
+        from: ident(3, 1),
+        incarnation: 1,
+        kind: Kind::Ack { seq },
+    });
+    h.packet(&ack.finish());
+    assert_eq!(state_of(&h.core, 3), MemberState::Alive);
+    let after = h.fire(&last, |t| matches!(t, Timer::Suspicion { .. }));
+    assert!(events(&after).is_empty(), "{after:?}");
 }
 
 #[test]
@@ -466,7 +519,24 @@ fn a_malformed_datagram_is_refused_and_changes_nothing() {
     );
     data.push(0xff);
     let err = h.core.handle_packet(&data).expect_err("trailing byte");
-    assert!(err.to_string().contains("after the last item"), "{err}");
+    assert!(err.to_string().contains("item"), "{err}");
+    // A bad probe-data body about a member never heard of: refused as a whole too.
+    let garbage = [0xffu8; 6];
+    let mut w = Writer::new(&Header {
+        from: ident(9, 1),
+        incarnation: 0,
+        kind: Kind::Gossip,
+    });
+    assert!(w.push_update(&update(ident(1, 1), 0, State::Dead)));
+    assert!(w.push_info(&message::InfoItem {
+        id: NodeId(8),
+        addr: ident(8, 1).addr,
+        gen: 1,
+        seq: 1,
+        body: &garbage,
+    }));
+    let err = h.core.handle_packet(&w.finish()).expect_err("bad body");
+    assert!(err.to_string().contains("info body"), "{err}");
     assert!(h.take().iter().all(|o| !matches!(o, Output::Send { .. })));
     assert_eq!(h.core.identity(), &ident(1, 1), "no renewal");
     assert_eq!(h.core.active_members(), 2, "sender not learnt");

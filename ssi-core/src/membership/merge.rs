@@ -6,7 +6,7 @@ use rand::RngExt;
 use crate::node::NodeIdentity;
 
 use super::dissemination::SELF;
-use super::message::{Accusers, Header, InfoItem, Kind, Packet, State, Update};
+use super::message::{self, Accusers, DecodeError, Header, InfoItem, Kind, Packet, State, Update};
 use super::suspicion::{self, Suspicion, CONFIRMATIONS};
 use super::table::{overrides, Slot, Version};
 use super::{MemberEvent, Membership, Status, Timer};
@@ -99,6 +99,24 @@ impl<R: RngExt> Membership<R> {
             }
         }
         self.send_feed(from);
+    }
+
+    /// Checks the probe-data bodies this node would keep (new to it); refusing the datagram
+    /// then leaves everything unchanged. Bodies it already has are forwarded as they were.
+    pub(super) fn check_infos(&self, packet: &Packet<'_>) -> Result<(), DecodeError> {
+        for item in &packet.infos {
+            let keep = match self.table.slot(item.id) {
+                None => item.id != self.me.id,
+                Some(slot) => {
+                    self.table.version(slot).gen != item.gen
+                        || self.table.info(slot).is_none_or(|(seq, _)| item.seq > seq)
+                }
+            };
+            if keep {
+                message::check_info_body(item.body)?;
+            }
+        }
+        Ok(())
     }
 
     /// Takes a datagram's sender as alive at the incarnation it states. Returns what to tell
@@ -200,7 +218,7 @@ impl<R: RngExt> Membership<R> {
 
     /// Confirmations expected before a suspicion reaches its shortest timeout: every member
     /// but the suspect and the first accuser could confirm.
-    fn expected_confirmations(&self) -> usize {
+    pub(super) fn expected_confirmations(&self) -> usize {
         CONFIRMATIONS.min(self.cluster_size().saturating_sub(2))
     }
 
@@ -224,6 +242,7 @@ impl<R: RngExt> Membership<R> {
                 started: self.clock,
                 accusers: u.accusers,
                 deadline: self.clock + timeout,
+                last_chance: false,
             },
         );
         self.schedule(
@@ -315,8 +334,21 @@ impl<R: RngExt> Membership<R> {
         if item.id == self.me.id || item.seq == 0 {
             return;
         }
-        let Some(slot) = self.table.slot(item.id) else {
-            return;
+        let slot = match self.table.slot(item.id) {
+            Some(slot) => slot,
+            None => {
+                // A member we missed the arrival of (or forgot): the publication names it.
+                let identity = NodeIdentity {
+                    id: item.id,
+                    addr: item.addr,
+                    gen: item.gen,
+                };
+                self.apply_update(&alive(&identity, 0), Origin::Transfer);
+                let Some(slot) = self.table.slot(item.id) else {
+                    return;
+                };
+                slot
+            }
         };
         let v = self.table.version(slot);
         if v.gen != item.gen {

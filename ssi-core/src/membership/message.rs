@@ -1,17 +1,20 @@
-//! The membership datagram: one versioned header, then piggy-backed membership updates, then
-//! piggy-backed probe-data items, never more than [`MAX_PACKET`] bytes.
+//! The membership datagram: one versioned header, then piggy-backed items (membership updates
+//! first, then probe-data items) up to the end, never more than [`MAX_PACKET`] bytes.
 //!
 //! ```text
-//! [version u8 = 1][postcard Header][count][Update]*[count][InfoItem]*
+//! [version u8 = 1][postcard Header][postcard Item]*      Item = Update(..) | Info(..)
 //! ```
 //!
-//! Counts are postcard varints. Every part is postcard, so enums carry a varint tag: an unknown
-//! message kind or state is refused like an unknown version. A datagram is decoded completely
-//! before anything of it is applied, so a malformed one changes nothing.
+//! Every part is postcard, so enums carry a varint tag: an unknown message kind, item kind or
+//! state is refused like an unknown version. A datagram is decoded completely before anything
+//! of it is applied, so a malformed one changes nothing; probe-data bodies are checked by the
+//! core before it applies anything, and only those it would keep (most items repeat what a
+//! member knows already).
 
 use serde::de::{SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::net::SocketAddr;
 
 use crate::node::{NodeId, NodeIdentity};
 
@@ -26,9 +29,6 @@ pub const MAX_ACCUSERS: usize = 3;
 
 /// Largest encoded probe-data body accepted.
 pub const MAX_INFO_BODY: usize = 250;
-
-/// Room kept for the two item counts (each varint below 16384 takes at most 2 bytes).
-const COUNTS_ROOM: usize = 4;
 
 /// What a datagram is for; every datagram also carries piggy-backed items.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,16 +214,43 @@ pub struct Update {
 }
 
 /// One member's probe data, as published by that member; `body` is an encoded [`InfoBody`].
+///
+/// It names the member fully (id, address, generation), so that it also tells a member that
+/// missed this one's arrival about it: periodic publications double as anti-entropy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InfoItem<'a> {
     /// The member.
     pub id: NodeId,
+    /// Its address.
+    pub addr: SocketAddr,
     /// Its generation when it published.
     pub gen: u64,
     /// Publication number, growing within one generation.
     pub seq: u32,
     /// The encoded [`InfoBody`], kept and forwarded as received.
+    #[serde(serialize_with = "as_bytes")]
     pub body: &'a [u8],
+}
+
+/// Serializes a byte slice in one piece (serde's default goes byte by byte; postcard writes
+/// the same bytes either way).
+fn as_bytes<S: Serializer>(b: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(b)
+}
+
+/// One piggy-backed item.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+enum Item<'a> {
+    Update(Update),
+    #[serde(borrow)]
+    Info(InfoItem<'a>),
+}
+
+/// [`Item`] by reference, to encode without copying.
+#[derive(Serialize)]
+enum ItemRef<'r, 'a> {
+    Update(&'r Update),
+    Info(&'r InfoItem<'a>),
 }
 
 /// Name and probe figures of a member, compact: memory in KiB (what /proc/meminfo gives) and
@@ -251,7 +278,7 @@ pub struct Packet<'a> {
     pub header: Header,
     /// Membership updates.
     pub updates: Vec<Update>,
-    /// Probe-data items (bodies already checked to decode).
+    /// Probe-data items (bodies not checked yet: see [`check_info_body`]).
     pub infos: Vec<InfoItem<'a>>,
 }
 
@@ -275,9 +302,6 @@ pub enum DecodeError {
         /// What postcard said.
         reason: String,
     },
-    /// Bytes after the last item.
-    #[error("membership datagram: {0} bytes after the last item")]
-    Trailing(usize),
 }
 
 fn malformed(part: &'static str) -> impl Fn(postcard::Error) -> DecodeError {
@@ -287,7 +311,7 @@ fn malformed(part: &'static str) -> impl Fn(postcard::Error) -> DecodeError {
     }
 }
 
-/// Decodes and checks a whole datagram.
+/// Decodes a whole datagram.
 pub fn decode(data: &[u8]) -> Result<Packet<'_>, DecodeError> {
     if data.len() > MAX_PACKET {
         return Err(DecodeError::TooLong(data.len()));
@@ -296,27 +320,17 @@ pub fn decode(data: &[u8]) -> Result<Packet<'_>, DecodeError> {
     if version != VERSION {
         return Err(DecodeError::Version(version));
     }
-    let (header, rest) = postcard::take_from_bytes::<Header>(rest).map_err(malformed("header"))?;
-    let (n, mut rest) =
-        postcard::take_from_bytes::<u32>(rest).map_err(malformed("update count"))?;
-    // Each update takes more than one byte: a larger count is a lie.
-    let mut updates = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(MAX_PACKET));
-    for _ in 0..n {
-        let (u, r) = postcard::take_from_bytes::<Update>(rest).map_err(malformed("update"))?;
-        updates.push(u);
+    let (header, mut rest) =
+        postcard::take_from_bytes::<Header>(rest).map_err(malformed("header"))?;
+    let mut updates = Vec::new();
+    let mut infos = Vec::new();
+    while !rest.is_empty() {
+        let (item, r) = postcard::take_from_bytes::<Item<'_>>(rest).map_err(malformed("item"))?;
+        match item {
+            Item::Update(u) => updates.push(u),
+            Item::Info(i) => infos.push(i),
+        }
         rest = r;
-    }
-    let (n, mut rest) = postcard::take_from_bytes::<u32>(rest).map_err(malformed("info count"))?;
-    let mut infos = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(MAX_PACKET));
-    for _ in 0..n {
-        let (item, r) =
-            postcard::take_from_bytes::<InfoItem<'_>>(rest).map_err(malformed("info item"))?;
-        check_info_body(item.body)?;
-        infos.push(item);
-        rest = r;
-    }
-    if !rest.is_empty() {
-        return Err(DecodeError::Trailing(rest.len()));
     }
     Ok(Packet {
         header,
@@ -336,108 +350,81 @@ pub fn check_info_body(body: &[u8]) -> Result<InfoBody<'_>, DecodeError> {
     let (info, rest) =
         postcard::take_from_bytes::<InfoBody<'_>>(body).map_err(malformed("info body"))?;
     if !rest.is_empty() {
-        return Err(DecodeError::Trailing(rest.len()));
+        return Err(DecodeError::Malformed {
+            part: "info body",
+            reason: format!("{} bytes after its end", rest.len()),
+        });
     }
     Ok(info)
 }
 
-/// Builds one datagram, item by item, refusing any item that would make it exceed
+/// Builds one datagram in place, item by item, refusing any item that would make it exceed
 /// [`MAX_PACKET`].
 #[derive(Debug)]
 pub struct Writer {
-    head: Vec<u8>,
-    updates: Vec<u8>,
-    n_updates: u32,
-    infos: Vec<u8>,
-    n_infos: u32,
-}
-
-/// Encodes `value` into `scratch`; `None` if it does not fit there.
-fn encode_small<'s, T: Serialize>(value: &T, scratch: &'s mut [u8]) -> Option<&'s [u8]> {
-    postcard::to_slice(value, scratch).ok().map(|b| &*b)
+    buf: [u8; MAX_PACKET],
+    len: usize,
+    items: u32,
 }
 
 impl Writer {
     /// A datagram with `header` and no items yet.
     pub fn new(header: &Header) -> Self {
-        let mut scratch = [0u8; 256];
-        let mut head = Vec::with_capacity(128);
-        head.push(VERSION);
-        // A header is at most ~100 bytes (two identities with IPv6 addresses); the buffer is
-        // large enough for any, which a unit test checks.
-        if let Some(bytes) = encode_small(header, &mut scratch) {
-            head.extend_from_slice(bytes);
+        let mut w = Writer {
+            buf: [0; MAX_PACKET],
+            len: 1,
+            items: 0,
+        };
+        w.buf[0] = VERSION;
+        // A header is at most ~100 bytes (two identities with IPv6 addresses), far below
+        // MAX_PACKET; a unit test checks it.
+        if let Ok(b) = postcard::to_slice(header, &mut w.buf[1..]) {
+            w.len += b.len();
         }
-        Writer {
-            head,
-            updates: Vec::new(),
-            n_updates: 0,
-            infos: Vec::new(),
-            n_infos: 0,
-        }
+        w
     }
 
-    fn used(&self) -> usize {
-        self.head.len() + COUNTS_ROOM + self.updates.len() + self.infos.len()
+    fn push<T: Serialize>(&mut self, item: &T) -> bool {
+        match postcard::to_slice(item, &mut self.buf[self.len..]) {
+            Ok(b) => {
+                self.len += b.len();
+                self.items += 1;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Bytes still free.
     pub fn room(&self) -> usize {
-        MAX_PACKET.saturating_sub(self.used())
+        MAX_PACKET - self.len
     }
 
-    /// Adds `u` if it fits; false otherwise.
+    /// Adds `u` if it fits; false otherwise. Updates go before probe-data items.
     pub fn push_update(&mut self, u: &Update) -> bool {
-        let mut scratch = [0u8; 128];
-        match encode_small(u, &mut scratch) {
-            Some(bytes) if bytes.len() <= self.room() => {
-                self.updates.extend_from_slice(bytes);
-                self.n_updates += 1;
-                true
-            }
-            _ => false,
-        }
+        self.push(&ItemRef::Update(u))
     }
 
     /// Adds `item` if it fits; false otherwise.
     pub fn push_info(&mut self, item: &InfoItem<'_>) -> bool {
-        let mut scratch = [0u8; MAX_INFO_BODY + 32];
-        match encode_small(item, &mut scratch) {
-            Some(bytes) if bytes.len() <= self.room() => {
-                self.infos.extend_from_slice(bytes);
-                self.n_infos += 1;
-                true
-            }
-            _ => false,
-        }
+        self.push(&ItemRef::Info(item))
     }
 
     /// Number of items added.
     pub fn items(&self) -> u32 {
-        self.n_updates + self.n_infos
+        self.items
     }
 
     /// The datagram.
     pub fn finish(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.used());
-        out.extend_from_slice(&self.head);
-        let mut scratch = [0u8; 8];
-        if let Some(b) = encode_small(&self.n_updates, &mut scratch) {
-            out.extend_from_slice(b);
-        }
-        out.extend_from_slice(&self.updates);
-        if let Some(b) = encode_small(&self.n_infos, &mut scratch) {
-            out.extend_from_slice(b);
-        }
-        out.extend_from_slice(&self.infos);
-        out
+        self.buf[..self.len].to_vec()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+    use std::net::{Ipv6Addr, SocketAddrV6};
 
     fn ident(id: u16) -> NodeIdentity {
         NodeIdentity {
@@ -501,6 +488,7 @@ mod tests {
         let b = body();
         let item = InfoItem {
             id: NodeId(3),
+            addr: ident(3).addr,
             gen: 1,
             seq: 2,
             body: &b,
@@ -529,7 +517,7 @@ mod tests {
         let bytes = postcard::to_stdvec(&header).expect("encode");
         assert!(bytes.len() < 256, "{} bytes", bytes.len());
         let w = Writer::new(&header);
-        assert_eq!(w.head.len(), bytes.len() + 1);
+        assert_eq!(w.len, bytes.len() + 1);
     }
 
     #[test]
@@ -545,6 +533,7 @@ mod tests {
         let b = body();
         let item = InfoItem {
             id: NodeId(u16::MAX),
+            addr: v6(1).addr,
             gen: u64::MAX,
             seq: u32::MAX,
             body: &b,
@@ -581,15 +570,14 @@ mod tests {
             kind: Kind::Gossip,
         })
         .finish();
-        // The kind tag is the byte before the two zero counts.
-        let at = data.len() - 3;
-        data[at] = 99;
+        // Without items, the kind tag is the last byte.
+        *data.last_mut().expect("byte") = 99;
         let err = decode(&data).expect_err("unknown kind");
         assert!(err.to_string().contains("header"), "{err}");
     }
 
     #[test]
-    fn trailing_bytes_and_truncation_are_refused() {
+    fn unknown_items_and_truncation_are_refused() {
         let mut w = Writer::new(&Header {
             from: ident(1),
             incarnation: 0,
@@ -598,9 +586,17 @@ mod tests {
         assert!(w.push_update(&update(2, State::Alive)));
         let data = w.finish();
         let mut longer = data.clone();
-        longer.push(0);
-        assert_eq!(decode(&longer), Err(DecodeError::Trailing(1)));
-        for cut in 0..data.len() {
+        longer.push(7);
+        let err = decode(&longer).expect_err("unknown item kind");
+        assert!(err.to_string().contains("item"), "{err}");
+        // A cut inside the header or an item is refused; at the item boundary the datagram
+        // is whole, only shorter.
+        let header_end = data.len()
+            - postcard::to_stdvec(&update(2, State::Alive))
+                .expect("e")
+                .len()
+            - 1;
+        for cut in (0..data.len()).filter(|&c| c != header_end) {
             assert!(decode(&data[..cut]).is_err(), "cut at {cut} accepted");
         }
         assert_eq!(decode(&[]), Err(DecodeError::Empty));
@@ -608,20 +604,13 @@ mod tests {
 
     #[test]
     fn a_bad_info_body_is_refused() {
-        let garbage = [0xffu8; 5];
-        let mut w = Writer::new(&Header {
-            from: ident(1),
-            incarnation: 0,
-            kind: Kind::Gossip,
-        });
-        assert!(w.push_info(&InfoItem {
-            id: NodeId(2),
-            gen: 1,
-            seq: 1,
-            body: &garbage,
-        }));
-        let err = decode(&w.finish()).expect_err("garbage body");
+        assert!(check_info_body(&body()).is_ok());
+        let err = check_info_body(&[0xff; 5]).expect_err("garbage");
         assert!(err.to_string().contains("info body"), "{err}");
+        let mut longer = body();
+        longer.push(0);
+        assert!(check_info_body(&longer).is_err());
+        assert!(check_info_body(&[0; MAX_INFO_BODY + 1]).is_err());
     }
 
     #[test]

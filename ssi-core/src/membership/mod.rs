@@ -48,7 +48,7 @@ use crate::probe::ProbeData;
 use crate::view::{MemberState, NodeView};
 
 use dissemination::{Queue, SELF};
-use info::OwnInfo;
+use info::{Allowance, OwnInfo};
 use merge::Origin;
 use message::{Accusers, Kind, State, Update};
 use probe::Prober;
@@ -178,6 +178,7 @@ pub struct Membership<R> {
     infos: Queue,
     prober: Prober,
     own: OwnInfo,
+    allowance: Allowance,
     out: Vec<Output>,
 }
 
@@ -219,6 +220,7 @@ impl<R: RngExt> Membership<R> {
             infos: Queue::new(),
             prober: Prober::default(),
             own: OwnInfo::default(),
+            allowance: Allowance::full(config.info_budget),
             out: Vec::new(),
         };
         // A random phase, so that members started together do not probe and gossip in step.
@@ -249,6 +251,7 @@ impl<R: RngExt> Membership<R> {
     pub fn handle_packet(&mut self, data: &[u8]) -> Result<()> {
         let packet = message::decode(data).map_err(membership_error)?;
         if self.status == Status::Active {
+            self.check_infos(&packet).map_err(membership_error)?;
             self.receive(packet);
         }
         self.settle();

@@ -2,9 +2,10 @@
 //! joining node.
 //!
 //! Every datagram carries, after its header, as many membership updates as fit (fewest
-//! transmissions first), then as many probe-data items as fit in the room left. A gossip round
-//! sends datagrams holding nothing else to `gossip_fanout` random members while membership
-//! updates are queued, and only as many as the queued probe data needs otherwise.
+//! transmissions first), then probe-data items in the room left, within the byte allowance of
+//! `info_budget` per second. A gossip round sends datagrams holding nothing else to
+//! `gossip_fanout` random members while membership updates are queued; otherwise at most one,
+//! when a datagram's worth of probe data is queued and allowed.
 
 use rand::RngExt;
 
@@ -52,15 +53,18 @@ impl<R: RngExt> Membership<R> {
         if slot == SELF {
             return (self.own.seq > 0).then_some(InfoItem {
                 id: self.me.id,
+                addr: self.me.addr,
                 gen: self.me.gen,
                 seq: self.own.seq,
                 body: &self.own.body,
             });
         }
         let (seq, body) = self.table.info(slot)?;
+        let identity = self.table.identity(slot);
         Some(InfoItem {
-            id: self.table.id(slot),
-            gen: self.table.version(slot).gen,
+            id: identity.id,
+            addr: identity.addr,
+            gen: identity.gen,
             seq,
             body,
         })
@@ -112,13 +116,23 @@ impl<R: RngExt> Membership<R> {
             w.push_update(&self.update_of(slot))
         });
         self.updates = updates;
+        // Probe data: only in the room left, and within the byte allowance.
+        self.allowance.refill(self.clock, self.cfg.info_budget);
+        let allowed = self.allowance.available();
+        let before = w.room();
         let mut infos = std::mem::take(&mut self.infos);
-        infos.select(INFO_TRANSMISSIONS, |slot| match self.info_of_live(slot) {
-            Some(item) => w.push_info(&item),
-            // Nothing to send any more: let it count and retire.
-            None => true,
+        infos.select(INFO_TRANSMISSIONS, |slot| {
+            if before - w.room() >= allowed {
+                return false;
+            }
+            match self.info_of_live(slot) {
+                Some(item) => w.push_info(&item),
+                // Nothing to send any more: let it count and retire.
+                None => true,
+            }
         });
         self.infos = infos;
+        self.allowance.spend(before - w.room());
     }
 
     /// Up to `k` distinct random active members, `except` excluded.
@@ -163,12 +177,15 @@ impl<R: RngExt> Membership<R> {
         self.schedule(self.cfg.gossip_interval, Timer::Gossip);
         self.maybe_publish();
         let fanout = usize::try_from(self.cfg.gossip_fanout).unwrap_or(1);
+        self.allowance.refill(self.clock, self.cfg.info_budget);
         let k = if !self.updates.is_empty() {
             fanout
-        } else if !self.infos.is_empty() {
-            // Only the datagrams the queued probe data fills.
-            let bytes = self.infos.len() * self.info_item_size();
-            bytes.div_ceil(MAX_PACKET - 100).clamp(1, fanout.max(1))
+        } else if self.infos.len() * self.info_item_size() >= MAX_PACKET / 2
+            && self.allowance.available() >= MAX_PACKET
+        {
+            // A datagram of probe data alone, when enough is queued and allowed; smaller
+            // amounts ride on probes and acks.
+            1
         } else {
             0
         };

@@ -21,7 +21,7 @@ use crate::config::GossipConfig;
 use crate::node::{NodeId, NodeIdentity};
 use crate::probe::ProbeData;
 
-use super::{MemberEvent, Membership, Output, TimerEvent};
+use super::{MemberEvent, MemberRecord, Membership, Output, TimerEvent};
 
 /// Which events the simulation keeps in [`Sim::seen`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +31,18 @@ pub enum Record {
     /// Only verdicts and identity changes (`Dead`, `Left`, `Replaced`, `Rejoined`,
     /// `Defunct`): at 10,000 members the `Up` events alone would take gigabytes.
     Verdicts,
+}
+
+/// How the members first meet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Member 0 is up; every other one announces itself to it in turn (`join_spacing` apart)
+    /// and gets the full state back in datagrams: the announce path, O(n²) datagrams in all.
+    Announce,
+    /// Every member adopts the full membership at once through [`Membership::apply`], as a
+    /// daemon does with the snapshot its seed sends over TCP; probe data then spreads by
+    /// publication. For the largest simulations, where n² feed datagrams cost too much.
+    Snapshot,
 }
 
 /// Settings of a simulation run.
@@ -50,7 +62,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Whether members publish probe data every `gossip.info_interval`.
     pub publish_info: bool,
-    /// Time between two members' first announcements (zero: all at once).
+    /// How the members first meet.
+    pub bootstrap: Bootstrap,
+    /// With [`Bootstrap::Announce`], time between two members' first announcements (zero: all
+    /// at once).
     pub join_spacing: Duration,
     /// Which events to keep.
     pub record: Record,
@@ -67,6 +82,7 @@ impl SimConfig {
             gossip: GossipConfig::default(),
             seed,
             publish_info: false,
+            bootstrap: Bootstrap::Announce,
             join_spacing: Duration::ZERO,
             record: Record::All,
         }
@@ -157,6 +173,8 @@ pub struct Sim {
     pub largest_datagram: usize,
     /// Datagrams a core refused as malformed.
     pub refused: u64,
+    /// Reused buffer for the outputs of one core.
+    outbox: Vec<Output>,
 }
 
 fn identity(index: usize, gen: u64) -> NodeIdentity {
@@ -170,7 +188,7 @@ fn identity(index: usize, gen: u64) -> NodeIdentity {
 }
 
 impl Sim {
-    /// Builds the cluster; member 0 is up, the others announce themselves to it in turn.
+    /// Builds the cluster as [`SimConfig::bootstrap`] says.
     ///
     /// # Panics
     /// With more than 65,535 members (node ids are 16 bits).
@@ -205,11 +223,32 @@ impl Sim {
             packets_sent: 0,
             largest_datagram: 0,
             refused: 0,
+            outbox: Vec::new(),
+        };
+        let everyone: Vec<MemberRecord> = match sim.cfg.bootstrap {
+            Bootstrap::Announce => Vec::new(),
+            Bootstrap::Snapshot => (0..sim.nodes.len())
+                .map(|i| MemberRecord {
+                    identity: identity(i, 1),
+                    incarnation: 0,
+                    active: true,
+                    suspect: false,
+                })
+                .collect(),
         };
         for i in 0..sim.nodes.len() {
+            if !everyone.is_empty() {
+                // A fresh core accepts any snapshot.
+                let _ = sim.nodes[i].core.apply(everyone.clone());
+            }
             sim.flush(i);
             if i > 0 {
-                let at = sim.cfg.join_spacing * u32::try_from(i).unwrap_or(u32::MAX);
+                let at = match sim.cfg.bootstrap {
+                    Bootstrap::Announce => {
+                        sim.cfg.join_spacing * u32::try_from(i).unwrap_or(u32::MAX)
+                    }
+                    Bootstrap::Snapshot => sim.cfg.gossip.join_retry,
+                };
                 sim.push(at, Action::Join { node: i, epoch: 0 });
             }
             let phase = sim
@@ -406,14 +445,16 @@ impl Sim {
             bytes_sent,
             packets_sent,
             largest_datagram,
+            outbox,
             ..
         } = self;
         let epoch = nodes[from].epoch;
         let isolated = nodes[from].isolated;
         let lo = cfg.latency_min.as_nanos() as u64;
         let hi = (cfg.latency_max.as_nanos() as u64).max(lo);
-        let outputs: Vec<Output> = nodes[from].core.drain().collect();
-        for o in outputs {
+        let mut outputs = std::mem::take(outbox);
+        outputs.extend(nodes[from].core.drain());
+        for o in outputs.drain(..) {
             let (after, action) = match o {
                 Output::Send { to, data } => {
                     *packets_sent += 1;
@@ -457,5 +498,6 @@ impl Sim {
                 action,
             }));
         }
+        *outbox = outputs;
     }
 }

@@ -31,6 +31,8 @@ pub struct Suspicion {
     pub accusers: Accusers,
     /// When it ends, given the confirmations so far.
     pub deadline: Duration,
+    /// Whether the suspect was given its last chance (see `Membership::suspicion_timeout`).
+    pub last_chance: bool,
 }
 
 /// Suspicion bounds for a cluster of `n` members (this node included).
@@ -64,6 +66,13 @@ impl Suspicions {
     /// Starts (or restarts) the suspicion of `slot`.
     pub fn start(&mut self, slot: Slot, s: Suspicion) {
         self.map.insert(slot, s);
+    }
+
+    /// Records that `slot` was given its last chance.
+    pub fn give_last_chance(&mut self, slot: Slot) {
+        if let Some(s) = self.map.get_mut(&slot) {
+            s.last_chance = true;
+        }
     }
 
     /// Ends the suspicion of `slot`.
@@ -129,6 +138,7 @@ mod tests {
                 started: MS(500),
                 accusers: Accusers::one(NodeId(1)),
                 deadline: MS(3500),
+                last_chance: false,
             },
         );
         assert_eq!(s.confirm(4, &Accusers::one(NodeId(1)), min, max, 2), None);

@@ -30,6 +30,11 @@ use super::message::State;
 pub type Slot = u16;
 
 const NOT_LISTED: u16 = u16::MAX;
+/// `list_pos` of a forgotten entry.
+const FORGOTTEN: u16 = u16::MAX - 1;
+/// Most members a table holds: ids 1..=65535 but this node's own (slots and list positions
+/// stay below the two markers above).
+const MAX_MEMBERS: usize = 65534;
 const NO_INFO: u32 = u32::MAX;
 const V6_FLAG: u64 = 1 << 63;
 
@@ -194,7 +199,7 @@ impl Table {
 
     /// Whether `slot` holds a member (not one forgotten).
     pub fn is_live(&self, slot: Slot) -> bool {
-        self.index.get(self.entry(slot).id) == Some(slot)
+        self.entry(slot).list_pos != FORGOTTEN
     }
 
     /// The slot of node `id`.
@@ -268,9 +273,10 @@ impl Table {
         state: State,
         rng: &mut R,
     ) -> Option<Slot> {
-        let slot = Slot::try_from(self.entries.len())
-            .ok()
-            .filter(|&s| s != NOT_LISTED)?;
+        if self.entries.len() >= MAX_MEMBERS {
+            return None;
+        }
+        let slot = self.entries.len() as Slot;
         let addr = self.pack(slot, identity.addr);
         self.entries.push(Entry {
             gen: identity.gen,
@@ -411,7 +417,7 @@ impl Table {
     pub fn forget_dead(&mut self) {
         for slot in std::mem::take(&mut self.dead) {
             let e = &mut self.entries[usize::from(slot)];
-            e.list_pos = NOT_LISTED;
+            e.list_pos = FORGOTTEN;
             let id = e.id;
             if e.info_off != NO_INFO {
                 self.garbage += usize::from(e.info_len);

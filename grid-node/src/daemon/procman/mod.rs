@@ -32,6 +32,8 @@ const KEEP_EXITED: Duration = Duration::from_secs(3600);
 #[derive(Debug)]
 struct Hosted {
     uid: u32,
+    /// When it started or arrived here.
+    since: Instant,
     stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
     attach: mpsc::Sender<mpsc::Sender<Output>>,
     exit: watch::Sender<Option<End>>,
@@ -182,6 +184,7 @@ impl ProcMan {
         };
         let rec = Arc::new(Hosted {
             uid,
+            since: Instant::now(),
             stdin: tokio::sync::Mutex::new(stdin),
             attach: attach_tx,
             exit: exit_tx,
@@ -315,6 +318,54 @@ impl ProcMan {
         ps::members(self.ns)
             .into_iter()
             .filter_map(|m| ps::view(m, self.node, &self.node_name, self.ns))
+            .collect()
+    }
+
+    /// The trees this node could move away: processes started or restored here that still
+    /// run, with the CPU their whole tree used (`cpu_by_pid`: pids as /proc sees them) and how
+    /// long they have been here.
+    pub fn movable(&self, cpu_by_pid: &HashMap<i32, f64>) -> Vec<scheduler::LocalProc> {
+        let members = ps::members(self.ns);
+        let gpid_of: HashMap<i32, i32> = members.iter().map(|m| (m.root_pid, m.gpid)).collect();
+        let roots: HashMap<i32, Instant> = lock(&self.table)
+            .iter()
+            .filter(|(_, r)| r.exit.borrow().is_none())
+            .map(|(g, r)| (*g, r.since))
+            .collect();
+        let parent: HashMap<i32, i32> = members
+            .iter()
+            .filter_map(|m| {
+                let stat = procfs::process::Process::new(m.root_pid)
+                    .ok()?
+                    .stat()
+                    .ok()?;
+                Some((m.gpid, *gpid_of.get(&stat.ppid)?))
+            })
+            .collect();
+        let mut cpu: HashMap<i32, f64> = HashMap::new();
+        for m in &members {
+            // Each process's CPU counts for the tree it belongs to.
+            let mut g = m.gpid;
+            let mut hops = 0;
+            while !roots.contains_key(&g) && hops < 64 {
+                match parent.get(&g) {
+                    Some(&p) => g = p,
+                    None => break,
+                }
+                hops += 1;
+            }
+            if roots.contains_key(&g) {
+                *cpu.entry(g).or_default() += cpu_by_pid.get(&m.root_pid).copied().unwrap_or(0.0);
+            }
+        }
+        roots
+            .into_iter()
+            .filter(|(g, _)| members.iter().any(|m| m.gpid == *g))
+            .map(|(gpid, since)| scheduler::LocalProc {
+                gpid,
+                cpu: cpu.get(&gpid).copied().unwrap_or(0.0),
+                resident_s: since.elapsed().as_secs_f64(),
+            })
             .collect()
     }
 

@@ -1,0 +1,303 @@
+//! The scheduler as a node runs it: placement of new processes started from this node, and
+//! re-balancing of the processes it hosts. Every decision is logged with its reason and kept
+//! (the last [`KEEP_DECISIONS`]) for `ssi sched show`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use scheduler::filter::FilterChain;
+use scheduler::probe::{CpuProbe, Probe};
+use scheduler::{registry, BalanceConfig, Balancer, LocalProc, Move, NodeSample, Policy, Request};
+use serde::Serialize;
+use ssi_core::config::SchedConfig;
+use ssi_core::view::NodeView;
+use ssi_core::NodeId;
+
+/// Decisions kept for `ssi sched show`.
+pub const KEEP_DECISIONS: usize = 50;
+/// How long a placement counts as load on its node (until probes show it).
+const PENDING_FOR: Duration = Duration::from_secs(3);
+
+/// One decision.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    /// When (Unix ms).
+    pub at_ms: u64,
+    /// The node that decided.
+    pub node: NodeId,
+    /// `place`, `move` or `move-failed`.
+    pub kind: String,
+    /// The process, when known.
+    pub gpid: Option<i32>,
+    /// The node chosen.
+    pub to: Option<NodeId>,
+    /// Why, in one line.
+    pub reason: String,
+}
+
+/// What `ssi sched show --json` gives for one node.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// The node.
+    pub node: NodeId,
+    /// Placement policy.
+    pub policy: String,
+    /// Its parameters.
+    pub params: BTreeMap<String, String>,
+    /// How the policy has been doing (external policies).
+    pub policy_report: Option<String>,
+    /// Load filters.
+    pub filters: Vec<String>,
+    /// Re-balancing knobs.
+    pub balance: BalanceConfig,
+    /// The nodes as this node's policy sees them now (filters applied).
+    pub view: Vec<NodeSample>,
+    /// Recent decisions, oldest first.
+    pub decisions: Vec<Decision>,
+}
+
+struct State {
+    policy_name: String,
+    params: BTreeMap<String, String>,
+    policy: Box<dyn Policy>,
+    filters: FilterChain,
+    balancer: Balancer,
+    pending: HashMap<NodeId, Vec<Instant>>,
+    decisions: VecDeque<Decision>,
+    cpu: CpuProbe,
+    labels: BTreeMap<String, String>,
+}
+
+/// The scheduler of this node.
+pub struct Sched {
+    me: NodeId,
+    epoch: Instant,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Sched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sched").field("me", &self.me).finish()
+    }
+}
+
+fn balance_config(c: &SchedConfig) -> BalanceConfig {
+    BalanceConfig {
+        enabled: c.balance,
+        interval_s: c.balance_interval.as_secs_f64(),
+        threshold: c.balance_threshold,
+        min_residence_s: c.min_residence.as_secs_f64(),
+        cooldown_s: c.balance_cooldown.as_secs_f64(),
+    }
+}
+
+impl Sched {
+    /// The scheduler of node `me` with `config` (policy and filters checked here).
+    pub fn new(me: NodeId, config: &SchedConfig) -> Result<Sched> {
+        let policy = registry::policy(&config.policy, &config.params)?;
+        Ok(Sched {
+            me,
+            epoch: Instant::now(),
+            state: Mutex::new(State {
+                policy_name: config.policy.clone(),
+                params: config.params.clone(),
+                policy,
+                filters: FilterChain::new(&config.filters)?,
+                balancer: Balancer::new(balance_config(config)),
+                pending: HashMap::new(),
+                decisions: VecDeque::new(),
+                cpu: CpuProbe::default(),
+                labels: config.labels.clone(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn now_s(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
+    /// This node's labels.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.lock().labels.clone()
+    }
+
+    /// Measures the CPU use of the hosted processes (pids as /proc sees them); returns the
+    /// node's total, in CPUs.
+    pub fn measure(&self, hosted: &[i32], dt_s: f64) -> f64 {
+        self.lock().cpu.measure(hosted, dt_s)
+    }
+
+    /// CPUs-worth each hosted pid (as /proc sees it) used over the last probe interval.
+    pub fn cpu_by_pid(&self) -> HashMap<i32, f64> {
+        self.lock().cpu.per_pid.clone()
+    }
+
+    /// The nodes as policies see them: alive members, filters applied to their load, recent
+    /// placements counted.
+    fn samples(&self, st: &mut State, view: &[NodeView]) -> Vec<NodeSample> {
+        let now = self.now_s();
+        let mut nodes = NodeSample::from_view(view);
+        for n in &mut nodes {
+            n.load = st.filters.apply(n.id, n.load, now);
+            if let Some(times) = st.pending.get_mut(&n.id) {
+                times.retain(|t| t.elapsed() < PENDING_FOR);
+                n.pending = u32::try_from(times.len()).unwrap_or(u32::MAX);
+            }
+            if n.id == self.me {
+                n.labels = st.labels.clone();
+            }
+        }
+        nodes
+    }
+
+    fn record(st: &mut State, d: Decision) {
+        match d.kind.as_str() {
+            "move-failed" => {
+                tracing::warn!(gpid = d.gpid, to = ?d.to, "re-balancing: {}", d.reason)
+            }
+            _ => {
+                tracing::info!(kind = %d.kind, gpid = d.gpid, to = ?d.to, "scheduler: {}", d.reason)
+            }
+        }
+        st.decisions.push_back(d);
+        while st.decisions.len() > KEEP_DECISIONS {
+            st.decisions.pop_front();
+        }
+    }
+
+    fn decision(
+        &self,
+        kind: &str,
+        gpid: Option<i32>,
+        to: Option<NodeId>,
+        reason: String,
+    ) -> Decision {
+        Decision {
+            at_ms: ssi_core::auth::unix_ms(),
+            node: self.me,
+            kind: kind.into(),
+            gpid,
+            to,
+            reason,
+        }
+    }
+
+    /// Chooses the node for a new process; the choice is recorded.
+    pub fn place(&self, view: &[NodeView], req: &Request, what: &str) -> Option<NodeId> {
+        let mut st = self.lock();
+        let nodes = self.samples(&mut st, view);
+        // An external policy may take up to its timeout: let the runtime move other tasks off
+        // this thread meanwhile.
+        let choice = tokio::task::block_in_place(|| st.policy.place(&nodes, req));
+        let failure = st.policy.take_failure();
+        let seen: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("{}:{:.2}", n.id, n.pressure()))
+            .collect();
+        let mut reason = match choice {
+            Some(id) => format!(
+                "{} chose node {id} for {what} (load per CPU: {})",
+                st.policy_name,
+                seen.join(" ")
+            ),
+            None => format!("{}: no node fits {what} ({req:?})", st.policy_name),
+        };
+        if let Some(f) = failure {
+            reason = format!("external policy failed ({f}); least-loaded decided: {reason}");
+        }
+        if let Some(id) = choice {
+            st.pending.entry(id).or_default().push(Instant::now());
+        }
+        let d = self.decision("place", None, choice, reason);
+        Self::record(&mut st, d);
+        choice
+    }
+
+    /// Replaces the placement policy.
+    pub fn set_policy(&self, name: &str, params: BTreeMap<String, String>) -> Result<()> {
+        let policy = registry::policy(name, &params)?;
+        let mut st = self.lock();
+        let reason = format!("policy set to {name} (was {})", st.policy_name);
+        st.policy = policy;
+        st.policy_name = name.to_string();
+        st.params = params;
+        let d = self.decision("policy", None, None, reason);
+        Self::record(&mut st, d);
+        Ok(())
+    }
+
+    /// Maybe one move of a local process (from `local`); `force` ignores the cooldown.
+    pub fn balance(&self, view: &[NodeView], local: &[LocalProc], force: bool) -> Option<Move> {
+        let now = self.now_s();
+        let mut st = self.lock();
+        let nodes = self.samples(&mut st, view);
+        let mv = st.balancer.decide(self.me, &nodes, local, now, force);
+        if let Some(m) = &mv {
+            st.pending.entry(m.to).or_default().push(Instant::now());
+        }
+        mv
+    }
+
+    /// Records how a move went.
+    pub fn moved(&self, m: &Move, outcome: Result<(), String>) {
+        let mut st = self.lock();
+        let d = match outcome {
+            Ok(()) => self.decision("move", Some(m.gpid), Some(m.to), m.reason.clone()),
+            Err(e) => self.decision(
+                "move-failed",
+                Some(m.gpid),
+                Some(m.to),
+                format!("{}; migration failed: {e}", m.reason),
+            ),
+        };
+        Self::record(&mut st, d);
+    }
+
+    /// The balancing interval.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(self.lock().balancer.config.interval_s.max(0.1))
+    }
+
+    /// What `ssi sched show` gives for this node.
+    pub fn status(&self, view: &[NodeView]) -> Status {
+        let mut st = self.lock();
+        let nodes = self.samples(&mut st, view);
+        Status {
+            node: self.me,
+            policy: st.policy_name.clone(),
+            params: st.params.clone(),
+            policy_report: st.policy.report(),
+            filters: st.filters.specs().to_vec(),
+            balance: st.balancer.config.clone(),
+            view: nodes,
+            decisions: st.decisions.iter().cloned().collect(),
+        }
+    }
+}
+
+/// The request of `ssi run` options.
+pub fn request(
+    cpus: Option<u32>,
+    mem_bytes: Option<u64>,
+    constraints: &[(String, String)],
+) -> Request {
+    Request {
+        cpus,
+        mem_bytes,
+        constraints: constraints.to_vec(),
+    }
+}
+
+/// Parses `KEY=VALUE` pairs given to `ssi sched set --param`.
+pub fn params(list: &[(String, String)]) -> Result<BTreeMap<String, String>> {
+    if list.iter().any(|(k, _)| k.is_empty()) {
+        return Err(anyhow!("a parameter needs a name: KEY=VALUE"));
+    }
+    Ok(list.iter().cloned().collect())
+}
