@@ -105,9 +105,7 @@ fn main() -> Result<()> {
             m / ml
         );
     };
-    println!(
-        "launch of an MPI_Init/MPI_Finalize program, -np {ranks}, {runs} runs each (seconds)"
-    );
+    println!("launch of an MPI_Init/MPI_Finalize program, -np {ranks}, {runs} runs each (seconds)");
     println!(
         "{:<44} {:>8} {:>8} {:>8} {:>10}",
         "", "median", "min", "max", "vs local"
