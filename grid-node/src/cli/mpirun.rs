@@ -211,8 +211,8 @@ impl Launch {
             ("SSI_SOCKET".to_string(), self.socket.clone()),
             ("OMPI_MCA_plm".into(), "rsh".into()),
             ("OMPI_MCA_plm_rsh_agent".into(), self.agent.clone()),
-            // Every daemon is started by mpirun itself: the agent needs the local control
-            // socket, which daemons on other nodes would not have in a tree spawn.
+            // Every daemon is started from here: in a tree spawn, daemons would call the agent
+            // themselves, inside the nodes' namespaces, with this node's socket path.
             ("OMPI_MCA_plm_rsh_no_tree_spawn".into(), "1".into()),
             // Daemons stay in the foreground (no --daemonize): each lives exactly as long as its
             // agent, and its stdout and stderr reach this terminal.
@@ -312,11 +312,11 @@ pub async fn agent(socket: &Path, host: &str, command: &[OsString]) -> Result<i3
     let node = node_of_host(host)?;
     let line = command
         .iter()
-        .map(|a| a.to_string_lossy())
+        .map(|a| a.as_bytes())
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(&b' ');
     let spec = RunSpec {
-        argv: vec![shell().into_bytes(), b"-c".to_vec(), line.into_bytes()],
+        argv: vec![shell().into_bytes(), b"-c".to_vec(), line],
         env: super::run::current_env(),
         // The daemon's directory does not matter (ranks get mpirun's); `/` exists everywhere.
         cwd: b"/".to_vec(),
