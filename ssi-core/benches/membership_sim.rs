@@ -1,26 +1,35 @@
 //! The membership core in the deterministic simulation (simulated clock, lossy network, no
 //! sockets) at 100, 1,000 and 10,000 members: failure detection time, false death verdicts,
-//! bytes per member and second, and what the simulation costs in wall time and memory.
+//! bytes per member and second, and what the simulation costs in time and memory. Times are
+//! given as wall and CPU seconds: the simulation is one thread, so on a busy machine its CPU
+//! time is what it would take alone.
 //!
 //! Run: `cargo bench -p ssi-core --bench membership_sim [-- --sizes 100,1000,10000
-//! --trials 20,20,4 --loss 0.01,0.05 --seed 1]`.
+//! --trials 20,20,3 --loss 0.01,0.05 --seed 1 --bootstrap auto]`.
 //!
-//! For each size: members join one after the other through member 0 (the real announce path)
-//! with no loss, the cluster settles, then for each loss rate: 20 s of steady state (bytes per
-//! member and second; false deaths), then `trials` SIGKILL-like stops of random members, each
-//! timed to the first `dead` verdict anywhere and to the moment every live member has one.
-//! False deaths are `dead` verdicts against members that were running, over the whole phase.
+//! For each size the members first meet with no loss: up to 2,000 members (`--bootstrap auto`)
+//! they join one after the other through member 0 by the announce path (full-state feed in
+//! datagrams, O(n²) datagrams in all); above, every member adopts the full membership through
+//! `Membership::apply`, as a daemon does with its seed's snapshot over TCP, and probe data
+//! spreads by publication. Then for each loss rate: a steady window (20 s, 10 s above 2,000
+//! members) for bytes per member and second, then `trials` SIGKILL-like stops of random
+//! members, each timed to the first `dead` verdict anywhere and to the moment every live member
+//! has one. False deaths are `dead` verdicts against members that were running, counted over
+//! the whole phase (per observer: one wrong verdict seen by 100 members counts 100).
+//!
+//! Simulating 10,000 members means 10⁸ member entries touched at random: the run is bound by
+//! memory latency, not by computation.
 //!
 //! References, printed as ratios: the configured lower bound of a verdict,
-//! `probe_rtt + suspect_to_down * max(1, log10(n)/2)` (a member must miss an ack, then stay
-//! suspect at least that long), and the smallest size measured in the same run (how detection
-//! time and traffic scale).
+//! `2 * probe_period + suspect_to_down * max(1, log10(n)/2)` (a member must fail a probe and its
+//! retry, then stay suspect at least that long), and the smallest size measured in the same run
+//! (how detection time and traffic scale).
 
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use ssi_core::membership::sim::{Record, Sim, SimConfig};
+use ssi_core::membership::sim::{Bootstrap, Record, Sim, SimConfig};
 use ssi_core::membership::MemberEvent;
 use ssi_core::NodeIdentity;
 
@@ -29,7 +38,12 @@ struct Args {
     trials: Vec<usize>,
     losses: Vec<f64>,
     seed: u64,
+    /// None: announce up to 2,000 members, snapshot above.
+    bootstrap: Option<Bootstrap>,
 }
+
+/// Largest size that joins by the announce path with `--bootstrap auto`.
+const ANNOUNCE_UP_TO: usize = 2000;
 
 fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String> {
     v.split(',')
@@ -44,9 +58,10 @@ fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String> {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         sizes: vec![100, 1000, 10_000],
-        trials: vec![20, 20, 4],
+        trials: vec![20, 20, 3],
         losses: vec![0.01, 0.05],
         seed: 1,
+        bootstrap: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,9 +75,22 @@ fn parse_args() -> Result<Args, String> {
             "--trials" => a.trials = list(&flag, &value)?,
             "--loss" => a.losses = list(&flag, &value)?,
             "--seed" => a.seed = list(&flag, &value)?.first().copied().unwrap_or(1),
+            "--bootstrap" => {
+                a.bootstrap = match value.as_str() {
+                    "auto" => None,
+                    "announce" => Some(Bootstrap::Announce),
+                    "snapshot" => Some(Bootstrap::Snapshot),
+                    v => {
+                        return Err(format!(
+                            "--bootstrap: {v:?} is not auto, announce or snapshot"
+                        ))
+                    }
+                }
+            }
             _ => {
                 return Err(format!(
-                    "unknown argument {flag:?} (expected --sizes, --trials, --loss, --seed)"
+                    "unknown argument {flag:?} (expected --sizes, --trials, --loss, --seed, \
+                     --bootstrap)"
                 ))
             }
         }
@@ -87,6 +115,34 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Wall and CPU time since it started.
+struct Stopwatch {
+    wall: Instant,
+    cpu: f64,
+}
+
+fn cpu_s() -> f64 {
+    procfs::process::Process::myself()
+        .and_then(|p| p.stat())
+        .map_or(f64::NAN, |s| {
+            (s.utime + s.stime) as f64 / procfs::ticks_per_second() as f64
+        })
+}
+
+impl Stopwatch {
+    fn start() -> Self {
+        Stopwatch {
+            wall: Instant::now(),
+            cpu: cpu_s(),
+        }
+    }
+
+    /// (wall, CPU) seconds.
+    fn elapsed(&self) -> (f64, f64) {
+        (self.wall.elapsed().as_secs_f64(), cpu_s() - self.cpu)
+    }
+}
+
 fn rss_mib() -> f64 {
     procfs::process::Process::myself()
         .and_then(|p| p.status())
@@ -105,14 +161,17 @@ struct Phase {
     member_hours: f64,
     bytes_per_member_s: f64,
     packets_per_member_s: f64,
-    wall: f64,
+    wall: (f64, f64),
 }
 
 struct SizeRun {
     n: usize,
+    bootstrap: Bootstrap,
     join_sim_s: f64,
-    join_wall: f64,
+    join_wall: (f64, f64),
     rss_mib: f64,
+    /// Share of (observer, member) pairs for which the observer holds probe data, sampled.
+    info_coverage: f64,
     phases: Vec<Phase>,
 }
 
@@ -143,36 +202,57 @@ fn false_deaths(sim: &Sim, from: usize, stopped: &[NodeIdentity]) -> usize {
         .count()
 }
 
-fn run_size(n: usize, trials: usize, losses: &[f64], seed: u64) -> SizeRun {
-    let mut cfg = SimConfig::new(n, seed);
+/// Share of pairs with probe data, over 20 observers.
+fn info_coverage(sim: &Sim) -> f64 {
+    let n = sim.len();
+    let (mut known, mut all) = (0usize, 0usize);
+    for observer in (0..n).step_by((n / 20).max(1)).filter(|&i| sim.is_up(i)) {
+        for row in sim.core(observer).view().iter().filter(|r| !r.local) {
+            all += 1;
+            known += usize::from(row.name != "?");
+        }
+    }
+    known as f64 / all.max(1) as f64
+}
+
+fn run_size(n: usize, trials: usize, args: &Args) -> SizeRun {
+    let mut cfg = SimConfig::new(n, args.seed);
     cfg.publish_info = true;
     cfg.record = Record::Verdicts;
     cfg.gossip.expected_size = u32::try_from(n).unwrap_or(u32::MAX);
+    cfg.bootstrap = args.bootstrap.unwrap_or(if n <= ANNOUNCE_UP_TO {
+        Bootstrap::Announce
+    } else {
+        Bootstrap::Snapshot
+    });
     // Joins arrive at 100 a second at most, one every probe period at least.
-    cfg.join_spacing = Duration::from_millis((10_000 / n as u64).clamp(10, 500));
-    let wall = Instant::now();
+    let spacing = Duration::from_millis((10_000 / n as u64).clamp(10, 500));
+    cfg.join_spacing = spacing;
+    let bootstrap = cfg.bootstrap;
+    let wall = Stopwatch::start();
     let mut sim = Sim::new(cfg);
-    let spacing_total = Duration::from_millis((10_000 / n as u64).clamp(10, 500)) * n as u32;
-    sim.run_for(spacing_total);
+    if bootstrap == Bootstrap::Announce {
+        sim.run_for(spacing * n as u32);
+    }
     let joined = run_until(&mut sim, S(600), everyone_joined);
     assert!(joined, "{n} members did not all join within 600 s");
     let join_sim_s = sim.now().as_secs_f64();
-    // Let the join news and the first probe data finish spreading.
-    sim.run_for(S(10));
-    let join_wall = wall.elapsed().as_secs_f64();
-    let rss = rss_mib();
+    // Let the join news and the first probe data spread.
+    sim.run_for(S(5));
+    let join_wall = wall.elapsed();
+    let steady = S(if n <= ANNOUNCE_UP_TO { 20 } else { 10 });
 
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
+    let mut rng = SmallRng::seed_from_u64(args.seed ^ 0x5eed);
     let mut stopped: Vec<NodeIdentity> = Vec::new();
     let mut phases = Vec::new();
-    for &loss in losses {
-        let wall = Instant::now();
+    for &loss in &args.losses {
+        let wall = Stopwatch::start();
         sim.set_loss(loss);
         let phase_start = sim.now();
         let seen_start = sim.seen.len();
         sim.run_for(S(5));
         let (b0, p0, t0) = (sim.bytes_sent, sim.packets_sent, sim.now());
-        sim.run_for(S(20));
+        sim.run_for(steady);
         let secs = (sim.now() - t0).as_secs_f64();
         let live = (0..n).filter(|&i| sim.is_up(i)).count() as f64;
         let bytes_per_member_s = (sim.bytes_sent - b0) as f64 / live / secs;
@@ -225,14 +305,16 @@ fn run_size(n: usize, trials: usize, losses: &[f64], seed: u64) -> SizeRun {
             member_hours,
             bytes_per_member_s,
             packets_per_member_s,
-            wall: wall.elapsed().as_secs_f64(),
+            wall: wall.elapsed(),
         });
     }
     SizeRun {
         n,
+        bootstrap,
         join_sim_s,
         join_wall,
-        rss_mib: rss,
+        rss_mib: rss_mib(),
+        info_coverage: info_coverage(&sim),
         phases,
     }
 }
@@ -265,29 +347,38 @@ fn main() {
             .or(args.trials.last())
             .copied()
             .unwrap_or(1);
-        let run = run_size(n, trials, &args.losses, args.seed);
+        let run = run_size(n, trials, &args);
+        let how = match run.bootstrap {
+            Bootstrap::Announce => "joined one by one (announce)",
+            Bootstrap::Snapshot => "adopted a full snapshot (apply)",
+        };
         println!(
-            "  {n:>6} members: all joined after {:.1} s simulated ({:.1} s wall), RSS {:.0} MiB",
-            run.join_sim_s, run.join_wall, run.rss_mib
+            "  {n:>6} members {how}: everyone knew everyone after {:.1} s simulated ({:.1} s wall, \
+             {:.1} s CPU); at the end: RSS {:.0} MiB, probe data held for {:.1}% of members",
+            run.join_sim_s,
+            run.join_wall.0,
+            run.join_wall.1,
+            run.rss_mib,
+            run.info_coverage * 100.0
         );
         runs.push(run);
     }
     println!();
     println!(
-        "| members | loss | kills | first dead p50 / p99 | all know p50 / p99 | vs bound | vs {} | false deaths (per member-hour) | bytes/s/member | vs {} | datagrams/s/member | wall |",
+        "| members | loss | kills | first dead p50 / p99 | all know p50 / p99 | vs bound | vs {} | false deaths (per member-hour) | bytes/s/member | vs {} | datagrams/s/member | wall (CPU) |",
         runs[0].n, runs[0].n
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for run in &runs {
         let scale = ((run.n as f64).log10() / 2.0).max(1.0);
-        let bound = (g.probe_rtt + g.suspect_to_down.mul_f64(scale)).as_secs_f64();
+        let bound = (g.probe_period * 2 + g.suspect_to_down.mul_f64(scale)).as_secs_f64();
         for p in &run.phases {
             let reference = runs[0].phases.iter().find(|r| r.loss == p.loss);
             let p50 = percentile(&p.first, 50.0);
             let ref_p50 = reference.map_or(f64::NAN, |r| percentile(&r.first, 50.0));
             let ref_bytes = reference.map_or(f64::NAN, |r| r.bytes_per_member_s);
             println!(
-                "| {} | {:.0}% | {}{} | {:.2} s / {:.2} s | {:.2} s / {:.2} s | {:.2}x | {:.2}x | {} ({:.3}) | {:.0} | {:.2}x | {:.1} | {:.1} s |",
+                "| {} | {:.0}% | {}{} | {:.2} s / {:.2} s | {:.2} s / {:.2} s | {:.2}x | {:.2}x | {} ({:.3}) | {:.0} | {:.2}x | {:.1} | {:.1} s ({:.1} s) |",
                 run.n,
                 p.loss * 100.0,
                 p.first.len(),
@@ -303,7 +394,8 @@ fn main() {
                 p.bytes_per_member_s,
                 p.bytes_per_member_s / ref_bytes,
                 p.packets_per_member_s,
-                p.wall,
+                p.wall.0,
+                p.wall.1,
             );
         }
     }

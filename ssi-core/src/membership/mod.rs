@@ -391,13 +391,10 @@ impl<R: RngExt> Membership<R> {
     }
 
     /// Takes what the core asked for since the last call.
-    pub fn drain(&mut self) -> std::vec::Drain<'_, Output> {
-        // A join feed or a large `apply` leaves a big buffer behind; 10,000 simulated members
-        // cannot each keep one.
-        if self.out.capacity() > 1024 && self.out.len() <= 64 {
-            self.out.shrink_to(64);
-        }
-        self.out.drain(..)
+    pub fn drain(&mut self) -> std::vec::IntoIter<Output> {
+        // The buffer goes with its contents: after a join feed or a large `apply` it is big,
+        // and 10,000 simulated members cannot each keep one.
+        std::mem::take(&mut self.out).into_iter()
     }
 
     /// One row per node known (alive, suspect, dead or left), this node included, by node id.

@@ -56,6 +56,12 @@ struct Entry {
     info_len: u8,
 }
 
+/// Arena bytes kept for a body of `len` bytes: rounded up to 8, so that a body whose length
+/// changes by a few bytes is rewritten in place.
+fn room(len: u8) -> usize {
+    (usize::from(len) + 7) & !7
+}
+
 /// Which list a member in `state` is on.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum List {
@@ -420,7 +426,7 @@ impl Table {
             e.list_pos = FORGOTTEN;
             let id = e.id;
             if e.info_off != NO_INFO {
-                self.garbage += usize::from(e.info_len);
+                self.garbage += room(e.info_len);
             }
             e.info_off = NO_INFO;
             e.info_len = 0;
@@ -465,31 +471,32 @@ impl Table {
             return;
         };
         let e = self.entries[usize::from(slot)];
-        let off = if e.info_off != NO_INFO && e.info_len == len {
-            // Same size: rewrite in place (the common case, figures of the same width).
+        let off = if e.info_off != NO_INFO && room(e.info_len) == room(len) {
+            // Same room: rewrite in place (the common case, figures of about the same width).
             let off = e.info_off as usize;
             self.arena[off..off + body.len()].copy_from_slice(body);
             e.info_off
         } else {
             if e.info_off != NO_INFO {
-                self.garbage += usize::from(e.info_len);
+                self.garbage += room(e.info_len);
             }
             let Ok(off) = u32::try_from(self.arena.len()) else {
                 return;
             };
-            if self.arena.len() + body.len() > self.arena.capacity() {
+            if self.arena.len() + room(len) > self.arena.capacity() {
                 // Grow by an eighth, not double: this is most of a simulated member's memory.
                 let more = (self.arena.len() / 8).max(4096);
                 self.arena.reserve_exact(more);
             }
             self.arena.extend_from_slice(body);
+            self.arena.resize(off as usize + room(len), 0);
             off
         };
         let e = &mut self.entries[usize::from(slot)];
         e.info_off = off;
         e.info_len = len;
         e.info_seq = seq;
-        if self.garbage > 4096 && self.garbage > self.arena.len() / 2 {
+        if self.garbage > 4096 && self.garbage * 4 > self.arena.len() {
             self.compact();
         }
     }
@@ -501,7 +508,7 @@ impl Table {
             if e.info_off != NO_INFO {
                 let off = e.info_off as usize;
                 let new_off = arena.len() as u32;
-                arena.extend_from_slice(&self.arena[off..off + usize::from(e.info_len)]);
+                arena.extend_from_slice(&self.arena[off..off + room(e.info_len)]);
                 e.info_off = new_off;
             }
         }
@@ -686,7 +693,10 @@ mod tests {
         t.set_info(b, 1, b"xy");
         t.set_info(a, 2, b"def");
         assert_eq!(t.info(a), Some((2, &b"def"[..])));
-        assert_eq!(t.arena.len(), 5, "same size rewritten in place");
+        assert_eq!(t.arena.len(), 16, "same room rewritten in place");
+        t.set_info(a, 3, b"abcdefgh");
+        assert_eq!(t.arena.len(), 16, "still 8 bytes");
+        t.set_info(a, 3, b"def");
         for seq in 3..3000u32 {
             let body = vec![b'z'; (seq % 7 + 1) as usize];
             t.set_info(a, seq, &body);
