@@ -3,7 +3,8 @@
 # are installed. Run as root (or with sudo available).
 set -euo pipefail
 
-packages=(iproute2 gcc libc6-dev python3 util-linux)
+# openmpi-bin and libopenmpi-dev: `ssi mpirun` and its end-to-end test (mpirun, orted, mpicc)
+packages=(iproute2 gcc libc6-dev python3 util-linux openmpi-bin libopenmpi-dev)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -12,6 +12,7 @@
 //! state_dir = "/var/lib/ssi"       # holds ssid.sock
 //! cluster_key_file = "/etc/ssi/cluster.key"
 //! probe_scope = "host"             # or "hosted", see ProbeScope
+//! hostname = "n1"                  # unset by default, see ConfigLayer::hostname
 //!
 //! [gossip]
 //! probe_period_ms = 500
@@ -80,6 +81,12 @@ pub struct ConfigLayer {
     /// for nodes sharing one machine (the testbed). Default: no limit.
     #[arg(long)]
     pub cpu_quota: Option<f64>,
+    /// Host name the node's processes see (`uname -n`, gethostname), in a UTS namespace of
+    /// their own. Unset (the default), they see the machine's. Set it when several nodes
+    /// share one kernel (the testbed): programs that name shared resources after the host,
+    /// such as Open MPI's shared-memory segments, would otherwise collide between nodes.
+    #[arg(long)]
+    pub hostname: Option<String>,
     /// Membership (SWIM) timing knobs.
     #[command(flatten)]
     #[serde(default)]
@@ -407,6 +414,8 @@ pub struct NodeConfig {
     pub cpus: Option<u32>,
     /// CPU limit of the node's processes, in CPUs.
     pub cpu_quota: Option<f64>,
+    /// Host name of the node's processes, when they get a UTS namespace of their own.
+    pub hostname: Option<String>,
     /// Membership timing.
     pub gossip: GossipConfig,
     /// Scheduler settings.
@@ -456,6 +465,7 @@ impl ConfigLayer {
             probe_scope: self.probe_scope.or(base.probe_scope),
             cpus: self.cpus.or(base.cpus),
             cpu_quota: self.cpu_quota.or(base.cpu_quota),
+            hostname: self.hostname.or(base.hostname),
             gossip: self.gossip.over(base.gossip),
             sched: self.sched.over(base.sched),
         }
@@ -495,6 +505,9 @@ impl ConfigLayer {
                 "node name {name:?}: must be 1 to 64 bytes"
             )));
         }
+        if let Some(h) = &self.hostname {
+            check_hostname(h)?;
+        }
         Ok(NodeConfig {
             id: NodeId(id),
             name,
@@ -512,10 +525,27 @@ impl ConfigLayer {
                 .cpus
                 .or(self.cpu_quota.map(|q| q.ceil().max(1.0) as u32)),
             cpu_quota: self.cpu_quota,
+            hostname: self.hostname,
             gossip,
             sched: self.sched.resolve()?,
         })
     }
+}
+
+/// A host name as sethostname(2) takes it and resolvers expect it: 1 to 64 bytes of letters,
+/// digits, `-` and `.`, not starting or ending with `-` or `.`.
+fn check_hostname(h: &str) -> Result<()> {
+    let ok_chars = h
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let ok_ends = !h.starts_with(['-', '.']) && !h.ends_with(['-', '.']);
+    if h.is_empty() || h.len() > 64 || !ok_chars || !ok_ends {
+        return Err(Error::Config(format!(
+            "hostname {h:?}: must be 1 to 64 letters, digits, '-' or '.', not starting or \
+             ending with '-' or '.'"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -537,6 +567,7 @@ mod tests {
             state_dir = "/tmp/n3"
             cluster_key_file = "/tmp/key"
             probe_scope = "hosted"
+            hostname = "n3.testbed"
             [gossip]
             probe_period_ms = 300
             probe_rtt_ms = 100
@@ -549,6 +580,7 @@ mod tests {
         // A node never seeds itself.
         assert_eq!(cfg.seeds, vec!["127.0.0.1:7001".parse().expect("addr")]);
         assert_eq!(cfg.probe_scope, ProbeScope::Hosted);
+        assert_eq!(cfg.hostname.as_deref(), Some("n3.testbed"));
         assert_eq!(cfg.gossip.probe_period, Duration::from_millis(300));
         assert_eq!(cfg.gossip.suspect_to_down, Duration::from_millis(1500));
         assert_eq!(cfg.control_socket(), PathBuf::from("/tmp/n3/ssid.sock"));
@@ -605,6 +637,22 @@ mod tests {
         assert_eq!(cfg.gossip.probe_rtt, Duration::from_millis(100));
         assert_eq!(cfg.name, "flag");
         assert_eq!(cfg.listen.port(), DEFAULT_PORT);
+    }
+
+    #[test]
+    fn hostname_is_unset_by_default_and_checked_when_set() {
+        let cfg = parse("id = 1\nlisten = \"127.0.0.1:1\"\n")
+            .and_then(ConfigLayer::resolve)
+            .expect("valid");
+        assert_eq!(cfg.hostname, None);
+        for bad in ["", "a b", "-x", "x.", &"a".repeat(65)] {
+            let err = parse(&format!(
+                "id = 1\nlisten = \"127.0.0.1:1\"\nhostname = {bad:?}\n"
+            ))
+            .and_then(ConfigLayer::resolve)
+            .expect_err(bad);
+            assert!(err.to_string().contains("hostname"), "{err}");
+        }
     }
 
     #[test]

@@ -239,9 +239,11 @@ impl Testbed {
             .filter(|&m| m != n)
             .map(|m| format!("\"{}\"", self.addr(m)))
             .collect();
+        // All nodes share one kernel: each gets its own host name (the node name), as
+        // separate machines would have.
         let mut text = format!(
-            "id = {n}\nname = \"n{n}\"\nlisten = \"{}\"\nseeds = [{}]\nstate_dir = \"{}\"\n\
-             cluster_key_file = \"{}\"\nprobe_scope = \"hosted\"\n",
+            "id = {n}\nname = \"n{n}\"\nhostname = \"n{n}\"\nlisten = \"{}\"\nseeds = [{}]\n\
+             state_dir = \"{}\"\ncluster_key_file = \"{}\"\nprobe_scope = \"hosted\"\n",
             self.addr(n),
             seeds.join(", "),
             nd.display(),

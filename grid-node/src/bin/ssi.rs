@@ -57,6 +57,29 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<std::ffi::OsString>,
     },
+    /// Run Open MPI's mpirun over the cluster: ranks go to the nodes, as if it were one machine.
+    ///
+    /// Every argument is mpirun's (`ssi mpirun -np 8 ./prog ARGS`). ssi gives mpirun its
+    /// launch agent and a host list of the alive nodes, least loaded first, with one slot
+    /// per CPU (nodes are named ssi-node-ID); `--host` or `--hostfile` replace that list.
+    /// When a private network of this machine holds every node address, Open MPI's TCP
+    /// traffic is kept to it (`--mca oob_tcp_if_include`/`btl_tcp_if_include` replace that).
+    /// Exit code: mpirun's.
+    #[command(disable_help_flag = true)]
+    Mpirun {
+        /// mpirun's options, the program and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Launch agent of `ssi mpirun` (called by mpirun): runs an Open MPI daemon on a node.
+    #[command(name = "mpirun-agent", hide = true, disable_help_flag = true)]
+    MpirunAgent {
+        /// Host name given to mpirun (ssi-node-ID).
+        host: String,
+        /// The daemon's command line, for a shell.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Follow the output of a running process until it ends (Ctrl-C stops following).
     Attach {
         /// Global pid.
@@ -301,6 +324,10 @@ async fn run(args: Args) -> Result<ExitCode> {
             detach,
             allow_changed_files,
         } => exit_now(cli::checkpoint::restore(&dir, detach, allow_changed_files)?),
+        Command::Mpirun { args } => match cli::mpirun::mpirun(&socket, args).await? {},
+        Command::MpirunAgent { host, command } => {
+            exit_now(cli::mpirun::agent(&socket, &host, &command).await?)
+        }
         Command::Attach { gpid } => {
             let code = cli::run::attach(&socket, gpid).await?;
             exit_now(code)

@@ -99,10 +99,12 @@ fn hosting(config: &ssi_core::config::NodeConfig) -> grid_node::daemon::Hosting 
     if !nix::unistd::geteuid().is_root() {
         return Err("ssid is not running as root (pid namespaces need it)".into());
     }
-    grid_node::daemon::nsinit::client::start_init(range).map_err(|e| format!("{e:#}"))
+    grid_node::daemon::nsinit::client::start_init(range, config.hostname.as_deref())
+        .map_err(|e| format!("{e:#}"))
 }
 
-/// `ssid ns-init --fd N --first P --last Q`: pid 1 of the node's namespace (internal).
+/// `ssid ns-init --fd N --first P --last Q [--hostname NAME]`: pid 1 of the node's namespace
+/// (internal).
 fn ns_init(args: &[String]) -> Result<()> {
     use std::os::fd::FromRawFd;
     let value = |flag: &str| -> Result<i32> {
@@ -116,10 +118,18 @@ fn ns_init(args: &[String]) -> Result<()> {
     };
     let fd = value("--fd")?;
     let (first, last) = (value("--first")?, value("--last")?);
+    let hostname = match args.iter().position(|a| a == "--hostname") {
+        Some(i) => Some(
+            args.get(i + 1)
+                .context("ns-init: --hostname needs a value")?
+                .as_str(),
+        ),
+        None => None,
+    };
     if std::process::id() != 1 {
         anyhow::bail!("ns-init must be pid 1 of a fresh pid namespace (started by ssid)");
     }
     // SAFETY: the fd number was passed by ssid, which left this fd open for us alone.
     let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    grid_node::daemon::nsinit::init::run(sock, first, last)
+    grid_node::daemon::nsinit::init::run(sock, first, last, hostname)
 }

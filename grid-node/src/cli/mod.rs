@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod migrate;
+pub mod mpirun;
 pub mod nodes;
 pub mod ps;
 pub mod run;

@@ -41,14 +41,7 @@ pub async fn run(socket: &Path, args: RunArgs) -> Result<i32> {
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
     let spec = RunSpec {
         argv: args.command.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        env: std::env::vars_os()
-            .map(|(k, v)| {
-                let mut e = k.as_bytes().to_vec();
-                e.push(b'=');
-                e.extend_from_slice(v.as_bytes());
-                e
-            })
-            .collect(),
+        env: current_env(),
         cwd: cwd.as_os_str().as_bytes().to_vec(),
         node: args.node.map(ssi_core::NodeId),
         cpus: args.cpus,
@@ -58,6 +51,18 @@ pub async fn run(socket: &Path, args: RunArgs) -> Result<i32> {
     };
     let detach = spec.detach;
     session(socket, ControlRequest::Run(spec), detach).await
+}
+
+/// This process's environment, as `KEY=VALUE` entries.
+pub fn current_env() -> Vec<Vec<u8>> {
+    std::env::vars_os()
+        .map(|(k, v)| {
+            let mut e = k.as_bytes().to_vec();
+            e.push(b'=');
+            e.extend_from_slice(v.as_bytes());
+            e
+        })
+        .collect()
 }
 
 /// Sends `req` (a run or a restart), then follows the process unless `detach`; returns the

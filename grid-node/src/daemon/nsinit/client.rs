@@ -29,8 +29,9 @@ pub struct Started {
 /// thread: `unshare(CLONE_NEWPID)` makes the next child of this process land in a new
 /// namespace as its pid 1. The kernel refuses to create threads while a process's children
 /// would land in another pid namespace than its own, so the daemon goes back to its own
-/// namespace for children (`setns`) right after starting the init.
-pub fn start_init(range: PidRange) -> Result<Started> {
+/// namespace for children (`setns`) right after starting the init. With `hostname`, the init
+/// puts the node's processes in a UTS namespace of their own with that host name.
+pub fn start_init(range: PidRange, hostname: Option<&str>) -> Result<Started> {
     let own = std::fs::File::open("/proc/self/ns/pid").context("cannot open /proc/self/ns/pid")?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
         .context("cannot create the node's pid namespace (unshare CLONE_NEWPID)")?;
@@ -43,16 +44,19 @@ pub fn start_init(range: PidRange) -> Result<Started> {
     .context("cannot create the init channel")?;
     // The init inherits its end across exec.
     fcntl(&theirs, FcntlArg::F_SETFD(FdFlag::empty())).context("fcntl")?;
-    let child = Command::new("/proc/self/exe")
-        .arg("ns-init")
+    let mut init = Command::new("/proc/self/exe");
+    init.arg("ns-init")
         .arg("--fd")
         .arg(theirs.as_raw_fd().to_string())
         .arg("--first")
         .arg(range.first.to_string())
         .arg("--last")
         .arg(range.last.to_string())
-        .stdin(std::process::Stdio::null())
-        .spawn();
+        .stdin(std::process::Stdio::null());
+    if let Some(h) = hostname {
+        init.arg("--hostname").arg(h);
+    }
+    let child = init.spawn();
     nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWPID)
         .context("cannot return to the daemon's own pid namespace")?;
     let child = child.context("cannot start the namespace init")?;

@@ -17,8 +17,10 @@ use nix::unistd::Pid;
 use super::{ExitStatus, FromInit, SpawnRequest, ToInit, MAX_MESSAGE};
 use crate::sys::{self, Prepared, SpawnError};
 
-/// Runs the init loop on `sock` (inherited from the daemon) for pids `first..=last`.
-pub fn run(sock: OwnedFd, first: i32, last: i32) -> Result<()> {
+/// Runs the init loop on `sock` (inherited from the daemon) for pids `first..=last`; with
+/// `hostname`, first moves into a UTS namespace of its own with that host name, which every
+/// process it starts inherits.
+pub fn run(sock: OwnedFd, first: i32, last: i32, hostname: Option<&str>) -> Result<()> {
     // If the daemon died before this takes effect, its end of `sock` is closed and the loop
     // below ends at the first read.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
@@ -29,6 +31,9 @@ pub fn run(sock: OwnedFd, first: i32, last: i32) -> Result<()> {
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("cannot create a signalfd")?;
     sys::cloexec_from_3().context("cannot mark inherited fds close-on-exec")?;
+    if let Some(name) = hostname {
+        own_hostname(name)?;
+    }
     let mut init = Init {
         sock,
         first,
@@ -215,6 +220,15 @@ impl Init {
             Errno::EAGAIN,
         )
     }
+}
+
+/// Gives this process (and so every process it starts) a UTS namespace of its own named
+/// `name`. Several nodes on one kernel would otherwise share one host name, and programs that
+/// name shared resources after it (Open MPI's shared-memory segments in /dev/shm) collide.
+fn own_hostname(name: &str) -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)
+        .context("cannot create the node's UTS namespace (unshare CLONE_NEWUTS)")?;
+    nix::unistd::sethostname(name).with_context(|| format!("cannot set the host name {name:?}"))
 }
 
 /// Moves received fds above the numbers they will take in the child.
