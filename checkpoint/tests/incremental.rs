@@ -113,6 +113,52 @@ fn precopy_rounds_over_streams() {
     assert_eq!(code, 0);
 }
 
+/// Pre-copy of a tree that forks, execs and reaps children and starts threads all the time:
+/// processes that end between rounds leave the next image, new ones enter it whole, one that
+/// execs is saved whole again, and the restored tree goes on with every child accounted for.
+#[test]
+fn precopy_of_a_tree_that_forks_execs_and_reaps() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("churn", &[])));
+    p.expect("ready");
+    let mut s0 = StreamSink::new(Vec::new());
+    let (mut pc, first) = PreCopy::start(p.pid, &mut s0).unwrap();
+    let mut wire = s0.into_inner();
+    let mut seen: std::collections::HashSet<i32> = first.pids.iter().copied().collect();
+    let mut rounds = 1;
+    // rounds until children were seen coming and going (each round takes a few ms)
+    while rounds < 6 || seen.len() < first.pids.len() + 10 {
+        assert!(rounds < 200, "no child came and went in {rounds} rounds");
+        let mut s = StreamSink::new(Vec::new());
+        let out = pc.round(&mut s, None).unwrap();
+        seen.extend(out.pids);
+        wire.extend(s.into_inner());
+        rounds += 1;
+    }
+    let mut s = StreamSink::new(Vec::new());
+    let fin = pc.finish(&DumpOptions::default(), &mut s).unwrap();
+    wire.extend(s.into_inner());
+    p.reap();
+    println!(
+        "{rounds} pre-copy rounds, {} processes seen, {} in the final image",
+        seen.len(),
+        fin.pids.len()
+    );
+    let mut r = &wire[..];
+    let mut img = Image::read_stream(&mut r, None).unwrap();
+    while !r.is_empty() {
+        img = Image::read_stream(&mut r, Some(img)).unwrap();
+    }
+    wait_gone(&img.inventory.pids);
+    let mut r = restore(&img).unwrap();
+    r.send("check\n");
+    let (code, out) = r.finish();
+    assert!(out.contains("memory ok"), "{out}");
+    assert!(out.contains("children ok"), "{out}");
+    assert!(out.contains("threads ok"), "{out}");
+    assert_eq!(code, 0);
+}
+
 #[test]
 fn pre_dump_then_dump_from_separate_runs() {
     require_root!();

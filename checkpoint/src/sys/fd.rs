@@ -31,6 +31,15 @@ pub fn same_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> io::Result<bool> {
     Ok(r == 0)
 }
 
+/// True if processes `pid1` and `pid2` share one address space (a `vfork` child before it
+/// execs, or a `CLONE_VM` process).
+pub fn same_mm(pid1: i32, pid2: i32) -> io::Result<bool> {
+    const KCMP_VM: i32 = 1;
+    // SAFETY: no memory arguments.
+    let r = cvt(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_VM, 0, 0) })?;
+    Ok(r == 0)
+}
+
 /// Copies the bytes queued in pipe `src` (a read end) without consuming them.
 pub fn peek_pipe(src: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut queued: libc::c_int = 0;
