@@ -131,6 +131,7 @@ fn precopy_of_a_tree_that_forks_execs_and_reaps() {
         assert!(rounds < 200, "no child came and went in {rounds} rounds");
         let mut s = StreamSink::new(Vec::new());
         let out = pc.round(&mut s, None).unwrap();
+        println!("round {rounds}: {:?}", out.pids);
         seen.extend(out.pids);
         wire.extend(s.into_inner());
         rounds += 1;
@@ -149,7 +150,10 @@ fn precopy_of_a_tree_that_forks_execs_and_reaps() {
     while !r.is_empty() {
         img = Image::read_stream(&mut r, Some(img)).unwrap();
     }
+    let zombies: Vec<i32> = img.inventory.zombies.iter().map(|z| z.pid).collect();
+    println!("final: {:?}, zombies {zombies:?}", img.inventory.pids);
     wait_gone(&img.inventory.pids);
+    wait_gone(&zombies);
     let mut r = restore(&img).unwrap();
     r.send("check\n");
     let (code, out) = r.finish();

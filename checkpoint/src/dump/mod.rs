@@ -320,8 +320,8 @@ fn precheck_one(
     Ok(Some((table, pidfd)))
 }
 
-/// How long a final dump lets a tree caught in a short-lived state (a zombie not reaped yet, a
-/// `vfork` child before its `exec`) run on before it gives up.
+/// How long a dump lets a tree caught in a short-lived state (a `vfork` child before its
+/// `exec`, a child closing its fds on its way out) run on before it gives up.
 const SETTLE_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Checks and freezes the tree. A final dump needs a settled tree (see
@@ -337,7 +337,16 @@ fn freeze_settled(
     let mut pause = std::time::Duration::from_micros(500);
     loop {
         let shape = tree::discover(root)?;
-        precheck(&shape, root, &session.tracker_fds)?;
+        // A process other than the root may change while it is looked at (an fd closed by a
+        // child on its way out): look again, up to the deadline.
+        match precheck(&shape, root, &session.tracker_fds) {
+            Err(e) if e.pid() != Some(root) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                continue;
+            }
+            r => r?,
+        }
         let frozen = FrozenTree::freeze(root)?;
         let unsettled = frozen.unsettled();
         if opts.pre_dump {

@@ -127,7 +127,11 @@ impl FrozenTree {
                 }
                 let tids = match threads(pid) {
                     Ok(t) => t,
-                    Err(_) if pid != root => continue, // exited meanwhile
+                    Err(_) if pid != root => {
+                        // exited meanwhile: look again, it may wait as a zombie
+                        new = true;
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 for tid in tids {
@@ -143,9 +147,13 @@ impl FrozenTree {
                             }
                             new = true;
                         }
+                        // it exited meanwhile: look again, it may wait as a zombie
                         Err(e)
                             if e.raw_os_error() == Some(libc::ESRCH)
-                                || e.kind() == std::io::ErrorKind::NotFound => {}
+                                || e.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            new = true
+                        }
                         // it exited between the check and the seize
                         Err(e) if e.raw_os_error() == Some(libc::EPERM) && is_zombie(pid) => {
                             if tid == pid && pid != root {

@@ -268,14 +268,6 @@ pub fn set_rlimit(pid: i32, resource: u32, soft: u64, hard: u64) -> io::Result<(
     Ok(())
 }
 
-/// Duplicates `fd` to the lowest free number >= `min`, close-on-exec.
-pub fn dup_at_least(fd: BorrowedFd<'_>, min: i32) -> io::Result<OwnedFd> {
-    // SAFETY: no memory arguments; the result is a new fd we own.
-    let n = cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
-    // SAFETY: n was just returned by the kernel.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
-}
-
 /// An eventfd with the given counter and flags.
 pub fn eventfd(count: u64, flags: i32) -> io::Result<OwnedFd> {
     // The counter is 64-bit but eventfd() takes an unsigned int: write the rest.

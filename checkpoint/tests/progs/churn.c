@@ -1,6 +1,6 @@
 /* A tree that keeps changing while it is pre-copied. The main thread forks a child about every
- * millisecond: each child rewrites a few pages of its copy of the memory, lives 0-3 ms and exits
- * 0 (every third child first execs /bin/sleep, which replaces its address space). The parent
+ * two milliseconds: each child rewrites a few pages of its copy of the memory, lives 0-16 ms
+ * and exits 0 (every third child first execs /bin/sleep, which replaces its address space). The parent
  * reaps children as they end and rewrites one of its own pages each turn. A second thread
  * starts and joins short-lived threads all the time.
  * Commands on stdin (polled each turn):
@@ -48,11 +48,11 @@ static void child(unsigned long n) {
     /* the child's own copy diverges from the parent's */
     for (int k = 0; k < 4; k++) fill(area, (int)((n * 7 + k) % PAGES), 9999);
     if (n % 3 == 0) {
-        char *argv[] = {"sleep", "0.002", NULL};
+        char *argv[] = {"sleep", "0.012", NULL};
         execv("/bin/sleep", argv);
         _exit(5);
     }
-    struct timespec ts = {0, (long)(n % 4) * 1000000L};
+    struct timespec ts = {0, (long)(n % 5) * 4000000L};
     nanosleep(&ts, NULL);
     _exit(0);
 }
@@ -79,7 +79,7 @@ int main(void) {
             reaped++;
             if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) bad_exit++;
         }
-        if (poll(&in, 1, 1) > 0) break;
+        if (poll(&in, 1, 2) > 0) break;
     }
     stop_threads = 1;
     pthread_join(sp, NULL);
