@@ -7,6 +7,8 @@
 mod common;
 
 use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use checkpoint::track::softdirty::SoftDirtyTracker;
@@ -161,6 +163,85 @@ fn precopy_of_a_tree_that_forks_execs_and_reaps() {
     assert!(out.contains("children ok"), "{out}");
     assert!(out.contains("threads ok"), "{out}");
     assert_eq!(code, 0);
+}
+
+/// Applies the images on stdin one by one as they arrive (a `Restorer` in the pid namespace it
+/// runs in, as its pid 1), then waits for the restored root and exits with its code. The
+/// restored tree's stdin is what follows the last image. Run by
+/// `chain_applied_as_it_streams_while_the_source_runs`.
+#[test]
+#[ignore = "helper process for chain_applied_as_it_streams_while_the_source_runs"]
+fn streaming_restorer_helper() {
+    let mut r = checkpoint::Restorer::new(Default::default()).unwrap();
+    // unbuffered: what follows the last image is the restored tree's
+    let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().unwrap());
+    let mut images = 0;
+    let restored = loop {
+        images += 1;
+        if let Some(t) = r.apply_stream(&stdin).unwrap() {
+            break t;
+        }
+    };
+    eprintln!("applied {images} images");
+    let code = restored.wait().unwrap();
+    std::process::exit(code);
+}
+
+/// Pre-copy of the changing tree streamed into a restorer in another pid namespace, which
+/// applies each image while the source runs on: processes that came and went, exec'd or were
+/// born between rounds are killed, rebuilt or created there, and the final image brings the
+/// tree up to date.
+#[test]
+fn chain_applied_as_it_streams_while_the_source_runs() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("churn", &[])));
+    p.expect("ready");
+    let mut helper = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "streaming_restorer_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let group = helper.id() as i32;
+    let (done, wait_done) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if wait_done
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_err()
+        {
+            kill_group(group);
+        }
+    });
+    let mut to = helper.stdin.take().unwrap();
+    let (mut pc, _) = PreCopy::start(p.pid, &mut StreamSink::new(&mut to)).unwrap();
+    for _ in 0..8 {
+        pc.round(&mut StreamSink::new(&mut to), None).unwrap();
+    }
+    let fin = pc
+        .finish(&DumpOptions::default(), &mut StreamSink::new(&mut to))
+        .unwrap();
+    p.reap();
+    println!("final image: {:?}", fin.pids);
+    to.write_all(b"check\n").unwrap();
+    drop(to);
+    let out = helper.wait_with_output().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(text.contains("memory ok"), "{text}");
+    assert!(text.contains("children ok"), "{text}");
+    assert!(text.contains("threads ok"), "{text}");
+    assert!(out.status.success(), "{:?}", out.status);
 }
 
 #[test]
