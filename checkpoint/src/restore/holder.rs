@@ -98,7 +98,15 @@ impl Holder {
         ptrace::seize_and_stop(pid, opts).map_err(|e| Error::sys(pid, "seize", e))?;
         let syscall_at = local.block.vdso + local.syscall_off;
         let (pgid, sid) = group_and_session(pid)?;
-        Holder::new(pid, 0, pgid, sid, syscall_at, local.block.start)
+        let mut h = Holder::new(pid, 0, pgid, sid, syscall_at, local.block.start)?;
+        // The fds it inherited from the restorer are closed here, once it is stopped: the
+        // children it gets and the tree's own fds come later.
+        h.call(
+            "close inherited fds",
+            libc::SYS_close_range,
+            [0, u32::MAX as u64, 0, 0, 0, 0],
+        )?;
+        Ok(h)
     }
 
     fn new(

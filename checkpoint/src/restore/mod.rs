@@ -56,6 +56,9 @@ pub struct Restored {
     pub root: i32,
     /// All pids, parents first.
     pub pids: Vec<i32>,
+    /// Time from the first piece of the last image to the tree running (for a stream, the
+    /// part of a migration's downtime spent on the target).
+    pub took: Duration,
 }
 
 impl Restored {
@@ -110,6 +113,8 @@ struct Applying {
     procs: Vec<ProcessImage>,
     /// Where the next page data of the current process goes.
     cursor: Option<Cursor>,
+    /// When the image began to be applied.
+    started: Instant,
 }
 
 /// The runs of a process' pages that the image carries, in the order their bytes come.
@@ -406,6 +411,7 @@ impl Restorer {
             objects,
             procs: Vec::new(),
             cursor: None,
+            started: Instant::now(),
         })
     }
 
@@ -535,6 +541,7 @@ impl Restorer {
             shared,
             objects,
             procs,
+            started,
             ..
         } = a;
         let objects = objects.ok_or_else(|| Error::Conflict("no objects created".into()))?;
@@ -646,6 +653,7 @@ impl Restorer {
         Ok(Restored {
             root,
             pids: inv.pids,
+            took: started.elapsed(),
         })
     }
 
@@ -764,7 +772,7 @@ mod tests {
 
     #[test]
     fn cursor_cuts_records_along_runs() {
-        let runs = vec![
+        let runs = [
             PageRun {
                 start: 0x1000,
                 npages: 2,

@@ -1,8 +1,8 @@
 //! The first process of a restored tree: `clone3` with `set_tid` from the restorer.
 //!
 //! The root starts as a copy of the restorer. Before anything else it runs [`run_holder`]: it
-//! takes its session or group, reports on a pipe, closes every fd it inherited and waits in
-//! `pause()` for the restorer to seize it and replace its memory. Its descendants are created
+//! takes its session or group, reports on a pipe and waits in `pause()` for the restorer to
+//! seize it, close the fds it inherited and replace its memory. Its descendants are created
 //! later from inside it, by injected `clone3` calls (see `restore::holder`). The restorer may
 //! be multi-threaded, so the code running in the copy allocates nothing and takes no locks: it
 //! only makes raw system calls.
@@ -90,7 +90,6 @@ fn run_holder(pid: i32, setsid: bool, setpgid_self: bool, ready: RawFd) -> ! {
         let msg = [pid, err];
         // a write of 8 bytes to a pipe is atomic
         libc::write(ready, msg.as_ptr().cast(), 8);
-        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
         loop {
             libc::pause();
         }

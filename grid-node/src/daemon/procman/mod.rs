@@ -52,6 +52,9 @@ pub struct ProcMan {
     table: Table,
     /// Exits that arrived before their spawn was recorded.
     early: Mutex<HashMap<i32, (ExitStatus, Instant)>>,
+    /// Trees that moved away, whose copy left here is about to be killed: that death is not
+    /// their exit, even once their record is gone (a tree may come back under the same gpid).
+    departed: Mutex<HashMap<i32, Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,6 +83,7 @@ impl ProcMan {
             ns,
             table: Arc::default(),
             early: Mutex::default(),
+            departed: Mutex::default(),
         });
         let weak = Arc::downgrade(&pm);
         tokio::spawn(async move {
@@ -102,6 +106,9 @@ impl ProcMan {
     }
 
     fn exited(&self, pid: i32, status: ExitStatus) {
+        if lock(&self.departed).remove(&pid).is_some() {
+            return;
+        }
         let rec = lock(&self.table).get(&pid).cloned();
         match rec {
             Some(rec) => {
@@ -125,6 +132,7 @@ impl ProcMan {
     /// Forgets exit statuses nobody collected in time.
     fn sweep(&self) {
         lock(&self.early).retain(|_, (_, at)| at.elapsed() < Duration::from_secs(60));
+        lock(&self.departed).retain(|_, at| at.elapsed() < Duration::from_secs(60));
         lock(&self.table)
             .retain(|_, rec| lock(&rec.exited_at).is_none_or(|at| at.elapsed() < KEEP_EXITED));
     }
@@ -196,8 +204,15 @@ impl ProcMan {
             let _ = rec.exit.send(Some(End::Exited(status)));
         }
         let table = self.table.clone();
+        let this = Arc::downgrade(&rec);
         output::start(out_r, err_r, attach_rx, exit_rx, follower, move || {
-            lock(&table).remove(&gpid);
+            // the record of a tree that came back here after a migration is not this one
+            let mut t = lock(&table);
+            if t.get(&gpid)
+                .is_some_and(|r| Arc::as_ptr(r) == this.as_ptr())
+            {
+                t.remove(&gpid);
+            }
         })
         .context("cannot watch output pipes")
     }
@@ -220,6 +235,7 @@ impl ProcMan {
     /// Marks `gpid` as moved to `to`: its followers are sent there once its last output here
     /// is delivered, and its coming death here is not its exit.
     pub fn moved(&self, gpid: i32, to: NodeId) {
+        lock(&self.departed).insert(gpid, Instant::now());
         if let Some(rec) = lock(&self.table).get(&gpid) {
             let _ = rec.exit.send(Some(End::Moved(to)));
         }
