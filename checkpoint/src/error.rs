@@ -51,6 +51,14 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The process the error is about, if it names one.
+    pub fn pid(&self) -> Option<i32> {
+        match self {
+            Error::Unsupported { pid, .. } | Error::Process { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+
     /// A failed system call on `pid` doing `what`.
     pub(crate) fn sys(
         pid: i32,

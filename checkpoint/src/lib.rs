@@ -28,4 +28,4 @@ mod vdso;
 pub use dump::{dump, AfterDump, DumpOptions, DumpOutcome, FrozenTree, PreCopy};
 pub use error::{Error, Result};
 pub use image::{DirSink, Image, ImageSink, StreamSink};
-pub use restore::{restore, RestoreOptions, Restored};
+pub use restore::{restore, RestoreOptions, Restored, Restorer};

@@ -7,6 +7,8 @@
 mod common;
 
 use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use checkpoint::track::softdirty::SoftDirtyTracker;
@@ -111,6 +113,135 @@ fn precopy_rounds_over_streams() {
     let (code, out) = r.finish();
     assert!(out.contains("memory ok"), "{out}");
     assert_eq!(code, 0);
+}
+
+/// Pre-copy of a tree that forks, execs and reaps children and starts threads all the time:
+/// processes that end between rounds leave the next image, new ones enter it whole, one that
+/// execs is saved whole again, and the restored tree goes on with every child accounted for.
+#[test]
+fn precopy_of_a_tree_that_forks_execs_and_reaps() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("churn", &[])));
+    p.expect("ready");
+    let mut s0 = StreamSink::new(Vec::new());
+    let (mut pc, first) = PreCopy::start(p.pid, &mut s0).unwrap();
+    let mut wire = s0.into_inner();
+    let mut seen: std::collections::HashSet<i32> = first.pids.iter().copied().collect();
+    let mut rounds = 1;
+    // rounds until children were seen coming and going (each round takes a few ms)
+    while rounds < 6 || seen.len() < first.pids.len() + 10 {
+        assert!(rounds < 200, "no child came and went in {rounds} rounds");
+        let mut s = StreamSink::new(Vec::new());
+        let out = pc.round(&mut s, None).unwrap();
+        println!("round {rounds}: {:?}", out.pids);
+        seen.extend(out.pids);
+        wire.extend(s.into_inner());
+        rounds += 1;
+    }
+    let mut s = StreamSink::new(Vec::new());
+    let fin = pc.finish(&DumpOptions::default(), &mut s).unwrap();
+    wire.extend(s.into_inner());
+    p.reap();
+    println!(
+        "{rounds} pre-copy rounds, {} processes seen, {} in the final image",
+        seen.len(),
+        fin.pids.len()
+    );
+    let mut r = &wire[..];
+    let mut img = Image::read_stream(&mut r, None).unwrap();
+    while !r.is_empty() {
+        img = Image::read_stream(&mut r, Some(img)).unwrap();
+    }
+    let zombies: Vec<i32> = img.inventory.zombies.iter().map(|z| z.pid).collect();
+    println!("final: {:?}, zombies {zombies:?}", img.inventory.pids);
+    wait_gone(&img.inventory.pids);
+    wait_gone(&zombies);
+    let mut r = restore(&img).unwrap();
+    r.send("check\n");
+    let (code, out) = r.finish();
+    assert!(out.contains("memory ok"), "{out}");
+    assert!(out.contains("children ok"), "{out}");
+    assert!(out.contains("threads ok"), "{out}");
+    assert_eq!(code, 0);
+}
+
+/// Applies the images on stdin one by one as they arrive (a `Restorer` in the pid namespace it
+/// runs in, as its pid 1), then waits for the restored root and exits with its code. The
+/// restored tree's stdin is what follows the last image. Run by
+/// `chain_applied_as_it_streams_while_the_source_runs`.
+#[test]
+#[ignore = "helper process for chain_applied_as_it_streams_while_the_source_runs"]
+fn streaming_restorer_helper() {
+    let mut r = checkpoint::Restorer::new(Default::default()).unwrap();
+    // unbuffered: what follows the last image is the restored tree's
+    let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned().unwrap());
+    let mut images = 0;
+    let restored = loop {
+        images += 1;
+        if let Some(t) = r.apply_stream(&stdin).unwrap() {
+            break t;
+        }
+    };
+    eprintln!("applied {images} images");
+    let code = restored.wait().unwrap();
+    std::process::exit(code);
+}
+
+/// Pre-copy of the changing tree streamed into a restorer in another pid namespace, which
+/// applies each image while the source runs on: processes that came and went, exec'd or were
+/// born between rounds are killed, rebuilt or created there, and the final image brings the
+/// tree up to date.
+#[test]
+fn chain_applied_as_it_streams_while_the_source_runs() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("churn", &[])));
+    p.expect("ready");
+    let mut helper = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "streaming_restorer_helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let group = helper.id() as i32;
+    let (done, wait_done) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if wait_done
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .is_err()
+        {
+            kill_group(group);
+        }
+    });
+    let mut to = helper.stdin.take().unwrap();
+    let (mut pc, _) = PreCopy::start(p.pid, &mut StreamSink::new(&mut to)).unwrap();
+    for _ in 0..8 {
+        pc.round(&mut StreamSink::new(&mut to), None).unwrap();
+    }
+    let fin = pc
+        .finish(&DumpOptions::default(), &mut StreamSink::new(&mut to))
+        .unwrap();
+    p.reap();
+    println!("final image: {:?}", fin.pids);
+    to.write_all(b"check\n").unwrap();
+    drop(to);
+    let out = helper.wait_with_output().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(text.contains("memory ok"), "{text}");
+    assert!(text.contains("children ok"), "{text}");
+    assert!(text.contains("threads ok"), "{text}");
+    assert!(out.status.success(), "{:?}", out.status);
 }
 
 #[test]

@@ -1,127 +1,309 @@
-//! Several images on one byte stream: each image is a run of chunks `[u32 len][bytes]`, ended
-//! by an empty chunk and one byte telling whether more images follow.
+//! The data stream between the two migration helpers: authenticated frames on the TCP
+//! connection the daemons opened and handed over.
+//!
+//! ```text
+//!  frame   [kind u8][length u32 LE][payload][tag: 32 bytes]
+//!  tag     HMAC-SHA256(key, direction | frame number u64 BE | kind | length | payload)
+//!
+//!  source -> target   Data* RoundEnd   (one pre-copy image)   ... Data* FinalEnd
+//!  target -> source   Restored (JSON report)  or  Failed (one line)
+//! ```
+//! The key is derived by both daemons from their authenticated session (it never crosses the
+//! network), so every byte is authenticated with the cluster key; each direction numbers its
+//! frames, so a frame dropped, replayed or moved is detected. Frames carry up to [`FRAME`]
+//! bytes of image data: one MAC, one header and one `write` per MiB. The stream is not
+//! encrypted (the cluster network is trusted for confidentiality, see `ssi_core::auth`).
 
 use std::io::{self, Read, Write};
 
-/// An image of a pre-copy round: more follow.
-pub const ROUND: u8 = 1;
-/// The last image: restore it.
-pub const FINAL: u8 = 2;
-const CHUNK: usize = 1 << 20;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
-/// Cuts what is written into chunks.
+type HmacSha256 = Hmac<Sha256>;
+
+/// Image data bytes per frame.
+pub const FRAME: usize = 1 << 20;
+/// Largest payload a reader accepts.
+const MAX_PAYLOAD: usize = 16 << 20;
+const TAG_LEN: usize = 32;
+const HEAD_LEN: usize = 5;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Bytes of the current image.
+    Data = 1,
+    /// The image of a pre-copy round is complete; more follow.
+    RoundEnd = 2,
+    /// The last image is complete: restore it.
+    FinalEnd = 3,
+    /// The target runs the tree (payload: JSON [`crate::Report::Restored`]).
+    Restored = 4,
+    /// The target failed (payload: one line saying why); it has undone what it did.
+    Failed = 5,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Data,
+            2 => Kind::RoundEnd,
+            3 => Kind::FinalEnd,
+            4 => Kind::Restored,
+            5 => Kind::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// Which way frames go (part of every tag, so that a frame cannot be reflected).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the source helper to the target helper.
+    ToTarget,
+    /// From the target helper back to the source helper.
+    ToSource,
+}
+
+impl Direction {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Direction::ToTarget => b"to-target",
+            Direction::ToSource => b"to-source",
+        }
+    }
+}
+
+/// The MAC state of one direction: key and frame counter.
+#[derive(Clone)]
+struct Sealer {
+    mac: HmacSha256,
+    dir: Direction,
+    seq: u64,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealer({:?}, frame {})", self.dir, self.seq)
+    }
+}
+
+impl Sealer {
+    fn new(key: &[u8; 32], dir: Direction) -> Sealer {
+        // HMAC takes keys of any length
+        let mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+        Sealer { mac, dir, seq: 0 }
+    }
+
+    /// The tag of the next frame, whose header and payload are `head` and `payload`.
+    fn tag(&mut self, head: &[u8], payload: &[u8]) -> [u8; TAG_LEN] {
+        let mut m = self.mac.clone();
+        m.update(self.dir.label());
+        m.update(&self.seq.to_be_bytes());
+        m.update(head);
+        m.update(payload);
+        self.seq += 1;
+        m.finalize().into_bytes().into()
+    }
+}
+
+/// Writes frames; as a [`Write`], cuts what it is given into data frames.
 #[derive(Debug)]
-pub struct ChunkWriter<W: Write> {
+pub struct FrameWriter<W: Write> {
     w: W,
+    sealer: Sealer,
+    /// Header room, then the pending data payload.
     buf: Vec<u8>,
     /// Bytes written to the stream so far, framing included.
     pub sent: u64,
 }
 
-impl<W: Write> ChunkWriter<W> {
-    /// A writer over `w`.
-    pub fn new(w: W) -> Self {
-        ChunkWriter {
+impl<W: Write> FrameWriter<W> {
+    /// A writer of frames going `dir`, authenticated with `key`.
+    pub fn new(w: W, key: &[u8; 32], dir: Direction) -> Self {
+        let mut buf = Vec::with_capacity(HEAD_LEN + FRAME + TAG_LEN);
+        buf.resize(HEAD_LEN, 0);
+        FrameWriter {
             w,
-            buf: Vec::with_capacity(CHUNK),
+            sealer: Sealer::new(key, dir),
+            buf,
             sent: 0,
         }
     }
 
-    fn emit(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+    /// The stream.
+    pub fn get_ref(&self) -> &W {
+        &self.w
+    }
+
+    /// Sends the pending data as one frame.
+    fn emit_data(&mut self) -> io::Result<()> {
+        if self.buf.len() == HEAD_LEN {
             return Ok(());
         }
-        let len = u32::try_from(self.buf.len()).map_err(io::Error::other)?;
-        self.w.write_all(&len.to_le_bytes())?;
+        let len = u32::try_from(self.buf.len() - HEAD_LEN).map_err(io::Error::other)?;
+        self.buf[0] = Kind::Data as u8;
+        self.buf[1..HEAD_LEN].copy_from_slice(&len.to_le_bytes());
+        let (head, payload) = self.buf.split_at(HEAD_LEN);
+        let tag = self.sealer.tag(head, payload);
+        self.buf.extend_from_slice(&tag);
         self.w.write_all(&self.buf)?;
-        self.sent += 4 + self.buf.len() as u64;
-        self.buf.clear();
+        self.sent += self.buf.len() as u64;
+        self.buf.truncate(HEAD_LEN);
         Ok(())
     }
 
-    /// Ends the current image; `kind` is [`ROUND`] or [`FINAL`].
-    pub fn end_image(&mut self, kind: u8) -> io::Result<()> {
-        self.emit()?;
-        self.w.write_all(&0u32.to_le_bytes())?;
-        self.w.write_all(&[kind])?;
-        self.sent += 5;
+    /// Sends a frame of `kind` with `payload` (after the pending data).
+    pub fn send(&mut self, kind: Kind, payload: &[u8]) -> io::Result<()> {
+        self.emit_data()?;
+        let len = u32::try_from(payload.len()).map_err(io::Error::other)?;
+        let mut head = [0u8; HEAD_LEN];
+        head[0] = kind as u8;
+        head[1..].copy_from_slice(&len.to_le_bytes());
+        let tag = self.sealer.tag(&head, payload);
+        let mut frame = Vec::with_capacity(HEAD_LEN + payload.len() + TAG_LEN);
+        frame.extend_from_slice(&head);
+        frame.extend_from_slice(payload);
+        frame.extend_from_slice(&tag);
+        self.w.write_all(&frame)?;
+        self.sent += frame.len() as u64;
         self.w.flush()
+    }
+
+    /// Ends the current image: `kind` is [`Kind::RoundEnd`] or [`Kind::FinalEnd`].
+    pub fn end_image(&mut self, kind: Kind) -> io::Result<()> {
+        self.send(kind, &[])
     }
 }
 
-impl<W: Write> Write for ChunkWriter<W> {
+impl<W: Write> Write for FrameWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = CHUNK - self.buf.len();
+        let room = HEAD_LEN + FRAME - self.buf.len();
         let n = room.min(data.len());
         self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.emit()?;
+        if self.buf.len() == HEAD_LEN + FRAME {
+            self.emit_data()?;
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.emit()?;
+        self.emit_data()?;
         self.w.flush()
     }
 }
 
-/// Reads one image at a time: end of file at the end of each image.
+/// Reads frames, checking each tag; as a [`Read`], gives the data of the current image and
+/// then end of file at its end.
 #[derive(Debug)]
-pub struct ChunkReader<R: Read> {
+pub struct FrameReader<R: Read> {
     r: R,
-    left: usize,
-    ended: bool,
+    sealer: Sealer,
+    payload: Vec<u8>,
+    /// Bytes of `payload` already read out.
+    used: usize,
+    /// The frame that ended the current image, once it came.
+    ended: Option<Kind>,
+    /// Bytes read from the stream so far, framing included.
+    pub received: u64,
 }
 
-impl<R: Read> ChunkReader<R> {
-    /// A reader over `r`.
-    pub fn new(r: R) -> Self {
-        ChunkReader {
+fn bad(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl<R: Read> FrameReader<R> {
+    /// A reader of frames coming `dir`, authenticated with `key`.
+    pub fn new(r: R, key: &[u8; 32], dir: Direction) -> Self {
+        FrameReader {
             r,
-            left: 0,
-            ended: false,
+            sealer: Sealer::new(key, dir),
+            payload: Vec::new(),
+            used: 0,
+            ended: None,
+            received: 0,
         }
     }
 
-    /// Skips what is left of the current image and returns its kind byte; the reader then
-    /// reads the next image.
-    pub fn finish_image(&mut self) -> io::Result<u8> {
+    /// The stream.
+    pub fn get_ref(&self) -> &R {
+        &self.r
+    }
+
+    /// Reads the next frame into `self.payload`; its kind.
+    fn next_frame(&mut self) -> io::Result<Kind> {
+        let mut head = [0u8; HEAD_LEN];
+        self.r.read_exact(&mut head)?;
+        let kind =
+            Kind::from_u8(head[0]).ok_or_else(|| bad(format!("unknown frame kind {}", head[0])))?;
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(bad(format!("frame of {len} bytes is too large")));
+        }
+        self.payload.resize(len, 0);
+        self.r.read_exact(&mut self.payload)?;
+        let mut tag = [0u8; TAG_LEN];
+        self.r.read_exact(&mut tag)?;
+        let want = self.sealer.tag(&head, &self.payload);
+        // constant time: the tag is a secret until it is checked
+        let diff = want.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff != 0 {
+            return Err(bad(
+                "frame failed authentication (wrong key, or altered)".into()
+            ));
+        }
+        self.received += (HEAD_LEN + len + TAG_LEN) as u64;
+        self.used = 0;
+        Ok(kind)
+    }
+
+    /// Skips what is left of the current image and returns the kind of frame that ended it;
+    /// the reader then reads the next image.
+    pub fn finish_image(&mut self) -> io::Result<Kind> {
         io::copy(self, &mut io::sink())?;
-        let mut kind = [0u8];
-        self.r.read_exact(&mut kind)?;
-        self.ended = false;
-        match kind[0] {
-            ROUND | FINAL => Ok(kind[0]),
-            other => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unknown image kind {other} in the stream"),
-            )),
+        self.ended
+            .take()
+            .ok_or_else(|| bad("image not ended".into()))
+    }
+
+    /// The next frame that is not image data: its kind and payload (data frames before it are
+    /// an error).
+    pub fn recv(&mut self) -> io::Result<(Kind, Vec<u8>)> {
+        match self.next_frame()? {
+            Kind::Data => Err(bad("unexpected image data".into())),
+            k => Ok((k, std::mem::take(&mut self.payload))),
         }
     }
 }
 
-impl<R: Read> Read for ChunkReader<R> {
+impl<R: Read> Read for FrameReader<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.ended || out.is_empty() {
+        if out.is_empty() {
             return Ok(0);
         }
-        if self.left == 0 {
-            let mut len = [0u8; 4];
-            self.r.read_exact(&mut len)?;
-            self.left = u32::from_le_bytes(len) as usize;
-            if self.left == 0 {
-                self.ended = true;
+        while self.used == self.payload.len() {
+            if self.ended.is_some() {
                 return Ok(0);
             }
+            match self.next_frame() {
+                Ok(Kind::Data) => {}
+                Ok(k @ (Kind::RoundEnd | Kind::FinalEnd)) => {
+                    self.payload.clear();
+                    self.ended = Some(k);
+                    return Ok(0);
+                }
+                Ok(Kind::Failed) => {
+                    let why = String::from_utf8_lossy(&self.payload).into_owned();
+                    return Err(io::Error::other(format!("the source failed: {why}")));
+                }
+                Ok(k) => return Err(bad(format!("unexpected {k:?} frame in an image"))),
+                Err(e) => return Err(e),
+            }
         }
-        let want = out.len().min(self.left);
-        let n = self.r.read(&mut out[..want])?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        self.left -= n;
+        let n = out.len().min(self.payload.len() - self.used);
+        out[..n].copy_from_slice(&self.payload[self.used..self.used + n]);
+        self.used += n;
         Ok(n)
     }
 }
@@ -130,38 +312,65 @@ impl<R: Read> Read for ChunkReader<R> {
 mod tests {
     use super::*;
 
+    const KEY: [u8; 32] = [7; 32];
+
     #[test]
-    fn images_come_back_one_at_a_time() {
-        let mut w = ChunkWriter::new(Vec::new());
-        let big = vec![7u8; CHUNK * 2 + 13];
+    fn images_and_answers_come_back_one_at_a_time() {
+        let mut w = FrameWriter::new(Vec::new(), &KEY, Direction::ToTarget);
+        let big: Vec<u8> = (0..FRAME * 2 + 13).map(|i| i as u8).collect();
         w.write_all(&big).expect("write");
-        w.end_image(ROUND).expect("end");
+        w.end_image(Kind::RoundEnd).expect("end");
         w.write_all(b"last").expect("write");
-        w.end_image(FINAL).expect("end");
+        w.end_image(Kind::FinalEnd).expect("end");
         let total = w.sent;
         let bytes = w.w;
         assert_eq!(total as usize, bytes.len());
 
-        let mut r = ChunkReader::new(&bytes[..]);
+        let mut r = FrameReader::new(&bytes[..], &KEY, Direction::ToTarget);
         let mut first = Vec::new();
         r.read_to_end(&mut first).expect("read");
         assert_eq!(first, big);
-        assert_eq!(r.finish_image().expect("kind"), ROUND);
+        assert_eq!(r.finish_image().expect("kind"), Kind::RoundEnd);
         let mut head = [0u8; 2];
         r.read_exact(&mut head).expect("part of the second image");
         assert_eq!(&head, b"la");
-        // The rest of an image is skipped when its reader stops early.
-        assert_eq!(r.finish_image().expect("kind"), FINAL);
+        // the rest of an image is skipped when its reader stops early
+        assert_eq!(r.finish_image().expect("kind"), Kind::FinalEnd);
+        assert_eq!(r.received, total);
+
+        let mut back = FrameWriter::new(Vec::new(), &KEY, Direction::ToSource);
+        back.send(Kind::Failed, b"no room").expect("send");
+        let bytes = back.w;
+        let mut r = FrameReader::new(&bytes[..], &KEY, Direction::ToSource);
+        assert_eq!(r.recv().expect("recv"), (Kind::Failed, b"no room".to_vec()));
     }
 
     #[test]
-    fn truncated_stream_is_an_error() {
-        let mut w = ChunkWriter::new(Vec::new());
+    fn altered_reflected_reordered_or_truncated_frames_are_refused() {
+        let mut w = FrameWriter::new(Vec::new(), &KEY, Direction::ToTarget);
         w.write_all(b"abcdef").expect("write");
-        w.flush().expect("flush");
-        let bytes = w.w;
-        let mut r = ChunkReader::new(&bytes[..bytes.len() - 2]);
-        let mut out = Vec::new();
-        assert!(r.read_to_end(&mut out).is_err());
+        w.end_image(Kind::FinalEnd).expect("end");
+        let good = w.w;
+        let read = |bytes: &[u8], key: &[u8; 32], dir| {
+            let mut r = FrameReader::new(bytes, key, dir);
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).and_then(|_| r.finish_image())
+        };
+        assert_eq!(
+            read(&good, &KEY, Direction::ToTarget).expect("good"),
+            Kind::FinalEnd
+        );
+        let mut altered = good.clone();
+        altered[7] ^= 1;
+        assert!(read(&altered, &KEY, Direction::ToTarget).is_err());
+        assert!(
+            read(&good, &[8; 32], Direction::ToTarget).is_err(),
+            "wrong key"
+        );
+        assert!(read(&good, &KEY, Direction::ToSource).is_err(), "reflected");
+        // the end frame alone, moved to the front: its frame number is wrong
+        let data_len = HEAD_LEN + 6 + TAG_LEN;
+        assert!(read(&good[data_len..], &KEY, Direction::ToTarget).is_err());
+        assert!(read(&good[..good.len() - 3], &KEY, Direction::ToTarget).is_err());
     }
 }

@@ -2,20 +2,20 @@
 //! helper processes a node daemon starts inside its pid namespace.
 //!
 //! ```text
-//!  source node                                                   target node
-//!  migrate-out helper        daemon ===== RPC (TCP) ===== daemon        migrate-in helper
-//!   PreCopy::start  --image 1-->  |  --------- bytes --------->  |  --> read image 1
-//!   round (dirty)   --image 2-->  |                              |  --> read image 2 (parent 1)
-//!   ... until few pages change    |                              |
-//!   freeze + finish --final---->  |                              |  --> read final, restore,
-//!                                 |  <------ restored ---------  |  <-- report "restored"
-//!   <- "commit": kill the source  |
-//!      (or "abort": resume it)    |
+//!  source daemon ==== RPC: MigrateIn / Ready (authenticated TCP) ==== target daemon
+//!       | hands the connection and a key derived from the session to its helper |
+//!  migrate-out helper  ======== frames on the same connection ========  migrate-in helper
+//!   PreCopy::start  --image 1 (all memory)-->   build the tree stopped, write its pages
+//!   round (dirty)   --image 2 (changes)----->   bring it up to date
+//!   ... until few pages change
+//!   freeze + finish --final image----------->   last pages, all other state, let it go
+//!                                               report "restored" to its daemon, which takes
+//!                   <-------- restored ------   the tree in and says "commit"
+//!   report to its daemon; on "commit" kill the frozen source (on "abort" resume it)
 //! ```
 //!
-//! The helpers speak [`framing`] on their data stream (each image is a run of chunks ended by
-//! an empty chunk and a kind byte) and [`report`] lines on their control socket; the daemons
-//! only relay bytes. Downtime is from the freeze to the target's report that the tree runs.
+//! The helpers speak [`framing`] on the data stream and [`report`] lines on their control
+//! sockets. Downtime is from the freeze to the source daemon's news that the tree runs.
 #![forbid(unsafe_code)]
 
 pub mod framing;
@@ -24,7 +24,7 @@ pub mod outbound;
 pub mod report;
 
 pub use outbound::Policy;
-pub use report::{Report, Verdict};
+pub use report::{Report, Start, Verdict};
 
 /// Errors of a migration step.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,9 @@ pub enum Error {
     /// The peer broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The other side of the migration failed and said why (it undid what it did).
+    #[error("the other node: {0}")]
+    Target(String),
 }
 
 /// Result of this crate.

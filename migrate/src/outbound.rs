@@ -1,15 +1,19 @@
 //! The source side: pre-copy rounds while the tree runs, then the frozen tree's last image,
-//! then the verdict.
+//! then the target's answer and the daemon's verdict.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use checkpoint::{AfterDump, DirSink, DumpOptions, PreCopy, StreamSink};
 
-use crate::framing::{ChunkWriter, FINAL, ROUND};
+use crate::framing::{Direction, FrameReader, FrameWriter, Kind};
 use crate::report::{Report, Verdict};
 use crate::{io, Error, Result};
+
+/// How long the source waits for the target's answer once the last image is sent.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// When to stop copying while the tree runs and freeze it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +46,7 @@ fn say(ctl: &mut dyn Write, r: &Report) -> Result<()> {
 }
 
 /// Reads the daemon's verdict; a closed socket counts as an abort.
-fn verdict(ctl_in: &mut dyn BufRead) -> Verdict {
+pub(crate) fn verdict(ctl_in: &mut dyn BufRead) -> Verdict {
     let mut line = String::new();
     match ctl_in.read_line(&mut line) {
         Ok(n) if n > 0 => serde_json::from_str(line.trim()).unwrap_or(Verdict::Abort),
@@ -50,34 +54,107 @@ fn verdict(ctl_in: &mut dyn BufRead) -> Verdict {
     }
 }
 
-/// Migrates the tree under `pid` out: images to `data`, reports to `ctl_out`, the verdict from
-/// `ctl_in`. On commit the source tree is killed; on abort (or any failure) it runs on.
-pub fn run(
+/// Waits up to `timeout` for `fd` to be readable (or closed).
+pub(crate) fn readable(fd: impl AsFd, timeout: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
+        .unwrap_or(PollTimeout::MAX);
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, ms), Ok(n) if n > 0)
+}
+
+/// The target's answer on the data stream: why it failed, or its report that the tree runs.
+fn answer<R: Read>(back: &mut FrameReader<R>) -> Result<Report> {
+    let (kind, payload) = back.recv().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::Target("it closed the data stream".into())
+        } else {
+            Error::Io {
+                what: "read the target's answer",
+                source: e,
+            }
+        }
+    })?;
+    match kind {
+        Kind::Failed => Err(Error::Target(
+            String::from_utf8_lossy(&payload).into_owned(),
+        )),
+        Kind::Restored => serde_json::from_slice(&payload)
+            .map_err(|e| Error::Protocol(format!("bad report from the target: {e}"))),
+        other => Err(Error::Protocol(format!("unexpected {other:?} frame"))),
+    }
+}
+
+/// A failure to send: the target's own reason if it gave one (it stops reading when it fails).
+fn send_failed<R: Read>(conn: impl AsFd, back: &mut FrameReader<R>, e: std::io::Error) -> Error {
+    if readable(conn, Duration::from_secs(2)) {
+        if let Err(why @ Error::Target(_)) = answer(back) {
+            return why;
+        }
+    }
+    Error::Io {
+        what: "send an image",
+        source: e,
+    }
+}
+
+/// Migrates the tree under `pid` out: images to the target on `conn` (frames authenticated
+/// with `key`), reports to `ctl_out`, the verdict from `ctl_in`. On commit the source tree is
+/// killed; on abort (or any failure) it runs on.
+pub fn run<C>(
     pid: i32,
     policy: &Policy,
-    data: impl Write,
+    conn: &C,
+    key: &[u8; 32],
     ctl_out: &mut dyn Write,
     ctl_in: &mut dyn BufRead,
-) -> Result<Verdict> {
-    let mut w = ChunkWriter::new(data);
+) -> Result<Verdict>
+where
+    C: AsFd,
+    for<'a> &'a C: Read + Write,
+{
+    let mut w = FrameWriter::new(conn, key, Direction::ToTarget);
+    let mut back = FrameReader::new(conn, key, Direction::ToSource);
+    let r = copy(pid, policy, conn, &mut w, &mut back, ctl_out, ctl_in);
+    if let Err(e) = &r {
+        // the target undoes what it did (it may be gone already)
+        let _ = w.send(Kind::Failed, e.to_string().as_bytes());
+    }
+    r
+}
+
+fn copy<C>(
+    pid: i32,
+    policy: &Policy,
+    conn: &C,
+    w: &mut FrameWriter<&C>,
+    back: &mut FrameReader<&C>,
+    ctl_out: &mut dyn Write,
+    ctl_in: &mut dyn BufRead,
+) -> Result<Verdict>
+where
+    C: AsFd,
+    for<'a> &'a C: Read + Write,
+{
     let opts = DumpOptions {
         after: AfterDump::KeepFrozen,
         ..Default::default()
     };
     if policy.max_rounds == 0 {
         let frozen_at = Instant::now();
-        let out = checkpoint::dump(pid, &opts, None, &mut StreamSink::new(&mut w))?;
-        return conclude(out, &mut w, frozen_at, ctl_out, ctl_in);
+        let out = checkpoint::dump(pid, &opts, None, &mut StreamSink::new(&mut *w))?;
+        return conclude(out, conn, w, back, frozen_at, ctl_out, ctl_in);
     }
     let t = Instant::now();
-    let (mut pc, first) = PreCopy::start(pid, &mut StreamSink::new(&mut w))?;
-    w.end_image(ROUND).map_err(io("send an image"))?;
+    let (mut pc, first) = PreCopy::start(pid, &mut StreamSink::new(&mut *w))?;
+    end_round(conn, w, back)?;
     say(
         ctl_out,
         &Report::Round {
             n: 0,
             page_bytes: first.page_bytes,
             millis: t.elapsed().as_millis() as u64,
+            sent: w.sent,
         },
     )?;
     let mut last = first.page_bytes;
@@ -86,14 +163,15 @@ pub fn run(
             break;
         }
         let t = Instant::now();
-        let out = pc.round(&mut StreamSink::new(&mut w), None)?;
-        w.end_image(ROUND).map_err(io("send an image"))?;
+        let out = pc.round(&mut StreamSink::new(&mut *w), None)?;
+        end_round(conn, w, back)?;
         say(
             ctl_out,
             &Report::Round {
                 n,
                 page_bytes: out.page_bytes,
                 millis: t.elapsed().as_millis() as u64,
+                sent: w.sent,
             },
         )?;
         let converging = out.page_bytes * 100 <= last * policy.min_shrink_percent;
@@ -103,33 +181,78 @@ pub fn run(
         }
     }
     let frozen_at = Instant::now();
-    let out = pc.finish(&opts, &mut StreamSink::new(&mut w))?;
-    conclude(out, &mut w, frozen_at, ctl_out, ctl_in)
+    let out = pc.finish(&opts, &mut StreamSink::new(&mut *w))?;
+    conclude(out, conn, w, back, frozen_at, ctl_out, ctl_in)
 }
 
-/// Sends the last image of the frozen tree, then kills or resumes it as the daemon decides.
-fn conclude(
+/// Ends a pre-copy image; a target that spoke meanwhile has failed.
+fn end_round<C>(conn: &C, w: &mut FrameWriter<&C>, back: &mut FrameReader<&C>) -> Result<()>
+where
+    C: AsFd,
+    for<'a> &'a C: Read + Write,
+{
+    if let Err(e) = w.end_image(Kind::RoundEnd) {
+        return Err(send_failed(conn, back, e));
+    }
+    if readable(conn, Duration::ZERO) {
+        answer(back)?;
+        return Err(Error::Protocol(
+            "the target answered before the last image".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Sends the end of the frozen tree's last image, waits for the target, then kills or resumes
+/// the tree as the daemon decides.
+fn conclude<C>(
     out: checkpoint::DumpOutcome,
-    w: &mut ChunkWriter<impl Write>,
+    conn: &C,
+    w: &mut FrameWriter<&C>,
+    back: &mut FrameReader<&C>,
     frozen_at: Instant,
     ctl_out: &mut dyn Write,
     ctl_in: &mut dyn BufRead,
-) -> Result<Verdict> {
+) -> Result<Verdict>
+where
+    C: AsFd,
+    for<'a> &'a C: Read + Write,
+{
     let frozen = out
         .frozen
         .ok_or_else(|| Error::Protocol("the dump did not hand back the frozen tree".into()))?;
-    let sent = w.end_image(FINAL).map_err(io("send the last image"));
-    if let Err(e) = sent {
+    if let Err(e) = w.end_image(Kind::FinalEnd) {
         frozen.resume()?;
-        return Err(e);
+        return Err(send_failed(conn, back, e));
     }
     say(
         ctl_out,
         &Report::Frozen {
             page_bytes: out.page_bytes,
             micros: frozen_at.elapsed().as_micros() as u64,
+            sent: w.sent,
         },
     )?;
+    let restored = if readable(conn, ANSWER_TIMEOUT) {
+        answer(back)
+    } else {
+        Err(Error::Target(format!(
+            "no answer within {} s",
+            ANSWER_TIMEOUT.as_secs()
+        )))
+    };
+    let restored = match restored {
+        Ok(r @ Report::Restored { .. }) => r,
+        Ok(other) => {
+            frozen.resume()?;
+            return Err(Error::Protocol(format!("unexpected answer {other:?}")));
+        }
+        Err(e) => {
+            frozen.resume()?;
+            return Err(e);
+        }
+    };
+    say(ctl_out, &restored)?;
     let v = verdict(ctl_in);
     match v {
         Verdict::Commit => frozen.kill()?,

@@ -15,13 +15,17 @@ pub enum Report {
         page_bytes: u64,
         /// Time the round took.
         millis: u64,
+        /// Bytes sent on the data stream so far, framing included.
+        sent: u64,
     },
-    /// The tree is frozen and its last image sent; it waits for the verdict.
+    /// The tree is frozen and its last image sent; it waits for the target.
     Frozen {
         /// Page bytes in the last image.
         page_bytes: u64,
         /// Time from the freeze to the end of the last image, in microseconds.
         micros: u64,
+        /// Bytes sent on the data stream in all, framing included.
+        sent: u64,
     },
     /// An image was written to a directory (cluster checkpoint).
     Written {
@@ -46,7 +50,16 @@ pub enum Report {
     },
 }
 
-/// The daemon's decision once the source tree is frozen.
+/// What a daemon tells a migration helper it starts, first, on the control socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    /// Frames on the data stream are authenticated with this key, which both daemons derive
+    /// from their authenticated session.
+    pub key: [u8; 32],
+}
+
+/// The daemon's decision once the tree runs on the target (to the source helper: kill the
+/// frozen copy or resume it; to the target helper: tell the source, or undo).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {

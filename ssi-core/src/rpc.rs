@@ -45,18 +45,15 @@ pub enum RpcRequest {
         /// Who asks.
         caller: Caller,
     },
-    /// Receive a migrating tree: `Data` and `DataEnd` follow, then this node answers
-    /// `Restored` (or `Error`).
+    /// Receive a migrating tree: this node answers `Ready` (or `Error`), then both daemons
+    /// hand the connection to their migration helpers, which carry the images on it (see the
+    /// `migrate` crate).
     MigrateIn {
         /// The root's global pid.
         gpid: i32,
         /// Its owner.
         uid: u32,
     },
-    /// Bytes of the migration stream.
-    Data(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// The migration stream is complete.
-    DataEnd,
     /// Checkpoint the tree of `gpid`, hosted here, to `dir`.
     Checkpoint {
         /// Root of the tree.

@@ -294,6 +294,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
         Ok(Some(msg))
     }
 
+    /// Ends the framed exchange and hands back the byte stream with a 32-byte key derived
+    /// from this connection's session key and `label`, for a bulk transfer that authenticates
+    /// its own frames (both ends derive the same key; it never crosses the network). Fails if
+    /// bytes past the last frame were read already or are still waiting to be sent: switch
+    /// after a request and its answer, before either side writes raw bytes.
+    pub fn into_raw(self, label: &[u8]) -> Result<(S, [u8; TAG_LEN])> {
+        let parts = self.framed.into_parts();
+        if !parts.read_buf.is_empty() || !parts.write_buf.is_empty() {
+            return Err(Error::Malformed {
+                peer: self.peer,
+                reason: "bytes beyond the last frame before the raw stream".into(),
+            });
+        }
+        Ok((parts.io, self.session.tag(&[b"derive", label])))
+    }
+
     /// Splits the stream into a sending and a receiving half, for full-duplex use.
     pub fn split(self) -> (SecureSender<S>, SecureReceiver<S>) {
         let send_dir = self.direction(true);
@@ -473,6 +489,39 @@ mod tests {
             .expect_err("server must refuse")
             .to_string();
         assert!(serr.contains("wrong cluster key"), "{serr}");
+    }
+
+    #[tokio::test]
+    async fn raw_streams_share_a_derived_key() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, b) = tokio::io::duplex(4096);
+        let server = tokio::spawn(async move {
+            let mut s = SecureStream::server(b, &key(3), "client")
+                .await
+                .expect("server auth");
+            let _: Option<String> = s.recv().await.expect("recv");
+            // the answer is the last frame: the client writes raw bytes only after it
+            s.send(&"ready".to_string()).await.expect("send");
+            let (mut raw, k) = s.into_raw(b"data").expect("raw");
+            let mut got = [0u8; 5];
+            raw.read_exact(&mut got).await.expect("raw read");
+            (got, k)
+        });
+        let mut c = SecureStream::client(a, &key(3), "server")
+            .await
+            .expect("client auth");
+        c.send(&"switch".to_string()).await.expect("send");
+        let _: Option<String> = c.recv().await.expect("recv");
+        let (mut raw, k) = c.into_raw(b"data").expect("raw");
+        raw.write_all(b"bytes").await.expect("raw write");
+        let (got, server_key) = server.await.expect("server task");
+        assert_eq!(&got, b"bytes");
+        assert_eq!(k, server_key, "both ends derive the same key");
+        assert_ne!(
+            k,
+            key(3).tag(&[b"derive", b"data"]),
+            "not from the cluster key alone"
+        );
     }
 
     #[test]

@@ -117,6 +117,40 @@ fn migration_across_network_namespaces() {
     counter_migrates(true);
 }
 
+/// A shell loop forks and reaps a `sleep` every few milliseconds, so the tree changes between
+/// pre-copy rounds (children born, exited, reaped) and may be caught with a child at the freeze.
+#[test]
+fn shell_loop_with_short_lived_children_migrates() {
+    if !root_or_skip("migration") {
+        return;
+    }
+    let (_d, tb) = testbed(2, false);
+    let script = "i=0; while [ $i -lt 100 ]; do echo \"$i $$\"; i=$((i+1)); sleep 0.02; done";
+    let mut client = run_via(&tb, 1, 1, &["sh", "-c", script]);
+    let (first, mut out) = first_line(&mut client);
+    let gpid: i64 = first
+        .split_whitespace()
+        .nth(1)
+        .expect("pid")
+        .parse()
+        .expect("pid");
+    // Several times there and back, each with pre-copy rounds, while it keeps forking.
+    for to in [2, 1, 2] {
+        let m = migrate(&tb, 1, gpid, to);
+        assert!(
+            m.status.success(),
+            "migrate to {to}: {}",
+            String::from_utf8_lossy(&m.stderr)
+        );
+        assert_eq!(host_of(&tb, 1, gpid), Some(to as i64));
+    }
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read");
+    let status = client.wait().expect("wait");
+    assert!(status.success(), "client: {status}");
+    check_counter(&first, &rest, 100, gpid);
+}
+
 #[test]
 fn tree_with_a_pipe_inside_migrates_whole() {
     if !root_or_skip("migration") {

@@ -230,8 +230,9 @@ pub(crate) fn open_pagemap(pid: i32) -> Result<File> {
 const CHUNK: usize = 1 << 20;
 
 /// Copies the pages in `runs` out of `pid` and writes them as `Pages` records. Returns bytes.
-/// With `tolerant` (pre-dumps of a running tree), pages unmapped meanwhile are saved as zeros:
-/// the next dump sees them gone or changed.
+/// With `tolerant` (pre-dumps of a running tree), pages unmapped meanwhile, or of a process
+/// that exited or replaced its address space meanwhile, are saved as zeros: the next dump sees
+/// them gone or changed, or the process gone.
 pub(crate) fn write_pages<W: Write>(
     pid: i32,
     runs: &[(u64, u64)],
@@ -242,7 +243,12 @@ pub(crate) fn write_pages<W: Write>(
         return Ok(0);
     }
     let mem_path = format!("/proc/{pid}/mem");
-    let memf = File::open(&mem_path).map_err(|e| Error::io(&mem_path, e))?;
+    let memf = match File::open(&mem_path) {
+        Ok(f) => Some(f),
+        Err(_) if tolerant => None,
+        Err(e) => return Err(Error::io(&mem_path, e)),
+    };
+    let memf = memf.as_ref();
     let (full_tx, full_rx) = crossbeam::channel::bounded::<Result<Filled>>(2);
     let (free_tx, free_rx) = crossbeam::channel::bounded::<Vec<u8>>(3);
     for _ in 0..3 {
@@ -271,7 +277,7 @@ pub(crate) fn write_pages<W: Write>(
                 };
                 if fill == CHUNK {
                     let Ok(buf) = free_rx.recv() else { return };
-                    let r = read_into(pid, &memf, buf, std::mem::take(&mut pieces), fill, tolerant);
+                    let r = read_into(pid, memf, buf, std::mem::take(&mut pieces), fill, tolerant);
                     fill = 0;
                     if full_tx.send(r).is_err() {
                         return;
@@ -280,7 +286,7 @@ pub(crate) fn write_pages<W: Write>(
             }
             if fill > 0 {
                 if let Ok(buf) = free_rx.recv() {
-                    let _ = full_tx.send(read_into(pid, &memf, buf, pieces, fill, tolerant));
+                    let _ = full_tx.send(read_into(pid, memf, buf, pieces, fill, tolerant));
                 }
             }
             drop(full_tx);
@@ -324,7 +330,7 @@ type Filled = (Vec<u8>, Vec<(u64, usize, usize)>, u32);
 
 fn read_into(
     pid: i32,
-    memf: &File,
+    memf: Option<&File>,
     mut buf: Vec<u8>,
     pieces: Vec<(u64, usize, usize)>,
     fill: usize,
@@ -344,7 +350,11 @@ fn read_into(
             }
             let from = n.max(off);
             let addr = a + (from - off) as u64;
-            if let Err(e) = memf.read_exact_at(&mut buf[from..off + l], addr) {
+            let got = match memf {
+                Some(f) => f.read_exact_at(&mut buf[from..off + l], addr),
+                None => Err(std::io::ErrorKind::NotFound.into()),
+            };
+            if let Err(e) = got {
                 if !tolerant {
                     return Err(Error::sys(pid, format!("read memory at {addr:#x}"), e));
                 }

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::image::record::{Kind, RecordWriter, PAGE};
 use crate::image::{
     Image, ImageSink, Inventory, MmImage, MmLayout, PageRun, ParentRef, Part, ProcessImage, Shared,
-    ShmemImage, VmaKind,
+    ShmemImage, VmaKind, ZombieImage,
 };
 use crate::sys::{self, fd as sfd};
 use crate::track::{uffd::UffdTracker, DirtyTracker, TrackedRange};
@@ -186,6 +186,51 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Forgets what it knew of processes that left the tree or whose address space was replaced
+    /// (`exec`, or a pid used again): their next image saves them whole.
+    fn forget_changed(&mut self, pids: &[i32]) {
+        let changed: Vec<i32> = self
+            .trackers
+            .iter()
+            .filter(|(pid, t)| !pids.contains(pid) || !t.mm_alive())
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in changed {
+            self.trackers.remove(&pid);
+            self.avail.remove(&pid);
+        }
+        self.avail.retain(|pid, _| pids.contains(pid));
+        self.tracker_fds.retain(|pid, _| pids.contains(pid));
+    }
+}
+
+/// What a restore needs to bring back zombie `pid` of the frozen tree.
+fn zombie(pid: i32, frozen: &FrozenTree) -> Result<ZombieImage> {
+    let st = procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .map_err(|e| {
+            Error::io(
+                format!("/proc/{pid}/stat"),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+    if !frozen.pids().contains(&st.ppid) {
+        return Err(Error::unsupported(
+            pid,
+            format!("zombie of parent {}, which is outside the tree", st.ppid),
+        ));
+    }
+    Ok(ZombieImage {
+        pid,
+        ppid: st.ppid,
+        pgid: st.pgrp,
+        sid: st.session,
+        exit_signal: st.exit_signal.unwrap_or(libc::SIGCHLD),
+        status: st.exit_code.unwrap_or(0),
+    })
+}
+
 fn new_id() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -194,7 +239,8 @@ fn new_id() -> u64 {
     t ^ ((std::process::id() as u64) << 40)
 }
 
-/// Checks, without stopping anything, that every process of the tree can be dumped.
+/// Checks, without stopping anything, that every process of the tree can be dumped. A process
+/// (other than the root) that exits meanwhile is left out: the freeze will not find it either.
 fn precheck(shape: &tree::TreeShape, root: i32, skip: &HashMap<i32, i32>) -> Result<()> {
     let root_st = procfs::process::Process::new(root)
         .and_then(|p| p.stat())
@@ -207,55 +253,117 @@ fn precheck(shape: &tree::TreeShape, root: i32, skip: &HashMap<i32, i32>) -> Res
     let mut tables = Vec::new();
     let mut pidfds = HashMap::new();
     for &pid in &shape.order {
-        let proc_ = match procfs::process::Process::new(pid) {
-            Ok(p) => p,
-            Err(_) => continue,
-        };
-        let (Ok(st), Ok(status)) = (proc_.stat(), proc_.status()) else {
-            continue;
-        };
-        if st.state == 'Z' {
-            return Err(Error::unsupported(
-                pid,
-                "the process is a zombie (not reaped by its parent)",
-            ));
+        match precheck_one(shape, pid, &root_st, skip) {
+            Ok(Some((table, pidfd))) => {
+                tables.push((pid, table));
+                pidfds.insert(pid, pidfd);
+            }
+            Ok(None) => {}
+            Err(_) if pid != root && !alive(pid) => {}
+            Err(e) => return Err(e),
         }
-        if status.seccomp.unwrap_or(0) != 0 {
-            return Err(Error::unsupported(pid, "the process uses seccomp"));
-        }
-        if std::fs::read_to_string(format!("/proc/{pid}/timers"))
-            .is_ok_and(|t| !t.trim().is_empty())
-        {
-            return Err(Error::unsupported(
-                pid,
-                "the process has POSIX timers (timer_create)",
-            ));
-        }
-        let in_tree = |x: i32| shape.order.contains(&x);
-        if !in_tree(st.session) && st.session != root_st.session {
-            return Err(Error::unsupported(
-                pid,
-                format!("session {} is led from outside the tree", st.session),
-            ));
-        }
-        if !in_tree(st.pgrp) && st.pgrp != root_st.pgrp {
-            return Err(Error::unsupported(
-                pid,
-                format!("process group {} is led from outside the tree", st.pgrp),
-            ));
-        }
-        let skip_fds: Vec<i32> = skip.get(&pid).copied().into_iter().collect();
-        tables.push((pid, files::scan(pid, &skip_fds)?));
-        pidfds.insert(
-            pid,
-            sfd::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?,
-        );
-        mm::mappings(pid, false)?;
     }
     // A dry run of the shared file table: pipes and sockets that lead outside the tree are
     // found now, before anything is frozen (the copies of their contents are thrown away).
     files::build(root, &tables, &pidfds)?;
     Ok(())
+}
+
+/// True if `pid` exists and has not exited.
+fn alive(pid: i32) -> bool {
+    sys::ptrace::pid_exists(pid) && !tree::is_zombie(pid)
+}
+
+/// Checks one process; `None` if it is gone or a zombie (the freeze decides about zombies).
+fn precheck_one(
+    shape: &tree::TreeShape,
+    pid: i32,
+    root_st: &procfs::process::Stat,
+    skip: &HashMap<i32, i32>,
+) -> Result<Option<(Vec<files::FdEntry>, OwnedFd)>> {
+    let proc_ = match procfs::process::Process::new(pid) {
+        Ok(p) => p,
+        Err(_) => return Ok(None),
+    };
+    let (Ok(st), Ok(status)) = (proc_.stat(), proc_.status()) else {
+        return Ok(None);
+    };
+    if st.state == 'Z' || st.state == 'X' {
+        return Ok(None);
+    }
+    if status.seccomp.unwrap_or(0) != 0 {
+        return Err(Error::unsupported(pid, "the process uses seccomp"));
+    }
+    if std::fs::read_to_string(format!("/proc/{pid}/timers")).is_ok_and(|t| !t.trim().is_empty()) {
+        return Err(Error::unsupported(
+            pid,
+            "the process has POSIX timers (timer_create)",
+        ));
+    }
+    let in_tree = |x: i32| shape.order.contains(&x);
+    if !in_tree(st.session) && st.session != root_st.session {
+        return Err(Error::unsupported(
+            pid,
+            format!("session {} is led from outside the tree", st.session),
+        ));
+    }
+    if !in_tree(st.pgrp) && st.pgrp != root_st.pgrp {
+        return Err(Error::unsupported(
+            pid,
+            format!("process group {} is led from outside the tree", st.pgrp),
+        ));
+    }
+    let skip_fds: Vec<i32> = skip.get(&pid).copied().into_iter().collect();
+    let table = files::scan(pid, &skip_fds)?;
+    let pidfd = sfd::pidfd_open(pid).map_err(|e| Error::sys(pid, "pidfd_open", e))?;
+    mm::mappings(pid, false)?;
+    Ok(Some((table, pidfd)))
+}
+
+/// How long a dump lets a tree caught in a short-lived state (a `vfork` child before its
+/// `exec`, a child closing its fds on its way out) run on before it gives up.
+const SETTLE_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Checks and freezes the tree. A final dump needs a settled tree (see
+/// [`FrozenTree::unsettled`]): it lets an unsettled tree run a moment and freezes it again.
+/// A pre-dump copies memory only and leaves unsettled processes and their subtrees out (the
+/// returned set): a later image saves them whole.
+fn freeze_settled(
+    root: i32,
+    opts: &DumpOptions,
+    session: &Session,
+) -> Result<(FrozenTree, std::collections::HashSet<i32>)> {
+    let deadline = std::time::Instant::now() + SETTLE_TIME;
+    let mut pause = std::time::Duration::from_micros(500);
+    loop {
+        let shape = tree::discover(root)?;
+        // A process other than the root may change while it is looked at (an fd closed by a
+        // child on its way out): look again, up to the deadline.
+        match precheck(&shape, root, &session.tracker_fds) {
+            Err(e) if e.pid() != Some(root) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                continue;
+            }
+            r => r?,
+        }
+        let frozen = FrozenTree::freeze(root)?;
+        let unsettled = frozen.unsettled();
+        if opts.pre_dump {
+            let pids: Vec<i32> = unsettled.iter().map(|u| u.0).collect();
+            let left_out = frozen.subtrees(&pids);
+            return Ok((frozen, left_out));
+        }
+        let Some((pid, why)) = unsettled.into_iter().next() else {
+            return Ok((frozen, Default::default()));
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::unsupported(pid, why));
+        }
+        frozen.resume()?;
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
 }
 
 struct Collected {
@@ -273,12 +381,16 @@ fn run(
     sink: &mut dyn ImageSink,
 ) -> Result<DumpOutcome> {
     let local = vdso::local()?;
-    let shape = tree::discover(root)?;
-    precheck(&shape, root, &session.tracker_fds)?;
-    let frozen = FrozenTree::freeze(root)?;
+    let (frozen, left_out) = freeze_settled(root, opts, session)?;
     let frozen_at = std::time::Instant::now();
     let mut frozen_for = None;
-    let pids: Vec<i32> = frozen.pids().to_vec();
+    let pids: Vec<i32> = frozen
+        .pids()
+        .iter()
+        .copied()
+        .filter(|p| !left_out.contains(p))
+        .collect();
+    session.forget_changed(&pids);
     let mut collected = Vec::with_capacity(pids.len());
     let mut tables = Vec::new();
     let mut pidfds: HashMap<i32, OwnedFd> = HashMap::new();
@@ -328,7 +440,26 @@ fn run(
         vdso_crc: local.crc,
         vdso_block_len: local.block.end - local.block.start,
         pre_dump: opts.pre_dump,
+        zombies: if opts.pre_dump {
+            Vec::new()
+        } else {
+            frozen
+                .zombies
+                .iter()
+                .map(|&z| zombie(z, &frozen))
+                .collect::<Result<_>>()?
+        },
     };
+    let mut shm_list: Vec<_> = shm_ids
+        .iter()
+        .map(|(_, &(id, ci, vi))| (id, ci as usize, vi))
+        .collect();
+    shm_list.sort_unstable();
+    for &(id, ci, vi) in &shm_list {
+        let c = &collected[ci];
+        let size = mm::shmem_size(c.image.pid, &c.vmas[vi].vma)?;
+        shared.shmem.push(ShmemImage { id, size });
+    }
     // A pre-dump lets the tree run while its memory is copied.
     let mut frozen = Some(frozen);
     if opts.pre_dump {
@@ -340,16 +471,6 @@ fn run(
     let align = sink.aligned();
     let io = |e| Error::io("<image output>", e);
     let mut page_bytes = 0;
-    let mut shm_list: Vec<_> = shm_ids
-        .iter()
-        .map(|(_, &(id, ci, vi))| (id, ci as usize, vi))
-        .collect();
-    shm_list.sort_unstable();
-    for &(id, ci, vi) in &shm_list {
-        let c = &collected[ci];
-        let size = mm::shmem_size(c.image.pid, &c.vmas[vi].vma)?;
-        shared.shmem.push(ShmemImage { id, size });
-    }
     {
         let w = sink.begin(Part::Inventory)?;
         let mut rw = RecordWriter::new(w, align);
@@ -361,9 +482,13 @@ fn run(
     {
         let w = sink.begin(Part::Shmem)?;
         let mut rw = RecordWriter::new(w, align);
-        for &(id, ci, vi) in &shm_list {
-            let c = &collected[ci];
-            page_bytes += mm::write_shmem(c.image.pid, &c.vmas[vi].vma, id, &mut rw)?;
+        // Shared memory is not tracked page by page: the final image holds it whole, so a
+        // pre-dump only lists the objects.
+        if !opts.pre_dump {
+            for &(id, ci, vi) in &shm_list {
+                let c = &collected[ci];
+                page_bytes += mm::write_shmem(c.image.pid, &c.vmas[vi].vma, id, &mut rw)?;
+            }
         }
         rw.end().map_err(io)?;
     }

@@ -8,6 +8,12 @@
 //! A signal that was about to be delivered when a thread was stopped shows up as a
 //! signal-delivery stop before the interrupt stop; it is taken out (suppressed) and its siginfo
 //! kept, to be queued again on resume or saved as pending in the image.
+//!
+//! A tree that runs changes under the dumper: a child may have exited and wait to be reaped (a
+//! zombie cannot be seized: the freeze lists it apart, a dump saves how it ended), or a `vfork`
+//! child may share its parent's address space until it execs, a short state that
+//! [`FrozenTree::unsettled`] names so that the caller can let the tree run a moment and try
+//! again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::marker::PhantomData;
@@ -55,6 +61,18 @@ pub(crate) fn discover(root: i32) -> Result<TreeShape> {
     Ok(TreeShape { order, parent })
 }
 
+/// True if `pid` has exited and waits to be reaped (or is being reaped).
+pub(crate) fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // the state follows the command name, which is in parentheses and may hold any byte
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    matches!(state, Some('Z' | 'X'))
+}
+
 /// Thread ids of process `pid`, main thread first.
 pub(crate) fn threads(pid: i32) -> Result<Vec<i32>> {
     let dir = format!("/proc/{pid}/task");
@@ -77,6 +95,8 @@ pub struct FrozenTree {
     pub(crate) threads: BTreeMap<i32, Vec<i32>>,
     /// Signals taken out while stopping, by tid.
     pub(crate) taken: HashMap<i32, Vec<Vec<u8>>>,
+    /// Children found exited but not reaped yet (not seized, not in `shape`).
+    pub(crate) zombies: Vec<i32>,
     released: bool,
     _not_send: PhantomData<*const ()>,
 }
@@ -91,6 +111,7 @@ impl FrozenTree {
             },
             threads: BTreeMap::new(),
             taken: HashMap::new(),
+            zombies: Vec::new(),
             released: false,
             _not_send: PhantomData,
         };
@@ -98,10 +119,19 @@ impl FrozenTree {
         loop {
             let shape = discover(root)?;
             let mut new = false;
+            t.zombies.clear();
             for &pid in &shape.order {
+                if pid != root && !t.threads.contains_key(&pid) && is_zombie(pid) {
+                    t.zombies.push(pid);
+                    continue;
+                }
                 let tids = match threads(pid) {
                     Ok(t) => t,
-                    Err(_) if pid != root => continue, // exited meanwhile
+                    Err(_) if pid != root => {
+                        // exited meanwhile: look again, it may wait as a zombie
+                        new = true;
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 for tid in tids {
@@ -117,9 +147,19 @@ impl FrozenTree {
                             }
                             new = true;
                         }
+                        // it exited meanwhile: look again, it may wait as a zombie
                         Err(e)
                             if e.raw_os_error() == Some(libc::ESRCH)
-                                || e.kind() == std::io::ErrorKind::NotFound => {}
+                                || e.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            new = true
+                        }
+                        // it exited between the check and the seize
+                        Err(e) if e.raw_os_error() == Some(libc::EPERM) && is_zombie(pid) => {
+                            if tid == pid && pid != root {
+                                t.zombies.push(pid);
+                            }
+                        }
                         Err(e) => return Err(Error::sys(tid, "seize thread", e)),
                     }
                 }
@@ -141,6 +181,36 @@ impl FrozenTree {
     /// Pids of the tree, parents first.
     pub fn pids(&self) -> &[i32] {
         &self.shape.order
+    }
+
+    /// Processes caught in a short-lived state that a dump cannot keep, with the reason:
+    /// processes sharing their parent's address space (a `vfork` child before its `exec`).
+    pub(crate) fn unsettled(&self) -> Vec<(i32, String)> {
+        let mut out = Vec::new();
+        for &pid in self.shape.order.iter().skip(1) {
+            let Some(&parent) = self.shape.parent.get(&pid) else {
+                continue;
+            };
+            if crate::sys::fd::same_mm(pid, parent).unwrap_or(false) {
+                out.push((
+                    pid,
+                    format!("shares its address space with pid {parent} (vfork or CLONE_VM)"),
+                ));
+            }
+        }
+        out
+    }
+
+    /// `pids` and all their descendants in the tree.
+    pub(crate) fn subtrees(&self, pids: &[i32]) -> HashSet<i32> {
+        let mut out: HashSet<i32> = pids.iter().copied().collect();
+        // parents come first in `order`, so one pass finds every descendant
+        for &p in &self.shape.order {
+            if self.shape.parent.get(&p).is_some_and(|pp| out.contains(pp)) {
+                out.insert(p);
+            }
+        }
+        out
     }
 
     /// Lets the tree run again (signals taken while freezing are queued again).

@@ -24,6 +24,27 @@ pub struct Inventory {
     pub vdso_block_len: u64,
     /// True when this is a pre-dump: memory only, the tree went on running.
     pub pre_dump: bool,
+    /// Children that had exited but were not reaped yet by their parent (none in a pre-dump).
+    pub zombies: Vec<ZombieImage>,
+}
+
+/// A process of the tree that has exited and waits for its parent to reap it. Restore creates
+/// it as a child of its parent and makes it end the same way, so that the parent's `wait`
+/// finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZombieImage {
+    /// Its pid.
+    pub pid: i32,
+    /// Its parent (a process of the image).
+    pub ppid: i32,
+    /// Its process group.
+    pub pgid: i32,
+    /// Its session.
+    pub sid: i32,
+    /// Signal its parent gets when it ends.
+    pub exit_signal: i32,
+    /// How it ended, as `waitpid` reports it (exit code << 8, or the signal number).
+    pub status: i32,
 }
 
 /// Link from an incremental image to the image it extends.

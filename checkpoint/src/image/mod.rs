@@ -12,6 +12,7 @@
 
 pub mod manifest;
 pub mod record;
+pub(crate) mod stream;
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Current format version. Readers refuse any other.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Size of a record header.
 pub const HEADER_LEN: usize = 48;
 const MAGIC: &[u8; 4] = b"SSIR";
@@ -284,6 +284,14 @@ impl<R: Read> StreamReader<R> {
 
     /// The next record and its payload (END records included).
     pub fn next_record(&mut self) -> Result<(Header, Vec<u8>), String> {
+        let mut payload = Vec::new();
+        let h = self.next_record_into(&mut payload)?;
+        Ok((h, payload))
+    }
+
+    /// The next record (END records included); its payload replaces the contents of `payload`,
+    /// whose allocation is reused when large enough.
+    pub fn next_record_into(&mut self, payload: &mut Vec<u8>) -> Result<Header, String> {
         let at = self.pos;
         let mut hb = [0u8; HEADER_LEN];
         self.r
@@ -296,22 +304,22 @@ impl<R: Read> StreamReader<R> {
             .map_err(|e| format!("record at byte {at}: {}", short_read(e)))?;
         let len = usize::try_from(header.len)
             .map_err(|_| format!("record at byte {at}: payload too large"))?;
-        let mut payload = Vec::new();
+        payload.clear();
         payload
             .try_reserve_exact(len)
             .map_err(|_| format!("record at byte {at}: payload of {len} bytes too large"))?;
         (&mut self.r)
             .take(header.len)
-            .read_to_end(&mut payload)
+            .read_to_end(payload)
             .map_err(|e| format!("record at byte {at}: {e}"))?;
         if payload.len() != len {
             return Err(format!("record at byte {at}: truncated payload"));
         }
-        if crc32fast::hash(&payload) != header.crc {
+        if crc32fast::hash(payload) != header.crc {
             return Err(format!("record at byte {at}: payload checksum mismatch"));
         }
         self.pos += (HEADER_LEN + header.pad as usize + len) as u64;
-        Ok((header, payload))
+        Ok(header)
     }
 }
 

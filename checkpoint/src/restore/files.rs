@@ -1,5 +1,5 @@
-//! Re-creating open files, pipes, socket pairs and shared memory in the restorer, before the
-//! tree is cloned: each process then inherits them and `dup3`s them to their numbers.
+//! Re-creating open files, pipes, socket pairs and shared memory in the restorer; each process
+//! then takes its own with `pidfd_getfd` (see `process::state`).
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use crate::error::{Error, Result};
-use crate::image::{FileKind, Image, VmaKind};
+use crate::image::{FileKind, ProcessImage, Shared, VmaKind};
 use crate::sys::fd as sfd;
 
 /// Everything the tree's fds and shared mappings refer to, held by the restorer.
@@ -24,13 +24,15 @@ pub(crate) struct Objects {
     pub keepers: Vec<OwnedFd>,
 }
 
-/// Checks, before anything is created, that the files the image needs are there and unchanged.
-pub(crate) fn check(img: &Image, allow_changed: bool) -> Result<()> {
-    let size_of = |path: &str| -> Result<std::fs::Metadata> {
-        std::fs::metadata(path)
-            .map_err(|e| Error::Conflict(format!("{path}: {e} (needed by the image)")))
-    };
-    for f in &img.shared.files {
+fn size_of(path: &str) -> Result<std::fs::Metadata> {
+    std::fs::metadata(path)
+        .map_err(|e| Error::Conflict(format!("{path}: {e} (needed by the image)")))
+}
+
+/// Checks, before anything is created, that the files of the shared table are there and
+/// unchanged.
+pub(crate) fn check_shared(shared: &Shared, allow_changed: bool) -> Result<()> {
+    for f in &shared.files {
         match &f.kind {
             FileKind::Regular { path, size } => {
                 let md = size_of(path)?;
@@ -58,24 +60,27 @@ pub(crate) fn check(img: &Image, allow_changed: bool) -> Result<()> {
             _ => {}
         }
     }
-    for p in &img.processes {
-        for v in &p.mm.vmas {
-            if let VmaKind::File { path, size, .. } = &v.kind {
-                let md = size_of(path)?;
-                if md.len() != *size && !allow_changed {
-                    return Err(Error::Conflict(format!(
-                        "{path}: size is {} but was {size} when dumped (mapped file changed)",
-                        md.len()
-                    )));
-                }
+    Ok(())
+}
+
+/// Checks that the files a process maps and runs are there and unchanged.
+pub(crate) fn check_process(p: &ProcessImage, allow_changed: bool) -> Result<()> {
+    for v in &p.mm.vmas {
+        if let VmaKind::File { path, size, .. } = &v.kind {
+            let md = size_of(path)?;
+            if md.len() != *size && !allow_changed {
+                return Err(Error::Conflict(format!(
+                    "{path}: size is {} but was {size} when dumped (mapped file changed)",
+                    md.len()
+                )));
             }
         }
-        if !p.mm.exe.is_empty() && std::fs::metadata(&p.mm.exe).is_err() {
-            return Err(Error::Conflict(format!(
-                "{}: executable of pid {} is gone",
-                p.mm.exe, p.pid
-            )));
-        }
+    }
+    if !p.mm.exe.is_empty() && std::fs::metadata(&p.mm.exe).is_err() {
+        return Err(Error::Conflict(format!(
+            "{}: executable of pid {} is gone",
+            p.mm.exe, p.pid
+        )));
     }
     Ok(())
 }
@@ -112,15 +117,15 @@ fn reopen(fd: RawFd, flags: i32) -> Result<OwnedFd> {
     open(&format!("/proc/self/fd/{fd}"), flags | libc::O_NONBLOCK)
 }
 
-/// Creates every object.
-pub(crate) fn create(img: &Image, stdio: [RawFd; 3]) -> Result<Objects> {
+/// Creates every object: open files, and empty shared memory objects (their contents follow).
+pub(crate) fn create(shared: &Shared, stdio: [RawFd; 3]) -> Result<Objects> {
     let mut o = Objects::default();
     let mut pipes: HashMap<u32, (Option<OwnedFd>, Option<OwnedFd>)> = HashMap::new();
     // raw numbers of the first read and write end of each pipe, to reopen further descriptions
     let mut pipe_nums: HashMap<u32, (RawFd, RawFd)> = HashMap::new();
     let mut fifo_keepers: HashMap<u32, OwnedFd> = HashMap::new();
     let mut pairs: HashMap<u32, [Option<OwnedFd>; 2]> = HashMap::new();
-    for f in &img.shared.files {
+    for f in &shared.files {
         let acc = f.flags & libc::O_ACCMODE;
         let fd = match &f.kind {
             FileKind::Regular { path, .. }
@@ -134,7 +139,7 @@ pub(crate) fn create(img: &Image, stdio: [RawFd; 3]) -> Result<Objects> {
                 fd
             }
             FileKind::Pipe { pipe } => {
-                let pi = &img.shared.pipes[*pipe as usize];
+                let pi = &shared.pipes[*pipe as usize];
                 let ends = match pipes.get_mut(pipe) {
                     Some(e) => e,
                     None => {
@@ -172,7 +177,7 @@ pub(crate) fn create(img: &Image, stdio: [RawFd; 3]) -> Result<Objects> {
             FileKind::Fifo { path, pipe } => {
                 if !fifo_keepers.contains_key(pipe) {
                     let k = open(path, libc::O_RDWR | libc::O_NONBLOCK)?;
-                    let data = &img.shared.pipes[*pipe as usize].data;
+                    let data = &shared.pipes[*pipe as usize].data;
                     std::fs::File::from(k.try_clone().map_err(|e| Error::io(path, e))?)
                         .write_all(data)
                         .map_err(|e| Error::io(path, e))?;
@@ -183,7 +188,7 @@ pub(crate) fn create(img: &Image, stdio: [RawFd; 3]) -> Result<Objects> {
                 fd
             }
             FileKind::SocketPair { pair, end } => {
-                let sp = &img.shared.socketpairs[*pair as usize];
+                let sp = &shared.socketpairs[*pair as usize];
                 if !pairs.contains_key(pair) {
                     let ty = nix::sys::socket::SockType::try_from(sp.sotype)
                         .map_err(|e| Error::io("socketpair", e.into()))?;
@@ -257,43 +262,22 @@ pub(crate) fn create(img: &Image, stdio: [RawFd; 3]) -> Result<Objects> {
         o.files.push(fd);
     }
     o.keepers = fifo_keepers.into_values().collect();
-    for s in &img.shared.shmem {
+    for s in &shared.shmem {
         let name = CString::new("dev/zero").unwrap_or_default();
         let fd = sfd::memfd(&name, s.size).map_err(|e| Error::io("memfd_create", e))?;
-        let file = std::fs::File::from(fd);
-        use std::os::unix::fs::FileExt;
-        for c in img.shmem_chunks(s.id) {
-            file.write_all_at(c.data.as_slice(), c.addr)
-                .map_err(|e| Error::io("memfd", e))?;
-        }
-        o.shmem.insert(s.id, OwnedFd::from(file));
+        o.shmem.insert(s.id, fd);
     }
     Ok(o)
 }
 
-/// Moves every object fd to a number >= `base` (so that `dup3` to the tree's numbers never
-/// overwrites one), returning the new fds.
-pub(crate) fn lift(o: Objects, base: i32) -> Result<Objects> {
-    let mv = |fd: OwnedFd| sfd::dup_at_least(fd.as_fd(), base).map_err(|e| Error::io("F_DUPFD", e));
-    Ok(Objects {
-        files: o.files.into_iter().map(mv).collect::<Result<_>>()?,
-        shmem: o
-            .shmem
-            .into_iter()
-            .map(|(k, v)| Ok((k, mv(v)?)))
-            .collect::<Result<_>>()?,
-        keepers: o.keepers.into_iter().map(mv).collect::<Result<_>>()?,
-    })
-}
-
-/// Highest fd currently open in this process.
-pub(crate) fn max_open_fd() -> i32 {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-                .max()
-                .unwrap_or(2)
-        })
-        .unwrap_or(1023)
+/// Writes bytes of shared memory object `id` at `offset`.
+pub(crate) fn write_shmem(o: &Objects, id: u32, offset: u64, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let fd = o
+        .shmem
+        .get(&id)
+        .ok_or_else(|| Error::bad_image("shmem.rec", format!("unknown shared memory {id}")))?;
+    let file = std::fs::File::from(fd.try_clone().map_err(|e| Error::io("memfd", e))?);
+    file.write_all_at(data, offset)
+        .map_err(|e| Error::io("memfd", e))
 }

@@ -1,31 +1,43 @@
-//! Restore: check the image against this machine, rebuild the tree, let it go.
+//! Restore: rebuild a tree from one image, or from a chain of images as they arrive.
 //!
 //! ```text
-//!  check: image kind, vDSO, free pids, files      (nothing created before this passes)
-//!  open files, pipes, socket pairs, shared memory in the restorer; lift them above every fd
-//!  clone the root with its pid; each process clones its children (sys::spawn) and installs
-//!  its fds, then waits; seize them all; fix process groups
-//!  per process: memory, mm, signals, threads (restore::process)
-//!  registers and signal masks last; detach every thread at once
+//!  image 1 (pre-dump)   create each process stopped (the root by the restorer, the others
+//!                       by clone3 inside their parent), give it the image's mappings, write
+//!                       its pages
+//!  image 2..n-1         processes gone are killed, new ones created; mappings brought up to
+//!                       date; only the pages the image carries are written
+//!  image n (final)      the same, then: zombies, fds, shared memory, protections, mm fields,
+//!                       signals, threads, credentials, registers; every task goes at once
 //! ```
+//! [`restore`] is the one-image case. [`Restorer`] takes the images of a pre-copy one by one
+//! ([`Restorer::apply_stream`] reads pages and writes them as they arrive), so that what is
+//! left for the last image (the downtime of a migration) is its own pages and the non-memory
+//! state, not the whole memory.
+//!
 //! Pids are created with `clone3` `set_tid` in the restorer's own pid namespace, so a restorer
 //! running inside a pid namespace (as the node daemon does) restores the tree there. No /proc
 //! of the restored processes is read, so that namespace needs no /proc mount of its own.
+//! Everything a restore creates is killed if it fails, or if the [`Restorer`] is dropped before
+//! the last image.
 
 mod files;
+mod holder;
 mod process;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use nix::sys::ptrace::Options;
-
+use crate::dump::ranges::Ranges;
 use crate::error::{Error, Result};
 use crate::image::record::PAGE;
-use crate::image::Image;
+use crate::image::stream::{self, Piece, PieceReader};
+use crate::image::{FileKind, Image, Inventory, ProcessImage, Shared};
 use crate::sys::{self, ptrace, spawn};
 use crate::vdso;
+use holder::Holder;
 
 /// How to restore.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +56,9 @@ pub struct Restored {
     pub root: i32,
     /// All pids, parents first.
     pub pids: Vec<i32>,
+    /// Time from the first piece of the last image to the tree running (for a stream, the
+    /// part of a migration's downtime spent on the target).
+    pub took: Duration,
 }
 
 impl Restored {
@@ -62,255 +77,656 @@ impl Restored {
     }
 }
 
-/// Kills what was created if the restore fails half-way.
-struct Undo {
-    root: Option<i32>,
-    pids: Vec<i32>,
-    armed: bool,
-}
-
-impl Drop for Undo {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        for &p in &self.pids {
-            ptrace::kill9(p);
-        }
-        if let Some(r) = self.root {
-            ptrace::kill9(r);
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(r), None);
-        }
-    }
-}
-
-/// Checks everything that can be checked before a process is created.
-fn check(img: &Image, opts: &RestoreOptions, local: &vdso::Local) -> Result<()> {
-    let inv = &img.inventory;
-    if inv.pre_dump {
+/// Restores the image: the tree runs again when this returns.
+pub fn restore(img: &Image, opts: &RestoreOptions) -> Result<Restored> {
+    if img.inventory.pre_dump {
         return Err(Error::bad_image(
             "inventory.rec",
             "a pre-dump holds memory only; restore the dump made with --prev on top of it",
         ));
     }
-    if inv.vdso_crc != local.crc || inv.vdso_block_len != local.block.end - local.block.start {
-        return Err(Error::Conflict(format!(
-            "image was dumped on kernel {} whose vDSO differs from this kernel's",
-            inv.kernel
-        )));
-    }
-    for p in &img.processes {
-        if sys::ptrace::pid_exists(p.pid) {
-            return Err(Error::Conflict(format!("pid {} is in use", p.pid)));
-        }
-        for t in p.threads.iter().skip(1) {
-            if sys::ptrace::pid_exists(t.tid) {
-                return Err(Error::Conflict(format!(
-                    "thread id {} (pid {}) is in use",
-                    t.tid, p.pid
-                )));
-            }
-        }
-    }
-    files::check(img, opts.allow_changed_files)
+    let mut r = Restorer::new(opts.clone())?;
+    r.apply_image(img)?
+        .ok_or_else(|| Error::Conflict("the image did not finish the restore".into()))
 }
 
-/// A free `size`-byte hole in the image's address space (for the scratch area), above `min`.
-fn hole(img: &Image, min: u64, size: u64) -> Result<u64> {
-    let mut used: Vec<(u64, u64)> = img
-        .processes
-        .iter()
-        .flat_map(|p| p.mm.vmas.iter().map(|v| (v.start, v.end)))
-        .collect();
-    let local = vdso::local()?;
-    used.push((local.block.start, local.block.end));
-    used.sort_unstable();
-    let mut at = min;
-    for (s, e) in used {
-        if s >= at + size + PAGE {
-            return Ok(at);
-        }
-        at = at.max(e + PAGE);
-    }
-    if at + size < 0x7fff_0000_0000 {
-        return Ok(at);
-    }
-    Err(Error::Conflict(
-        "no free hole for the restorer's scratch area".into(),
-    ))
+/// Rebuilds a tree from the images of a chain, applied one after the other as they arrive (see
+/// the module doc). Holds the processes it creates stopped under ptrace, so it must stay on
+/// the thread that created it; dropping it before the final image kills them.
+#[derive(Debug)]
+pub struct Restorer {
+    opts: RestoreOptions,
+    local: vdso::Local,
+    holders: BTreeMap<i32, Holder>,
+    /// Id of the last image applied.
+    last_image: Option<u64>,
+    /// The tree runs (or an image failed and everything was killed): nothing more to apply.
+    done: bool,
+    _not_send: PhantomData<*const ()>,
 }
 
-/// Restores the image: the tree runs again when this returns.
-pub fn restore(img: &Image, opts: &RestoreOptions) -> Result<Restored> {
-    let local = vdso::local()?;
-    check(img, opts, &local)?;
-    // memory contents, resolved along the chain, checked before anything is created
-    let mut pages = HashMap::new();
-    for p in &img.processes {
-        pages.insert(p.pid, img.resolve_pages(p.pid)?);
-    }
-    let scratch_at = hole(img, 0x1000_0000, process::SCRATCH_LEN)?;
-    let temp_at = hole(
-        img,
-        scratch_at + process::SCRATCH_LEN + PAGE,
-        local.block.end - local.block.start,
-    )?;
-    let same_creds = same_creds_as_me(img);
+/// The image being applied.
+struct Applying {
+    inv: Inventory,
+    shared: Shared,
+    objects: Option<files::Objects>,
+    procs: Vec<ProcessImage>,
+    /// Where the next page data of the current process goes.
+    cursor: Option<Cursor>,
+    /// When the image began to be applied.
+    started: Instant,
+}
 
-    sys::fd::raise_nofile();
-    let stdio = opts.stdio.unwrap_or([0, 1, 2]);
-    let objects = files::create(img, stdio)?;
-    let max_target = img
-        .processes
-        .iter()
-        .flat_map(|p| p.fds.iter().map(|f| f.fd))
-        .max()
-        .unwrap_or(2);
-    let base = (max_target + 1).max(files::max_open_fd() + 1).max(64);
-    let objects = files::lift(objects, base)?;
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::io("pipe", e.into()))?;
-    let ready_w = sys::fd::dup_at_least(std::os::fd::AsFd::as_fd(&ready_w), base)
-        .map_err(|e| Error::io("pipe", e))?;
+/// The runs of a process' pages that the image carries, in the order their bytes come.
+struct Cursor {
+    pid: i32,
+    runs: Ranges,
+    i: usize,
+    at: u64,
+}
 
-    // the spawn plan
-    let index: HashMap<i32, usize> = img
-        .processes
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p.pid, i))
-        .collect();
-    let mut nodes = Vec::with_capacity(img.processes.len());
-    for p in &img.processes {
-        let mut targets: Vec<i32> = p.fds.iter().map(|f| f.fd).collect();
-        targets.sort_unstable();
-        let mut close = Vec::new();
-        let mut lo = 0i32;
-        for &t in &targets {
-            if t > lo {
-                close.push((lo as u32, (t - 1) as u32));
-            }
-            lo = t + 1;
-        }
-        if lo < base {
-            close.push((lo as u32, (base - 1) as u32));
-        }
-        let cstr = |s: &str| {
-            std::ffi::CString::new(s)
-                .map_err(|_| Error::bad_image(format!("proc-{}.rec", p.pid), "path with NUL"))
-        };
-        nodes.push(spawn::SpawnNode {
+impl Cursor {
+    fn new(p: &ProcessImage) -> Cursor {
+        let runs: Ranges =
+            p.mm.pages
+                .iter()
+                .filter(|r| !r.in_parent)
+                .map(|r| (r.start, r.start + r.npages * PAGE))
+                .collect();
+        let at = runs.first().map_or(0, |r| r.0);
+        Cursor {
             pid: p.pid,
-            exit_signal: p.exit_signal,
-            setsid: p.sid == p.pid,
-            setpgid_self: p.pgid == p.pid && p.sid != p.pid,
-            children: img
-                .processes
-                .iter()
-                .filter(|c| c.ppid == p.pid && c.pid != img.inventory.root_pid)
-                .map(|c| index[&c.pid])
-                .collect(),
-            fds: p
-                .fds
-                .iter()
-                .map(|f| (objects.files[f.file as usize].as_raw_fd(), f.fd, f.cloexec))
-                .collect(),
-            close,
-            cwd: cstr(&p.cwd)?,
-            umask: p.umask,
-        });
-    }
-    let root_idx = index[&img.inventory.root_pid];
-    let mut undo = Undo {
-        root: None,
-        pids: Vec::new(),
-        armed: true,
-    };
-    let root = spawn::spawn_tree(&nodes, root_idx, ready_w.as_raw_fd())
-        .map_err(|e| Error::sys(img.inventory.root_pid, "clone3 with set_tid", e))?;
-    undo.root = Some(root);
-    drop(ready_w);
-    wait_ready(&ready_r, img.processes.len(), &mut undo)?;
-    drop(objects.keepers);
-
-    // seize every process (one thread each for now)
-    let opts_trace = Options::PTRACE_O_TRACECLONE | Options::PTRACE_O_EXITKILL;
-    for p in &img.processes {
-        ptrace::seize_and_stop(p.pid, opts_trace).map_err(|e| Error::sys(p.pid, "seize", e))?;
-    }
-    // process groups whose leader is another process of the tree
-    for p in &img.processes {
-        if p.pgid != p.pid && index.contains_key(&p.pgid) {
-            let mut inj = ptrace::Injector::new(p.pid, local.block.vdso + local.syscall_off)
-                .map_err(|e| Error::sys(p.pid, "read registers", e))?;
-            inj.call(libc::SYS_setpgid, [0, p.pgid as u64, 0, 0, 0, 0])
-                .map_err(|e| Error::sys(p.pid, format!("setpgid to {}", p.pgid), e))?;
-            inj.finish()
-                .map_err(|e| Error::sys(p.pid, "restore registers", e))?;
+            runs,
+            i: 0,
+            at,
         }
     }
-    // each epoll instance is filled once, from the first process that holds it
-    let mut epoll = process::EpollPlan::new();
-    let mut seen = std::collections::HashSet::new();
-    for p in &img.processes {
-        for f in &p.fds {
-            if let crate::image::FileKind::EventPoll { targets } =
-                &img.shared.files[f.file as usize].kind
-            {
-                if seen.insert(f.file) {
-                    epoll
-                        .entry(p.pid)
-                        .or_default()
-                        .push((f.fd, targets.clone()));
+
+    fn bad(&self, what: String) -> Error {
+        Error::bad_image(format!("<stream>/pages-{}.rec", self.pid), what)
+    }
+
+    /// Cuts a record's bytes, which start at `addr`, along the runs.
+    fn take<'d>(&mut self, addr: u64, data: &'d [u8]) -> Result<Vec<(u64, &'d [u8])>> {
+        if self.i >= self.runs.len() {
+            return Err(self.bad("page data not described by the manifest".into()));
+        }
+        if addr != self.at {
+            return Err(self.bad(format!(
+                "page record at {addr:#x} where {:#x} was expected",
+                self.at
+            )));
+        }
+        let mut out = Vec::new();
+        let mut off = 0usize;
+        while off < data.len() {
+            let Some(&(_, end)) = self.runs.get(self.i) else {
+                return Err(self.bad("page data not described by the manifest".into()));
+            };
+            let take = ((end - self.at) as usize).min(data.len() - off);
+            out.push((self.at, &data[off..off + take]));
+            off += take;
+            self.at += take as u64;
+            if self.at == end {
+                self.i += 1;
+                self.at = self.runs.get(self.i).map_or(0, |r| r.0);
+            }
+        }
+        Ok(out)
+    }
+
+    fn finish(&self) -> Result<()> {
+        match self.runs.get(self.i) {
+            Some(_) => Err(self.bad(format!("page data for {:#x} missing", self.at))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Restorer {
+    /// A restorer with nothing applied yet.
+    pub fn new(opts: RestoreOptions) -> Result<Restorer> {
+        Ok(Restorer {
+            opts,
+            local: vdso::local()?,
+            holders: BTreeMap::new(),
+            last_image: None,
+            done: false,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Applies a loaded image (its chain already resolved: every page is taken from it).
+    /// Returns the running tree for a final image, `None` for a pre-dump.
+    pub fn apply_image(&mut self, img: &Image) -> Result<Option<Restored>> {
+        let r = self.apply_image_inner(img);
+        self.settle(r)
+    }
+
+    /// Reads one image from `r` and applies it while it arrives: page data is written into the
+    /// processes as it comes (a second thread reads and checks the stream). The image must
+    /// extend the last one applied, if it names a parent. Returns the running tree for a final
+    /// image, `None` for a pre-dump.
+    pub fn apply_stream<R: Read + Send>(&mut self, r: R) -> Result<Option<Restored>> {
+        let res = (|| {
+            let (tx, rx) = crossbeam::channel::bounded::<Result<Piece>>(4);
+            let (free_tx, free_rx) = crossbeam::channel::bounded::<Vec<u8>>(8);
+            crossbeam::thread::scope(|s| {
+                s.spawn(move |_| {
+                    let mut pieces = PieceReader::new(r);
+                    loop {
+                        let buf = free_rx.try_recv().unwrap_or_default();
+                        let p = pieces.next(buf);
+                        let last = !matches!(
+                            p,
+                            Ok(Piece::Head(_) | Piece::Shmem { .. } | Piece::Process(_))
+                                | Ok(Piece::Pages { .. })
+                        );
+                        if tx.send(p).is_err() || last {
+                            return;
+                        }
+                    }
+                });
+                self.apply_pieces(&rx, &free_tx)
+            })
+            .map_err(|_| Error::Conflict("image stream reader thread panicked".into()))?
+        })();
+        self.settle(res)
+    }
+
+    /// Kills everything after a failure; a restorer that failed applies nothing more.
+    fn settle(&mut self, r: Result<Option<Restored>>) -> Result<Option<Restored>> {
+        if r.is_err() {
+            self.abort();
+        }
+        r
+    }
+
+    fn apply_pieces(
+        &mut self,
+        rx: &crossbeam::channel::Receiver<Result<Piece>>,
+        free: &crossbeam::channel::Sender<Vec<u8>>,
+    ) -> Result<Option<Restored>> {
+        let next = || {
+            rx.recv()
+                .map_err(|_| Error::bad_image("<stream>", "image stream ended early"))?
+        };
+        let Piece::Head(head) = next()? else {
+            return Err(Error::bad_image(
+                "<stream>",
+                "image does not start with its inventory",
+            ));
+        };
+        let (inv, shared) = *head;
+        if let Some(p) = &inv.parent {
+            if self.last_image != Some(p.image_id) {
+                return Err(Error::bad_image(
+                    "<stream>/inventory.rec",
+                    format!(
+                        "image extends image {:x}, which is not the last one applied",
+                        p.image_id
+                    ),
+                ));
+            }
+        }
+        let mut a = self.begin(inv, shared)?;
+        loop {
+            match next()? {
+                Piece::Head(_) => {
+                    return Err(Error::bad_image(
+                        "<stream>",
+                        "second inventory in one image",
+                    ))
+                }
+                Piece::Shmem { id, offset, data } => {
+                    if let Some(o) = &a.objects {
+                        files::write_shmem(o, id, offset, &data)?;
+                    }
+                    let _ = free.try_send(data);
+                }
+                Piece::Process(p) => {
+                    if let Some(c) = &a.cursor {
+                        c.finish()?;
+                    }
+                    stream::check_process(&p, &a.shared, a.inv.pre_dump)?;
+                    self.process(&mut a, *p)?;
+                }
+                Piece::Pages { addr, data } => {
+                    let c = a
+                        .cursor
+                        .as_mut()
+                        .ok_or_else(|| Error::bad_image("<stream>", "pages before a process"))?;
+                    let pieces = c.take(addr, &data)?;
+                    let h = self
+                        .holders
+                        .get(&c.pid)
+                        .ok_or_else(|| Error::Conflict(format!("pid {}: not held", c.pid)))?;
+                    let w = h.writer();
+                    for (at, bytes) in pieces {
+                        w.write(at, bytes)?;
+                    }
+                    let _ = free.try_send(data);
+                }
+                Piece::End => {
+                    if let Some(c) = &a.cursor {
+                        c.finish()?;
+                    }
+                    return self.end(a);
                 }
             }
         }
     }
-    let shmem_fds: HashMap<u32, RawFd> = objects
-        .shmem
-        .iter()
-        .map(|(k, v)| (*k, v.as_raw_fd()))
-        .collect();
-    let env = process::Env {
-        local: &local,
-        scratch_at,
-        temp_at,
-        shmem_fds: &shmem_fds,
-        fd_base: base,
-        same_creds,
-        epoll: &epoll,
-    };
-    for p in &img.processes {
-        process::rebuild(p, &pages[&p.pid], &env)?;
-    }
-    drop(objects.files);
-    drop::<HashMap<u32, OwnedFd>>(objects.shmem);
-    for p in &img.processes {
-        process::finish(p)?;
-    }
-    for p in &img.processes {
-        for t in &p.threads {
-            ptrace::detach(t.tid).map_err(|e| Error::sys(t.tid, "detach", e))?;
+
+    fn apply_image_inner(&mut self, img: &Image) -> Result<Option<Restored>> {
+        // everything that can be checked is checked before anything is created
+        for p in &img.processes {
+            self.check_new_process(p, &img.inventory)?;
         }
+        let mut a = self.begin(img.inventory.clone(), img.shared.clone())?;
+        if let Some(o) = &a.objects {
+            for s in &img.shared.shmem {
+                for c in img.shmem_chunks(s.id) {
+                    files::write_shmem(o, s.id, c.addr, c.data.as_slice())?;
+                }
+            }
+        }
+        for p in &img.processes {
+            // the chain is resolved: this image gives every page
+            let chunks = img.resolve_pages(p.pid)?;
+            let mut full = p.clone();
+            for r in &mut full.mm.pages {
+                r.in_parent = false;
+            }
+            self.process(&mut a, full)?;
+            let h = self
+                .holders
+                .get(&p.pid)
+                .ok_or_else(|| Error::Conflict(format!("pid {}: not held", p.pid)))?;
+            let pieces: Vec<(u64, &[u8])> =
+                chunks.iter().map(|c| (c.addr, c.data.as_slice())).collect();
+            write_split(h.writer(), &pieces, p.pid)?;
+            a.cursor = None;
+        }
+        self.end(a)
     }
-    undo.armed = false;
-    Ok(Restored {
-        root,
-        pids: img.processes.iter().map(|p| p.pid).collect(),
-    })
+
+    /// Checks made before process `p` is created: its files, and its pid and thread ids free.
+    fn check_new_process(&self, p: &ProcessImage, inv: &Inventory) -> Result<()> {
+        files::check_process(p, self.opts.allow_changed_files)?;
+        if !self.holders.contains_key(&p.pid) && ptrace::pid_exists(p.pid) {
+            return Err(Error::Conflict(format!("pid {} is in use", p.pid)));
+        }
+        if !inv.pre_dump {
+            for t in p.threads.iter().skip(1) {
+                if ptrace::pid_exists(t.tid) {
+                    return Err(Error::Conflict(format!(
+                        "thread id {} (pid {}) is in use",
+                        t.tid, p.pid
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts applying an image: checks, processes gone are killed, shared objects created.
+    fn begin(&mut self, inv: Inventory, shared: Shared) -> Result<Applying> {
+        if self.done {
+            return Err(Error::Conflict(
+                "the restore is over: nothing more can be applied".into(),
+            ));
+        }
+        let local = &self.local;
+        if inv.vdso_crc != local.crc || inv.vdso_block_len != local.block.end - local.block.start {
+            return Err(Error::Conflict(format!(
+                "image was dumped on kernel {} whose vDSO differs from this kernel's",
+                inv.kernel
+            )));
+        }
+        for z in &inv.zombies {
+            if ptrace::pid_exists(z.pid) {
+                return Err(Error::Conflict(format!("pid {} is in use", z.pid)));
+            }
+        }
+        let gone: Vec<i32> = self
+            .holders
+            .keys()
+            .copied()
+            .filter(|p| !inv.pids.contains(p))
+            .collect();
+        self.kill(&gone)?;
+        let objects = if inv.pre_dump {
+            None
+        } else {
+            files::check_shared(&shared, self.opts.allow_changed_files)?;
+            Some(files::create(
+                &shared,
+                self.opts.stdio.unwrap_or([0, 1, 2]),
+            )?)
+        };
+        sys::fd::raise_nofile();
+        Ok(Applying {
+            inv,
+            shared,
+            objects,
+            procs: Vec::new(),
+            cursor: None,
+            started: Instant::now(),
+        })
+    }
+
+    /// Creates the process of manifest `p` if needed and brings its memory to the image; its
+    /// pages follow.
+    fn process(&mut self, a: &mut Applying, p: ProcessImage) -> Result<()> {
+        let pid = p.pid;
+        self.check_new_process(&p, &a.inv)?;
+        let root = a.inv.root_pid;
+        let ppid = if pid == root { 0 } else { p.ppid };
+        if self.holders.get(&pid).is_some_and(|h| h.ppid != ppid) {
+            // another process under the same pid (or moved to another parent): start over
+            let sub = self.subtree(pid);
+            self.kill(&sub)?;
+        }
+        if !self.holders.contains_key(&pid) {
+            let h = if pid == root {
+                self.spawn_root(&p)?
+            } else {
+                let parent = self.holders.get_mut(&p.ppid).ok_or_else(|| {
+                    Error::bad_image(
+                        format!("proc-{pid}.rec"),
+                        format!("parent {} is not in the image", p.ppid),
+                    )
+                })?;
+                parent.fork(pid, p.exit_signal)?
+            };
+            self.holders.insert(pid, h);
+        }
+        let local = self.local;
+        let h = self
+            .holders
+            .get_mut(&pid)
+            .ok_or_else(|| Error::Conflict(format!("pid {pid}: not held")))?;
+        h.bring_to(&p, &local)?;
+        a.cursor = Some(Cursor::new(&p));
+        a.procs.push(p);
+        Ok(())
+    }
+
+    fn spawn_root(&mut self, p: &ProcessImage) -> Result<Holder> {
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::io("pipe", e.into()))?;
+        let setsid = p.sid == p.pid;
+        let setpgid_self = p.pgid == p.pid && !setsid;
+        let pid = spawn::spawn_holder(
+            p.pid,
+            p.exit_signal,
+            setsid,
+            setpgid_self,
+            ready_w.as_raw_fd(),
+        )
+        .map_err(|e| Error::sys(p.pid, "clone3 with set_tid", e))?;
+        drop(ready_w);
+        if let Err(e) = wait_ready(&ready_r) {
+            ptrace::kill9(pid);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            return Err(e);
+        }
+        Holder::seize_root(pid, &self.local).inspect_err(|_| {
+            ptrace::kill9(pid);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        })
+    }
+
+    /// `pid` and every held process under it, children first.
+    fn subtree(&self, pid: i32) -> Vec<i32> {
+        let mut set = vec![pid];
+        let mut i = 0;
+        while i < set.len() {
+            let p = set[i];
+            set.extend(self.holders.values().filter(|h| h.ppid == p).map(|h| h.pid));
+            i += 1;
+        }
+        set.reverse();
+        set
+    }
+
+    /// Kills held processes `pids` (children before parents) and has the surviving parents
+    /// reap them.
+    fn kill(&mut self, pids: &[i32]) -> Result<()> {
+        let set: HashSet<i32> = pids.iter().copied().collect();
+        let mut order: Vec<i32> = Vec::new();
+        for &p in pids {
+            for q in self.subtree(p) {
+                if !order.contains(&q) {
+                    order.push(q);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for &p in &order {
+            let Some(h) = self.holders.remove(&p) else {
+                continue;
+            };
+            h.kill();
+            ptrace::reap_traced(p, deadline);
+            if !set.contains(&h.ppid) && !order.contains(&h.ppid) {
+                if let Some(parent) = self.holders.get_mut(&h.ppid) {
+                    parent.call(
+                        &format!("wait4 {p}"),
+                        libc::SYS_wait4,
+                        [p as u64, 0, libc::__WALL as u64, 0, 0, 0],
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends an image: a pre-dump leaves the processes held; a final image lets them go.
+    fn end(&mut self, a: Applying) -> Result<Option<Restored>> {
+        self.last_image = Some(a.inv.image_id);
+        if a.inv.pre_dump {
+            for h in self.holders.values_mut() {
+                h.drop_scratch()?;
+            }
+            return Ok(None);
+        }
+        self.finish(a).map(Some)
+    }
+
+    /// The last steps (see the module doc of `process`), then every task goes.
+    fn finish(&mut self, a: Applying) -> Result<Restored> {
+        let Applying {
+            inv,
+            shared,
+            objects,
+            procs,
+            started,
+            ..
+        } = a;
+        let objects = objects.ok_or_else(|| Error::Conflict("no objects created".into()))?;
+        if procs.iter().map(|p| p.pid).collect::<Vec<_>>() != inv.pids {
+            return Err(Error::bad_image(
+                "<image>",
+                "processes missing from the image",
+            ));
+        }
+        for h in self.holders.values_mut() {
+            h.end_fill();
+        }
+        let root = inv.root_pid;
+        let (root_pgid, root_sid) = {
+            let h = self
+                .holders
+                .get(&root)
+                .ok_or_else(|| Error::Conflict(format!("pid {root}: not held")))?;
+            (h.pgid, h.sid)
+        };
+        // sessions and groups: in the tree, or the root's (from outside the tree)
+        let in_tree: HashSet<i32> = inv
+            .pids
+            .iter()
+            .chain(inv.zombies.iter().map(|z| &z.pid))
+            .copied()
+            .collect();
+        let want = |pgid: i32, sid: i32| {
+            (
+                if in_tree.contains(&pgid) {
+                    pgid
+                } else {
+                    root_pgid
+                },
+                if in_tree.contains(&sid) {
+                    sid
+                } else {
+                    root_sid
+                },
+            )
+        };
+        // leaders first, then the members of groups led by others
+        for leaders in [true, false] {
+            for p in procs.iter().filter(|p| p.pid != root) {
+                let (pgid, sid) = want(p.pgid, p.sid);
+                if (pgid == p.pid || sid == p.pid) == leaders {
+                    self.held(p.pid)?.set_identity(pgid, sid)?;
+                }
+            }
+        }
+        for z in &inv.zombies {
+            let (pgid, sid) = want(z.pgid, z.sid);
+            let parent = self.holders.get_mut(&z.ppid).ok_or_else(|| {
+                Error::bad_image(
+                    "inventory.rec",
+                    format!("parent {} of zombie {} is not in the image", z.ppid, z.pid),
+                )
+            })?;
+            process::zombie(parent, z, pgid, sid)?;
+        }
+        for p in &procs {
+            process::drain_signals(self.held(p.pid)?)?;
+        }
+        // each epoll instance is filled once, from the first process that holds it
+        let mut epoll = process::EpollPlan::new();
+        let mut seen = HashSet::new();
+        for p in &procs {
+            for f in &p.fds {
+                if let Some(FileKind::EventPoll { targets }) =
+                    shared.files.get(f.file as usize).map(|f| &f.kind)
+                {
+                    if seen.insert(f.file) {
+                        epoll
+                            .entry(p.pid)
+                            .or_default()
+                            .push((f.fd, targets.clone()));
+                    }
+                }
+            }
+        }
+        let file_fds: Vec<RawFd> = objects.files.iter().map(AsRawFd::as_raw_fd).collect();
+        let shmem_fds: HashMap<u32, RawFd> = objects
+            .shmem
+            .iter()
+            .map(|(k, v)| (*k, v.as_raw_fd()))
+            .collect();
+        let env = process::Env {
+            restorer: std::process::id() as i32,
+            files: &file_fds,
+            shmem_fds: &shmem_fds,
+            same_creds: same_creds_as_me(&procs),
+            epoll: &epoll,
+        };
+        for p in &procs {
+            process::state(self.held(p.pid)?, p, &env)?;
+        }
+        drop::<Vec<OwnedFd>>(objects.keepers);
+        for p in &procs {
+            process::finish(p)?;
+        }
+        for p in &procs {
+            for t in &p.threads {
+                ptrace::detach(t.tid).map_err(|e| Error::sys(t.tid, "detach", e))?;
+            }
+        }
+        // they run: not ours to kill any more
+        self.holders.clear();
+        self.done = true;
+        Ok(Restored {
+            root,
+            pids: inv.pids,
+            took: started.elapsed(),
+        })
+    }
+
+    fn held(&mut self, pid: i32) -> Result<&mut Holder> {
+        self.holders
+            .get_mut(&pid)
+            .ok_or_else(|| Error::Conflict(format!("pid {pid}: not held")))
+    }
+
+    /// Kills every held process.
+    fn abort(&mut self) {
+        self.done = true;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pids: Vec<i32> = self.holders.keys().rev().copied().collect();
+        for &p in &pids {
+            ptrace::kill9(p);
+        }
+        for p in pids {
+            ptrace::reap_traced(p, deadline);
+        }
+        self.holders.clear();
+    }
 }
 
-fn wait_ready(r: &OwnedFd, n: usize, undo: &mut Undo) -> Result<()> {
+impl Drop for Restorer {
+    fn drop(&mut self) {
+        if !self.holders.is_empty() {
+            self.abort();
+        }
+    }
+}
+
+/// Writes `pieces` into a process, on two threads when there is enough to share (the copy
+/// into fresh pages is the bulk of a restore).
+fn write_split(w: holder::PageWriter<'_>, pieces: &[(u64, &[u8])], pid: i32) -> Result<()> {
+    let write = |part: &[(u64, &[u8])]| -> Result<()> {
+        for &(a, d) in part {
+            w.write(a, d)?;
+        }
+        Ok(())
+    };
+    let total: usize = pieces.iter().map(|p| p.1.len()).sum();
+    if total < 16 << 20 {
+        return write(pieces);
+    }
+    // split at the piece where half the bytes are reached
+    let mut acc = 0;
+    let mid = pieces
+        .iter()
+        .position(|p| {
+            acc += p.1.len();
+            acc >= total / 2
+        })
+        .map_or(pieces.len(), |i| i + 1);
+    let (a, b) = pieces.split_at(mid);
+    let (ra, rb) = crossbeam::thread::scope(|s| {
+        let h = s.spawn(|_| write(b));
+        (write(a), h.join())
+    })
+    .map_err(|_| Error::Conflict(format!("pid {pid}: page writer thread panicked")))?;
+    ra?;
+    rb.map_err(|_| Error::Conflict(format!("pid {pid}: page writer thread panicked")))?
+}
+
+/// Waits for the root's report that it is set up.
+fn wait_ready(r: &OwnedFd) -> Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut got = 0;
     let mut buf = Vec::new();
-    while got < n {
+    while buf.len() < 8 {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Error::Conflict(format!(
-                "only {got} of {n} processes came up"
-            )));
+            return Err(Error::Conflict("the root process did not come up".into()));
         }
         let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(r), PollFlags::POLLIN)];
         let ms =
@@ -320,39 +736,83 @@ fn wait_ready(r: &OwnedFd, n: usize, undo: &mut Undo) -> Result<()> {
             Ok(_) => {}
             Err(e) => return Err(Error::io("ready pipe", e.into())),
         }
-        let mut chunk = [0u8; 512];
+        let mut chunk = [0u8; 8];
         let k = nix::unistd::read(r, &mut chunk).map_err(|e| Error::io("ready pipe", e.into()))?;
         if k == 0 {
-            return Err(Error::Conflict(format!(
-                "only {got} of {n} processes came up"
-            )));
+            return Err(Error::Conflict("the root process did not come up".into()));
         }
         buf.extend_from_slice(&chunk[..k]);
-        while buf.len() >= 8 {
-            let pid = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
-            let err = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
-            buf.drain(..8);
-            undo.pids.push(pid);
-            if err != 0 {
-                let e = std::io::Error::from_raw_os_error(err);
-                let what = if err == libc::EEXIST {
-                    "pid is in use".to_string()
-                } else {
-                    "setting up".to_string()
-                };
-                return Err(Error::sys(pid, what, e));
-            }
-            got += 1;
-        }
+    }
+    let pid = i32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let err = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if err != 0 {
+        return Err(Error::sys(
+            pid,
+            "setting up",
+            std::io::Error::from_raw_os_error(err),
+        ));
     }
     Ok(())
 }
 
-/// True when every process of the image has the restorer's own credentials (nothing to set).
-fn same_creds_as_me(img: &Image) -> bool {
+/// True when every process has the restorer's own credentials (nothing to set).
+fn same_creds_as_me(procs: &[ProcessImage]) -> bool {
     let Ok(me) = procfs::process::Process::myself().and_then(|p| p.status()) else {
         return false;
     };
     let mine = crate::dump::task::creds(&me);
-    img.processes.iter().all(|p| p.creds == mine)
+    procs.iter().all(|p| p.creds == mine)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::image::PageRun;
+
+    #[test]
+    fn cursor_cuts_records_along_runs() {
+        let runs = [
+            PageRun {
+                start: 0x1000,
+                npages: 2,
+                in_parent: false,
+            },
+            PageRun {
+                start: 0x3000,
+                npages: 1,
+                in_parent: true,
+            },
+            PageRun {
+                start: 0x5000,
+                npages: 3,
+                in_parent: false,
+            },
+        ];
+        let mut c = Cursor {
+            pid: 1,
+            runs: runs
+                .iter()
+                .filter(|r| !r.in_parent)
+                .map(|r| (r.start, r.start + r.npages * PAGE))
+                .collect(),
+            i: 0,
+            at: 0x1000,
+        };
+        let data = vec![7u8; 3 * 4096];
+        // one record spanning the first run and the start of the second
+        let got = c.take(0x1000, &data).unwrap();
+        assert_eq!(
+            got.iter().map(|p| (p.0, p.1.len())).collect::<Vec<_>>(),
+            vec![(0x1000, 8192), (0x5000, 4096)]
+        );
+        assert!(c.finish().is_err(), "two pages still missing");
+        assert!(c.take(0x7000, &data[..4096]).is_err(), "out of order");
+        c.take(0x6000, &data[..8192]).unwrap();
+        c.finish().unwrap();
+        assert!(
+            c.take(0x8000, &data[..4096]).is_err(),
+            "beyond the manifest"
+        );
+    }
 }

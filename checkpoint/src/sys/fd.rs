@@ -31,6 +31,15 @@ pub fn same_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> io::Result<bool> {
     Ok(r == 0)
 }
 
+/// True if processes `pid1` and `pid2` share one address space (a `vfork` child before it
+/// execs, or a `CLONE_VM` process).
+pub fn same_mm(pid1: i32, pid2: i32) -> io::Result<bool> {
+    const KCMP_VM: i32 = 1;
+    // SAFETY: no memory arguments.
+    let r = cvt(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_VM, 0, 0) })?;
+    Ok(r == 0)
+}
+
 /// Copies the bytes queued in pipe `src` (a read end) without consuming them.
 pub fn peek_pipe(src: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut queued: libc::c_int = 0;
@@ -257,14 +266,6 @@ pub fn set_rlimit(pid: i32, resource: u32, soft: u64, hard: u64) -> io::Result<(
     // SAFETY: the kernel reads one rlimit64 from &new.
     cvt_i(unsafe { libc::prlimit64(pid, resource as _, &new, std::ptr::null_mut()) })?;
     Ok(())
-}
-
-/// Duplicates `fd` to the lowest free number >= `min`, close-on-exec.
-pub fn dup_at_least(fd: BorrowedFd<'_>, min: i32) -> io::Result<OwnedFd> {
-    // SAFETY: no memory arguments; the result is a new fd we own.
-    let n = cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
-    // SAFETY: n was just returned by the kernel.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// An eventfd with the given counter and flags.

@@ -335,6 +335,36 @@ impl Injector {
     }
 }
 
+/// Makes the stopped, single-threaded tracee of `inj` exit with `code` (an injected
+/// `exit_group`) and takes the tracer's notification of its end: it is then a zombie waiting
+/// for its parent.
+pub fn end_by_exit(inj: &mut Injector, code: u64) -> io::Result<()> {
+    match inj.raw(libc::SYS_exit_group, [code, 0, 0, 0, 0, 0]) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(_) => Err(io::Error::other("exit_group returned")),
+    }
+}
+
+/// Makes the stopped tracee `tid` (single-threaded, `sig` unblocked or blockable, its default
+/// action set) die of `sig`, and takes the tracer's notification of its end: it is then a
+/// zombie waiting for its parent.
+pub fn end_by_signal(tid: i32, sig: i32) -> io::Result<()> {
+    let pid = Pid::from_raw(tid);
+    set_sigmask(tid, 0)?;
+    tgkill(tid, tid, sig)?;
+    np::cont(pid, None)?;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::__WALL))? {
+            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Ok(()),
+            // the signal about to be delivered: let it through
+            WaitStatus::Stopped(_, s) => np::cont(pid, Some(s))?,
+            WaitStatus::PtraceEvent(..) => np::cont(pid, None)?,
+            _ => {}
+        }
+    }
+}
+
 /// Kills a process with SIGKILL, ignoring a process that is already gone.
 pub fn kill9(pid: i32) {
     // SAFETY: kill has no memory arguments.

@@ -1,39 +1,14 @@
-//! Building the process tree at restore: `clone3` with `set_tid`, from inside each parent.
+//! The first process of a restored tree: `clone3` with `set_tid` from the restorer.
 //!
-//! Each restored process starts as a copy of the restorer. Before anything else it runs
-//! [`run_node`]: it takes its session or group, creates its own children (so parent links and
-//! pids are right), installs its file descriptors, its cwd and umask (its root directory comes
-//! last, once its files are mapped by their full paths), reports on a pipe, and
-//! waits in `pause()` for the restorer to seize it and replace its memory. The restorer may be
-//! multi-threaded, so the code running in the copies allocates nothing and takes no locks: it
-//! only reads the plan made before the first clone and makes raw system calls.
+//! The root starts as a copy of the restorer. Before anything else it runs [`run_holder`]: it
+//! takes its session or group, reports on a pipe and waits in `pause()` for the restorer to
+//! seize it, close the fds it inherited and replace its memory. Its descendants are created
+//! later from inside it, by injected `clone3` calls (see `restore::holder`). The restorer may
+//! be multi-threaded, so the code running in the copy allocates nothing and takes no locks: it
+//! only makes raw system calls.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
-
-/// What one process does between its creation and its seizure.
-#[derive(Debug)]
-pub struct SpawnNode {
-    /// Pid to create it with.
-    pub pid: i32,
-    /// Signal its parent gets when it exits.
-    pub exit_signal: i32,
-    /// Calls `setsid()` (it leads a session).
-    pub setsid: bool,
-    /// Calls `setpgid(0, 0)` (it leads a group in its parent's session).
-    pub setpgid_self: bool,
-    /// Indices of its children in the node table.
-    pub children: Vec<usize>,
-    /// `(source fd in the restorer, target fd, close-on-exec)`.
-    pub fds: Vec<(RawFd, RawFd, bool)>,
-    /// Ranges `[lo, hi]` of fds to close (every fd below the plan's base that is not a target).
-    pub close: Vec<(u32, u32)>,
-    /// Working directory.
-    pub cwd: CString,
-    /// umask.
-    pub umask: u32,
-}
 
 #[repr(C)]
 #[derive(Default)]
@@ -72,24 +47,25 @@ fn clone_with_pid(pid: i32, exit_signal: i32) -> libc::c_long {
     }
 }
 
-/// Creates the process of node `root` (and, from inside it, the whole subtree). Every process
-/// writes `(pid, errno)` as two i32 to `ready` once set up (errno 0) or on failure.
-/// Returns the root's pid in the caller.
-pub fn spawn_tree(nodes: &[SpawnNode], root: usize, ready: RawFd) -> io::Result<i32> {
-    let r = clone_with_pid(nodes[root].pid, nodes[root].exit_signal);
+/// Creates process `pid` as a child of the caller, in the caller's pid namespace; it calls
+/// `setsid()` (with `setsid`) or `setpgid(0, 0)` (with `setpgid_self`), then writes
+/// `(pid, errno)` as two i32 to `ready` (errno 0 once set up) and waits to be seized.
+/// Returns its pid in the caller.
+pub fn spawn_holder(
+    pid: i32,
+    exit_signal: i32,
+    setsid: bool,
+    setpgid_self: bool,
+    ready: RawFd,
+) -> io::Result<i32> {
+    let r = clone_with_pid(pid, exit_signal);
     if r == 0 {
-        run_node(nodes, root, ready);
+        run_holder(pid, setsid, setpgid_self, ready);
     }
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(r as i32)
-}
-
-fn report(ready: RawFd, pid: i32, err: i32) {
-    let msg = [pid, err];
-    // SAFETY: msg is 8 readable bytes; a write of 8 bytes to a pipe is atomic.
-    unsafe { libc::write(ready, msg.as_ptr().cast(), 8) };
 }
 
 fn errno() -> i32 {
@@ -98,44 +74,22 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-/// The code of a freshly cloned process (see the module doc). Never returns.
-fn run_node(nodes: &[SpawnNode], i: usize, ready: RawFd) -> ! {
-    let n = &nodes[i];
-    // SAFETY: only raw system calls on data prepared before the clone; no allocation, no
+/// The code of the freshly cloned root (see the module doc). Never returns.
+fn run_holder(pid: i32, setsid: bool, setpgid_self: bool, ready: RawFd) -> ! {
+    // SAFETY: only raw system calls on values copied before the clone; no allocation, no
     // locks, as required in a child of a multi-threaded process.
     unsafe {
         let mut err = 0;
-        if n.setsid {
+        if setsid {
             if libc::setsid() < 0 {
                 err = errno();
             }
-        } else if n.setpgid_self && libc::setpgid(0, 0) < 0 {
+        } else if setpgid_self && libc::setpgid(0, 0) < 0 {
             err = errno();
         }
-        if err == 0 {
-            for &c in &n.children {
-                let r = clone_with_pid(nodes[c].pid, nodes[c].exit_signal);
-                if r == 0 {
-                    run_node(nodes, c, ready);
-                }
-                if r < 0 {
-                    report(ready, nodes[c].pid, errno());
-                }
-            }
-            for &(src, dst, cloexec) in &n.fds {
-                if libc::dup3(src, dst, if cloexec { libc::O_CLOEXEC } else { 0 }) < 0 {
-                    err = errno();
-                }
-            }
-            for &(lo, hi) in &n.close {
-                libc::syscall(libc::SYS_close_range, lo, hi, 0);
-            }
-            if libc::chdir(n.cwd.as_ptr()) < 0 {
-                err = errno();
-            }
-            libc::umask(n.umask);
-        }
-        report(ready, n.pid, err);
+        let msg = [pid, err];
+        // a write of 8 bytes to a pipe is atomic
+        libc::write(ready, msg.as_ptr().cast(), 8);
         loop {
             libc::pause();
         }

@@ -32,8 +32,20 @@ pub trait DirtyTracker: std::fmt::Debug + Send {
     /// tracker tracks it from now on if it can.
     fn take_written(&mut self, range: TrackedRange) -> Result<Option<Vec<(u64, u64)>>>;
 
+    /// Whether the address space it tracks is still in use. False once the process exited or
+    /// replaced it by `exec`: the tracker then knows nothing of the process' memory.
+    fn mm_alive(&self) -> bool;
+
     /// Called once after all ranges of a round were taken.
     fn end_round(&mut self) -> Result<()> {
         Ok(())
     }
+}
+
+/// True while the address space behind an open /proc/PID/pagemap is in use: reading it returns
+/// nothing once its last user is gone (exit or exec), although the file stays open.
+pub(crate) fn pagemap_mm_alive(pagemap: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut entry = [0u8; 8];
+    matches!(pagemap.read_at(&mut entry, 0), Ok(8))
 }

@@ -69,6 +69,10 @@ impl DirtyTracker for SoftDirtyTracker {
         "soft-dirty"
     }
 
+    fn mm_alive(&self) -> bool {
+        super::pagemap_mm_alive(&self.pagemap)
+    }
+
     fn take_written(&mut self, r: TrackedRange) -> Result<Option<Vec<(u64, u64)>>> {
         let n = ((r.end - r.start) / 4096) as usize;
         let mut raw = vec![0u8; n * 8];

@@ -56,6 +56,10 @@ impl DirtyTracker for UffdTracker {
         "uffd-wp"
     }
 
+    fn mm_alive(&self) -> bool {
+        super::pagemap_mm_alive(&self.pagemap)
+    }
+
     fn take_written(&mut self, r: TrackedRange) -> Result<Option<Vec<(u64, u64)>>> {
         if r.kernel_tracked {
             if let Ok(w) = self.scan(r.start, r.end) {

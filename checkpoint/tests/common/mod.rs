@@ -192,6 +192,21 @@ pub fn restore(img: &Image) -> checkpoint::Result<RestoredProg> {
         ..Default::default()
     };
     let r = checkpoint::restore(img, &opts)?;
+    // the root has its own fds, none of the restorer's
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{}/fd", r.root))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    fds.sort_unstable();
+    let mut want: Vec<i32> = img
+        .process(r.root)
+        .unwrap()
+        .fds
+        .iter()
+        .map(|f| f.fd)
+        .collect();
+    want.sort_unstable();
+    assert_eq!(fds, want, "fds of restored pid {}", r.root);
     let pids = r.pids.clone();
     drop((in_r, out_w));
     Ok(RestoredProg {

@@ -1,15 +1,19 @@
 //! The helpers `ssid` starts inside its node's pid namespace to work on process trees:
 //!
-//! * `migrate-out --pid P`: pre-copy and freeze the tree of P; images on fd 1; reports on fd 3;
-//! * `migrate-in`: images on fd 0; restore with fds 4, 5, 6 as the tree's outside streams;
+//! * `migrate-out --pid P`: pre-copy and freeze the tree of P; images to the target on the
+//!   connection at fd 1; reports on fd 3;
+//! * `migrate-in`: images from the source on the connection at fd 0; restore with fds 4, 5, 6
+//!   as the tree's outside streams;
 //! * `checkpoint-out --pid P --dir D [--leave-running]`: write the tree of P to D;
 //! * `restore-in --dir D`: restore the image in D with fds 4, 5, 6 as outside streams.
 //!
-//! Each writes [`migrate::Report`] lines on fd 3 (and reads the verdict there, for
-//! `migrate-out`). A helper that dumps first mounts a /proc of its own: the host's /proc shows
-//! pids of the root namespace, the dumper needs those of the node's.
+//! Each writes [`migrate::Report`] lines on fd 3; the migration helpers first read there the
+//! key of their data stream ([`migrate::Start`]), then the daemon's verdict. A helper that
+//! dumps first mounts a /proc of its own: the host's /proc shows pids of the root namespace,
+//! the dumper needs those of the node's.
 
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 
 use anyhow::{Context, Result};
@@ -51,6 +55,17 @@ fn value<'a>(args: &'a [String], flag: &str) -> Result<&'a str> {
         .with_context(|| format!("{flag} needs a value"))
 }
 
+/// The key of the data stream, which the daemon sends first.
+fn data_key(ctl_in: &mut dyn BufRead) -> Result<[u8; 32]> {
+    let mut line = String::new();
+    ctl_in
+        .read_line(&mut line)
+        .context("cannot read the data stream key from ssid")?;
+    let start: migrate::Start =
+        serde_json::from_str(line.trim()).context("bad start line from ssid")?;
+    Ok(start.key)
+}
+
 /// A mount namespace of our own with a /proc of the pid namespace we are in.
 fn own_proc() -> Result<()> {
     unshare(CloneFlags::CLONE_NEWNS).context("cannot create a mount namespace")?;
@@ -81,15 +96,24 @@ fn run(mode: &str, args: &[String], ctl: &UnixStream) -> Result<Option<Report>> 
             own_proc()?;
             let mut ctl_out = ctl.try_clone().context("control socket")?;
             let mut ctl_in = BufReader::new(ctl.try_clone().context("control socket")?);
-            let data = std::io::stdout().lock();
+            let key = data_key(&mut ctl_in)?;
+            let conn = TcpStream::from(sys::inherited_fd(1));
             let mut policy = migrate::Policy::default();
             if args.iter().any(|a| a == "--rounds") {
                 policy.max_rounds = value(args, "--rounds")?.parse().context("--rounds")?;
             }
-            migrate::outbound::run(pid, &policy, data, &mut ctl_out, &mut ctl_in)?;
+            migrate::outbound::run(pid, &policy, &conn, &key, &mut ctl_out, &mut ctl_in)?;
             Ok(None)
         }
-        "migrate-in" => Ok(Some(migrate::inbound::run(std::io::stdin().lock(), stdio)?)),
+        "migrate-in" => {
+            let mut ctl_out = ctl.try_clone().context("control socket")?;
+            let mut ctl_in = BufReader::new(ctl.try_clone().context("control socket")?);
+            let key = data_key(&mut ctl_in)?;
+            let conn = TcpStream::from(sys::inherited_fd(0));
+            // it reports the restored tree itself, before it tells the source
+            migrate::inbound::run(&conn, &key, stdio, &mut ctl_out, &mut ctl_in)?;
+            Ok(None)
+        }
         "checkpoint-out" => {
             let pid: i32 = value(args, "--pid")?.parse().context("--pid")?;
             let dir = value(args, "--dir")?;

@@ -1,43 +1,52 @@
 //! Moving, checkpointing and restarting process trees, driven from the daemons; the work on
 //! the processes themselves is done by helpers (`ssid migrate-out`, ...) started inside the
 //! node's pid namespace, where the tree's pids are its own (see the `migrate` crate).
+//!
+//! A migration starts as an RPC (`MigrateIn`, answered `Ready`) on an authenticated connection
+//! between the two daemons; then each daemon hands that connection to its helper with a key
+//! both derive from the session, and the helpers send the images to each other directly
+//! (frames authenticated with that key): the daemons copy no image byte.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use migrate::{Report, Verdict};
+use migrate::{Report, Start, Verdict};
 use nix::fcntl::OFlag;
 use ssi_core::process::{Caller, MigrationReport};
 use ssi_core::rpc::{RpcRequest, RpcResponse};
 use ssi_core::wire::SecureStream;
 use ssi_core::NodeId;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::pipe;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::procman::ProcMan;
 use super::{cluster, Node};
 
-/// Bytes read from the helper's data pipe per network frame.
-const DATA_CHUNK: usize = 1 << 20;
+/// Label of the key the two daemons derive for a migration's data stream.
+const DATA_KEY_LABEL: &[u8] = b"ssi migration data stream";
 
 fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")
 }
 
-/// A pipe for image data, as large as the kernel lets an unprivileged process make it
-/// (1 MiB by default): fewer, larger reads and writes between helper and daemon.
-fn data_pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = pipe_pair()?;
-    let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .unwrap_or(1 << 20);
-    // A smaller pipe only costs speed.
-    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(max.min(1 << 20)));
-    Ok((r, w))
+/// Ends the RPC exchange on `conn` and turns it into the raw data stream a helper takes over
+/// (a blocking socket), with the key the helpers authenticate their frames with.
+fn data_stream(conn: SecureStream<TcpStream>) -> Result<(OwnedFd, [u8; 32])> {
+    let (tcp, key) = conn.into_raw(DATA_KEY_LABEL)?;
+    let std = tcp.into_std().context("data stream")?;
+    std.set_nonblocking(false).context("data stream")?;
+    Ok((std.into(), key))
+}
+
+/// Tells a helper just started how to authenticate its data stream.
+async fn start_helper(ctl: &mut tokio::net::unix::OwnedWriteHalf, key: [u8; 32]) -> Result<()> {
+    let mut line = serde_json::to_vec(&Start { key })?;
+    line.push(b'\n');
+    ctl.write_all(&line)
+        .await
+        .context("cannot talk to the migration helper")
 }
 
 fn dev_null() -> Result<OwnedFd> {
@@ -107,7 +116,7 @@ pub async fn migrate_out(
         Some(RpcResponse::Error { message }) => bail!("node {to}: {message}"),
         other => bail!("node {to}: unexpected answer {other:?}"),
     }
-    let (data_r, data_w) = data_pipe()?;
+    let (data, key) = data_stream(rpc)?;
     let (ctl, ctl_theirs) = control_pair()?;
     let (null, log) = (dev_null()?, log_fd()?);
     let mut args = vec!["--pid".to_string(), gpid.to_string()];
@@ -116,33 +125,29 @@ pub async fn migrate_out(
     }
     pm.helper(
         helper_argv("migrate-out", &args),
-        &[&null, &data_w, &log, &ctl_theirs],
+        &[&null, &data, &log, &ctl_theirs],
     )
     .await
     .context("cannot start the migration helper")?;
-    drop((data_w, ctl_theirs));
-    let data = pipe::Receiver::from_owned_fd(data_r).context("data pipe")?;
-    run_out(pm, gpid, to, rpc, data, ctl, t0)
-        .await
-        .map(|mut r| {
-            r.from = node.config.id;
-            r
-        })
+    // the helper holds the connection now: it closes when the helper ends
+    drop((data, ctl_theirs));
+    run_out(pm, gpid, to, ctl, key, t0).await.map(|mut r| {
+        r.from = node.config.id;
+        r
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_out(
     pm: &ProcMan,
     gpid: i32,
     to: NodeId,
-    rpc: SecureStream<TcpStream>,
-    mut data: pipe::Receiver,
     ctl: UnixStream,
+    key: [u8; 32],
     t0: Instant,
 ) -> Result<MigrationReport> {
     let (ctl_r, mut ctl_w) = ctl.into_split();
     let mut reports = BufReader::new(ctl_r).lines();
-    let (mut tx, mut rx) = rpc.split();
+    start_helper(&mut ctl_w, key).await?;
     let mut report = MigrationReport {
         gpid,
         pids: Vec::new(),
@@ -156,62 +161,60 @@ async fn run_out(
         restore_micros: 0,
     };
     let mut frozen_at: Option<Instant> = None;
-    let mut buf = vec![0u8; DATA_CHUNK];
-    let mut data_open = true;
     let verdict = |v: Verdict| {
         let mut line = serde_json::to_vec(&v).unwrap_or_default();
         line.push(b'\n');
         line
     };
     let failure: anyhow::Error = loop {
-        tokio::select! {
-            n = data.read(&mut buf), if data_open => match n {
-                Ok(0) | Err(_) => data_open = false,
-                Ok(n) => {
-                    report.bytes_sent += n as u64;
-                    if let Err(e) = tx.send(&RpcRequest::Data(buf[..n].to_vec())).await {
-                        break anyhow!("node {to}: {e}");
+        match next_report(&mut reports).await {
+            Ok(Some(Report::Round {
+                page_bytes, sent, ..
+            })) => {
+                report.rounds.push(page_bytes);
+                report.bytes_sent = sent;
+            }
+            Ok(Some(Report::Frozen {
+                page_bytes,
+                micros,
+                sent,
+            })) => {
+                report.final_page_bytes = page_bytes;
+                report.bytes_sent = sent;
+                frozen_at = Instant::now().checked_sub(std::time::Duration::from_micros(micros));
+            }
+            Ok(Some(Report::Restored { pids, micros, .. })) => {
+                let restored_at = Instant::now();
+                // Followers are sent to the target once the last output here is delivered.
+                pm.moved(gpid, to);
+                ctl_w
+                    .write_all(&verdict(Verdict::Commit))
+                    .await
+                    .context("commit")?;
+                // The helper exits once the source tree is killed; the init then reaps it.
+                while let Ok(Some(_)) = next_report(&mut reports).await {}
+                for _ in 0..250 {
+                    if !pm.holds(gpid) {
+                        break;
                     }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
-            },
-            r = next_report(&mut reports) => match r {
-                Ok(Some(Report::Round { page_bytes, .. })) => report.rounds.push(page_bytes),
-                Ok(Some(Report::Frozen { page_bytes, micros })) => {
-                    report.final_page_bytes = page_bytes;
-                    frozen_at = Instant::now().checked_sub(std::time::Duration::from_micros(micros));
-                }
-                Ok(Some(Report::Failed { error })) => break anyhow!("{error}"),
-                Ok(Some(other)) => break anyhow!("unexpected report from the migration helper: {other:?}"),
-                Ok(None) => break anyhow!("the migration helper stopped before the target ran the tree"),
-                Err(e) => break e,
-            },
-            answer = rx.recv::<RpcResponse>() => match answer {
-                Ok(Some(RpcResponse::Restored { pids, micros, .. })) => {
-                    let restored_at = Instant::now();
-                    // Followers are sent to the target once the last output here is delivered.
-                    pm.moved(gpid, to);
-                    ctl_w.write_all(&verdict(Verdict::Commit)).await.context("commit")?;
-                    // The helper exits once the source tree is killed; the init then reaps it.
-                    while let Ok(Some(_)) = next_report(&mut reports).await {}
-                    for _ in 0..250 {
-                        if !pm.holds(gpid) {
-                            break;
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    }
-                    report.pids = pids;
-                    report.restore_micros = micros;
-                    report.total_micros = t0.elapsed().as_micros() as u64;
-                    report.downtime_micros = frozen_at
-                        .map_or(0, |f| restored_at.duration_since(f).as_micros() as u64);
-                    tracing::info!(gpid, %to, downtime_us = report.downtime_micros, bytes = report.bytes_sent, "migrated");
-                    return Ok(report);
-                }
-                Ok(Some(RpcResponse::Error { message })) => break anyhow!("node {to}: {message}"),
-                Ok(Some(other)) => break anyhow!("node {to}: unexpected answer {other:?}"),
-                Ok(None) => break anyhow!("node {to} closed the connection during the migration"),
-                Err(e) => break anyhow!("node {to}: {e}"),
-            },
+                report.pids = pids;
+                report.restore_micros = micros;
+                report.total_micros = t0.elapsed().as_micros() as u64;
+                report.downtime_micros =
+                    frozen_at.map_or(0, |f| restored_at.duration_since(f).as_micros() as u64);
+                tracing::info!(gpid, %to, downtime_us = report.downtime_micros, bytes = report.bytes_sent, "migrated");
+                return Ok(report);
+            }
+            Ok(Some(Report::Failed { error })) => break anyhow!("{error}"),
+            Ok(Some(other)) => {
+                break anyhow!("unexpected report from the migration helper: {other:?}")
+            }
+            Ok(None) => {
+                break anyhow!("the migration helper stopped before the target ran the tree")
+            }
+            Err(e) => break e,
         }
     };
     // The source runs on: the helper resumes the tree on abort, or already did on failure.
@@ -255,6 +258,18 @@ impl Streams {
     }
 }
 
+/// Stops expecting the exit of a tree being received when the receiving ends, whatever way.
+struct Expecting<'a> {
+    pm: &'a ProcMan,
+    gpid: i32,
+}
+
+impl Drop for Expecting<'_> {
+    fn drop(&mut self) {
+        self.pm.forget(self.gpid);
+    }
+}
+
 /// Receives a migrating tree on `conn` (after `MigrateIn`): restores it here and takes it in.
 pub async fn migrate_in(
     node: &Node,
@@ -272,73 +287,75 @@ pub async fn migrate_in(
             return Ok(());
         }
     };
-    // An exit of the restored tree before its record is made must reach the record.
+    // An exit of the restored tree before its record is made must reach the record; once the
+    // record is made (or the restore failed) nothing is expected any more.
     pm.expect(gpid);
-    let mut streams = Some(Streams::new()?);
-    let (data_r, data_w) = data_pipe()?;
+    let _expecting = Expecting { pm, gpid };
+    let streams = Streams::new()?;
     let (ctl, ctl_theirs) = control_pair()?;
     let (null, log) = (dev_null()?, log_fd()?);
-    let st = streams.as_ref().context("streams")?;
+    conn.send(&RpcResponse::Ready).await?;
+    let (data, key) = data_stream(conn)?;
     let started = pm
         .helper(
             helper_argv("migrate-in", &[]),
             &[
-                &data_r,
+                &data,
                 &null,
                 &log,
                 &ctl_theirs,
-                &st.stdin_r,
-                &st.out_w,
-                &st.err_w,
+                &streams.stdin_r,
+                &streams.out_w,
+                &streams.err_w,
             ],
         )
         .await;
     if let Err(e) = started {
-        conn.send(&RpcResponse::Error {
-            message: format!("cannot start the restore helper: {e:#}"),
+        // the source waits on the data stream: tell it there
+        let why = format!("cannot start the restore helper: {e:#}");
+        tokio::task::spawn_blocking(move || {
+            let mut w = migrate::framing::FrameWriter::new(
+                std::fs::File::from(data),
+                &key,
+                migrate::framing::Direction::ToSource,
+            );
+            w.send(migrate::framing::Kind::Failed, why.as_bytes())
         })
-        .await?;
+        .await??;
         return Ok(());
     }
-    drop((data_r, ctl_theirs));
-    conn.send(&RpcResponse::Ready).await?;
-    let mut data = Some(pipe::Sender::from_owned_fd(data_w).context("data pipe")?);
-    let (ctl_r, _ctl_w) = ctl.into_split();
+    // the helper holds the connection now: it closes when the helper ends
+    drop((data, ctl_theirs));
+    let (ctl_r, mut ctl_w) = ctl.into_split();
+    start_helper(&mut ctl_w, key).await?;
     let mut reports = BufReader::new(ctl_r).lines();
-    loop {
-        tokio::select! {
-            msg = conn.recv::<RpcRequest>() => match msg {
-                Ok(Some(RpcRequest::Data(bytes))) => {
-                    if let Some(w) = data.as_mut() {
-                        if w.write_all(&bytes).await.is_err() {
-                            // The helper failed; its report says why.
-                            data = None;
-                        }
-                    }
-                }
-                Ok(Some(RpcRequest::DataEnd)) => data = None,
-                Ok(Some(other)) => bail!("unexpected request during a migration: {other:?}"),
-                // The source went away: the helper sees the stream end and gives up.
-                Ok(None) | Err(_) => data = None,
-            },
-            r = next_report(&mut reports) => {
-                let answer = match r {
-                    Ok(Some(Report::Restored { root, pids, micros })) if root == gpid => {
-                        streams.take().context("streams")?.adopt(pm, gpid, uid)?;
-                        RpcResponse::Restored { gpid, pids, micros }
-                    }
-                    Ok(Some(Report::Failed { error })) => RpcResponse::Error { message: error },
-                    Ok(other) => RpcResponse::Error { message: format!("restore helper: unexpected {other:?}") },
-                    Err(e) => RpcResponse::Error { message: format!("{e:#}") },
-                };
-                if matches!(answer, RpcResponse::Error { .. }) {
-                    pm.forget(gpid);
-                }
-                conn.send(&answer).await?;
-                return Ok(());
-            }
+    // The helper tells the source itself, once we said "commit" (after taking the tree in).
+    match next_report(&mut reports).await {
+        Ok(Some(Report::Restored { root, .. })) if root == gpid => {
+            let taken = streams.adopt(pm, gpid, uid);
+            let v = if taken.is_ok() {
+                Verdict::Commit
+            } else {
+                Verdict::Abort
+            };
+            let mut line = serde_json::to_vec(&v)?;
+            line.push(b'\n');
+            ctl_w.write_all(&line).await.context("commit")?;
+            taken?;
+            tracing::info!(gpid, "migrated in");
         }
+        Ok(Some(Report::Failed { error })) => {
+            tracing::warn!(gpid, %error, "incoming migration failed");
+        }
+        Ok(other) => {
+            let _ = ctl_w.write_all(b"\"abort\"\n").await;
+            bail!("restore helper: unexpected {other:?}");
+        }
+        Err(e) => return Err(e),
     }
+    // the helper reports nothing more; it ends once the source is told
+    while let Ok(Some(_)) = next_report(&mut reports).await {}
+    Ok(())
 }
 
 /// Checkpoints the tree of `gpid`, hosted here, into `dir`.

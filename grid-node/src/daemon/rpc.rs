@@ -89,9 +89,6 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                 sched(node, super::cluster::SchedOp::Set(policy, params)).await
             }
             RpcRequest::SchedBalance => sched(node, super::cluster::SchedOp::Balance).await,
-            RpcRequest::Data(_) | RpcRequest::DataEnd => {
-                error(anyhow::anyhow!("migration data outside of a migration"))
-            }
             RpcRequest::Join { identity, name } => admit(node, identity, &name, peer).await,
             RpcRequest::Ps => match &node.procs {
                 Ok(pm) => RpcResponse::Processes(pm.ps()),

@@ -54,6 +54,9 @@ pub struct ProcMan {
     expecting: Mutex<HashSet<i32>>,
     /// Exits of expected pids that came before their record.
     early: Mutex<HashMap<i32, ExitStatus>>,
+    /// Trees that moved away, whose copy left here is about to be killed: that death is not
+    /// their exit, even once their record is gone (a tree may come back under the same gpid).
+    departed: Mutex<HashMap<i32, Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -83,6 +86,7 @@ impl ProcMan {
             table: Arc::default(),
             expecting: Mutex::default(),
             early: Mutex::default(),
+            departed: Mutex::default(),
         });
         let weak = Arc::downgrade(&pm);
         tokio::spawn(async move {
@@ -119,7 +123,7 @@ impl ProcMan {
         }
     }
 
-    /// Stops expecting `gpid` (its restore failed).
+    /// Stops expecting `gpid`: its record is made, or its restore failed.
     pub fn forget(&self, gpid: i32) {
         let _table = lock(&self.table);
         lock(&self.expecting).remove(&gpid);
@@ -127,6 +131,9 @@ impl ProcMan {
     }
 
     fn exited(&self, pid: i32, status: ExitStatus) {
+        if lock(&self.departed).remove(&pid).is_some() {
+            return;
+        }
         let rec = {
             let table = lock(&self.table);
             match table.get(&pid) {
@@ -158,6 +165,7 @@ impl ProcMan {
 
     /// Forgets exit statuses nobody collected in time.
     fn sweep(&self) {
+        lock(&self.departed).retain(|_, at| at.elapsed() < Duration::from_secs(60));
         lock(&self.table)
             .retain(|_, rec| lock(&rec.exited_at).is_none_or(|at| at.elapsed() < KEEP_EXITED));
     }
@@ -233,8 +241,15 @@ impl ProcMan {
             }
         }
         let table = self.table.clone();
+        let this = Arc::downgrade(&rec);
         output::start(out_r, err_r, attach_rx, exit_rx, follower, move || {
-            lock(&table).remove(&gpid);
+            // the record of a tree that came back here after a migration is not this one
+            let mut t = lock(&table);
+            if t.get(&gpid)
+                .is_some_and(|r| Arc::as_ptr(r) == this.as_ptr())
+            {
+                t.remove(&gpid);
+            }
         })
         .context("cannot watch output pipes")
     }
@@ -257,6 +272,7 @@ impl ProcMan {
     /// Marks `gpid` as moved to `to`: its followers are sent there once its last output here
     /// is delivered, and its coming death here is not its exit.
     pub fn moved(&self, gpid: i32, to: NodeId) {
+        lock(&self.departed).insert(gpid, Instant::now());
         if let Some(rec) = lock(&self.table).get(&gpid) {
             let _ = rec.exit.send(Some(End::Moved(to)));
         }
