@@ -24,7 +24,7 @@ pub mod sample;
 
 pub use balance::{BalanceConfig, Balancer, LocalProc, Move};
 pub use policy::Policy;
-pub use sample::{Candidate, NodeSample, Request};
+pub use sample::{NodeSample, Request};
 
 use ssi_core::NodeId;
 

@@ -29,9 +29,6 @@ pub struct NodeSample {
     pub pending: u32,
 }
 
-/// The name earlier code used for a sample.
-pub type Candidate = NodeSample;
-
 impl NodeSample {
     /// Samples of the alive members of a cluster view.
     pub fn from_view(view: &[NodeView]) -> Vec<NodeSample> {

@@ -352,5 +352,48 @@ fn processes(tb: &Testbed, dir: &std::path::Path) -> Result<()> {
     for g in &loops {
         ssi(tb, 1, &["kill", "-s", "KILL", g])?;
     }
-    Ok(())
+    mpi(tb, dir)
+}
+
+/// The MPI program of the demo (also used by the MPI end-to-end test).
+const MPI_RING: &str = include_str!("../tests/progs/mpi_ring.c");
+
+/// Whether `prog` is on the PATH.
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| d.join(prog).is_file())
+    })
+}
+
+fn mpi(tb: &Testbed, dir: &std::path::Path) -> Result<()> {
+    if !on_path("mpicc") || !on_path("mpirun") {
+        step("Skipping the MPI part: mpicc/mpirun not found (scripts/setup.sh installs Open MPI)");
+        return Ok(());
+    }
+    let src = dir.join("mpi_ring.c");
+    let prog = dir.join("mpi_ring");
+    std::fs::write(&src, MPI_RING).context("write mpi_ring.c")?;
+    let built = Command::new("mpicc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&prog)
+        .arg(&src)
+        .status()
+        .context("cannot run mpicc")?;
+    anyhow::ensure!(built.success(), "mpicc failed: {built}");
+    // One rank per CPU of the cluster: `ssi mpirun` gives mpirun one slot per CPU of each node.
+    let nodes = Command::new(tb.bin("ssi"))
+        .args(["info", "--json"])
+        .env("SSI_SOCKET", tb.socket(1))
+        .output()
+        .context("cannot run ssi")?;
+    let cpus = serde_json::from_slice::<serde_json::Value>(&nodes.stdout)
+        .ok()
+        .and_then(|v| v["cpus"].as_u64())
+        .context("cannot read the cluster's CPUs from ssi info --json")?;
+    let prog = prog.to_str().context("path")?;
+    step(&format!(
+        "An MPI job over the cluster, no hostfile: ssi mpirun -np {cpus} (a ring and an allreduce)"
+    ));
+    ssi(tb, 1, &["mpirun", "-np", &cpus.to_string(), prog])
 }

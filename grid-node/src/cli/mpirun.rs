@@ -26,7 +26,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use scheduler::{least_loaded, Candidate, Request};
+use scheduler::{least_loaded, NodeSample, Request};
 use ssi_core::control::{ControlRequest, ControlResponse};
 use ssi_core::pids::PidRange;
 use ssi_core::process::RunSpec;
@@ -56,9 +56,9 @@ pub fn node_of_host(host: &str) -> Result<NodeId> {
 
 /// The nodes that may run ranks, most preferred first, with their slots (CPUs): alive nodes
 /// that can host processes, ordered as the placement policy would pick them one after
-/// another (least load per CPU first; ties to the lowest id).
+/// another (least runnable threads per CPU first; ties to the lowest id).
 pub fn host_list(view: &[NodeView]) -> Vec<(NodeId, u32)> {
-    let mut left: Vec<Candidate> = Candidate::from_view(view)
+    let mut left: Vec<NodeSample> = NodeSample::from_view(view)
         .into_iter()
         .filter(|c| PidRange::of(c.id).is_some())
         .collect();
@@ -349,7 +349,7 @@ mod tests {
             load5: 0.0,
             load15: 0.0,
             ssi_procs: 0,
-            runnable: 0.0,
+            runnable: load1,
             labels: Default::default(),
             local: id == 1,
         }
