@@ -204,9 +204,14 @@ impl SchedLayer {
             labels: {
                 let labels = key_values(self.labels, "label")?;
                 let len: usize = labels.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-                if len > 120 || labels.iter().any(|(k, v)| format!("{k}{v}").contains([',', '='])) {
+                if len > 120
+                    || labels
+                        .iter()
+                        .any(|(k, v)| format!("{k}{v}").contains([',', '=']))
+                {
                     return Err(Error::Config(
-                        "labels: at most 120 bytes in all, no ',' or '=' inside a key or value".into(),
+                        "labels: at most 120 bytes in all, no ',' or '=' inside a key or value"
+                            .into(),
                     ));
                 }
                 labels

@@ -31,8 +31,8 @@ use crate::auth::{ClusterKey, TAG_LEN};
 use crate::error::{Error, Result};
 
 /// Version of every message format of this crate; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// Largest frame accepted (page data travels in frames of at most this size).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Largest frame accepted.
 pub const MAX_FRAME: usize = 16 << 20;
 /// How long the authentication handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -360,9 +360,8 @@ const MPI_RING: &str = include_str!("../tests/progs/mpi_ring.c");
 
 /// Whether `prog` is on the PATH.
 fn on_path(prog: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|d| d.join(prog).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(prog).is_file()))
 }
 
 fn mpi(tb: &Testbed, dir: &std::path::Path) -> Result<()> {

@@ -92,6 +92,19 @@ pub enum Leg {
     Moved(NodeId),
 }
 
+/// Runs the two directions of a session side by side until one of them ends the leg. Each
+/// direction waits on its own: a program that stops reading its stdin until its output is read
+/// (`cat` with a full pipe) must not stop its output from being read.
+async fn both_ways(
+    input: impl Future<Output = Result<Leg>>,
+    output: impl Future<Output = Result<Leg>>,
+) -> Result<Leg> {
+    tokio::select! {
+        r = output => r,
+        r = input => r,
+    }
+}
+
 /// Carries one hosted process's output to `sink` and input from `source` until it ends or
 /// moves (the `Moved` output is passed on too). If the user goes away first, the process group
 /// gets SIGHUP, as when a terminal hangs up.
@@ -103,23 +116,9 @@ pub async fn follow_local(
     mut sink: impl OutputSink,
     forward_input: bool,
 ) -> Result<Leg> {
-    loop {
-        tokio::select! {
-            o = outputs.recv() => match o {
-                Some(o) => {
-                    let leg = match o {
-                        Output::Exited(_) => Some(Leg::Done),
-                        Output::Moved { node } => Some(Leg::Moved(node)),
-                        _ => None,
-                    };
-                    sink.put(o).await?;
-                    if let Some(leg) = leg {
-                        return Ok(leg);
-                    }
-                }
-                None => return Ok(Leg::Done),
-            },
-            i = source.next_input() => match i {
+    let input = async {
+        loop {
+            match source.next_input().await {
                 // Input for a process that just ended (its exit is on its way) goes nowhere.
                 Ok(Some(i)) if forward_input => {
                     if let Err(e) = pm.input(gpid, i).await {
@@ -133,9 +132,24 @@ pub async fn follow_local(
                     }
                     return Ok(Leg::Done);
                 }
-            },
+            }
         }
-    }
+    };
+    let output = async {
+        while let Some(o) = outputs.recv().await {
+            let leg = match o {
+                Output::Exited(_) => Some(Leg::Done),
+                Output::Moved { node } => Some(Leg::Moved(node)),
+                _ => None,
+            };
+            sink.put(o).await?;
+            if let Some(leg) = leg {
+                return Ok(leg);
+            }
+        }
+        Ok(Leg::Done)
+    };
+    both_ways(input, output).await
 }
 
 /// Chooses the node for a new process.
@@ -455,52 +469,61 @@ async fn relay(
             "node {host} ({host_name}) {why}; process {gpid} is lost"
         ))
     };
-    loop {
-        tokio::select! {
-            i = client_rx.next_input() => match i {
+    let input = async {
+        loop {
+            match client_rx.next_input().await {
                 Ok(Some(i)) if forward_input => host_tx.send(&RpcRequest::Input(i)).await?,
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     // The user went away: hang up, as a terminal would.
                     if forward_input {
-                        let _ = host_tx.send(&RpcRequest::Input(Input::Signal(libc::SIGHUP))).await;
+                        let _ = host_tx
+                            .send(&RpcRequest::Input(Input::Signal(libc::SIGHUP)))
+                            .await;
                     }
                     return Ok(Leg::Done);
                 }
-            },
-            r = host_rx.recv::<RpcResponse>() => match r {
-                Ok(Some(RpcResponse::Output(o))) => {
-                    let leg = match o {
-                        Output::Exited(_) => {
-                            node.directory().remove(&gpid);
-                            Some(Leg::Done)
+            }
+        }
+    };
+    let output = async {
+        loop {
+            tokio::select! {
+                r = host_rx.recv::<RpcResponse>() => match r {
+                    Ok(Some(RpcResponse::Output(o))) => {
+                        let leg = match o {
+                            Output::Exited(_) => {
+                                node.directory().remove(&gpid);
+                                Some(Leg::Done)
+                            }
+                            Output::Moved { node: to } => Some(Leg::Moved(to)),
+                            _ => None,
+                        };
+                        client_tx.put(o).await?;
+                        if let Some(leg) = leg {
+                            return Ok(leg);
                         }
-                        Output::Moved { node: to } => Some(Leg::Moved(to)),
-                        _ => None,
-                    };
-                    client_tx.put(o).await?;
-                    if let Some(leg) = leg {
-                        return Ok(leg);
                     }
-                }
-                Ok(Some(RpcResponse::Error { message })) => {
-                    client_tx.send(&ControlResponse::Error { message, code: EXIT_SSI_ERROR }).await?;
-                    return Ok(Leg::Done);
-                }
-                Ok(Some(other)) => return Err(anyhow!("unexpected message from node {host}: {other:?}")),
-                Ok(None) | Err(_) => {
-                    client_tx.put(lost("went away")).await?;
-                    return Ok(Leg::Done);
-                }
-            },
-            ev = events.recv() => {
-                if let Ok(MemberEvent::Dead(id) | MemberEvent::Left(id)) = ev {
-                    if id.id == host {
-                        client_tx.put(lost("died")).await?;
+                    Ok(Some(RpcResponse::Error { message })) => {
+                        client_tx.send(&ControlResponse::Error { message, code: EXIT_SSI_ERROR }).await?;
                         return Ok(Leg::Done);
+                    }
+                    Ok(Some(other)) => return Err(anyhow!("unexpected message from node {host}: {other:?}")),
+                    Ok(None) | Err(_) => {
+                        client_tx.put(lost("went away")).await?;
+                        return Ok(Leg::Done);
+                    }
+                },
+                ev = events.recv() => {
+                    if let Ok(MemberEvent::Dead(id) | MemberEvent::Left(id)) = ev {
+                        if id.id == host {
+                            client_tx.put(lost("died")).await?;
+                            return Ok(Leg::Done);
+                        }
                     }
                 }
             }
         }
-    }
+    };
+    both_ways(input, output).await
 }
