@@ -90,7 +90,8 @@ pub fn create(nodes: usize) -> Result<u8> {
     ensure_bridge()?;
     let made = (1..=nodes).try_for_each(|n| add_node(slot, n));
     if let Err(e) = made {
-        remove_slot(slot);
+        // under the lock already taken: flock is per open file, a second one would wait forever
+        remove_slot_locked(slot);
         return Err(e);
     }
     Ok(slot)
@@ -144,6 +145,10 @@ pub fn check_route(addr: Ipv4Addr) -> Result<()> {
 /// Removes every namespace of `slot`, and the bridge once no testbed uses it.
 pub fn remove_slot(slot: u8) {
     let Ok(_guard) = lock() else { return };
+    remove_slot_locked(slot);
+}
+
+fn remove_slot_locked(slot: u8) {
     let Ok(all) = namespaces() else { return };
     for ns in all.iter().filter(|n| slot_of(n) == Some(slot)) {
         // Deleting the namespace destroys its end of the veth pair, which takes the other end.
