@@ -263,12 +263,14 @@ impl Testbed {
         std::fs::write(nd.join("ssid.toml"), text).context("cannot write node config")
     }
 
-    /// A command that runs `program` where node `n` lives (inside its namespace, if any).
+    /// A command that runs `program` where node `n` lives (inside its network namespace, if
+    /// any). `nsenter --net` changes the network namespace only: `ip netns exec` would also
+    /// mount a fresh /sys, without the cgroup hierarchies the node's CPU quota needs.
     pub fn command_on(&self, n: usize, program: &Path) -> Command {
         match self.netns(n) {
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", &ns]).arg(program);
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
                 c
             }
             None => Command::new(program),

@@ -20,8 +20,8 @@ pub struct Member {
     pub gpid: i32,
 }
 
-/// Every process of the namespace `ns` except its init and ssid's own helpers (processes
-/// running the daemon's executable).
+/// Every process of the namespace `ns` except its init, ssid's own helpers (processes
+/// running the daemon's executable) and zombies the init is about to reap.
 pub fn members(ns: u64) -> Vec<Member> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -39,8 +39,13 @@ pub fn members(ns: u64) -> Vec<Member> {
         if pid_ns_inode(root_pid) != Some(ns) {
             continue;
         }
-        if ours.is_some() && std::fs::read_link(format!("/proc/{root_pid}/exe")).ok() == ours {
-            continue;
+        match std::fs::read_link(format!("/proc/{root_pid}/exe")) {
+            Ok(exe) if Some(&exe) == ours.as_ref() => continue,
+            Ok(_) => {}
+            // No executable: a zombie. One left to the init is being reaped (an ended helper
+            // or program whose end is on its way); it is no process of the user any more.
+            Err(_) if reaped_by_init(root_pid) => continue,
+            Err(_) => {}
         }
         if let Some(gpid) = ns_pid(root_pid) {
             if gpid != 1 {
@@ -49,6 +54,13 @@ pub fn members(ns: u64) -> Vec<Member> {
         }
     }
     out
+}
+
+/// Whether `root_pid` is a zombie whose parent is the namespace's init.
+fn reaped_by_init(root_pid: i32) -> bool {
+    Process::new(root_pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|st| st.state == 'Z' && ns_pid(st.ppid) == Some(1))
 }
 
 /// The innermost pid of `root_pid` (last entry of NSpid in /proc/PID/status).
