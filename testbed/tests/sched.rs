@@ -168,7 +168,8 @@ fn an_overloaded_node_moves_work_to_idle_ones_on_its_own() {
             "balance_cooldown_ms = 1500".into(),
         ],
     };
-    let tb = Testbed::up_with(&dir.path().join("tb"), 3, false, opts).expect("testbed");
+    // In network namespaces, as the demo runs it: the nodes' CPU quota (cgroups) must work there.
+    let tb = Testbed::up_with(&dir.path().join("tb"), 3, true, opts).expect("testbed");
     // Three CPU-bound jobs on one node of half a CPU.
     let jobs: Vec<_> = (0..3)
         .map(|_| {
