@@ -68,7 +68,8 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// The guided tour: boot 3 nodes, show them, crash one, bring it back, tear down.
+    /// The guided tour: boot 3 nodes, crash one and bring it back; as root also run programs,
+    /// migrate, checkpoint and restart, re-balance, and run an MPI job; tear down.
     Demo {
         /// Use network namespaces (root only).
         #[arg(long)]

@@ -33,6 +33,14 @@ fn first_line(child: &mut Child) -> (String, BufReader<std::process::ChildStdout
     (line, out)
 }
 
+/// The pid the test programs print as the second field of their lines.
+fn pid_field(line: &str) -> i64 {
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
 fn migrate(tb: &Testbed, via: usize, gpid: i64, to: usize) -> std::process::Output {
     ssi(
         tb,
@@ -73,12 +81,7 @@ fn counter_migrates(netns: bool) {
     let counter = compile("counter", d.path());
     let mut client = run_via(&tb, 3, 1, &[counter.to_str().expect("path"), "150", "20"]);
     let (first, mut out) = first_line(&mut client);
-    let gpid: i64 = first
-        .split_whitespace()
-        .nth(1)
-        .expect("pid")
-        .parse()
-        .expect("pid");
+    let gpid = pid_field(&first);
     assert!(
         (4096..=8191).contains(&gpid),
         "started on node 1 with a pid of its range"
@@ -128,12 +131,7 @@ fn shell_loop_with_short_lived_children_migrates() {
     let script = "i=0; while [ $i -lt 100 ]; do echo \"$i $$\"; i=$((i+1)); sleep 0.02; done";
     let mut client = run_via(&tb, 1, 1, &["sh", "-c", script]);
     let (first, mut out) = first_line(&mut client);
-    let gpid: i64 = first
-        .split_whitespace()
-        .nth(1)
-        .expect("pid")
-        .parse()
-        .expect("pid");
+    let gpid = pid_field(&first);
     // Several times there and back, each with pre-copy rounds, while it keeps forking.
     for to in [2, 1, 2] {
         let m = migrate(&tb, 1, gpid, to);
@@ -201,12 +199,7 @@ fn killing_the_source_node_after_migration_leaves_the_process_running() {
     let counter = compile("counter", d.path());
     let mut client = run_via(&tb, 3, 1, &[counter.to_str().expect("path"), "120", "20"]);
     let (first, mut out) = first_line(&mut client);
-    let gpid: i64 = first
-        .split_whitespace()
-        .nth(1)
-        .expect("pid")
-        .parse()
-        .expect("pid");
+    let gpid = pid_field(&first);
     let m = migrate(&tb, 3, gpid, 2);
     assert!(
         m.status.success(),
@@ -288,12 +281,7 @@ fn failed_migration_leaves_the_process_running_and_says_why() {
     let script = "import socket,time,os\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nfor i in range(60):\n  print(i, os.getpid(), flush=True)\n  time.sleep(0.05)\n";
     let mut client = run_via(&tb, 1, 1, &["python3", "-c", script]);
     let (first, mut out) = first_line(&mut client);
-    let gpid: i64 = first
-        .split_whitespace()
-        .nth(1)
-        .expect("pid")
-        .parse()
-        .expect("pid");
+    let gpid = pid_field(&first);
     let m = migrate(&tb, 1, gpid, 2);
     assert_eq!(m.status.code(), Some(1));
     let err = String::from_utf8_lossy(&m.stderr);
@@ -315,12 +303,7 @@ fn checkpoint_on_one_node_and_restart_on_another() {
     let image = d.path().join("image");
     let mut client = run_via(&tb, 1, 1, &[counter.to_str().expect("path"), "80", "20"]);
     let (first, mut out) = first_line(&mut client);
-    let gpid: i64 = first
-        .split_whitespace()
-        .nth(1)
-        .expect("pid")
-        .parse()
-        .expect("pid");
+    let gpid = pid_field(&first);
     std::thread::sleep(Duration::from_millis(300));
     let c = ssi(
         &tb,
