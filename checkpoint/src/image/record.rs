@@ -243,6 +243,8 @@ pub struct SliceRecord {
 }
 
 /// Parses all records of one part held in memory, checking every checksum; stops at END.
+/// Headers are read in order; payload checksums are checked on two threads when there is
+/// enough to share (a part of page data is mostly payload).
 pub fn parse_slice(bytes: &[u8]) -> Result<Vec<SliceRecord>, String> {
     let mut out = Vec::new();
     let mut pos = 0usize;
@@ -258,15 +260,49 @@ pub fn parse_slice(bytes: &[u8]) -> Result<Vec<SliceRecord>, String> {
             .and_then(|l| offset.checked_add(l))
             .filter(|&e| e <= bytes.len())
             .ok_or_else(|| format!("record at byte {pos}: truncated payload"))?;
-        if crc32fast::hash(&bytes[offset..end]) != header.crc {
-            return Err(format!("record at byte {pos}: payload checksum mismatch"));
-        }
         if header.kind == Kind::End {
-            return Ok(out);
+            check_payload(bytes, &SliceRecord { header, offset })?;
+            break;
         }
         out.push(SliceRecord { header, offset });
         pos = end;
     }
+    let total: u64 = out.iter().map(|r| r.header.len).sum();
+    if total < PARALLEL_CHECK_BYTES {
+        out.iter().try_for_each(|r| check_payload(bytes, r))?;
+    } else {
+        // split where half the payload bytes are reached
+        let mut acc = 0;
+        let mid = out
+            .iter()
+            .position(|r| {
+                acc += r.header.len;
+                acc >= total / 2
+            })
+            .map_or(out.len(), |i| i + 1);
+        let (a, b) = out.split_at(mid);
+        let check = |part: &[SliceRecord]| part.iter().try_for_each(|r| check_payload(bytes, r));
+        let (ra, rb) = crossbeam::thread::scope(|s| {
+            let h = s.spawn(|_| check(b));
+            (check(a), h.join())
+        })
+        .map_err(|_| "checksum thread panicked".to_string())?;
+        ra?;
+        rb.map_err(|_| "checksum thread panicked".to_string())??;
+    }
+    Ok(out)
+}
+
+/// Payload bytes of a part above which its checksums are checked on two threads.
+const PARALLEL_CHECK_BYTES: u64 = 16 << 20;
+
+fn check_payload(bytes: &[u8], r: &SliceRecord) -> Result<(), String> {
+    let payload = &bytes[r.offset..r.offset + r.header.len as usize];
+    if crc32fast::hash(payload) != r.header.crc {
+        let at = r.offset - HEADER_LEN - r.header.pad as usize;
+        return Err(format!("record at byte {at}: payload checksum mismatch"));
+    }
+    Ok(())
 }
 
 /// Reads records one at a time from a byte stream, checking every checksum.
@@ -398,6 +434,27 @@ mod tests {
             b[at] ^= 0x55;
             let e = parse_slice(&b).unwrap_err();
             assert!(e.contains(want), "{at}: {e}");
+        }
+    }
+
+    #[test]
+    fn corruption_is_detected_in_either_half_of_a_large_part() {
+        // 24 records of 1 MiB: above the size whose checksums are checked on two threads
+        let mut w = RecordWriter::new(Vec::new(), true);
+        let page = vec![0x5au8; 1 << 20];
+        for i in 0..24u64 {
+            w.data(Kind::Pages, 1, i << 20, &[&page[..]]).unwrap();
+        }
+        w.end().unwrap();
+        let good = w.into_inner();
+        assert_eq!(parse_slice(&good).unwrap().len(), 24);
+        let recs = parse_slice(&good).unwrap();
+        for r in [&recs[2], &recs[20]] {
+            let mut b = good.clone();
+            b[r.offset + 100] ^= 1;
+            let e = parse_slice(&b).unwrap_err();
+            let at = r.offset - HEADER_LEN - r.header.pad as usize;
+            assert_eq!(e, format!("record at byte {at}: payload checksum mismatch"));
         }
     }
 

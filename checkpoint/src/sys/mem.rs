@@ -321,5 +321,5 @@ pub mod uffd_copy {
 pub fn map_image(f: &std::fs::File) -> io::Result<memmap2::Mmap> {
     // SAFETY: the mapping is only read. Image files are written once and never modified in
     // place; if another process truncated one while it is mapped, reads would fault (SIGBUS).
-    unsafe { memmap2::MmapOptions::new().populate().map(f) }
+    unsafe { memmap2::MmapOptions::new().map(f) }
 }
