@@ -17,6 +17,7 @@
 //! replace ssi's. The host names are synthetic (`ssi-node-ID`) on purpose: a name that resolves
 //! to this machine would make mpirun start that node's daemon itself, outside ssi.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::ffi::OsString;
 use std::fmt;
@@ -26,11 +27,11 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use scheduler::{least_loaded, NodeSample, Request};
+use scheduler::policy::LeastLoaded;
+use scheduler::{NodeSample, Policy, Request};
 use ssi_core::control::{ControlRequest, ControlResponse};
 use ssi_core::pids::PidRange;
 use ssi_core::process::RunSpec;
-use ssi_core::view::NodeView;
 use ssi_core::NodeId;
 
 /// Prefix of the host names given to mpirun: node N is `ssi-node-N`.
@@ -54,23 +55,39 @@ pub fn node_of_host(host: &str) -> Result<NodeId> {
         })
 }
 
-/// The nodes that may run ranks, most preferred first, with their slots (CPUs): alive nodes
-/// that can host processes, ordered as the placement policy would pick them one after
-/// another (least runnable threads per CPU first; ties to the lowest id).
-pub fn host_list(view: &[NodeView]) -> Vec<(NodeId, u32)> {
-    let mut left: Vec<NodeSample> = NodeSample::from_view(view)
+/// The nodes that may run ranks, most preferred first, with their slots (CPUs): of `nodes`
+/// (alive nodes as the placement policy sees them), those that can host processes, in the
+/// order `policy` picks them one after another.
+pub fn host_list(nodes: Vec<NodeSample>, policy: &mut dyn Policy) -> Vec<(NodeId, u32)> {
+    let mut left: Vec<NodeSample> = nodes
         .into_iter()
         .filter(|c| PidRange::of(c.id).is_some())
         .collect();
     let mut order = Vec::with_capacity(left.len());
-    while let Some(id) = least_loaded(&left, Request::default()) {
+    while let Some(id) = policy.place(&left, &Request::default()) {
         let Some(i) = left.iter().position(|c| c.id == id) else {
             break;
         };
-        let c = left.swap_remove(i);
+        let c = left.remove(i);
         order.push((c.id, c.cpus.max(1)));
     }
     order
+}
+
+/// The local node's placement policy and the nodes as it sees them (after its filters), from
+/// what `ssi sched show` reads. `None` if the daemon does not say, or if the policy is external
+/// (it is the daemon's to run, not this command's).
+async fn local_policy(socket: &Path) -> Option<(Box<dyn Policy>, Vec<NodeSample>)> {
+    let docs = super::sched::ask(socket, ControlRequest::SchedShow).await.ok()?;
+    let me = docs.first()?;
+    let name = me["policy"].as_str()?;
+    if name == "external" {
+        return None;
+    }
+    let params: BTreeMap<String, String> = serde_json::from_value(me["params"].clone()).ok()?;
+    let nodes: Vec<NodeSample> = serde_json::from_value(me["view"].clone()).ok()?;
+    let policy = scheduler::registry::policy(name, &params).ok()?;
+    Some((policy, nodes))
 }
 
 /// An IPv4 network, `addr/prefix`.
@@ -240,7 +257,14 @@ pub async fn mpirun(socket: &Path, args: Vec<OsString>) -> Result<Infallible> {
     let ControlResponse::Nodes(view) = super::call(socket, ControlRequest::Nodes).await? else {
         bail!("ssid sent an unexpected answer to a nodes request");
     };
-    let hosts = host_list(&view);
+    let (mut policy, nodes) = match local_policy(socket).await {
+        Some(p) => p,
+        None => (
+            Box::new(LeastLoaded) as Box<dyn Policy>,
+            NodeSample::from_view(&view),
+        ),
+    };
+    let hosts = host_list(nodes, policy.as_mut());
     if hosts.is_empty() {
         bail!("no alive node of the cluster can host processes");
     }
@@ -332,7 +356,7 @@ pub async fn agent(socket: &Path, host: &str, command: &[OsString]) -> Result<i3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ssi_core::view::MemberState;
+    use ssi_core::view::{MemberState, NodeView};
 
     fn node(id: u16, state: MemberState, cpus: u32, load1: f64, addr: &str) -> NodeView {
         NodeView {
@@ -366,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn hosts_are_alive_nodes_least_loaded_first_with_cpus_as_slots() {
+    fn hosts_are_alive_nodes_in_policy_order_with_cpus_as_slots() {
         let view = [
             node(1, MemberState::Alive, 4, 3.0, "10.0.0.1:7700"),
             node(2, MemberState::Alive, 2, 0.5, "10.0.0.2:7700"),
@@ -376,7 +400,7 @@ mod tests {
             // Above the pid ranges: cannot host.
             node(2000, MemberState::Alive, 64, 0.0, "10.0.0.6:7700"),
         ];
-        let order = host_list(&view);
+        let order = host_list(NodeSample::from_view(&view), &mut LeastLoaded);
         assert_eq!(
             order,
             vec![
@@ -386,6 +410,12 @@ mod tests {
                 (NodeId(1), 4), // 0.75
             ]
         );
+        // Another policy, another order: pack fills the busiest node that has room first.
+        let mut pack = scheduler::registry::policy("pack", &BTreeMap::new()).expect("pack");
+        let order = host_list(NodeSample::from_view(&view), pack.as_mut());
+        let ids: Vec<u16> = order.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+        assert_eq!((ids[0], ids[3]), (1, 4), "{ids:?}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use ssi_core::control::{ControlRequest, ControlResponse};
 
 /// Sends a scheduler request; returns each node's JSON document.
-async fn ask(socket: &Path, req: ControlRequest) -> Result<Vec<serde_json::Value>> {
+pub(super) async fn ask(socket: &Path, req: ControlRequest) -> Result<Vec<serde_json::Value>> {
     match super::call(socket, req).await? {
         ControlResponse::Sched(docs) => docs.iter().map(|d| Ok(serde_json::from_str(d)?)).collect(),
         other => bail!("ssid sent an unexpected answer to a scheduler request: {other:?}"),
