@@ -14,6 +14,11 @@
 //!   report to its daemon; on "commit" kill the frozen source (on "abort" resume it)
 //! ```
 //!
+//! If the answer never comes after the last image (the connection broke, or a timeout), the
+//! source helper reports `unanswered` and keeps the tree frozen; its daemon asks the target
+//! daemon, which says whether it took the tree in and, if not, refuses to take it in from then
+//! on. So the tree runs in one place only: the target's if it was taken in, else the source's.
+//!
 //! The helpers speak [`framing`] on the data stream and [`report`] lines on their control
 //! sockets. Downtime is from the freeze to the source daemon's news that the tree runs.
 #![forbid(unsafe_code)]
@@ -46,6 +51,10 @@ pub enum Error {
     /// The other side of the migration failed and said why (it undid what it did).
     #[error("the other node: {0}")]
     Target(String),
+    /// The last image was sent but the target's answer never came: whether the tree runs
+    /// there is not known from the data stream.
+    #[error("no answer from the target: {0}")]
+    Unanswered(String),
 }
 
 /// Result of this crate.

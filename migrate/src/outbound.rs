@@ -67,12 +67,9 @@ pub(crate) fn readable(fd: impl AsFd, timeout: Duration) -> bool {
 fn answer<R: Read>(back: &mut FrameReader<R>) -> Result<Report> {
     let (kind, payload) = back.recv().map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::Target("it closed the data stream".into())
+            Error::Unanswered("it closed the data stream".into())
         } else {
-            Error::Io {
-                what: "read the target's answer",
-                source: e,
-            }
+            Error::Unanswered(format!("read the target's answer: {e}"))
         }
     })?;
     match kind {
@@ -236,20 +233,45 @@ where
     let restored = if readable(conn, ANSWER_TIMEOUT) {
         answer(back)
     } else {
-        Err(Error::Target(format!(
-            "no answer within {} s",
+        Err(Error::Unanswered(format!(
+            "none within {} s",
             ANSWER_TIMEOUT.as_secs()
         )))
     };
     let restored = match restored {
         Ok(r @ Report::Restored { .. }) => r,
-        Ok(other) => {
-            frozen.resume()?;
-            return Err(Error::Protocol(format!("unexpected answer {other:?}")));
-        }
-        Err(e) => {
+        // the target said it failed: it undid what it built
+        Err(e @ Error::Target(_)) => {
             frozen.resume()?;
             return Err(e);
+        }
+        // The target may run the tree or not: its daemon knows. Until ours has asked, the
+        // tree stays frozen here.
+        other => {
+            let e = match other {
+                Ok(r) => Error::Unanswered(format!("unexpected answer {r:?}")),
+                Err(e) => e,
+            };
+            let asked = say(
+                ctl_out,
+                &Report::Unanswered {
+                    error: e.to_string(),
+                },
+            );
+            if let Err(said) = asked {
+                frozen.resume()?;
+                return Err(said);
+            }
+            return match verdict(ctl_in) {
+                Verdict::Commit => {
+                    frozen.kill()?;
+                    Ok(Verdict::Commit)
+                }
+                Verdict::Abort => {
+                    frozen.resume()?;
+                    Err(e)
+                }
+            };
         }
     };
     say(ctl_out, &restored)?;

@@ -43,6 +43,13 @@ pub enum Report {
         /// Time restore took, in microseconds.
         micros: u64,
     },
+    /// The last image is sent but the target's answer did not come; the tree is held frozen
+    /// until the daemon's verdict: commit (the target daemon took it in) kills it, abort
+    /// resumes it.
+    Unanswered {
+        /// Why there is no answer.
+        error: String,
+    },
     /// The helper failed; nothing it did is left half-done.
     Failed {
         /// One line.

@@ -96,6 +96,12 @@ pub enum RpcRequest {
         /// Who asks (checked against the process owner).
         caller: Caller,
     },
+    /// From the source of a migration of `gpid` to this node whose answer never came: did this
+    /// node take the tree in? If it did not yet, it never will (answered by `Settled`).
+    SettleMigration {
+        /// Root of the migrating tree.
+        gpid: i32,
+    },
 }
 
 /// An answer to an [`RpcRequest`].
@@ -157,5 +163,11 @@ pub enum RpcResponse {
     Error {
         /// What went wrong, in one line.
         message: String,
+    },
+    /// Answer to `SettleMigration`: the pids of the tree if this node took it in (it runs
+    /// here), `None` if it did not (and will not).
+    Settled {
+        /// The tree's pids, if it runs here.
+        pids: Option<Vec<i32>>,
     },
 }

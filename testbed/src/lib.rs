@@ -270,7 +270,9 @@ impl Testbed {
         match self.netns(n) {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(program);
                 c
             }
             None => Command::new(program),

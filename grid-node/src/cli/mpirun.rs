@@ -78,7 +78,9 @@ pub fn host_list(nodes: Vec<NodeSample>, policy: &mut dyn Policy) -> Vec<(NodeId
 /// what `ssi sched show` reads. `None` if the daemon does not say, or if the policy is external
 /// (it is the daemon's to run, not this command's).
 async fn local_policy(socket: &Path) -> Option<(Box<dyn Policy>, Vec<NodeSample>)> {
-    let docs = super::sched::ask(socket, ControlRequest::SchedShow).await.ok()?;
+    let docs = super::sched::ask(socket, ControlRequest::SchedShow)
+        .await
+        .ok()?;
     let me = docs.first()?;
     let name = me["policy"].as_str()?;
     if name == "external" {

@@ -131,13 +131,16 @@ pub async fn migrate_out(
     .context("cannot start the migration helper")?;
     // the helper holds the connection now: it closes when the helper ends
     drop((data, ctl_theirs));
-    run_out(pm, gpid, to, ctl, key, t0).await.map(|mut r| {
-        r.from = node.config.id;
-        r
-    })
+    run_out(node, pm, gpid, to, ctl, key, t0)
+        .await
+        .map(|mut r| {
+            r.from = node.config.id;
+            r
+        })
 }
 
 async fn run_out(
+    node: &Node,
     pm: &ProcMan,
     gpid: i32,
     to: NodeId,
@@ -207,6 +210,32 @@ async fn run_out(
                 tracing::info!(gpid, %to, downtime_us = report.downtime_micros, bytes = report.bytes_sent, "migrated");
                 return Ok(report);
             }
+            Ok(Some(Report::Unanswered { error })) => {
+                // The target daemon decides: the tree runs there if it took it in, else here.
+                match settle(node, gpid, to).await {
+                    Ok(Some(pids)) => {
+                        tracing::warn!(gpid, %to, %error, "no answer from the target, but it runs the tree");
+                        let restored_at = Instant::now();
+                        pm.moved(gpid, to);
+                        ctl_w
+                            .write_all(&verdict(Verdict::Commit))
+                            .await
+                            .context("commit")?;
+                        while let Ok(Some(_)) = next_report(&mut reports).await {}
+                        report.pids = pids;
+                        report.total_micros = t0.elapsed().as_micros() as u64;
+                        report.downtime_micros = frozen_at
+                            .map_or(0, |f| restored_at.duration_since(f).as_micros() as u64);
+                        return Ok(report);
+                    }
+                    Ok(None) => break anyhow!("{error}; node {to} did not take the tree in"),
+                    Err(e) => {
+                        break anyhow!(
+                            "{error}; node {to} cannot say whether it took the tree in ({e:#})"
+                        )
+                    }
+                }
+            }
             Ok(Some(Report::Failed { error })) => break anyhow!("{error}"),
             Ok(Some(other)) => {
                 break anyhow!("unexpected report from the migration helper: {other:?}")
@@ -224,6 +253,25 @@ async fn run_out(
     Err(failure.context(format!(
         "migration of {gpid} to node {to} failed; it runs on where it was"
     )))
+}
+
+/// Asks node `to` whether it took in the tree of `gpid` whose answer never came: its pids if
+/// it did; `None` if it did not (then it never will).
+async fn settle(node: &Node, gpid: i32, to: NodeId) -> Result<Option<Vec<i32>>> {
+    let mut rpc = cluster::connect(node, to).await?;
+    rpc.send(&RpcRequest::SettleMigration { gpid }).await?;
+    match rpc.recv::<RpcResponse>().await? {
+        Some(RpcResponse::Settled { pids }) => Ok(pids),
+        Some(RpcResponse::Error { message }) => bail!("{message}"),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// What node `node` answers a source that asks about its migration of `gpid` here.
+pub fn settled(node: &Node, gpid: i32) -> RpcResponse {
+    RpcResponse::Settled {
+        pids: node.incoming.settle(gpid),
+    }
 }
 
 /// The pipes a restored tree gets as its standard streams, and the other ends we keep.
@@ -287,6 +335,7 @@ pub async fn migrate_in(
             return Ok(());
         }
     };
+    node.incoming.begin(gpid);
     // An exit of the restored tree before its record is made must reach the record; once the
     // record is made (or the restore failed) nothing is expected any more.
     pm.expect(gpid);
@@ -331,8 +380,19 @@ pub async fn migrate_in(
     let mut reports = BufReader::new(ctl_r).lines();
     // The helper tells the source itself, once we said "commit" (after taking the tree in).
     match next_report(&mut reports).await {
-        Ok(Some(Report::Restored { root, .. })) if root == gpid => {
-            let taken = streams.adopt(pm, gpid, uid);
+        Ok(Some(Report::Restored { root, pids, .. })) if root == gpid => {
+            // not if the source, without an answer, settled it as not taken meanwhile
+            let taken = if node.incoming.take(gpid, &pids) {
+                let taken = streams.adopt(pm, gpid, uid);
+                if taken.is_err() {
+                    node.incoming.untake(gpid);
+                }
+                taken
+            } else {
+                Err(anyhow!(
+                    "the source resumed the tree (it got no answer in time)"
+                ))
+            };
             let v = if taken.is_ok() {
                 Verdict::Commit
             } else {

@@ -13,6 +13,7 @@ mod cgroup;
 mod cluster;
 mod control;
 pub mod helpers;
+mod incoming;
 mod join;
 mod migration;
 pub mod nsinit;
@@ -55,6 +56,8 @@ pub struct Node {
     directory: Mutex<HashMap<i32, ProcessView>>,
     /// The scheduler of this node.
     pub sched: sched::Sched,
+    /// Outcomes of migrations to this node, for sources that got no answer.
+    incoming: incoming::Incoming,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -163,6 +166,7 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
         gossip,
         procs,
         directory: Mutex::default(),
+        incoming: incoming::Incoming::default(),
         sched,
     });
     tracing::info!(

@@ -54,6 +54,7 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
             RpcRequest::MigrateIn { gpid, uid } => {
                 return super::migration::migrate_in(node, gpid, uid, conn).await
             }
+            RpcRequest::SettleMigration { gpid } => super::migration::settled(node, gpid),
             RpcRequest::Migrate {
                 gpid,
                 to,
