@@ -169,7 +169,8 @@ async fn run_out(
         line.push(b'\n');
         line
     };
-    let failure: anyhow::Error = loop {
+    // The tree's pids and the target's restore time once it runs there, or why not.
+    let outcome: Result<(Vec<i32>, u64)> = loop {
         match next_report(&mut reports).await {
             Ok(Some(Report::Round {
                 page_bytes, sent, ..
@@ -186,65 +187,60 @@ async fn run_out(
                 report.bytes_sent = sent;
                 frozen_at = Instant::now().checked_sub(std::time::Duration::from_micros(micros));
             }
-            Ok(Some(Report::Restored { pids, micros, .. })) => {
-                let restored_at = Instant::now();
-                // Followers are sent to the target once the last output here is delivered.
-                pm.moved(gpid, to);
-                ctl_w
-                    .write_all(&verdict(Verdict::Commit))
-                    .await
-                    .context("commit")?;
-                // The helper exits once the source tree is killed; the init then reaps it.
-                while let Ok(Some(_)) = next_report(&mut reports).await {}
-                for _ in 0..250 {
-                    if !pm.holds(gpid) {
-                        break;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok(Some(Report::Restored { pids, micros, .. })) => break Ok((pids, micros)),
+            // The target daemon decides: the tree runs there if it took it in, else here.
+            Ok(Some(Report::Unanswered { error })) => match settle(node, gpid, to).await {
+                Ok(Some(pids)) => {
+                    tracing::warn!(gpid, %to, %error, "no answer from the target, but it runs the tree");
+                    break Ok((pids, 0));
                 }
-                report.pids = pids;
-                report.restore_micros = micros;
-                report.total_micros = t0.elapsed().as_micros() as u64;
-                report.downtime_micros =
-                    frozen_at.map_or(0, |f| restored_at.duration_since(f).as_micros() as u64);
-                tracing::info!(gpid, %to, downtime_us = report.downtime_micros, bytes = report.bytes_sent, "migrated");
-                return Ok(report);
-            }
-            Ok(Some(Report::Unanswered { error })) => {
-                // The target daemon decides: the tree runs there if it took it in, else here.
-                match settle(node, gpid, to).await {
-                    Ok(Some(pids)) => {
-                        tracing::warn!(gpid, %to, %error, "no answer from the target, but it runs the tree");
-                        let restored_at = Instant::now();
-                        pm.moved(gpid, to);
-                        ctl_w
-                            .write_all(&verdict(Verdict::Commit))
-                            .await
-                            .context("commit")?;
-                        while let Ok(Some(_)) = next_report(&mut reports).await {}
-                        report.pids = pids;
-                        report.total_micros = t0.elapsed().as_micros() as u64;
-                        report.downtime_micros = frozen_at
-                            .map_or(0, |f| restored_at.duration_since(f).as_micros() as u64);
-                        return Ok(report);
-                    }
-                    Ok(None) => break anyhow!("{error}; node {to} did not take the tree in"),
-                    Err(e) => {
-                        break anyhow!(
-                            "{error}; node {to} cannot say whether it took the tree in ({e:#})"
-                        )
-                    }
+                Ok(None) => break Err(anyhow!("{error}; node {to} did not take the tree in")),
+                Err(e) => {
+                    break Err(anyhow!(
+                        "{error}; node {to} cannot say whether it took the tree in ({e:#})"
+                    ))
                 }
-            }
-            Ok(Some(Report::Failed { error })) => break anyhow!("{error}"),
+            },
+            Ok(Some(Report::Failed { error })) => break Err(anyhow!("{error}")),
             Ok(Some(other)) => {
-                break anyhow!("unexpected report from the migration helper: {other:?}")
+                break Err(anyhow!(
+                    "unexpected report from the migration helper: {other:?}"
+                ))
             }
             Ok(None) => {
-                break anyhow!("the migration helper stopped before the target ran the tree")
+                break Err(anyhow!(
+                    "the migration helper stopped before the target ran the tree"
+                ))
             }
-            Err(e) => break e,
+            Err(e) => break Err(e),
         }
+    };
+    let failure = match outcome {
+        Ok((pids, micros)) => {
+            let restored_at = Instant::now();
+            // Followers are sent to the target once the last output here is delivered.
+            pm.moved(gpid, to);
+            ctl_w
+                .write_all(&verdict(Verdict::Commit))
+                .await
+                .context("commit")?;
+            // The helper exits once the source tree is killed; the init then reaps it.
+            while let Ok(Some(_)) = next_report(&mut reports).await {}
+            for _ in 0..250 {
+                if !pm.holds(gpid) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            report.pids = pids;
+            report.restore_micros = micros;
+            report.total_micros = t0.elapsed().as_micros() as u64;
+            report.downtime_micros =
+                frozen_at.map_or(0, |f| restored_at.duration_since(f).as_micros() as u64);
+            tracing::info!(gpid, %to, downtime_us = report.downtime_micros, bytes = report.bytes_sent, "migrated");
+            return Ok(report);
+        }
+        Err(failure) => failure,
     };
     // The source runs on: the helper resumes the tree on abort, or already did on failure.
     let _ = ctl_w.write_all(&verdict(Verdict::Abort)).await;
