@@ -1,0 +1,153 @@
+//! The source helper when the target reads the whole last image and then goes away without an
+//! answer: it reports `unanswered`, keeps the tree frozen, and kills or resumes it by the
+//! verdict its daemon gives. Real process, real freeze, real frames; the target is a thread
+//! that reads the frames and closes the connection.
+
+use std::io::Cursor;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use migrate::framing::{Direction, FrameReader, Kind};
+use migrate::{outbound, Error, Policy, Verdict};
+
+const KEY: [u8; 32] = [7; 32];
+
+fn root_or_skip() -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    eprintln!("skipped: migration (ptrace, freezing a tree) needs root");
+    false
+}
+
+/// A process that sleeps with nothing open but its standard streams (/dev/null): what the
+/// test runner leaves open would be fds leading outside the tree, which a dump refuses.
+fn sleeper() -> Child {
+    let child = Command::new("python3")
+        .args([
+            "-c",
+            "import os, time\nos.closerange(3, 65536)\ntime.sleep(60)",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn python3");
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", child.id())).map_or(0, Iterator::count);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fds() != 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(fds(), 3, "the sleeper closed its other fds");
+    child
+}
+
+/// The state letter of `pid` in /proc (R, S, t, Z, ...).
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// Migrates `pid` out to a target that reads every image, then closes without answering;
+/// `verdict` is what the daemon says. Returns the result and the report lines.
+fn migrate_unanswered(pid: u32, verdict: &str) -> (migrate::Result<Verdict>, String) {
+    let (source, target) = UnixStream::pair().expect("socketpair");
+    let peer = std::thread::spawn(move || {
+        let mut r = FrameReader::new(&target, &KEY, Direction::ToTarget);
+        loop {
+            match r.finish_image().expect("read an image") {
+                Kind::FinalEnd => break,
+                Kind::RoundEnd => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // gone without a word
+    });
+    let policy = Policy {
+        max_rounds: 0,
+        ..Policy::default()
+    };
+    let mut reports = Vec::new();
+    let mut daemon = Cursor::new(format!("\"{verdict}\"\n").into_bytes());
+    let r = outbound::run(
+        i32::try_from(pid).expect("pid"),
+        &policy,
+        &source,
+        &KEY,
+        &mut reports,
+        &mut daemon,
+    );
+    peer.join().expect("target thread");
+    (r, String::from_utf8(reports).expect("utf-8 reports"))
+}
+
+#[test]
+fn unanswered_then_commit_kills_the_frozen_tree() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut child = sleeper();
+    let (r, reports) = migrate_unanswered(child.id(), "commit");
+    assert!(
+        matches!(r, Ok(Verdict::Commit)),
+        "{r:?}\nreports:\n{reports}"
+    );
+    assert!(reports.contains("\"unanswered\""), "{reports}");
+    assert!(
+        reports.contains("closed the data stream"),
+        "the reason is reported: {reports}"
+    );
+    // killed: gone, or a zombie (its parent, this test, is also its tracer, and the freezer
+    // may have reaped it while waiting for the kill)
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(state(pid), None | Some('Z')) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        matches!(state(pid), None | Some('Z')),
+        "state {:?}",
+        state(pid)
+    );
+    if let Ok(status) = child.wait() {
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(nix::sys::signal::Signal::SIGKILL as i32),
+            "{status}"
+        );
+    }
+}
+
+#[test]
+fn unanswered_then_abort_resumes_the_tree() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut child = sleeper();
+    let (r, reports) = migrate_unanswered(child.id(), "abort");
+    assert!(
+        matches!(r, Err(Error::Unanswered(_))),
+        "{r:?}\nreports:\n{reports}"
+    );
+    assert!(reports.contains("\"unanswered\""), "{reports}");
+    // resumed: running or sleeping again, neither stopped nor gone
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = state(child.id());
+        if matches!(last, Some('S' | 'R')) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(matches!(last, Some('S' | 'R')), "state {last:?}");
+    assert!(child.try_wait().expect("try_wait").is_none(), "it runs on");
+    let _ = child.kill();
+    let _ = child.wait();
+}
