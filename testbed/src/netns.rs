@@ -59,6 +59,19 @@ fn namespaces() -> Result<Vec<String>> {
         .collect())
 }
 
+/// The host-side veth ends of testbed nodes (`ssi<slot>n<node>h`) in this namespace. They can
+/// outlive their namespace for a moment: a deleted namespace's devices go away asynchronously.
+fn host_links() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.strip_suffix('h').and_then(slot_of).is_some())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn slot_of(ns: &str) -> Option<u8> {
     let rest = ns.strip_prefix("ssi")?;
     let (slot, node) = rest.split_once('n')?;
@@ -83,7 +96,12 @@ pub fn create(nodes: usize) -> Result<u8> {
         bail!("--netns needs root (network namespaces, veth pairs and a bridge)");
     }
     let _guard = lock()?;
-    let used: Vec<u8> = namespaces()?.iter().filter_map(|n| slot_of(n)).collect();
+    let mut used: Vec<u8> = namespaces()?.iter().filter_map(|n| slot_of(n)).collect();
+    used.extend(
+        host_links()
+            .iter()
+            .filter_map(|l| l.strip_suffix('h').and_then(slot_of)),
+    );
     let slot = (1..=250u8)
         .find(|s| !used.contains(s))
         .context("all 250 testbed slots are in use (run `ssi-testbed down` on old testbeds)")?;
@@ -149,9 +167,16 @@ pub fn remove_slot(slot: u8) {
 }
 
 fn remove_slot_locked(slot: u8) {
+    // The veth pairs first: deleting one end removes both at once, while a deleted
+    // namespace's devices go away later, and the next testbed could find the names taken.
+    for link in host_links()
+        .iter()
+        .filter(|l| l.strip_suffix('h').and_then(slot_of) == Some(slot))
+    {
+        let _ = ip(&["link", "del", link]);
+    }
     let Ok(all) = namespaces() else { return };
     for ns in all.iter().filter(|n| slot_of(n) == Some(slot)) {
-        // Deleting the namespace destroys its end of the veth pair, which takes the other end.
         let _ = ip(&["netns", "del", ns]);
     }
     let others = namespaces()
@@ -172,6 +197,8 @@ mod tests {
         assert_eq!(slot_of("ssi3n12"), Some(3));
         assert_eq!(slot_of("other"), None);
         assert_eq!(slot_of("ssixn1"), None);
+        assert_eq!("ssi3n12h".strip_suffix('h').and_then(slot_of), Some(3));
+        assert_eq!("ssibr0".strip_suffix('h').and_then(slot_of), None);
         assert_eq!(
             node_addr(3, 12).expect("addr"),
             Ipv4Addr::new(10, 77, 3, 12)
