@@ -64,11 +64,13 @@ fn cluster_forms_and_cli_reports_nodes_and_info_as_json() {
             assert!(!row[key].is_null(), "row {i} lacks {key}: {row}");
         }
     }
-    // Probe data arrives shortly after the join.
+    // Probe data arrives shortly after the join, on every node.
     let named = wait_until(SETTLE, || {
-        let rows = json(&ssi(&tb, 3, &["nodes", "--json"]));
-        rows.as_array()
-            .is_some_and(|r| r.iter().all(|n| n["cpus"].as_u64() > Some(0)))
+        (1..=3).all(|via| {
+            let rows = json(&ssi(&tb, via, &["nodes", "--json"]));
+            rows.as_array()
+                .is_some_and(|r| r.iter().all(|n| n["cpus"].as_u64() > Some(0)))
+        })
     });
     assert!(named, "probe data did not spread");
     let rows = json(&ssi(&tb, 3, &["nodes", "--json"]));
