@@ -319,3 +319,13 @@ pub fn inherited_fd(n: RawFd) -> OwnedFd {
     // helper refers to it; taking it once makes this value its only owner.
     unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n) }
 }
+
+/// Bytes written into the pipe behind `fd` (either end) and not read yet (`FIONREAD`).
+pub fn pipe_unread(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points to `n`, alive for the
+    // whole call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
+    Errno::result(r)?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}

@@ -251,3 +251,106 @@ fn placement_constraints_follow_gossiped_labels() {
     assert_eq!(none.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no alive node fits"));
 }
+
+/// The node each of `gpids` runs on, from `ssi ps` through node `via`.
+fn nodes_of(tb: &Testbed, via: usize, gpids: &[i64]) -> Vec<Option<i64>> {
+    let ps = json(&ssi(tb, via, &["ps", "--json"]));
+    let rows = ps.as_array().cloned().unwrap_or_default();
+    gpids
+        .iter()
+        .map(|g| {
+            rows.iter()
+                .find(|p| p["gpid"] == *g)
+                .and_then(|p| p["node"].as_i64())
+        })
+        .collect()
+}
+
+/// Re-balancing leaves a process alone while input is on its way into it (bytes in its stdin
+/// pipe that it has not read: a migration would lose them), and moves it once it has read them.
+#[test]
+fn processes_with_unread_input_are_not_moved() {
+    use std::io::{BufRead, BufReader, Write};
+    if !root_or_skip("hosting processes and migration") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let go = dir.path().join("go");
+    let opts = testbed::NodeOptions {
+        cpu_quota: Some(0.5),
+        sched: vec![
+            "balance_interval_ms = 300".into(),
+            "min_residence_ms = 500".into(),
+            "balance_cooldown_ms = 500".into(),
+        ],
+    };
+    let tb = Testbed::up_with(&dir.path().join("tb"), 2, false, opts).expect("testbed");
+    // Busy until the file exists, then reads its input, says how much, and stays busy.
+    let script = "import os, sys\nprint(os.getpid(), flush=True)\nwhile not os.path.exists(sys.argv[1]): pass\nprint(len(sys.stdin.buffer.read(1000)), flush=True)\nwhile True: pass\n";
+    let mut jobs: Vec<_> = (0..2)
+        .map(|_| {
+            common::ssi_cmd(
+                &tb,
+                1,
+                &[
+                    "run",
+                    "--node",
+                    "1",
+                    "--",
+                    "python3",
+                    "-c",
+                    script,
+                    go.to_str().expect("path"),
+                ],
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+        })
+        .collect();
+    let mut outs = Vec::new();
+    let mut gpids = Vec::new();
+    for j in &mut jobs {
+        j.stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(&[b'x'; 1000])
+            .expect("write input");
+        let mut out = BufReader::new(j.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read pid");
+        gpids.push(line.trim().parse::<i64>().expect("pid"));
+        outs.push(out);
+    }
+    // Two busy processes on a node of half a CPU, an idle node beside it: without their unread
+    // input, one would move within a second.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        assert_eq!(
+            nodes_of(&tb, 2, &gpids),
+            vec![Some(1), Some(1)],
+            "a process with unread input moved"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::write(&go, b"").expect("create the go file");
+    for out in &mut outs {
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read count");
+        assert_eq!(line.trim(), "1000", "all input arrived");
+    }
+    let moved = testbed::wait_until(Duration::from_secs(20), || {
+        nodes_of(&tb, 2, &gpids).contains(&Some(2))
+    });
+    assert!(
+        moved,
+        "once its input is read, a process moves off the busy node"
+    );
+    for g in &gpids {
+        let _ = ssi(&tb, 1, &["kill", "-s", "KILL", &g.to_string()]);
+    }
+    for mut j in jobs {
+        let _ = j.wait();
+    }
+}

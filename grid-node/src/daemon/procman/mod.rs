@@ -40,6 +40,20 @@ struct Hosted {
     exited_at: Mutex<Option<Instant>>,
 }
 
+impl Hosted {
+    /// Whether input is on its way into the program: being written to its stdin pipe, or
+    /// there and not read yet. A migration would lose those bytes, so re-balancing leaves
+    /// such a process where it is.
+    fn input_in_flight(&self) -> bool {
+        match self.stdin.try_lock() {
+            Err(_) => true,
+            Ok(w) => w.as_ref().is_some_and(|w| {
+                crate::sys::pipe_unread(std::os::fd::AsFd::as_fd(w)).map_or(true, |n| n > 0)
+            }),
+        }
+    }
+}
+
 type Table = Arc<Mutex<HashMap<i32, Arc<Hosted>>>>;
 
 /// The process manager of this node.
@@ -375,14 +389,14 @@ impl ProcMan {
     }
 
     /// The trees this node could move away: processes started or restored here that still
-    /// run, with the CPU their whole tree wants (what it used, per `cpu_by_pid` with pids as
+    /// run and have no input in flight (see [`Hosted::input_in_flight`]), with the CPU their whole tree wants (what it used, per `cpu_by_pid` with pids as
     /// /proc sees them, or its runnable threads if more) and how long they have been here.
     pub fn movable(&self, cpu_by_pid: &HashMap<i32, f64>) -> Vec<scheduler::LocalProc> {
         let members = ps::members(self.ns);
         let gpid_of: HashMap<i32, i32> = members.iter().map(|m| (m.root_pid, m.gpid)).collect();
         let roots: HashMap<i32, Instant> = lock(&self.table)
             .iter()
-            .filter(|(_, r)| r.exit.borrow().is_none())
+            .filter(|(_, r)| r.exit.borrow().is_none() && !r.input_in_flight())
             .map(|(g, r)| (*g, r.since))
             .collect();
         let parent: HashMap<i32, i32> = members
