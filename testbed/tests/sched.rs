@@ -285,8 +285,9 @@ fn processes_with_unread_input_are_not_moved() {
         ],
     };
     let tb = Testbed::up_with(&dir.path().join("tb"), 2, false, opts).expect("testbed");
-    // Busy until the file exists, then reads its input, says how much, and stays busy.
-    let script = "import os, sys\nprint(os.getpid(), flush=True)\nwhile not os.path.exists(sys.argv[1]): pass\nprint(len(sys.stdin.buffer.read(1000)), flush=True)\nwhile True: pass\n";
+    // Idle until its input is queued in its stdin pipe (so that it is no candidate before),
+    // then busy until the file exists, then reads its input, says how much, and stays busy.
+    let script = "import fcntl, os, struct, sys, termios, time\nprint(os.getpid(), flush=True)\nwhile struct.unpack('i', fcntl.ioctl(0, termios.FIONREAD, bytes(4)))[0] < 1000: time.sleep(0.01)\nprint('queued', flush=True)\nwhile not os.path.exists(sys.argv[1]): pass\nprint(len(sys.stdin.buffer.read(1000)), flush=True)\nwhile True: pass\n";
     let mut jobs: Vec<_> = (0..2)
         .map(|_| {
             common::ssi_cmd(
@@ -321,6 +322,9 @@ fn processes_with_unread_input_are_not_moved() {
         let mut line = String::new();
         out.read_line(&mut line).expect("read pid");
         gpids.push(line.trim().parse::<i64>().expect("pid"));
+        line.clear();
+        out.read_line(&mut line).expect("read queued");
+        assert_eq!(line, "queued\n");
         outs.push(out);
     }
     // Two busy processes on a node of half a CPU, an idle node beside it: without their unread
