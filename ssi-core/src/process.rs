@@ -139,6 +139,9 @@ pub struct MigrationReport {
     pub downtime_micros: u64,
     /// Of the downtime, the restore on the target, microseconds.
     pub restore_micros: u64,
+    /// Input bytes that were in the tree's stdin pipe at the switch, not read by the program:
+    /// they stay behind, lost.
+    pub lost_input_bytes: u64,
 }
 
 /// State of a process in `ssi ps`.

@@ -464,3 +464,43 @@ fn a_target_helper_killed_mid_migration_leaves_the_process_at_the_source() {
     let _ = ssi(&tb, 1, &["kill", "-s", "KILL", &gpid.to_string()]);
     let _ = client.wait();
 }
+
+/// Input that a process has not read when it moves stays behind: `ssi migrate` says how much
+/// (docs/PROCESSES.md, limits) instead of losing it silently.
+#[test]
+fn migration_reports_input_left_unread() {
+    use std::io::Write;
+    if !root_or_skip("migration") {
+        return;
+    }
+    let (_d, tb) = testbed(2, false);
+    // Says its pid, waits (idle) until 1000 bytes are queued on its stdin, says so, then idles.
+    let script = "import fcntl, os, struct, termios, time\nprint('0', os.getpid(), flush=True)\nwhile struct.unpack('i', fcntl.ioctl(0, termios.FIONREAD, bytes(4)))[0] < 1000: time.sleep(0.01)\nprint('queued', flush=True)\nwhile True: time.sleep(1)\n";
+    let mut client = ssi_cmd(
+        &tb,
+        1,
+        &["run", "--node", "1", "--", "python3", "-c", script],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn ssi run");
+    client
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(&[b'x'; 1000])
+        .expect("write input");
+    let (first, mut out) = first_line(&mut client);
+    let gpid = pid_field(&first);
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read queued");
+    assert_eq!(line, "queued\n");
+    let m = migrate(&tb, 1, gpid, 2);
+    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    let report = json(&m);
+    assert_eq!(report["lost_input_bytes"], 1000, "{report}");
+    let _ = ssi(&tb, 1, &["kill", "-s", "KILL", &gpid.to_string()]);
+    let _ = client.wait();
+}

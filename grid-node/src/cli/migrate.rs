@@ -20,7 +20,7 @@ pub fn describe(r: &MigrationReport) -> String {
          last image:      {:.1} MiB while frozen\n\
          sent:            {:.1} MiB\n\
          total time:      {:.3} s\n\
-         downtime:        {:.1} ms (restore {:.1} ms)\n",
+         downtime:        {:.1} ms (restore {:.1} ms)\n{}",
         r.gpid,
         r.pids.len(),
         if r.pids.len() == 1 { "" } else { "es" },
@@ -33,6 +33,14 @@ pub fn describe(r: &MigrationReport) -> String {
         r.total_micros as f64 / 1e6,
         r.downtime_micros as f64 / 1e3,
         r.restore_micros as f64 / 1e3,
+        if r.lost_input_bytes > 0 {
+            format!(
+                "lost input:      {} bytes of input the process had not read yet stayed behind\n",
+                r.lost_input_bytes
+            )
+        } else {
+            String::new()
+        },
     )
 }
 

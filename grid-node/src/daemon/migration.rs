@@ -162,6 +162,7 @@ async fn run_out(
         total_micros: 0,
         downtime_micros: 0,
         restore_micros: 0,
+        lost_input_bytes: 0,
     };
     let mut frozen_at: Option<Instant> = None;
     let verdict = |v: Verdict| {
@@ -218,6 +219,11 @@ async fn run_out(
     let failure = match outcome {
         Ok((pids, micros)) => {
             let restored_at = Instant::now();
+            // The frozen copy reads no more: what is left in its stdin pipe stays behind.
+            report.lost_input_bytes = pm.unread_input(gpid);
+            if report.lost_input_bytes > 0 {
+                tracing::warn!(gpid, bytes = report.lost_input_bytes, "input not read by the process is lost in the move");
+            }
             // Followers are sent to the target once the last output here is delivered.
             pm.moved(gpid, to);
             ctl_w

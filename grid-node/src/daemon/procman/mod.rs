@@ -441,6 +441,17 @@ impl ProcMan {
             .collect()
     }
 
+    /// Bytes in the stdin pipe of `gpid` that it has not read (0 if unknown or none).
+    pub fn unread_input(&self, gpid: i32) -> u64 {
+        let Ok(rec) = self.record(gpid) else { return 0 };
+        let Ok(w) = rec.stdin.try_lock() else {
+            return 0;
+        };
+        w.as_ref()
+            .and_then(|w| crate::sys::pipe_unread(std::os::fd::AsFd::as_fd(w)).ok())
+            .map_or(0, |n| n as u64)
+    }
+
     /// Pids (in the root namespace) of every process this node hosts, for the probes.
     pub fn hosted_pids(&self) -> Vec<i32> {
         ps::members(self.ns)
