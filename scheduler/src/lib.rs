@@ -26,8 +26,6 @@ pub use balance::{BalanceConfig, Balancer, LocalProc, Move};
 pub use policy::Policy;
 pub use sample::{NodeSample, Request};
 
-use ssi_core::NodeId;
-
 /// Errors of the scheduler.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,8 +44,3 @@ pub enum Error {
 
 /// Result of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The default placement: among nodes that fit the request, the least load per CPU.
-pub fn least_loaded(nodes: &[NodeSample], req: Request) -> Option<NodeId> {
-    policy::LeastLoaded.place(nodes, &req)
-}
