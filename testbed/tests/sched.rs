@@ -344,17 +344,32 @@ fn processes_with_unread_input_are_not_moved() {
         out.read_line(&mut line).expect("read count");
         assert_eq!(line.trim(), "1000", "all input arrived");
     }
+    // A move is recorded once its migration is over (the copy on node 2 runs, the one on
+    // node 1 is gone): only then are the processes killed, wherever they are.
     let moved = testbed::wait_until(Duration::from_secs(20), || {
-        nodes_of(&tb, 2, &gpids).contains(&Some(2))
+        show(&tb, 1).iter().any(|d| {
+            d["decisions"].as_array().is_some_and(|ds| {
+                ds.iter()
+                    .any(|x| x["kind"] == "move" && gpids.iter().any(|g| x["gpid"] == *g))
+            })
+        })
     });
     assert!(
         moved,
         "once its input is read, a process moves off the busy node"
     );
+    assert!(nodes_of(&tb, 2, &gpids).contains(&Some(2)));
     for g in &gpids {
         let _ = ssi(&tb, 1, &["kill", "-s", "KILL", &g.to_string()]);
     }
-    for mut j in jobs {
+    // Their clients end with them (never wait without a deadline: a hang is a failure).
+    let ended = testbed::wait_until(Duration::from_secs(20), || {
+        jobs.iter_mut()
+            .all(|j| j.try_wait().ok().flatten().is_some())
+    });
+    for j in &mut jobs {
+        let _ = j.kill();
         let _ = j.wait();
     }
+    assert!(ended, "a killed process still runs");
 }
