@@ -504,3 +504,73 @@ fn migration_reports_input_left_unread() {
     let _ = ssi(&tb, 1, &["kill", "-s", "KILL", &gpid.to_string()]);
     let _ = client.wait();
 }
+
+/// A process killed while it migrates is gone afterwards, wherever the migration got to: the
+/// kill reaches the source copy, and one sent while the tree was already running on the target
+/// is passed on to it.
+#[test]
+fn a_process_killed_during_its_migration_is_gone_everywhere() {
+    if !root_or_skip("migration") {
+        return;
+    }
+    let (d, tb) = testbed(2, false);
+    let hog = compile("memhog", d.path());
+    for rounds in ["0", "8"] {
+        let mut client = run_via(&tb, 1, 1, &[hog.to_str().expect("path"), "256", "5"]);
+        let (ready, _out) = first_line(&mut client);
+        assert_eq!(ready, "ready\n");
+        let gpid = json(&ssi(&tb, 1, &["ps", "--json"]))
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|p| p["command"].as_str().is_some_and(|c| c.contains("memhog")))
+            .filter_map(|p| p["gpid"].as_i64())
+            .max()
+            .expect("memhog listed");
+        let mut mig = ssi_cmd(
+            &tb,
+            1,
+            &[
+                "migrate",
+                &gpid.to_string(),
+                "--to",
+                "2",
+                "--precopy-rounds",
+                rounds,
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn migrate");
+        std::thread::sleep(Duration::from_millis(200));
+        let k = ssi(&tb, 1, &["kill", "-s", "KILL", &gpid.to_string()]);
+        let done = wait_until(Duration::from_secs(60), || {
+            mig.try_wait().ok().flatten().is_some()
+        });
+        if !done {
+            let _ = mig.kill();
+        }
+        let _ = mig.wait();
+        assert!(done, "ssi migrate hangs after its process was killed");
+        // the kill may come too late for the source copy (`ssi kill` finds it gone): then the
+        // process is on node 2 and is killed there now
+        if !k.status.success() {
+            let _ = ssi(&tb, 2, &["kill", "-s", "KILL", &gpid.to_string()]);
+        }
+        let gone = wait_until(SETTLE, || host_of(&tb, 1, gpid).is_none());
+        assert!(
+            gone,
+            "rounds {rounds}: process {gpid} runs on after its kill"
+        );
+        let ended = wait_until(SETTLE, || client.try_wait().ok().flatten().is_some());
+        if !ended {
+            let _ = client.kill();
+        }
+        let _ = client.wait();
+        assert!(
+            ended,
+            "rounds {rounds}: the client of a killed process hangs"
+        );
+    }
+}

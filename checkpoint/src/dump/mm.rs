@@ -279,7 +279,10 @@ pub(crate) fn write_pages<W: Write>(
                     let Ok(buf) = free_rx.recv() else { return };
                     let r = read_into(pid, memf, buf, std::mem::take(&mut pieces), fill, tolerant);
                     fill = 0;
-                    if full_tx.send(r).is_err() {
+                    // after a failure, stop: its buffer is gone with it, and the writer only
+                    // needs the error (waiting for a free buffer would wait forever)
+                    let failed = r.is_err();
+                    if full_tx.send(r).is_err() || failed {
                         return;
                     }
                 }

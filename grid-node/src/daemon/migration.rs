@@ -119,24 +119,34 @@ pub async fn migrate_out(
     let (data, key) = data_stream(rpc)?;
     let (ctl, ctl_theirs) = control_pair()?;
     let (null, log) = (dev_null()?, log_fd()?);
-    let mut args = vec!["--pid".to_string(), gpid.to_string()];
-    if let Some(r) = rounds {
-        args.extend(["--rounds".to_string(), r.to_string()]);
-    }
-    pm.helper(
-        helper_argv("migrate-out", &args),
-        &[&null, &data, &log, &ctl_theirs],
-    )
-    .await
-    .context("cannot start the migration helper")?;
-    // the helper holds the connection now: it closes when the helper ends
-    drop((data, ctl_theirs));
-    run_out(node, pm, gpid, to, ctl, key, t0)
+    pm.begin_migration(gpid);
+    let out = async {
+        let mut args = vec!["--pid".to_string(), gpid.to_string()];
+        if let Some(r) = rounds {
+            args.extend(["--rounds".to_string(), r.to_string()]);
+        }
+        pm.helper(
+            helper_argv("migrate-out", &args),
+            &[&null, &data, &log, &ctl_theirs],
+        )
         .await
-        .map(|mut r| {
-            r.from = node.config.id;
-            r
-        })
+        .context("cannot start the migration helper")?;
+        // the helper holds the connection now: it closes when the helper ends
+        drop((data, ctl_theirs));
+        run_out(node, pm, gpid, to, ctl, key, t0)
+            .await
+            .map(|mut r| {
+                r.from = node.config.id;
+                r
+            })
+    }
+    .await;
+    // signals sent here meanwhile reached a copy that is gone if the tree moved
+    let signals = pm.end_migration(gpid);
+    if let Ok(report) = &out {
+        forward_signals(node, to, &report.pids, signals).await;
+    }
+    out
 }
 
 async fn run_out(
@@ -222,7 +232,11 @@ async fn run_out(
             // The frozen copy reads no more: what is left in its stdin pipe stays behind.
             report.lost_input_bytes = pm.unread_input(gpid);
             if report.lost_input_bytes > 0 {
-                tracing::warn!(gpid, bytes = report.lost_input_bytes, "input not read by the process is lost in the move");
+                tracing::warn!(
+                    gpid,
+                    bytes = report.lost_input_bytes,
+                    "input not read by the process is lost in the move"
+                );
             }
             // Followers are sent to the target once the last output here is delivered.
             pm.moved(gpid, to);
@@ -255,6 +269,33 @@ async fn run_out(
     Err(failure.context(format!(
         "migration of {gpid} to node {to} failed; it runs on where it was"
     )))
+}
+
+/// Sends to node `to` the signals sent here to processes of a tree while it moved there (the
+/// copy that got them here is gone). Best effort: a failure is logged.
+async fn forward_signals(
+    node: &Node,
+    to: NodeId,
+    pids: &[i32],
+    signals: Vec<super::procman::SentSignal>,
+) {
+    for (gpid, sig, caller) in signals.into_iter().filter(|(g, _, _)| pids.contains(g)) {
+        let sent = async {
+            let mut rpc = cluster::connect(node, to).await?;
+            rpc.send(&RpcRequest::Kill { gpid, sig, caller }).await?;
+            match rpc.recv::<RpcResponse>().await? {
+                Some(RpcResponse::Done) => Ok(()),
+                Some(RpcResponse::Error { message }) => bail!("{message}"),
+                other => bail!("unexpected answer {other:?}"),
+            }
+        };
+        match sent.await {
+            Ok(()) => tracing::info!(gpid, sig, %to, "signal sent during the migration passed on"),
+            Err(e) => {
+                tracing::warn!(gpid, sig, %to, error = %format!("{e:#}"), "cannot pass on a signal sent during the migration")
+            }
+        }
+    }
 }
 
 /// Asks node `to` whether it took in the tree of `gpid` whose answer never came: its pids if

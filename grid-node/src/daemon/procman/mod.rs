@@ -56,6 +56,9 @@ impl Hosted {
 
 type Table = Arc<Mutex<HashMap<i32, Arc<Hosted>>>>;
 
+/// A signal sent to a process of this node: (gpid, signal, who sent it).
+pub type SentSignal = (i32, i32, Caller);
+
 /// The process manager of this node.
 #[derive(Debug)]
 pub struct ProcMan {
@@ -71,6 +74,8 @@ pub struct ProcMan {
     /// Trees that moved away, whose copy left here is about to be killed: that death is not
     /// their exit, even once their record is gone (a tree may come back under the same gpid).
     departed: Mutex<HashMap<i32, Instant>>,
+    /// Trees being migrated away, by root, with the signals sent here meanwhile.
+    migrating: Mutex<HashMap<i32, Vec<SentSignal>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,6 +106,7 @@ impl ProcMan {
             expecting: Mutex::default(),
             early: Mutex::default(),
             departed: Mutex::default(),
+            migrating: Mutex::default(),
         });
         let weak = Arc::downgrade(&pm);
         tokio::spawn(async move {
@@ -372,7 +378,24 @@ impl ProcMan {
                 view.user
             );
         }
-        self.init.signal(gpid, sig).await
+        self.init.signal(gpid, sig).await?;
+        // A tree on its way out may already run on its target: the signal goes there too.
+        for pending in lock(&self.migrating).values_mut() {
+            pending.push((gpid, sig, caller.clone()));
+        }
+        Ok(())
+    }
+
+    /// A migration of the tree of `root` away from here begins: signals sent from now on are
+    /// kept for [`ProcMan::end_migration`].
+    pub fn begin_migration(&self, root: i32) {
+        lock(&self.migrating).insert(root, Vec::new());
+    }
+
+    /// The migration of the tree of `root` is over: the signals sent to processes of this node
+    /// meanwhile (gpid, signal, who sent it).
+    pub fn end_migration(&self, root: i32) -> Vec<SentSignal> {
+        lock(&self.migrating).remove(&root).unwrap_or_default()
     }
 
     /// Whether process `gpid` is in this node's namespace (zombies included).
@@ -389,8 +412,9 @@ impl ProcMan {
     }
 
     /// The trees this node could move away: processes started or restored here that still
-    /// run and have no input in flight (see [`Hosted::input_in_flight`]), with the CPU their whole tree wants (what it used, per `cpu_by_pid` with pids as
-    /// /proc sees them, or its runnable threads if more) and how long they have been here.
+    /// run and have no input in flight (see [`Hosted::input_in_flight`]), with the CPU their
+    /// whole tree wants (what it used, per `cpu_by_pid` with pids as /proc sees them, or its
+    /// runnable threads if more) and how long they have been here.
     pub fn movable(&self, cpu_by_pid: &HashMap<i32, f64>) -> Vec<scheduler::LocalProc> {
         let members = ps::members(self.ns);
         let gpid_of: HashMap<i32, i32> = members.iter().map(|m| (m.root_pid, m.gpid)).collect();
