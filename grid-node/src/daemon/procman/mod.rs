@@ -41,16 +41,22 @@ struct Hosted {
 }
 
 impl Hosted {
+    /// Bytes in its stdin pipe that the program has not read (0 once its stdin is closed);
+    /// `None` when that is not known: input is being written right now, or the pipe cannot
+    /// be asked.
+    fn unread_stdin(&self) -> Option<usize> {
+        let w = self.stdin.try_lock().ok()?;
+        match w.as_ref() {
+            Some(w) => crate::sys::pipe_unread(std::os::fd::AsFd::as_fd(w)).ok(),
+            None => Some(0),
+        }
+    }
+
     /// Whether input is on its way into the program: being written to its stdin pipe, or
     /// there and not read yet. A migration would lose those bytes, so re-balancing leaves
     /// such a process where it is.
     fn input_in_flight(&self) -> bool {
-        match self.stdin.try_lock() {
-            Err(_) => true,
-            Ok(w) => w.as_ref().is_some_and(|w| {
-                crate::sys::pipe_unread(std::os::fd::AsFd::as_fd(w)).map_or(true, |n| n > 0)
-            }),
-        }
+        self.unread_stdin().is_none_or(|n| n > 0)
     }
 }
 
@@ -467,12 +473,9 @@ impl ProcMan {
 
     /// Bytes in the stdin pipe of `gpid` that it has not read (0 if unknown or none).
     pub fn unread_input(&self, gpid: i32) -> u64 {
-        let Ok(rec) = self.record(gpid) else { return 0 };
-        let Ok(w) = rec.stdin.try_lock() else {
-            return 0;
-        };
-        w.as_ref()
-            .and_then(|w| crate::sys::pipe_unread(std::os::fd::AsFd::as_fd(w)).ok())
+        self.record(gpid)
+            .ok()
+            .and_then(|rec| rec.unread_stdin())
             .map_or(0, |n| n as u64)
     }
 
