@@ -22,25 +22,43 @@ fn root_or_skip() -> bool {
 }
 
 /// A process that sleeps with nothing open but its standard streams (/dev/null): what the
-/// test runner leaves open would be fds leading outside the tree, which a dump refuses.
+/// test runner leaves open would be fds leading outside the tree, which a dump refuses. It
+/// stops itself once its other fds are closed, so that nothing seen before that moment (a
+/// `python3` wrapper script with its own pipes, say) is taken for the sleeper.
 fn sleeper() -> Child {
     let child = Command::new("python3")
         .args([
             "-c",
-            "import os, time\nos.closerange(3, 65536)\ntime.sleep(60)",
+            "import os, signal, time\nos.closerange(3, 65536)\n\
+             os.kill(os.getpid(), signal.SIGSTOP)\ntime.sleep(60)",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn python3");
-    let fds = || std::fs::read_dir(format!("/proc/{}/fd", child.id())).map_or(0, Iterator::count);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fds() != 3 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(fds(), 3, "the sleeper closed its other fds");
+    let pid = child.id();
+    wait_state(pid, |s| s == Some('T'));
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    assert_eq!(fds, 3, "the sleeper closed its other fds");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .expect("SIGCONT");
+    wait_state(pid, |s| s == Some('S'));
     child
+}
+
+/// Waits up to 10 s for the state of `pid` (`None` once it is gone) to satisfy `ok`.
+fn wait_state(pid: u32, ok: impl Fn(Option<char>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = state(pid);
+    while !ok(last) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        last = state(pid);
+    }
+    assert!(ok(last), "pid {pid}: state {last:?}");
 }
 
 /// The state letter of `pid` in /proc (R, S, t, Z, ...).
@@ -105,16 +123,7 @@ fn unanswered_then_commit_kills_the_frozen_tree() {
     );
     // killed: gone, or a zombie (its parent, this test, is also its tracer, and the freezer
     // may have reaped it while waiting for the kill)
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !matches!(state(pid), None | Some('Z')) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        matches!(state(pid), None | Some('Z')),
-        "state {:?}",
-        state(pid)
-    );
+    wait_state(child.id(), |s| matches!(s, None | Some('Z')));
     if let Ok(status) = child.wait() {
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
@@ -137,16 +146,7 @@ fn unanswered_then_abort_resumes_the_tree() {
     );
     assert!(reports.contains("\"unanswered\""), "{reports}");
     // resumed: running or sleeping again, neither stopped nor gone
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = None;
-    while Instant::now() < deadline {
-        last = state(child.id());
-        if matches!(last, Some('S' | 'R')) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(matches!(last, Some('S' | 'R')), "state {last:?}");
+    wait_state(child.id(), |s| matches!(s, Some('S' | 'R')));
     assert!(child.try_wait().expect("try_wait").is_none(), "it runs on");
     let _ = child.kill();
     let _ = child.wait();
