@@ -15,11 +15,42 @@
 //! encrypted (the cluster network is trusted for confidentiality, see `ssi_core::auth`).
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// How long the helpers let the data stream stand still (nothing read, or nothing taken by
+/// the peer) before they give up on the migration: a stopped or cut-off peer fails it
+/// instead of hanging it.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Makes a read or write on socket `conn` that moves nothing for `stall` fail (see
+/// [`STALL_TIMEOUT`]); the frame readers and writers then say that the stream stalled.
+pub fn limit_stalls(conn: impl AsFd, stall: Duration) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let tv = nix::sys::time::TimeVal::new(
+        i64::try_from(stall.as_secs()).unwrap_or(i64::MAX),
+        i64::from(stall.subsec_micros()),
+    );
+    setsockopt(&conn, sockopt::ReceiveTimeout, &tv)?;
+    setsockopt(&conn, sockopt::SendTimeout, &tv)?;
+    Ok(())
+}
+
+/// A timed-out read or write (see [`limit_stalls`]) said plainly.
+fn stalled(e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the data stream stalled: the other node sent or took nothing for too long",
+        ),
+        _ => e,
+    }
+}
 
 /// Image data bytes per frame.
 pub const FRAME: usize = 1 << 20;
@@ -148,7 +179,7 @@ impl<W: Write> FrameWriter<W> {
         let (head, payload) = self.buf.split_at(HEAD_LEN);
         let tag = self.sealer.tag(head, payload);
         self.buf.extend_from_slice(&tag);
-        self.w.write_all(&self.buf)?;
+        self.w.write_all(&self.buf).map_err(stalled)?;
         self.sent += self.buf.len() as u64;
         self.buf.truncate(HEAD_LEN);
         Ok(())
@@ -166,7 +197,7 @@ impl<W: Write> FrameWriter<W> {
         frame.extend_from_slice(&head);
         frame.extend_from_slice(payload);
         frame.extend_from_slice(&tag);
-        self.w.write_all(&frame)?;
+        self.w.write_all(&frame).map_err(stalled)?;
         self.sent += frame.len() as u64;
         self.w.flush()
     }
@@ -234,7 +265,7 @@ impl<R: Read> FrameReader<R> {
     /// Reads the next frame into `self.payload`; its kind.
     fn next_frame(&mut self) -> io::Result<Kind> {
         let mut head = [0u8; HEAD_LEN];
-        self.r.read_exact(&mut head)?;
+        self.r.read_exact(&mut head).map_err(stalled)?;
         let kind =
             Kind::from_u8(head[0]).ok_or_else(|| bad(format!("unknown frame kind {}", head[0])))?;
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
@@ -242,9 +273,9 @@ impl<R: Read> FrameReader<R> {
             return Err(bad(format!("frame of {len} bytes is too large")));
         }
         self.payload.resize(len, 0);
-        self.r.read_exact(&mut self.payload)?;
+        self.r.read_exact(&mut self.payload).map_err(stalled)?;
         let mut tag = [0u8; TAG_LEN];
-        self.r.read_exact(&mut tag)?;
+        self.r.read_exact(&mut tag).map_err(stalled)?;
         let want = self.sealer.tag(&head, &self.payload);
         // constant time: the tag is a secret until it is checked
         let diff = want.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b));

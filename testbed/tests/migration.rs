@@ -364,6 +364,107 @@ fn checkpoint_on_one_node_and_restart_on_another() {
     assert_eq!(resume_at + resumed.len(), 80);
 }
 
+/// The pid (in the root namespace) of node `n`'s incoming-migration helper, if one runs: a
+/// grandchild of the node's ssid (under its namespace init) running `migrate-in`.
+fn migrate_in_helper(tb: &Testbed, n: usize) -> Option<i32> {
+    let ssid = tb.pid(n)?.as_raw();
+    let parent = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let is_helper = cmdline.split(|&b| b == 0).nth(1) == Some(&b"migrate-in"[..]);
+        (is_helper && parent(parent(pid)?)? == ssid).then_some(pid)
+    })
+}
+
+/// The target's helper dies at three points of the copy (with the debug build, all during
+/// pre-copy): the process runs on at the source, once, and nothing is left on the target; a
+/// later migration of the same process to the same node works. (The case of an answer lost
+/// after the last image: `migrate/tests/unanswered.rs` and `daemon::incoming`.)
+#[test]
+fn a_target_helper_killed_mid_migration_leaves_the_process_at_the_source() {
+    if !root_or_skip("migration") {
+        return;
+    }
+    let (d, tb) = testbed(2, false);
+    let hog = compile("memhog", d.path());
+    let mut client = run_via(&tb, 1, 1, &[hog.to_str().expect("path"), "192", "10"]);
+    let (ready, mut out) = first_line(&mut client);
+    assert_eq!(ready, "ready\n");
+    let gpid = json(&ssi(&tb, 1, &["ps", "--json"]))
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| p["command"].as_str().is_some_and(|c| c.contains("memhog")))
+        .and_then(|p| p["gpid"].as_i64())
+        .expect("memhog listed");
+    let on = |n: i64| {
+        json(&ssi(&tb, 1, &["ps", "--json"]))
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|p| p["node"] == n && p["gpid"] == gpid)
+            .count()
+    };
+    let mut tick = String::new();
+    for delay_ms in [0u64, 150, 400] {
+        let mig = ssi_cmd(&tb, 1, &["migrate", &gpid.to_string(), "--to", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn migrate");
+        let mut helper = None;
+        assert!(
+            wait_until(SETTLE, || {
+                helper = migrate_in_helper(&tb, 2);
+                helper.is_some()
+            }),
+            "no migrate-in helper on node 2"
+        );
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(helper.expect("helper")),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let mig = mig.wait_with_output().expect("migrate output");
+        let err = String::from_utf8_lossy(&mig.stderr);
+        if mig.status.success() {
+            // the copy ended before the kill: bring it back for the next round
+            let back = migrate(&tb, 1, gpid, 1);
+            assert!(
+                back.status.success(),
+                "{}",
+                String::from_utf8_lossy(&back.stderr)
+            );
+            continue;
+        }
+        assert!(err.contains("runs on where it was"), "{delay_ms} ms: {err}");
+        // Once, at the source, still ticking.
+        assert_eq!((on(1), on(2)), (1, 0), "{delay_ms} ms: {err}");
+        for _ in 0..2 {
+            tick.clear();
+            out.read_line(&mut tick).expect("read tick");
+            assert!(tick.starts_with("tick "), "{tick:?}");
+        }
+    }
+    let m = migrate(&tb, 1, gpid, 2);
+    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    assert_eq!((on(1), on(2)), (0, 1));
+    tick.clear();
+    out.read_line(&mut tick).expect("read tick");
+    assert!(tick.starts_with("tick "), "{tick:?}");
+    let _ = ssi(&tb, 1, &["kill", "-s", "KILL", &gpid.to_string()]);
+    let _ = client.wait();
+}
+
 /// Input that a process has not read when it moves stays behind: `ssi migrate` says how much
 /// (docs/PROCESSES.md, limits) instead of losing it silently.
 #[test]

@@ -99,8 +99,8 @@ impl Holder {
         let syscall_at = local.block.vdso + local.syscall_off;
         let (pgid, sid) = group_and_session(pid)?;
         let mut h = Holder::new(pid, 0, pgid, sid, syscall_at, local.block.start)?;
-        // The fds it inherited from the restorer are closed here, once it is stopped: the
-        // children it gets and the tree's own fds come later.
+        // It closed what it inherited but the pipe it reported on (`sys::spawn`), which it may
+        // not have closed yet when it was stopped: close that too.
         h.call(
             "close inherited fds",
             libc::SYS_close_range,

@@ -201,6 +201,13 @@ pub(crate) fn state(h: &mut Holder, p: &ProcessImage, env: &Env<'_>) -> Result<(
         libc::SYS_personality,
         [p.personality as u64, 0, 0, 0, 0, 0],
     )?;
+    // the root was to die with its restorer until now (see `sys::spawn`); no process keeps
+    // a parent-death signal across a checkpoint
+    h.call(
+        "prctl pdeathsig",
+        libc::SYS_prctl,
+        [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
+    )?;
     h.call(
         "prctl dumpable",
         libc::SYS_prctl,

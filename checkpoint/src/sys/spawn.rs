@@ -1,8 +1,11 @@
 //! The first process of a restored tree: `clone3` with `set_tid` from the restorer.
 //!
 //! The root starts as a copy of the restorer. Before anything else it runs [`run_holder`]: it
-//! takes its session or group, reports on a pipe and waits in `pause()` for the restorer to
-//! seize it, close the fds it inherited and replace its memory. Its descendants are created
+//! arranges to die with the restorer, closes every fd it inherited (a migration's data
+//! connection among them: the copy must not keep it open if the restorer dies), takes its
+//! session or group, reports on a pipe and waits in `pause()` for the restorer to seize it and
+//! replace its memory. Once seized, `PTRACE_O_EXITKILL` kills it with the restorer, and the
+//! restore clears the parent-death signal as it sets the process's state. Its descendants are created
 //! later from inside it, by injected `clone3` calls (see `restore::holder`). The restorer may
 //! be multi-threaded, so the code running in the copy allocates nothing and takes no locks: it
 //! only makes raw system calls.
@@ -58,9 +61,11 @@ pub fn spawn_holder(
     setpgid_self: bool,
     ready: RawFd,
 ) -> io::Result<i32> {
+    // SAFETY: getpid has no preconditions.
+    let restorer = unsafe { libc::getpid() };
     let r = clone_with_pid(pid, exit_signal);
     if r == 0 {
-        run_holder(pid, setsid, setpgid_self, ready);
+        run_holder(restorer, pid, setsid, setpgid_self, ready);
     }
     if r < 0 {
         return Err(io::Error::last_os_error());
@@ -75,10 +80,27 @@ fn errno() -> i32 {
 }
 
 /// The code of the freshly cloned root (see the module doc). Never returns.
-fn run_holder(pid: i32, setsid: bool, setpgid_self: bool, ready: RawFd) -> ! {
+fn run_holder(restorer: i32, pid: i32, setsid: bool, setpgid_self: bool, ready: RawFd) -> ! {
     // SAFETY: only raw system calls on values copied before the clone; no allocation, no
     // locks, as required in a child of a multi-threaded process.
     unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != restorer {
+            // the restorer died before the line above
+            libc::_exit(1);
+        }
+        let top = libc::c_uint::MAX;
+        let ready_u = ready as libc::c_uint;
+        if ready_u > 0 {
+            libc::syscall(libc::SYS_close_range, 0, ready_u - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, ready_u + 1, top, 0);
         let mut err = 0;
         if setsid {
             if libc::setsid() < 0 {
@@ -89,6 +111,7 @@ fn run_holder(pid: i32, setsid: bool, setpgid_self: bool, ready: RawFd) -> ! {
         }
         let msg = [pid, err];
         // a write of 8 bytes to a pipe is atomic
+        // the restorer may stop it from here on: it closes `ready` itself
         libc::write(ready, msg.as_ptr().cast(), 8);
         loop {
             libc::pause();

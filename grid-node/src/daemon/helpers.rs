@@ -66,6 +66,13 @@ fn data_key(ctl_in: &mut dyn BufRead) -> Result<[u8; 32]> {
     Ok(start.key)
 }
 
+/// A peer that stops moving the data stream fails the migration (see
+/// [`migrate::framing::STALL_TIMEOUT`]).
+fn limit_stalls(conn: &TcpStream) -> Result<()> {
+    migrate::framing::limit_stalls(conn, migrate::framing::STALL_TIMEOUT)
+        .context("cannot set timeouts on the data stream")
+}
+
 /// A mount namespace of our own with a /proc of the pid namespace we are in.
 fn own_proc() -> Result<()> {
     unshare(CloneFlags::CLONE_NEWNS).context("cannot create a mount namespace")?;
@@ -98,6 +105,7 @@ fn run(mode: &str, args: &[String], ctl: &UnixStream) -> Result<Option<Report>> 
             let mut ctl_in = BufReader::new(ctl.try_clone().context("control socket")?);
             let key = data_key(&mut ctl_in)?;
             let conn = TcpStream::from(sys::inherited_fd(1));
+            limit_stalls(&conn)?;
             let mut policy = migrate::Policy::default();
             if args.iter().any(|a| a == "--rounds") {
                 policy.max_rounds = value(args, "--rounds")?.parse().context("--rounds")?;
@@ -110,6 +118,7 @@ fn run(mode: &str, args: &[String], ctl: &UnixStream) -> Result<Option<Report>> 
             let mut ctl_in = BufReader::new(ctl.try_clone().context("control socket")?);
             let key = data_key(&mut ctl_in)?;
             let conn = TcpStream::from(sys::inherited_fd(0));
+            limit_stalls(&conn)?;
             // it reports the restored tree itself, before it tells the source
             migrate::inbound::run(&conn, &key, stdio, &mut ctl_out, &mut ctl_in)?;
             Ok(None)

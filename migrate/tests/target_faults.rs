@@ -1,14 +1,15 @@
-//! The source helper when the target reads the whole last image and then goes away without an
-//! answer: it reports `unanswered`, keeps the tree frozen, and kills or resumes it by the
-//! verdict its daemon gives. Real process, real freeze, real frames; the target is a thread
-//! that reads the frames and closes the connection.
+//! The source helper when the target misbehaves. When it reads the whole last image and then
+//! goes away without an answer, the source reports `unanswered`, keeps the tree frozen, and
+//! kills or resumes it by the verdict its daemon gives. When it stops reading, the source gives
+//! up once the stream has stood still for its stall limit, and the tree runs on. Real process,
+//! real freeze, real frames; the target is a thread.
 
 use std::io::Cursor;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use migrate::framing::{Direction, FrameReader, Kind};
+use migrate::framing::{limit_stalls, Direction, FrameReader, Kind};
 use migrate::{outbound, Error, Policy, Verdict};
 
 const KEY: [u8; 32] = [7; 32];
@@ -146,6 +147,42 @@ fn unanswered_then_abort_resumes_the_tree() {
     );
     assert!(reports.contains("\"unanswered\""), "{reports}");
     // resumed: running or sleeping again, neither stopped nor gone
+    wait_state(child.id(), |s| matches!(s, Some('S' | 'R')));
+    assert!(child.try_wait().expect("try_wait").is_none(), "it runs on");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_target_that_stops_reading_fails_the_copy_and_the_tree_runs_on() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut child = sleeper();
+    let (source, target) = UnixStream::pair().expect("socketpair");
+    limit_stalls(&source, Duration::from_secs(1)).expect("stall limit");
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    // holds its end open and reads nothing until the source has given up
+    let peer = std::thread::spawn(move || {
+        let _ = done_rx.recv_timeout(Duration::from_secs(60));
+        drop(target);
+    });
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    let r = migrate::outbound::run(
+        i32::try_from(child.id()).expect("pid"),
+        &Policy::default(),
+        &source,
+        &KEY,
+        &mut reports,
+        &mut Cursor::new(Vec::new()),
+    );
+    let took = started.elapsed();
+    let _ = done_tx.send(());
+    peer.join().expect("target thread");
+    let e = r.expect_err("the copy cannot finish");
+    assert!(e.to_string().contains("stalled"), "{e}");
+    assert!(took < Duration::from_secs(30), "gave up after {took:?}");
     wait_state(child.id(), |s| matches!(s, Some('S' | 'R')));
     assert!(child.try_wait().expect("try_wait").is_none(), "it runs on");
     let _ = child.kill();
