@@ -388,7 +388,7 @@ fn migrate_in_helper(tb: &Testbed, n: usize) -> Option<i32> {
 /// The target's helper dies at three points of the copy (with the debug build, all during
 /// pre-copy): the process runs on at the source, once, and nothing is left on the target; a
 /// later migration of the same process to the same node works. (The case of an answer lost
-/// after the last image: `migrate/tests/unanswered.rs` and `daemon::incoming`.)
+/// after the last image: `migrate/tests/target_faults.rs` and `daemon::incoming`.)
 #[test]
 fn a_target_helper_killed_mid_migration_leaves_the_process_at_the_source() {
     if !root_or_skip("migration") {

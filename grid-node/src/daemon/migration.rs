@@ -16,6 +16,7 @@ use migrate::{Report, Start, Verdict};
 use nix::fcntl::OFlag;
 use ssi_core::process::{Caller, MigrationReport};
 use ssi_core::rpc::{RpcRequest, RpcResponse};
+use ssi_core::view::MemberState;
 use ssi_core::wire::SecureStream;
 use ssi_core::NodeId;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -298,9 +299,41 @@ async fn forward_signals(
     }
 }
 
+/// How long a source with a frozen tree keeps asking a target that membership still shows
+/// alive but that does not answer whether it took the tree in.
+const SETTLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Asks node `to` whether it took in the tree of `gpid` whose answer never came: its pids if
-/// it did; `None` if it did not (then it never will).
+/// it did; `None` if it did not (then it never will). A target that does not answer is asked
+/// again while membership shows it alive (a resumed source copy beside a running target copy
+/// would run the tree twice), for [`SETTLE_PATIENCE`] at most; one that is dead or left took
+/// its copy with it (an error: the source resumes).
 async fn settle(node: &Node, gpid: i32, to: NodeId) -> Result<Option<Vec<i32>>> {
+    let deadline = Instant::now() + SETTLE_PATIENCE;
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        let err = match ask_settled(node, gpid, to).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
+        };
+        let gone = node.gossip.view().await.is_ok_and(|v| {
+            v.iter()
+                .any(|n| n.id == to && matches!(n.state, MemberState::Dead | MemberState::Left))
+        });
+        if gone {
+            bail!("it died before it answered ({err:#})");
+        }
+        if Instant::now() + pause > deadline {
+            return Err(err);
+        }
+        tracing::warn!(gpid, %to, error = %format!("{err:#}"), "the target does not say whether it took the tree in; asking again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+/// One question of [`settle`].
+async fn ask_settled(node: &Node, gpid: i32, to: NodeId) -> Result<Option<Vec<i32>>> {
     let mut rpc = cluster::connect(node, to).await?;
     rpc.send(&RpcRequest::SettleMigration { gpid }).await?;
     match rpc.recv::<RpcResponse>().await? {
