@@ -2,35 +2,22 @@
 //! daemons, real pid namespaces. Each program checks nothing itself; its output is the proof:
 //! a counter that continues without gap or repeat, under the same pid.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, Read};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use testbed::{wait_until, Testbed};
 
 mod common;
-use common::{compile, json, root_or_skip, ssi, ssi_cmd, testbed, SETTLE};
+use common::{compile, first_line, json, root_or_skip, run_cmd, ssi, ssi_cmd, testbed, SETTLE};
 
 /// Starts `ssi run --node NODE -- ARGS` through node `via`; returns the client.
 fn run_via(tb: &Testbed, via: usize, node: usize, args: &[&str]) -> Child {
-    let mut a = vec!["run", "--node"];
-    let n = node.to_string();
-    a.push(&n);
-    a.push("--");
-    a.extend_from_slice(args);
-    ssi_cmd(tb, via, &a)
+    run_cmd(tb, via, node, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ssi run")
-}
-
-/// Reads the first line of the client's output (the program has started).
-fn first_line(child: &mut Child) -> (String, BufReader<std::process::ChildStdout>) {
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read first line");
-    (line, out)
 }
 
 /// The pid the test programs print as the second field of their lines.
@@ -476,16 +463,12 @@ fn migration_reports_input_left_unread() {
     let (_d, tb) = testbed(2, false);
     // Says its pid, waits (idle) until 1000 bytes are queued on its stdin, says so, then idles.
     let script = "import fcntl, os, struct, termios, time\nprint('0', os.getpid(), flush=True)\nwhile struct.unpack('i', fcntl.ioctl(0, termios.FIONREAD, bytes(4)))[0] < 1000: time.sleep(0.01)\nprint('queued', flush=True)\nwhile True: time.sleep(1)\n";
-    let mut client = ssi_cmd(
-        &tb,
-        1,
-        &["run", "--node", "1", "--", "python3", "-c", script],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn ssi run");
+    let mut client = run_cmd(&tb, 1, 1, &["python3", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ssi run");
     client
         .stdin
         .as_mut()

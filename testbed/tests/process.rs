@@ -9,7 +9,7 @@ use ssi_core::view::MemberState;
 use testbed::{wait_until, Testbed};
 
 mod common;
-use common::{json, root_or_skip, ssi, ssi_cmd, testbed, SETTLE};
+use common::{json, root_or_skip, run_cmd, ssi, ssi_cmd, testbed, SETTLE};
 
 fn ps(tb: &Testbed, node: usize) -> Vec<serde_json::Value> {
     json(&ssi(tb, node, &["ps", "--json"]))
@@ -44,7 +44,7 @@ fn remote_run_carries_binary_stdin_and_large_output() {
     }
     let (_d, tb) = testbed(3, false);
     let data = pattern(6 << 20);
-    let mut child = ssi_cmd(&tb, 1, &["run", "--node", "2", "--", "cat"])
+    let mut child = run_cmd(&tb, 1, 2, &["cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -140,7 +140,7 @@ fn ctrl_c_on_the_client_reaches_the_remote_program() {
     }
     let (_d, tb) = testbed(2, false);
     let script = "trap 'echo got INT; exit 5' INT; echo ready; while :; do sleep 0.05; done";
-    let mut child = ssi_cmd(&tb, 1, &["run", "--node", "2", "--", "sh", "-c", script])
+    let mut child = run_cmd(&tb, 1, 2, &["sh", "-c", script])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");

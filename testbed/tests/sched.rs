@@ -173,21 +173,10 @@ fn an_overloaded_node_moves_work_to_idle_ones_on_its_own() {
     // Three CPU-bound jobs on one node of half a CPU.
     let jobs: Vec<_> = (0..3)
         .map(|_| {
-            common::ssi_cmd(
-                &tb,
-                1,
-                &[
-                    "run",
-                    "--node",
-                    "1",
-                    "--",
-                    burn.to_str().expect("path"),
-                    "2500",
-                ],
-            )
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn")
+            common::run_cmd(&tb, 1, 1, &[burn.to_str().expect("path"), "2500"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
         })
         .collect();
     for j in jobs {
@@ -270,7 +259,7 @@ fn nodes_of(tb: &Testbed, via: usize, gpids: &[i64]) -> Vec<Option<i64>> {
 /// pipe that it has not read: a migration would lose them), and moves it once it has read them.
 #[test]
 fn processes_with_unread_input_are_not_moved() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, Write};
     if !root_or_skip("hosting processes and migration") {
         return;
     }
@@ -290,19 +279,11 @@ fn processes_with_unread_input_are_not_moved() {
     let script = "import fcntl, os, struct, sys, termios, time\nprint(os.getpid(), flush=True)\nwhile struct.unpack('i', fcntl.ioctl(0, termios.FIONREAD, bytes(4)))[0] < 1000: time.sleep(0.01)\nprint('queued', flush=True)\nwhile not os.path.exists(sys.argv[1]): pass\nprint(len(sys.stdin.buffer.read(1000)), flush=True)\nwhile True: pass\n";
     let mut jobs: Vec<_> = (0..2)
         .map(|_| {
-            common::ssi_cmd(
+            common::run_cmd(
                 &tb,
                 1,
-                &[
-                    "run",
-                    "--node",
-                    "1",
-                    "--",
-                    "python3",
-                    "-c",
-                    script,
-                    go.to_str().expect("path"),
-                ],
+                1,
+                &["python3", "-c", script, go.to_str().expect("path")],
             )
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -318,9 +299,7 @@ fn processes_with_unread_input_are_not_moved() {
             .expect("stdin")
             .write_all(&[b'x'; 1000])
             .expect("write input");
-        let mut out = BufReader::new(j.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        out.read_line(&mut line).expect("read pid");
+        let (mut line, mut out) = common::first_line(j);
         gpids.push(line.trim().parse::<i64>().expect("pid"));
         line.clear();
         out.read_line(&mut line).expect("read queued");

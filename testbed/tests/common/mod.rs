@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -21,6 +22,25 @@ pub fn ssi_cmd(tb: &Testbed, node: usize, args: &[&str]) -> Command {
     let mut c = Command::new(tb.bin("ssi"));
     c.args(args).env("SSI_SOCKET", tb.socket(node));
     c
+}
+
+/// `ssi run --node NODE -- ARGS` through node `via`, not started yet (stdio as the caller sets).
+pub fn run_cmd(tb: &Testbed, via: usize, node: usize, args: &[&str]) -> Command {
+    let n = node.to_string();
+    let mut a = vec!["run", "--node", &n, "--"];
+    a.extend_from_slice(args);
+    ssi_cmd(tb, via, &a)
+}
+
+/// Reads the first line of a client's output (its program has started); the rest follows on
+/// the returned reader.
+pub fn first_line(
+    child: &mut std::process::Child,
+) -> (String, BufReader<std::process::ChildStdout>) {
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read first line");
+    (line, out)
 }
 
 /// Runs `ssi ARGS` against node `node` and collects its output.
