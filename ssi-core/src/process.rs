@@ -139,8 +139,8 @@ pub struct MigrationReport {
     pub downtime_micros: u64,
     /// Of the downtime, the restore on the target, microseconds.
     pub restore_micros: u64,
-    /// Input bytes that were in the tree's stdin pipe at the switch, not read by the program:
-    /// they stay behind, lost.
+    /// Input the process had not read at the switch that could not be handed over to the
+    /// target (0 when all of it went): it stayed behind, lost.
     pub lost_input_bytes: u64,
 }
 

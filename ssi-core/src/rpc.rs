@@ -102,6 +102,17 @@ pub enum RpcRequest {
         /// Root of the migrating tree.
         gpid: i32,
     },
+    /// From the source of a migration of `gpid` to this node, once the tree runs here: the
+    /// input its frozen copy had not read, to go in front of its input here (answered `Done`).
+    HandOverInput {
+        /// Root of the migrated tree.
+        gpid: i32,
+        /// The unread bytes, in order.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        /// Its input had ended after them.
+        eof: bool,
+    },
 }
 
 /// An answer to an [`RpcRequest`].

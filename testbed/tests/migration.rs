@@ -452,40 +452,73 @@ fn a_target_helper_killed_mid_migration_leaves_the_process_at_the_source() {
     let _ = client.wait();
 }
 
-/// Input that a process has not read when it moves stays behind: `ssi migrate` says how much
-/// (docs/PROCESSES.md, limits) instead of losing it silently.
+/// Input a process has not read when it moves goes with it, in order, and so does the end of
+/// its input: what was in its stdin pipe, what was queued for it, and (when the session's home
+/// is the node it leaves) what its client sent meanwhile. Two sessions: one whose home is the
+/// source node, with more input than a pipe holds, and one whose home is another node.
 #[test]
-fn migration_reports_input_left_unread() {
+fn unread_input_and_its_end_move_with_the_process() {
     use std::io::Write;
     if !root_or_skip("migration") {
         return;
     }
-    let (_d, tb) = testbed(2, false);
-    // Says its pid, waits (idle) until 1000 bytes are queued on its stdin, says so, then idles.
-    let script = "import fcntl, os, struct, termios, time\nprint('0', os.getpid(), flush=True)\nwhile struct.unpack('i', fcntl.ioctl(0, termios.FIONREAD, bytes(4)))[0] < 1000: time.sleep(0.01)\nprint('queued', flush=True)\nwhile True: time.sleep(1)\n";
-    let mut client = run_cmd(&tb, 1, 1, &["python3", "-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ssi run");
-    client
-        .stdin
-        .as_mut()
-        .expect("stdin")
-        .write_all(&[b'x'; 1000])
-        .expect("write input");
-    let (first, mut out) = first_line(&mut client);
-    let gpid = pid_field(&first);
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read queued");
-    assert_eq!(line, "queued\n");
-    let m = migrate(&tb, 1, gpid, 2);
-    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
-    let report = json(&m);
-    assert_eq!(report["lost_input_bytes"], 1000, "{report}");
-    let _ = ssi(&tb, 1, &["kill", "-s", "KILL", &gpid.to_string()]);
-    let _ = client.wait();
+    let (d, tb) = testbed(3, false);
+    let go = d.path().join("go");
+    // Says its pid, waits (idle) until `want` bytes are in its stdin pipe (or the pipe is
+    // full), says so, waits for the go file, then reads its input to the end and says how much
+    // it got and its digest.
+    let script = "import fcntl, hashlib, os, struct, sys, termios, time\nprint('0', os.getpid(), flush=True)\nwant = int(sys.argv[2])\nwhile struct.unpack('i', fcntl.ioctl(0, termios.FIONREAD, bytes(4)))[0] < want: time.sleep(0.01)\nprint('queued', flush=True)\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)\ndata = sys.stdin.buffer.read()\nprint(len(data), hashlib.sha256(data).hexdigest(), flush=True)\n";
+    let go_s = go.to_str().expect("path");
+    let pattern = |n: usize| -> Vec<u8> { (0..n).map(|i| (i * 7 % 251) as u8).collect() };
+    let mut sessions = Vec::new();
+    // (home node, input size, bytes that must be in the pipe before it moves)
+    for (via, size, want) in [(1usize, 300_000usize, "60000"), (2, 50_000, "50000")] {
+        let mut client = run_cmd(&tb, via, 1, &["python3", "-c", script, go_s, want])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ssi run");
+        let data = pattern(size);
+        let mut stdin = client.stdin.take().expect("stdin");
+        // the end of the input comes when the writer is done
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let (first, mut out) = first_line(&mut client);
+        let gpid = pid_field(&first);
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read queued");
+        assert_eq!(line, "queued\n");
+        sessions.push((client, out, gpid, size, writer));
+    }
+    for (_, _, gpid, _, _) in &sessions {
+        let m = migrate(&tb, 1, *gpid, 3);
+        assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+        let report = json(&m);
+        assert_eq!(report["lost_input_bytes"], 0, "{report}");
+    }
+    std::fs::write(&go, b"").expect("go");
+    for (mut client, mut out, gpid, size, writer) in sessions {
+        writer.join().expect("writer");
+        // a program still waiting for input or its end would never answer
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("process {gpid}: its input or its end did not arrive"));
+        let digest = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(pattern(size)))
+        };
+        assert_eq!(line, format!("{size} {digest}\n"), "process {gpid}");
+        assert!(client.wait().expect("wait").success());
+        assert_eq!(host_of(&tb, 1, gpid), None, "process {gpid} ended");
+    }
 }
 
 /// A process killed while it migrates is gone afterwards, wherever the migration got to: the

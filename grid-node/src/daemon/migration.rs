@@ -230,15 +230,9 @@ async fn run_out(
     let failure = match outcome {
         Ok((pids, micros)) => {
             let restored_at = Instant::now();
-            // The frozen copy reads no more: what is left in its stdin pipe stays behind.
-            report.lost_input_bytes = pm.unread_input(gpid);
-            if report.lost_input_bytes > 0 {
-                tracing::warn!(
-                    gpid,
-                    bytes = report.lost_input_bytes,
-                    "input not read by the process is lost in the move"
-                );
-            }
+            // The frozen copy reads no more: what it had not read of its input goes with it,
+            // before its followers are sent to the target.
+            report.lost_input_bytes = hand_over_input(node, pm, gpid, to).await;
             // Followers are sent to the target once the last output here is delivered.
             pm.moved(gpid, to);
             ctl_w
@@ -270,6 +264,47 @@ async fn run_out(
     Err(failure.context(format!(
         "migration of {gpid} to node {to} failed; it runs on where it was"
     )))
+}
+
+/// Takes out the input the frozen copy of `gpid` had not read and puts it in front of its
+/// input on node `to`; the bytes that could not go (0 when all went), with the reason logged.
+async fn hand_over_input(node: &Node, pm: &ProcMan, gpid: i32, to: NodeId) -> u64 {
+    let left = match pm.hand_over_input(gpid) {
+        Ok(left) => left,
+        Err(e) => {
+            let lost = pm.unread_input(gpid);
+            tracing::warn!(gpid, bytes = lost, error = %format!("{e:#}"), "input the process had not read stays behind");
+            return lost;
+        }
+    };
+    if left.bytes.is_empty() && !left.eof {
+        return 0;
+    }
+    let n = left.bytes.len() as u64;
+    let sent = async {
+        let mut rpc = cluster::connect(node, to).await?;
+        rpc.send(&RpcRequest::HandOverInput {
+            gpid,
+            bytes: left.bytes,
+            eof: left.eof,
+        })
+        .await?;
+        match rpc.recv::<RpcResponse>().await? {
+            Some(RpcResponse::Done) => Ok(()),
+            Some(RpcResponse::Error { message }) => bail!("{message}"),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    };
+    match sent.await {
+        Ok(()) => {
+            tracing::info!(gpid, bytes = n, eof = left.eof, %to, "unread input handed over");
+            0
+        }
+        Err(e) => {
+            tracing::warn!(gpid, bytes = n, %to, error = %format!("{e:#}"), "cannot hand over the input the process had not read");
+            n
+        }
+    }
 }
 
 /// Sends to node `to` the signals sent here to processes of a tree while it moved there (the

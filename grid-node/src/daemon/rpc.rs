@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::Result;
 use ssi_core::gossip::RateLimited;
 use ssi_core::membership::MemberRecord;
-use ssi_core::process::{Caller, RunSpec};
+use ssi_core::process::{Caller, Input, Output, RunSpec};
 use ssi_core::rpc::{RpcRequest, RpcResponse};
-use ssi_core::wire::SecureStream;
+use ssi_core::wire::{SecureReceiver, SecureSender, SecureStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
+use super::procman::ProcMan;
 use super::session::follow_local;
 use super::Node;
 
@@ -55,6 +56,15 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                 return super::migration::migrate_in(node, gpid, uid, conn).await
             }
             RpcRequest::SettleMigration { gpid } => super::migration::settled(node, gpid),
+            RpcRequest::HandOverInput { gpid, bytes, eof } => {
+                match node
+                    .local_procs()
+                    .and_then(|pm| pm.feed_input(gpid, super::procman::Leftover { bytes, eof }))
+                {
+                    Ok(()) => RpcResponse::Done,
+                    Err(e) => error(e),
+                }
+            }
             RpcRequest::Migrate {
                 gpid,
                 to,
@@ -142,7 +152,7 @@ async fn spawn(
                 return Ok(());
             }
             let (tx, rx_in) = conn.split();
-            follow_local(pm, gpid, rx, rx_in, tx, true).await.map(drop)
+            follow_remote(pm, gpid, rx, rx_in, tx, true).await
         }
         Err(f) => Ok(conn
             .send(&RpcResponse::SpawnFailed {
@@ -168,10 +178,41 @@ async fn attach(
     match pm.attach(gpid, &caller).await {
         Ok(rx) => {
             let (tx, rx_in) = conn.split();
-            follow_local(pm, gpid, rx, rx_in, tx, input).await.map(drop)
+            follow_remote(pm, gpid, rx, rx_in, tx, input).await
         }
         Err(e) => Ok(conn.send(&error(e)).await?),
     }
+}
+
+/// Follows a process hosted here for a session whose home is another node. Input the home
+/// sent after the process moved on cannot be put in order with what the home sends to the
+/// new node: it is lost, and logged.
+async fn follow_remote(
+    pm: &ProcMan,
+    gpid: i32,
+    outputs: mpsc::Receiver<Output>,
+    source: SecureReceiver<TcpStream>,
+    sink: SecureSender<TcpStream>,
+    input: bool,
+) -> Result<()> {
+    let mut undelivered = Vec::new();
+    follow_local(pm, gpid, outputs, source, sink, input, &mut undelivered).await?;
+    let bytes: usize = undelivered
+        .iter()
+        .map(|i| match i {
+            Input::Stdin(b) => b.len(),
+            _ => 0,
+        })
+        .sum();
+    if !undelivered.is_empty() {
+        tracing::warn!(
+            gpid,
+            bytes,
+            inputs = undelivered.len(),
+            "input for a process that moved on arrived here in the switch: lost"
+        );
+    }
+    Ok(())
 }
 
 /// Lets a node in unless its id is held by another live node.

@@ -107,7 +107,8 @@ async fn both_ways(
 
 /// Carries one hosted process's output to `sink` and input from `source` until it ends or
 /// moves (the `Moved` output is passed on too). If the user goes away first, the process group
-/// gets SIGHUP, as when a terminal hangs up.
+/// gets SIGHUP, as when a terminal hangs up. Input that came when the process had already
+/// moved away is left in `undelivered`, in order, for the node it went to.
 pub async fn follow_local(
     pm: &ProcMan,
     gpid: i32,
@@ -115,16 +116,18 @@ pub async fn follow_local(
     mut source: impl InputSource,
     mut sink: impl OutputSink,
     forward_input: bool,
+    undelivered: &mut Vec<Input>,
 ) -> Result<Leg> {
     let input = async {
         loop {
             match source.next_input().await {
+                Ok(Some(i)) if forward_input && !undelivered.is_empty() => undelivered.push(i),
                 // Input for a process that just ended (its exit is on its way) goes nowhere.
-                Ok(Some(i)) if forward_input => {
-                    if let Err(e) = pm.input(gpid, i).await {
-                        tracing::debug!(gpid, error = %e, "input not delivered");
-                    }
-                }
+                Ok(Some(i)) if forward_input => match pm.input(gpid, i).await {
+                    Ok(None) => {}
+                    Ok(Some(back)) => undelivered.push(back),
+                    Err(e) => tracing::debug!(gpid, error = %e, "input not delivered"),
+                },
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     if forward_input {
@@ -406,6 +409,9 @@ async fn follow(
     mut first: Option<Open>,
 ) -> Result<()> {
     let (mut client_tx, mut client_rx) = conn.split();
+    // Input the process's last node gave back because it had moved on: it goes first, in
+    // order, to the node it went to.
+    let mut carried: Vec<Input> = Vec::new();
     loop {
         let opened = match first.take() {
             Some(o) => Ok(o),
@@ -414,10 +420,32 @@ async fn follow(
         let leg = match opened {
             Ok(Open::Local(rx)) => {
                 let pm = node.local_procs()?;
-                follow_local(pm, gpid, rx, &mut client_rx, &mut client_tx, input).await?
+                let mut back = Vec::new();
+                for i in carried.drain(..) {
+                    match pm.input(gpid, i).await {
+                        Ok(Some(i)) => back.push(i),
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(gpid, error = %e, "input not delivered"),
+                    }
+                }
+                follow_local(
+                    pm,
+                    gpid,
+                    rx,
+                    &mut client_rx,
+                    &mut client_tx,
+                    input,
+                    &mut back,
+                )
+                .await
+                .inspect(|_| carried = back)?
             }
             Ok(Open::Remote(rpc)) => {
                 let name = node.name_of(host).await;
+                let (mut host_tx, host_rx) = (*rpc).split();
+                for i in carried.drain(..) {
+                    host_tx.send(&RpcRequest::Input(i)).await?;
+                }
                 relay(
                     node,
                     gpid,
@@ -425,7 +453,7 @@ async fn follow(
                     &name,
                     &mut client_rx,
                     &mut client_tx,
-                    (*rpc).split(),
+                    (host_tx, host_rx),
                     input,
                 )
                 .await?

@@ -6,8 +6,10 @@
 
 mod output;
 pub mod ps;
+mod stdin;
 
 pub use output::End;
+pub use stdin::Leftover;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
@@ -18,8 +20,6 @@ use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
 use ssi_core::process::{Caller, ExitStatus, Input, Output, ProcessView, RunSpec};
 use ssi_core::NodeId;
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 
 use super::nsinit::client::{InitClient, InitEvent, SpawnFailure};
@@ -34,29 +34,18 @@ struct Hosted {
     uid: u32,
     /// When it started or arrived here.
     since: Instant,
-    stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
+    stdin: Arc<stdin::Stdin>,
     attach: mpsc::Sender<mpsc::Sender<Output>>,
     exit: watch::Sender<Option<End>>,
     exited_at: Mutex<Option<Instant>>,
 }
 
 impl Hosted {
-    /// Bytes in its stdin pipe that the program has not read (0 once its stdin is closed);
-    /// `None` when that is not known: input is being written right now, or the pipe cannot
-    /// be asked.
-    fn unread_stdin(&self) -> Option<usize> {
-        let w = self.stdin.try_lock().ok()?;
-        match w.as_ref() {
-            Some(w) => crate::sys::pipe_unread(std::os::fd::AsFd::as_fd(w)).ok(),
-            None => Some(0),
-        }
-    }
-
-    /// Whether input is on its way into the program: being written to its stdin pipe, or
-    /// there and not read yet. A migration would lose those bytes, so re-balancing leaves
-    /// such a process where it is.
+    /// Whether input is on its way into the program: queued for it or in its stdin pipe,
+    /// not read yet. Re-balancing leaves such a process where it is: input sent to it in the
+    /// instant of a move could be lost (docs/PROCESSES.md).
     fn input_in_flight(&self) -> bool {
-        self.unread_stdin().is_none_or(|n| n > 0)
+        self.stdin.unread() > 0
     }
 }
 
@@ -245,14 +234,10 @@ impl ProcMan {
     ) -> Result<()> {
         let (attach_tx, attach_rx) = mpsc::channel(1);
         let (exit_tx, exit_rx) = watch::channel(None);
-        let stdin = match stdin {
-            Some(w) => Some(pipe::Sender::from_owned_fd(w).context("cannot watch stdin pipe")?),
-            None => None,
-        };
         let rec = Arc::new(Hosted {
             uid,
             since: Instant::now(),
-            stdin: tokio::sync::Mutex::new(stdin),
+            stdin: stdin::Stdin::start(stdin)?,
             attach: attach_tx,
             exit: exit_tx,
             exited_at: Mutex::new(None),
@@ -344,21 +329,24 @@ impl ProcMan {
             .with_context(|| format!("no process {gpid} was started on node {}", self.node))
     }
 
-    /// Passes input from its user to `gpid`.
-    pub async fn input(&self, gpid: i32, input: Input) -> Result<()> {
-        let rec = self.record(gpid)?;
+    /// Passes input from its user to `gpid`. Input for a process that has moved away is given
+    /// back (`Some`): the caller sends it where the process went.
+    pub async fn input(&self, gpid: i32, input: Input) -> Result<Option<Input>> {
+        let rec = match self.record(gpid) {
+            Ok(rec) => rec,
+            Err(_) if lock(&self.departed).contains_key(&gpid) => return Ok(Some(input)),
+            Err(e) => return Err(e),
+        };
         match input {
             Input::Stdin(bytes) => {
-                let mut stdin = rec.stdin.lock().await;
-                if let Some(w) = stdin.as_mut() {
-                    // A program that closed its stdin just does not get the bytes.
-                    if w.write_all(&bytes).await.is_err() {
-                        *stdin = None;
-                    }
+                if !rec.stdin.send(&bytes).await {
+                    return Ok(Some(Input::Stdin(bytes)));
                 }
             }
             Input::StdinEof => {
-                rec.stdin.lock().await.take();
+                if !rec.stdin.end() {
+                    return Ok(Some(Input::StdinEof));
+                }
             }
             Input::Signal(sig) => {
                 // As a terminal does: to the process group the program leads.
@@ -367,7 +355,7 @@ impl ProcMan {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Sends `sig` to process `gpid` of this node, if `caller` may.
@@ -471,12 +459,23 @@ impl ProcMan {
             .collect()
     }
 
-    /// Bytes in the stdin pipe of `gpid` that it has not read (0 if unknown or none).
+    /// Stops the input of `gpid`, which moved away (its copy here is frozen), and takes out
+    /// what it had not read, to go with it.
+    pub fn hand_over_input(&self, gpid: i32) -> Result<Leftover> {
+        self.record(gpid)?.stdin.hand_over()
+    }
+
+    /// Bytes queued for `gpid` or in its stdin pipe, not read yet (0 if there is no such
+    /// process).
     pub fn unread_input(&self, gpid: i32) -> u64 {
-        self.record(gpid)
-            .ok()
-            .and_then(|rec| rec.unread_stdin())
-            .map_or(0, |n| n as u64)
+        self.record(gpid).map_or(0, |rec| rec.stdin.unread() as u64)
+    }
+
+    /// Puts what `gpid` had not read of its input on the node it came from in front of its
+    /// input here.
+    pub fn feed_input(&self, gpid: i32, left: Leftover) -> Result<()> {
+        self.record(gpid)?.stdin.feed_front(left);
+        Ok(())
     }
 
     /// Pids (in the root namespace) of every process this node hosts, for the probes.
