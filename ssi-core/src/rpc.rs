@@ -170,6 +170,13 @@ pub enum RpcResponse {
     },
     /// Done.
     Done,
+    /// Last answer on an `Attach` connection whose process moved away: after `Moved`, the
+    /// home closes its side; the input it had sent that the process could not take any more,
+    /// in order, for the home to send where the process went.
+    Undelivered {
+        /// The inputs.
+        inputs: Vec<Input>,
+    },
     /// The request failed on the answering node.
     Error {
         /// What went wrong, in one line.

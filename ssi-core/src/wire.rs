@@ -354,6 +354,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureSender<S> {
             .await
             .map_err(|e| Error::net(format!("send to {}", self.peer), e))
     }
+
+    /// Sends what is buffered and closes this direction: the peer's receiver sees the end
+    /// (`Ok(None)`) while the other direction stays open.
+    pub async fn close(&mut self) -> Result<()> {
+        self.sink
+            .close()
+            .await
+            .map_err(|e| Error::net(format!("close the stream to {}", self.peer), e))
+    }
 }
 
 /// The receiving half of a [`SecureStream`].

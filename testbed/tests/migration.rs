@@ -521,6 +521,60 @@ fn unread_input_and_its_end_move_with_the_process() {
     }
 }
 
+/// Input that keeps coming while the process moves arrives whole and in order: a slow reader
+/// fed 3 MiB, moved in the middle, once with the session's home on the source node and once
+/// on another node.
+#[test]
+fn input_streaming_during_a_move_arrives_whole_and_in_order() {
+    use std::io::Write;
+    if !root_or_skip("migration") {
+        return;
+    }
+    let (_d, tb) = testbed(3, false);
+    // Reads 4 KiB every 2 ms (about 2 MB/s), says when it has read 256 KiB, and at the end
+    // says how much it read and its digest.
+    let script = "import hashlib, sys, time\nprint('0', __import__('os').getpid(), flush=True)\nh = hashlib.sha256(); n = 0; said = False\nwhile True:\n    b = sys.stdin.buffer.read1(4096)\n    if not b: break\n    h.update(b); n += len(b)\n    if n >= 262144 and not said:\n        print('reading', flush=True); said = True\n    time.sleep(0.002)\nprint(n, h.hexdigest(), flush=True)\n";
+    let size = 3 << 20;
+    let data: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&data))
+    };
+    for via in [1usize, 2] {
+        let mut client = run_cmd(&tb, via, 1, &["python3", "-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ssi run");
+        let mut stdin = client.stdin.take().expect("stdin");
+        let input = data.clone();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let (first, mut out) = first_line(&mut client);
+        let gpid = pid_field(&first);
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read reading");
+        assert_eq!(line, "reading\n");
+        let m = migrate(&tb, 1, gpid, 3);
+        assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+        assert_eq!(json(&m)["lost_input_bytes"], 0);
+        writer.join().expect("writer");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("home {via}: the input or its end did not arrive"));
+        assert_eq!(line, format!("{size} {digest}\n"), "home on node {via}");
+        assert!(client.wait().expect("wait").success());
+    }
+}
+
 /// A process killed while it migrates is gone afterwards, wherever the migration got to: the
 /// kill reaches the source copy, and one sent while the tree was already running on the target
 /// is passed on to it.

@@ -256,7 +256,7 @@ fn nodes_of(tb: &Testbed, via: usize, gpids: &[i64]) -> Vec<Option<i64>> {
 }
 
 /// Re-balancing leaves a process alone while input is on its way into it (bytes in its stdin
-/// pipe that it has not read: a migration would lose them), and moves it once it has read them.
+/// pipe that it has not read), and moves it once it has read them.
 #[test]
 fn processes_with_unread_input_are_not_moved() {
     use std::io::{BufRead, Write};
@@ -291,14 +291,18 @@ fn processes_with_unread_input_are_not_moved() {
             .expect("spawn")
         })
         .collect();
-    let mut outs = Vec::new();
-    let mut gpids = Vec::new();
+    // Input for both at once: a process is no candidate for its first 500 ms (residence),
+    // and its input must be on its way before then (a python starting up is busy).
     for j in &mut jobs {
         j.stdin
             .as_mut()
             .expect("stdin")
             .write_all(&[b'x'; 1000])
             .expect("write input");
+    }
+    let mut outs = Vec::new();
+    let mut gpids = Vec::new();
+    for j in &mut jobs {
         let (mut line, mut out) = common::first_line(j);
         gpids.push(line.trim().parse::<i64>().expect("pid"));
         line.clear();

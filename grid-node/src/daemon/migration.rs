@@ -261,8 +261,13 @@ async fn run_out(
     let _ = ctl_w.write_all(&verdict(Verdict::Abort)).await;
     while let Ok(Some(_)) = next_report(&mut reports).await {}
     tracing::warn!(gpid, %to, error = %format!("{failure:#}"), "migration failed; the process runs on here");
+    let where_now = if pm.holds(gpid) {
+        "it runs on where it was"
+    } else {
+        "it ended meanwhile"
+    };
     Err(failure.context(format!(
-        "migration of {gpid} to node {to} failed; it runs on where it was"
+        "migration of {gpid} to node {to} failed; {where_now}"
     )))
 }
 

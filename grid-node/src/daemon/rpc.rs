@@ -8,14 +8,14 @@ use std::time::Duration;
 use anyhow::Result;
 use ssi_core::gossip::RateLimited;
 use ssi_core::membership::MemberRecord;
-use ssi_core::process::{Caller, Input, Output, RunSpec};
+use ssi_core::process::{Caller, Output, RunSpec};
 use ssi_core::rpc::{RpcRequest, RpcResponse};
 use ssi_core::wire::{SecureReceiver, SecureSender, SecureStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
 use super::procman::ProcMan;
-use super::session::follow_local;
+use super::session::{follow_local, InputSource};
 use super::Node;
 
 /// Accepts daemon connections forever.
@@ -184,33 +184,52 @@ async fn attach(
     }
 }
 
-/// Follows a process hosted here for a session whose home is another node. Input the home
-/// sent after the process moved on cannot be put in order with what the home sends to the
-/// new node: it is lost, and logged.
+/// How long the source of a move waits for a home to close its side of a session.
+const FENCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Follows a process hosted here for a session whose home is another node. When the process
+/// moves away, the home closes its side once it knows; the input it sent that the process
+/// could no longer take goes back to it (`Undelivered`), in order, to be sent where the
+/// process went before anything newer.
 async fn follow_remote(
     pm: &ProcMan,
     gpid: i32,
     outputs: mpsc::Receiver<Output>,
-    source: SecureReceiver<TcpStream>,
-    sink: SecureSender<TcpStream>,
+    mut source: SecureReceiver<TcpStream>,
+    mut sink: SecureSender<TcpStream>,
     input: bool,
 ) -> Result<()> {
     let mut undelivered = Vec::new();
-    follow_local(pm, gpid, outputs, source, sink, input, &mut undelivered).await?;
-    let bytes: usize = undelivered
-        .iter()
-        .map(|i| match i {
-            Input::Stdin(b) => b.len(),
-            _ => 0,
-        })
-        .sum();
-    if !undelivered.is_empty() {
+    let leg = follow_local(
+        pm,
+        gpid,
+        outputs,
+        &mut source,
+        &mut sink,
+        input,
+        &mut undelivered,
+    )
+    .await?;
+    if !matches!(leg, super::session::Leg::Moved(_)) {
+        return Ok(());
+    }
+    let rest = tokio::time::timeout(FENCE_TIMEOUT, async {
+        while let Ok(Some(i)) = source.next_input().await {
+            undelivered.push(i);
+        }
+    })
+    .await;
+    if rest.is_err() {
         tracing::warn!(
             gpid,
-            bytes,
-            inputs = undelivered.len(),
-            "input for a process that moved on arrived here in the switch: lost"
+            "the home of a moved process did not close its side in time"
         );
+    }
+    if input {
+        sink.send(&RpcResponse::Undelivered {
+            inputs: undelivered,
+        })
+        .await?;
     }
     Ok(())
 }

@@ -428,7 +428,7 @@ async fn follow(
                         Err(e) => tracing::debug!(gpid, error = %e, "input not delivered"),
                     }
                 }
-                follow_local(
+                let leg = follow_local(
                     pm,
                     gpid,
                     rx,
@@ -437,8 +437,16 @@ async fn follow(
                     input,
                     &mut back,
                 )
-                .await
-                .inspect(|_| carried = back)?
+                .await?;
+                if !back.is_empty() {
+                    tracing::info!(
+                        gpid,
+                        inputs = back.len(),
+                        "input that came after the process left goes on to where it went"
+                    );
+                }
+                carried = back;
+                leg
             }
             Ok(Open::Remote(rpc)) => {
                 let name = node.name_of(host).await;
@@ -455,6 +463,7 @@ async fn follow(
                     &mut client_tx,
                     (host_tx, host_rx),
                     input,
+                    &mut carried,
                 )
                 .await?
             }
@@ -479,7 +488,14 @@ async fn follow(
     }
 }
 
-/// The home side of a remote session: client <-> host, until the process ends or is lost.
+/// How long a home waits, once its process moved, for the input it was sending to go out and
+/// for the node the process left to give back what the process could no longer take.
+const FENCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The home side of a remote session: client <-> host, until the process ends, is lost, or
+/// moves. When it moves, the input being sent goes out whole, the home closes its side, and
+/// what the host gives back (input that came after the process left) is added to `carried`,
+/// to be sent first where the process went.
 #[allow(clippy::too_many_arguments)]
 async fn relay(
     node: &Node,
@@ -490,6 +506,7 @@ async fn relay(
     client_tx: &mut ControlSender,
     (mut host_tx, mut host_rx): (SecureSender<TcpStream>, SecureReceiver<TcpStream>),
     forward_input: bool,
+    carried: &mut Vec<Input>,
 ) -> Result<Leg> {
     let mut events = node.gossip.subscribe();
     let lost = |why: &str| {
@@ -497,61 +514,104 @@ async fn relay(
             "node {host} ({host_name}) {why}; process {gpid} is lost"
         ))
     };
-    let input = async {
-        loop {
-            match client_rx.next_input().await {
-                Ok(Some(i)) if forward_input => host_tx.send(&RpcRequest::Input(i)).await?,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => {
-                    // The user went away: hang up, as a terminal would.
-                    if forward_input {
-                        let _ = host_tx
-                            .send(&RpcRequest::Input(Input::Signal(libc::SIGHUP)))
-                            .await;
+    // The output side asks the input side to stop between two inputs, never in the middle of
+    // sending one.
+    let stop = tokio::sync::Notify::new();
+    let leg = {
+        let input = async {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = stop.notified() => return Ok::<(), anyhow::Error>(()),
+                    i = client_rx.next_input() => i,
+                };
+                match next {
+                    Ok(Some(i)) if forward_input => host_tx.send(&RpcRequest::Input(i)).await?,
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => {
+                        // The user went away: hang up, as a terminal would.
+                        if forward_input {
+                            let _ = host_tx
+                                .send(&RpcRequest::Input(Input::Signal(libc::SIGHUP)))
+                                .await;
+                        }
+                        return Ok(());
                     }
-                    return Ok(Leg::Done);
                 }
             }
-        }
-    };
-    let output = async {
-        loop {
-            tokio::select! {
-                r = host_rx.recv::<RpcResponse>() => match r {
-                    Ok(Some(RpcResponse::Output(o))) => {
-                        let leg = match o {
-                            Output::Exited(_) => {
-                                node.directory().remove(&gpid);
-                                Some(Leg::Done)
+        };
+        let output = async {
+            loop {
+                tokio::select! {
+                    r = host_rx.recv::<RpcResponse>() => match r {
+                        Ok(Some(RpcResponse::Output(o))) => {
+                            let leg = match o {
+                                Output::Exited(_) => {
+                                    node.directory().remove(&gpid);
+                                    Some(Leg::Done)
+                                }
+                                Output::Moved { node: to } => Some(Leg::Moved(to)),
+                                _ => None,
+                            };
+                            client_tx.put(o).await?;
+                            if let Some(leg) = leg {
+                                stop.notify_one();
+                                return Ok(leg);
                             }
-                            Output::Moved { node: to } => Some(Leg::Moved(to)),
-                            _ => None,
-                        };
-                        client_tx.put(o).await?;
-                        if let Some(leg) = leg {
-                            return Ok(leg);
                         }
-                    }
-                    Ok(Some(RpcResponse::Error { message })) => {
-                        client_tx.send(&ControlResponse::Error { message, code: EXIT_SSI_ERROR }).await?;
-                        return Ok(Leg::Done);
-                    }
-                    Ok(Some(other)) => return Err(anyhow!("unexpected message from node {host}: {other:?}")),
-                    Ok(None) | Err(_) => {
-                        client_tx.put(lost("went away")).await?;
-                        return Ok(Leg::Done);
-                    }
-                },
-                ev = events.recv() => {
-                    if let Ok(MemberEvent::Dead(id) | MemberEvent::Left(id)) = ev {
-                        if id.id == host {
-                            client_tx.put(lost("died")).await?;
+                        Ok(Some(RpcResponse::Error { message })) => {
+                            client_tx.send(&ControlResponse::Error { message, code: EXIT_SSI_ERROR }).await?;
                             return Ok(Leg::Done);
                         }
+                        Ok(Some(other)) => return Err(anyhow!("unexpected message from node {host}: {other:?}")),
+                        Ok(None) | Err(_) => {
+                            client_tx.put(lost("went away")).await?;
+                            return Ok(Leg::Done);
+                        }
+                    },
+                    ev = events.recv() => {
+                        if let Ok(MemberEvent::Dead(id) | MemberEvent::Left(id)) = ev {
+                            if id.id == host {
+                                client_tx.put(lost("died")).await?;
+                                return Ok(Leg::Done);
+                            }
+                        }
                     }
                 }
             }
+        };
+        tokio::pin!(input);
+        tokio::pin!(output);
+        let leg = tokio::select! {
+            r = &mut output => r?,
+            r = &mut input => {
+                r?;
+                return Ok(Leg::Done);
+            }
+        };
+        if matches!(leg, Leg::Moved(_))
+            && tokio::time::timeout(FENCE_TIMEOUT, &mut input)
+                .await
+                .is_err()
+        {
+            tracing::warn!(gpid, %host, "input to a moved process was still being sent: dropped");
         }
+        leg
     };
-    both_ways(input, output).await
+    if matches!(leg, Leg::Moved(_)) {
+        let _ = host_tx.close().await;
+        let back = tokio::time::timeout(FENCE_TIMEOUT, async {
+            loop {
+                match host_rx.recv::<RpcResponse>().await {
+                    Ok(Some(RpcResponse::Undelivered { inputs })) => return inputs,
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return Vec::new(),
+                }
+            }
+        })
+        .await
+        .unwrap_or_default();
+        carried.extend(back);
+    }
+    Ok(leg)
 }
