@@ -2,7 +2,7 @@
 //! daemons, real pid namespaces. Each program checks nothing itself; its output is the proof:
 //! a counter that continues without gap or repeat, under the same pid.
 
-use std::io::{BufRead, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -26,6 +26,17 @@ fn pid_field(line: &str) -> i64 {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+/// The next line of `out` if one comes within `limit` (the reader is given up otherwise).
+fn line_within(mut out: BufReader<std::process::ChildStdout>, limit: Duration) -> Option<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(limit).ok()
 }
 
 fn migrate(tb: &Testbed, via: usize, gpid: i64, to: usize) -> std::process::Output {
@@ -499,18 +510,11 @@ fn unread_input_and_its_end_move_with_the_process() {
         assert_eq!(report["lost_input_bytes"], 0, "{report}");
     }
     std::fs::write(&go, b"").expect("go");
-    for (mut client, mut out, gpid, size, writer) in sessions {
+    for (mut client, out, gpid, size, writer) in sessions {
         writer.join().expect("writer");
         // a program still waiting for input or its end would never answer
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = out.read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("process {gpid}: its input or its end did not arrive"));
+        let line = line_within(out, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("process {gpid}: its input or its end did not arrive"));
         let digest = {
             use sha2::Digest;
             hex::encode(sha2::Sha256::digest(pattern(size)))
@@ -561,15 +565,8 @@ fn input_streaming_during_a_move_arrives_whole_and_in_order() {
         assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
         assert_eq!(json(&m)["lost_input_bytes"], 0);
         writer.join().expect("writer");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = out.read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("home {via}: the input or its end did not arrive"));
+        let line = line_within(out, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("home {via}: the input or its end did not arrive"));
         assert_eq!(line, format!("{size} {digest}\n"), "home on node {via}");
         assert!(client.wait().expect("wait").success());
     }
