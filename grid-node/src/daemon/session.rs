@@ -488,6 +488,18 @@ async fn follow(
     }
 }
 
+/// Where `gpid` runs now if its host `host` went away after it had moved on (before the
+/// host could say so): the node it runs on, if not `host`.
+async fn moved_elsewhere(node: &Node, gpid: i32, host: NodeId) -> Option<NodeId> {
+    match cluster::locate(node, gpid).await {
+        Ok(at) if at != host => {
+            tracing::info!(gpid, from = %host, to = %at, "its host went away, but the process runs on elsewhere");
+            Some(at)
+        }
+        _ => None,
+    }
+}
+
 /// How long a home waits, once its process moved, for the input it was sending to go out and
 /// for the node the process left to give back what the process could no longer take.
 const FENCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -565,6 +577,9 @@ async fn relay(
                         }
                         Ok(Some(other)) => return Err(anyhow!("unexpected message from node {host}: {other:?}")),
                         Ok(None) | Err(_) => {
+                            if let Some(to) = moved_elsewhere(node, gpid, host).await {
+                                return Ok(Leg::Moved(to));
+                            }
                             client_tx.put(lost("went away")).await?;
                             return Ok(Leg::Done);
                         }
@@ -572,6 +587,9 @@ async fn relay(
                     ev = events.recv() => {
                         if let Ok(MemberEvent::Dead(id) | MemberEvent::Left(id)) = ev {
                             if id.id == host {
+                                if let Some(to) = moved_elsewhere(node, gpid, host).await {
+                                    return Ok(Leg::Moved(to));
+                                }
                                 client_tx.put(lost("died")).await?;
                                 return Ok(Leg::Done);
                             }
