@@ -16,6 +16,9 @@ use crate::{io, Error, Result};
 /// How long a failed target goes on reading the stream, so that the source reads why before
 /// its writes fail.
 const DRAIN_TIME: Duration = Duration::from_secs(30);
+/// A failed target stops reading sooner once the source has sent nothing for this long (it
+/// stalled, or it stopped sending and reads the reason).
+const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
 /// Receives a tree on `conn` (frames authenticated with `key`) and restores it with `stdio` as
 /// its outside standard streams; the tree's root becomes a child of the caller. Reports
@@ -96,7 +99,8 @@ fn receive<R: Read + Send>(r: &mut FrameReader<R>, stdio: [RawFd; 3]) -> Result<
     }
 }
 
-/// Reads and throws away what the source still sends, until it closes or for a while.
+/// Reads and throws away what the source still sends, until it closes, pauses for
+/// [`DRAIN_IDLE`], or for [`DRAIN_TIME`] at most.
 fn drain<C>(conn: &C)
 where
     C: AsFd,
@@ -106,7 +110,7 @@ where
     let mut buf = vec![0u8; 1 << 16];
     let mut r = conn;
     while let Some(left) = until.checked_duration_since(Instant::now()) {
-        if !readable(conn, left) {
+        if !readable(conn, left.min(DRAIN_IDLE)) {
             return;
         }
         match r.read(&mut buf) {
