@@ -1,8 +1,9 @@
-//! The source helper when the target misbehaves. When it reads the whole last image and then
-//! goes away without an answer, the source reports `unanswered`, keeps the tree frozen, and
-//! kills or resumes it by the verdict its daemon gives. When it stops reading, the source gives
-//! up once the stream has stood still for its stall limit, and the tree runs on. Real process,
-//! real freeze, real frames; the target is a thread.
+//! A helper when the other side misbehaves. When the target reads the whole last image and
+//! then goes away without an answer, the source reports `unanswered`, keeps the tree frozen,
+//! and kills or resumes it by the verdict its daemon gives. When the target stops reading, the
+//! source gives up once the stream has stood still for its stall limit, and the tree runs on;
+//! when the source stops sending, so does the target. Real process, real freeze, real frames;
+//! the other side is a thread.
 
 use std::io::Cursor;
 use std::os::unix::net::UnixStream;
@@ -187,4 +188,35 @@ fn a_target_that_stops_reading_fails_the_copy_and_the_tree_runs_on() {
     assert!(child.try_wait().expect("try_wait").is_none(), "it runs on");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn a_source_that_stops_sending_fails_the_target_soon() {
+    if !root_or_skip() {
+        return;
+    }
+    let (source, target) = UnixStream::pair().expect("socketpair");
+    limit_stalls(&target, Duration::from_secs(1)).expect("stall limit");
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    // holds its end open and sends nothing until the target has given up
+    let peer = std::thread::spawn(move || {
+        let _ = done_rx.recv_timeout(Duration::from_secs(60));
+        drop(source);
+    });
+    let started = Instant::now();
+    let mut reports = Vec::new();
+    let r = migrate::inbound::run(
+        &target,
+        &KEY,
+        [0, 1, 2],
+        &mut reports,
+        &mut Cursor::new(Vec::new()),
+    );
+    let took = started.elapsed();
+    let _ = done_tx.send(());
+    peer.join().expect("source thread");
+    let e = r.expect_err("nothing can be restored");
+    assert!(e.to_string().contains("stalled"), "{e}");
+    // the stall limit, then at most the drain's idle time
+    assert!(took < Duration::from_secs(15), "gave up after {took:?}");
 }
