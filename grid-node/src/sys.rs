@@ -11,23 +11,6 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 
-/// Arguments of `clone3`, as the kernel defines `struct clone_args` (Linux 5.5+).
-#[repr(C)]
-#[derive(Debug, Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
 /// Which step of starting a program failed in the child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -142,15 +125,22 @@ pub fn spawn(p: &Prepared, pid: Option<i32>) -> Result<i32, SpawnError> {
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Clone)?;
     let set_tid: [libc::pid_t; 1] = [pid.unwrap_or(0)];
-    let args = CloneArgs {
+    let args = libc::clone_args {
+        flags: 0,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
         exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
         set_tid: if pid.is_some() {
             set_tid.as_ptr() as u64
         } else {
             0
         },
         set_tid_size: u64::from(pid.is_some()),
-        ..CloneArgs::default()
+        cgroup: 0,
     };
     // SAFETY: `args` is a valid clone_args of the size passed; without CLONE_VM the child runs
     // on a copy-on-write copy of our memory, and the caller is single-threaded, so the child
@@ -158,8 +148,8 @@ pub fn spawn(p: &Prepared, pid: Option<i32>) -> Result<i32, SpawnError> {
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
+            &args as *const libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
         )
     };
     if ret < 0 {

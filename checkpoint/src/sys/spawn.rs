@@ -5,47 +5,38 @@
 //! connection among them: the copy must not keep it open if the restorer dies), takes its
 //! session or group, reports on a pipe and waits in `pause()` for the restorer to seize it and
 //! replace its memory. Once seized, `PTRACE_O_EXITKILL` kills it with the restorer, and the
-//! restore clears the parent-death signal as it sets the process's state. Its descendants are created
-//! later from inside it, by injected `clone3` calls (see `restore::holder`). The restorer may
-//! be multi-threaded, so the code running in the copy allocates nothing and takes no locks: it
-//! only makes raw system calls.
+//! restore clears the parent-death signal as it sets the process's state. Its descendants are
+//! created later from inside it, by injected `clone3` calls (see `restore::holder`). The
+//! restorer may be multi-threaded, so the code running in the copy allocates nothing and takes
+//! no locks: it only makes raw system calls.
 
 use std::io;
 use std::os::fd::RawFd;
-
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 /// `clone3` creating a process (fork-like) with pid `pid` in the caller's pid namespace.
 /// Returns 0 in the child.
 fn clone_with_pid(pid: i32, exit_signal: i32) -> libc::c_long {
     let tid: libc::pid_t = pid;
-    let args = CloneArgs {
+    let args = libc::clone_args {
+        flags: 0,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
         exit_signal: exit_signal as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
         set_tid: &tid as *const libc::pid_t as u64,
         set_tid_size: 1,
-        ..Default::default()
+        cgroup: 0,
     };
     // SAFETY: args is a valid clone_args whose set_tid points at one pid_t; without CLONE_VM
     // the child gets a copy of the address space and returns 0 here, like fork().
     unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
+            &args as *const libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
         )
     }
 }
