@@ -53,9 +53,19 @@ fn migrate(tb: &Testbed, via: usize, gpid: i64, to: usize) -> std::process::Outp
     )
 }
 
-/// Checks that counter output `text` (after `first`) holds every number 0..count once, in
-/// order, all under pid `gpid`.
-fn check_counter(first: &str, rest: &str, count: usize, gpid: i64) {
+/// Reads the rest of a counter's output, waits for its client to succeed, and checks that the
+/// output (after `first`) holds every number 0..count once, in order, all under pid `gpid`.
+fn finish_counter(
+    mut client: Child,
+    mut out: BufReader<std::process::ChildStdout>,
+    first: &str,
+    count: usize,
+    gpid: i64,
+) {
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read");
+    let status = client.wait().expect("wait");
+    assert!(status.success(), "client: {status}");
     let all: Vec<String> = std::iter::once(first.trim_end().to_string())
         .chain(rest.lines().map(str::to_string))
         .collect();
@@ -78,7 +88,7 @@ fn counter_migrates(netns: bool) {
     let (d, tb) = testbed(3, netns);
     let counter = compile("counter", d.path());
     let mut client = run_via(&tb, 3, 1, &[counter.to_str().expect("path"), "150", "20"]);
-    let (first, mut out) = first_line(&mut client);
+    let (first, out) = first_line(&mut client);
     let gpid = pid_field(&first);
     assert!(
         (4096..=8191).contains(&gpid),
@@ -95,11 +105,7 @@ fn counter_migrates(netns: bool) {
     assert_eq!(report["to"], 2);
     assert!(report["downtime_micros"].as_u64() > Some(0));
     assert_eq!(host_of(&tb, 1, gpid), Some(2), "ps shows it on node 2");
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("read");
-    let status = client.wait().expect("wait");
-    assert!(status.success(), "client: {status}");
-    check_counter(&first, &rest, 150, gpid);
+    finish_counter(client, out, &first, 150, gpid);
 }
 
 #[test]
@@ -128,7 +134,7 @@ fn shell_loop_with_short_lived_children_migrates() {
     let (_d, tb) = testbed(2, false);
     let script = "i=0; while [ $i -lt 100 ]; do echo \"$i $$\"; i=$((i+1)); sleep 0.02; done";
     let mut client = run_via(&tb, 1, 1, &["sh", "-c", script]);
-    let (first, mut out) = first_line(&mut client);
+    let (first, out) = first_line(&mut client);
     let gpid = pid_field(&first);
     // Several times there and back, each with pre-copy rounds, while it keeps forking.
     for to in [2, 1, 2] {
@@ -140,11 +146,7 @@ fn shell_loop_with_short_lived_children_migrates() {
         );
         assert_eq!(host_of(&tb, 1, gpid), Some(to as i64));
     }
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("read");
-    let status = client.wait().expect("wait");
-    assert!(status.success(), "client: {status}");
-    check_counter(&first, &rest, 100, gpid);
+    finish_counter(client, out, &first, 100, gpid);
 }
 
 #[test]
@@ -196,7 +198,7 @@ fn killing_the_source_node_after_migration_leaves_the_process_running() {
     let (d, mut tb) = testbed(3, false);
     let counter = compile("counter", d.path());
     let mut client = run_via(&tb, 3, 1, &[counter.to_str().expect("path"), "120", "20"]);
-    let (first, mut out) = first_line(&mut client);
+    let (first, out) = first_line(&mut client);
     let gpid = pid_field(&first);
     let m = migrate(&tb, 3, gpid, 2);
     assert!(
@@ -205,10 +207,7 @@ fn killing_the_source_node_after_migration_leaves_the_process_running() {
         String::from_utf8_lossy(&m.stderr)
     );
     tb.kill(1).expect("kill the source node");
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("read");
-    assert!(client.wait().expect("wait").success());
-    check_counter(&first, &rest, 120, gpid);
+    finish_counter(client, out, &first, 120, gpid);
 }
 
 #[test]
@@ -278,17 +277,14 @@ fn failed_migration_leaves_the_process_running_and_says_why() {
     // A TCP socket cannot be migrated: the dump refuses before freezing anything.
     let script = "import socket,time,os\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nfor i in range(60):\n  print(i, os.getpid(), flush=True)\n  time.sleep(0.05)\n";
     let mut client = run_via(&tb, 1, 1, &["python3", "-c", script]);
-    let (first, mut out) = first_line(&mut client);
+    let (first, out) = first_line(&mut client);
     let gpid = pid_field(&first);
     let m = migrate(&tb, 1, gpid, 2);
     assert_eq!(m.status.code(), Some(1));
     let err = String::from_utf8_lossy(&m.stderr);
     assert!(err.contains("socket") && err.contains("runs on"), "{err}");
     assert_eq!(host_of(&tb, 1, gpid), Some(1));
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("read");
-    assert!(client.wait().expect("wait").success());
-    check_counter(&first, &rest, 60, gpid);
+    finish_counter(client, out, &first, 60, gpid);
 }
 
 #[test]
