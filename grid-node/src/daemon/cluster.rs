@@ -46,6 +46,15 @@ pub async fn ask(node: &Node, id: NodeId, req: &RpcRequest) -> Result<RpcRespons
         .map_err(|_| anyhow!("node {id} did not answer within {ANSWER_TIMEOUT:?}"))?
 }
 
+/// Sends one request to node `id` that is answered `Done` (or `Error`).
+pub async fn ask_done(node: &Node, id: NodeId, req: &RpcRequest) -> Result<()> {
+    match ask(node, id, req).await? {
+        RpcResponse::Done => Ok(()),
+        RpcResponse::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer from node {id}: {other:?}"),
+    }
+}
+
 /// Every process of the cluster: those of every alive node, and those lost with dead nodes.
 pub async fn ps(node: &Node) -> Result<Vec<ProcessView>> {
     let view = node.gossip.view().await?;
@@ -130,11 +139,7 @@ pub async fn kill(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Result<(
         sig,
         caller: caller.clone(),
     };
-    match ask(node, host, &req).await? {
-        RpcResponse::Done => Ok(()),
-        RpcResponse::Error { message } => bail!("{message}"),
-        other => bail!("unexpected answer from node {host}: {other:?}"),
-    }
+    ask_done(node, host, &req).await
 }
 
 /// Moves `gpid` to node `to`, wherever it runs now.

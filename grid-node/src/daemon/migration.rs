@@ -286,21 +286,12 @@ async fn hand_over_input(node: &Node, pm: &ProcMan, gpid: i32, to: NodeId) -> u6
         return 0;
     }
     let n = left.bytes.len() as u64;
-    let sent = async {
-        let mut rpc = cluster::connect(node, to).await?;
-        rpc.send(&RpcRequest::HandOverInput {
-            gpid,
-            bytes: left.bytes,
-            eof: left.eof,
-        })
-        .await?;
-        match rpc.recv::<RpcResponse>().await? {
-            Some(RpcResponse::Done) => Ok(()),
-            Some(RpcResponse::Error { message }) => bail!("{message}"),
-            other => bail!("unexpected answer {other:?}"),
-        }
+    let req = RpcRequest::HandOverInput {
+        gpid,
+        bytes: left.bytes,
+        eof: left.eof,
     };
-    match sent.await {
+    match cluster::ask_done(node, to, &req).await {
         Ok(()) => {
             tracing::info!(gpid, bytes = n, eof = left.eof, %to, "unread input handed over");
             0
@@ -321,16 +312,7 @@ async fn forward_signals(
     signals: Vec<super::procman::SentSignal>,
 ) {
     for (gpid, sig, caller) in signals.into_iter().filter(|(g, _, _)| pids.contains(g)) {
-        let sent = async {
-            let mut rpc = cluster::connect(node, to).await?;
-            rpc.send(&RpcRequest::Kill { gpid, sig, caller }).await?;
-            match rpc.recv::<RpcResponse>().await? {
-                Some(RpcResponse::Done) => Ok(()),
-                Some(RpcResponse::Error { message }) => bail!("{message}"),
-                other => bail!("unexpected answer {other:?}"),
-            }
-        };
-        match sent.await {
+        match cluster::ask_done(node, to, &RpcRequest::Kill { gpid, sig, caller }).await {
             Ok(()) => tracing::info!(gpid, sig, %to, "signal sent during the migration passed on"),
             Err(e) => {
                 tracing::warn!(gpid, sig, %to, error = %format!("{e:#}"), "cannot pass on a signal sent during the migration")
@@ -374,11 +356,9 @@ async fn settle(node: &Node, gpid: i32, to: NodeId) -> Result<Option<Vec<i32>>> 
 
 /// One question of [`settle`].
 async fn ask_settled(node: &Node, gpid: i32, to: NodeId) -> Result<Option<Vec<i32>>> {
-    let mut rpc = cluster::connect(node, to).await?;
-    rpc.send(&RpcRequest::SettleMigration { gpid }).await?;
-    match rpc.recv::<RpcResponse>().await? {
-        Some(RpcResponse::Settled { pids }) => Ok(pids),
-        Some(RpcResponse::Error { message }) => bail!("{message}"),
+    match cluster::ask(node, to, &RpcRequest::SettleMigration { gpid }).await? {
+        RpcResponse::Settled { pids } => Ok(pids),
+        RpcResponse::Error { message } => bail!("{message}"),
         other => bail!("unexpected answer {other:?}"),
     }
 }
