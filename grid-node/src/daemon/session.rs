@@ -105,6 +105,21 @@ async fn both_ways(
     }
 }
 
+/// Passes input `i` to `gpid` hosted here, unless the process has moved away: then `i` joins
+/// `undelivered`, as does everything after the first input given back, so that their order
+/// holds. Input for a process that just ended (its exit is on its way) goes nowhere.
+async fn deliver(pm: &ProcMan, gpid: i32, i: Input, undelivered: &mut Vec<Input>) {
+    if !undelivered.is_empty() {
+        undelivered.push(i);
+        return;
+    }
+    match pm.input(gpid, i).await {
+        Ok(None) => {}
+        Ok(Some(back)) => undelivered.push(back),
+        Err(e) => tracing::debug!(gpid, error = %e, "input not delivered"),
+    }
+}
+
 /// Carries one hosted process's output to `sink` and input from `source` until it ends or
 /// moves (the `Moved` output is passed on too). If the user goes away first, the process group
 /// gets SIGHUP, as when a terminal hangs up. Input that came when the process had already
@@ -121,13 +136,7 @@ pub async fn follow_local(
     let input = async {
         loop {
             match source.next_input().await {
-                Ok(Some(i)) if forward_input && !undelivered.is_empty() => undelivered.push(i),
-                // Input for a process that just ended (its exit is on its way) goes nowhere.
-                Ok(Some(i)) if forward_input => match pm.input(gpid, i).await {
-                    Ok(None) => {}
-                    Ok(Some(back)) => undelivered.push(back),
-                    Err(e) => tracing::debug!(gpid, error = %e, "input not delivered"),
-                },
+                Ok(Some(i)) if forward_input => deliver(pm, gpid, i, undelivered).await,
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     if forward_input {
@@ -422,11 +431,7 @@ async fn follow(
                 let pm = node.local_procs()?;
                 let mut back = Vec::new();
                 for i in carried.drain(..) {
-                    match pm.input(gpid, i).await {
-                        Ok(Some(i)) => back.push(i),
-                        Ok(None) => {}
-                        Err(e) => tracing::debug!(gpid, error = %e, "input not delivered"),
-                    }
+                    deliver(pm, gpid, i, &mut back).await;
                 }
                 let leg = follow_local(
                     pm,
@@ -526,8 +531,8 @@ async fn relay(
             "node {host} ({host_name}) {why}; process {gpid} is lost"
         ))
     };
-    // The output side asks the input side to stop between two inputs, never in the middle of
-    // sending one.
+    // Once the output side ends, the input side is asked to stop between two inputs, never in
+    // the middle of sending one.
     let stop = tokio::sync::Notify::new();
     let leg = {
         let input = async {
@@ -567,7 +572,6 @@ async fn relay(
                             };
                             client_tx.put(o).await?;
                             if let Some(leg) = leg {
-                                stop.notify_one();
                                 return Ok(leg);
                             }
                         }
@@ -607,6 +611,8 @@ async fn relay(
                 return Ok(Leg::Done);
             }
         };
+        // however the output side ended (a move told or found, an end, a loss)
+        stop.notify_one();
         if matches!(leg, Leg::Moved(_))
             && tokio::time::timeout(FENCE_TIMEOUT, &mut input)
                 .await
