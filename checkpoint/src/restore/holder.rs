@@ -99,8 +99,8 @@ impl Holder {
         let syscall_at = local.block.vdso + local.syscall_off;
         let (pgid, sid) = group_and_session(pid)?;
         let mut h = Holder::new(pid, 0, pgid, sid, syscall_at, local.block.start)?;
-        // It closed what it inherited but the pipe it reported on (`sys::spawn`), which it may
-        // not have closed yet when it was stopped: close that too.
+        // It closed what it inherited but the pipe it reported on (`sys::spawn`): close that
+        // too.
         h.call(
             "close inherited fds",
             libc::SYS_close_range,

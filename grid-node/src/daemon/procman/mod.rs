@@ -42,8 +42,8 @@ struct Hosted {
 
 impl Hosted {
     /// Whether input is on its way into the program: queued for it or in its stdin pipe,
-    /// not read yet. Re-balancing leaves such a process where it is: input sent to it in the
-    /// instant of a move could be lost (docs/PROCESSES.md).
+    /// not read yet. Re-balancing leaves such a process where it is: one its user is feeding
+    /// moves only by an explicit `ssi migrate` (docs/SCHEDULER.md).
     fn input_in_flight(&self) -> bool {
         self.stdin.unread() > 0
     }

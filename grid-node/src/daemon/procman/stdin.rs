@@ -40,10 +40,16 @@ struct State {
     queue: Vec<u8>,
     /// The input ends after the queue.
     eof: bool,
-    /// No more input goes in: the program closed its stdin, or the process moved away.
-    closed: bool,
     /// The process moved away (its input was handed over).
     moved: bool,
+}
+
+impl State {
+    /// No more input goes in: it has no pipe (none from the start, the program closed its
+    /// stdin, or the process moved away).
+    fn closed(&self) -> bool {
+        self.pipe.is_none() && self.rest.is_none()
+    }
 }
 
 /// The stdin of one hosted process (see the module doc).
@@ -105,7 +111,6 @@ impl Stdin {
         let has_pipe = pipe.is_some();
         let me = Arc::new(Stdin {
             state: Mutex::new(State {
-                closed: !has_pipe,
                 pipe,
                 ..State::default()
             }),
@@ -127,7 +132,7 @@ impl Stdin {
             if st.moved {
                 return false;
             }
-            if st.closed || st.eof {
+            if st.closed() || st.eof {
                 return true;
             }
             st.queue.extend_from_slice(bytes);
@@ -139,7 +144,7 @@ impl Stdin {
             room.as_mut().enable();
             {
                 let st = lock(&self.state);
-                if st.closed || st.queue.len() <= QUEUE_LIMIT {
+                if st.closed() || st.queue.len() <= QUEUE_LIMIT {
                     return true;
                 }
             }
@@ -188,7 +193,6 @@ impl Stdin {
         bytes.append(&mut st.queue);
         let eof = st.eof;
         st.pipe = None;
-        st.closed = true;
         st.moved = true;
         st.eof = false;
         drop(st);
@@ -199,7 +203,7 @@ impl Stdin {
     /// Puts what a process had not read on the node it came from in front of its input here.
     pub fn feed_front(&self, left: Leftover) {
         let mut st = lock(&self.state);
-        if st.closed {
+        if st.closed() {
             return;
         }
         st.queue.splice(0..0, left.bytes);
@@ -264,7 +268,6 @@ async fn writer(me: std::sync::Weak<Stdin>, changed: Arc<Notify>) {
                 // the program closed its stdin: no more input for it
                 st.queue.clear();
                 st.pipe = None;
-                st.closed = true;
                 drop(st);
                 changed.notify_waiters();
                 return;
@@ -374,10 +377,10 @@ mod tests {
         drop(r);
         s.send(b"nobody reads this").await;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !lock(&s.state).closed && std::time::Instant::now() < deadline {
+        while !lock(&s.state).closed() && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        assert!(lock(&s.state).closed);
+        assert!(lock(&s.state).closed());
         assert!(s.send(b"more").await, "taken, and dropped");
         assert_eq!(s.unread(), 0);
     }
