@@ -59,17 +59,23 @@ fn namespaces() -> Result<Vec<String>> {
         .collect())
 }
 
-/// The host-side veth ends of testbed nodes (`ssi<slot>n<node>h`) in this namespace. They can
-/// outlive their namespace for a moment: a deleted namespace's devices go away asynchronously.
-fn host_links() -> Vec<String> {
+/// The host-side veth ends of testbed nodes (`ssi<slot>n<node>h`) in this namespace, with
+/// their slots. They can outlive their namespace for a moment: a deleted namespace's devices
+/// go away asynchronously.
+fn host_links() -> Vec<(String, u8)> {
     std::fs::read_dir("/sys/class/net")
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.strip_suffix('h').and_then(slot_of).is_some())
+                .filter_map(|n| Some((n.clone(), link_slot(&n)?)))
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The slot of a host-side veth end's name.
+fn link_slot(link: &str) -> Option<u8> {
+    link.strip_suffix('h').and_then(slot_of)
 }
 
 fn slot_of(ns: &str) -> Option<u8> {
@@ -97,11 +103,7 @@ pub fn create(nodes: usize) -> Result<u8> {
     }
     let _guard = lock()?;
     let mut used: Vec<u8> = namespaces()?.iter().filter_map(|n| slot_of(n)).collect();
-    used.extend(
-        host_links()
-            .iter()
-            .filter_map(|l| l.strip_suffix('h').and_then(slot_of)),
-    );
+    used.extend(host_links().into_iter().map(|(_, slot)| slot));
     let slot = (1..=250u8)
         .find(|s| !used.contains(s))
         .context("all 250 testbed slots are in use (run `ssi-testbed down` on old testbeds)")?;
@@ -169,11 +171,8 @@ pub fn remove_slot(slot: u8) {
 fn remove_slot_locked(slot: u8) {
     // The veth pairs first: deleting one end removes both at once, while a deleted
     // namespace's devices go away later, and the next testbed could find the names taken.
-    for link in host_links()
-        .iter()
-        .filter(|l| l.strip_suffix('h').and_then(slot_of) == Some(slot))
-    {
-        let _ = ip(&["link", "del", link]);
+    for (link, _) in host_links().into_iter().filter(|(_, s)| *s == slot) {
+        let _ = ip(&["link", "del", &link]);
     }
     let Ok(all) = namespaces() else { return };
     for ns in all.iter().filter(|n| slot_of(n) == Some(slot)) {
@@ -197,8 +196,8 @@ mod tests {
         assert_eq!(slot_of("ssi3n12"), Some(3));
         assert_eq!(slot_of("other"), None);
         assert_eq!(slot_of("ssixn1"), None);
-        assert_eq!("ssi3n12h".strip_suffix('h').and_then(slot_of), Some(3));
-        assert_eq!("ssibr0".strip_suffix('h').and_then(slot_of), None);
+        assert_eq!(link_slot("ssi3n12h"), Some(3));
+        assert_eq!(link_slot("ssibr0"), None);
         assert_eq!(
             node_addr(3, 12).expect("addr"),
             Ipv4Addr::new(10, 77, 3, 12)
