@@ -140,7 +140,7 @@ fn unanswered_then_abort_resumes_the_tree() {
     if !root_or_skip() {
         return;
     }
-    let mut child = sleeper();
+    let child = sleeper();
     let (r, reports) = migrate_unanswered(child.id(), "abort");
     assert!(
         matches!(r, Err(Error::Unanswered(_))),
@@ -148,10 +148,34 @@ fn unanswered_then_abort_resumes_the_tree() {
     );
     assert!(reports.contains("\"unanswered\""), "{reports}");
     // resumed: running or sleeping again, neither stopped nor gone
+    runs_on(child);
+}
+
+/// Checks that `child` runs (or sleeps) again, neither stopped nor gone; then ends it.
+fn runs_on(mut child: Child) {
     wait_state(child.id(), |s| matches!(s, Some('S' | 'R')));
     assert!(child.try_wait().expect("try_wait").is_none(), "it runs on");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Runs `side` on one end of a socket pair whose reads and writes stall after 1 s, while a
+/// thread holds the other end open and neither reads nor writes until `side` returns; its
+/// result and how long it took.
+fn against_silent_peer<T>(side: impl FnOnce(&UnixStream) -> T) -> (T, Duration) {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    limit_stalls(&ours, Duration::from_secs(1)).expect("stall limit");
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        let _ = done_rx.recv_timeout(Duration::from_secs(60));
+        drop(theirs);
+    });
+    let started = Instant::now();
+    let r = side(&ours);
+    let took = started.elapsed();
+    let _ = done_tx.send(());
+    peer.join().expect("peer thread");
+    (r, took)
 }
 
 #[test]
@@ -159,35 +183,21 @@ fn a_target_that_stops_reading_fails_the_copy_and_the_tree_runs_on() {
     if !root_or_skip() {
         return;
     }
-    let mut child = sleeper();
-    let (source, target) = UnixStream::pair().expect("socketpair");
-    limit_stalls(&source, Duration::from_secs(1)).expect("stall limit");
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    // holds its end open and reads nothing until the source has given up
-    let peer = std::thread::spawn(move || {
-        let _ = done_rx.recv_timeout(Duration::from_secs(60));
-        drop(target);
+    let child = sleeper();
+    let (r, took) = against_silent_peer(|source| {
+        migrate::outbound::run(
+            i32::try_from(child.id()).expect("pid"),
+            &Policy::default(),
+            source,
+            &KEY,
+            &mut Vec::new(),
+            &mut Cursor::new(Vec::new()),
+        )
     });
-    let started = Instant::now();
-    let mut reports = Vec::new();
-    let r = migrate::outbound::run(
-        i32::try_from(child.id()).expect("pid"),
-        &Policy::default(),
-        &source,
-        &KEY,
-        &mut reports,
-        &mut Cursor::new(Vec::new()),
-    );
-    let took = started.elapsed();
-    let _ = done_tx.send(());
-    peer.join().expect("target thread");
     let e = r.expect_err("the copy cannot finish");
     assert!(e.to_string().contains("stalled"), "{e}");
     assert!(took < Duration::from_secs(30), "gave up after {took:?}");
-    wait_state(child.id(), |s| matches!(s, Some('S' | 'R')));
-    assert!(child.try_wait().expect("try_wait").is_none(), "it runs on");
-    let _ = child.kill();
-    let _ = child.wait();
+    runs_on(child);
 }
 
 #[test]
@@ -195,26 +205,15 @@ fn a_source_that_stops_sending_fails_the_target_soon() {
     if !root_or_skip() {
         return;
     }
-    let (source, target) = UnixStream::pair().expect("socketpair");
-    limit_stalls(&target, Duration::from_secs(1)).expect("stall limit");
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    // holds its end open and sends nothing until the target has given up
-    let peer = std::thread::spawn(move || {
-        let _ = done_rx.recv_timeout(Duration::from_secs(60));
-        drop(source);
+    let (r, took) = against_silent_peer(|target| {
+        migrate::inbound::run(
+            target,
+            &KEY,
+            [0, 1, 2],
+            &mut Vec::new(),
+            &mut Cursor::new(Vec::new()),
+        )
     });
-    let started = Instant::now();
-    let mut reports = Vec::new();
-    let r = migrate::inbound::run(
-        &target,
-        &KEY,
-        [0, 1, 2],
-        &mut reports,
-        &mut Cursor::new(Vec::new()),
-    );
-    let took = started.elapsed();
-    let _ = done_tx.send(());
-    peer.join().expect("source thread");
     let e = r.expect_err("nothing can be restored");
     assert!(e.to_string().contains("stalled"), "{e}");
     // the stall limit, then at most the drain's idle time
