@@ -1,8 +1,5 @@
-//! The programs of ssi: the node daemon `ssid` and the CLI `ssi`.
+//! The cluster offered to a grid as one grid node: virtual organisations and credentials,
+//! account mapping, access policies, the job service and resource advertisement.
 //!
-//! The library part holds what both binaries (and the end-to-end tests) share: the daemon's
-//! subsystems and the CLI's commands.
-
-pub mod cli;
-pub mod daemon;
-mod sys;
+//! Nothing is here yet: these services are being built (see docs/ARCHITECTURE.md).
+#![forbid(unsafe_code)]

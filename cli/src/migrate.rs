@@ -57,7 +57,7 @@ pub async fn migrate(
         to: NodeId(to),
         rounds,
     };
-    match super::call(socket, req).await? {
+    match crate::client::call(socket, req).await? {
         ControlResponse::Migrated(r) if json => Ok(serde_json::to_string_pretty(&r)?),
         ControlResponse::Migrated(r) => Ok(describe(&r)),
         other => bail!("ssid sent an unexpected answer to a migrate request: {other:?}"),
@@ -89,7 +89,7 @@ pub async fn checkpoint(
         dir: absolute(&dir)?,
         leave_running,
     };
-    match super::call(socket, req).await? {
+    match crate::client::call(socket, req).await? {
         ControlResponse::Checkpointed { pids, page_bytes } => Ok(format!(
             "checkpointed {} process{} ({:.1} MiB of memory) to {}{}\n",
             pids.len(),

@@ -8,7 +8,7 @@ use ssi_core::control::{ControlRequest, ControlResponse};
 
 /// Sends a scheduler request; returns each node's JSON document.
 pub(super) async fn ask(socket: &Path, req: ControlRequest) -> Result<Vec<serde_json::Value>> {
-    match super::call(socket, req).await? {
+    match crate::client::call(socket, req).await? {
         ControlResponse::Sched(docs) => docs.iter().map(|d| Ok(serde_json::from_str(d)?)).collect(),
         other => bail!("ssid sent an unexpected answer to a scheduler request: {other:?}"),
     }

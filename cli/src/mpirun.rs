@@ -78,7 +78,7 @@ pub fn host_list(nodes: Vec<NodeSample>, policy: &mut dyn Policy) -> Vec<(NodeId
 /// what `ssi sched show` reads. `None` if the daemon does not say, or if the policy is external
 /// (it is the daemon's to run, not this command's).
 async fn local_policy(socket: &Path) -> Option<(Box<dyn Policy>, Vec<NodeSample>)> {
-    let docs = super::sched::ask(socket, ControlRequest::SchedShow)
+    let docs = crate::sched::ask(socket, ControlRequest::SchedShow)
         .await
         .ok()?;
     let me = docs.first()?;
@@ -256,7 +256,7 @@ impl Launch {
 /// `ssi mpirun ARGS`: replaces this process with `mpirun ARGS`, set up to run its ranks on
 /// the cluster. Returns only on error.
 pub async fn mpirun(socket: &Path, args: Vec<OsString>) -> Result<Infallible> {
-    let ControlResponse::Nodes(view) = super::call(socket, ControlRequest::Nodes).await? else {
+    let ControlResponse::Nodes(view) = crate::client::call(socket, ControlRequest::Nodes).await? else {
         bail!("ssid sent an unexpected answer to a nodes request");
     };
     let (mut policy, nodes) = match local_policy(socket).await {
@@ -343,7 +343,7 @@ pub async fn agent(socket: &Path, host: &str, command: &[OsString]) -> Result<i3
         .join(&b' ');
     let spec = RunSpec {
         argv: vec![shell().into_bytes(), b"-c".to_vec(), line],
-        env: super::run::current_env(),
+        env: crate::run::current_env(),
         // The daemon's directory does not matter (ranks get mpirun's); `/` exists everywhere.
         cwd: b"/".to_vec(),
         node: Some(node),
@@ -352,7 +352,7 @@ pub async fn agent(socket: &Path, host: &str, command: &[OsString]) -> Result<i3
         constraints: Vec::new(),
         detach: false,
     };
-    super::run::session(socket, ControlRequest::Run(spec), false).await
+    crate::run::session(socket, ControlRequest::Run(spec), false).await
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub fn current_env() -> Vec<Vec<u8>> {
 /// Sends `req` (a run or a restart), then follows the process unless `detach`; returns the
 /// exit code the client must exit with.
 pub async fn session(socket: &Path, req: ControlRequest, detach: bool) -> Result<i32> {
-    let mut conn = super::connect(socket).await?;
+    let mut conn = crate::client::connect(socket).await?;
     conn.send(&req).await?;
     let gpid = match conn.recv::<ControlResponse>().await? {
         Some(ControlResponse::Started { gpid, .. }) => gpid,
@@ -89,7 +89,7 @@ pub async fn session(socket: &Path, req: ControlRequest, detach: bool) -> Result
 
 /// Follows the output of a running process; returns its exit code.
 pub async fn attach(socket: &Path, gpid: i32) -> Result<i32> {
-    let mut conn = super::connect(socket).await?;
+    let mut conn = crate::client::connect(socket).await?;
     conn.send(&ControlRequest::Attach { gpid }).await?;
     match conn.recv::<ControlResponse>().await? {
         Some(ControlResponse::Started { .. }) => {}

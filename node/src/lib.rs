@@ -22,6 +22,7 @@ pub mod procman;
 mod rpc;
 pub mod sched;
 mod session;
+mod sys;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

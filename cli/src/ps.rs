@@ -9,7 +9,7 @@ use ssi_core::process::ProcessView;
 
 /// `ssi ps`: every process of the cluster.
 pub async fn ps(socket: &Path, json: bool) -> Result<String> {
-    let ControlResponse::Processes(list) = super::call(socket, ControlRequest::Ps).await? else {
+    let ControlResponse::Processes(list) = crate::client::call(socket, ControlRequest::Ps).await? else {
         bail!("ssid sent an unexpected answer to a ps request");
     };
     if json {
@@ -102,7 +102,7 @@ pub fn parse_signal(s: &str) -> Result<i32> {
 
 /// `ssi kill`: signals a process wherever it runs.
 pub async fn kill(socket: &Path, gpid: i32, sig: i32) -> Result<()> {
-    match super::call(socket, ControlRequest::Kill { gpid, sig }).await? {
+    match crate::client::call(socket, ControlRequest::Kill { gpid, sig }).await? {
         ControlResponse::Done => Ok(()),
         other => bail!("ssid sent an unexpected answer to a kill request: {other:?}"),
     }

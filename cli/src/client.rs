@@ -1,13 +1,4 @@
-//! Commands of the `ssi` CLI. Each talks only to the local daemon's control socket, except
-//! `dump` and `restore`, which work on this machine without a daemon.
-
-pub mod checkpoint;
-pub mod migrate;
-pub mod mpirun;
-pub mod nodes;
-pub mod ps;
-pub mod run;
-pub mod sched;
+//! The connection to the local daemon's control socket, shared by every command.
 
 use std::path::{Path, PathBuf};
 

@@ -50,9 +50,9 @@ fn real_main() -> Result<()> {
     }
     if let Some(mode) = raw
         .get(1)
-        .filter(|m| grid_node::daemon::helpers::MODES.contains(&m.as_str()))
+        .filter(|m| ssi_node::helpers::MODES.contains(&m.as_str()))
     {
-        return grid_node::daemon::helpers::main(mode, &raw[2..]);
+        return ssi_node::helpers::main(mode, &raw[2..]);
     }
     let args = Args::parse();
     if let Some(path) = args.gen_key {
@@ -70,7 +70,7 @@ fn real_main() -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(grid_node::daemon::run(config, hosting))
+    rt.block_on(ssi_node::run(config, hosting))
 }
 
 fn write_key(path: &std::path::Path) -> Result<()> {
@@ -88,7 +88,7 @@ fn write_key(path: &std::path::Path) -> Result<()> {
 }
 
 /// Creates the node's pid namespace and its init, or says why this node cannot host processes.
-fn hosting(config: &ssi_core::config::NodeConfig) -> grid_node::daemon::Hosting {
+fn hosting(config: &ssi_core::config::NodeConfig) -> ssi_node::Hosting {
     let Some(range) = ssi_core::pids::PidRange::of(config.id) else {
         return Err(format!(
             "node id {} is above {}: no global pid range",
@@ -99,7 +99,7 @@ fn hosting(config: &ssi_core::config::NodeConfig) -> grid_node::daemon::Hosting 
     if !nix::unistd::geteuid().is_root() {
         return Err("ssid is not running as root (pid namespaces need it)".into());
     }
-    grid_node::daemon::nsinit::client::start_init(range, config.hostname.as_deref())
+    ssi_node::nsinit::client::start_init(range, config.hostname.as_deref())
         .map_err(|e| format!("{e:#}"))
 }
 
@@ -131,5 +131,5 @@ fn ns_init(args: &[String]) -> Result<()> {
     }
     // SAFETY: the fd number was passed by ssid, which left this fd open for us alone.
     let sock = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    grid_node::daemon::nsinit::init::run(sock, first, last, hostname)
+    ssi_node::nsinit::init::run(sock, first, last, hostname)
 }

@@ -15,7 +15,7 @@ fn gib(bytes: u64) -> f64 {
 
 /// `ssi nodes`: one row per node.
 pub async fn nodes(socket: &Path, json: bool) -> Result<String> {
-    let ControlResponse::Nodes(rows) = super::call(socket, ControlRequest::Nodes).await? else {
+    let ControlResponse::Nodes(rows) = crate::client::call(socket, ControlRequest::Nodes).await? else {
         bail!("ssid sent an unexpected answer to a nodes request");
     };
     if json {
@@ -57,7 +57,7 @@ pub fn nodes_table(rows: &[NodeView]) -> String {
 
 /// `ssi info`: the cluster as one machine.
 pub async fn info(socket: &Path, json: bool) -> Result<String> {
-    let ControlResponse::Info(info) = super::call(socket, ControlRequest::Info).await? else {
+    let ControlResponse::Info(info) = crate::client::call(socket, ControlRequest::Info).await? else {
         bail!("ssid sent an unexpected answer to an info request");
     };
     if json {

@@ -1,11 +1,22 @@
-//! `ssi`: the command-line interface of an ssi cluster. It talks only to the local `ssid`.
+//! `ssi`: the command-line interface of an ssi cluster.
+//!
+//! Each command talks only to the local daemon's control socket, except `dump` and `restore`,
+//! which work on this machine without a daemon.
+
+mod checkpoint;
+mod client;
+mod migrate;
+mod mpirun;
+mod nodes;
+mod ps;
+mod run;
+mod sched;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use grid_node::cli;
 
 /// Use the cluster as one machine.
 #[derive(Debug, Parser)]
@@ -249,21 +260,21 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode> {
-    let socket = cli::socket_path(args.socket);
+    let socket = client::socket_path(args.socket);
     let out = match args.command {
-        Command::Nodes { json } => cli::nodes::nodes(&socket, json).await?,
-        Command::Info { json } => cli::nodes::info(&socket, json).await?,
-        Command::Ps { json } => cli::ps::ps(&socket, json).await?,
+        Command::Nodes { json } => nodes::nodes(&socket, json).await?,
+        Command::Info { json } => nodes::info(&socket, json).await?,
+        Command::Ps { json } => ps::ps(&socket, json).await?,
         Command::Sched { command } => match command {
-            SchedCommand::Show { json } => cli::sched::show(&socket, json).await?,
+            SchedCommand::Show { json } => sched::show(&socket, json).await?,
             SchedCommand::Set { policy, params } => {
-                cli::sched::set(&socket, policy, params).await?
+                sched::set(&socket, policy, params).await?
             }
-            SchedCommand::Balance { .. } => cli::sched::balance(&socket).await?,
+            SchedCommand::Balance { .. } => sched::balance(&socket).await?,
         },
         Command::Kill { signal, gpid } => {
-            let sig = cli::ps::parse_signal(&signal)?;
-            cli::ps::kill(&socket, gpid, sig).await?;
+            let sig = ps::parse_signal(&signal)?;
+            ps::kill(&socket, gpid, sig).await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Run {
@@ -274,7 +285,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             constraints,
             command,
         } => {
-            let args = cli::run::RunArgs {
+            let args = run::RunArgs {
                 command,
                 node,
                 cpus,
@@ -282,7 +293,7 @@ async fn run(args: Args) -> Result<ExitCode> {
                 detach,
                 constraints,
             };
-            let code = cli::run::run(&socket, args).await?;
+            let code = run::run(&socket, args).await?;
             exit_now(code)
         }
         Command::Migrate {
@@ -290,15 +301,15 @@ async fn run(args: Args) -> Result<ExitCode> {
             to,
             precopy_rounds,
             json,
-        } => cli::migrate::migrate(&socket, gpid, to, precopy_rounds, json).await?,
+        } => migrate::migrate(&socket, gpid, to, precopy_rounds, json).await?,
         Command::Checkpoint {
             gpid,
             dir,
             leave_running,
-        } => cli::migrate::checkpoint(&socket, gpid, dir, leave_running).await?,
+        } => migrate::checkpoint(&socket, gpid, dir, leave_running).await?,
         Command::Restart { dir, node, detach } => {
-            let req = cli::migrate::restart_request(&dir, node, detach)?;
-            let code = cli::run::session(&socket, req, detach).await?;
+            let req = migrate::restart_request(&dir, node, detach)?;
+            let code = run::session(&socket, req, detach).await?;
             exit_now(code)
         }
         Command::Dump {
@@ -309,7 +320,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             pre_dump,
             prev,
         } => {
-            let a = cli::checkpoint::DumpArgs {
+            let a = checkpoint::DumpArgs {
                 pid,
                 dir,
                 leave_running,
@@ -317,19 +328,19 @@ async fn run(args: Args) -> Result<ExitCode> {
                 pre_dump,
                 prev,
             };
-            cli::checkpoint::dump(&a)?
+            checkpoint::dump(&a)?
         }
         Command::Restore {
             dir,
             detach,
             allow_changed_files,
-        } => exit_now(cli::checkpoint::restore(&dir, detach, allow_changed_files)?),
-        Command::Mpirun { args } => match cli::mpirun::mpirun(&socket, args).await? {},
+        } => exit_now(checkpoint::restore(&dir, detach, allow_changed_files)?),
+        Command::Mpirun { args } => match mpirun::mpirun(&socket, args).await? {},
         Command::MpirunAgent { host, command } => {
-            exit_now(cli::mpirun::agent(&socket, &host, &command).await?)
+            exit_now(mpirun::agent(&socket, &host, &command).await?)
         }
         Command::Attach { gpid } => {
-            let code = cli::run::attach(&socket, gpid).await?;
+            let code = run::attach(&socket, gpid).await?;
             exit_now(code)
         }
     };
