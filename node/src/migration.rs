@@ -22,8 +22,9 @@ use ssi_core::NodeId;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::procman::ProcMan;
-use super::{cluster, Node};
+use crate::node::Node;
+use crate::peer;
+use crate::procman::ProcMan;
 
 /// Label of the key the two daemons derive for a migration's data stream.
 const DATA_KEY_LABEL: &[u8] = b"ssi migration data stream";
@@ -109,7 +110,7 @@ pub async fn migrate_out(
         bail!("process {gpid} already runs on node {to}");
     }
     let t0 = Instant::now();
-    let mut rpc = cluster::connect(node, to).await?;
+    let mut rpc = peer::connect(node, to).await?;
     rpc.send(&RpcRequest::MigrateIn { gpid, uid: owner })
         .await?;
     match rpc.recv::<RpcResponse>().await? {
@@ -291,7 +292,7 @@ async fn hand_over_input(node: &Node, pm: &ProcMan, gpid: i32, to: NodeId) -> u6
         bytes: left.bytes,
         eof: left.eof,
     };
-    match cluster::ask_done(node, to, &req).await {
+    match peer::ask_done(node, to, &req).await {
         Ok(()) => {
             tracing::info!(gpid, bytes = n, eof = left.eof, %to, "unread input handed over");
             0
@@ -309,10 +310,10 @@ async fn forward_signals(
     node: &Node,
     to: NodeId,
     pids: &[i32],
-    signals: Vec<super::procman::SentSignal>,
+    signals: Vec<crate::procman::SentSignal>,
 ) {
     for (gpid, sig, caller) in signals.into_iter().filter(|(g, _, _)| pids.contains(g)) {
-        match cluster::ask_done(node, to, &RpcRequest::Kill { gpid, sig, caller }).await {
+        match peer::ask_done(node, to, &RpcRequest::Kill { gpid, sig, caller }).await {
             Ok(()) => tracing::info!(gpid, sig, %to, "signal sent during the migration passed on"),
             Err(e) => {
                 tracing::warn!(gpid, sig, %to, error = %format!("{e:#}"), "cannot pass on a signal sent during the migration")
@@ -356,7 +357,7 @@ async fn settle(node: &Node, gpid: i32, to: NodeId) -> Result<Option<Vec<i32>>> 
 
 /// One question of [`settle`].
 async fn ask_settled(node: &Node, gpid: i32, to: NodeId) -> Result<Option<Vec<i32>>> {
-    match cluster::ask(node, to, &RpcRequest::SettleMigration { gpid }).await? {
+    match peer::ask(node, to, &RpcRequest::SettleMigration { gpid }).await? {
         RpcResponse::Settled { pids } => Ok(pids),
         RpcResponse::Error { message } => bail!("{message}"),
         other => bail!("unexpected answer {other:?}"),

@@ -14,9 +14,11 @@ use ssi_core::wire::{SecureReceiver, SecureSender, SecureStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
-use super::procman::ProcMan;
-use super::session::{follow_local, InputSource};
-use super::Node;
+use crate::node::Node;
+use crate::procman::ProcMan;
+use crate::sched::ops::{self as sched_ops, SchedOp};
+use crate::session::{follow_local, InputSource, Leg};
+use crate::migration;
 
 /// Accepts daemon connections forever.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
@@ -53,13 +55,13 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                 input,
             } => return attach(node, gpid, caller, input, conn).await,
             RpcRequest::MigrateIn { gpid, uid } => {
-                return super::migration::migrate_in(node, gpid, uid, conn).await
+                return migration::migrate_in(node, gpid, uid, conn).await
             }
-            RpcRequest::SettleMigration { gpid } => super::migration::settled(node, gpid),
+            RpcRequest::SettleMigration { gpid } => migration::settled(node, gpid),
             RpcRequest::HandOverInput { gpid, bytes, eof } => {
                 match node
                     .local_procs()
-                    .and_then(|pm| pm.feed_input(gpid, super::procman::Leftover { bytes, eof }))
+                    .and_then(|pm| pm.feed_input(gpid, crate::procman::Leftover { bytes, eof }))
                 {
                     Ok(()) => RpcResponse::Done,
                     Err(e) => error(e),
@@ -70,7 +72,7 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                 to,
                 rounds,
                 caller,
-            } => match super::migration::migrate_out(node, gpid, to, rounds, &caller).await {
+            } => match migration::migrate_out(node, gpid, to, rounds, &caller).await {
                 Ok(report) => RpcResponse::Migrated(report),
                 Err(e) => error(e),
             },
@@ -80,13 +82,13 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                 leave_running,
                 caller,
             } => {
-                match super::migration::checkpoint(node, gpid, &dir, leave_running, &caller).await {
+                match migration::checkpoint(node, gpid, &dir, leave_running, &caller).await {
                     Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
                     Err(e) => error(e),
                 }
             }
             RpcRequest::Restart { dir, caller } => {
-                match super::migration::restart(node, &dir, &caller).await {
+                match migration::restart(node, &dir, &caller).await {
                     Ok(gpid) => RpcResponse::Restored {
                         gpid,
                         pids: vec![gpid],
@@ -95,11 +97,11 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                     Err(e) => error(e),
                 }
             }
-            RpcRequest::SchedShow => sched(node, super::cluster::SchedOp::Show).await,
+            RpcRequest::SchedShow => sched(node, SchedOp::Show).await,
             RpcRequest::SchedSet { policy, params } => {
-                sched(node, super::cluster::SchedOp::Set(policy, params)).await
+                sched(node, SchedOp::Set(policy, params)).await
             }
-            RpcRequest::SchedBalance => sched(node, super::cluster::SchedOp::Balance).await,
+            RpcRequest::SchedBalance => sched(node, SchedOp::Balance).await,
             RpcRequest::Join { identity, name } => admit(node, identity, &name, peer).await,
             RpcRequest::Ps => match &node.procs {
                 Ok(pm) => RpcResponse::Processes(pm.ps()),
@@ -119,8 +121,8 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
     Ok(())
 }
 
-async fn sched(node: &Node, op: super::cluster::SchedOp) -> RpcResponse {
-    match super::cluster::sched_local(node, &op).await {
+async fn sched(node: &Node, op: SchedOp) -> RpcResponse {
+    match sched_ops::local(node, &op).await {
         Ok(json) => RpcResponse::Sched(json),
         Err(e) => error(e),
     }
@@ -210,7 +212,7 @@ async fn follow_remote(
         &mut undelivered,
     )
     .await?;
-    if !matches!(leg, super::session::Leg::Moved(_)) {
+    if !matches!(leg, Leg::Moved(_)) {
         return Ok(());
     }
     let rest = tokio::time::timeout(FENCE_TIMEOUT, async {

@@ -1,4 +1,4 @@
-//! The scheduler as a node runs it: placement of new processes started from this node, and
+//! The scheduler's state as a node keeps it: placement of new processes started from this node,
 //! re-balancing of the processes it hosts. Every decision is logged with its reason and kept
 //! (the last [`KEEP_DECISIONS`]) for `ssi sched show`.
 
