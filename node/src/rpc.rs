@@ -123,7 +123,7 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
 
 async fn sched(node: &Node, op: SchedOp) -> RpcResponse {
     match sched_ops::local(node, &op).await {
-        Ok(json) => RpcResponse::Sched(json),
+        Ok(status) => RpcResponse::Sched(status),
         Err(e) => error(e),
     }
 }

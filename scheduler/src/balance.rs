@@ -11,33 +11,7 @@ use serde::{Deserialize, Serialize};
 use ssi_core::NodeId;
 
 use crate::sample::NodeSample;
-
-/// Re-balancing knobs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BalanceConfig {
-    /// Whether nodes re-balance on their own.
-    pub enabled: bool,
-    /// Seconds between two looks at the load.
-    pub interval_s: f64,
-    /// How much (in load per CPU) the busier node of a pair must gain for a move.
-    pub threshold: f64,
-    /// Seconds a process stays on a node before it may move again.
-    pub min_residence_s: f64,
-    /// Seconds between two moves from one node (lets probes catch up with the last move).
-    pub cooldown_s: f64,
-}
-
-impl Default for BalanceConfig {
-    fn default() -> Self {
-        BalanceConfig {
-            enabled: true,
-            interval_s: 2.0,
-            threshold: 0.5,
-            min_residence_s: 5.0,
-            cooldown_s: 4.0,
-        }
-    }
-}
+pub use ssi_core::sched::BalanceConfig;
 
 /// A process of this node, as the balancer sees it.
 #[derive(Clone, Debug, PartialEq)]

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::membership::MemberRecord;
 use crate::node::{NodeId, NodeIdentity};
 use crate::process::{Caller, Input, MigrationReport, Output, ProcessView, RunSpec};
+use crate::sched::SchedStatus;
 
 /// A request from one daemon to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -159,8 +160,8 @@ pub enum RpcResponse {
     },
     /// Answer to `Migrate`.
     Migrated(MigrationReport),
-    /// This node's scheduler state, as JSON.
-    Sched(String),
+    /// This node's scheduler, after the request.
+    Sched(SchedStatus),
     /// Answer to `Checkpoint`.
     Checkpointed {
         /// Pids of the tree.

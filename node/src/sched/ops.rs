@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use ssi_core::rpc::{RpcRequest, RpcResponse};
+use ssi_core::sched::{SchedAnswer, SchedStatus};
 use ssi_core::NodeId;
 
 use crate::node::Node;
@@ -19,8 +20,8 @@ pub enum SchedOp {
     Balance,
 }
 
-/// This node's answer to `op`, as JSON.
-pub async fn local(node: &Node, op: &SchedOp) -> Result<String> {
+/// This node's scheduler after `op`.
+pub async fn local(node: &Node, op: &SchedOp) -> Result<SchedStatus> {
     match op {
         SchedOp::Show => {}
         SchedOp::Set(policy, params) => {
@@ -30,12 +31,12 @@ pub async fn local(node: &Node, op: &SchedOp) -> Result<String> {
         SchedOp::Balance => super::balance::once(node, true).await?,
     }
     let view = node.gossip.view().await?;
-    Ok(serde_json::to_string(&node.sched.status(&view))?)
+    Ok(node.sched.status(&view))
 }
 
-/// Applies `op` on every alive node (this one first); one JSON document per node.
-pub async fn all(node: &Node, op: SchedOp) -> Result<Vec<String>> {
-    let mut out = vec![local(node, &op).await?];
+/// Applies `op` on every alive node (this one first); one answer per node.
+pub async fn all(node: &Node, op: SchedOp) -> Result<Vec<SchedAnswer>> {
+    let mut out = vec![SchedAnswer::Status(local(node, &op).await?)];
     let view = node.gossip.view().await?;
     let others: Vec<NodeId> = view
         .iter()
@@ -56,15 +57,12 @@ pub async fn all(node: &Node, op: SchedOp) -> Result<Vec<String>> {
     }))
     .await;
     for (id, a) in answers {
+        let failed = |error: String| SchedAnswer::Failed { node: id, error };
         out.push(match a {
-            Ok(RpcResponse::Sched(json)) => json,
-            Ok(RpcResponse::Error { message }) => {
-                serde_json::json!({ "node": id, "error": message }).to_string()
-            }
-            Ok(other) => {
-                serde_json::json!({ "node": id, "error": format!("{other:?}") }).to_string()
-            }
-            Err(e) => serde_json::json!({ "node": id, "error": format!("{e:#}") }).to_string(),
+            Ok(RpcResponse::Sched(status)) => SchedAnswer::Status(status),
+            Ok(RpcResponse::Error { message }) => failed(message),
+            Ok(other) => failed(format!("unexpected answer {other:?}")),
+            Err(e) => failed(format!("{e:#}")),
         });
     }
     Ok(out)
