@@ -255,7 +255,8 @@ impl Launch {
 /// `ssi mpirun ARGS`: replaces this process with `mpirun ARGS`, set up to run its ranks on
 /// the cluster. Returns only on error.
 pub async fn mpirun(socket: &Path, args: Vec<OsString>) -> Result<Infallible> {
-    let ControlResponse::Nodes(view) = crate::client::call(socket, ControlRequest::Nodes).await? else {
+    let ControlResponse::Nodes(view) = crate::client::call(socket, ControlRequest::Nodes).await?
+    else {
         bail!("ssid sent an unexpected answer to a nodes request");
     };
     let (mut policy, nodes) = match local_policy(socket).await {
@@ -412,7 +413,8 @@ mod tests {
             ]
         );
         // Another policy, another order: pack fills the busiest node that has room first.
-        let mut pack = scheduler::registry::policy("pack", &std::collections::BTreeMap::new()).expect("pack");
+        let mut pack =
+            scheduler::registry::policy("pack", &std::collections::BTreeMap::new()).expect("pack");
         let order = host_list(NodeSample::from_view(&view), pack.as_mut());
         let ids: Vec<u16> = order.iter().map(|(id, _)| id.0).collect();
         assert_eq!(ids.len(), 4, "{ids:?}");

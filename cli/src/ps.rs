@@ -9,7 +9,8 @@ use ssi_core::process::ProcessView;
 
 /// `ssi ps`: every process of the cluster.
 pub async fn ps(socket: &Path, json: bool) -> Result<String> {
-    let ControlResponse::Processes(list) = crate::client::call(socket, ControlRequest::Ps).await? else {
+    let ControlResponse::Processes(list) = crate::client::call(socket, ControlRequest::Ps).await?
+    else {
         bail!("ssid sent an unexpected answer to a ps request");
     };
     if json {

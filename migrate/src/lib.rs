@@ -26,6 +26,7 @@
 pub mod framing;
 pub mod inbound;
 pub mod outbound;
+pub mod protocol;
 pub mod report;
 
 pub use outbound::Policy;

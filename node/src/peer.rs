@@ -54,4 +54,3 @@ pub async fn ask_done(node: &Node, id: NodeId, req: &RpcRequest) -> Result<()> {
         other => bail!("unexpected answer from node {id}: {other:?}"),
     }
 }
-

@@ -10,9 +10,9 @@ use ssi_core::rpc::{RpcRequest, RpcResponse};
 use ssi_core::view::MemberState;
 use ssi_core::NodeId;
 
+use crate::migration;
 use crate::node::Node;
 use crate::peer::{ask, ask_done, ask_untimed};
-use crate::migration;
 
 /// Every process of the cluster: those of every alive node, and those lost with dead nodes.
 pub async fn ps(node: &Node) -> Result<Vec<ProcessView>> {
@@ -150,4 +150,3 @@ pub async fn checkpoint(
         other => bail!("unexpected answer from node {host}: {other:?}"),
     }
 }
-

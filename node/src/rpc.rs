@@ -14,11 +14,11 @@ use ssi_core::wire::{SecureReceiver, SecureSender, SecureStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
+use crate::migration;
 use crate::node::Node;
 use crate::procman::ProcMan;
 use crate::sched::ops::{self as sched_ops, SchedOp};
 use crate::session::{follow_local, InputSource, Leg};
-use crate::migration;
 
 /// Accepts daemon connections forever.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
@@ -81,12 +81,10 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                 dir,
                 leave_running,
                 caller,
-            } => {
-                match migration::checkpoint(node, gpid, &dir, leave_running, &caller).await {
-                    Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
-                    Err(e) => error(e),
-                }
-            }
+            } => match migration::checkpoint(node, gpid, &dir, leave_running, &caller).await {
+                Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
+                Err(e) => error(e),
+            },
             RpcRequest::Restart { dir, caller } => {
                 match migration::restart(node, &dir, &caller).await {
                     Ok(gpid) => RpcResponse::Restored {

@@ -118,7 +118,10 @@ fn the_file_graph_of_the_daemon_has_no_circle() {
                     .chain(std::iter::once(n))
                     .map(|m| m.join("/"))
                     .collect();
-                panic!("files import each other in a circle: {}", circle.join(" -> "));
+                panic!(
+                    "files import each other in a circle: {}",
+                    circle.join(" -> ")
+                );
             }
             _ => {}
         }

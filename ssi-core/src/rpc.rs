@@ -190,3 +190,64 @@ pub enum RpcResponse {
         pids: Option<Vec<i32>>,
     },
 }
+
+/// One attempt to move a tree: its root and the epoch the target must hold before it lets the
+/// tree run. Epochs grow along a tree's history (each attempt takes one above the tree's
+/// current epoch), so a message of an earlier attempt is never taken for one of this attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MigrationId {
+    /// The tree's root (global pid).
+    pub gpid: i32,
+    /// The epoch of this attempt.
+    pub epoch: u64,
+    /// The source node's run (its membership generation): a target that asks a source run
+    /// which did not start the migration learns that the source restarted, and with it its
+    /// copy of the tree died.
+    pub source_run: u64,
+}
+
+/// Input a process had not read when it moved, which goes in front of its input on the
+/// target.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    /// The unread bytes, in order.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+    /// Its input had ended after those bytes.
+    pub eof: bool,
+}
+
+/// The source's decision about a migration, as it answers a target that asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    /// Not decided yet: ask again.
+    Undecided,
+    /// The source's copy is dead: let the tree go here, with this input in front of its input.
+    Commit(Handover),
+    /// The source's copy runs on: discard what you hold.
+    Abort,
+    /// The source node restarted since it started the migration: its copy died with its
+    /// previous run, and its input with it.
+    Restarted,
+    /// The source knows nothing of this migration (it forgot it long ago).
+    Unknown,
+}
+
+/// What the two daemons of a migration tell each other once the last image is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MigrationMsg {
+    /// Source to target: let the tree go (the source's copy is dead), with this input first.
+    Commit(Handover),
+    /// Target to source: the tree runs here.
+    Committed,
+    /// Source to target: discard what you hold; the source's copy runs on.
+    Abort,
+    /// Target to source: discarded (or nothing was held).
+    Aborted,
+    /// Target to source, holding the restored tree without a decision: what did you decide?
+    Ask,
+    /// Source to target: the answer to `Ask`.
+    Decided(Decision),
+    /// Either way: no such migration here.
+    Unknown,
+}

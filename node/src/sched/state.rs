@@ -211,7 +211,12 @@ impl Sched {
     pub fn moved(&self, m: &Move, outcome: Result<(), String>) {
         let mut st = self.lock();
         let d = match outcome {
-            Ok(()) => self.decision(DecisionKind::Move, Some(m.gpid), Some(m.to), m.reason.clone()),
+            Ok(()) => self.decision(
+                DecisionKind::Move,
+                Some(m.gpid),
+                Some(m.to),
+                m.reason.clone(),
+            ),
             Err(e) => self.decision(
                 DecisionKind::MoveFailed,
                 Some(m.gpid),
