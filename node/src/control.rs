@@ -78,7 +78,7 @@ fn caller_of(stream: &UnixStream) -> Result<Caller> {
     })
 }
 
-async fn session_of(node: &Node, stream: UnixStream, path: &Path) -> Result<()> {
+async fn session_of(node: &Arc<Node>, stream: UnixStream, path: &Path) -> Result<()> {
     let caller = caller_of(&stream)?;
     let mut conn = ControlConn::from_stream(stream, path);
     while let Some(req) = conn.recv::<ControlRequest>().await? {
@@ -105,11 +105,11 @@ async fn session_of(node: &Node, stream: UnixStream, path: &Path) -> Result<()> 
     Ok(())
 }
 
-async fn answer(node: &Node, req: ControlRequest, caller: &Caller) -> Result<ControlResponse> {
+async fn answer(node: &Arc<Node>, req: ControlRequest, caller: &Caller) -> Result<ControlResponse> {
     Ok(match req {
         ControlRequest::Nodes => ControlResponse::Nodes(node.gossip.view().await?),
         ControlRequest::Info => ControlResponse::Info(ClusterInfo::sum(&node.gossip.view().await?)),
-        ControlRequest::Ps => ControlResponse::Processes(route::ps(node).await?),
+        ControlRequest::Ps => ControlResponse::Processes(route::ps(node, Some(caller)).await?),
         ControlRequest::Kill { gpid, sig } => {
             route::kill(node, gpid, sig, caller).await?;
             ControlResponse::Done
@@ -126,16 +126,12 @@ async fn answer(node: &Node, req: ControlRequest, caller: &Caller) -> Result<Con
                 route::checkpoint(node, gpid, dir, leave_running, caller).await?;
             ControlResponse::Checkpointed { pids, page_bytes }
         }
-        ControlRequest::SchedShow => {
-            ControlResponse::Sched(sched::all(node, SchedOp::Show).await?)
-        }
+        ControlRequest::SchedShow => ControlResponse::Sched(sched::all(node, SchedOp::Show).await?),
         ControlRequest::SchedSet { policy, params } => {
             if caller.uid != 0 {
                 bail!("changing the scheduling policy needs root");
             }
-            ControlResponse::Sched(
-                sched::all(node, SchedOp::Set(policy, params)).await?,
-            )
+            ControlResponse::Sched(sched::all(node, SchedOp::Set(policy, params)).await?)
         }
         ControlRequest::SchedBalance => {
             ControlResponse::Sched(sched::all(node, SchedOp::Balance).await?)

@@ -31,13 +31,12 @@
 //!         |
 //!       node.rs                    (what every task shares)
 //!         |
-//!   procman/  sched/state.rs  incoming.rs  helpers.rs  nsinit/  cgroup.rs  sys.rs
+//!   procman/  sched/state.rs  migration/registry.rs  helpers.rs  nsinit/  cgroup.rs  sys.rs
 //! ```
 
 mod cgroup;
 mod control;
 pub mod helpers;
-mod incoming;
 mod join;
 mod migration;
 pub mod node;
@@ -140,7 +139,7 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
         gossip,
         procs,
         directory: Mutex::default(),
-        incoming: incoming::Incoming::default(),
+        migrations: Default::default(),
         sched,
     });
     tracing::info!(

@@ -12,7 +12,6 @@ use ssi_core::gossip::GossipHandle;
 use ssi_core::process::ProcessView;
 use ssi_core::NodeId;
 
-use crate::incoming;
 use crate::procman::ProcMan;
 
 /// What every subsystem of a running daemon shares.
@@ -26,13 +25,13 @@ pub struct Node {
     pub gossip: GossipHandle,
     /// The process manager, or why this node cannot host processes.
     pub procs: Result<Arc<ProcMan>, String>,
-    /// Processes started from this node on other nodes, to report them lost when their node
-    /// dies.
+    /// Processes this node knows of on other nodes (started from here, or moved through
+    /// here), as last seen: `ssi ps` lists one as lost when its node dies.
     pub(crate) directory: Mutex<HashMap<i32, ProcessView>>,
     /// The scheduler of this node.
     pub sched: crate::sched::state::Sched,
-    /// Outcomes of migrations to this node, for sources that got no answer.
-    pub(crate) incoming: incoming::Incoming,
+    /// The migrations this node takes part in.
+    pub(crate) migrations: crate::migration::registry::Migrations,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 use crate::node::Node;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for its answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An authenticated connection to node `id`'s RPC server.
 pub async fn connect(node: &Node, id: NodeId) -> Result<SecureStream<TcpStream>> {

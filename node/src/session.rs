@@ -282,6 +282,7 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
             start_time: ssi_core::auth::unix_ms() / 1000,
             threads: 1,
             command: spec.command_line(),
+            to: None,
         },
     );
     conn.send(&ControlResponse::Started {
@@ -330,7 +331,7 @@ pub async fn restart(
         Err((message, code)) => return fail(&mut conn, message, code).await,
     };
     let restored = if host == node.config.id {
-        crate::migration::restart(node, &dir, &caller).await
+        crate::migration::checkpoint::restart(node, &dir, &caller).await
     } else {
         let req = RpcRequest::Restart {
             dir: dir.clone(),

@@ -48,12 +48,14 @@ pub enum RpcRequest {
     },
     /// Receive a migrating tree: this node answers `Ready` (or `Error`), then both daemons
     /// hand the connection to their migration helpers, which carry the images on it (see the
-    /// `migrate` crate).
+    /// `migrate` crate). Refused when this node has seen this tree under `id.epoch` or a later
+    /// one (a stale or repeated offer), or holds a process under its pid.
     MigrateIn {
-        /// The root's global pid.
-        gpid: i32,
-        /// Its owner.
-        uid: u32,
+        /// The migration.
+        id: MigrationId,
+        /// The tree's root as the source lists it (its node, owner, command), for this node's
+        /// records.
+        row: ProcessView,
     },
     /// Checkpoint the tree of `gpid`, hosted here, to `dir`.
     Checkpoint {
@@ -86,8 +88,14 @@ pub enum RpcRequest {
     },
     /// Input for the process this connection follows.
     Input(Input),
-    /// The processes hosted here.
+    /// The processes hosted here, and those this node knows of on other nodes (answered by
+    /// `Processes`).
     Ps,
+    /// Forget these processes that were listed as lost to their owner.
+    ForgetLost {
+        /// Their global pids.
+        gpids: Vec<i32>,
+    },
     /// Signal a process hosted here.
     Kill {
         /// Its global pid.
@@ -97,22 +105,13 @@ pub enum RpcRequest {
         /// Who asks (checked against the process owner).
         caller: Caller,
     },
-    /// From the source of a migration of `gpid` to this node whose answer never came: did this
-    /// node take the tree in? If it did not yet, it never will (answered by `Settled`).
-    SettleMigration {
-        /// Root of the migrating tree.
-        gpid: i32,
-    },
-    /// From the source of a migration of `gpid` to this node, once the tree runs here: the
-    /// input its frozen copy had not read, to go in front of its input here (answered `Done`).
-    HandOverInput {
-        /// Root of the migrated tree.
-        gpid: i32,
-        /// The unread bytes, in order.
-        #[serde(with = "serde_bytes")]
-        bytes: Vec<u8>,
-        /// Its input had ended after them.
-        eof: bool,
+    /// What one daemon of a migration tells the other once the images are sent (see the
+    /// `migrate` crate's protocol); answered by `Migration`.
+    Migration {
+        /// The migration.
+        id: MigrationId,
+        /// The message.
+        msg: MigrationMsg,
     },
 }
 
@@ -145,8 +144,14 @@ pub enum RpcResponse {
     },
     /// Output of the process this connection follows.
     Output(Output),
-    /// Processes hosted by the answering node.
-    Processes(Vec<ProcessView>),
+    /// Processes hosted by the answering node (`hosted`), and those it knows of on other
+    /// nodes (`remembered`: started from it, or moved through it), as it last saw them.
+    Processes {
+        /// Its own.
+        hosted: Vec<ProcessView>,
+        /// Elsewhere.
+        remembered: Vec<ProcessView>,
+    },
     /// Ready to receive (answer to `MigrateIn`).
     Ready,
     /// The tree runs here now.
@@ -183,12 +188,8 @@ pub enum RpcResponse {
         /// What went wrong, in one line.
         message: String,
     },
-    /// Answer to `SettleMigration`: the pids of the tree if this node took it in (it runs
-    /// here), `None` if it did not (and will not).
-    Settled {
-        /// The tree's pids, if it runs here.
-        pids: Option<Vec<i32>>,
-    },
+    /// Answer to `Migration`: the other daemon's answer, if it has one.
+    Migration(Option<MigrationMsg>),
 }
 
 /// One attempt to move a tree: its root and the epoch the target must hold before it lets the

@@ -47,6 +47,22 @@ pub use source::{Outcome, Source, SourceCmd, SourceEvent, SourceTimer};
 pub use ssi_core::rpc::{Decision, Handover, MigrationId, MigrationMsg};
 pub use target::{Target, TargetCmd, TargetEvent, TargetOutcome, TargetTimer};
 
+/// A protocol machine: events in, commands out, no I/O.
+pub trait Machine {
+    /// What happens to it.
+    type Event;
+    /// What it asks its runtime to do.
+    type Command;
+    /// Feeds one event.
+    fn handle(&mut self, ev: Self::Event);
+    /// Takes the commands emitted since the last call.
+    fn drain(&mut self) -> Vec<Self::Command>;
+    /// Whether nothing more can happen but answers to the other side.
+    fn done(&self) -> bool;
+    /// The event of a message from the other daemon.
+    fn received(msg: MigrationMsg) -> Self::Event;
+}
+
 /// The protocol's time limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {

@@ -20,7 +20,7 @@ use rand::{RngExt, SeedableRng};
 use ssi_core::NodeId;
 
 use super::{
-    answer_unknown, Handover, MigrationId, MigrationMsg, Outcome, Policy, Source, SourceCmd,
+    answer_unknown, Handover, Machine, MigrationId, MigrationMsg, Outcome, Policy, Source, SourceCmd,
     SourceEvent, Target, TargetCmd, TargetEvent, TargetOutcome, Timeouts, Verdict,
 };
 
@@ -1090,10 +1090,6 @@ impl Sim {
                 SourceCmd::TakeInput => {
                     self.input_taken = true;
                     let bytes: Vec<u32> = self.queues[SOURCE].drain(..).collect();
-                    // the followers hear that the process moved
-                    let run = self.run[SOURCE];
-                    let lat = self.latency();
-                    self.push(lat, Action::Moved { run });
                     let input = Handover {
                         bytes: bytes.iter().flat_map(|b| b.to_le_bytes()).collect(),
                         eof: false,
@@ -1110,6 +1106,11 @@ impl Sim {
                     self.push(after, Action::SourceTimer { run, timer });
                 }
                 SourceCmd::ForwardSignals => {
+                    // the followers hear that the process moved once it runs there, its
+                    // input in front
+                    let run = self.run[SOURCE];
+                    let lat = self.latency();
+                    self.push(lat, Action::Moved { run });
                     if std::mem::take(&mut self.pending_kill)
                         && self.up[TARGET]
                         && self.copies[TARGET] == Copy::Running

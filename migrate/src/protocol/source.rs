@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use ssi_core::NodeId;
 
-use super::{backoff, Decision, Handover, MigrationId, MigrationMsg, Policy, Timeouts, Verdict};
+use super::{
+    backoff, Decision, Handover, Machine, MigrationId, MigrationMsg, Policy, Timeouts, Verdict,
+};
 
 /// What happens to the source.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,8 +202,13 @@ impl Source {
         matches!(self.state, State::Committing(_))
     }
 
-    /// Whether nothing more can happen but answers to the target's questions.
-    pub fn done(&self) -> bool {
+}
+
+impl Machine for Source {
+    type Event = SourceEvent;
+    type Command = SourceCmd;
+
+    fn done(&self) -> bool {
         match &self.state {
             State::Aborted => true,
             State::Committing(c) => c.over,
@@ -209,13 +216,11 @@ impl Source {
         }
     }
 
-    /// Takes the commands emitted since the last call.
-    pub fn drain(&mut self) -> Vec<SourceCmd> {
+    fn drain(&mut self) -> Vec<SourceCmd> {
         std::mem::take(&mut self.out)
     }
 
-    /// Feeds one event.
-    pub fn handle(&mut self, ev: SourceEvent) {
+    fn handle(&mut self, ev: SourceEvent) {
         if let SourceEvent::Received(msg) = ev {
             return self.received(msg);
         }
@@ -240,6 +245,12 @@ impl Source {
         }
     }
 
+    fn received(msg: MigrationMsg) -> SourceEvent {
+        SourceEvent::Received(msg)
+    }
+}
+
+impl Source {
     fn offering(&mut self, ev: SourceEvent) {
         match ev {
             SourceEvent::Accepted => {
@@ -435,6 +446,7 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Machine;
 
     fn source(max_rounds: u32) -> Source {
         let id = MigrationId {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ssi_core::NodeId;
 
-use super::{Decision, Handover, MigrationId, MigrationMsg, Timeouts};
+use super::{Decision, Handover, Machine, MigrationId, MigrationMsg, Timeouts};
 
 /// What happens to the target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,18 +157,21 @@ impl Target {
         self.state == State::Running
     }
 
-    /// Whether nothing more can happen here but answers to the source.
-    pub fn done(&self) -> bool {
+}
+
+impl Machine for Target {
+    type Event = TargetEvent;
+    type Command = TargetCmd;
+
+    fn done(&self) -> bool {
         matches!(self.state, State::Running | State::Discarded)
     }
 
-    /// Takes the commands emitted since the last call.
-    pub fn drain(&mut self) -> Vec<TargetCmd> {
+    fn drain(&mut self) -> Vec<TargetCmd> {
         std::mem::take(&mut self.out)
     }
 
-    /// Feeds one event.
-    pub fn handle(&mut self, ev: TargetEvent) {
+    fn handle(&mut self, ev: TargetEvent) {
         match ev {
             TargetEvent::Received(msg) => self.received(msg),
             TargetEvent::SourceDown => {
@@ -191,6 +194,12 @@ impl Target {
         }
     }
 
+    fn received(msg: MigrationMsg) -> TargetEvent {
+        TargetEvent::Received(msg)
+    }
+}
+
+impl Target {
     fn building(&mut self, ev: TargetEvent) {
         match (self.state, ev) {
             (State::Receiving, TargetEvent::Prepared) => {
@@ -324,6 +333,7 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Machine;
 
     fn held() -> Target {
         let id = MigrationId {

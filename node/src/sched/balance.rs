@@ -17,7 +17,7 @@ pub async fn run(node: Arc<Node>) {
 }
 
 /// One look at the load; with `force`, even within the cooldown (`ssi sched balance --now`).
-pub async fn once(node: &Node, force: bool) -> anyhow::Result<()> {
+pub async fn once(node: &Arc<Node>, force: bool) -> anyhow::Result<()> {
     let Ok(pm) = &node.procs else {
         return Ok(());
     };
@@ -31,7 +31,7 @@ pub async fn once(node: &Node, force: bool) -> anyhow::Result<()> {
         gid: 0,
         groups: Vec::new(),
     };
-    let outcome = migration::migrate_out(node, mv.gpid, mv.to, None, &root)
+    let outcome = migration::source::migrate_out(node, mv.gpid, mv.to, None, &root)
         .await
         .map(drop)
         .map_err(|e| format!("{e:#}"));

@@ -1,6 +1,8 @@
 //! `ssi sched show | set | balance`: the operation on this node's scheduler, and on every
 //! alive node's.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use ssi_core::rpc::{RpcRequest, RpcResponse};
 use ssi_core::sched::{SchedAnswer, SchedStatus};
@@ -21,7 +23,7 @@ pub enum SchedOp {
 }
 
 /// This node's scheduler after `op`.
-pub async fn local(node: &Node, op: &SchedOp) -> Result<SchedStatus> {
+pub async fn local(node: &Arc<Node>, op: &SchedOp) -> Result<SchedStatus> {
     match op {
         SchedOp::Show => {}
         SchedOp::Set(policy, params) => {
@@ -35,7 +37,7 @@ pub async fn local(node: &Node, op: &SchedOp) -> Result<SchedStatus> {
 }
 
 /// Applies `op` on every alive node (this one first); one answer per node.
-pub async fn all(node: &Node, op: SchedOp) -> Result<Vec<SchedAnswer>> {
+pub async fn all(node: &Arc<Node>, op: SchedOp) -> Result<Vec<SchedAnswer>> {
     let mut out = vec![SchedAnswer::Status(local(node, &op).await?)];
     let view = node.gossip.view().await?;
     let others: Vec<NodeId> = view
