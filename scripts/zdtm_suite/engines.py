@@ -1,0 +1,124 @@
+"""The two checkpoint/restore tools under comparison: the repo's `ssi` and CRIU.
+
+Each runs `dump` (the tree is killed afterwards, as zdtm does) and a detached `restore` of one
+test's tree, and says in one line why a step failed.
+"""
+
+import os
+import re
+
+from .catalog import TEST_GID, TEST_UID, Test
+from .procs import Command, Reaper, run
+
+COMMAND_TIMEOUT = 60.0
+
+# Errors CRIU logs and goes on after: not the cause of a failure.
+BENIGN_CRIU_ERRORS = [
+    # Raising its own fd limit needs CAP_SYS_RESOURCE, which root lacks on this machine.
+    "Can't setup RLIMIT_NOFILE for self",
+]
+
+
+class Ssi:
+    """`ssi dump --pid PID --dir D` / `ssi restore --dir D --detach`."""
+
+    name = "ssi"
+
+    def __init__(self, binary: str):
+        self.binary = binary
+
+    def dump(self, reaper: Reaper, test: Test, pid: int, img: str, rundir: str) -> Command:
+        """Dump the tree rooted at `pid` into `img`."""
+        del test  # ssi has no per-test options
+        return run(reaper, [self.binary, "dump", "--pid", str(pid), "--dir", img],
+                   COMMAND_TIMEOUT, rundir, os.path.join(rundir, "ssi-dump.log"))
+
+    def restore(self, reaper: Reaper, test: Test, img: str, rundir: str) -> Command:
+        """Restore the tree of `img`, detached."""
+        del test
+        return run(reaper, [self.binary, "restore", "--dir", img, "--detach"],
+                   COMMAND_TIMEOUT, rundir, os.path.join(rundir, "ssi-restore.log"))
+
+    @staticmethod
+    def why(cmd: Command, img: str, action: str) -> str:
+        """The error line `ssi` printed (`ssi: error: ...`, causes joined by ': ')."""
+        del img, action
+        return error_line(cmd, r"^ssi: error: (.*)$")
+
+    @staticmethod
+    def post_restore_hooks() -> bool:
+        """The tests' --post-restore hooks read CRIU's image files: not for ssi images."""
+        return False
+
+
+class Criu:
+    """`criu dump -t PID -D D --shell-job` / `criu restore -D D --shell-job -d`, plus the options
+    of the test's .desc (`--file-locks`, `--tcp-established`, `--link-remap`, ...)."""
+
+    name = "criu"
+
+    def __init__(self, binary: str):
+        self.binary = binary
+
+    def _args(self, action: str, img: str) -> list[str]:
+        # --no-default-config: a /etc/criu/default.conf must not change what is measured.
+        return [self.binary, action, "--no-default-config", "-D", img, "-o", f"{action}.log",
+                "-v4", "--shell-job"]
+
+    def dump(self, reaper: Reaper, test: Test, pid: int, img: str, rundir: str) -> Command:
+        """Dump the tree rooted at `pid` into `img` (zdtm's `--timeout 10` for freezing)."""
+        argv = self._args("dump", img) + ["-t", str(pid), "--timeout", "10"]
+        return run(reaper, argv + test.criu_opts("dump"), COMMAND_TIMEOUT, rundir,
+                   os.path.join(rundir, "criu-dump.out"),
+                   preexec=None if test.as_root else _real_ids_of_test_user)
+
+    def restore(self, reaper: Reaper, test: Test, img: str, rundir: str) -> Command:
+        """Restore the tree of `img`, detached (`-d`)."""
+        argv = self._args("restore", img) + ["-d"]
+        return run(reaper, argv + test.criu_opts("restore"), COMMAND_TIMEOUT, rundir,
+                   os.path.join(rundir, "criu-restore.out"))
+
+    @staticmethod
+    def why(cmd: Command, img: str, action: str) -> str:
+        """The first `Error (file.c:N): ...` line of CRIU's log: later ones are consequences."""
+        try:
+            with open(os.path.join(img, f"{action}.log"), errors="replace") as f:
+                log = f.read()
+        except OSError:
+            log = ""
+        for line in log.splitlines():
+            m = re.search(r"Error \(([^)]*)\): (.*)$", line)
+            if m and not any(b in m.group(2) for b in BENIGN_CRIU_ERRORS):
+                return f"{m.group(2).strip()} ({m.group(1)})"
+        return error_line(cmd, r"^(.*[Ee]rror.*)$")
+
+    @staticmethod
+    def post_restore_hooks() -> bool:
+        """zdtm runs --post-restore hooks after a CRIU restore (they check its images)."""
+        return True
+
+
+def _real_ids_of_test_user() -> None:
+    """Give criu the real uid and gid of a non-suid test's user, keeping effective root.
+
+    CRIU reads each task's rlimits with prlimit64(pid), which the kernel allows only to a
+    caller whose real ids match the target's or that has CAP_SYS_RESOURCE; root on this
+    machine lacks that capability, so every dump of a test running as TEST_UID would fail
+    ("Can't get rlimit 0"). With euid and saved uid 0 the capabilities are all kept."""
+    os.setresgid(TEST_GID, 0, 0)
+    os.setresuid(TEST_UID, 0, 0)
+
+
+def error_line(cmd: Command, pattern: str) -> str:
+    """The first output line matching `pattern` (its first group), else the last line, else
+    how the command ended."""
+    if cmd.exit is None:
+        return f"no answer within {COMMAND_TIMEOUT:.0f} s"
+    lines = [line.strip() for line in cmd.output.splitlines() if line.strip()]
+    for line in lines:
+        m = re.match(pattern, line)
+        if m:
+            return m.group(1)
+    if lines:
+        return lines[-1]
+    return str(cmd.exit)

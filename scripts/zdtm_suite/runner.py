@@ -1,0 +1,232 @@
+"""One zdtm test through one engine: start, dump, restore, check; and what the outcome was.
+
+The steps are those of CRIU's `test/zdtm.py` for a static test in the host flavour: start the
+program with its Makefile command line (it daemonizes, writes its pid file and waits), dump (the
+tree is killed), wait until it is gone, restore detached, send SIGTERM, and read the last word of
+its `.out` file: PASS or not. Each test runs in a directory of its own (its pid, out and data files
+are relative to it), so the two engines and concurrent runs never see each other's files.
+"""
+
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, asdict
+
+from . import procs
+from .catalog import TEST_GID, TEST_GROUPS, TEST_UID, Checkout, Test
+
+# Outcomes, from best to worst for the table.
+PASS = "pass"
+FAIL = "fail"                   # accepted dump+restore, then the program found its state wrong
+REFUSED = "refused"             # dump said no, the program ran on and passed its check
+DUMP_ERROR = "dump error"       # dump failed and harmed the program (died, stopped, failed check)
+RESTORE_ERROR = "restore error"
+TIMEOUT = "timeout"
+START_ERROR = "start error"     # the test itself did not start: not counted for either tool
+OUTCOMES = [PASS, FAIL, REFUSED, DUMP_ERROR, RESTORE_ERROR, TIMEOUT, START_ERROR]
+
+
+
+@dataclass
+class Result:
+    """Outcome of one test through one engine."""
+
+    outcome: str
+    step: str        # start, dump, restore or check
+    message: str     # refusal or error line, or the test's own FAIL lines
+    seconds: float
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+class StepFailed(Exception):
+    """A step ended the run of the test with `result`."""
+
+    def __init__(self, result: Result):
+        super().__init__(result.message)
+        self.result = result
+
+
+@dataclass
+class Context:
+    """What every test run shares."""
+
+    checkout: Checkout
+    reaper: procs.Reaper
+    workdir: str
+    keep: bool = False
+
+
+def test_env(test: Test) -> dict[str, str]:
+    """The environment zdtm.py gives a static test in the host flavour."""
+    env = dict(os.environ, TMPDIR=os.environ.get("TMPDIR", "/tmp"), ZDTM_THREAD_BOMB="5")
+    if not test.as_root:
+        env.update(ZDTM_UID=str(TEST_UID), ZDTM_GID=str(TEST_GID),
+                   ZDTM_GROUPS=" ".join(map(str, TEST_GROUPS)))
+    return env
+
+
+class Run:
+    """The run of `test` through `engine` in its own directory."""
+
+    def __init__(self, ctx: Context, test: Test, engine):
+        self.ctx, self.test, self.engine = ctx, test, engine
+        self.dir = os.path.join(ctx.workdir, engine.name, test.name)
+        self.img = os.path.join(self.dir, "img")
+        self.started = time.monotonic()
+        self.pid = 0
+
+    def result(self, outcome: str, step: str, message: str, note: str = "") -> Result:
+        """A result stamped with the time spent so far."""
+        return Result(outcome, step, message, round(time.monotonic() - self.started, 2), note)
+
+    def fail(self, outcome: str, step: str, message: str, note: str = "") -> StepFailed:
+        """The exception that ends the run with this result."""
+        return StepFailed(self.result(outcome, step, message, note))
+
+    def execute(self) -> Result:
+        """Run every step; always kill what was started and clean up."""
+        self._prepare_dir()
+        try:
+            return self._steps()
+        except StepFailed as e:
+            return e.result
+        finally:
+            procs.kill_all(self.ctx.reaper)
+            self.hook("--clean")
+            if not self.ctx.keep:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _prepare_dir(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.img)
+        # Non-suid tests run as uid 18943 and create their files here.
+        os.chmod(self.dir, 0o777)
+        os.chmod(self.img, 0o777)
+        self.ctx.reaper.ended.clear()  # pids of earlier tests may be reused
+
+    def _steps(self) -> Result:
+        self.start()
+        self.hook("--pre-dump")
+        dump = self.engine.dump(self.ctx.reaper, self.test, self.pid, self.img, self.dir)
+        if not dump.ok:
+            return self.after_refusal(dump)
+        self.wait_gone()
+        self.hook("--pre-restore")
+        restore = self.engine.restore(self.ctx.reaper, self.test, self.img, self.dir)
+        if not restore.ok:
+            outcome = TIMEOUT if restore.exit is None else RESTORE_ERROR
+            return self.result(outcome, "restore", self.engine.why(restore, self.img, "restore"))
+        if self.engine.post_restore_hooks():
+            self.hook("--post-restore", fatal=True)
+        passed, message = self.check("restore")
+        if passed:
+            note = ("accepted although the test expects CRIU to refuse it"
+                    if self.test.flag("crfail") else "")
+            return self.result(PASS, "check", "", note)
+        return self.result(FAIL, "check", message)
+
+    def start(self) -> None:
+        """Start the test with its Makefile command line; wait for its pid file."""
+        log = os.path.join(self.dir, "start.log")
+        launch = procs.run(self.ctx.reaper, self.test.argv, self.test.timeout, self.dir, log,
+                           env=test_env(self.test))
+        self.hook("--post-start")
+        if launch.exit is None:
+            raise self.fail(START_ERROR, "start", f"not ready within {self.test.timeout} s")
+        if not launch.ok:
+            raise self.fail(START_ERROR, "start",
+                            f"{launch.exit}: {self.out_text() or launch.output.strip()}"[:500])
+        try:
+            with open(os.path.join(self.dir, self.test.name + ".pid")) as f:
+                self.pid = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError) as e:
+            raise self.fail(START_ERROR, "start", f"no pid file: {e}") from e
+
+    def wait_gone(self) -> None:
+        """After an accepted dump the tree must be gone before its pids are restored."""
+        if self.ctx.reaper.wait(self.pid, self.test.timeout) is None:
+            raise self.fail(DUMP_ERROR, "dump",
+                            f"dump succeeded but pid {self.pid} still runs "
+                            f"{self.test.timeout} s later")
+
+    def after_refusal(self, dump: procs.Command) -> Result:
+        """A failed dump: a clean refusal leaves the program running, unharmed."""
+        why = self.engine.why(dump, self.img, "dump")
+        if dump.exit is None:
+            return self.result(TIMEOUT, "dump", why)
+        harm = self.harm_after_refusal()
+        if harm:
+            return self.result(DUMP_ERROR, "dump", why, harm)
+        passed, message = self.check("refused dump")
+        if not passed:
+            return self.result(DUMP_ERROR, "dump", why,
+                               f"the program then failed its check: {message}")
+        if self.test.flag("crfail"):
+            return self.result(PASS, "dump", why, "refused, as the test expects")
+        return self.result(REFUSED, "dump", why)
+
+    def harm_after_refusal(self) -> str:
+        """What is wrong with the program after a failed dump, or ''."""
+        # A tracer that just exited may take a moment to let go of its tracees.
+        deadline = time.monotonic() + 2.0
+        while True:
+            if not procs.alive(self.pid):
+                ended = self.ctx.reaper.forget(self.pid)
+                return f"the program died ({ended or 'not reaped here'})"
+            state = procs.stopped_or_traced(self.pid)
+            if not state or time.monotonic() >= deadline:
+                return f"the program was {state}" if state else ""
+            time.sleep(procs.POLL)
+
+    def check(self, after: str) -> tuple[bool, str]:
+        """SIGTERM the program and read its verdict: (passed, why not)."""
+        if not procs.alive(self.pid):
+            ended = self.ctx.reaper.forget(self.pid)
+            return False, (f"died before SIGTERM after the {after} "
+                           f"({ended or 'not reaped here'}): {self.out_text()}")
+        os.kill(self.pid, signal.SIGTERM)
+        ended = self.ctx.reaper.wait(self.pid, self.test.timeout)
+        if ended is None:
+            state = procs.proc_status(self.pid).get("State", "?")
+            raise self.fail(TIMEOUT, "check",
+                            f"still running {self.test.timeout} s after SIGTERM (state {state})")
+        lines = self.out_lines()
+        # zdtm.py's verdict: the word PASS on the last line of the .out file.
+        if lines and "PASS" in lines[-1].split():
+            return True, ""
+        return False, self.out_text() or f"no output ({ended})"
+
+    def out_lines(self) -> list[str]:
+        """Non-empty lines of the test's `.out` (or `.out.inprogress` if it never finished)."""
+        for suffix in (".out", ".out.inprogress"):
+            try:
+                with open(os.path.join(self.dir, self.test.name + suffix), errors="replace") as f:
+                    return [line.strip() for line in f if line.strip()]
+            except OSError:
+                continue
+        return []
+
+    def out_text(self) -> str:
+        """The test's output in one line: its FAIL/ERR lines if any, else its last lines."""
+        lines = self.out_lines()
+        bad = [line for line in lines if "FAIL" in line or "ERR" in line or "rror" in line]
+        return " | ".join(bad or lines[-3:])[:1000]
+
+    def hook(self, stage: str, fatal: bool = False) -> None:
+        """Run the test's `.hook` for `stage` as zdtm.py does (from test/, with the pid and the
+        image directory in the environment); a failure fails the test only if `fatal`."""
+        path = self.ctx.checkout.hook(self.test.name)
+        if not path:
+            return
+        env = dict(test_env(self.test), ZDTM_TEST_PID=str(self.pid), ZDTM_IMG_DIR=self.img)
+        log = os.path.join(self.dir, f"hook{stage}.log")
+        cmd = procs.run(self.ctx.reaper, [path, stage], self.test.timeout,
+                        self.ctx.checkout.test_dir, log, env=env)
+        if fatal and not cmd.ok:
+            tail = " | ".join(cmd.output.strip().splitlines()[-3:])
+            raise self.fail(FAIL, "check", f"{stage} hook failed ({cmd.exit}): {tail}")
