@@ -67,7 +67,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_engines(args: argparse.Namespace, criu_bin: str) -> list:
+def make_engines(args: argparse.Namespace, criu_bin: str, workdir: str) -> list:
     """The engines asked for, with their binaries checked."""
     chosen = []
     for name in args.engines.split(","):
@@ -76,7 +76,7 @@ def make_engines(args: argparse.Namespace, criu_bin: str) -> list:
                 sys.exit(f"zdtm: {args.ssi}: no ssi binary (run `cargo build --workspace --bins`)")
             chosen.append(engines.Ssi(args.ssi))
         elif name == "criu":
-            chosen.append(engines.Criu(criu_bin))
+            chosen.append(engines.Criu(criu_bin, workdir))
         else:
             sys.exit(f"zdtm: --engines: unknown engine {name!r} (ssi, criu)")
     return chosen
@@ -177,10 +177,10 @@ def main(argv: list[str]) -> int:
             print(f"{name:<36} skipped: {reason}")
         print(f"{len(tests)} runnable, {len(skipped)} skipped")
         return 0
-    chosen = make_engines(args, criu_bin)
-    meta = describe(args, mode, criu_bin)
     workdir = args.workdir or f"/var/tmp/ssi-zdtm.{os.getpid()}"
     os.makedirs(workdir, exist_ok=True)
+    chosen = make_engines(args, criu_bin, workdir)
+    meta = describe(args, mode, criu_bin)
     procs.become_subreaper()
     # SIGTERM ends the run like Ctrl-C: the current test's processes are killed, results kept.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -6,6 +6,7 @@ test's tree, and says in one line why a step failed.
 
 import os
 import re
+import sys
 
 from .catalog import TEST_GID, TEST_UID, Test
 from .procs import Command, Reaper, run
@@ -57,8 +58,14 @@ class Criu:
 
     name = "criu"
 
-    def __init__(self, binary: str):
+    def __init__(self, binary: str, workdir: str):
         self.binary = binary
+        self.helpers = os.path.join(workdir, "criu-helpers")
+        os.makedirs(self.helpers, exist_ok=True)
+        sh = os.path.join(self.helpers, "sh")
+        with open(sh, "w") as f:
+            f.write(ROOT_SH.format(python=sys.executable))
+        os.chmod(sh, 0o755)
 
     def _args(self, action: str, img: str) -> list[str]:
         # --no-default-config: a /etc/criu/default.conf must not change what is measured.
@@ -68,9 +75,13 @@ class Criu:
     def dump(self, reaper: Reaper, test: Test, pid: int, img: str, rundir: str) -> Command:
         """Dump the tree rooted at `pid` into `img` (zdtm's `--timeout 10` for freezing)."""
         argv = self._args("dump", img) + ["-t", str(pid), "--timeout", "10"]
+        if test.as_root:
+            env, preexec = None, None
+        else:
+            path = self.helpers + ":" + os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            env, preexec = dict(os.environ, PATH=path), _real_ids_of_test_user
         return run(reaper, argv + test.criu_opts("dump"), COMMAND_TIMEOUT, rundir,
-                   os.path.join(rundir, "criu-dump.out"),
-                   preexec=None if test.as_root else _real_ids_of_test_user)
+                   os.path.join(rundir, "criu-dump.out"), env=env, preexec=preexec)
 
     def restore(self, reaper: Reaper, test: Test, img: str, rundir: str) -> Command:
         """Restore the tree of `img`, detached (`-d`)."""
@@ -98,13 +109,25 @@ class Criu:
         return True
 
 
+# criu runs its helpers (iptables for the TCP network lock) with `sh -c`; under
+# _real_ids_of_test_user that sh would drop root, so the PATH of such a dump starts with a
+# directory holding this `sh`, which gives the real ids back to root first.
+ROOT_SH = """#!{python}
+import os, sys
+os.setresgid(0, 0, 0)
+os.setresuid(0, 0, 0)
+os.execv("/bin/sh", ["sh"] + sys.argv[1:])
+"""
+
+
 def _real_ids_of_test_user() -> None:
     """Give criu the real uid and gid of a non-suid test's user, keeping effective root.
 
     CRIU reads each task's rlimits with prlimit64(pid), which the kernel allows only to a
     caller whose real ids match the target's or that has CAP_SYS_RESOURCE; root on this
     machine lacks that capability, so every dump of a test running as TEST_UID would fail
-    ("Can't get rlimit 0"). With euid and saved uid 0 the capabilities are all kept."""
+    ("Can't get rlimit 0"). With euid and saved uid 0 the capabilities are all kept; only
+    `sh`, which drops privileges when its real and effective ids differ, needs ROOT_SH."""
     os.setresgid(TEST_GID, 0, 0)
     os.setresuid(TEST_UID, 0, 0)
 

@@ -26,6 +26,8 @@ TIMEOUT = "timeout"
 START_ERROR = "start error"     # the test itself did not start: not counted for either tool
 OUTCOMES = [PASS, FAIL, REFUSED, DUMP_ERROR, RESTORE_ERROR, TIMEOUT, START_ERROR]
 
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
 
 
 @dataclass
@@ -223,7 +225,10 @@ class Run:
         path = self.ctx.checkout.hook(self.test.name)
         if not path:
             return
-        env = dict(test_env(self.test), ZDTM_TEST_PID=str(self.pid), ZDTM_IMG_DIR=self.img)
+        # The system PATH (as zdtm gives tests in a namespace): hooks run `python3` and need the
+        # distribution's, which has the protobuf module pycriu imports.
+        env = dict(test_env(self.test), ZDTM_TEST_PID=str(self.pid), ZDTM_IMG_DIR=self.img,
+                   PATH=SYSTEM_PATH)
         log = os.path.join(self.dir, f"hook{stage}.log")
         cmd = procs.run(self.ctx.reaper, [path, stage], self.test.timeout,
                         self.ctx.checkout.test_dir, log, env=env)

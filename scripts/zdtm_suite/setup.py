@@ -2,7 +2,8 @@
 
 Without `--fetch` the checkout must exist. With it, a missing checkout is cloned (tag v4.2, from
 `--criu-git`, by default CRIU's GitHub repository), the Debian packages CRIU needs are installed
-with apt-get if missing, and `make criu` runs. The static tests are (re)built on every run: a
+with apt-get if missing, and `make criu` runs. pycriu (`make lib`), which some tests' hooks use
+to read CRIU's images, is built when absent. The static tests are (re)built on every run: a
 no-op when nothing changed. A lock file serializes builds of one checkout by concurrent runs.
 """
 
@@ -20,7 +21,9 @@ CRIU_GIT = "https://github.com/checkpoint-restore/criu.git"
 DEB_PACKAGES = ["build-essential", "git", "pkg-config", "libprotobuf-c-dev",
                 "protobuf-c-compiler", "libprotobuf-dev", "protobuf-compiler", "libnl-3-dev",
                 "libnl-route-3-dev", "libnet1-dev", "libcap-dev", "libbsd-dev",
-                "python3-protobuf", "libaio-dev"]
+                "python3-protobuf", "libaio-dev",
+                # CRIU's network lock for established TCP connections runs iptables.
+                "iptables"]
 
 
 def _run(argv: list[str], log, cwd: str | None = None) -> None:
@@ -59,6 +62,9 @@ def prepare(src: str, criu_bin: str, do_fetch: bool, git_url: str, log_path: str
                                        f"criu`, or pass --fetch)")
                 install_packages(log)
                 _run(["make", f"-j{os.cpu_count() or 1}", "criu"], log, cwd=src)
+            if not os.path.exists(os.path.join(src, "lib", "pycriu", "rpc_pb2.py")):
+                # pycriu, which the tests' hooks use to read CRIU's images.
+                _run(["make", f"-j{os.cpu_count() or 1}", "lib"], log, cwd=src)
             static = os.path.join(src, "test", "zdtm", "static")
             _run(["make", f"-j{os.cpu_count() or 1}", "--no-print-directory", "-C", static], log)
 
