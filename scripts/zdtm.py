@@ -17,9 +17,11 @@ there if absent) and the repo's binaries (`cargo build --workspace --bins`).
 """
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # pylint: disable=wrong-import-position
-from zdtm_suite import catalog, engines, procs, report, runner, setup
+from zdtm_suite import catalog, engines, layout, procs, report, runner, setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -129,58 +131,51 @@ def print_tables(meta: dict, rows: list[dict], older: list[dict] | None) -> None
         print("\nchanges against the earlier run:\n" + report.changes(older, rows))
 
 
-def run_all(ctx: runner.Context, tests: list[catalog.Test], chosen: list) -> list[dict]:
-    """Run every test through every engine; returns the rows (partial if interrupted)."""
-    rows = []
+def run_all(ctx: runner.Context, tests: list[catalog.Test], chosen: list,
+            rows: list[dict]) -> None:
+    """Run every test through every engine, appending one row per finished test to `rows`
+    (so that what finished is kept if the run is interrupted)."""
     width = max((len(t.name) for t in tests), default=0)
+    for i, test in enumerate(tests, 1):
+        row = {"name": test.name, "category": test.category,
+               "flags": test.desc.get("flags", ""), "engines": {}}
+        parts = []
+        for engine in chosen:
+            r = runner.Run(ctx, test, engine).execute()
+            row["engines"][engine.name] = r.to_dict()
+            parts.append(f"{engine.name}: {r.outcome} ({r.seconds:.1f} s)")
+        rows.append(row)
+        print(f"[{i}/{len(tests)}] {test.name:<{width}}  " + "  ".join(parts), flush=True)
+
+
+@contextlib.contextmanager
+def working_dir(args: argparse.Namespace):
+    """The directory the tests run in; one made here is removed at the end unless --keep."""
+    path = args.workdir or f"/var/tmp/ssi-zdtm.{os.getpid()}"
+    os.makedirs(path, exist_ok=True)
     try:
-        for i, test in enumerate(tests, 1):
-            row = {"name": test.name, "category": test.category,
-                   "flags": test.desc.get("flags", ""), "engines": {}}
-            rows.append(row)
-            parts = []
-            for engine in chosen:
-                r = runner.Run(ctx, test, engine).execute()
-                row["engines"][engine.name] = r.to_dict()
-                parts.append(f"{engine.name}: {r.outcome} ({r.seconds:.1f} s)")
-            print(f"[{i}/{len(tests)}] {test.name:<{width}}  " + "  ".join(parts), flush=True)
-    except KeyboardInterrupt:
-        print("zdtm: interrupted; saving the tests finished so far", file=sys.stderr)
-        if rows and len(rows[-1]["engines"]) < len(chosen):
-            rows.pop()
-    return rows
+        yield path
+    finally:
+        if not args.keep and not args.workdir:
+            layout.unmount_below(path)
+            shutil.rmtree(path, ignore_errors=True)
 
 
-def main(argv: list[str]) -> int:
-    """Entry point."""
-    args = parse_args(argv)
-    older = report.load(args.compare)[1] if args.compare else None
-    if args.report:
-        meta, rows = report.load(args.report)
-        print_tables(meta, rows, older)
-        return 0
-    if os.geteuid() != 0:
-        sys.exit("zdtm: must run as root (zdtm tests switch users; dumps need ptrace of them)")
+def list_selection(tests: list[catalog.Test], skipped: list[tuple[str, str]]) -> None:
+    """--list: the runnable tests with their kind and flags, then the skipped ones and why."""
+    for t in tests:
+        print(f"{t.name:<36} {t.category:<28} {t.desc.get('flags', '')}")
+    for name, reason in skipped:
+        print(f"{name:<36} skipped: {reason}")
+    print(f"{len(tests)} runnable, {len(skipped)} skipped")
+
+
+def run_suite(args: argparse.Namespace, checkout: catalog.Checkout,
+              tests: list[catalog.Test], skipped: list, workdir: str) -> int:
+    """Run the selection, save and print the results."""
     mode = "full" if args.full else "tests" if args.tests else "quick"
-    criu_bin = args.criu_bin or os.path.join(args.criu_src, "criu", "criu")
-    try:
-        build_log = f"/var/tmp/ssi-zdtm-build.{os.getpid()}.log"
-        setup.prepare(args.criu_src, criu_bin, args.fetch, args.criu_git, build_log)
-        checkout = catalog.Checkout(args.criu_src, criu_bin)
-        tests, skipped = catalog.select(checkout, wanted(args))
-    except catalog.CatalogError as e:
-        sys.exit(f"zdtm: {e}")
-    if args.list:
-        for t in tests:
-            print(f"{t.name:<36} {t.category:<28} {t.desc.get('flags', '')}")
-        for name, reason in skipped:
-            print(f"{name:<36} skipped: {reason}")
-        print(f"{len(tests)} runnable, {len(skipped)} skipped")
-        return 0
-    workdir = args.workdir or f"/var/tmp/ssi-zdtm.{os.getpid()}"
-    os.makedirs(workdir, exist_ok=True)
-    chosen = make_engines(args, criu_bin, workdir)
-    meta = describe(args, mode, criu_bin)
+    chosen = make_engines(args, checkout.criu_bin, workdir)
+    meta = describe(args, mode, checkout.criu_bin)
     procs.become_subreaper()
     # SIGTERM ends the run like Ctrl-C: the current test's processes are killed, results kept.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -188,19 +183,47 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     print(f"zdtm: {len(tests)} tests ({len(skipped)} skipped here), engines "
           f"{', '.join(e.name for e in chosen)}, working in {workdir}", flush=True)
-    with setup.zdtm_cgroups(checkout.test_dir):
-        rows = run_all(ctx, tests, chosen)
-    meta["seconds"] = round(time.monotonic() - started)
     prefix = args.out or os.path.join(
         REPO, "target", "zdtm", f"zdtm-{mode}-{datetime.datetime.now():%Y%m%d-%H%M%S}")
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    report.save(prefix + ".json", prefix + ".csv", meta, rows)
-    print_tables(meta, rows, older)
+    rows: list[dict] = []
+    try:
+        with setup.zdtm_cgroups(checkout.test_dir):
+            run_all(ctx, tests, chosen, rows)
+    except KeyboardInterrupt:
+        print("zdtm: interrupted; keeping the tests finished so far", file=sys.stderr)
+    finally:
+        meta["seconds"] = round(time.monotonic() - started)
+        report.save(prefix + ".json", prefix + ".csv", meta, rows)
+    print_tables(meta, rows, None if not args.compare else report.load(args.compare)[1])
     print(f"\n{len(rows)} tests in {meta['seconds']} s; per-test results in {prefix}.json "
           f"and {prefix}.csv")
-    if not args.keep and not args.workdir:
-        subprocess.run(["rm", "-rf", workdir], check=False)
-    return 0
+    return 0 if len(rows) == len(tests) else 130
+
+
+def main(argv: list[str]) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    if args.report:
+        meta, rows = report.load(args.report)
+        print_tables(meta, rows, report.load(args.compare)[1] if args.compare else None)
+        return 0
+    if os.geteuid() != 0:
+        sys.exit("zdtm: must run as root (zdtm tests switch users; dumps need ptrace of them)")
+    criu_bin = args.criu_bin or os.path.join(args.criu_src, "criu", "criu")
+    build_log = os.path.join(REPO, "target", "zdtm", "criu-build.log")
+    os.makedirs(os.path.dirname(build_log), exist_ok=True)
+    try:
+        setup.prepare(args.criu_src, criu_bin, args.fetch, args.criu_git, build_log)
+        checkout = catalog.Checkout(args.criu_src, criu_bin)
+        tests, skipped = catalog.select(checkout, wanted(args))
+    except catalog.CatalogError as e:
+        sys.exit(f"zdtm: {e}")
+    if args.list:
+        list_selection(tests, skipped)
+        return 0
+    with working_dir(args) as workdir:
+        return run_suite(args, checkout, tests, skipped, workdir)
 
 
 if __name__ == "__main__":

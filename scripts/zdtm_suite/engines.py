@@ -24,32 +24,37 @@ class Ssi:
     """`ssi dump --pid PID --dir D` / `ssi restore --dir D --detach`."""
 
     name = "ssi"
+    writes_criu_images = False
 
     def __init__(self, binary: str):
         self.binary = binary
 
-    def dump(self, reaper: Reaper, test: Test, pid: int, img: str, rundir: str) -> Command:
+    def dump(self, reaper: Reaper, test: Test, pid: int, img: str, cwd: str,
+             log: str) -> Command:
         """Dump the tree rooted at `pid` into `img`."""
         del test  # ssi has no per-test options
         return run(reaper, [self.binary, "dump", "--pid", str(pid), "--dir", img],
-                   COMMAND_TIMEOUT, rundir, os.path.join(rundir, "ssi-dump.log"))
+                   COMMAND_TIMEOUT, cwd, log)
 
-    def restore(self, reaper: Reaper, test: Test, img: str, rundir: str) -> Command:
+    def restore(self, reaper: Reaper, test: Test, img: str, cwd: str, log: str) -> Command:
         """Restore the tree of `img`, detached."""
         del test
         return run(reaper, [self.binary, "restore", "--dir", img, "--detach"],
-                   COMMAND_TIMEOUT, rundir, os.path.join(rundir, "ssi-restore.log"))
+                   COMMAND_TIMEOUT, cwd, log)
 
     @staticmethod
     def why(cmd: Command, img: str, action: str) -> str:
-        """The error line `ssi` printed (`ssi: error: ...`, causes joined by ': ')."""
+        """The error line `ssi` printed (`ssi: error: ...`, causes joined by ': '), or where
+        it panicked and why."""
         del img, action
+        lines = cmd.output.splitlines()
+        for i, line in enumerate(lines):
+            if "panicked at " in line:
+                where = line.split("panicked at ", 1)[1].strip().rstrip(":")
+                what = lines[i + 1].strip() if i + 1 < len(lines) else ""
+                return f"panic at {where}: {what}"
         return error_line(cmd, r"^ssi: error: (.*)$")
 
-    @staticmethod
-    def post_restore_hooks() -> bool:
-        """The tests' --post-restore hooks read CRIU's image files: not for ssi images."""
-        return False
 
 
 class Criu:
@@ -57,6 +62,7 @@ class Criu:
     of the test's .desc (`--file-locks`, `--tcp-established`, `--link-remap`, ...)."""
 
     name = "criu"
+    writes_criu_images = True
 
     def __init__(self, binary: str, workdir: str):
         self.binary = binary
@@ -72,7 +78,8 @@ class Criu:
         return [self.binary, action, "--no-default-config", "-D", img, "-o", f"{action}.log",
                 "-v4", "--shell-job"]
 
-    def dump(self, reaper: Reaper, test: Test, pid: int, img: str, rundir: str) -> Command:
+    def dump(self, reaper: Reaper, test: Test, pid: int, img: str, cwd: str,
+             log: str) -> Command:
         """Dump the tree rooted at `pid` into `img` (zdtm's `--timeout 10` for freezing)."""
         argv = self._args("dump", img) + ["-t", str(pid), "--timeout", "10"]
         if test.as_root:
@@ -80,14 +87,13 @@ class Criu:
         else:
             path = self.helpers + ":" + os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             env, preexec = dict(os.environ, PATH=path), _real_ids_of_test_user
-        return run(reaper, argv + test.criu_opts("dump"), COMMAND_TIMEOUT, rundir,
-                   os.path.join(rundir, "criu-dump.out"), env=env, preexec=preexec)
+        return run(reaper, argv + test.criu_opts("dump"), COMMAND_TIMEOUT, cwd, log, env=env,
+                   preexec=preexec)
 
-    def restore(self, reaper: Reaper, test: Test, img: str, rundir: str) -> Command:
+    def restore(self, reaper: Reaper, test: Test, img: str, cwd: str, log: str) -> Command:
         """Restore the tree of `img`, detached (`-d`)."""
         argv = self._args("restore", img) + ["-d"]
-        return run(reaper, argv + test.criu_opts("restore"), COMMAND_TIMEOUT, rundir,
-                   os.path.join(rundir, "criu-restore.out"))
+        return run(reaper, argv + test.criu_opts("restore"), COMMAND_TIMEOUT, cwd, log)
 
     @staticmethod
     def why(cmd: Command, img: str, action: str) -> str:
@@ -103,10 +109,6 @@ class Criu:
                 return f"{m.group(2).strip()} ({m.group(1)})"
         return error_line(cmd, r"^(.*[Ee]rror.*)$")
 
-    @staticmethod
-    def post_restore_hooks() -> bool:
-        """zdtm runs --post-restore hooks after a CRIU restore (they check its images)."""
-        return True
 
 
 # criu runs its helpers (iptables for the TCP network lock) with `sh -c`; under

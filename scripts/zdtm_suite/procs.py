@@ -77,7 +77,9 @@ class Reaper:
             if pid in self.ended:
                 return self.ended.pop(pid)
             if not alive(pid):
-                return Exit()
+                # It may have ended after the poll: a child of ours is reaped now.
+                self.poll()
+                return self.ended.pop(pid, Exit())
             if time.monotonic() >= deadline:
                 return None
             time.sleep(POLL)
@@ -134,25 +136,44 @@ class Command:
         return self.exit is not None and self.exit.code == 0
 
 
-def run(reaper: Reaper, argv: list[str], timeout: float, cwd: str, log: str,
-        env: dict[str, str] | None = None, preexec=None) -> Command:
-    """Run `argv` with stdout and stderr into `log` (`preexec` runs in the child before the
-    exec), kill it and its descendants at the deadline."""
-    start = time.monotonic()
+class Running:
+    """A command started by `spawn`, to be collected by `finish`."""
+
+    def __init__(self, argv: list[str], popen: subprocess.Popen, log: str):
+        self.argv, self.popen, self.log = argv, popen, log
+        self.started = time.monotonic()
+
+
+def spawn(reaper: Reaper, argv: list[str], cwd: str, log: str,
+          env: dict[str, str] | None = None, preexec=None) -> Running:
+    """Start `argv` with stdout and stderr into `log` (`preexec` runs in the child before the
+    exec), in a session of its own."""
     with open(log, "wb") as out:
         p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                              stderr=subprocess.STDOUT, close_fds=True, start_new_session=True,
                              preexec_fn=preexec)
     # An entry for this pid would be from an earlier process that had the same pid.
     reaper.ended.pop(p.pid, None)
-    result = reaper.wait(p.pid, timeout)
+    return Running(argv, p, log)
+
+
+def finish(reaper: Reaper, running: Running, timeout: float) -> Command:
+    """Wait for a spawned command; kill it and its descendants at the deadline."""
+    pid = running.popen.pid
+    result = reaper.wait(pid, max(0.0, running.started + timeout - time.monotonic()))
     if result is None:
-        kill_tree(reaper, p.pid)
+        kill_tree(reaper, pid)
     # The driver reaped it; tell Popen so it never waits for it again.
-    p.returncode = -1 if result is None else (result.code if result.code is not None else -result.signal)
-    with open(log, errors="replace") as f:
+    running.popen.returncode = -1
+    with open(running.log, errors="replace") as f:
         output = f.read()
-    return Command(argv, result, time.monotonic() - start, output)
+    return Command(running.argv, result, time.monotonic() - running.started, output)
+
+
+def run(reaper: Reaper, argv: list[str], timeout: float, cwd: str, log: str,
+        env: dict[str, str] | None = None, preexec=None) -> Command:
+    """`spawn` then `finish`."""
+    return finish(reaper, spawn(reaper, argv, cwd, log, env, preexec), timeout)
 
 
 def descendants(root: int) -> list[int]:

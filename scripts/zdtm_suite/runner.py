@@ -4,17 +4,18 @@ The steps are those of CRIU's `test/zdtm.py` for a static test in the host flavo
 program with its Makefile command line (it daemonizes, writes its pid file and waits), dump (the
 tree is killed), wait until it is gone, restore detached, send SIGTERM, and read the last word of
 its `.out` file: PASS or not. Each test runs in a directory of its own (its pid, out and data files
-are relative to it), so the two engines and concurrent runs never see each other's files.
+are relative to it, see layout.py), so the two engines and concurrent runs never see each other's
+files.
 """
 
 import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass, asdict
 
 from . import procs
 from .catalog import TEST_GID, TEST_GROUPS, TEST_UID, Checkout, Test
+from .layout import RunDir
 
 # Outcomes, from best to worst for the table.
 PASS = "pass"
@@ -73,12 +74,13 @@ def test_env(test: Test) -> dict[str, str]:
 
 
 class Run:
-    """The run of `test` through `engine` in its own directory."""
+    """The run of `test` through `engine` in a directory tree of its own."""
 
     def __init__(self, ctx: Context, test: Test, engine):
         self.ctx, self.test, self.engine = ctx, test, engine
-        self.dir = os.path.join(ctx.workdir, engine.name, test.name)
-        self.img = os.path.join(self.dir, "img")
+        self.dir = RunDir(os.path.join(ctx.workdir, engine.name, test.name),
+                          ctx.checkout.root, test.name)
+        self.img = ""
         self.started = time.monotonic()
         self.pid = 0
 
@@ -92,39 +94,36 @@ class Run:
 
     def execute(self) -> Result:
         """Run every step; always kill what was started and clean up."""
-        self._prepare_dir()
+        self.dir.create()
+        self.ctx.reaper.ended.clear()  # pids of earlier tests may be reused
         try:
             return self._steps()
         except StepFailed as e:
             return e.result
         finally:
+            # As zdtm.py: the test is killed, then its hook cleans up (cgroups it made).
             procs.kill_all(self.ctx.reaper)
             self.hook("--clean")
+            procs.kill_all(self.ctx.reaper)
             if not self.ctx.keep:
-                shutil.rmtree(self.dir, ignore_errors=True)
-
-    def _prepare_dir(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-        os.makedirs(self.img)
-        # Non-suid tests run as uid 18943 and create their files here.
-        os.chmod(self.dir, 0o777)
-        os.chmod(self.img, 0o777)
-        self.ctx.reaper.ended.clear()  # pids of earlier tests may be reused
+                self.dir.remove()
 
     def _steps(self) -> Result:
         self.start()
+        self.img = self.dir.images(self.pid)
         self.hook("--pre-dump")
-        dump = self.engine.dump(self.ctx.reaper, self.test, self.pid, self.img, self.dir)
+        dump = self.engine.dump(self.ctx.reaper, self.test, self.pid, self.img, self.dir.test_dir,
+                                self.dir.log(f"{self.engine.name}-dump"))
         if not dump.ok:
             return self.after_refusal(dump)
         self.wait_gone()
         self.hook("--pre-restore")
-        restore = self.engine.restore(self.ctx.reaper, self.test, self.img, self.dir)
+        restore = self.engine.restore(self.ctx.reaper, self.test, self.img, self.dir.test_dir,
+                                      self.dir.log(f"{self.engine.name}-restore"))
         if not restore.ok:
             outcome = TIMEOUT if restore.exit is None else RESTORE_ERROR
             return self.result(outcome, "restore", self.engine.why(restore, self.img, "restore"))
-        if self.engine.post_restore_hooks():
-            self.hook("--post-restore", fatal=True)
+        self.hook("--post-restore", fatal=True)
         passed, message = self.check("restore")
         if passed:
             note = ("accepted although the test expects CRIU to refuse it"
@@ -133,18 +132,21 @@ class Run:
         return self.result(FAIL, "check", message)
 
     def start(self) -> None:
-        """Start the test with its Makefile command line; wait for its pid file."""
-        log = os.path.join(self.dir, "start.log")
-        launch = procs.run(self.ctx.reaper, self.test.argv, self.test.timeout, self.dir, log,
-                           env=test_env(self.test))
+        """Start the test with its Makefile command line; wait for its pid file.
+
+        As in zdtm.py, the --post-start hook runs while the test starts: some tests wait for
+        what their hook does (a peer connecting) before they say they are ready."""
+        launch = procs.spawn(self.ctx.reaper, self.test.argv, self.dir.cwd,
+                             self.dir.log("start"), env=test_env(self.test))
         self.hook("--post-start")
-        if launch.exit is None:
+        done = procs.finish(self.ctx.reaper, launch, self.test.timeout)
+        if done.exit is None:
             raise self.fail(START_ERROR, "start", f"not ready within {self.test.timeout} s")
-        if not launch.ok:
+        if not done.ok:
             raise self.fail(START_ERROR, "start",
-                            f"{launch.exit}: {self.out_text() or launch.output.strip()}"[:500])
+                            f"{done.exit}: {self.out_text() or done.output.strip()}"[:500])
         try:
-            with open(os.path.join(self.dir, self.test.name + ".pid")) as f:
+            with open(os.path.join(self.dir.cwd, self.test.name + ".pid")) as f:
                 self.pid = int(f.read().split()[0])
         except (OSError, ValueError, IndexError) as e:
             raise self.fail(START_ERROR, "start", f"no pid file: {e}") from e
@@ -164,6 +166,9 @@ class Run:
         harm = self.harm_after_refusal()
         if harm:
             return self.result(DUMP_ERROR, "dump", why, harm)
+        # Some tests talk to a peer their hook runs and wait for what it sends at each stage.
+        self.hook("--pre-restore")
+        self.hook("--post-restore")
         passed, message = self.check("refused dump")
         if not passed:
             return self.result(DUMP_ERROR, "dump", why,
@@ -195,8 +200,10 @@ class Run:
         ended = self.ctx.reaper.wait(self.pid, self.test.timeout)
         if ended is None:
             state = procs.proc_status(self.pid).get("State", "?")
-            raise self.fail(TIMEOUT, "check",
-                            f"still running {self.test.timeout} s after SIGTERM (state {state})")
+            message = f"still running {self.test.timeout} s after SIGTERM (state {state})"
+            if after == "restore":
+                raise self.fail(TIMEOUT, "check", message)
+            return False, message
         lines = self.out_lines()
         # zdtm.py's verdict: the word PASS on the last line of the .out file.
         if lines and "PASS" in lines[-1].split():
@@ -207,7 +214,8 @@ class Run:
         """Non-empty lines of the test's `.out` (or `.out.inprogress` if it never finished)."""
         for suffix in (".out", ".out.inprogress"):
             try:
-                with open(os.path.join(self.dir, self.test.name + suffix), errors="replace") as f:
+                path = os.path.join(self.dir.cwd, self.test.name + suffix)
+                with open(path, errors="replace") as f:
                     return [line.strip() for line in f if line.strip()]
             except OSError:
                 continue
@@ -225,13 +233,22 @@ class Run:
         path = self.ctx.checkout.hook(self.test.name)
         if not path:
             return
+        if stage == "--post-restore" and not self.engine.writes_criu_images \
+                and reads_criu_images(path):
+            return
         # The system PATH (as zdtm gives tests in a namespace): hooks run `python3` and need the
         # distribution's, which has the protobuf module pycriu imports.
         env = dict(test_env(self.test), ZDTM_TEST_PID=str(self.pid), ZDTM_IMG_DIR=self.img,
                    PATH=SYSTEM_PATH)
-        log = os.path.join(self.dir, f"hook{stage}.log")
-        cmd = procs.run(self.ctx.reaper, [path, stage], self.test.timeout,
-                        self.ctx.checkout.test_dir, log, env=env)
+        cmd = procs.run(self.ctx.reaper, [path, stage], self.test.timeout, self.dir.test_dir,
+                        self.dir.log(f"hook{stage}"), env=env)
         if fatal and not cmd.ok:
             tail = " | ".join(cmd.output.strip().splitlines()[-3:])
             raise self.fail(FAIL, "check", f"{stage} hook failed ({cmd.exit}): {tail}")
+
+
+def reads_criu_images(hook: str) -> bool:
+    """Whether a hook inspects CRIU's image files (with pycriu): meaningless for ssi's images.
+    Other hooks (a peer sending data around the restore) run for both tools."""
+    with open(hook, errors="replace") as f:
+        return "pycriu" in f.read()

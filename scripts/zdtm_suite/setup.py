@@ -49,7 +49,7 @@ def install_packages(log) -> None:
 
 def prepare(src: str, criu_bin: str, do_fetch: bool, git_url: str, log_path: str) -> None:
     """Make sure `src` holds CRIU with `criu_bin` and the zdtm static tests built."""
-    with open(log_path, "a") as log:
+    with open(log_path, "w") as log:
         if not os.path.isdir(os.path.join(src, "test", "zdtm", "static")):
             if not do_fetch:
                 raise CatalogError(f"{src}: no CRIU checkout (set CRIU_SRC or --criu-src, or "
