@@ -59,10 +59,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--criu-git", default=setup.CRIU_GIT, help="where --fetch clones from")
     p.add_argument("--ssi", default=os.path.join(REPO, "target", "debug", "ssi"),
                    help="ssi binary (default target/debug/ssi of this repo)")
-    p.add_argument("--workdir", help="where tests run (default a fresh /var/tmp/ssi-zdtm.PID)")
+    p.add_argument("--workdir", help="where tests run (default a fresh /var/tmp/zdtm.PID; "
+                                     "keep it short: tests bind Unix sockets below it)")
     p.add_argument("--out", help="results prefix: writes PREFIX.json and PREFIX.csv "
                                  "(default target/zdtm/zdtm-MODE-DATE)")
-    p.add_argument("--keep", action="store_true", help="keep each test's directory and images")
+    p.add_argument("--keep", action="store_true",
+                   help="keep each test's directory and images (WORKDIR/ENGINE/TEST)")
     p.add_argument("--list", action="store_true", help="list the selection and exit")
     p.add_argument("--report", metavar="JSON", help="print the tables of a saved run and exit")
     p.add_argument("--compare", metavar="JSON", help="also list outcome changes against this run")
@@ -104,7 +106,7 @@ def describe(args: argparse.Namespace, mode: str, criu_bin: str) -> dict:
         "mode": mode,
         "kernel": platform.release(),
         "ssi_commit": out(["git", "-C", REPO, "describe", "--always", "--dirty"]),
-        "criu": out([criu_bin, "--version"]).splitlines()[0] if os.access(criu_bin, os.X_OK) else "",
+        "criu": out([criu_bin, "--version"]).splitlines()[0],
         "criu_src": os.path.abspath(args.criu_src),
     }
 
@@ -141,7 +143,7 @@ def run_all(ctx: runner.Context, tests: list[catalog.Test], chosen: list,
                "flags": test.desc.get("flags", ""), "engines": {}}
         parts = []
         for engine in chosen:
-            r = runner.Run(ctx, test, engine).execute()
+            r = runner.Run(ctx, test, engine, i).execute()
             row["engines"][engine.name] = r.to_dict()
             parts.append(f"{engine.name}: {r.outcome} ({r.seconds:.1f} s)")
         rows.append(row)
@@ -151,7 +153,7 @@ def run_all(ctx: runner.Context, tests: list[catalog.Test], chosen: list,
 @contextlib.contextmanager
 def working_dir(args: argparse.Namespace):
     """The directory the tests run in; one made here is removed at the end unless --keep."""
-    path = args.workdir or f"/var/tmp/ssi-zdtm.{os.getpid()}"
+    path = args.workdir or f"/var/tmp/zdtm.{os.getpid()}"
     os.makedirs(path, exist_ok=True)
     try:
         yield path

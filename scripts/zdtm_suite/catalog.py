@@ -3,10 +3,10 @@
 Everything comes from the checkout itself, read the way CRIU's `test/zdtm.py` reads it:
 - the test list is every executable in `test/zdtm/static` minus the exclusions of
   `test/zdtm.desc`;
-- each test's `NAME.desc` (a Python literal or expression, empty or absent meaning `{}`) gives its `flavor`
-  (`h` = host, `ns`, `uns`), `flags` (`suid`, `noauto`, `crfail`, ...), needed kernel `feature`s
-  (asked of `criu check --feature`), `arch`, `timeout` and extra CRIU options (`opts`, `dopts`,
-  `ropts`);
+- each test's `NAME.desc` (a Python literal or expression, empty or absent meaning `{}`) gives
+  its `flavor` (`h` = host, `ns`, `uns`), `flags` (`suid`, `noauto`, `crfail`, ...), needed
+  kernel `feature`s (asked of `criu check --feature`), `arch`, `timeout` and extra CRIU options
+  (`opts`, `dopts`, `ropts`);
 - an executable `NAME.checkskip` that exits non-zero means "cannot run on this machine";
 - the static Makefile's `NAME.pid` rule is the command line that starts it (`--pidfile`,
   `--outfile` and, for some, `--filename`/`--dirname` or own arguments); `make -n` prints it.
@@ -73,7 +73,8 @@ class Checkout:
         self.criu_bin = criu_bin or os.path.join(self.root, "criu", "criu")
         self._features: dict[str, bool] = {}
         if not os.path.isdir(self.static_dir):
-            raise CatalogError(f"{self.static_dir}: no zdtm static tests (is {root} a CRIU checkout?)")
+            raise CatalogError(
+                f"{self.static_dir}: no zdtm static tests (is {root} a CRIU checkout?)")
 
     def test_names(self) -> list[str]:
         """Names of the static tests, as zdtm.py's `all_tests` lists them."""

@@ -37,6 +37,13 @@ class RunDir:
         os.symlink(os.path.join(self.criu_src, "test", "zdtm", "lib"),
                    os.path.join(self.test_dir, "zdtm", "lib"))
 
+    def link_as(self, path: str) -> None:
+        """A symbolic link `path` to the tree, to find a kept run by its test's name."""
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.lexists(path):
+            os.unlink(path)
+        os.symlink(self.root, path)
+
     def images(self, pid: int) -> str:
         """The image directory for the test whose pid is `pid` (created, writable by all)."""
         path = os.path.join(self.test_dir, "dump", "zdtm", "static", self.name, str(pid), "1")

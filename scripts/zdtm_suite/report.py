@@ -60,7 +60,7 @@ def table(rows: list[dict]) -> str:
         for e in engines:
             cells += [_cell(counts[cat][e][o], o == FAIL) for o, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
-    starts = {e: counts["total"][e][START_ERROR] for e in engines if counts["total"][e][START_ERROR]}
+    starts = {e: k for e in engines if (k := counts["total"][e][START_ERROR])}
     if starts:
         lines.append("")
         lines.append("Tests that did not start (not counted): "

@@ -76,9 +76,11 @@ def test_env(test: Test) -> dict[str, str]:
 class Run:
     """The run of `test` through `engine` in a directory tree of its own."""
 
-    def __init__(self, ctx: Context, test: Test, engine):
+    def __init__(self, ctx: Context, test: Test, engine, index: int):
         self.ctx, self.test, self.engine = ctx, test, engine
-        self.dir = RunDir(os.path.join(ctx.workdir, engine.name, test.name),
+        # A short root: tests bind Unix sockets at paths below their working directory, and a
+        # sun_path holds 107 bytes (zdtm's own is CRIU/test/zdtm/static).
+        self.dir = RunDir(os.path.join(ctx.workdir, f"{engine.name}.{index}"),
                           ctx.checkout.root, test.name)
         self.img = ""
         self.started = time.monotonic()
@@ -95,6 +97,8 @@ class Run:
     def execute(self) -> Result:
         """Run every step; always kill what was started and clean up."""
         self.dir.create()
+        if self.ctx.keep:
+            self.dir.link_as(os.path.join(self.ctx.workdir, self.engine.name, self.test.name))
         self.ctx.reaper.ended.clear()  # pids of earlier tests may be reused
         try:
             return self._steps()
@@ -111,19 +115,21 @@ class Run:
     def _steps(self) -> Result:
         self.start()
         self.img = self.dir.images(self.pid)
-        self.hook("--pre-dump")
-        dump = self.engine.dump(self.ctx.reaper, self.test, self.pid, self.img, self.dir.test_dir,
-                                self.dir.log(f"{self.engine.name}-dump"))
+        self.hook("--pre-dump", fails_as=START_ERROR)
+        # Both tools run from test/, as zdtm.py runs CRIU.
+        dump = self.engine.dump(self.ctx.reaper, self.test, self.pid, self.img,
+                                self.dir.test_dir, self.dir.log(f"{self.engine.name}-dump"))
         if not dump.ok:
             return self.after_refusal(dump)
         self.wait_gone()
-        self.hook("--pre-restore")
-        restore = self.engine.restore(self.ctx.reaper, self.test, self.img, self.dir.test_dir,
+        self.hook("--pre-restore", fails_as=FAIL)
+        restore = self.engine.restore(self.ctx.reaper, self.test, self.img,
+                                      self.dir.test_dir,
                                       self.dir.log(f"{self.engine.name}-restore"))
         if not restore.ok:
             outcome = TIMEOUT if restore.exit is None else RESTORE_ERROR
             return self.result(outcome, "restore", self.engine.why(restore, self.img, "restore"))
-        self.hook("--post-restore", fatal=True)
+        self.hook("--post-restore", fails_as=FAIL)
         passed, message = self.check("restore")
         if passed:
             note = ("accepted although the test expects CRIU to refuse it"
@@ -138,7 +144,7 @@ class Run:
         what their hook does (a peer connecting) before they say they are ready."""
         launch = procs.spawn(self.ctx.reaper, self.test.argv, self.dir.cwd,
                              self.dir.log("start"), env=test_env(self.test))
-        self.hook("--post-start")
+        self.hook("--post-start", fails_as=START_ERROR)
         done = procs.finish(self.ctx.reaper, launch, self.test.timeout)
         if done.exit is None:
             raise self.fail(START_ERROR, "start", f"not ready within {self.test.timeout} s")
@@ -170,6 +176,11 @@ class Run:
         self.hook("--pre-restore")
         self.hook("--post-restore")
         passed, message = self.check("refused dump")
+        if not passed and self.test.flag("reqrst"):
+            # The test checks what a restore does (e.g. CRIU's --tcp-close): without one it
+            # cannot pass, so its failure says nothing against the refusal.
+            return self.result(REFUSED, "dump", why,
+                               f"then failed its check, as it must without a restore: {message}")
         if not passed:
             return self.result(DUMP_ERROR, "dump", why,
                                f"the program then failed its check: {message}")
@@ -227,9 +238,10 @@ class Run:
         bad = [line for line in lines if "FAIL" in line or "ERR" in line or "rror" in line]
         return " | ".join(bad or lines[-3:])[:1000]
 
-    def hook(self, stage: str, fatal: bool = False) -> None:
+    def hook(self, stage: str, fails_as: str | None = None) -> None:
         """Run the test's `.hook` for `stage` as zdtm.py does (from test/, with the pid and the
-        image directory in the environment); a failure fails the test only if `fatal`."""
+        image directory in the environment). A failure ends the run with outcome `fails_as`;
+        without it (cleaning up, or after a refused dump) it is ignored."""
         path = self.ctx.checkout.hook(self.test.name)
         if not path:
             return
@@ -242,9 +254,10 @@ class Run:
                    PATH=SYSTEM_PATH)
         cmd = procs.run(self.ctx.reaper, [path, stage], self.test.timeout, self.dir.test_dir,
                         self.dir.log(f"hook{stage}"), env=env)
-        if fatal and not cmd.ok:
+        if fails_as and not cmd.ok:
             tail = " | ".join(cmd.output.strip().splitlines()[-3:])
-            raise self.fail(FAIL, "check", f"{stage} hook failed ({cmd.exit}): {tail}")
+            step = "start" if fails_as == START_ERROR else "check"
+            raise self.fail(fails_as, step, f"{stage} hook failed ({cmd.exit}): {tail}")
 
 
 def reads_criu_images(hook: str) -> bool:
