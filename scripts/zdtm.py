@@ -37,10 +37,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The quick subset: one or two tests of each kind of state, each a few seconds at most,
 # including kinds ssi passes, refuses and loses.
 QUICK = ["pipe00", "fifo", "file_locks01", "file_lease00", "unlink_fstat00", "write_read00",
-         "file_shared", "maps00", "cow00", "mprotect00", "thp_disable", "sockets00",
-         "sk-unix-listen01", "socket-tcp", "socket_udp", "pthread00", "fpu00", "sigaltstack",
-         "posix_timers", "zombie00", "stopped", "oom_score_adj", "sched_prio00", "epoll",
-         "inotify00", "pty00", "futex"]
+         "file_shared", "file_fown", "cwd01", "maps00", "maps02", "cow00", "mprotect00",
+         "thp_disable", "memfd00", "unlink_mmap00", "sockets00", "sockets_spair",
+         "sk-unix-unconn", "sk-unix-listen01", "socket-tcp", "socket_udp", "pthread00", "fpu00",
+         "sigaltstack", "sigtrap01", "posix_timers", "zombie00", "zombie01", "stopped",
+         "stopped01", "fdt_shared", "pdeath_sig", "oom_score_adj", "sched_prio00",
+         "seccomp_strict", "epoll", "inotify00", "pidfd_self", "pty00", "futex"]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
