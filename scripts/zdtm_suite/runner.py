@@ -17,7 +17,7 @@ from . import procs
 from .catalog import TEST_GID, TEST_GROUPS, TEST_UID, Checkout, Test
 from .layout import RunDir
 
-# Outcomes, from best to worst for the table.
+# Outcomes (the table orders them in report.COLUMNS).
 PASS = "pass"
 FAIL = "fail"                   # accepted dump+restore, then the program found its state wrong
 REFUSED = "refused"             # dump said no, the program ran on and passed its check
@@ -25,10 +25,8 @@ DUMP_ERROR = "dump error"       # dump failed and harmed the program (died, stop
 RESTORE_ERROR = "restore error"
 TIMEOUT = "timeout"
 START_ERROR = "start error"     # the test itself did not start: not counted for either tool
-OUTCOMES = [PASS, FAIL, REFUSED, DUMP_ERROR, RESTORE_ERROR, TIMEOUT, START_ERROR]
 
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-
 
 
 @dataclass
@@ -203,11 +201,14 @@ class Run:
 
     def check(self, after: str) -> tuple[bool, str]:
         """SIGTERM the program and read its verdict: (passed, why not)."""
-        if not procs.alive(self.pid):
+        try:
+            if not procs.alive(self.pid):
+                raise ProcessLookupError
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
             ended = self.ctx.reaper.forget(self.pid)
             return False, (f"died before SIGTERM after the {after} "
                            f"({ended or 'not reaped here'}): {self.out_text()}")
-        os.kill(self.pid, signal.SIGTERM)
         ended = self.ctx.reaper.wait(self.pid, self.test.timeout)
         if ended is None:
             state = procs.proc_status(self.pid).get("State", "?")
