@@ -20,7 +20,9 @@
 pub mod dump;
 mod error;
 pub mod image;
+mod persist;
 pub mod restore;
+mod state;
 mod sys;
 pub mod track;
 mod vdso;
