@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::SchedConfig;
 use crate::node::NodeId;
 use crate::view::{MemberState, NodeView};
 
@@ -42,12 +43,12 @@ impl NodeSample {
             .map(|n| NodeSample {
                 id: n.id,
                 name: n.name.clone(),
-                cpus: n.cpus,
-                mem_total_bytes: n.mem_total_bytes,
-                mem_free_bytes: n.mem_free_bytes,
-                load: n.runnable,
-                procs: n.ssi_procs,
-                labels: n.labels.clone(),
+                cpus: n.probe.cpus,
+                mem_total_bytes: n.probe.mem_total_bytes,
+                mem_free_bytes: n.probe.mem_free_bytes,
+                load: n.probe.runnable,
+                procs: n.probe.ssi_procs,
+                labels: n.probe.labels.clone(),
                 pending: 0,
             })
             .collect()
@@ -74,15 +75,22 @@ pub struct BalanceConfig {
     pub cooldown_s: f64,
 }
 
-impl Default for BalanceConfig {
-    fn default() -> Self {
+impl From<&SchedConfig> for BalanceConfig {
+    fn from(c: &SchedConfig) -> Self {
         BalanceConfig {
-            enabled: true,
-            interval_s: 2.0,
-            threshold: 0.5,
-            min_residence_s: 5.0,
-            cooldown_s: 4.0,
+            enabled: c.balance,
+            interval_s: c.balance_interval.as_secs_f64(),
+            threshold: c.balance_threshold,
+            min_residence_s: c.min_residence.as_secs_f64(),
+            cooldown_s: c.balance_cooldown.as_secs_f64(),
         }
+    }
+}
+
+impl Default for BalanceConfig {
+    /// The defaults of the `[sched]` config table.
+    fn default() -> Self {
+        BalanceConfig::from(&SchedConfig::default())
     }
 }
 
