@@ -33,7 +33,9 @@ use ssi_core::auth::{unix_ms, ClusterKey};
 use ssi_core::config::NodeConfig;
 use ssi_core::gossip::{self, GossipHandle};
 use ssi_core::membership::Membership;
+use ssi_core::pki::check_trusted;
 use ssi_core::process::ProcessView;
+use ssi_core::tls::TlsContext;
 use ssi_core::{NodeId, NodeIdentity};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -46,8 +48,10 @@ use procman::ProcMan;
 pub struct Node {
     /// The resolved configuration.
     pub config: NodeConfig,
-    /// The cluster key.
+    /// The cluster key (gossip datagrams).
     pub key: ClusterKey,
+    /// TLS with this node's certificate (every TCP connection between daemons).
+    pub tls: TlsContext,
     /// The membership task.
     pub gossip: GossipHandle,
     /// The process manager, or why this node cannot host processes.
@@ -98,9 +102,27 @@ enum Fatal {
     Refused(String),
 }
 
+/// What a daemon proves itself with: the cluster key and its TLS identity.
+#[derive(Debug)]
+pub struct Secrets {
+    key: ClusterKey,
+    tls: TlsContext,
+}
+
+impl Secrets {
+    /// Reads the cluster key, the CA certificate, this node's certificate and key; refuses
+    /// secret files that group or others may read and a CA file they may change.
+    pub fn load(config: &NodeConfig) -> Result<Self> {
+        let key = ClusterKey::load(&config.cluster_key_file)?;
+        check_trusted(&config.tls.ca)?;
+        let tls = TlsContext::load(&config.tls)?;
+        Ok(Secrets { key, tls })
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT (graceful leave) or a fatal refusal.
-pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
-    let key = ClusterKey::load(&config.cluster_key_file)?;
+pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Result<()> {
+    let Secrets { key, tls } = secrets;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("cannot create state dir {}", config.state_dir.display()))?;
 
@@ -164,6 +186,7 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
     let node = Arc::new(Node {
         config,
         key,
+        tls,
         gossip,
         procs,
         directory: Mutex::default(),

@@ -1,5 +1,5 @@
-//! The RPC server: other daemons connect over TCP, authenticate with the cluster key, then
-//! send requests.
+//! The RPC server: other daemons connect over TCP, open TLS with node certificates of the
+//! cluster CA (see `ssi_core::wire`), then send requests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
 }
 
 async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<()> {
-    let mut conn = SecureStream::server(stream, &node.key, peer.to_string()).await?;
+    let mut conn = SecureStream::server(stream, &node.tls, peer.to_string()).await?;
     while let Some(req) = conn.recv::<RpcRequest>().await? {
         let resp = match req {
             RpcRequest::Spawn { spec, caller } => return spawn(node, spec, caller, conn).await,

@@ -73,8 +73,10 @@ impl ClusterKey {
         Ok(ClusterKey(bytes.to_vec()))
     }
 
-    /// Reads a key file: its bytes, trailing whitespace removed, are the key.
+    /// Reads a key file: its bytes, trailing whitespace removed, are the key. A file that
+    /// group or others may read is refused (see [`crate::pki::check_private`]).
     pub fn load(path: &Path) -> Result<Self> {
+        crate::pki::check_private(path)?;
         let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let end = raw
             .iter()
@@ -217,6 +219,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("k");
         std::fs::write(&p, "short\n").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let err = ClusterKey::load(&p).expect_err("short");
         assert!(err.to_string().contains("at least 16"), "{err}");
         std::fs::write(&p, format!("{}\n", ClusterKey::generate_hex())).expect("write");

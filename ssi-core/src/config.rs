@@ -10,7 +10,10 @@
 //! advertise = "10.0.0.1:7700"      # where others reach us (default: listen)
 //! seeds = ["10.0.0.2:7700"]        # nodes to join through; tried in order
 //! state_dir = "/var/lib/ssi"       # holds ssid.sock
-//! cluster_key_file = "/etc/ssi/cluster.key"
+//! cluster_key_file = "/etc/ssi/cluster.key"   # gossip HMAC key, mode 0600
+//! ca_file = "/etc/ssi/ca.pem"      # the cluster CA certificate
+//! node_cert_file = "/etc/ssi/node.pem"
+//! node_key_file = "/etc/ssi/node.key"          # mode 0600
 //! probe_scope = "host"             # or "hosted", see ProbeScope
 //! hostname = "n1"                  # unset by default, see ConfigLayer::hostname
 //!
@@ -27,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::node::NodeId;
+use crate::pki::TlsFiles;
 
 /// Default TCP/UDP port of `ssid`.
 pub const DEFAULT_PORT: u16 = 7700;
@@ -70,6 +74,17 @@ pub struct ConfigLayer {
     /// File holding the cluster key shared by all nodes (default /etc/ssi/cluster.key).
     #[arg(long)]
     pub cluster_key_file: Option<PathBuf>,
+    /// Certificate of the cluster CA (PEM) that every node's certificate must chain to
+    /// (default /etc/ssi/ca.pem; made by `ssid --init-ca`).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM), issued by the cluster CA (default /etc/ssi/node.pem;
+    /// made by `ssid --issue-cert`).
+    #[arg(long)]
+    pub node_cert_file: Option<PathBuf>,
+    /// This node's private key (PEM, mode 0600; default /etc/ssi/node.key).
+    #[arg(long)]
+    pub node_key_file: Option<PathBuf>,
     /// What the probes measure: the whole host, or what this node hosts.
     #[arg(long, value_enum)]
     pub probe_scope: Option<ProbeScope>,
@@ -413,6 +428,8 @@ pub struct NodeConfig {
     pub state_dir: PathBuf,
     /// Cluster key file.
     pub cluster_key_file: PathBuf,
+    /// The cluster CA certificate, this node's certificate and key.
+    pub tls: TlsFiles,
     /// What probes measure.
     pub probe_scope: ProbeScope,
     /// CPUs offered, when set by the admin (or derived from the quota).
@@ -467,6 +484,9 @@ impl ConfigLayer {
             },
             state_dir: self.state_dir.or(base.state_dir),
             cluster_key_file: self.cluster_key_file.or(base.cluster_key_file),
+            ca_file: self.ca_file.or(base.ca_file),
+            node_cert_file: self.node_cert_file.or(base.node_cert_file),
+            node_key_file: self.node_key_file.or(base.node_key_file),
             probe_scope: self.probe_scope.or(base.probe_scope),
             cpus: self.cpus.or(base.cpus),
             cpu_quota: self.cpu_quota.or(base.cpu_quota),
@@ -525,6 +545,17 @@ impl ConfigLayer {
             cluster_key_file: self
                 .cluster_key_file
                 .unwrap_or_else(|| PathBuf::from("/etc/ssi/cluster.key")),
+            tls: TlsFiles {
+                ca: self
+                    .ca_file
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssi/ca.pem")),
+                cert: self
+                    .node_cert_file
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssi/node.pem")),
+                key: self
+                    .node_key_file
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssi/node.key")),
+            },
             probe_scope: self.probe_scope.unwrap_or_default(),
             cpus: self
                 .cpus

@@ -11,10 +11,12 @@ pub mod error;
 pub mod gossip;
 pub mod membership;
 pub mod node;
+pub mod pki;
 pub mod pids;
 pub mod probe;
 pub mod process;
 pub mod rpc;
+pub mod tls;
 pub mod view;
 pub mod wire;
 
