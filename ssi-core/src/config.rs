@@ -19,6 +19,9 @@
 //!
 //! [gossip]
 //! probe_period_ms = 500
+//!
+//! [limits]
+//! control_connections = 256       # see LimitsConfig
 //! ```
 
 use std::collections::BTreeMap;
@@ -110,6 +113,88 @@ pub struct ConfigLayer {
     #[command(flatten)]
     #[serde(default)]
     pub sched: SchedLayer,
+    /// Bounds on what clients and peers may hold of this daemon.
+    #[command(flatten)]
+    #[serde(default)]
+    pub limits: LimitsLayer,
+}
+
+/// Resource bounds (the `[limits]` table), all optional; see [`LimitsConfig`].
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsLayer {
+    /// Most connections open at once on the control socket.
+    #[arg(long)]
+    pub control_connections: Option<u32>,
+    /// Most control connections open at once by one local user (root is not limited).
+    #[arg(long)]
+    pub control_connections_per_user: Option<u32>,
+    /// Most connections open at once on the RPC port.
+    #[arg(long)]
+    pub rpc_connections: Option<u32>,
+    /// Milliseconds a connection may wait before its next request (or its TLS handshake).
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// Resource bounds, resolved.
+///
+/// Tuning: a connection counts from accept to close, whatever it does; a session (`ssi run`
+/// or `attach` following a process) holds one control connection for as long as it follows,
+/// and a remote one also an RPC connection on the hosting node. So `control_connections_per_user`
+/// bounds how many sessions one user can follow at once from this node, and
+/// `rpc_connections` should be at least the sessions every other node may follow here plus
+/// room for requests. A connection that holds no session and sends nothing for
+/// `idle_timeout` is closed. Above the caps, new connections are closed at once (the
+/// control socket first answers with an error naming the cap).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsConfig {
+    /// Default 256.
+    pub control_connections: u32,
+    /// Default 64.
+    pub control_connections_per_user: u32,
+    /// Default 1024.
+    pub rpc_connections: u32,
+    /// Default 60 s.
+    pub idle_timeout: Duration,
+}
+
+impl LimitsLayer {
+    fn over(self, base: LimitsLayer) -> LimitsLayer {
+        LimitsLayer {
+            control_connections: self.control_connections.or(base.control_connections),
+            control_connections_per_user: self
+                .control_connections_per_user
+                .or(base.control_connections_per_user),
+            rpc_connections: self.rpc_connections.or(base.rpc_connections),
+            idle_timeout_ms: self.idle_timeout_ms.or(base.idle_timeout_ms),
+        }
+    }
+
+    fn resolve(self) -> Result<LimitsConfig> {
+        let l = LimitsConfig {
+            control_connections: self.control_connections.unwrap_or(256),
+            control_connections_per_user: self.control_connections_per_user.unwrap_or(64),
+            rpc_connections: self.rpc_connections.unwrap_or(1024),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.unwrap_or(60_000)),
+        };
+        let counts = [
+            ("control_connections", l.control_connections),
+            ("control_connections_per_user", l.control_connections_per_user),
+            ("rpc_connections", l.rpc_connections),
+        ];
+        for (name, v) in counts {
+            if v == 0 {
+                return Err(Error::Config(format!("limits.{name} must be at least 1")));
+            }
+        }
+        if l.idle_timeout < Duration::from_secs(1) {
+            return Err(Error::Config(
+                "limits.idle_timeout_ms must be at least 1000".into(),
+            ));
+        }
+        Ok(l)
+    }
 }
 
 /// Scheduler knobs (the `[sched]` table), all optional; see [`SchedConfig`].
@@ -442,6 +527,8 @@ pub struct NodeConfig {
     pub gossip: GossipConfig,
     /// Scheduler settings.
     pub sched: SchedConfig,
+    /// Resource bounds.
+    pub limits: LimitsConfig,
 }
 
 impl NodeConfig {
@@ -493,6 +580,7 @@ impl ConfigLayer {
             hostname: self.hostname.or(base.hostname),
             gossip: self.gossip.over(base.gossip),
             sched: self.sched.over(base.sched),
+            limits: self.limits.over(base.limits),
         }
     }
 
@@ -564,6 +652,7 @@ impl ConfigLayer {
             hostname: self.hostname,
             gossip,
             sched: self.sched.resolve()?,
+            limits: self.limits.resolve()?,
         })
     }
 }
