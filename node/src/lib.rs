@@ -176,6 +176,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
                 client,
                 init_pid,
                 rx,
+                config.limits.detached_per_user,
             )?)
         }
         Err(why) => {

@@ -135,6 +135,9 @@ pub struct LimitsLayer {
     /// Milliseconds a connection may wait before its next request (or its TLS handshake).
     #[arg(long)]
     pub idle_timeout_ms: Option<u64>,
+    /// Most processes of one user (but root) this node keeps when a detached one is started.
+    #[arg(long)]
+    pub detached_per_user: Option<u32>,
 }
 
 /// Resource bounds, resolved.
@@ -157,6 +160,11 @@ pub struct LimitsConfig {
     pub rpc_connections: u32,
     /// Default 60 s.
     pub idle_timeout: Duration,
+    /// Default 64. A detached process keeps its last 1 MiB of output until it is attached to,
+    /// and for an hour after it ends: this bounds what one user holds of a node's memory that
+    /// way (64 MiB by default). Counted are the user's processes hosted on the node, running
+    /// or ended with their exit not collected.
+    pub detached_per_user: u32,
 }
 
 impl LimitsLayer {
@@ -168,6 +176,7 @@ impl LimitsLayer {
                 .or(base.control_connections_per_user),
             rpc_connections: self.rpc_connections.or(base.rpc_connections),
             idle_timeout_ms: self.idle_timeout_ms.or(base.idle_timeout_ms),
+            detached_per_user: self.detached_per_user.or(base.detached_per_user),
         }
     }
 
@@ -177,11 +186,13 @@ impl LimitsLayer {
             control_connections_per_user: self.control_connections_per_user.unwrap_or(64),
             rpc_connections: self.rpc_connections.unwrap_or(1024),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.unwrap_or(60_000)),
+            detached_per_user: self.detached_per_user.unwrap_or(64),
         };
         let counts = [
             ("control_connections", l.control_connections),
             ("control_connections_per_user", l.control_connections_per_user),
             ("rpc_connections", l.rpc_connections),
+            ("detached_per_user", l.detached_per_user),
         ];
         for (name, v) in counts {
             if v == 0 {
