@@ -5,7 +5,8 @@
 #   scripts/fuzz.sh --all SECONDS      every target, SECONDS each (CI: --all 6)
 #   scripts/fuzz.sh --list             the targets
 #
-# The corpus is fuzz/corpus/TARGET (kept in the repo; new inputs found are added there); a
+# The seed corpus is fuzz/corpus/TARGET (in the repo, read only); new inputs found go to
+# fuzz/work/TARGET (ignored by git, kept between runs); a
 # crash leaves its input in fuzz/artifacts/TARGET and fails the run. Each run prints the
 # target's executions (libFuzzer's "Done N runs" line). Needs `cargo install cargo-fuzz` and a
 # nightly toolchain (`rustup toolchain install nightly`); both are installed if missing.
@@ -21,8 +22,8 @@ targets() { sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^ssi-fuzz$';
 # the speed); debug assertions stay on, so an arithmetic overflow is a crash.
 run() {
   local target=$1 secs=$2
-  mkdir -p "corpus/$target"
-  cargo +nightly fuzz run --sanitizer none --debug-assertions "$target" "corpus/$target" -- \
+  mkdir -p "corpus/$target" "work/$target"
+  cargo +nightly fuzz run --sanitizer none --debug-assertions "$target" "work/$target" "corpus/$target" -- \
     -max_total_time="$secs" -max_len=262144 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     2>&1 | tee "/tmp/fuzz-$target.log" | grep -E '^(Done|stat::number_of_executed_units|==|SUMMARY)|panicked|deadly signal' || true
   if grep -qE 'deadly signal|panicked|ERROR: libFuzzer' "/tmp/fuzz-$target.log"; then
