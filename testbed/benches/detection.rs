@@ -13,12 +13,12 @@ use ssi_core::config::GossipConfig;
 use ssi_core::view::MemberState;
 use testbed::Testbed;
 
+/// Nearest-rank percentile; NaN when nothing was measured.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    testbed::stats::percentile(sorted, p)
 }
 
 struct Samples {

@@ -7,6 +7,7 @@
 //! `ssid.sock`, `ssid.log` and `ssid.pid`.
 
 pub mod netns;
+pub mod stats;
 mod wait;
 
 use std::collections::HashMap;
