@@ -3,6 +3,10 @@
 //! and disk (see `refs.rs`): a serial copy loop and a two-thread read+write pipeline, the
 //! physical limit of the syscalls a dump or a restore must at least make.
 //!
+//! Every measurement starts with the page cache dropped, the image to restore read back in
+//! for a hot one: what the machine's other work left in memory would otherwise make the fresh
+//! memory of a dump's page cache or a restore's process cost a reclaim, more or less at random.
+//!
 //! Figures, each over `runs` runs (median and min-max), in seconds:
 //! - dump, image in the page cache (no fsync);
 //! - dump + fsync of every image file (a durable image);
@@ -104,10 +108,12 @@ fn dumps(b: &Bench, mib: usize) -> (Figure, Figure, Images) {
             sync.push(w + f);
             std::fs::remove_file(&reference).expect("rm reference file");
         }
+        disk::drop_caches();
         let d = our_dump(p.pid(), &imgs.ours, &resume(), None);
         cached.ours.push(d);
         durable.ours.push(d + disk::fsync_dir(&imgs.ours));
         if let Some(c) = &b.criu {
+            disk::drop_caches();
             let d = c.dump(p.pid(), &imgs.criu);
             cached.criu.push(d);
             durable.criu.push(d + disk::fsync_dir(&imgs.criu));
@@ -120,11 +126,16 @@ fn dumps(b: &Bench, mib: usize) -> (Figure, Figure, Images) {
     (cached, durable, Images { pages, ..imgs })
 }
 
-/// One restore of each kind, from a hot cache or (`cold`) after dropping the caches.
+/// One restore of each kind, from a hot cache (caches dropped, the images read back) or
+/// (`cold`) after dropping the caches.
 fn restore_once(b: &Bench, mib: usize, imgs: &Images, cold: bool, fig: &mut Figure) {
     let settle = || {
-        if cold {
-            disk::drop_caches();
+        disk::drop_caches();
+        if !cold {
+            disk::warm(&imgs.ours);
+            if b.criu.is_some() {
+                disk::warm(&imgs.criu);
+            }
         }
     };
     for how in [Copier::SerialLoop, Copier::Pipeline] {
@@ -171,6 +182,7 @@ fn incremental(b: &Bench, mib: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
             ..resume()
         };
         let _ = std::fs::remove_dir_all(&inc);
+        disk::drop_caches();
         let t = Instant::now();
         let out = checkpoint::dump(
             p.pid(),
@@ -233,6 +245,9 @@ fn main() {
         return;
     }
     let (sizes, runs) = args();
+    // CRIU's detached restores become our children, so that we reap them: this machine's
+    // init may not, and a zombie keeps the pid the next restore needs.
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
     let tmp = tempfile::tempdir_in(std::env::temp_dir()).expect("tempdir");
     let b = Bench {
         bin: resident::build(tmp.path()),
