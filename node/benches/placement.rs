@@ -14,7 +14,6 @@
 //! sizes; criterion's own options, e.g. `-- --warm-up-time 2`, pass through).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -119,7 +118,7 @@ async fn cluster(n: usize) -> GossipHandle {
     let key = ClusterKey::from_bytes(&[7u8; 32]).expect("key");
     let handle = gossip::spawn(core, socket, key);
     let view = handle.view().await.expect("view");
-    let named = view.iter().filter(|v| v.cpus > 0).count();
+    let named = view.iter().filter(|v| v.probe.cpus > 0).count();
     assert_eq!(
         named, n,
         "the gossip task knows {named} nodes with probe data, not {n}"
@@ -127,17 +126,11 @@ async fn cluster(n: usize) -> GossipHandle {
     handle
 }
 
+/// The default scheduler with one load filter, as a node configured for bursty loads runs.
 fn sched_config() -> SchedConfig {
     SchedConfig {
-        policy: "least-loaded".into(),
-        params: BTreeMap::new(),
         filters: vec!["ewma:5".into()],
-        labels: BTreeMap::new(),
-        balance: true,
-        balance_interval: Duration::from_secs(2),
-        balance_threshold: 0.5,
-        min_residence: Duration::from_secs(5),
-        balance_cooldown: Duration::from_secs(4),
+        ..SchedConfig::default()
     }
 }
 
