@@ -71,10 +71,11 @@ int main(int argc, char **argv) {
     double rate = atof(argv[2]) * 1e6;
     unsigned char *mem = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (!pages || mem == MAP_FAILED) return 2;
+    /* before the memory is filled: a report asked for as soon as it is resident must not kill us */
+    signal(SIGUSR1, on_usr1);
     for (size_t p = 0; p < pages; p++) memset(mem + p * PAGE, (int)(p & 0xff), PAGE);
     size_t stride = 2654435761u % pages;
     while (gcd(stride, pages) != 1) stride++;
-    signal(SIGUSR1, on_usr1);
     printf("ready\n");
     fflush(stdout);
 
