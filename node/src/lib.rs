@@ -9,6 +9,7 @@
 //!                   probe loop -----+ (publishes CPU/memory/load every info interval)
 //! ```
 
+pub mod args;
 mod cgroup;
 mod cluster;
 mod control;

@@ -6,6 +6,7 @@
 //! `DIR/env` (`export SSI_SOCKET=...` of node 1), and per node `DIR/nN/` with `ssid.toml`,
 //! `ssid.sock`, `ssid.log` and `ssid.pid`.
 
+pub mod args;
 pub mod netns;
 mod wait;
 
