@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # openmpi-bin and libopenmpi-dev: `ssi mpirun` and its end-to-end test (mpirun, orted, mpicc)
-packages=(iproute2 gcc libc6-dev python3 util-linux openmpi-bin libopenmpi-dev)
+# tmux: the end-to-end test of `ssi top` runs it in a tmux pane and reads the screen
+packages=(iproute2 gcc libc6-dev python3 util-linux openmpi-bin libopenmpi-dev tmux)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -19,6 +19,7 @@ use clap::{Parser, Subcommand};
   ssi run -- make -j8             # run a program on the least-loaded node
   ssi ps                          # every process of the cluster
   ssi migrate 4097 --to 2         # move process 4097 to node 2 while it runs
+  ssi top                         # the cluster live, like top
   ssi --socket /tmp/tb/n2/ssid.sock nodes   # ask another local daemon"
 )]
 pub struct Args {
@@ -126,6 +127,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The cluster as one machine, live: nodes with load bars, processes by CPU.
+    ///
+    /// Refreshes every second. Keys: up/down (PageUp/PageDown, Home/End) select a process;
+    /// k sends it SIGTERM, K SIGKILL; m asks for a node id and migrates it there (Enter: go,
+    /// Esc: cancel); P, M, N sort by CPU, memory, global pid; q (or Esc, Ctrl-C) quits.
+    /// %CPU is CPU time over the time since the process started, as in ssi ps.
+    #[command(after_help = "Examples:
+  ssi top                                     # through this node's daemon
+  ssi --socket /tmp/tb/n2/ssid.sock top       # through node 2 of a testbed")]
+    Top,
     /// Move a running process (with its children) to another node while it runs.
     #[command(after_help = "Examples:
   ssi migrate 4097 --to 2                       # pre-copy while it runs, then switch

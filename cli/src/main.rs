@@ -11,6 +11,7 @@ mod nodes;
 mod ps;
 mod run;
 mod sched;
+mod top;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,10 @@ async fn run(args: Args) -> Result<ExitCode> {
         Command::Nodes { json } => nodes::nodes(&socket, json).await?,
         Command::Info { json } => nodes::info(&socket, json).await?,
         Command::Ps { json } => ps::ps(&socket, json).await?,
+        Command::Top => {
+            top::top(&socket).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Sched { command } => match command {
             SchedCommand::Show { json } => sched::show(&socket, json).await?,
             SchedCommand::Set { policy, params } => sched::set(&socket, policy, params).await?,
