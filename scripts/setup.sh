@@ -5,7 +5,10 @@ set -euo pipefail
 
 # openmpi-bin and libopenmpi-dev: `ssi mpirun` and its end-to-end test (mpirun, orted, mpicc)
 # tmux: the end-to-end test of `ssi top` runs it in a tmux pane and reads the screen
-packages=(iproute2 gcc libc6-dev python3 util-linux openmpi-bin libopenmpi-dev tmux)
+# dpkg-dev (dpkg-shlibdeps), man-db, systemd (systemd-analyze): building the Debian package
+# (scripts/package.sh) and its install test
+packages=(iproute2 gcc libc6-dev python3 util-linux openmpi-bin libopenmpi-dev tmux
+          dpkg-dev man-db systemd)
 
 missing=()
 for p in "${packages[@]}"; do
