@@ -20,6 +20,7 @@
 pub mod dump;
 mod error;
 pub mod image;
+pub mod progress;
 pub mod restore;
 mod sys;
 pub mod track;
@@ -28,4 +29,5 @@ mod vdso;
 pub use dump::{dump, AfterDump, DumpOptions, DumpOutcome, FrozenTree, PreCopy};
 pub use error::{Error, Result};
 pub use image::{DirSink, Image, ImageSink, StreamSink};
+pub use progress::{Phase, Progress};
 pub use restore::{restore, RestoreOptions, Restored, Restorer};

@@ -8,6 +8,7 @@ mod client;
 mod migrate;
 mod mpirun;
 mod nodes;
+mod progress;
 mod ps;
 mod run;
 mod sched;

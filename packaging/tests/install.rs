@@ -18,7 +18,9 @@ fn workspace() -> PathBuf {
 
 /// Runs `cmd`, printing its output; panics naming `what` when it fails.
 fn run(what: &str, cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{what}:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{what} failed: {}", out.status);
@@ -45,11 +47,20 @@ fn package_installs_and_boots_ssid_with_the_units_command_lines() {
         .filter(|p| p.extension().is_some_and(|x| x == "deb"))
         .collect();
     let [deb] = debs.as_slice() else {
-        panic!("expected one .deb in {}, found {debs:?}", out.path().display());
+        panic!(
+            "expected one .deb in {}, found {debs:?}",
+            out.path().display()
+        );
     };
-    let info = run("dpkg-deb --field", Command::new("dpkg-deb").arg("--field").arg(deb));
+    let info = run(
+        "dpkg-deb --field",
+        Command::new("dpkg-deb").arg("--field").arg(deb),
+    );
     for field in ["Package: ssi", "Section: admin", "Depends: libc6"] {
-        assert!(info.contains(field), "{field} missing from the control file:\n{info}");
+        assert!(
+            info.contains(field),
+            "{field} missing from the control file:\n{info}"
+        );
     }
     let log = run(
         "install-in-overlay.sh",

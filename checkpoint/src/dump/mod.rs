@@ -31,6 +31,7 @@ use crate::image::{
     Image, ImageSink, Inventory, MmImage, MmLayout, PageRun, ParentRef, Part, ProcessImage, Shared,
     ShmemImage, VmaKind, ZombieImage,
 };
+use crate::progress::{self, Meter, Phase, Progress};
 use crate::sys::{self, fd as sfd};
 use crate::track::{uffd::UffdTracker, DirtyTracker, TrackedRange};
 use crate::vdso;
@@ -65,6 +66,8 @@ pub struct DumpOptions {
     /// Where the parent image lies relative to this image's directory (written into the
     /// inventory so that `Image::load` finds the chain).
     pub parent_path: Option<String>,
+    /// Told how the dump goes (see [`crate::progress`]).
+    pub progress: Option<Progress>,
 }
 
 /// What a dump did.
@@ -380,6 +383,7 @@ fn run(
     session: &mut Session,
     sink: &mut dyn ImageSink,
 ) -> Result<DumpOutcome> {
+    progress::report(opts.progress.as_ref(), Phase::Preparing, 0, 0);
     let local = vdso::local()?;
     let (frozen, left_out) = freeze_settled(root, opts, session)?;
     let frozen_at = std::time::Instant::now();
@@ -471,6 +475,16 @@ fn run(
     let align = sink.aligned();
     let io = |e| Error::io("<image output>", e);
     let mut page_bytes = 0;
+    let shmem_total: u64 = if opts.pre_dump {
+        0
+    } else {
+        shared.shmem.iter().map(|s| s.size).sum()
+    };
+    let pages_total: u64 = collected
+        .iter()
+        .flat_map(|c| c.to_write.iter().map(|&(s, e)| e - s))
+        .sum();
+    let mut meter = Meter::start(opts.progress.as_ref(), shmem_total + pages_total);
     {
         let w = sink.begin(Part::Inventory)?;
         let mut rw = RecordWriter::new(w, align);
@@ -481,7 +495,7 @@ fn run(
     sink.end()?;
     {
         let w = sink.begin(Part::Shmem)?;
-        let mut rw = RecordWriter::new(w, align);
+        let mut rw = RecordWriter::new(meter.writer(w), align);
         // Shared memory is not tracked page by page: the final image holds it whole, so a
         // pre-dump only lists the objects.
         if !opts.pre_dump {
@@ -505,13 +519,14 @@ fn run(
         sink.end()?;
         {
             let w = sink.begin(Part::Pages(pid))?;
-            let mut rw = RecordWriter::new(w, align);
+            let mut rw = RecordWriter::new(meter.writer(w), align);
             page_bytes += mm::write_pages(pid, &c.to_write, &mut rw, opts.pre_dump)?;
             rw.end().map_err(io)?;
         }
         sink.end()?;
         parent_bytes += c.parent_bytes;
     }
+    meter.finish();
     // the chain now holds every page present in this image
     session.parent_id = Some(image_id);
     session.avail = collected
