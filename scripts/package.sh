@@ -8,6 +8,7 @@
 #   scripts/package.sh --debug OUT_DIR  packs the debug binaries that `cargo build --workspace
 #                                       --bins` already built, into OUT_DIR (for the install
 #                                       test: no release build, light compression)
+#   scripts/package.sh --tools          only installs cargo-deb (scripts/setup.sh does this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,8 @@ command -v dpkg-shlibdeps >/dev/null || {
 }
 
 case "${1:-}" in
+  --tools)
+    ;;
   --debug)
     out=${2:?usage: scripts/package.sh --debug OUT_DIR}
     mkdir -p "$out"
@@ -49,7 +52,7 @@ case "${1:-}" in
     cargo deb -p ssi-packaging --no-build --quiet --compress-debug-symbols=zlib
     ;;
   *)
-    echo "usage: scripts/package.sh [--debug OUT_DIR]" >&2
+    echo "usage: scripts/package.sh [--debug OUT_DIR | --tools]" >&2
     exit 2
     ;;
 esac
