@@ -39,29 +39,26 @@ pub async fn top(socket: &Path) -> Result<()> {
     let mut top = Top::new();
     // fail with the plain error, before taking the screen, when the daemon is not there
     top.refreshed(Ok(fetch(socket).await?));
-    let mut screen = Screen::enter();
+    let mut screen = Screen::enter()?;
     run(&mut screen.0, &mut top, socket).await
 }
 
 /// The terminal in raw mode on the alternate screen, given back as it was when dropped (also
 /// on errors; ratatui's panic hook covers panics).
+#[derive(Debug)]
 struct Screen(DefaultTerminal);
 
 impl Screen {
-    fn enter() -> Screen {
-        Screen(ratatui::init())
+    fn enter() -> Result<Screen> {
+        Ok(Screen(
+            ratatui::try_init().context("cannot set up the terminal")?,
+        ))
     }
 }
 
 impl Drop for Screen {
     fn drop(&mut self) {
         ratatui::restore();
-    }
-}
-
-impl std::fmt::Debug for Screen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Screen")
     }
 }
 
