@@ -20,8 +20,10 @@
 pub mod dump;
 mod error;
 pub mod image;
+mod persist;
 pub mod progress;
 pub mod restore;
+mod state;
 mod sys;
 pub mod track;
 mod vdso;
@@ -31,3 +33,4 @@ pub use error::{Error, Result};
 pub use image::{DirSink, Image, ImageSink, StreamSink};
 pub use progress::{Phase, Progress};
 pub use restore::{restore, RestoreOptions, Restored, Restorer};
+pub use sys::spawn::{clone_process, Forked};
