@@ -49,7 +49,9 @@ in_root() { chroot "$R" "$@"; }
 
 # --- install
 cp "$deb" "$R/tmp/ssi.deb"
-in_root dpkg -i /tmp/ssi.deb >/dev/null
+in_root dpkg -i /tmp/ssi.deb >/dev/null 2>"$work/dpkg.err"
+# the maintainer scripts say nothing when they work (a broken line would only print here)
+[ ! -s "$work/dpkg.err" ] || fail "dpkg -i wrote errors: $(cat "$work/dpkg.err")"
 in_root dpkg -s ssi | grep -q '^Status: install ok installed' || fail "dpkg -s ssi: not installed"
 ok "dpkg -i installed $(basename "$deb")"
 for f in /usr/bin/ssid /usr/bin/ssi /usr/bin/ssi-testbed /etc/ssi/ssid.toml \
