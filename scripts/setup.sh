@@ -7,8 +7,9 @@ set -euo pipefail
 # tmux: the end-to-end test of `ssi top` runs it in a tmux pane and reads the screen
 # dpkg-dev (dpkg-shlibdeps), man-db, systemd (systemd-analyze): building the Debian package
 # (scripts/package.sh) and its install test
+# python3-prometheus-client: the end-to-end test of /metrics parses the scrape with its parser
 packages=(iproute2 gcc libc6-dev python3 util-linux openmpi-bin libopenmpi-dev tmux
-          dpkg-dev man-db systemd)
+          dpkg-dev man-db systemd python3-prometheus-client)
 
 missing=()
 for p in "${packages[@]}"; do

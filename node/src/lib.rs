@@ -7,6 +7,8 @@
 //!   ssi CLI --> control socket --> Node { gossip handle, config } --> RPC server (TCP)
 //!                                   ^
 //!                   probe loop -----+ (publishes CPU/memory/load every info interval)
+//!                                   |
+//!                                   +--> HTTP endpoint (axum, optional): /metrics
 //! ```
 
 pub mod args;
@@ -14,8 +16,10 @@ mod cgroup;
 mod cluster;
 mod control;
 pub mod helpers;
+mod http;
 mod incoming;
 mod join;
+mod metrics;
 mod migration;
 pub mod nsinit;
 mod probes;
@@ -60,6 +64,8 @@ pub struct Node {
     pub sched: sched::Sched,
     /// Outcomes of migrations to this node, for sources that got no answer.
     incoming: incoming::Incoming,
+    /// What /metrics shows.
+    metrics: metrics::Metrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -112,6 +118,10 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on udp {}", config.listen))?;
     let control = control::bind(&config.control_socket())?;
+    let http = match config.http_listen {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
 
     let me = NodeIdentity {
         id: config.id,
@@ -170,6 +180,7 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
         directory: Mutex::default(),
         incoming: incoming::Incoming::default(),
         sched,
+        metrics: metrics::Metrics::new(),
     });
     tracing::info!(
         node = %me.id, name = %node.config.name, addr = %me.addr, gen = me.gen,
@@ -182,6 +193,10 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
     tokio::spawn(probes::run(node.clone()));
     tokio::spawn(probes::balance(node.clone()));
     tokio::spawn(join::run(node.clone(), fatal_tx));
+    if let Some(listener) = http {
+        tracing::info!(addr = %listener.local_addr()?, "metrics served at /metrics");
+        tokio::spawn(http::serve(node.clone(), listener));
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let outcome = tokio::select! {

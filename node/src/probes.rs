@@ -58,7 +58,7 @@ pub async fn balance_once(node: &Node, force: bool) -> anyhow::Result<()> {
         gid: 0,
         groups: Vec::new(),
     };
-    let outcome = super::migration::migrate_out(node, mv.gpid, mv.to, None, &root)
+    let outcome = super::cluster::migrate_here(node, mv.gpid, mv.to, None, &root)
         .await
         .map(drop)
         .map_err(|e| format!("{e:#}"));

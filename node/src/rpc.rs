@@ -70,7 +70,7 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                 to,
                 rounds,
                 caller,
-            } => match super::migration::migrate_out(node, gpid, to, rounds, &caller).await {
+            } => match super::cluster::migrate_here(node, gpid, to, rounds, &caller).await {
                 Ok(report) => RpcResponse::Migrated(report),
                 Err(e) => error(e),
             },
@@ -80,7 +80,9 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                 leave_running,
                 caller,
             } => {
-                match super::migration::checkpoint(node, gpid, &dir, leave_running, &caller).await {
+                match super::cluster::checkpoint_here(node, gpid, &dir, leave_running, &caller)
+                    .await
+                {
                     Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
                     Err(e) => error(e),
                 }
@@ -147,6 +149,7 @@ async fn spawn(
     let follower = (!spec.detach).then_some(tx);
     match pm.spawn(&spec, &caller, follower).await? {
         Ok(gpid) => {
+            node.metrics.launched();
             conn.send(&RpcResponse::Started { gpid }).await?;
             if spec.detach {
                 return Ok(());

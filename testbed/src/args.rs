@@ -27,7 +27,8 @@ pub enum Cmd {
     /// Start N nodes and wait until all see each other alive; writes DIR/env.
     #[command(after_help = "Examples:
   ssi-testbed up --nodes 3 --dir /tmp/tb                        # then: . /tmp/tb/env && ssi nodes
-  ssi-testbed up --nodes 4 --dir /tmp/tb --netns --cpu-quota 0.5   # namespaces, half a CPU each")]
+  ssi-testbed up --nodes 4 --dir /tmp/tb --netns --cpu-quota 0.5   # namespaces, half a CPU each
+  ssi-testbed up --nodes 2 --dir /tmp/tb --http                 # prints each node's /metrics URL")]
     Up {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
@@ -41,6 +42,10 @@ pub enum Cmd {
         /// Limit each node's processes to this many CPUs (a cgroup per node).
         #[arg(long)]
         cpu_quota: Option<f64>,
+        /// Give each node an HTTP endpoint with Prometheus metrics, at the node's address,
+        /// port 9770 (http://ADDRESS:9770/metrics).
+        #[arg(long)]
+        http: bool,
     },
     /// Kill a node's daemon with SIGKILL (a crash).
     #[command(after_help = "Examples:

@@ -27,9 +27,11 @@ fn run(args: Args) -> Result<()> {
             dir,
             netns,
             cpu_quota,
+            http,
         } => {
             let opts = testbed::NodeOptions {
                 cpu_quota,
+                http,
                 ..Default::default()
             };
             let tb = Testbed::up_with(&dir, nodes, netns, opts)?;
@@ -38,6 +40,11 @@ fn run(args: Args) -> Result<()> {
                 tb.dir().display(),
                 tb.dir().display()
             );
+            for n in 1..=nodes {
+                if let Some(a) = tb.http_addr(n) {
+                    println!("node {n} metrics: http://{a}/metrics");
+                }
+            }
             tb.detach();
         }
         Cmd::Kill { dir, node } => Testbed::open(&dir)?.kill(node)?,
@@ -87,6 +94,7 @@ fn demo(netns: bool) -> Result<()> {
                 "min_residence_ms = 1500".into(),
                 "balance_cooldown_ms = 1500".into(),
             ],
+            ..Default::default()
         }
     } else {
         testbed::NodeOptions::default()
