@@ -44,13 +44,14 @@ print(json.dumps([[s.name, s.labels, s.value]
                   for f in text_string_to_metric_families(sys.stdin.read())
                   for s in f.samples]))
 ";
-    let mut child = Command::new("python3")
+    // Debian's python, which the package installs for (not one first on PATH)
+    let mut child = Command::new("/usr/bin/python3")
         .args(["-c", SCRIPT])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3");
+        .expect("/usr/bin/python3");
     child
         .stdin
         .take()
