@@ -260,6 +260,7 @@ fn changed_file_is_refused_unless_allowed() {
     let opts = checkpoint::RestoreOptions {
         stdio: Some([in_r.as_raw_fd(), out_w.as_raw_fd(), 2]),
         allow_changed_files: true,
+        ..Default::default()
     };
     let r = checkpoint::restore(&img, &opts).expect("allowed");
     drop((in_r, out_w));

@@ -17,9 +17,7 @@ fn gib(bytes: u64) -> f64 {
 
 /// `ssi nodes`: one row per node.
 pub async fn nodes(socket: &Path, json: bool) -> Result<String> {
-    let ControlResponse::Nodes(rows) = crate::client::call(socket, ControlRequest::Nodes).await? else {
-        bail!("ssid sent an unexpected answer to a nodes request");
-    };
+    let rows = rows(socket).await?;
     if json {
         let flat = rows
             .iter()
@@ -28,6 +26,14 @@ pub async fn nodes(socket: &Path, json: bool) -> Result<String> {
         return Ok(serde_json::to_string_pretty(&flat)?);
     }
     Ok(nodes_table(&rows))
+}
+
+/// Every node the local daemon knows.
+pub async fn rows(socket: &Path) -> Result<Vec<NodeView>> {
+    let ControlResponse::Nodes(rows) = crate::client::call(socket, ControlRequest::Nodes).await? else {
+        bail!("ssid sent an unexpected answer to a nodes request");
+    };
+    Ok(rows)
 }
 
 /// `value` as a JSON object with the fields of its member `inner` lifted to the top level, so

@@ -8,6 +8,8 @@
 //!   ssi CLI --> control socket --> Node { gossip handle, config } --> RPC server (TCP)
 //!                                   ^
 //!                   probe loop -----+ (publishes CPU/memory/load every info interval)
+//!                                   |
+//!                                   +--> HTTP endpoint (axum, optional): /metrics
 //! ```
 //!
 //! The files import each other downwards only (checked by `node/tests/layers.rs`); a file
@@ -15,7 +17,7 @@
 //!
 //! ```text
 //!   lib.rs (run: starts every task)
-//!     control.rs (the CLI)         rpc.rs (other daemons)       join.rs     probes.rs
+//!     control.rs (the CLI)         rpc.rs (other daemons)       join.rs  probes.rs  http.rs
 //!         |    \                   /    |
 //!         |     session.rs (ssi run / attach sessions, placement)
 //!         |        |
@@ -31,13 +33,16 @@
 //!         |
 //!       node.rs                    (what every task shares)
 //!         |
-//!   procman/  sched/state.rs  migration/registry.rs  helpers.rs  nsinit/  cgroup.rs  sys.rs
+//!   procman/  sched/state.rs  migration/registry.rs  metrics.rs  helpers.rs  nsinit/  cgroup.rs  sys.rs
 //! ```
 
+pub mod args;
 mod cgroup;
 mod control;
 pub mod helpers;
+mod http;
 mod join;
+mod metrics;
 mod migration;
 pub mod node;
 pub mod nsinit;
@@ -103,6 +108,10 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
         .await
         .with_context(|| format!("cannot listen on udp {}", config.listen))?;
     let control = control::bind(&config.control_socket())?;
+    let http = match config.http_listen {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
 
     let me = NodeIdentity {
         id: config.id,
@@ -163,6 +172,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
         directory: Mutex::default(),
         migrations: Default::default(),
         sched,
+        metrics: metrics::Metrics::new(),
     });
     tracing::info!(
         node = %me.id, name = %node.config.name, addr = %me.addr, gen = me.gen,
@@ -175,6 +185,10 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
     tokio::spawn(probes::run(node.clone()));
     tokio::spawn(sched::balance::run(node.clone()));
     tokio::spawn(join::run(node.clone(), fatal_tx));
+    if let Some(listener) = http {
+        tracing::info!(addr = %listener.local_addr()?, "metrics served at /metrics");
+        tokio::spawn(http::serve(node.clone(), listener));
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let outcome = tokio::select! {

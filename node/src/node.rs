@@ -34,6 +34,8 @@ pub struct Node {
     pub sched: crate::sched::state::Sched,
     /// The migrations this node takes part in.
     pub(crate) migrations: crate::migration::registry::Migrations,
+    /// What /metrics shows.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

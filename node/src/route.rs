@@ -183,6 +183,34 @@ pub async fn kill(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Result<(
     ask_done(node, host, &req).await
 }
 
+/// Moves `gpid`, hosted here, to node `to`, and counts the migration in the metrics.
+pub async fn migrate_here(
+    node: &Arc<Node>,
+    gpid: i32,
+    to: NodeId,
+    rounds: Option<u32>,
+    caller: &Caller,
+) -> Result<MigrationReport> {
+    let r = migration::source::migrate_out(node, gpid, to, rounds, caller).await;
+    node.metrics.migrated(r.as_ref().map_err(drop));
+    r
+}
+
+/// Checkpoints the tree of `gpid`, hosted here, and counts the checkpoint in the metrics.
+pub async fn checkpoint_here(
+    node: &Node,
+    gpid: i32,
+    dir: &str,
+    leave_running: bool,
+    caller: &Caller,
+) -> Result<(Vec<i32>, u64)> {
+    let start = Instant::now();
+    let r = migration::checkpoint::checkpoint(node, gpid, dir, leave_running, caller).await;
+    node.metrics
+        .checkpointed(start.elapsed(), r.as_ref().ok().map(|(_, bytes)| *bytes));
+    r
+}
+
 /// Moves `gpid` to node `to`, wherever it runs now.
 pub async fn migrate(
     node: &Arc<Node>,
@@ -194,7 +222,7 @@ pub async fn migrate(
     let row = find(node, gpid).await?;
     let host = row.node;
     if host == node.config.id {
-        return migration::source::migrate_out(node, gpid, to, rounds, caller).await;
+        return migrate_here(node, gpid, to, rounds, caller).await;
     }
     let req = RpcRequest::Migrate {
         gpid,
@@ -277,7 +305,7 @@ pub async fn checkpoint(
 ) -> Result<(Vec<i32>, u64)> {
     let host = locate(node, gpid).await?;
     if host == node.config.id {
-        return migration::checkpoint::checkpoint(node, gpid, &dir, leave_running, caller).await;
+        return checkpoint_here(node, gpid, &dir, leave_running, caller).await;
     }
     let req = RpcRequest::Checkpoint {
         gpid,

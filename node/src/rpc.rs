@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
 use crate::migration;
+use crate::route;
 use crate::node::Node;
 use crate::procman::ProcMan;
 use crate::sched::ops::{self as sched_ops, SchedOp};
@@ -107,7 +108,7 @@ async fn answer(node: &Arc<Node>, req: RpcRequest) -> RpcResponse {
             to,
             rounds,
             caller,
-        } => match migration::source::migrate_out(node, gpid, to, rounds, &caller).await {
+        } => match route::migrate_here(node, gpid, to, rounds, &caller).await {
             Ok(report) => RpcResponse::Migrated(report),
             Err(e) => error(e),
         },
@@ -117,7 +118,7 @@ async fn answer(node: &Arc<Node>, req: RpcRequest) -> RpcResponse {
             leave_running,
             caller,
         } => {
-            match migration::checkpoint::checkpoint(node, gpid, &dir, leave_running, &caller).await
+            match route::checkpoint_here(node, gpid, &dir, leave_running, &caller).await
             {
                 Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
                 Err(e) => error(e),
@@ -188,6 +189,8 @@ async fn spawn(
     let follower = (!spec.detach).then_some(tx);
     match pm.spawn(&spec, &caller, follower).await? {
         Ok(gpid) => {
+            node.metrics.launched();
+            node.metrics.launched();
             conn.send(&RpcResponse::Started { gpid }).await?;
             if spec.detach {
                 return Ok(());

@@ -222,7 +222,10 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
         let (tx, rx) = mpsc::channel(8);
         let follower = (!spec.detach).then_some(tx);
         let gpid = match pm.spawn(&spec, &caller, follower).await? {
-            Ok(gpid) => gpid,
+            Ok(gpid) => {
+                node.metrics.launched();
+                gpid
+            }
             Err(f) => {
                 let msg = format!("node {host} ({host_name}): {}", f.reason);
                 return fail(&mut conn, msg, spawn_exit_code(f.errno)).await;

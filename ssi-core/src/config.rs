@@ -16,6 +16,7 @@
 //! node_key_file = "/etc/ssi/node.key"          # mode 0600
 //! probe_scope = "host"             # or "hosted", see ProbeScope
 //! hostname = "n1"                  # unset by default, see ConfigLayer::hostname
+//! http_listen = "127.0.0.1:9770"   # /metrics; unset by default (no HTTP endpoint)
 //!
 //! [gossip]
 //! probe_period_ms = 500
@@ -105,6 +106,10 @@ pub struct ConfigLayer {
     /// such as Open MPI's shared-memory segments, would otherwise collide between nodes.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Address of the daemon's HTTP endpoint, which serves Prometheus metrics at /metrics
+    /// (e.g. 127.0.0.1:9770). Unset (the default), there is none.
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
     /// Membership (SWIM) timing knobs.
     #[command(flatten)]
     #[serde(default)]
@@ -554,6 +559,8 @@ pub struct NodeConfig {
     pub cpu_quota: Option<f64>,
     /// Host name of the node's processes, when they get a UTS namespace of their own.
     pub hostname: Option<String>,
+    /// Address of the HTTP endpoint (/metrics), if any.
+    pub http_listen: Option<SocketAddr>,
     /// Membership timing.
     pub gossip: GossipConfig,
     /// Scheduler settings.
@@ -609,6 +616,7 @@ impl ConfigLayer {
             cpus: self.cpus.or(base.cpus),
             cpu_quota: self.cpu_quota.or(base.cpu_quota),
             hostname: self.hostname.or(base.hostname),
+            http_listen: self.http_listen.or(base.http_listen),
             gossip: self.gossip.over(base.gossip),
             sched: self.sched.over(base.sched),
             limits: self.limits.over(base.limits),
@@ -681,6 +689,7 @@ impl ConfigLayer {
                 .or(self.cpu_quota.map(|q| q.ceil().max(1.0) as u32)),
             cpu_quota: self.cpu_quota,
             hostname: self.hostname,
+            http_listen: self.http_listen,
             gossip,
             sched: self.sched.resolve()?,
             limits: self.limits.resolve()?,

@@ -7,6 +7,7 @@
 //! and per node `DIR/nN/` with `ssid.toml`, `node.pem` and `node.key` (its certificate from
 //! the CA), `ssid.sock`, `ssid.log` and `ssid.pid`.
 
+pub mod args;
 pub mod netns;
 pub mod stats;
 mod wait;
@@ -28,6 +29,9 @@ pub use wait::wait_until;
 
 /// Port every node listens on (addresses differ).
 pub const PORT: u16 = 7700;
+
+/// The port of a node's HTTP endpoint, when [`NodeOptions::http`] is set.
+pub const HTTP_PORT: u16 = 9770;
 /// How long `up` and `start` wait for the cluster to agree.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -39,6 +43,9 @@ pub struct NodeOptions {
     pub cpu_quota: Option<f64>,
     /// Lines of the `[sched]` table of every node's config (e.g. `balance = false`).
     pub sched: Vec<String>,
+    /// Give every node an HTTP endpoint (/metrics) at its address, port [`HTTP_PORT`].
+    #[serde(default)]
+    pub http: bool,
 }
 
 /// The layout of a testbed, saved in `DIR/testbed.json`.
@@ -264,6 +271,14 @@ impl Testbed {
         self.layout.netns_slot.map(|s| netns::ns_name(s, n))
     }
 
+    /// The address of node `n`'s HTTP endpoint, if the nodes have one.
+    pub fn http_addr(&self, n: usize) -> Option<SocketAddr> {
+        self.layout
+            .options
+            .http
+            .then(|| SocketAddr::new(self.addr(n).ip(), HTTP_PORT))
+    }
+
     fn write_config(&self, n: usize) -> Result<()> {
         let nd = self.node_dir(n);
         std::fs::create_dir_all(&nd).with_context(|| format!("cannot create {}", nd.display()))?;
@@ -287,6 +302,9 @@ impl Testbed {
         );
         if let Some(q) = self.layout.options.cpu_quota {
             text.push_str(&format!("cpu_quota = {q}\n"));
+        }
+        if let Some(a) = self.http_addr(n) {
+            text.push_str(&format!("http_listen = \"{a}\"\n"));
         }
         // Tables come after every top-level key.
         if !self.layout.options.sched.is_empty() {
