@@ -157,7 +157,7 @@ async fn find(node: &Node, gpid: i32) -> Result<ProcessView> {
     }
     match ps(node, None).await?.into_iter().find(|p| p.gpid == gpid) {
         Some(p) if p.state == ProcState::Lost => {
-            bail!("process {gpid} is lost: node {} died", p.node)
+            bail!("process {gpid} is lost with node {}: the node died", p.node)
         }
         Some(p) => Ok(p),
         None => bail!("no process {gpid} in the cluster"),
@@ -173,7 +173,7 @@ pub async fn locate(node: &Node, gpid: i32) -> Result<NodeId> {
 pub async fn kill(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
     let host = locate(node, gpid).await?;
     if host == node.config.id {
-        return node.local_procs()?.kill(gpid, sig, caller).await;
+        return kill_here(node, gpid, sig, caller).await;
     }
     let req = RpcRequest::Kill {
         gpid,
@@ -181,6 +181,21 @@ pub async fn kill(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Result<(
         caller: caller.clone(),
     };
     ask_done(node, host, &req).await
+}
+
+/// Sends `sig` to process `gpid` of this node; one that has just left for another node (it
+/// was listed here a moment ago) gets it there.
+pub async fn kill_here(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
+    let Some(to) = node.local_procs()?.kill(gpid, sig, caller).await? else {
+        return Ok(());
+    };
+    tracing::info!(gpid, sig, %to, "signal for a process that just left passed on");
+    let req = RpcRequest::Kill {
+        gpid,
+        sig,
+        caller: caller.clone(),
+    };
+    ask_done(node, to, &req).await
 }
 
 /// Moves `gpid` to node `to`, wherever it runs now.

@@ -9,7 +9,9 @@ use std::time::Duration;
 use testbed::{wait_until, Testbed};
 
 mod common;
-use common::{compile, first_line, json, root_or_skip, run_cmd, ssi, ssi_cmd, testbed, SETTLE};
+use common::{
+    compile, first_line, json, log_tails, root_or_skip, run_cmd, ssi, ssi_cmd, testbed, SETTLE,
+};
 
 /// Starts `ssi run --node NODE -- ARGS` through node `via`; returns the client.
 fn run_via(tb: &Testbed, via: usize, node: usize, args: &[&str]) -> Child {
@@ -244,15 +246,38 @@ fn killing_the_source_node_during_migration_fails_cleanly() {
         !mig.status.success(),
         "migration cannot succeed without its source"
     );
+    let err = String::from_utf8_lossy(&mig.stderr);
     assert!(
-        !String::from_utf8_lossy(&mig.stderr).trim().is_empty(),
-        "a reason is given"
+        err.contains(&format!("process {gpid} is lost with node 1")),
+        "ssi migrate says what became of the process: {err}"
     );
     assert!(
         wait_until(SETTLE, || client.try_wait().ok().flatten().is_some()),
         "client hangs"
     );
     assert_eq!(client.wait().expect("wait").code(), Some(255));
+    // Every surviving node lists it as lost with node 1, until its owner has seen it listed.
+    let row = |via: usize| {
+        json(&ssi(&tb, via, &["ps", "--json"]))
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|p| p["gpid"] == gpid)
+            .cloned()
+    };
+    let mut seen = None;
+    assert!(
+        wait_until(SETTLE, || {
+            seen = row(2);
+            seen.is_some()
+        }),
+        "node 2 does not list the lost process\n{}",
+        log_tails(&tb, 3, 30)
+    );
+    let seen = seen.expect("row");
+    assert_eq!(seen["state"], "lost", "{seen}");
+    assert_eq!(seen["node"], 1, "{seen}");
+    assert_eq!(row(3), None, "listed again after its owner saw it");
     // Nothing half-restored is left on the target.
     let on_target = || {
         json(&ssi(&tb, 2, &["ps", "--json"]))
@@ -440,7 +465,10 @@ fn a_target_helper_killed_mid_migration_leaves_the_process_at_the_source() {
             );
             continue;
         }
-        assert!(err.contains("runs on at the source"), "{delay_ms} ms: {err}");
+        assert!(
+            err.contains("runs on at the source"),
+            "{delay_ms} ms: {err}"
+        );
         // Once, at the source, still ticking.
         assert_eq!((on(1), on(2)), (1, 0), "{delay_ms} ms: {err}");
         for _ in 0..2 {
@@ -615,7 +643,11 @@ fn a_process_killed_during_its_migration_is_gone_everywhere() {
             let _ = mig.kill();
         }
         let _ = mig.wait();
-        assert!(done, "ssi migrate hangs after its process was killed");
+        assert!(
+            done,
+            "rounds {rounds}: ssi migrate hangs after its process was killed\n{}",
+            log_tails(&tb, 2, 40)
+        );
         // the kill may come too late for the source copy (`ssi kill` finds it gone): then the
         // process is on node 2 and is killed there now
         if !k.status.success() {
@@ -624,7 +656,10 @@ fn a_process_killed_during_its_migration_is_gone_everywhere() {
         let gone = wait_until(SETTLE, || host_of(&tb, 1, gpid).is_none());
         assert!(
             gone,
-            "rounds {rounds}: process {gpid} runs on after its kill"
+            "rounds {rounds}: process {gpid} runs on after its kill (kill: {}; ps: {})\n{}",
+            String::from_utf8_lossy(&k.stderr),
+            String::from_utf8_lossy(&ssi(&tb, 1, &["ps", "--json"]).stdout),
+            log_tails(&tb, 2, 40)
         );
         let ended = wait_until(SETTLE, || client.try_wait().ok().flatten().is_some());
         if !ended {

@@ -201,7 +201,6 @@ impl Source {
     pub fn committed(&self) -> bool {
         matches!(self.state, State::Committing(_))
     }
-
 }
 
 impl Machine for Source {

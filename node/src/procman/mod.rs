@@ -429,8 +429,12 @@ impl ProcMan {
 
     /// Sends `sig` to process `gpid` of this node, if `caller` may. A tree on its way out may
     /// already run on its target: the signal is kept to go there too (and only there once the
-    /// copy here is being killed).
-    pub async fn kill(&self, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
+    /// copy here is being killed). A tree that left gets nothing here: the node it went to,
+    /// where the signal is to go (and its owner checked).
+    pub async fn kill(&self, gpid: i32, sig: i32, caller: &Caller) -> Result<Option<NodeId>> {
+        if let Some(to) = lock(&self.hosted).departed_to(gpid) {
+            return Ok(Some(to));
+        }
         let uid = self.owner(gpid)?;
         if !caller.may_signal(uid) {
             bail!(
@@ -442,7 +446,7 @@ impl ProcMan {
         if !gone {
             self.init.signal(gpid, sig).await?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Whether process `gpid` is in this node's namespace (but a zombie the init is about to
