@@ -315,6 +315,10 @@ impl Source {
                 c.input = Some(input);
                 self.send_commit();
             }
+            // it ended before its input was taken: its user was told, it must not run on
+            SourceEvent::TreeEnded if c.input.is_none() => {
+                self.abort(Outcome::Ended, true, true);
+            }
             SourceEvent::Killed if !c.killed => {
                 c.killed = true;
                 self.send_commit();
@@ -493,6 +497,27 @@ mod tests {
             s.drain(),
             vec![SourceCmd::ForwardSignals, SourceCmd::Finish(Outcome::Moved)]
         );
+        assert!(s.done());
+    }
+
+    #[test]
+    fn a_tree_that_ended_before_its_input_was_taken_is_not_committed() {
+        let mut s = source(0);
+        s.handle(SourceEvent::Accepted);
+        s.handle(SourceEvent::Frozen);
+        s.handle(SourceEvent::Prepared);
+        s.drain();
+        s.handle(SourceEvent::TreeEnded);
+        assert_eq!(
+            s.drain(),
+            vec![
+                SourceCmd::Verdict(Verdict::Abort),
+                SourceCmd::Send(MigrationMsg::Abort),
+                SourceCmd::Finish(Outcome::Ended)
+            ]
+        );
+        s.handle(SourceEvent::Killed);
+        assert!(s.drain().is_empty(), "no commit after all");
         assert!(s.done());
     }
 

@@ -33,6 +33,15 @@ use hosted::{ExitMeans, Hosted};
 /// How long an exit status nobody collected is kept (detached processes).
 const KEEP_EXITED: Duration = Duration::from_secs(3600);
 
+/// The input of a tree whose move was committed (see [`ProcMan::commit_leaving`]).
+#[derive(Debug)]
+pub enum Taken {
+    /// What its frozen copy had not read, to go with it.
+    Input(Handover),
+    /// Taking it out failed: it stays behind (why, and how many bytes).
+    InputLeft(anyhow::Error, u64),
+}
+
 /// What this node keeps for one process it hosts: its owner, its pipes, who follows it.
 #[derive(Debug)]
 pub struct Record {
@@ -319,16 +328,23 @@ impl ProcMan {
     }
 
     /// The move of `gpid` is decided: its frozen copy reads no more, and what it had not read
-    /// of its input is taken out to go with it (`Err`: the input is left behind, with how
-    /// many bytes); input that comes from now on is given back to its sender; its coming
-    /// death here is not its exit.
-    pub fn commit_leaving(&self, gpid: i32) -> Result<Handover, (anyhow::Error, u64)> {
-        let rec = lock(&self.hosted)
-            .commit_leaving(gpid)
-            .map_err(|e| (e, 0))?;
-        rec.stdin
-            .hand_over()
-            .map_err(|e| (e, rec.stdin.unread() as u64))
+    /// of its input is taken out to go with it; input that comes from now on is given back to
+    /// its sender; its coming death here is not its exit. `Err` when the tree is not on its
+    /// way out any more (it ended meanwhile): nothing was done, and the move must not go on.
+    pub fn commit_leaving(&self, gpid: i32) -> Result<Taken> {
+        let rec = lock(&self.hosted).commit_leaving(gpid)?;
+        Ok(match rec.stdin.hand_over() {
+            Ok(input) => Taken::Input(input),
+            Err(e) => Taken::InputLeft(e, rec.stdin.unread() as u64),
+        })
+    }
+
+    /// Follows the end of `gpid`'s record here: the receiver sees `Some` once its followers
+    /// are told how it ended (its exit, or that it moved or was lost).
+    pub fn watch_end(&self, gpid: i32) -> Option<watch::Receiver<Option<End>>> {
+        lock(&self.hosted)
+            .record(gpid)
+            .map(|rec| rec.exit.subscribe())
     }
 
     /// The move of `gpid` is over: it runs on here (`None`), or its copy here is gone and its
