@@ -169,6 +169,17 @@ pub async fn locate(node: &Node, gpid: i32) -> Result<NodeId> {
     Ok(find(node, gpid).await?.node)
 }
 
+/// The node where `gpid` runs now, if it does: not while it is on its way between two nodes,
+/// lost, or a zombie (the remains of a copy being discarded on a target).
+pub async fn runs_at(node: &Node, gpid: i32) -> Option<NodeId> {
+    let p = find(node, gpid).await.ok()?;
+    let gone = matches!(
+        p.state,
+        ProcState::Migrating | ProcState::Lost | ProcState::Zombie
+    );
+    (!gone).then_some(p.node)
+}
+
 /// Sends `sig` to process `gpid` wherever it runs.
 pub async fn kill(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
     let host = locate(node, gpid).await?;

@@ -383,8 +383,9 @@ fn checkpoint_on_one_node_and_restart_on_another() {
     assert_eq!(resume_at + resumed.len(), 80);
 }
 
-/// The pid (in the root namespace) of node `n`'s incoming-migration helper, if one runs: a
-/// grandchild of the node's ssid (under its namespace init) running `migrate-in`.
+/// The pid (in the root namespace) of a helper of node `n` (on the target of a migration, its
+/// incoming-migration helper), if one runs: a grandchild of the node's ssid (under its
+/// namespace init) running `ssid helper`.
 fn migrate_in_helper(tb: &Testbed, n: usize) -> Option<i32> {
     let ssid = tb.pid(n)?.as_raw();
     let parent = |pid: i32| -> Option<i32> {
@@ -407,7 +408,8 @@ fn migrate_in_helper(tb: &Testbed, n: usize) -> Option<i32> {
 /// The target's helper dies at three points of the copy (with the debug build, all during
 /// pre-copy): the process runs on at the source, once, and nothing is left on the target; a
 /// later migration of the same process to the same node works. (The case of an answer lost
-/// after the last image: `migrate/tests/target_faults.rs` and `daemon::incoming`.)
+/// after the last image: `migrate/tests/target_faults.rs` and the protocol simulation,
+/// `migrate::protocol::sim`.)
 #[test]
 fn a_target_helper_killed_mid_migration_leaves_the_process_at_the_source() {
     if !root_or_skip("migration") {
@@ -671,4 +673,73 @@ fn a_process_killed_during_its_migration_is_gone_everywhere() {
             "rounds {rounds}: the client of a killed process hangs"
         );
     }
+}
+
+/// While a tree moves, every node lists it once: as `migrating`, with its source as its node
+/// and its target as `to`; then once, running on the target.
+#[test]
+fn a_migrating_process_is_listed_once() {
+    if !root_or_skip("migration") {
+        return;
+    }
+    let (d, tb) = testbed(2, false);
+    let hog = compile("memhog", d.path());
+    let mut client = run_via(&tb, 1, 1, &[hog.to_str().expect("path"), "384", "10"]);
+    let (ready, _out) = first_line(&mut client);
+    assert_eq!(ready, "ready\n");
+    let rows = |via: usize, gpid: i64| -> Vec<serde_json::Value> {
+        json(&ssi(&tb, via, &["ps", "--json"]))
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|p| p["gpid"] == gpid)
+            .cloned()
+            .collect()
+    };
+    let gpid = json(&ssi(&tb, 1, &["ps", "--json"]))
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| p["command"].as_str().is_some_and(|c| c.contains("memhog")))
+        .and_then(|p| p["gpid"].as_i64())
+        .expect("memhog listed");
+    let mut mig = ssi_cmd(&tb, 1, &["migrate", &gpid.to_string(), "--to", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn migrate");
+    let mut migrating = None;
+    let done = wait_until(Duration::from_secs(120), || {
+        for via in [1, 2] {
+            let r = rows(via, gpid);
+            assert!(
+                r.len() <= 1,
+                "listed {} times via node {via}: {r:?}",
+                r.len()
+            );
+            if let Some(p) = r.first().filter(|p| p["state"] == "migrating") {
+                migrating = Some(p.clone());
+            }
+        }
+        mig.try_wait().ok().flatten().is_some()
+    });
+    if !done {
+        let _ = mig.kill();
+    }
+    let mig = mig.wait_with_output().expect("migrate output");
+    assert!(done, "ssi migrate hangs");
+    assert!(
+        mig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mig.stderr)
+    );
+    let p = migrating.expect("never listed as migrating while it moved");
+    assert_eq!((&p["node"], &p["to"]), (&1.into(), &2.into()), "{p}");
+    for via in [1, 2] {
+        let r = rows(via, gpid);
+        assert_eq!(r.len(), 1, "via node {via}: {r:?}");
+        assert_eq!(r[0]["node"], 2, "via node {via}: {r:?}");
+    }
+    let _ = ssi(&tb, 1, &["kill", "-s", "KILL", &gpid.to_string()]);
+    let _ = client.wait();
 }
