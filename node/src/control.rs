@@ -55,10 +55,7 @@ const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 pub async fn serve(node: Arc<Node>, listener: UnixListener) {
     let path = node.config.control_socket();
     let limits = &node.config.limits;
-    let caps = ConnLimits::new(
-        limits.control_connections,
-        limits.control_connections_per_user,
-    );
+    let caps = ConnLimits::new(limits.control_connections, limits.control_connections_per_user);
     let answering = Arc::new(Semaphore::new(REFUSALS_ANSWERED));
     let mut backoff = AcceptBackoff::default();
     let mut log = RateLimited::new(Duration::from_secs(10));
@@ -88,11 +85,7 @@ pub async fn serve(node: Arc<Node>, listener: UnixListener) {
             Ok(p) => p,
             Err(refusal) => {
                 if let Some(held) = log.admit() {
-                    tracing::warn!(
-                        uid = caller.uid,
-                        held_back = held,
-                        "control connection refused: {refusal}"
-                    );
+                    tracing::warn!(uid = caller.uid, held_back = held, "control connection refused: {refusal}");
                 }
                 if let Ok(slot) = answering.clone().try_acquire_owned() {
                     let path = path.clone();
