@@ -27,7 +27,7 @@
 //!         |        |
 //!       route.rs   |               (ps, locate, kill, migrate, checkpoint where the process is)
 //!         |        |
-//!       migration.rs               (the runtime of the migration protocol; checkpoint, restart)
+//!       migration/                 (the runtime of the migration protocol; checkpoint, restart)
 //!         |
 //!       peer.rs                    (connect to another daemon, ask it one thing)
 //!         |

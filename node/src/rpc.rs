@@ -145,13 +145,12 @@ async fn answer(node: &Arc<Node>, req: RpcRequest) -> RpcResponse {
             node.directory().retain(|g, _| !gpids.contains(g));
             RpcResponse::Done
         }
-        RpcRequest::Kill { gpid, sig, caller } => match node.local_procs() {
-            Ok(pm) => match pm.kill(gpid, sig, &caller).await {
+        RpcRequest::Kill { gpid, sig, caller } => {
+            match route::kill_here(node, gpid, sig, &caller).await {
                 Ok(()) => RpcResponse::Done,
                 Err(e) => error(e),
-            },
-            Err(e) => error(e),
-        },
+            }
+        }
         RpcRequest::Input(_) => error(anyhow::anyhow!("input outside of a session")),
         RpcRequest::Join { .. }
         | RpcRequest::Spawn { .. }

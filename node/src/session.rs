@@ -501,8 +501,8 @@ async fn follow(
 /// Where `gpid` runs now if its host `host` went away after it had moved on (before the
 /// host could say so): the node it runs on, if not `host`.
 async fn moved_elsewhere(node: &Node, gpid: i32, host: NodeId) -> Option<NodeId> {
-    match route::locate(node, gpid).await {
-        Ok(at) if at != host => {
+    match route::runs_at(node, gpid).await {
+        Some(at) if at != host => {
             tracing::info!(gpid, from = %host, to = %at, "its host went away, but the process runs on elsewhere");
             Some(at)
         }

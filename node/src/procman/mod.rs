@@ -33,6 +33,15 @@ use hosted::{ExitMeans, Hosted};
 /// How long an exit status nobody collected is kept (detached processes).
 const KEEP_EXITED: Duration = Duration::from_secs(3600);
 
+/// The input of a tree whose move was committed (see [`ProcMan::commit_leaving`]).
+#[derive(Debug)]
+pub enum Taken {
+    /// What its frozen copy had not read, to go with it.
+    Input(Handover),
+    /// Taking it out failed: it stays behind (why, and how many bytes).
+    InputLeft(anyhow::Error, u64),
+}
+
 /// What this node keeps for one process it hosts: its owner, its pipes, who follows it.
 #[derive(Debug)]
 pub struct Record {
@@ -337,16 +346,23 @@ impl ProcMan {
     }
 
     /// The move of `gpid` is decided: its frozen copy reads no more, and what it had not read
-    /// of its input is taken out to go with it (`Err`: the input is left behind, with how
-    /// many bytes); input that comes from now on is given back to its sender; its coming
-    /// death here is not its exit.
-    pub fn commit_leaving(&self, gpid: i32) -> Result<Handover, (anyhow::Error, u64)> {
-        let rec = lock(&self.hosted)
-            .commit_leaving(gpid)
-            .map_err(|e| (e, 0))?;
-        rec.stdin
-            .hand_over()
-            .map_err(|e| (e, rec.stdin.unread() as u64))
+    /// of its input is taken out to go with it; input that comes from now on is given back to
+    /// its sender; its coming death here is not its exit. `Err` when the tree is not on its
+    /// way out any more (it ended meanwhile): nothing was done, and the move must not go on.
+    pub fn commit_leaving(&self, gpid: i32) -> Result<Taken> {
+        let rec = lock(&self.hosted).commit_leaving(gpid)?;
+        Ok(match rec.stdin.hand_over() {
+            Ok(input) => Taken::Input(input),
+            Err(e) => Taken::InputLeft(e, rec.stdin.unread() as u64),
+        })
+    }
+
+    /// Follows the end of `gpid`'s record here: the receiver sees `Some` once its followers
+    /// are told how it ended (its exit, or that it moved or was lost).
+    pub fn watch_end(&self, gpid: i32) -> Option<watch::Receiver<Option<End>>> {
+        lock(&self.hosted)
+            .record(gpid)
+            .map(|rec| rec.exit.subscribe())
     }
 
     /// The move of `gpid` is over: it runs on here (`None`), or its copy here is gone and its
@@ -447,8 +463,12 @@ impl ProcMan {
 
     /// Sends `sig` to process `gpid` of this node, if `caller` may. A tree on its way out may
     /// already run on its target: the signal is kept to go there too (and only there once the
-    /// copy here is being killed).
-    pub async fn kill(&self, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
+    /// copy here is being killed). A tree that left gets nothing here: the node it went to,
+    /// where the signal is to go (and its owner checked).
+    pub async fn kill(&self, gpid: i32, sig: i32, caller: &Caller) -> Result<Option<NodeId>> {
+        if let Some(to) = lock(&self.hosted).departed_to(gpid) {
+            return Ok(Some(to));
+        }
         let uid = self.owner(gpid)?;
         if !caller.may_signal(uid) {
             bail!(
@@ -460,7 +480,7 @@ impl ProcMan {
         if !gone {
             self.init.signal(gpid, sig).await?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Whether process `gpid` is in this node's namespace (but a zombie the init is about to

@@ -82,3 +82,19 @@ pub fn compile(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
     assert!(st.success(), "cc {} failed", src.display());
     out
 }
+
+/// The last `lines` lines of every node's log, for a failing assertion to show what the
+/// daemons did.
+pub fn log_tails(tb: &Testbed, nodes: usize, lines: usize) -> String {
+    let mut out = String::new();
+    for n in 1..=nodes {
+        let text = std::fs::read_to_string(tb.log(n)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- node {n} log ---\n"));
+        for l in &all[all.len().saturating_sub(lines)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
