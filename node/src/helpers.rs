@@ -4,8 +4,12 @@
 //!   connection at fd 1; reports on fd 3;
 //! * `migrate-in`: images from the source on the connection at fd 0; restore with fds 4, 5, 6
 //!   as the tree's outside streams;
-//! * `checkpoint-out --pid P --dir D [--leave-running]`: write the tree of P to D;
-//! * `restore-in --dir D`: restore the image in D with fds 4, 5, 6 as outside streams.
+//! * `checkpoint-out --pid P --dir D [--leave-running] [--uid U --gid G --groups G1,G2]`:
+//!   write the tree of P to D; with `--uid`, every file is reached as that user (see
+//!   [`reach_files_as`]);
+//! * `restore-in --dir D [--uid U --gid G --groups G1,G2]`: restore the image in D with fds
+//!   4, 5, 6 as outside streams, for the user `--uid` or the image's owner
+//!   (see [`crate::image_trust`]).
 //!
 //! Each writes [`migrate::Report`] lines on fd 3; the migration helpers first read there the
 //! key of their data stream ([`migrate::Start`]), then the daemon's verdict. A helper that
@@ -16,11 +20,15 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 
-use anyhow::{Context, Result};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use checkpoint::Image;
 use migrate::Report;
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
+use crate::image_trust::{self, Holder};
 use crate::sys;
 
 /// Names of the helper modes.
@@ -94,6 +102,62 @@ fn own_proc() -> Result<()> {
     .context("cannot mount /proc for the node's pid namespace")
 }
 
+/// The user a helper acts for: `--uid U --gid G --groups G1,G2,...` in `args` (absent when
+/// root asks for itself).
+fn acting_for(args: &[String]) -> Result<Option<Holder>> {
+    if !args.iter().any(|a| a == "--uid") {
+        return Ok(None);
+    }
+    let uid: u32 = value(args, "--uid")?.parse().context("--uid")?;
+    let gid: u32 = value(args, "--gid")?.parse().context("--gid")?;
+    let groups: Vec<u32> = value(args, "--groups")?
+        .split(',')
+        .filter(|g| !g.is_empty())
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("--groups")?;
+    Ok(Some(Holder { uid, gid, groups }))
+}
+
+/// Makes this helper (and the threads it starts) reach every file as `h` from now on: the
+/// image directory a user named is created and written, or read, with the user's rights and
+/// ownership, never root's. The helper keeps root's other powers (tracing the user's
+/// processes, reading their /proc files, creating processes with chosen pids).
+fn reach_files_as(h: &Holder) -> Result<()> {
+    sys::reach_files_as(h.uid, h.gid, &h.groups)
+        .with_context(|| format!("cannot take the file ids of uid {}", h.uid))
+}
+
+/// Loads the image in `dir` for the user a restart acts for (see [`image_trust`]): the
+/// caller, who must own the image; for root, the image's owner unless that is root. Files are
+/// reached as that user from then on, and an image asking for more than they hold is refused.
+fn trusted_image(args: &[String], dir: &Path) -> Result<Image> {
+    let caller = acting_for(args)?;
+    if let Some(h) = &caller {
+        reach_files_as(h)?;
+    }
+    let (uid, gid) = image_trust::owner(dir)?;
+    let holder = match caller {
+        Some(h) if h.uid != uid => bail!(
+            "{}: the image belongs to uid {uid}, not to you (uid {}): refused",
+            dir.display(),
+            h.uid
+        ),
+        Some(h) => Some(h),
+        None if uid == 0 => None,
+        None => {
+            let h = Holder::of_user(uid, gid);
+            reach_files_as(&h)?;
+            Some(h)
+        }
+    };
+    let img = Image::load(dir)?;
+    if let Some(h) = &holder {
+        image_trust::check(&img, h).with_context(|| dir.display().to_string())?;
+    }
+    Ok(img)
+}
+
 /// Does the work of `mode`; the report to send last, if any (`migrate-out` reports as it goes).
 fn run(mode: &str, args: &[String], ctl: &UnixStream) -> Result<Option<Report>> {
     let stdio = [4, 5, 6];
@@ -127,6 +191,9 @@ fn run(mode: &str, args: &[String], ctl: &UnixStream) -> Result<Option<Report>> 
             let pid: i32 = value(args, "--pid")?.parse().context("--pid")?;
             let dir = value(args, "--dir")?;
             own_proc()?;
+            if let Some(h) = acting_for(args)? {
+                reach_files_as(&h)?;
+            }
             let leave = args.iter().any(|a| a == "--leave-running");
             Ok(Some(migrate::outbound::checkpoint_to_dir(
                 pid,
@@ -136,7 +203,8 @@ fn run(mode: &str, args: &[String], ctl: &UnixStream) -> Result<Option<Report>> 
         }
         "restore-in" => {
             let dir = value(args, "--dir")?;
-            Ok(Some(migrate::inbound::restore_dir(dir.as_ref(), stdio)?))
+            let img = trusted_image(args, dir.as_ref())?;
+            Ok(Some(migrate::inbound::restore_image(&img, stdio)?))
         }
         other => anyhow::bail!("unknown helper mode {other}"),
     }

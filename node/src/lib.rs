@@ -13,6 +13,7 @@ mod cgroup;
 mod cluster;
 mod control;
 pub mod helpers;
+mod image_trust;
 mod incoming;
 mod join;
 mod migration;

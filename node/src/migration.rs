@@ -77,6 +77,19 @@ fn helper_argv(mode: &str, args: &[String]) -> Vec<Vec<u8>> {
     v
 }
 
+/// Arguments that make a helper reach files as `caller` (see `helpers`).
+fn as_caller(caller: &Caller) -> [String; 6] {
+    let groups: Vec<String> = caller.groups.iter().map(u32::to_string).collect();
+    [
+        "--uid".into(),
+        caller.uid.to_string(),
+        "--gid".into(),
+        caller.gid.to_string(),
+        "--groups".into(),
+        groups.join(","),
+    ]
+}
+
 /// Reads one report line from a helper; `None` when it closed the socket.
 async fn next_report(
     lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
@@ -102,9 +115,7 @@ pub async fn migrate_out(
 ) -> Result<MigrationReport> {
     let pm = node.local_procs()?;
     let owner = pm.owner(gpid)?;
-    if !caller.may_signal(owner) {
-        bail!("process {gpid} belongs to another user");
-    }
+    pm.check_access(gpid, caller, true)?;
     if to == node.config.id {
         bail!("process {gpid} already runs on node {to}");
     }
@@ -523,9 +534,7 @@ pub async fn checkpoint(
     caller: &Caller,
 ) -> Result<(Vec<i32>, u64)> {
     let pm = node.local_procs()?;
-    if !caller.may_signal(pm.owner(gpid)?) {
-        bail!("process {gpid} belongs to another user");
-    }
+    pm.check_access(gpid, caller, true)?;
     let (ctl, ctl_theirs) = control_pair()?;
     let (null, log) = (dev_null()?, log_fd()?);
     let mut args = vec![
@@ -536,6 +545,9 @@ pub async fn checkpoint(
     ];
     if leave_running {
         args.push("--leave-running".into());
+    }
+    if caller.uid != 0 {
+        args.extend(as_caller(caller));
     }
     pm.helper(
         helper_argv("checkpoint-out", &args),
@@ -554,16 +566,19 @@ pub async fn checkpoint(
 }
 
 /// Restarts the checkpoint in `dir` on this node; returns the root's global pid.
+/// A user restarts only an image they own, with their own ids; root restarts a user's image
+/// as that user (see `image_trust`).
 pub async fn restart(node: &Node, dir: &str, caller: &Caller) -> Result<i32> {
-    if caller.uid != 0 {
-        bail!("restarting a checkpoint needs root: an image carries the credentials it runs with");
-    }
     let pm = node.local_procs()?;
     let streams = Streams::new()?;
     let (ctl, ctl_theirs) = control_pair()?;
     let (null, log) = (dev_null()?, log_fd()?);
+    let mut args = vec!["--dir".to_string(), dir.to_string()];
+    if caller.uid != 0 {
+        args.extend(as_caller(caller));
+    }
     pm.helper(
-        helper_argv("restore-in", &["--dir".into(), dir.to_string()]),
+        helper_argv("restore-in", &args),
         &[
             &null,
             &null,

@@ -324,6 +324,22 @@ impl ProcMan {
             .with_context(|| format!("process {gpid} has just ended"))
     }
 
+    /// Refuses unless `caller` may act on process `gpid` (with `tree`, on every process of its
+    /// tree) as the kernel lets a user trace a process of their own ([`ps::may_act_on`]: every
+    /// uid and gid the caller's, and dumpable). Root may act on any process.
+    pub fn check_access(&self, gpid: i32, caller: &Caller, tree: bool) -> Result<()> {
+        if caller.uid == 0 {
+            return Ok(());
+        }
+        let procs = ps::tree(self.ns, gpid)
+            .with_context(|| format!("no process {gpid} on node {}", self.node))?;
+        let procs = if tree { &procs[..] } else { &procs[..1] };
+        for m in procs {
+            ps::may_act_on(*m, caller.uid, caller.gid).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
     /// Starts one of ssid's helpers in this node's namespace with `fds` as its fds 0, 1, ...
     pub async fn helper(&self, argv: Vec<Vec<u8>>, fds: &[&OwnedFd]) -> Result<i32> {
         self.init.helper(argv, fds).await
@@ -379,20 +395,9 @@ impl ProcMan {
         Ok(None)
     }
 
-    /// Sends `sig` to process `gpid` of this node, if `caller` may.
+    /// Sends `sig` to process `gpid` of this node, if `caller` may ([`ProcMan::check_access`]).
     pub async fn kill(&self, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
-        let member = ps::members(self.ns)
-            .into_iter()
-            .find(|m| m.gpid == gpid)
-            .with_context(|| format!("no process {gpid} on node {}", self.node))?;
-        let view = ps::view(member, self.node, &self.node_name, self.ns)
-            .with_context(|| format!("process {gpid} has just ended"))?;
-        if !caller.may_signal(view.uid) {
-            bail!(
-                "process {gpid} belongs to user {}: permission denied",
-                view.user
-            );
-        }
+        self.check_access(gpid, caller, false)?;
         self.init.signal(gpid, sig).await?;
         // A tree on its way out may already run on its target: the signal goes there too.
         for pending in lock(&self.migrating).values_mut() {

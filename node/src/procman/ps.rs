@@ -130,3 +130,100 @@ pub fn running_threads(root_pid: i32) -> u32 {
         .count();
     u32::try_from(n).unwrap_or(u32::MAX)
 }
+
+/// The processes of the tree of `gpid` in namespace `ns`: `gpid` first, then its descendants.
+/// `None` when `gpid` is not a process of the namespace.
+pub fn tree(ns: u64, gpid: i32) -> Option<Vec<Member>> {
+    let all = members(ns);
+    let root = *all.iter().find(|m| m.gpid == gpid)?;
+    let parent: Vec<(Member, i32)> = all
+        .iter()
+        .filter_map(|m| Some((*m, Process::new(m.root_pid).ok()?.stat().ok()?.ppid)))
+        .collect();
+    let mut out = vec![root];
+    let mut next = 0;
+    while next < out.len() {
+        let at = out[next].root_pid;
+        out.extend(parent.iter().filter(|(_, pp)| *pp == at).map(|(m, _)| *m));
+        next += 1;
+    }
+    Some(out)
+}
+
+/// Whether user `uid` with group `gid` may act on process `m` as the kernel lets a tracer act
+/// on a process of its own (`PTRACE_MODE_ATTACH_REALCREDS`): its real, effective and saved
+/// user ids must all be `uid`, its group ids all `gid`, and it must be dumpable. The refusal
+/// names the process and what failed.
+pub fn may_act_on(m: Member, uid: u32, gid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let gone = || format!("process {} has just ended", m.gpid);
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", m.root_pid)).map_err(|_| gone())?;
+    // The kernel makes root the owner of /proc/PID of a process that is not dumpable (one that
+    // changed ids, ran a setuid program, or asked with PR_SET_DUMPABLE).
+    let dir = std::fs::metadata(format!("/proc/{}", m.root_pid)).map_err(|_| gone())?;
+    judge(m.gpid, &status, (dir.uid(), dir.gid()), uid, gid)
+}
+
+/// [`may_act_on`] on the text of /proc/PID/status and the owner of /proc/PID.
+fn judge(gpid: i32, status: &str, owner: (u32, u32), uid: u32, gid: u32) -> Result<(), String> {
+    let ids = |key: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (uids, gids) = (ids("Uid:"), ids("Gid:"));
+    let all = |v: &[u32], want: u32| v.len() >= 3 && v[..3].iter().all(|&x| x == want);
+    if !all(&uids, uid) {
+        return Err(format!(
+            "process {gpid} runs with user ids {uids:?} (real, effective, saved, fs), not all \
+             yours ({uid}): permission denied"
+        ));
+    }
+    if !all(&gids, gid) {
+        return Err(format!(
+            "process {gpid} runs with group ids {gids:?} (real, effective, saved, fs), not all \
+             your group ({gid}): permission denied"
+        ));
+    }
+    if owner != (uid, gid) {
+        return Err(format!(
+            "process {gpid} is not dumpable (it changed ids, ran a set-id program or asked not \
+             to be): permission denied"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINE: &str = "Name:\tx\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\n";
+
+    #[test]
+    fn a_process_with_all_the_callers_ids_that_is_dumpable_is_allowed() {
+        assert_eq!(judge(7, MINE, (1000, 100), 1000, 100), Ok(()));
+    }
+
+    #[test]
+    fn any_other_id_or_no_dumpable_flag_is_refused_naming_the_process() {
+        let setuid = "Uid:\t1000\t0\t0\t0\nGid:\t100\t100\t100\t100\n";
+        let e = judge(7, setuid, (0, 0), 1000, 100).unwrap_err();
+        assert!(e.contains("process 7") && e.contains("user ids"), "{e}");
+        let setgid = "Uid:\t1000\t1000\t1000\t1000\nGid:\t100\t42\t42\t42\n";
+        assert!(judge(7, setgid, (1000, 42), 1000, 100)
+            .unwrap_err()
+            .contains("group ids"));
+        let e = judge(7, MINE, (0, 0), 1000, 100).unwrap_err();
+        assert!(e.contains("not dumpable"), "{e}");
+        assert!(judge(7, "Name:\tx\n", (1000, 100), 1000, 100).is_err());
+        assert!(judge(7, MINE, (1000, 100), 1001, 100).is_err());
+    }
+}

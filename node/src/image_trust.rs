@@ -1,0 +1,123 @@
+//! What a restart may take from an image.
+//!
+//! An image written for a user lives in that user's files, which they may edit: the ids,
+//! capabilities, root directory and limits it names are their wish, not a fact. So an image is
+//! trusted as far as the user who owns its files: an image whose parts root owns is restored
+//! as it says (root wrote it); any other is restored only with ids that user holds, no
+//! capabilities, `/` as root directory and limits no higher than the node gives programs, and
+//! the restore reaches every file as that user. A user may restart only images they own.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use checkpoint::Image;
+
+use crate::sys;
+
+/// The user a restore acts for: what the restored processes may hold at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl Holder {
+    /// User `uid` with group `gid` and the supplementary groups the group database gives
+    /// them (none when the user has no name on this node).
+    pub fn of_user(uid: u32, gid: u32) -> Holder {
+        let groups = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .and_then(|u| CString::new(u.name).ok())
+            .and_then(|name| nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)).ok())
+            .map(|gs| gs.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_default();
+        Holder { uid, gid, groups }
+    }
+}
+
+/// The owner (uid, gid) of the image in `dir`: its parts (`*.rec`) must be regular files, not
+/// links, all of one owner.
+pub fn owner(dir: &Path) -> Result<(u32, u32)> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the image {}", dir.display()))?;
+    let mut owners = BTreeSet::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read the image {}", dir.display()))?;
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "rec") {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if !meta.is_file() {
+            bail!("{}: not a regular file", path.display());
+        }
+        owners.insert((meta.uid(), meta.gid()));
+    }
+    match owners.len() {
+        0 => bail!("{}: no image here", dir.display()),
+        1 => Ok(owners.into_iter().next().unwrap_or_default()),
+        _ => bail!(
+            "{}: the parts of the image belong to several users {:?}: refused",
+            dir.display(),
+            owners.iter().map(|o| o.0).collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// Refuses an image that asks for more than `h` holds, naming the process and what it asks.
+pub fn check(img: &Image, h: &Holder) -> Result<()> {
+    let mut gids: BTreeSet<u32> = h.groups.iter().copied().collect();
+    gids.insert(h.gid);
+    for p in &img.processes {
+        let (pid, c) = (p.pid, &p.creds);
+        if c.uids.iter().any(|&u| u != h.uid) {
+            bail!(
+                "image process {pid} asks for user ids {:?}, not uid {}'s own: refused",
+                c.uids,
+                h.uid
+            );
+        }
+        if let Some(g) = c.gids.iter().chain(&c.groups).find(|g| !gids.contains(g)) {
+            bail!(
+                "image process {pid} asks for group {g}, which uid {} is not in: refused",
+                h.uid
+            );
+        }
+        // inheritable, permitted, effective, (bounding), ambient
+        if let Some(set) = [0, 1, 2, 4].into_iter().find(|&i| c.caps[i] != 0) {
+            bail!(
+                "image process {pid} asks for capabilities {:#x} that uid {} does not hold: \
+                 refused",
+                c.caps[set],
+                h.uid
+            );
+        }
+        if p.fs.root != "/" {
+            bail!(
+                "image process {pid} asks for root directory {:?}: refused (only / for uid {})",
+                p.fs.root,
+                h.uid
+            );
+        }
+        for &(res, _, hard) in &p.rlimits.0 {
+            let most = sys::hard_limit(res);
+            if most.is_some_and(|m| hard > m) {
+                bail!(
+                    "image process {pid} asks for a hard limit {hard} of resource {res}, above \
+                     this node's {}: refused",
+                    most.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
