@@ -19,7 +19,7 @@ pub enum Stage {
     Stdio = 1,
     /// Changing to the working directory.
     Chdir = 2,
-    /// Taking the user's groups and ids.
+    /// Taking the user's limits, groups and ids.
     Credentials = 3,
     /// Executing the program.
     Exec = 4,
@@ -40,7 +40,7 @@ impl Stage {
         match self {
             Stage::Stdio => "cannot set up stdio",
             Stage::Chdir => "cannot change to the working directory",
-            Stage::Credentials => "cannot take the user's identity",
+            Stage::Credentials => "cannot take the user's identity and limits",
             Stage::Exec => "cannot execute",
         }
     }
@@ -61,6 +61,8 @@ pub struct Prepared {
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
+    /// Limits to set, already lowered to this process's own (so setting them needs nothing).
+    rlimits: Vec<(u32, libc::rlimit64)>,
     fds: Vec<RawFd>,
 }
 
@@ -71,7 +73,8 @@ fn cstring(bytes: &[u8], what: &str) -> Result<CString, String> {
 impl Prepared {
     /// Prepares a start of the first of `paths` that can be executed, with `argv`, `env`
     /// (`KEY=VALUE` entries) in `cwd` as `uid`/`gid`/`groups`, with `fds` becoming its fds 0,
-    /// 1, 2, ... in order. The fds must be numbered above `fds.len()` (see [`lift_fd`]). The
+    /// 1, 2, ... in order, with `rlimits` (`RLIMIT_*`, soft, hard) where they are below this
+    /// process's own. The fds must be numbered above `fds.len()` (see [`lift_fd`]). The
     /// child takes the user's ids before it touches `cwd` or any of `paths`, so both are
     /// reached with the user's rights, not root's.
     #[allow(clippy::too_many_arguments)]
@@ -83,6 +86,7 @@ impl Prepared {
         uid: u32,
         gid: u32,
         groups: Vec<u32>,
+        rlimits: &[(u32, u64, u64)],
         fds: Vec<RawFd>,
     ) -> Result<Prepared, String> {
         let argv: Vec<CString> = argv
@@ -113,9 +117,29 @@ impl Prepared {
             uid,
             gid,
             groups,
+            rlimits: lowered(rlimits),
             fds,
         })
     }
+}
+
+/// `wanted` limits (`RLIMIT_*`, soft, hard) lowered to this process's own: the hard limit at
+/// most ours, the soft one at most the new hard one. Unknown resources are dropped.
+fn lowered(wanted: &[(u32, u64, u64)]) -> Vec<(u32, libc::rlimit64)> {
+    wanted
+        .iter()
+        .filter_map(|&(res, soft, hard)| {
+            let ours = hard_limit(res)?;
+            let hard = hard.min(ours);
+            Some((
+                res,
+                libc::rlimit64 {
+                    rlim_cur: soft.min(hard),
+                    rlim_max: hard,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Why a start failed.
@@ -203,6 +227,19 @@ fn child(p: &Prepared, err_fd: RawFd) -> ! {
         for sig in 1..libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        // Lowering limits needs no privilege; the ones asked for are already no higher.
+        for (res, lim) in &p.rlimits {
+            if libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                *res,
+                lim as *const libc::rlimit64,
+                0usize,
+            ) < 0
+            {
+                fail(Stage::Credentials);
             }
         }
         // The ids first: the working directory and the program are reached as the user.
@@ -397,4 +434,20 @@ pub fn pipe_unread(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<usize> {
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
     Errno::result(r)?;
     Ok(usize::try_from(n).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asked_limits_are_lowered_to_ours_never_raised() {
+        let nofile = libc::RLIMIT_NOFILE as u32;
+        let ours = hard_limit(nofile).expect("RLIMIT_NOFILE");
+        let got = lowered(&[(nofile, u64::MAX, u64::MAX), (9999, 1, 1)]);
+        assert_eq!(got.len(), 1, "an unknown resource is dropped");
+        assert_eq!((got[0].1.rlim_cur, got[0].1.rlim_max), (ours, ours));
+        let got = lowered(&[(nofile, 100, 50)]);
+        assert_eq!((got[0].1.rlim_cur, got[0].1.rlim_max), (50, 50.min(ours)));
+    }
 }

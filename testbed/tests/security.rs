@@ -1,7 +1,7 @@
 //! A local user against the root daemons: the attacks of docs/SECURITY.md, tried through `ssi`
 //! as an unprivileged user the test creates, each refused with a one-line error and nothing
 //! written outside the user's files; and the same user's own checkpoint, restart, migrate and
-//! kill still work.
+//! kill still work, and their programs get their limits.
 
 mod common;
 

@@ -182,6 +182,7 @@ impl Init {
             req.uid,
             req.gid,
             req.groups.clone(),
+            &req.rlimits,
             lifted.iter().map(AsRawFd::as_raw_fd).collect(),
         ) {
             Ok(p) => p,
@@ -260,6 +261,7 @@ fn helper(argv: &[Vec<u8>], fds: &[OwnedFd]) -> FromInit {
         0,
         0,
         Vec::new(),
+        &[],
         raw,
     ) {
         Ok(p) => p,

@@ -230,6 +230,7 @@ impl ProcMan {
             uid: caller.uid,
             gid: caller.gid,
             groups: caller.groups.clone(),
+            rlimits: spec.rlimits.clone(),
         };
         let gpid = match self.init.spawn(req, [&in_r, &out_w, &err_w]).await? {
             Ok(gpid) => gpid,
