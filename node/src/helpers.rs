@@ -136,7 +136,10 @@ fn trusted_image(args: &[String], dir: &Path) -> Result<Image> {
     if let Some(h) = &caller {
         reach_files_as(h)?;
     }
-    let (uid, gid) = image_trust::owner(dir)?;
+    // Everything below reads the directory through one descriptor: whatever is renamed in
+    // its place meanwhile is not read.
+    let (_pin, pinned, dir_meta) = image_trust::pin(dir)?;
+    let (uid, gid) = image_trust::owner(&pinned, dir)?;
     let holder = match caller {
         Some(h) if h.uid != uid => bail!(
             "{}: the image belongs to uid {uid}, not to you (uid {}): refused",
@@ -144,14 +147,17 @@ fn trusted_image(args: &[String], dir: &Path) -> Result<Image> {
             h.uid
         ),
         Some(h) => Some(h),
-        None if uid == 0 => None,
+        None if uid == 0 => {
+            image_trust::root_may_trust(&dir_meta).with_context(|| dir.display().to_string())?;
+            None
+        }
         None => {
             let h = Holder::of_user(uid, gid);
             reach_files_as(&h)?;
             Some(h)
         }
     };
-    let img = Image::load(dir)?;
+    let img = Image::load(&pinned).with_context(|| dir.display().to_string())?;
     if let Some(h) = &holder {
         image_trust::check(&img, h).with_context(|| dir.display().to_string())?;
     }

@@ -9,8 +9,10 @@
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use checkpoint::Image;
@@ -43,31 +45,64 @@ impl Holder {
     }
 }
 
-/// The owner (uid, gid) of the image in `dir`: its parts (`*.rec`) must be regular files, not
-/// links, all of one owner.
-pub fn owner(dir: &Path) -> Result<(u32, u32)> {
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the image {}", dir.display()))?;
+/// Opens the image directory `dir` once: the descriptor, a path that reaches the directory
+/// through it (`/proc/self/fd/N`, valid while the descriptor is open) and the directory's
+/// metadata. Checks and loading through that path all see the same directory, even if
+/// another is renamed into `dir`'s place meanwhile.
+pub fn pin(dir: &Path) -> Result<(File, PathBuf, std::fs::Metadata)> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .with_context(|| format!("cannot open the image directory {}", dir.display()))?;
+    let meta = f
+        .metadata()
+        .with_context(|| format!("cannot read {}", dir.display()))?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+    Ok((f, path, meta))
+}
+
+/// Whether root may restore, as it says, an image whose parts root owns, in a directory with
+/// `meta`: only if no one but root can change the directory (else another user could put
+/// their own part in place of root's).
+pub fn root_may_trust(meta: &std::fs::Metadata) -> Result<()> {
+    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+        bail!(
+            "an image of root's in a directory others may change (owner uid {}, mode {:o}): \
+             refused",
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// The owner (uid, gid) of the image in `dir` (named `name` in messages): its parts (`*.rec`)
+/// must be regular files, not links, all of one owner.
+pub fn owner(dir: &Path, name: &Path) -> Result<(u32, u32)> {
+    let name = name.display();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read the image {name}"))?;
     let mut owners = BTreeSet::new();
     for entry in entries {
-        let entry = entry.with_context(|| format!("cannot read the image {}", dir.display()))?;
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "rec") {
+        let entry = entry.with_context(|| format!("cannot read the image {name}"))?;
+        let file = entry.file_name();
+        if Path::new(&file).extension().is_none_or(|e| e != "rec") {
             continue;
         }
-        let meta = std::fs::symlink_metadata(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let meta = entry
+            .metadata()
+            .with_context(|| format!("cannot read {name}/{}", file.to_string_lossy()))?;
         if !meta.is_file() {
-            bail!("{}: not a regular file", path.display());
+            bail!("{name}/{}: not a regular file", file.to_string_lossy());
         }
         owners.insert((meta.uid(), meta.gid()));
     }
     match owners.len() {
-        0 => bail!("{}: no image here", dir.display()),
+        0 => bail!("{name}: no image here"),
         1 => Ok(owners.into_iter().next().unwrap_or_default()),
         _ => bail!(
-            "{}: the parts of the image belong to several users {:?}: refused",
-            dir.display(),
+            "{name}: the parts of the image belong to several users {:?}: refused",
             owners.iter().map(|o| o.0).collect::<Vec<_>>()
         ),
     }

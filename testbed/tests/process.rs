@@ -196,6 +196,19 @@ fn global_pid_is_getpid_and_ps_and_kill_work_from_any_node() {
     assert_eq!(first.parse::<i64>().expect("number"), gpid);
 
     for observer in 1..=3 {
+        // Between its first line and `sleep` waiting, the shell may still be running or
+        // executing: wait for the sleep.
+        let asleep = |p: &serde_json::Value| {
+            p["state"] == "sleeping"
+                && p["command"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("sleep"))
+        };
+        assert!(
+            wait_until(SETTLE, || find(&ps(&tb, observer), gpid)
+                .is_some_and(|p| asleep(&p))),
+            "not seen asleep from node {observer}"
+        );
         let p = find(&ps(&tb, observer), gpid).expect("listed on every node");
         assert_eq!(p["node"], 3);
         assert_eq!(p["state"], "sleeping");

@@ -268,6 +268,27 @@ fn a_local_user_cannot_cross_into_root_and_keeps_their_own_rights() {
         "asks for user ids",
     );
     assert!(process(&tb, &gpid).is_none(), "a forged image was restored");
+    // Root's parts in a directory the user may change: the user could swap a part in.
+    let swapped = home.join("swapped");
+    std::fs::create_dir(&swapped).expect("mkdir");
+    for e in std::fs::read_dir(&own).expect("read_dir").flatten() {
+        std::fs::copy(e.path(), swapped.join(e.file_name())).expect("cp");
+    }
+    give(&swapped);
+    for e in std::fs::read_dir(&swapped).expect("read_dir").flatten() {
+        std::os::unix::fs::lchown(e.path(), Some(0), Some(0)).expect("chown");
+    }
+    let swapped = swapped.to_str().expect("p");
+    let out = ssi(
+        &tb,
+        1,
+        &["restart", "--dir", swapped, "--node", "2", "--detach"],
+    );
+    refused(
+        &out,
+        "root's image in the user's directory",
+        "others may change",
+    );
 
     // 6. The genuine image restarts, as the user, on the other node; they migrate it back and
     //    kill it.
