@@ -16,33 +16,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use checkpoint::Image;
+use migrate::control::User;
 
 use crate::sys;
 
-/// The user a restore acts for: what the restored processes may hold at most.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-    /// Supplementary groups.
-    pub groups: Vec<u32>,
-}
-
-impl Holder {
-    /// User `uid` with group `gid` and the supplementary groups the group database gives
-    /// them (none when the user has no name on this node).
-    pub fn of_user(uid: u32, gid: u32) -> Holder {
-        let groups = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-            .ok()
-            .flatten()
-            .and_then(|u| CString::new(u.name).ok())
-            .and_then(|name| nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)).ok())
-            .map(|gs| gs.into_iter().map(|g| g.as_raw()).collect())
-            .unwrap_or_default();
-        Holder { uid, gid, groups }
-    }
+/// User `uid` with group `gid` and the supplementary groups the group database gives them
+/// (none when the user has no name on this node): whom root restores a user's image for.
+pub fn user(uid: u32, gid: u32) -> User {
+    let groups = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .and_then(|u| CString::new(u.name).ok())
+        .and_then(|name| nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid)).ok())
+        .map(|gs| gs.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    User { uid, gid, groups }
 }
 
 /// Opens the image directory `dir` once: the descriptor, a path that reaches the directory
@@ -109,7 +97,7 @@ pub fn owner(dir: &Path, name: &Path) -> Result<(u32, u32)> {
 }
 
 /// Refuses an image that asks for more than `h` holds, naming the process and what it asks.
-pub fn check(img: &Image, h: &Holder) -> Result<()> {
+pub fn check(img: &Image, h: &User) -> Result<()> {
     let mut gids: BTreeSet<u32> = h.groups.iter().copied().collect();
     gids.insert(h.gid);
     for p in &img.processes {

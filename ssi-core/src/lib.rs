@@ -18,6 +18,7 @@ pub mod probe;
 pub mod process;
 pub mod rpc;
 pub mod tls;
+pub mod sched;
 pub mod view;
 pub mod wire;
 
