@@ -85,7 +85,7 @@ pub struct ProcMan {
     node: NodeId,
     node_name: String,
     init: Arc<InitClient>,
-    ns: u64,
+    ns: ps::Ns,
     hosted: Arc<Mutex<Hosted>>,
     /// Most processes of one user (but root) kept here when a detached one is started
     /// (`limits.detached_per_user`): each keeps up to 1 MiB of output for an hour after it ends.
@@ -134,7 +134,11 @@ impl ProcMan {
         mut events: mpsc::Receiver<InitEvent>,
         detached_per_user: u32,
     ) -> Result<Arc<ProcMan>> {
-        let ns = ps::pid_ns_inode(init_pid).context("cannot read the pid namespace of the init")?;
+        let ns = ps::Ns {
+            inode: ps::pid_ns_inode(init_pid)
+                .context("cannot read the pid namespace of the init")?,
+            init: init_pid,
+        };
         let pm = Arc::new(ProcMan {
             node,
             node_name,

@@ -20,23 +20,53 @@ pub struct Member {
     pub gpid: i32,
 }
 
-/// Every process of the namespace `ns` except its init, ssid's own helpers (processes
-/// running the daemon's executable) and zombies the init is about to reap.
-pub fn members(ns: u64) -> Vec<Member> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let ours = std::fs::read_link("/proc/self/exe").ok();
+/// A node's pid namespace: its inode and its init's pid in the root namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ns {
+    /// Inode of the namespace (its /proc/PID/ns/pid link).
+    pub inode: u64,
+    /// Pid of its init as seen from the root namespace.
+    pub init: i32,
+}
+
+/// Pids (root namespace) of every descendant of `init`, zombies included, from the
+/// `children` files of each thread. Only the namespace's own processes are looked at: a
+/// process elsewhere on the machine whose /proc files block (one stuck in `execve` under a
+/// tracer) cannot stall the daemon.
+fn descendants(init: i32) -> Vec<i32> {
     let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Some(root_pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
+    let mut todo = vec![init];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
             continue;
         };
-        if pid_ns_inode(root_pid) != Some(ns) {
+        for t in tasks.flatten() {
+            let path = t.path().join("children");
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            for child in text
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
+                if !out.contains(&child) {
+                    out.push(child);
+                    todo.push(child);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every process of the namespace `ns` except its init, ssid's own helpers (processes
+/// running the daemon's executable) and zombies the init is about to reap.
+pub fn members(ns: Ns) -> Vec<Member> {
+    let ours = std::fs::read_link("/proc/self/exe").ok();
+    let mut out = Vec::new();
+    for root_pid in descendants(ns.init) {
+        // A process that made a pid namespace of its own has its children there.
+        if pid_ns_inode(root_pid) != Some(ns.inode) {
             continue;
         }
         match std::fs::read_link(format!("/proc/{root_pid}/exe")) {
@@ -57,16 +87,10 @@ pub fn members(ns: u64) -> Vec<Member> {
 }
 
 /// Whether pid `gpid` of the namespace `ns` is taken, by anything (a zombie or a helper too).
-pub fn taken(ns: u64, gpid: i32) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    dir.flatten().any(|e| {
-        e.file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-            .is_some_and(|p| pid_ns_inode(p) == Some(ns) && ns_pid(p) == Some(gpid))
-    })
+pub fn taken(ns: Ns, gpid: i32) -> bool {
+    descendants(ns.init)
+        .into_iter()
+        .any(|p| pid_ns_inode(p) == Some(ns.inode) && ns_pid(p) == Some(gpid))
 }
 
 /// Whether `root_pid` is a zombie whose parent is the namespace's init.
@@ -84,7 +108,7 @@ fn ns_pid(root_pid: i32) -> Option<i32> {
 }
 
 /// What `ssi ps` shows of one member; `None` if it vanished meanwhile.
-pub fn view(m: Member, node: NodeId, node_name: &str, ns: u64) -> Option<ProcessView> {
+pub fn view(m: Member, node: NodeId, node_name: &str, ns: Ns) -> Option<ProcessView> {
     let p = Process::new(m.root_pid).ok()?;
     let stat = p.stat().ok()?;
     let status = p.status().ok()?;
@@ -103,7 +127,7 @@ pub fn view(m: Member, node: NodeId, node_name: &str, ns: u64) -> Option<Process
         .map(|c| c.join(" "))
         .unwrap_or_else(|| format!("[{}]", stat.comm));
     // The parent's global pid, when the parent is in the namespace too (not its init).
-    let ppid = if stat.ppid > 0 && pid_ns_inode(stat.ppid) == Some(ns) {
+    let ppid = if stat.ppid > 0 && pid_ns_inode(stat.ppid) == Some(ns.inode) {
         ns_pid(stat.ppid).filter(|&p| p != 1).unwrap_or(0)
     } else {
         0
@@ -166,7 +190,7 @@ pub fn running_threads(root_pid: i32) -> u32 {
 
 /// The processes of the tree of `gpid` in namespace `ns`: `gpid` first, then its descendants.
 /// `None` when `gpid` is not a process of the namespace.
-pub fn tree_members(ns: u64, gpid: i32) -> Option<Vec<Member>> {
+pub fn tree_members(ns: Ns, gpid: i32) -> Option<Vec<Member>> {
     let all = members(ns);
     let root = *all.iter().find(|m| m.gpid == gpid)?;
     let parent: Vec<(Member, i32)> = all
