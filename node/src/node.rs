@@ -10,7 +10,6 @@ use ssi_core::auth::ClusterKey;
 use ssi_core::config::NodeConfig;
 use ssi_core::gossip::GossipHandle;
 use ssi_core::process::ProcessView;
-use ssi_core::tls::TlsContext;
 use ssi_core::NodeId;
 
 use crate::procman::ProcMan;
@@ -23,7 +22,7 @@ pub struct Node {
     /// The cluster key (gossip datagrams).
     pub key: ClusterKey,
     /// TLS with this node's certificate (every TCP connection between daemons).
-    pub tls: TlsContext,
+    pub tls: ssi_core::tls::TlsContext,
     /// The membership task.
     pub gossip: GossipHandle,
     /// The process manager, or why this node cannot host processes.

@@ -17,8 +17,8 @@ pub mod pids;
 pub mod probe;
 pub mod process;
 pub mod rpc;
-pub mod tls;
 pub mod sched;
+pub mod tls;
 pub mod view;
 pub mod wire;
 

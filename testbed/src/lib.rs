@@ -8,6 +8,7 @@
 //! the CA), `ssid.sock`, `ssid.log` and `ssid.pid`.
 
 pub mod netns;
+pub mod stats;
 mod wait;
 
 use std::collections::HashMap;

@@ -439,13 +439,12 @@ impl Hosted {
             .collect()
     }
 
-    /// How many processes of user `uid` this node keeps a record of (running, moving or
-    /// ended with output kept).
+    /// How many records (running, moving or ended and kept) belong to `uid`.
     pub fn kept_by(&self, uid: u32) -> usize {
         self.states
             .values()
             .filter_map(HostedState::record)
-            .filter(|r| r.uid == uid)
+            .filter(|rec| rec.uid == uid)
             .count()
     }
 
