@@ -365,13 +365,18 @@ fn a_program_started_on_a_node_dies_with_it() {
     assert!(wait_until(Duration::from_secs(5), || count_sleepers() < before));
 }
 
+/// Processes named `sleep` on the machine. Their `comm` files only: unlike pgrep (which reads
+/// `stat`), that never waits on another test's process stuck in `execve` under a tracer.
 fn count_sleepers() -> usize {
-    let out = Command::new("pgrep")
-        .args(["-xc", "sleep"])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c == "sleep\n"))
+        .count()
 }
