@@ -41,6 +41,7 @@ mod cgroup;
 mod control;
 pub mod helpers;
 mod http;
+mod image_trust;
 mod join;
 mod metrics;
 mod migration;

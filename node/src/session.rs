@@ -328,6 +328,7 @@ pub async fn restart(
         mem_bytes: None,
         detach,
         constraints: Vec::new(),
+        rlimits: Vec::new(),
     };
     let host = match place(node, &spec).await {
         Ok(h) => h,

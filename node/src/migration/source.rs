@@ -36,9 +36,7 @@ pub async fn migrate_out(
 ) -> Result<MigrationReport> {
     let me = node.config.id;
     let pm = node.local_procs()?;
-    if !caller.may_signal(pm.owner(gpid)?) {
-        bail!("process {gpid} belongs to another user");
-    }
+    pm.check_access(gpid, caller, true)?;
     if to == me {
         bail!("process {gpid} already runs on node {to}");
     }

@@ -94,7 +94,7 @@ pub struct ProcMan {
     node: NodeId,
     node_name: String,
     init: Arc<InitClient>,
-    ns: u64,
+    ns: ps::Ns,
     hosted: Arc<Mutex<Hosted>>,
     /// Most processes of one user (but root) kept here when a detached one is started
     /// (`limits.detached_per_user`): each keeps up to 1 MiB of output for an hour after it ends.
@@ -143,7 +143,11 @@ impl ProcMan {
         mut events: mpsc::Receiver<InitEvent>,
         detached_per_user: u32,
     ) -> Result<Arc<ProcMan>> {
-        let ns = ps::pid_ns_inode(init_pid).context("cannot read the pid namespace of the init")?;
+        let ns = ps::Ns {
+            inode: ps::pid_ns_inode(init_pid)
+                .context("cannot read the pid namespace of the init")?,
+            init: init_pid,
+        };
         let pm = Arc::new(ProcMan {
             node,
             node_name,
@@ -232,6 +236,7 @@ impl ProcMan {
             uid: caller.uid,
             gid: caller.gid,
             groups: caller.groups.clone(),
+            rlimits: spec.rlimits.clone(),
         };
         let gpid = match self.init.spawn(req, [&in_r, &out_w, &err_w]).await? {
             Ok(gpid) => gpid,
@@ -401,6 +406,31 @@ impl ProcMan {
             .with_context(|| format!("process {gpid} has just ended"))
     }
 
+    /// Refuses unless `caller` may act on process `gpid` (with `tree`, on every process of its
+    /// tree) as the kernel lets a user trace a process of their own ([`ps::may_act_on`]: every
+    /// uid and gid the caller's, and dumpable). Root may act on any process. A process no
+    /// longer in this namespace (on its way to another node) is judged by its recorded owner.
+    pub fn check_access(&self, gpid: i32, caller: &Caller, tree: bool) -> Result<()> {
+        if caller.uid == 0 {
+            return Ok(());
+        }
+        let Some(procs) = ps::tree_members(self.ns, gpid) else {
+            let uid = self.owner(gpid)?;
+            if uid != caller.uid {
+                bail!(
+                    "process {gpid} belongs to user {}: permission denied",
+                    ps::user_name(uid)
+                );
+            }
+            return Ok(());
+        };
+        let procs = if tree { &procs[..] } else { &procs[..1] };
+        for m in procs {
+            ps::may_act_on(*m, caller.uid, caller.gid).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
     /// The row `ssi ps` shows for `gpid` of this node, if it runs here.
     pub fn row(&self, gpid: i32) -> Option<ProcessView> {
         let member = ps::members(self.ns).into_iter().find(|m| m.gpid == gpid)?;
@@ -461,21 +491,15 @@ impl ProcMan {
         Ok(None)
     }
 
-    /// Sends `sig` to process `gpid` of this node, if `caller` may. A tree on its way out may
-    /// already run on its target: the signal is kept to go there too (and only there once the
-    /// copy here is being killed). A tree that left gets nothing here: the node it went to,
-    /// where the signal is to go (and its owner checked).
+    /// Sends `sig` to process `gpid` of this node, if `caller` may ([`ProcMan::check_access`]).
+    /// A tree on its way out may already run on its target: the signal is kept to go there
+    /// too (and only there once the copy here is being killed). A tree that left gets nothing
+    /// here: the node it went to, where the signal is to go (and its owner checked).
     pub async fn kill(&self, gpid: i32, sig: i32, caller: &Caller) -> Result<Option<NodeId>> {
         if let Some(to) = lock(&self.hosted).departed_to(gpid) {
             return Ok(Some(to));
         }
-        let uid = self.owner(gpid)?;
-        if !caller.may_signal(uid) {
-            bail!(
-                "process {gpid} belongs to user {}: permission denied",
-                ps::user_name(uid)
-            );
-        }
+        self.check_access(gpid, caller, false)?;
         let gone = lock(&self.hosted).signalled(gpid, sig, caller);
         if !gone {
             self.init.signal(gpid, sig).await?;
