@@ -21,6 +21,7 @@ use std::collections::HashMap;
 
 use crate::dump::parasite::Parasite;
 use crate::error::Result;
+use crate::image::ProcessImage;
 use crate::restore::holder::Holder;
 use crate::state::files;
 
@@ -45,6 +46,8 @@ pub(crate) trait Persist: Sized {
 pub(crate) struct ProcDump<'a> {
     /// Its pid.
     pub pid: i32,
+    /// It is the root of the tree (its parent is outside).
+    pub is_root: bool,
     /// Its threads, main thread first, all stopped.
     pub tids: &'a [i32],
     /// Signals taken out of each thread while it was being stopped, by tid.
@@ -59,9 +62,8 @@ pub(crate) struct ProcDump<'a> {
 pub(crate) struct ProcRestore<'a> {
     /// The process, stopped under ptrace, with a scratch area.
     pub h: &'a mut Holder,
-    /// Its threads as the image has them, main thread first (the others exist once the
-    /// threads part has run).
-    pub tids: &'a [i32],
+    /// Its image (a part may need another's state: the threads' ids, the fd table).
+    pub p: &'a ProcessImage,
     /// What the restorer made for the whole tree.
     pub tree: &'a TreeMade<'a>,
 }

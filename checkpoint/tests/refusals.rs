@@ -81,6 +81,59 @@ fn unsupported_fds_are_refused_before_freezing() {
 }
 
 #[test]
+fn process_state_a_restore_would_lose_is_refused() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("gone");
+    let gone_s = gone.to_str().unwrap().to_string();
+    for (kind, want) in [
+        (
+            "thread-creds",
+            "has other credentials than its process: not supported".to_string(),
+        ),
+        (
+            "deadline",
+            "runs under SCHED_DEADLINE: not supported".to_string(),
+        ),
+        (
+            "root-pdeathsig",
+            "which would follow the restorer instead of its parent: not supported".to_string(),
+        ),
+        (
+            "deleted-cwd",
+            format!("its working directory {gone_s} was deleted: not supported"),
+        ),
+        (
+            "netns",
+            "it is in another net namespace than the root of the tree: not supported".to_string(),
+        ),
+    ] {
+        let mut cmd = Command::new(build("refused", &[]));
+        cmd.arg(kind).arg(&gone);
+        let mut p = Prog::start(cmd);
+        let line = p.expect("ready");
+        let named = line.rsplit("pid=").next().unwrap().to_string();
+        let err = checkpoint::dump(
+            p.pid,
+            &DumpOptions::default(),
+            None,
+            &mut DirSink::new(dir.path().join(kind)).unwrap(),
+        )
+        .expect_err("dump must refuse");
+        let msg = err.to_string();
+        println!("{kind}: {msg}");
+        assert!(matches!(err, Error::Unsupported { .. }), "{kind}: {msg}");
+        assert!(
+            msg.starts_with(&format!("pid {named}: ")) && msg.ends_with(&want),
+            "{kind}: {msg}"
+        );
+        wait_running_untraced(p.pid);
+        p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        assert_eq!(p.expect("alive"), "alive ok", "{kind}");
+    }
+}
+
+#[test]
 fn socket_leading_outside_the_tree_is_refused_before_freezing() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();

@@ -156,6 +156,7 @@ fn process(
     let saved = state::save_process(
         &mut ProcDump {
             pid,
+            is_root: pid == frozen.shape.order[0],
             tids: &tids,
             taken: &frozen.taken,
             status: &status,
@@ -199,7 +200,8 @@ fn process(
         mm,
         fds: Default::default(),
         fs: saved.fs,
-        rlimits: saved.rlimits,
+        limits: saved.limits,
+        audit: saved.audit,
         creds: saved.creds,
         signals: saved.signals,
         timers: saved.timers,

@@ -124,16 +124,29 @@ impl Parasite {
 
     /// Removes the scratch area and puts registers and signal mask back.
     pub fn finish(mut self) -> Result<()> {
-        let (pid, scratch) = (self.pid, self.scratch);
-        self.call(
-            "unmap scratch page",
-            libc::SYS_munmap,
-            [scratch, SCRATCH_LEN, 0, 0, 0, 0],
-        )?;
-        if let Some(inj) = self.inj.take() {
-            inj.finish()
-                .map_err(|e| Error::sys(pid, "restore registers", e))?;
-        }
-        ptrace::set_sigmask(pid, self.mask).map_err(|e| Error::sys(pid, "restore signal mask", e))
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<()> {
+        let Some(mut inj) = self.inj.take() else {
+            return Ok(());
+        };
+        let pid = self.pid;
+        let unmapped = inj
+            .call(libc::SYS_munmap, [self.scratch, SCRATCH_LEN, 0, 0, 0, 0])
+            .map_err(|e| Error::sys(pid, "injected unmap scratch page", e));
+        inj.finish()
+            .map_err(|e| Error::sys(pid, "restore registers", e))?;
+        ptrace::set_sigmask(pid, self.mask)
+            .map_err(|e| Error::sys(pid, "restore signal mask", e))?;
+        unmapped.map(drop)
+    }
+}
+
+impl Drop for Parasite {
+    /// A session that ends early (a dump that fails or refuses the process once frozen) still
+    /// leaves the process as it found it, so that the tree can run on.
+    fn drop(&mut self) {
+        let _ = self.end();
     }
 }

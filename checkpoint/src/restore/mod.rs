@@ -511,10 +511,9 @@ impl Restorer {
             same_creds: same_creds_as_me(&procs),
         };
         for p in &procs {
-            let tids: Vec<i32> = p.threads.iter().map(|t| t.tid).collect();
             let mut cx = ProcRestore {
                 h: self.held(p.pid)?,
-                tids: &tids,
+                p,
                 tree: &made,
             };
             state::restore_process(p, &mut cx)?;

@@ -41,13 +41,43 @@ pub(crate) fn stat(pid: i32) -> Result<procfs::process::Stat> {
         .map_err(|e| Error::procfs(format!("/proc/{pid}/stat"), e))
 }
 
-/// Refuses a process in a group or session led from outside the tree (other than the root's).
-pub(crate) fn check(
-    pid: i32,
-    st: &procfs::process::Stat,
-    root_st: &procfs::process::Stat,
-    in_tree: &dyn Fn(i32) -> bool,
-) -> Result<()> {
+/// Namespaces a process of the tree must share with its root: a restore puts the whole tree
+/// in the restorer's.
+const NAMESPACES: [&str; 10] = [
+    "mnt",
+    "net",
+    "ipc",
+    "uts",
+    "user",
+    "cgroup",
+    "pid",
+    "pid_for_children",
+    "time",
+    "time_for_children",
+];
+
+/// Refuses a process that is traced, in other namespaces than the root, or in a group or
+/// session led from outside the tree (other than the root's).
+pub(crate) fn check(p: &crate::state::Probe<'_>) -> Result<()> {
+    let (pid, st, root_st) = (p.pid, p.stat, p.root_stat);
+    let in_tree = p.in_tree;
+    if p.status.tracerpid != 0 {
+        return Err(Error::unsupported(
+            pid,
+            format!("it is traced by pid {}", p.status.tracerpid),
+        ));
+    }
+    let root = root_st.pid;
+    for ns in NAMESPACES {
+        let link = |of: i32| std::fs::read_link(format!("/proc/{of}/ns/{ns}")).ok();
+        let (mine, roots) = (link(pid), link(root));
+        if mine.is_some() && roots.is_some() && mine != roots {
+            return Err(Error::unsupported(
+                pid,
+                format!("it is in another {ns} namespace than the root of the tree"),
+            ));
+        }
+    }
     if !in_tree(st.session) && st.session != root_st.session {
         return Err(Error::unsupported(
             pid,

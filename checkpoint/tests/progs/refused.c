@@ -1,0 +1,81 @@
+/* Process state a restore would not bring back, to be refused by the dump (argv[1]):
+ *   thread-creds   one thread has other uids than the process (a raw setresuid)
+ *   root-pdeathsig the root has a parent-death signal
+ *   deadline       a thread runs under SCHED_DEADLINE
+ *   deleted-cwd    the working directory was removed (argv[2]: a directory to make and remove)
+ *   netns          a child is in a network namespace of its own
+ * Prints "ready" with the pid the refusal names, then after the refused dump must still run. */
+#include "common.h"
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+/* struct sched_attr of the kernel (glibc 2.36 has no wrapper) */
+struct sched_attr {
+    uint32_t size, sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime, sched_deadline, sched_period;
+};
+#define SCHED_DEADLINE 6
+
+static pthread_barrier_t b;
+static int deadline;
+
+static void *thread(void *arg) {
+    (void)arg;
+    if (deadline) {
+        struct sched_attr a = {.size = sizeof a, .sched_policy = SCHED_DEADLINE,
+                               .sched_runtime = 1000000, .sched_deadline = 10000000,
+                               .sched_period = 10000000};
+        if (syscall(SYS_sched_setattr, 0, &a, 0)) _exit(10);
+    } else if (syscall(SYS_setresuid, 1000, 1000, 1000)) {
+        _exit(11);
+    }
+    pthread_barrier_wait(&b);
+    for (;;) pause();
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    close_inherited();
+    if (argc < 2) return 2;
+    const char *kind = argv[1];
+    char info[32];
+    snprintf(info, sizeof info, "pid=%d", getpid());
+    pid_t child = -1;
+    if (!strcmp(kind, "thread-creds") || !strcmp(kind, "deadline")) {
+        deadline = !strcmp(kind, "deadline");
+        pthread_t t;
+        pthread_barrier_init(&b, NULL, 2);
+        if (pthread_create(&t, NULL, thread, NULL)) return 2;
+        pthread_barrier_wait(&b);
+    } else if (!strcmp(kind, "root-pdeathsig")) {
+        if (prctl(PR_SET_PDEATHSIG, SIGUSR1)) return 2;
+    } else if (!strcmp(kind, "deleted-cwd") && argc > 2) {
+        if (mkdir(argv[2], 0700) || chdir(argv[2]) || rmdir(argv[2])) return 2;
+    } else if (!strcmp(kind, "netns")) {
+        int up[2];
+        if (pipe(up)) return 2;
+        child = fork();
+        if (child == 0) {
+            char c = unshare(CLONE_NEWNET) ? 'x' : 'u';
+            if (write(up[1], &c, 1) != 1) _exit(3);
+            for (;;) pause();
+        }
+        char c;
+        if (read(up[0], &c, 1) != 1 || c != 'u') return 2;
+        snprintf(info, sizeof info, "pid=%d", child);
+    } else {
+        return 2;
+    }
+    ready(info);
+    if (wait_go()) return 3;
+    check("alive", 1);
+    if (child > 0) kill(child, SIGKILL);
+    return 0;
+}
