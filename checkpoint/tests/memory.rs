@@ -39,3 +39,24 @@ fn anon_shared_file_private_file_shared_guard_brk_vdso() {
         "write through the restored shared mapping reached the file"
     );
 }
+
+#[test]
+fn locked_and_advised_mappings_keep_their_flags() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("memflags", &[])));
+    p.expect("ready");
+    let (code, out) = roundtrip(p);
+    println!("exit {code}:\n{out}");
+    for c in [
+        "mlock",
+        "mlock-onfault",
+        "sequential",
+        "random",
+        "mergeable",
+        "hugepage",
+        "noreserve",
+    ] {
+        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
+    }
+    assert_eq!(code, 0);
+}

@@ -107,6 +107,11 @@ fn process_state_a_restore_would_lose_is_refused() {
             "netns",
             "it is in another net namespace than the root of the tree: not supported".to_string(),
         ),
+        ("mseal", "is sealed (mseal): not supported".to_string()),
+        (
+            "aio",
+            "is an AIO ring (io_setup): not supported".to_string(),
+        ),
     ] {
         let mut cmd = Command::new(build("refused", &[]));
         cmd.arg(kind).arg(&gone);

@@ -24,7 +24,7 @@ pub use crate::state::files::{Fd, FdTable, FileKind, OpenFile};
 pub use crate::state::fs::Fs;
 pub use crate::state::limits::Limits;
 pub use crate::state::memory::shmem::ShmemImage;
-pub use crate::state::memory::{MmImage, MmLayout, PageRun, Vma, VmaKind};
+pub use crate::state::memory::{MemLock, MmImage, MmLayout, PageRun, Vma, VmaKind};
 pub use crate::state::signals::{SigAction, Signals};
 pub use crate::state::threads::{ThreadImage, Threads};
 pub use crate::state::timers::Timers;

@@ -4,11 +4,14 @@
  *   deadline       a thread runs under SCHED_DEADLINE
  *   deleted-cwd    the working directory was removed (argv[2]: a directory to make and remove)
  *   netns          a child is in a network namespace of its own
+ *   mseal          a mapping is sealed
+ *   aio            an AIO context (its ring is a mapping of a deleted file)
  * Prints "ready" with the pid the refusal names, then after the refused dump must still run. */
 #include "common.h"
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -70,6 +73,12 @@ int main(int argc, char **argv) {
         char c;
         if (read(up[0], &c, 1) != 1 || c != 'u') return 2;
         snprintf(info, sizeof info, "pid=%d", child);
+    } else if (!strcmp(kind, "mseal")) {
+        void *p = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED || syscall(462 /* mseal */, p, 4096, 0)) return 2;
+    } else if (!strcmp(kind, "aio")) {
+        unsigned long ctx = 0;
+        if (syscall(SYS_io_setup, 8, &ctx)) return 2;
     } else {
         return 2;
     }
