@@ -74,6 +74,8 @@ pub(crate) struct TreeMade<'a> {
     pub restorer: i32,
     /// The open files of the tree.
     pub files: &'a files::Made,
+    /// The tree's shared objects as the image has them.
+    pub shared: &'a crate::image::Shared,
     /// The restorer's fd of each shared memory object, by id.
     pub shmem: &'a HashMap<u32, std::os::fd::OwnedFd>,
     /// Every process has the restorer's own credentials: none to set.

@@ -81,3 +81,37 @@ fn root_directory() {
     assert!(out.contains("cwd ok"), "{out}");
     assert_eq!(code, 0);
 }
+
+#[test]
+fn posix_ofd_and_flock_locks_are_held_again() {
+    require_root!();
+    let files = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(build("locks", &[]));
+    cmd.arg(files.path());
+    let mut p = Prog::start(cmd);
+    p.expect("ready");
+    let (code, out) = roundtrip(p);
+    println!("exit {code}:\n{out}");
+    for c in [
+        "posix-write",
+        "posix-read-to-eof",
+        "ofd-read",
+        "flock-write",
+    ] {
+        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
+    }
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn file_owners_and_their_signal() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("owner", &[])));
+    p.expect("ready");
+    let (code, out) = roundtrip(p);
+    println!("exit {code}:\n{out}");
+    for c in ["pipe-owner", "socket-owner", "sigio"] {
+        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
+    }
+    assert_eq!(code, 0);
+}

@@ -112,9 +112,21 @@ fn process_state_a_restore_would_lose_is_refused() {
             "aio",
             "is an AIO ring (io_setup): not supported".to_string(),
         ),
+        (
+            "lease",
+            "holds a lease (F_SETLEASE): not supported".to_string(),
+        ),
+        (
+            "owner-outside",
+            format!(
+                "sends SIGIO to pid {}, outside the tree: not supported",
+                std::process::id()
+            ),
+        ),
     ] {
         let mut cmd = Command::new(build("refused", &[]));
         cmd.arg(kind).arg(&gone);
+        let _ = std::fs::remove_file(&gone);
         let mut p = Prog::start(cmd);
         let line = p.expect("ready");
         let named = line.rsplit("pid=").next().unwrap().to_string();

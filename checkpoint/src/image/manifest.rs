@@ -14,6 +14,8 @@ pub use crate::state::audit::Audit;
 pub use crate::state::creds::Creds;
 pub use crate::state::files::epoll::EventPoll;
 pub use crate::state::files::eventfd::EventFd;
+pub use crate::state::files::locks::{FileLock, LockKind};
+pub use crate::state::files::owner::Owner;
 pub use crate::state::files::pipe::{FifoEnd, PipeEnd, PipeImage};
 pub use crate::state::files::regular::{Device, Directory, Regular};
 pub use crate::state::files::signalfd::SignalFd;

@@ -503,10 +503,11 @@ impl Restorer {
         }
         objects
             .files
-            .plan_epoll(&shared, procs.iter().map(|p| (p.pid, &p.fds)));
+            .plan_finish(procs.iter().map(|p| (p.pid, &p.fds)));
         let made = TreeMade {
             restorer: std::process::id() as i32,
             files: &objects.files,
+            shared: &shared,
             shmem: &objects.shmem,
             same_creds: same_creds_as_me(&procs),
         };
@@ -518,6 +519,7 @@ impl Restorer {
             };
             state::restore_process(p, &mut cx)?;
         }
+        objects.files.restore_owners(&shared)?;
         objects.files.release_keepers();
         self.go(&procs)?;
         Ok(Restored {

@@ -104,8 +104,10 @@ pub(crate) fn save_process(cx: &mut ProcDump<'_>, pre_dump: bool) -> Result<Save
 
 /// Restores every part of `p` but its memory contents and registers, in this order:
 ///
-/// 1. fds (the files are opened by paths the dumper saw), then the epoll watches over them;
-/// 2. memory: shared mappings, advice, protections, mm fields (opens the executable);
+/// 1. memory: shared mappings, advice, protections, locks, mm fields (the files this opens are
+///    closed again, which would drop POSIX locks on them: those come next);
+/// 2. fds (the files are opened by paths the dumper saw), POSIX locks, then the open files'
+///    epoll watches and OFD and flock locks;
 /// 3. rlimits and oom_score_adj (raising a hard limit needs the restorer's privileges, and a
 ///    process that is not dumpable cannot open its own /proc files once it is not root);
 /// 4. the audit login uid (only the process may write it, through /proc/self);
@@ -119,8 +121,8 @@ pub(crate) fn save_process(cx: &mut ProcDump<'_>, pre_dump: bool) -> Result<Save
 ///
 /// Every signal stays blocked until the registers and masks are set, the very last step.
 pub(crate) fn restore_process(p: &ProcessImage, cx: &mut ProcRestore<'_>) -> Result<()> {
-    p.fds.restore(cx)?;
     p.mm.restore(cx)?;
+    p.fds.restore(cx)?;
     p.limits.restore(cx)?;
     p.audit.restore(cx)?;
     p.fs.restore(cx)?;

@@ -379,3 +379,39 @@ pub fn epoll() -> io::Result<OwnedFd> {
     // SAFETY: fd was just returned by the kernel.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+const F_SETSIG: i32 = 10;
+const F_GETSIG: i32 = 11;
+const F_SETOWN_EX: i32 = 15;
+const F_GETOWN_EX: i32 = 16;
+
+/// `F_GETOWN_EX`: `(F_OWNER_TID (0), F_OWNER_PID (1) or F_OWNER_PGRP (2), pid)` of the
+/// process or group that gets SIGIO for an open file; pid 0 when none does.
+pub fn owner(fd: BorrowedFd<'_>) -> io::Result<(i32, i32)> {
+    // struct f_owner_ex { int type; pid_t pid; } (not in the libc crate for glibc)
+    let mut o = [0i32; 2];
+    // SAFETY: the kernel writes one f_owner_ex (two ints) to o.
+    cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, o.as_mut_ptr()) })?;
+    Ok((o[0], o[1]))
+}
+
+/// `F_SETOWN_EX`.
+pub fn set_owner(fd: BorrowedFd<'_>, kind: i32, pid: i32) -> io::Result<()> {
+    let o = [kind, pid];
+    // SAFETY: the kernel reads one f_owner_ex (two ints) from o.
+    cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, o.as_ptr()) })?;
+    Ok(())
+}
+
+/// `F_GETSIG`: the signal sent instead of SIGIO (0: SIGIO).
+pub fn io_signal(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: no memory arguments.
+    cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) })
+}
+
+/// `F_SETSIG`.
+pub fn set_io_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    // SAFETY: no memory arguments.
+    cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETSIG, sig) })?;
+    Ok(())
+}

@@ -6,11 +6,14 @@
  *   netns          a child is in a network namespace of its own
  *   mseal          a mapping is sealed
  *   aio            an AIO context (its ring is a mapping of a deleted file)
+ *   lease          a read lease on a file (argv[2]: the file, made)
+ *   owner-outside  a pipe sends SIGIO to the root's parent
  * Prints "ready" with the pid the refusal names, then after the refused dump must still run. */
 #include "common.h"
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -76,6 +79,12 @@ int main(int argc, char **argv) {
     } else if (!strcmp(kind, "mseal")) {
         void *p = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED || syscall(462 /* mseal */, p, 4096, 0)) return 2;
+    } else if (!strcmp(kind, "lease") && argc > 2) {
+        int fd = open(argv[2], O_RDONLY | O_CREAT, 0600);
+        if (fd < 0 || fcntl(fd, F_SETLEASE, F_RDLCK)) return 2;
+    } else if (!strcmp(kind, "owner-outside")) {
+        int p[2];
+        if (pipe(p) || fcntl(p[0], F_SETOWN, getppid())) return 2;
     } else if (!strcmp(kind, "aio")) {
         unsigned long ctx = 0;
         if (syscall(SYS_io_setup, 8, &ctx)) return 2;

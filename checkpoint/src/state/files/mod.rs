@@ -14,6 +14,8 @@
 
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
+pub(crate) mod locks;
+pub(crate) mod owner;
 pub(crate) mod pipe;
 pub(crate) mod regular;
 pub(crate) mod scan;
@@ -44,15 +46,19 @@ pub struct Fd {
     pub cloexec: bool,
 }
 
-/// The fd table of a process.
+/// The fd table of a process, and the POSIX locks it holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FdTable(pub Vec<Fd>);
+pub struct FdTable {
+    /// The fds.
+    pub fds: Vec<Fd>,
+    /// Its POSIX record locks, each with an fd of its file.
+    pub posix_locks: Vec<(i32, locks::FileLock)>,
+}
 
 impl std::ops::Deref for FdTable {
     type Target = [Fd];
     fn deref(&self) -> &[Fd] {
-        &self.0
+        &self.fds
     }
 }
 
@@ -67,6 +73,10 @@ pub struct OpenFile {
     pub pos: i64,
     /// What the file is.
     pub kind: FileKind,
+    /// Its OFD and flock locks.
+    pub locks: Vec<locks::FileLock>,
+    /// Who gets SIGIO for it.
+    pub owner: Option<owner::Owner>,
 }
 
 /// The kinds of open files that can be restored, each with its own state.
@@ -108,12 +118,28 @@ pub(crate) struct TreeFds {
     unix: HashMap<u32, sfd::UnixDiag>,
     /// Inodes of the sockets open in the tree.
     tree_socks: HashSet<u64>,
+    /// Processes and threads of the tree.
+    tasks: HashSet<i32>,
+    /// Process groups led in the tree.
+    groups: HashSet<i32>,
 }
 
 impl TreeFds {
     fn new(root: i32, tables: &[(i32, Vec<FdEntry>)]) -> Result<TreeFds> {
         let mut t = TreeFds::default();
         for (pid, table) in tables {
+            t.tasks.insert(*pid);
+            if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                let tids = dir
+                    .flatten()
+                    .filter_map(|d| d.file_name().to_str()?.parse::<i32>().ok());
+                t.tasks.extend(tids);
+            }
+            if nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(*pid)))
+                .is_ok_and(|g| g.as_raw() == *pid)
+            {
+                t.groups.insert(*pid);
+            }
             for e in table {
                 if *pid == root && e.fd < 3 {
                     t.root_std.push((e.key, e.fd as u8));
@@ -131,6 +157,16 @@ impl TreeFds {
             t.unix = sfd::unix_sockets().map_err(|e| Error::io("sock_diag", e))?;
         }
         Ok(t)
+    }
+
+    /// Whether `tid` is a process or thread of the tree.
+    fn has_task(&self, tid: i32) -> bool {
+        self.tasks.contains(&tid)
+    }
+
+    /// Whether process group `pgid` is led by a process of the tree.
+    fn leads_group(&self, pgid: i32) -> bool {
+        self.groups.contains(&pgid)
     }
 
     /// The root's standard stream behind object `key`, if it is one.
@@ -320,9 +356,9 @@ pub(crate) struct FileRestore<'a> {
 pub(crate) struct Made {
     /// One fd per open file, by [`OpenFile::id`].
     files: Vec<OwnedFd>,
-    /// Epoll instances to fill, by open file id: the process that fills it (the first that
-    /// holds it) and what it watches.
-    epoll: HashMap<u32, (i32, epoll::EventPoll)>,
+    /// The process that finishes each open file (fills an epoll instance, takes its OFD and
+    /// flock locks): the first that holds it, by open file id.
+    finisher: HashMap<u32, i32>,
     /// Openers that keep FIFOs alive until the tree holds them.
     keepers: Vec<OwnedFd>,
 }
@@ -342,28 +378,31 @@ pub(crate) fn create(shared: &Shared, stdio: [RawFd; 3]) -> Result<Made> {
     }
     Ok(Made {
         files,
-        epoll: HashMap::new(),
+        finisher: HashMap::new(),
         keepers: making.pipes.into_keepers(),
     })
 }
 
 impl Made {
-    /// Picks, for each epoll instance, the process that fills it: the first one of `procs`
-    /// (in restore order) that holds it.
-    pub fn plan_epoll<'p>(
-        &mut self,
-        shared: &Shared,
-        procs: impl Iterator<Item = (i32, &'p FdTable)>,
-    ) {
+    /// Picks, for each open file, the process that finishes it: the first one of `procs` (in
+    /// restore order) that holds it.
+    pub fn plan_finish<'p>(&mut self, procs: impl Iterator<Item = (i32, &'p FdTable)>) {
         for (pid, table) in procs {
             for f in table.iter() {
-                if let Some(FileKind::EventPoll(ep)) =
-                    shared.files.get(f.file as usize).map(|f| &f.kind)
-                {
-                    self.epoll.entry(f.file).or_insert((pid, ep.clone()));
-                }
+                self.finisher.entry(f.file).or_insert(pid);
             }
         }
+    }
+
+    /// Sets the owners of the open files that have one; every process and thread of the tree
+    /// must exist.
+    pub fn restore_owners(&self, shared: &Shared) -> Result<()> {
+        for (f, fd) in shared.files.iter().zip(&self.files) {
+            if let Some(o) = &f.owner {
+                o.restore(fd.as_fd())?;
+            }
+        }
+        Ok(())
     }
 
     /// Closes the FIFO openers once every process holds its own ends.
@@ -396,7 +435,18 @@ impl Persist for FdTable {
     /// Each fd refers to an open file saved once for the tree: the first time it is met.
     fn save(cx: &mut FdTableDump<'_>) -> Result<FdTable> {
         let mut fds = Vec::with_capacity(cx.entries.len());
+        let mut posix_locks: Vec<(i32, locks::FileLock)> = Vec::new();
+        // the POSIX locks of the process on an inode show in the fdinfo of each of its fds
+        let mut posix_seen = HashSet::new();
         for e in cx.entries {
+            if posix_seen.insert(e.key) {
+                posix_locks.extend(
+                    e.locks
+                        .iter()
+                        .filter(|l| l.kind == locks::LockKind::Posix)
+                        .map(|l| (e.fd, l.clone())),
+                );
+            }
             let id = match same_as(cx.pid, e, &cx.seen.files)? {
                 Some(id) => id,
                 None => {
@@ -409,12 +459,25 @@ impl Persist for FdTable {
                         seen: &mut *cx.seen,
                     };
                     let kind = FileKind::save(&mut fcx)?;
+                    // a standard stream is bound to the restorer's at restore: its owner is not
+                    // the tree's to give
+                    let owner = match kind {
+                        FileKind::Stdio(_) => None,
+                        _ => owner::save(&fcx, fcx.take()?.as_fd())?,
+                    };
                     let id = cx.shared.files.len() as u32;
                     cx.shared.files.push(OpenFile {
                         id,
                         flags: e.flags,
                         pos: e.pos,
                         kind,
+                        locks: e
+                            .locks
+                            .iter()
+                            .filter(|l| l.kind != locks::LockKind::Posix)
+                            .cloned()
+                            .collect(),
+                        owner,
                     });
                     cx.seen.files.push((cx.pid, e.fd, e.key, id));
                     id
@@ -426,10 +489,11 @@ impl Persist for FdTable {
                 cloexec: e.cloexec,
             });
         }
-        Ok(FdTable(fds))
+        Ok(FdTable { fds, posix_locks })
     }
 
-    /// Takes every fd from the restorer, then fills the epoll instances this process fills.
+    /// Takes every fd from the restorer and its POSIX locks, then finishes the open files this
+    /// process finishes (epoll watches, OFD and flock locks).
     fn restore(&self, cx: &mut ProcRestore<'_>) -> Result<()> {
         let pid = cx.h.pid;
         let made = cx.tree.files;
@@ -443,10 +507,22 @@ impl Persist for FdTable {
             })
             .collect::<Result<_>>()?;
         cx.h.take_fds(cx.tree.restorer, &fds)?;
+        for (fd, lock) in &self.posix_locks {
+            lock.take(cx.h, *fd)?;
+        }
+        let mut done = HashSet::new();
         for f in self.iter() {
-            match made.epoll.get(&f.file) {
-                Some((owner, ep)) if *owner == pid => ep.fill(cx.h, f.fd)?,
-                _ => {}
+            if made.finisher.get(&f.file) != Some(&pid) || !done.insert(f.file) {
+                continue;
+            }
+            let Some(file) = cx.tree.shared.files.get(f.file as usize) else {
+                continue;
+            };
+            if let FileKind::EventPoll(ep) = &file.kind {
+                ep.fill(cx.h, f.fd)?;
+            }
+            for lock in &file.locks {
+                lock.take(cx.h, f.fd)?;
             }
         }
         Ok(())

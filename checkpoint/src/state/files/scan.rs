@@ -54,6 +54,8 @@ pub(crate) struct FdEntry {
     pub info: HashMap<String, String>,
     /// The whole fdinfo text (epoll lists one `tfd:` line per watched fd).
     pub info_text: String,
+    /// Locks on the file that fdinfo shows for this fd.
+    pub locks: Vec<super::locks::FileLock>,
 }
 
 const DEVICES: &[&str] = &[
@@ -125,6 +127,7 @@ fn entry(pid: i32, fd: i32) -> Result<Option<FdEntry>> {
         rdev: md.rdev(),
         size: md.size(),
         info,
+        locks: super::locks::parse(pid, fd, &text)?,
         info_text: text,
     };
     e.class = classify(pid, &e)?;
