@@ -15,32 +15,28 @@ fn files_pipes_fifos_socketpairs_eventfd_cwd_umask_rlimits() {
     let dir = files.path().canonicalize().unwrap();
     let mut cmd = Command::new(build("files", &[]));
     cmd.arg(&dir);
-    let mut p = Prog::start(cmd);
-    p.expect("ready");
-    let (code, out) = roundtrip(p);
-    println!("exit {code}:\n{out}");
-    for c in [
-        "reg-offset",
-        "dup-shares-offset",
-        "append",
-        "dir",
-        "devnull",
-        "devzero",
-        "urandom",
-        "cloexec-clear",
-        "child",
-        "pipe-bytes",
-        "pipe-nonblock",
-        "fifo-bytes",
-        "socketpair-bytes",
-        "eventfd",
-        "cwd",
-        "umask",
-        "rlimits",
-    ] {
-        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
-    }
-    assert_eq!(code, 0);
+    roundtrip_checks(
+        cmd,
+        &[
+            "reg-offset",
+            "dup-shares-offset",
+            "append",
+            "dir",
+            "devnull",
+            "devzero",
+            "urandom",
+            "cloexec-clear",
+            "child",
+            "pipe-bytes",
+            "pipe-nonblock",
+            "fifo-bytes",
+            "socketpair-bytes",
+            "eventfd",
+            "cwd",
+            "umask",
+            "rlimits",
+        ],
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("log.txt")).unwrap(),
         "one\ntwo\n"
@@ -50,20 +46,16 @@ fn files_pipes_fifos_socketpairs_eventfd_cwd_umask_rlimits() {
 #[test]
 fn epoll_timerfd_signalfd() {
     require_root!();
-    let mut p = Prog::start(Command::new(build("events", &[])));
-    p.expect("ready");
-    let (code, out) = roundtrip(p);
-    println!("exit {code}:\n{out}");
-    for c in [
-        "epoll-pipe",
-        "epoll-timerfd",
-        "timerfd-interval",
-        "signalfd",
-        "epoll-del",
-    ] {
-        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
-    }
-    assert_eq!(code, 0);
+    roundtrip_checks(
+        Command::new(build("events", &[])),
+        &[
+            "epoll-pipe",
+            "epoll-timerfd",
+            "timerfd-interval",
+            "signalfd",
+            "epoll-del",
+        ],
+    );
 }
 
 #[test]
@@ -88,30 +80,22 @@ fn posix_ofd_and_flock_locks_are_held_again() {
     let files = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(build("locks", &[]));
     cmd.arg(files.path());
-    let mut p = Prog::start(cmd);
-    p.expect("ready");
-    let (code, out) = roundtrip(p);
-    println!("exit {code}:\n{out}");
-    for c in [
-        "posix-write",
-        "posix-read-to-eof",
-        "ofd-read",
-        "flock-write",
-    ] {
-        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
-    }
-    assert_eq!(code, 0);
+    roundtrip_checks(
+        cmd,
+        &[
+            "posix-write",
+            "posix-read-to-eof",
+            "ofd-read",
+            "flock-write",
+        ],
+    );
 }
 
 #[test]
 fn file_owners_and_their_signal() {
     require_root!();
-    let mut p = Prog::start(Command::new(build("owner", &[])));
-    p.expect("ready");
-    let (code, out) = roundtrip(p);
-    println!("exit {code}:\n{out}");
-    for c in ["pipe-owner", "socket-owner", "sigio"] {
-        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
-    }
-    assert_eq!(code, 0);
+    roundtrip_checks(
+        Command::new(build("owner", &[])),
+        &["pipe-owner", "socket-owner", "sigio"],
+    );
 }

@@ -14,25 +14,21 @@ fn anon_shared_file_private_file_shared_guard_brk_vdso() {
     let files = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(build("memory", &[]));
     cmd.arg(files.path());
-    let mut p = Prog::start(cmd);
-    p.expect("ready");
-    let (code, out) = roundtrip(p);
-    println!("exit {code}:\n{out}");
-    for c in [
-        "private-file",
-        "shared-anon",
-        "shared-file",
-        "read-only-data",
-        "read-only-prot",
-        "guard",
-        "brk",
-        "vdso-address",
-        "vdso-clock",
-        "dontfork",
-    ] {
-        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
-    }
-    assert_eq!(code, 0);
+    roundtrip_checks(
+        cmd,
+        &[
+            "private-file",
+            "shared-anon",
+            "shared-file",
+            "read-only-data",
+            "read-only-prot",
+            "guard",
+            "brk",
+            "vdso-address",
+            "vdso-clock",
+            "dontfork",
+        ],
+    );
     let data = std::fs::read(files.path().join("shared.bin")).unwrap();
     assert!(
         data.starts_with(b"written-after"),
@@ -43,20 +39,16 @@ fn anon_shared_file_private_file_shared_guard_brk_vdso() {
 #[test]
 fn locked_and_advised_mappings_keep_their_flags() {
     require_root!();
-    let mut p = Prog::start(Command::new(build("memflags", &[])));
-    p.expect("ready");
-    let (code, out) = roundtrip(p);
-    println!("exit {code}:\n{out}");
-    for c in [
-        "mlock",
-        "mlock-onfault",
-        "sequential",
-        "random",
-        "mergeable",
-        "hugepage",
-        "noreserve",
-    ] {
-        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
-    }
-    assert_eq!(code, 0);
+    roundtrip_checks(
+        Command::new(build("memflags", &[])),
+        &[
+            "mlock",
+            "mlock-onfault",
+            "sequential",
+            "random",
+            "mergeable",
+            "hugepage",
+            "noreserve",
+        ],
+    );
 }

@@ -251,3 +251,16 @@ pub fn roundtrip(mut p: Prog) -> (i32, String) {
     r.send("go\n");
     r.finish()
 }
+
+/// Starts `cmd`, dumps and restores it once it is ready, and checks that it exits 0 having
+/// printed `<check> ok` for each of `checks`.
+pub fn roundtrip_checks(cmd: Command, checks: &[&str]) {
+    let mut p = Prog::start(cmd);
+    p.expect("ready");
+    let (code, out) = roundtrip(p);
+    println!("exit {code}:\n{out}");
+    for c in checks {
+        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
+    }
+    assert_eq!(code, 0, "{out}");
+}
