@@ -52,6 +52,8 @@ pub(crate) struct ProcDump<'a> {
     pub tids: &'a [i32],
     /// Signals taken out of each thread while it was being stopped, by tid.
     pub taken: &'a HashMap<i32, Vec<Vec<u8>>>,
+    /// The signal that had stopped it by job control, if it was stopped.
+    pub stopped_by: Option<i32>,
     /// /proc/PID/status.
     pub status: &'a procfs::process::Status,
     /// System calls run inside it.

@@ -159,6 +159,7 @@ fn process(
             is_root: pid == frozen.shape.order[0],
             tids: &tids,
             taken: &frozen.taken,
+            stopped_by: frozen.stopped.get(&pid).copied(),
             status: &status,
             par: &mut par,
         },

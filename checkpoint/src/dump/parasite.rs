@@ -94,9 +94,11 @@ impl Parasite {
         let r = inj
             .call(nr, args)
             .map_err(|e| Error::sys(tid, format!("injected {what}"), e));
+        let taken = inj.taken().to_vec();
         inj.finish()
             .map_err(|e| Error::sys(tid, "restore registers", e))?;
         ptrace::set_sigmask(tid, mask).map_err(|e| Error::sys(tid, "restore signal mask", e))?;
+        crate::state::signals::requeue(tid, self.pid, &taken)?;
         r
     }
 
@@ -135,10 +137,14 @@ impl Parasite {
         let unmapped = inj
             .call(libc::SYS_munmap, [self.scratch, SCRATCH_LEN, 0, 0, 0, 0])
             .map_err(|e| Error::sys(pid, "injected unmap scratch page", e));
+        let taken = inj.taken().to_vec();
         inj.finish()
             .map_err(|e| Error::sys(pid, "restore registers", e))?;
         ptrace::set_sigmask(pid, self.mask)
             .map_err(|e| Error::sys(pid, "restore signal mask", e))?;
+        // a stop signal sent while the session lasted comes after the snapshot: the process
+        // gets it when let go
+        crate::state::signals::requeue(pid, pid, &taken)?;
         unmapped.map(drop)
     }
 }

@@ -199,7 +199,8 @@ impl Holder {
     pub fn seize_root(pid: i32, local: &vdso::Local) -> Result<Holder> {
         let opts = nix::sys::ptrace::Options::PTRACE_O_TRACECLONE
             | nix::sys::ptrace::Options::PTRACE_O_TRACEFORK
-            | nix::sys::ptrace::Options::PTRACE_O_EXITKILL;
+            | nix::sys::ptrace::Options::PTRACE_O_EXITKILL
+            | nix::sys::ptrace::Options::PTRACE_O_TRACESYSGOOD;
         ptrace::seize_and_stop(pid, opts).map_err(|e| Error::sys(pid, "seize", e))?;
         let syscall_at = local.block.vdso + local.syscall_off;
         let (pgid, sid) = group_and_session(pid)?;

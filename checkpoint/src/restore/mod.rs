@@ -550,10 +550,12 @@ impl Restorer {
         Ok(())
     }
 
-    /// Registers, extended state and signal masks of every thread, then every task goes.
+    /// Registers, extended state and signal masks of every thread (and a stop for those job
+    /// control had stopped), then every task goes.
     fn go(&mut self, procs: &[ProcessImage]) -> Result<()> {
         for p in procs {
             threads::set_registers(p.pid, &p.threads)?;
+            p.signals.stop_again(p.pid, &p.threads)?;
         }
         for p in procs {
             for t in p.threads.iter() {
