@@ -117,6 +117,14 @@ fn process_state_a_restore_would_lose_is_refused() {
             "holds a lease (F_SETLEASE): not supported".to_string(),
         ),
         (
+            "clone-files",
+            "(CLONE_FILES): not supported".to_string(),
+        ),
+        (
+            "zombie-group",
+            "whose leader is not in the tree: not supported".to_string(),
+        ),
+        (
             "owner-outside",
             format!(
                 "sends SIGIO to pid {}, outside the tree: not supported",

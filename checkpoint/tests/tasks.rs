@@ -1,4 +1,4 @@
-//! End-to-end: task states a restore must keep (stopped tasks).
+//! End-to-end: task states a restore must keep (stopped tasks, zombies).
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,5 +14,14 @@ fn a_stopped_child_stays_stopped_until_continued() {
     roundtrip_checks(
         Command::new(build("stopped", &[])),
         &["still-stopped", "continued", "exited"],
+    );
+}
+
+#[test]
+fn zombies_come_back_with_their_status_and_group() {
+    require_root!();
+    roundtrip_checks(
+        Command::new(build("zombies", &[])),
+        &["leader-group", "statuses"],
     );
 }

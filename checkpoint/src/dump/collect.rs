@@ -99,6 +99,7 @@ fn inventory(
                 ZombieImage::save(&mut ZombieDump {
                     pid,
                     tree: frozen.pids(),
+                    zombies: &frozen.zombies,
                 })
             })
             .collect::<Result<_>>()?

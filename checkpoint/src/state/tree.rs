@@ -93,12 +93,14 @@ pub(crate) fn check(p: &crate::state::Probe<'_>) -> Result<()> {
     Ok(())
 }
 
-/// What saving a zombie needs: its pid and the live processes of the tree.
+/// What saving a zombie needs: its pid and the processes of the tree.
 pub(crate) struct ZombieDump<'a> {
     /// The zombie.
     pub pid: i32,
     /// The frozen processes of the tree.
     pub tree: &'a [i32],
+    /// The zombies of the tree.
+    pub zombies: &'a [i32],
 }
 
 /// What restoring a zombie needs: its parent, held, and the group and session to give it.
@@ -123,6 +125,22 @@ impl Persist for ZombieImage {
                 format!("zombie of parent {}, which is outside the tree", st.ppid),
             ));
         }
+        // a group or session whose leader is in neither the tree nor the root's (the root
+        // comes first in `tree`) could not be made again
+        let root = stat(cx.tree[0])?;
+        let led = |id: i32| cx.tree.contains(&id) || cx.zombies.contains(&id);
+        if !led(st.pgrp) && st.pgrp != root.pgrp {
+            return Err(Error::unsupported(
+                pid,
+                format!("zombie in process group {}, whose leader is not in the tree", st.pgrp),
+            ));
+        }
+        if !led(st.session) && st.session != root.session {
+            return Err(Error::unsupported(
+                pid,
+                format!("zombie in session {}, whose leader is not in the tree", st.session),
+            ));
+        }
         Ok(ZombieImage {
             pid,
             ppid: st.ppid,
@@ -145,14 +163,17 @@ impl Persist for ZombieImage {
             return ptrace::end_by_exit(h.task.injector(), code)
                 .map_err(|e| Error::sys(self.pid, "exit", e));
         }
-        // death by a signal: its default action, unblocked, without a core dump
-        h.put(0, &[0u8; 32])?;
-        let at = h.scratch_at()?;
-        h.call(
-            "rt_sigaction SIG_DFL",
-            libc::SYS_rt_sigaction,
-            [sig as u64, at, 0, 8, 0, 0],
-        )?;
+        // death by a signal: its default action (SIGKILL's cannot be changed), unblocked,
+        // without a core dump
+        if sig != libc::SIGKILL {
+            h.put(0, &[0u8; 32])?;
+            let at = h.scratch_at()?;
+            h.call(
+                "rt_sigaction SIG_DFL",
+                libc::SYS_rt_sigaction,
+                [sig as u64, at, 0, 8, 0, 0],
+            )?;
+        }
         crate::sys::fd::set_rlimit(self.pid, libc::RLIMIT_CORE, 0, 0)
             .map_err(|e| Error::sys(self.pid, "set RLIMIT_CORE", e))?;
         ptrace::end_by_signal(self.pid, sig)

@@ -40,6 +40,24 @@ pub fn same_mm(pid1: i32, pid2: i32) -> io::Result<bool> {
     Ok(r == 0)
 }
 
+/// Kernel objects two processes can share without being threads of one process (kcmp types).
+#[derive(Debug, Clone, Copy)]
+pub enum Shared {
+    /// The fd table (`CLONE_FILES`).
+    Files = 2,
+    /// Working and root directory, umask (`CLONE_FS`).
+    Fs = 3,
+    /// Signal handlers (`CLONE_SIGHAND`).
+    Sighand = 4,
+}
+
+/// True if processes `pid1` and `pid2` share `what`.
+pub fn shares(pid1: i32, pid2: i32, what: Shared) -> io::Result<bool> {
+    // SAFETY: no memory arguments.
+    let r = cvt(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, what as i32, 0, 0) })?;
+    Ok(r == 0)
+}
+
 /// Copies the bytes queued in pipe `src` (a read end) without consuming them.
 pub fn peek_pipe(src: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut queued: libc::c_int = 0;

@@ -388,7 +388,11 @@ pub fn end_by_signal(tid: i32, sig: i32) -> io::Result<()> {
     let pid = Pid::from_raw(tid);
     set_sigmask(tid, 0)?;
     tgkill(tid, tid, sig)?;
-    np::cont(pid, None)?;
+    // SIGKILL ends it at once, stopped or not: then only its death is left to take
+    match np::cont(pid, None) {
+        Err(nix::errno::Errno::ESRCH) => {}
+        r => r?,
+    }
     loop {
         match waitpid(pid, Some(WaitPidFlag::__WALL))? {
             WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Ok(()),

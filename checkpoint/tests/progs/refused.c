@@ -8,6 +8,8 @@
  *   aio            an AIO context (its ring is a mapping of a deleted file)
  *   lease          a read lease on a file (argv[2]: the file, made)
  *   owner-outside  a pipe sends SIGIO to the root's parent
+ *   clone-files    a child shares the root's fd table (CLONE_FILES)
+ *   zombie-group   a zombie child in a process group whose leader was reaped
  * Prints "ready" with the pid the refusal names, then after the refused dump must still run. */
 #include "common.h"
 #include <pthread.h>
@@ -85,6 +87,29 @@ int main(int argc, char **argv) {
     } else if (!strcmp(kind, "owner-outside")) {
         int p[2];
         if (pipe(p) || fcntl(p[0], F_SETOWN, getppid())) return 2;
+    } else if (!strcmp(kind, "clone-files")) {
+        /* a raw clone without a stack runs on a copy of ours, as fork does */
+        child = syscall(SYS_clone, CLONE_FILES | SIGCHLD, 0, 0, 0, 0);
+        if (child == 0)
+            for (;;) pause();
+        if (child < 0) return 2;
+        snprintf(info, sizeof info, "pid=%d", child);
+    } else if (!strcmp(kind, "zombie-group")) {
+        /* a leader of its own group makes a sibling of it (CLONE_PARENT) in that group and
+         * exits; reaped, it leaves the sibling's group without a leader */
+        pid_t leader = fork();
+        if (leader == 0) {
+            if (setpgid(0, 0)) _exit(3);
+            pid_t z = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+            if (z == 0) _exit(0);
+            _exit(z < 0 ? 4 : 0);
+        }
+        int st;
+        if (leader < 0 || waitpid(leader, &st, 0) != leader || !WIFEXITED(st) || WEXITSTATUS(st))
+            return 2;
+        siginfo_t si = {0};
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOWAIT)) return 2;
+        snprintf(info, sizeof info, "pid=%d", si.si_pid);
     } else if (!strcmp(kind, "aio")) {
         unsigned long ctx = 0;
         if (syscall(SYS_io_setup, 8, &ctx)) return 2;
