@@ -99,3 +99,28 @@ fn file_owners_and_their_signal() {
         &["pipe-owner", "socket-owner", "sigio"],
     );
 }
+
+#[test]
+fn deleted_files_and_pipes_with_a_closed_end() {
+    require_root!();
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path().canonicalize().unwrap();
+    let mut cmd = Command::new(build("ghost", &[]));
+    cmd.arg(&dir);
+    roundtrip_checks(
+        cmd,
+        &[
+            "ghost-stat",
+            "ghost-name",
+            "ghost-pos",
+            "ghost-data",
+            "ghost-hole",
+            "ghost-same-inode",
+            "ghost-child",
+            "tmpfile",
+            "pipe-no-writer",
+            "pipe-no-reader",
+            "child",
+        ],
+    );
+}

@@ -75,6 +75,8 @@ pub struct Shared {
     pub socketpairs: Vec<SocketPairImage>,
     /// Shared anonymous memory objects (their pages are in the `shmem` part).
     pub shmem: Vec<ShmemImage>,
+    /// Regular files deleted while open, with their contents.
+    pub ghosts: Vec<crate::state::files::ghost::GhostImage>,
 }
 
 /// Everything about one process.

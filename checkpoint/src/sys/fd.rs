@@ -40,6 +40,18 @@ pub fn same_mm(pid1: i32, pid2: i32) -> io::Result<bool> {
     Ok(r == 0)
 }
 
+/// The poll events of `fd` now (`POLLIN`, `POLLOUT`, `POLLHUP`, `POLLERR`), without waiting.
+pub fn poll_now(fd: BorrowedFd<'_>) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: the kernel reads and writes one pollfd at &mut p.
+    cvt(unsafe { libc::poll(&mut p, 1, 0) } as i64)?;
+    Ok(p.revents)
+}
+
 /// Kernel objects two processes can share without being threads of one process (kcmp types).
 #[derive(Debug, Clone, Copy)]
 pub enum Shared {

@@ -14,6 +14,7 @@
 
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
+pub(crate) mod ghost;
 pub(crate) mod locks;
 pub(crate) mod owner;
 pub(crate) mod pipe;
@@ -84,6 +85,8 @@ pub struct OpenFile {
 pub enum FileKind {
     /// A regular file, checked against its size at restore.
     Regular(regular::Regular),
+    /// A regular file deleted while open, its contents in the image.
+    Ghost(ghost::Ghost),
     /// A directory.
     Directory(regular::Directory),
     /// A character device such as /dev/null, opened again by path.
@@ -120,6 +123,8 @@ pub(crate) struct TreeFds {
     tree_socks: HashSet<u64>,
     /// Processes and threads of the tree.
     tasks: HashSet<i32>,
+    /// `(dev, ino)` of every file mapped in the tree (known when a deleted file is open).
+    mapped: HashSet<(u64, u64)>,
     /// Process groups led in the tree.
     groups: HashSet<i32>,
 }
@@ -156,7 +161,17 @@ impl TreeFds {
         if !t.tree_socks.is_empty() {
             t.unix = sfd::unix_sockets().map_err(|e| Error::io("sock_diag", e))?;
         }
+        if tables.iter().any(|(_, es)| es.iter().any(|e| e.class == Class::Ghost)) {
+            for (pid, _) in tables {
+                t.mapped.extend(mapped_files(*pid)?);
+            }
+        }
         Ok(t)
+    }
+
+    /// Whether the file `key` is mapped by a process of the tree.
+    fn is_mapped(&self, key: (u64, u64)) -> bool {
+        self.mapped.contains(&key)
     }
 
     /// Whether `tid` is a process or thread of the tree.
@@ -185,6 +200,7 @@ pub(crate) struct Seen {
     files: Vec<(i32, i32, (u64, u64), u32)>,
     pipes: pipe::Seen,
     pairs: unix::Seen,
+    ghosts: ghost::Seen,
 }
 
 /// An open file being saved: the first fd of the tree found to hold it.
@@ -225,7 +241,7 @@ impl FileKind {
     /// Saves the open file behind `cx.e` with the kind its class names.
     fn save(cx: &mut FileDump<'_>) -> Result<FileKind> {
         Ok(match cx.e.class {
-            Class::Pipe if pipe::leads_outside(cx) => FileKind::Stdio(stdio::Stdio::save(cx)?),
+            Class::Pipe if pipe::leads_outside(cx)? => FileKind::Stdio(stdio::Stdio::save(cx)?),
             Class::Pipe => FileKind::Pipe(pipe::PipeEnd::save(cx)?),
             Class::Fifo => FileKind::Fifo(pipe::FifoEnd::save(cx)?),
             Class::Socket if unix::leads_outside(cx)? => FileKind::Stdio(stdio::Stdio::save(cx)?),
@@ -236,6 +252,7 @@ impl FileKind {
             Class::SignalFd => FileKind::SignalFd(signalfd::SignalFd::save(cx)?),
             Class::Tty => FileKind::Stdio(stdio::Stdio::save(cx)?),
             Class::Regular => FileKind::Regular(regular::Regular::save(cx)?),
+            Class::Ghost => FileKind::Ghost(ghost::Ghost::save(cx)?),
             Class::Directory => FileKind::Directory(regular::Directory::save(cx)?),
             Class::Device => FileKind::Device(regular::Device::save(cx)?),
         })
@@ -245,6 +262,7 @@ impl FileKind {
     fn restore(&self, cx: &mut FileRestore<'_>) -> Result<OwnedFd> {
         match self {
             FileKind::Regular(s) => s.restore(cx),
+            FileKind::Ghost(s) => s.restore(cx),
             FileKind::Directory(s) => s.restore(cx),
             FileKind::Device(s) => s.restore(cx),
             FileKind::Pipe(s) => s.restore(cx),
@@ -260,9 +278,10 @@ impl FileKind {
 
     /// Checks, before anything is created, that what the file was opened from is still there
     /// and unchanged.
-    fn check(&self, allow_changed: bool) -> Result<()> {
+    fn check(&self, shared: &Shared, allow_changed: bool) -> Result<()> {
         match self {
             FileKind::Regular(s) => s.check(allow_changed),
+            FileKind::Ghost(s) => s.check(&shared.ghosts),
             FileKind::Directory(s) => s.check(),
             FileKind::Device(s) => s.check(),
             FileKind::Fifo(s) => s.check(),
@@ -277,6 +296,7 @@ impl FileKind {
             FileKind::Fifo(f) => (f.pipe as usize) < shared.pipes.len(),
             FileKind::SocketPair(s) => (s.pair as usize) < shared.socketpairs.len() && s.end < 2,
             FileKind::Stdio(s) => s.stream < 3,
+            FileKind::Ghost(g) => (g.ghost as usize) < shared.ghosts.len(),
             _ => true,
         }
     }
@@ -329,7 +349,7 @@ pub(crate) fn check(shared: &Shared, allow_changed: bool) -> Result<()> {
     shared
         .files
         .iter()
-        .try_for_each(|f| f.kind.check(allow_changed))
+        .try_for_each(|f| f.kind.check(shared, allow_changed))
 }
 
 /// Objects of the tree made so far by the restorer while its open files are made.
@@ -337,6 +357,7 @@ pub(crate) fn check(shared: &Shared, allow_changed: bool) -> Result<()> {
 pub(crate) struct Making {
     pipes: pipe::Making,
     pairs: unix::Making,
+    ghosts: HashMap<u32, OwnedFd>,
 }
 
 /// An open file being made by the restorer.
@@ -527,6 +548,25 @@ impl Persist for FdTable {
         }
         Ok(())
     }
+}
+
+/// `(dev, ino)` of the files mapped by `pid` (/proc/PID/maps: `MAJ:MIN` in hex, then inode).
+fn mapped_files(pid: i32) -> Result<HashSet<(u64, u64)>> {
+    let path = format!("/proc/{pid}/maps");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().skip(3);
+            let (maj, min) = f.next()?.split_once(':')?;
+            let ino: u64 = f.next()?.parse().ok()?;
+            let dev = libc::makedev(
+                u32::from_str_radix(maj, 16).ok()?,
+                u32::from_str_radix(min, 16).ok()?,
+            );
+            (ino != 0).then_some((dev, ino))
+        })
+        .collect())
 }
 
 /// Sets the status flags an open file had that a fresh one may lack.

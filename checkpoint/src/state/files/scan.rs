@@ -30,6 +30,8 @@ pub(crate) enum Class {
     Tty,
     /// A regular file.
     Regular,
+    /// A regular file deleted while open.
+    Ghost,
     /// A directory.
     Directory,
     /// A character device opened again by path.
@@ -165,8 +167,11 @@ fn classify(pid: i32, e: &FdEntry) -> Result<Class> {
     if l.starts_with("/memfd:") {
         return bad("a memfd");
     }
-    if l.ends_with(" (deleted)") {
-        return bad(&format!("deleted file {l}"));
+    if super::ghost::is_deleted(l) {
+        return match e.mode {
+            libc::S_IFREG if l.starts_with('/') => Ok(Class::Ghost),
+            _ => bad(&format!("deleted file {l}")),
+        };
     }
     if !l.starts_with('/') {
         return bad(l);
