@@ -101,7 +101,7 @@ fn file_owners_and_their_signal() {
 }
 
 #[test]
-fn deleted_files_and_pipes_with_a_closed_end() {
+fn deleted_files_memfds_and_pipes_with_a_closed_end() {
     require_root!();
     let files = tempfile::tempdir().unwrap();
     let dir = files.path().canonicalize().unwrap();
@@ -120,6 +120,7 @@ fn deleted_files_and_pipes_with_a_closed_end() {
             "tmpfile",
             "pipe-no-writer",
             "pipe-no-reader",
+            "memfd",
             "child",
         ],
     );

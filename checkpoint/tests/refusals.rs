@@ -55,7 +55,7 @@ fn unsupported_fds_are_refused_before_freezing() {
         ("udp", "is a UDP socket: not supported"),
         ("inotify", "is an inotify instance: not supported"),
         ("netlink", "is a netlink socket: not supported"),
-        ("memfd", "is a memfd: not supported"),
+        ("memfd", "is memfd x that is also mapped: not supported"),
     ] {
         let mut cmd = Command::new(build("unsupported", &[]));
         cmd.arg(kind);

@@ -322,6 +322,16 @@ pub fn memfd(name: &std::ffi::CStr, size: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// A memfd named `name` that accepts seals (`MFD_ALLOW_SEALING`), close-on-exec.
+pub fn memfd_sealable(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // SAFETY: name is a valid C string.
+    let fd = cvt_i(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Raises this process' soft RLIMIT_NOFILE to its hard limit.
 pub fn raise_nofile() {
     if let Ok((_, hard)) = get_rlimit(0, libc::RLIMIT_NOFILE) {

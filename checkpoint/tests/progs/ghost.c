@@ -2,11 +2,12 @@
  * directory). A file with a hole, mode 0640, open twice (read-write at offset 3, write-only),
  * shared with a child, then unlinked; an O_TMPFILE file; a pipe whose write end is closed
  * (the reader must see its bytes, then end of file) and one whose read end is closed (a write
- * must fail with EPIPE). */
+ * must fail with EPIPE); a memfd with seals, mode 0642, O_APPEND, at offset 2. */
 #include "common.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -35,6 +36,11 @@ int main(int argc, char **argv) {
     if (lseek(rw, 3, SEEK_SET) != 3 || unlink(path)) return 2;
     int tmp = open(argv[1], O_TMPFILE | O_RDWR, 0600);
     if (tmp < 0 || write(tmp, "tmpdata", 7) != 7) return 2;
+    int mfd = memfd_create("ghost-memfd", MFD_ALLOW_SEALING);
+    if (mfd < 0 || write(mfd, "memdata", 7) != 7 || fchmod(mfd, 0642) ||
+        fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) || fcntl(mfd, F_SETFL, O_APPEND) ||
+        lseek(mfd, 2, SEEK_SET) != 2)
+        return 2;
     int hup[2], err[2];
     if (pipe(hup) || pipe(err) || write(hup[1], "left", 4) != 4) return 2;
     close(hup[1]);
@@ -70,6 +76,12 @@ int main(int argc, char **argv) {
     check("pipe-no-writer", read(hup[0], buf, 16) == 4 && !memcmp(buf, "left", 4) &&
                                 read(hup[0], buf, 16) == 0);
     check("pipe-no-reader", write(err[1], "x", 1) == -1 && errno == EPIPE);
+    check("memfd", deleted_name(mfd, "/memfd:ghost-memfd") &&
+                       fcntl(mfd, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW) &&
+                       (fcntl(mfd, F_GETFL) & O_APPEND) && lseek(mfd, 0, SEEK_CUR) == 2 &&
+                       !fstat(mfd, &st) && (st.st_mode & 07777) == 0642 && st.st_size == 7 &&
+                       pread(mfd, buf, 7, 0) == 7 && !memcmp(buf, "memdata", 7) &&
+                       ftruncate(mfd, 1) == -1 && errno == EPERM);
     int wst;
     check("child", waitpid(child, &wst, 0) == child && WIFEXITED(wst) && !WEXITSTATUS(wst));
     return 0;

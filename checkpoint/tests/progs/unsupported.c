@@ -1,4 +1,4 @@
-/* Holds an fd that cannot be checkpointed (argv[1]: tcp, udp, inotify, netlink, memfd,
+/* Holds an fd that cannot be checkpointed (argv[1]: tcp, udp, inotify, netlink, memfd (mapped),
  * or unix PATH: a socket connected outside the tree); after
  * the refused dump it must still be running normally. */
 #include "common.h"
@@ -24,7 +24,11 @@ int main(int argc, char **argv) {
     } else if (!strcmp(argv[1], "netlink")) {
         fd = socket(AF_NETLINK, SOCK_RAW, 0);
     } else if (!strcmp(argv[1], "memfd")) {
+        /* a mapped memfd: its pages and the mapping would no longer be one */
         fd = memfd_create("x", 0);
+        if (fd < 0 || ftruncate(fd, 4096) ||
+            mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED)
+            return 2;
     } else if (!strcmp(argv[1], "unix") && argc > 2) {
         fd = socket(AF_UNIX, SOCK_STREAM, 0);
         struct sockaddr_un a = {.sun_family = AF_UNIX};

@@ -1,11 +1,14 @@
-//! Regular files deleted while still open ("ghost" files): their contents are kept in the
-//! image, holes left out, up to [`LIMIT`] bytes of data per file.
+//! Regular files deleted while still open ("ghost" files) and memfds: their contents are kept
+//! in the image, holes left out, up to [`LIMIT`] bytes of data per file.
 //!
 //! Dump: the file is read through an opener of the dumper's own (`/proc/PID/fd/N`, so that a
 //! write-only fd can be read too), extent by extent (`SEEK_DATA`/`SEEK_HOLE`), with `pread`
 //! (the open file's position is untouched). Refused: a deleted file still linked under another
 //! name (a copy would stop sharing writes with it), and one mapped by a process of the tree
 //! (the mapping would no longer share its pages with the fd).
+//!
+//! A memfd is made again by `memfd_create` with its name, filled, and given its seals last.
+//! One on hugetlbfs is refused (its pages are not saved that way).
 //!
 //! Restore: the file is made again in its directory under its old name with its mode and
 //! owner, filled, and unlinked at once (under another free name, `O_TMPFILE`, if that name is
@@ -42,6 +45,17 @@ pub struct GhostImage {
     pub size: u64,
     /// Its data: (offset, bytes), holes left out.
     pub extents: Vec<(u64, Vec<u8>)>,
+    /// For a memfd, its name and seals.
+    pub memfd: Option<Memfd>,
+}
+
+/// What makes a memfd again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memfd {
+    /// The name given to `memfd_create`.
+    pub name: String,
+    /// `F_GET_SEALS` (`F_SEAL_SEAL` for one made without `MFD_ALLOW_SEALING`).
+    pub seals: i32,
 }
 
 /// An open file of a deleted file.
@@ -54,9 +68,43 @@ pub struct Ghost {
 /// Deleted files met so far by a dump: index in the shared table, by (dev, ino).
 pub(crate) type Seen = HashMap<(u64, u64), u32>;
 
-/// Whether a /proc fd link names a deleted file.
+/// What /proc puts before the name of a memfd.
+const MEMFD: &str = "/memfd:";
+
+/// Whether a /proc fd link names a deleted file (a memfd is one).
 pub(crate) fn is_deleted(link: &str) -> bool {
     link.ends_with(DELETED)
+}
+
+/// The name of the memfd a /proc fd link names, if it names one.
+fn memfd_name(link: &str) -> Option<&str> {
+    link.strip_prefix(MEMFD)?.strip_suffix(DELETED)
+}
+
+/// Name and seals of the memfd `f` (named by `link`), if it is one; one on hugetlbfs is refused.
+fn memfd_of(cx: &FileDump<'_>, f: &std::fs::File) -> Result<Option<Memfd>> {
+    const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+    let Some(name) = memfd_name(&cx.e.link) else {
+        return Ok(None);
+    };
+    let fs = nix::sys::statfs::fstatfs(f).map_err(|e| cx.failed("fstatfs", e.into()))?;
+    if fs.filesystem_type().0 as i64 == HUGETLBFS_MAGIC {
+        return Err(cx.refuse("is a hugetlb memfd"));
+    }
+    let seals = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_GET_SEALS)
+        .map_err(|e| cx.failed("F_GET_SEALS", e.into()))?;
+    Ok(Some(Memfd {
+        name: name.to_string(),
+        seals,
+    }))
+}
+
+/// How an fd of a deleted file is named in messages.
+fn what(link: &str) -> String {
+    match memfd_name(link) {
+        Some(name) => format!("memfd {name}"),
+        None => format!("deleted file {link}"),
+    }
 }
 
 /// The data of the file behind `f`, holes left out; refused above [`LIMIT`] bytes.
@@ -76,8 +124,8 @@ fn extents(cx: &FileDump<'_>, f: &std::fs::File, size: u64) -> Result<Vec<(u64, 
         total += end.saturating_sub(start);
         if total > LIMIT {
             return Err(cx.refuse(&format!(
-                "is deleted file {} holding more than the {} MiB of data an image keeps",
-                cx.e.link,
+                "is {} holding more than the {} MiB of data an image keeps",
+                what(&cx.e.link),
                 LIMIT >> 20
             )));
         }
@@ -109,10 +157,7 @@ impl Persist for Ghost {
             return Ok(Ghost { ghost });
         }
         if cx.tree.is_mapped(cx.e.key) {
-            return Err(cx.refuse(&format!(
-                "is deleted file {} that is also mapped",
-                cx.e.link
-            )));
+            return Err(cx.refuse(&format!("is {} that is also mapped", what(&cx.e.link))));
         }
         let lpath = format!("/proc/{}/fd/{}", cx.pid, cx.e.fd);
         let f = std::fs::OpenOptions::new()
@@ -120,7 +165,8 @@ impl Persist for Ghost {
             .open(&lpath)
             .map_err(|e| Error::io(&lpath, e))?;
         let md = f.metadata().map_err(|e| Error::io(&lpath, e))?;
-        if md.nlink() > 0 {
+        let memfd = memfd_of(cx, &f)?;
+        if md.nlink() > 0 && memfd.is_none() {
             return Err(cx.refuse(&format!(
                 "is deleted file {} still linked under another name",
                 cx.e.link
@@ -135,6 +181,7 @@ impl Persist for Ghost {
             gid: md.gid(),
             size: md.size(),
             extents,
+            memfd,
         });
         cx.seen.ghosts.insert(cx.e.key, ghost);
         Ok(Ghost { ghost })
@@ -166,7 +213,7 @@ impl Persist for Ghost {
 impl Ghost {
     /// Refuses, before anything is created, a deleted file whose directory is gone.
     pub(crate) fn check(&self, ghosts: &[GhostImage]) -> Result<()> {
-        let Some(g) = ghosts.get(self.ghost as usize) else {
+        let Some(g) = ghosts.get(self.ghost as usize).filter(|g| g.memfd.is_none()) else {
             return Ok(());
         };
         super::regular::metadata(dir_of(&g.path)).map(drop)
@@ -181,13 +228,27 @@ fn dir_of(path: &str) -> &str {
     }
 }
 
-/// Makes the deleted file again: created under its old name and unlinked at once (or made
-/// unnamed in its directory if the name is taken), with its mode, owner and contents.
+/// Makes the deleted file or memfd again, with its mode, owner, contents and seals.
 fn make(g: &GhostImage) -> Result<OwnedFd> {
+    let f = match &g.memfd {
+        Some(m) => {
+            let name = std::ffi::CString::new(m.name.as_bytes())
+                .map_err(|_| Error::bad_image("inventory.rec", "memfd name with a NUL byte"))?;
+            crate::sys::fd::memfd_sealable(&name)
+                .map_err(|e| Error::io(format!("memfd {}", m.name), e))?
+        }
+        None => make_file(g)?,
+    };
+    fill(g, std::fs::File::from(f))
+}
+
+/// Creates the deleted file under its old name and unlinks it at once, or makes it unnamed
+/// in its directory if the name is taken.
+fn make_file(g: &GhostImage) -> Result<OwnedFd> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
     let rw = OFlag::O_RDWR | OFlag::O_CLOEXEC;
-    let f = match nix::fcntl::open(
+    Ok(match nix::fcntl::open(
         g.path.as_str(),
         rw | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
         Mode::from_bits_truncate(0o600),
@@ -203,8 +264,12 @@ fn make(g: &GhostImage) -> Result<OwnedFd> {
         )
         .map_err(|e| Error::io(dir_of(&g.path), e.into()))?,
         Err(e) => return Err(Error::io(&g.path, e.into())),
-    };
-    let f = std::fs::File::from(f);
+    })
+}
+
+/// Gives a made file the owner, size, contents, mode and seals of `g`.
+fn fill(g: &GhostImage, f: std::fs::File) -> Result<OwnedFd> {
+    use nix::sys::stat::Mode;
     let io = |e: nix::errno::Errno| Error::io(&g.path, e.into());
     nix::unistd::fchown(
         &f,
@@ -219,5 +284,9 @@ fn make(g: &GhostImage) -> Result<OwnedFd> {
     }
     // after fchown, which clears set-user-id and set-group-id bits
     nix::sys::stat::fchmod(&f, Mode::from_bits_truncate(g.mode)).map_err(io)?;
+    if let Some(m) = &g.memfd {
+        let seals = nix::fcntl::SealFlag::from_bits_retain(m.seals);
+        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_ADD_SEALS(seals)).map_err(io)?;
+    }
     Ok(OwnedFd::from(f))
 }

@@ -164,9 +164,6 @@ fn classify(pid: i32, e: &FdEntry) -> Result<Class> {
             other => bad(&format!("an anonymous inode {other}")),
         };
     }
-    if l.starts_with("/memfd:") {
-        return bad("a memfd");
-    }
     if super::ghost::is_deleted(l) {
         return match e.mode {
             libc::S_IFREG if l.starts_with('/') => Ok(Class::Ghost),
