@@ -13,7 +13,7 @@ fn a_stopped_child_stays_stopped_until_continued() {
     require_root!();
     roundtrip_checks(
         Command::new(build("stopped", &[])),
-        &["still-stopped", "continued", "exited"],
+        &["still-stopped", "stop-reported", "continued", "exited"],
     );
 }
 

@@ -112,9 +112,10 @@ impl Persist for Signals {
 
 impl Signals {
     /// Puts a process that job control had stopped in a stop again, just before its threads
-    /// are let go: each thread gets a `SIGSTOP` of its own, which it takes before running any
-    /// code of its own once let go (a stop signal cannot be blocked; its parent is told the
-    /// process stopped, with `SIGSTOP` whatever signal had stopped it).
+    /// are let go: each thread gets the signal that had stopped it, which it takes before
+    /// running any code of its own once let go (its parent is told the process stopped, with
+    /// that signal). Its disposition was the default and it was not blocked by the thread that
+    /// took it, or it would not have stopped the process; nothing of the process ran since.
     pub(crate) fn stop_again(
         &self,
         pid: i32,
@@ -124,8 +125,8 @@ impl Signals {
             return Ok(());
         }
         for t in threads.iter() {
-            ptrace::tgkill(pid, t.tid, libc::SIGSTOP)
-                .map_err(|e| Error::sys(t.tid, "stop again (SIGSTOP)", e))?;
+            ptrace::tgkill(pid, t.tid, self.stopped_by)
+                .map_err(|e| Error::sys(t.tid, "stop again", e))?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 /* A stopped (job-control) child with a thread that counts without end in memory shared with
- * the root: the child stops itself with SIGSTOP before the dump. After restore it must still
- * be stopped (state T, the count still) until the root sends SIGCONT, then go on. */
+ * the root: the child stops itself with SIGTSTP before the dump. After restore it must still
+ * be stopped (state T, the count still; its parent told again, with SIGTSTP) until the root
+ * sends SIGCONT, then go on. */
 #include "common.h"
 #include <pthread.h>
 #include <signal.h>
@@ -55,7 +56,7 @@ int main(void) {
         pthread_t t;
         if (pthread_create(&t, NULL, counter, NULL)) _exit(2);
         while (atomic_load(count) < 1000) ;
-        raise(SIGSTOP);
+        raise(SIGTSTP);
         long at = atomic_load(count);
         while (atomic_load(count) == at) ; /* the thread counts again */
         _exit(write(out[1], "c", 1) == 1 ? 0 : 1);
@@ -72,6 +73,8 @@ int main(void) {
     int still = all_stopped(child);
     char c = 0;
     check("still-stopped", stopped && still && atomic_load(count) == before);
+    check("stop-reported", waitpid(child, &st, WUNTRACED) == child && WIFSTOPPED(st) &&
+                               WSTOPSIG(st) == SIGTSTP);
     kill(child, SIGCONT);
     check("continued", read(out[0], &c, 1) == 1 && c == 'c' && atomic_load(count) > before);
     check("exited", waitpid(child, &st, 0) == child && WIFEXITED(st) && WEXITSTATUS(st) == 0);
