@@ -19,6 +19,7 @@ fn oom_score_sched_affinity_pdeathsig_subreaper_loginuid_dumpable() {
             "child-subreaper",
             "personality",
             "thp-disable",
+            "membarrier",
             "dumpable",
             "main-thread",
             "second-thread",

@@ -1,5 +1,6 @@
 //! Process and thread attributes: execution domain (personality), no_new_privs, the dumpable
-//! flag, child subreaper, transparent huge pages disabled; for each thread its
+//! flag, child subreaper, transparent huge pages disabled, membarrier registrations; for each
+//! thread its
 //! scheduling policy and priority, nice value, CPU affinity, parent-death signal and timer
 //! slack.
 //!
@@ -25,6 +26,9 @@ const PR_GET_THP_DISABLE: i32 = 42;
 const PR_SET_THP_DISABLE: i32 = 41;
 const SCHED_DEADLINE: i32 = 6;
 const CAP_SYS_RESOURCE: u32 = 24;
+/// `membarrier` command that returns the process' registrations (the `REGISTER` commands it
+/// issued, as a mask of their numbers).
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
 
 /// Attributes of a process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +43,8 @@ pub struct Attrs {
     pub child_subreaper: bool,
     /// `PR_GET_THP_DISABLE`.
     pub thp_disable: bool,
+    /// `membarrier` commands registered (`MEMBARRIER_CMD_REGISTER_*` bits).
+    pub membarrier: u64,
 }
 
 impl Default for Attrs {
@@ -50,6 +56,7 @@ impl Default for Attrs {
             dumpable: 1,
             child_subreaper: false,
             thp_disable: false,
+            membarrier: 0,
         }
     }
 }
@@ -144,6 +151,11 @@ impl Persist for Attrs {
             dumpable: prctl_get(cx, "prctl", libc::PR_GET_DUMPABLE)? as i32,
             child_subreaper: subreaper.iter().any(|&b| b != 0),
             thp_disable: prctl_get(cx, "prctl", PR_GET_THP_DISABLE)? != 0,
+            membarrier: cx.par.call(
+                "membarrier GET_REGISTRATIONS",
+                libc::SYS_membarrier,
+                [MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0, 0, 0, 0],
+            )?,
         })
     }
 
@@ -171,6 +183,14 @@ impl Persist for Attrs {
         }
         if self.thp_disable {
             prctl(h, "prctl THP disable", PR_SET_THP_DISABLE, 1)?;
+        }
+        // each registration is its own command, of one bit
+        for bit in (0..64).map(|b| 1u64 << b).filter(|b| self.membarrier & b != 0) {
+            h.call(
+                &format!("membarrier register {bit:#x}"),
+                libc::SYS_membarrier,
+                [bit, 0, 0, 0, 0, 0],
+            )?;
         }
         for t in cx.p.threads.iter() {
             t.attrs.restore(cx, t.tid)?;

@@ -80,7 +80,8 @@ static void *second(void *arg) {
 static int child(int go_fd, int up_fd) {
     if (write_str("/proc/self/oom_score_adj", "345") || write_str("/proc/self/loginuid", "4321") ||
         prctl(PR_SET_CHILD_SUBREAPER, 1) || personality(ADDR_NO_RANDOMIZE) < 0 ||
-        prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) || set_thread(SCHED_RR, 3, 0, 0))
+        prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) || set_thread(SCHED_RR, 3, 0, 0) ||
+        syscall(SYS_membarrier, 16 /* REGISTER_PRIVATE_EXPEDITED */, 0, 0))
         return 20;
     pthread_t t;
     pthread_barrier_init(&set_up, NULL, 2);
@@ -106,6 +107,9 @@ static int child(int go_fd, int up_fd) {
     check("child-subreaper", sub == 1);
     check("personality", personality(0xffffffff) == ADDR_NO_RANDOMIZE);
     check("thp-disable", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1);
+    /* GET_REGISTRATIONS, then PRIVATE_EXPEDITED (EPERM unless registered) */
+    check("membarrier", syscall(SYS_membarrier, 1 << 9, 0, 0) == 16 &&
+                            syscall(SYS_membarrier, 8, 0, 0) == 0);
     check("dumpable", prctl(PR_GET_DUMPABLE) == 1 && getuid() == 1000);
     check("main-thread", thread_is(SCHED_RR, 3, 0, 0, SIGUSR1, 0));
     check("second-thread", thread_ok);
