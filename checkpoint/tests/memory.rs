@@ -39,8 +39,13 @@ fn anon_shared_file_private_file_shared_guard_brk_vdso() {
 #[test]
 fn locked_and_advised_mappings_keep_their_flags() {
     require_root!();
+    let dir = tempfile::tempdir().unwrap();
     roundtrip_checks(
-        Command::new(build("memflags", &[])),
+        {
+            let mut c = Command::new(build("memflags", &[]));
+            c.arg(dir.path());
+            c
+        },
         &[
             "mlock",
             "mlock-onfault",
@@ -49,6 +54,7 @@ fn locked_and_advised_mappings_keep_their_flags() {
             "mergeable",
             "hugepage",
             "noreserve",
+            "shared-may-write",
         ],
     );
 }

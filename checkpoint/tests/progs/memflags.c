@@ -1,8 +1,10 @@
 /* Mapping flags: one region each locked (mlock), locked on fault (mlock2 MLOCK_ONFAULT),
- * advised MADV_SEQUENTIAL, MADV_RANDOM, MADV_MERGEABLE, MADV_HUGEPAGE, mapped MAP_NORESERVE.
- * After restore each region must show the VmFlags it had (soft-dirty aside) and the
+ * advised MADV_SEQUENTIAL, MADV_RANDOM, MADV_MERGEABLE, MADV_HUGEPAGE, mapped MAP_NORESERVE,
+ * and a read-only shared mapping of a file opened for writing (argv[1]/shared-file), which
+ * must still be allowed to become writable. After restore each region must show the VmFlags it had (soft-dirty aside) and the
  * contents it had. */
 #include "common.h"
+#include <fcntl.h>
 #include <sys/mman.h>
 
 #define N 7
@@ -38,8 +40,15 @@ static void flags_of(char *addr, char *out, size_t n) {
     if (f) fclose(f);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     close_inherited();
+    if (argc < 2) return 2;
+    char path[512];
+    snprintf(path, sizeof path, "%s/shared-file", argv[1]);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ftruncate(fd, 4096)) return 2;
+    char *shared = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    if (shared == MAP_FAILED || close(fd)) return 2;
     for (int i = 0; i < N; i++) {
         int extra = i == 6 ? MAP_NORESERVE : 0;
         regions[i] = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
@@ -61,5 +70,7 @@ int main(void) {
         if (!same) printf("%s: before [%s] now [%s]\n", names[i], before[i], now);
         check(names[i], same);
     }
+    check("shared-may-write", !mprotect(shared, 4096, PROT_READ | PROT_WRITE) &&
+                                  (shared[0] = 'w') == 'w');
     return 0;
 }

@@ -169,6 +169,7 @@ fn classify(pid: i32, m: &MemoryMap, more_flags: &[String]) -> Result<Option<Vma
                 (true, true) => MemLock::OnFault,
             },
             noreserve: flags.contains(VmFlags::NR),
+            may_write: flags.contains(VmFlags::MW),
             kind,
         },
         flags,

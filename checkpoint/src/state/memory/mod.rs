@@ -92,6 +92,9 @@ pub struct Vma {
     pub lock: MemLock,
     /// Mapped with `MAP_NORESERVE` (no swap space reserved).
     pub noreserve: bool,
+    /// May be made writable (`VM_MAYWRITE`: for a shared file mapping, its file was opened
+    /// for writing).
+    pub may_write: bool,
     /// What backs it.
     pub kind: VmaKind,
 }

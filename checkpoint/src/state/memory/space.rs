@@ -364,7 +364,8 @@ fn open_for_map(
     path: &str,
     open: &mut Option<(String, u64, u64)>,
 ) -> Result<u64> {
-    let oflags = if v.shared && v.prot & libc::PROT_WRITE != 0 {
+    // a shared mapping of a file opened for writing may be made writable later (mprotect)
+    let oflags = if v.shared && (v.prot & libc::PROT_WRITE != 0 || v.may_write) {
         libc::O_RDWR
     } else {
         libc::O_RDONLY
