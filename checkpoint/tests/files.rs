@@ -125,3 +125,12 @@ fn deleted_files_memfds_and_pipes_with_a_closed_end() {
         ],
     );
 }
+
+#[test]
+fn pidfds_of_the_tree() {
+    require_root!();
+    roundtrip_checks(
+        Command::new(build("pidfds", &[])),
+        &["self", "live-flags", "live-kill", "zombie"],
+    );
+}

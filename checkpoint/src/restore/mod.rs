@@ -498,6 +498,7 @@ impl Restorer {
             h.space.end_fill();
         }
         self.tree_shape(&inv, &procs)?;
+        objects.files.make_late(&shared)?;
         for p in &procs {
             signals::drain(self.held(p.pid)?)?;
         }

@@ -17,6 +17,7 @@ pub(crate) mod eventfd;
 pub(crate) mod ghost;
 pub(crate) mod locks;
 pub(crate) mod owner;
+pub(crate) mod pidfd;
 pub(crate) mod pipe;
 pub(crate) mod regular;
 pub(crate) mod scan;
@@ -103,6 +104,8 @@ pub enum FileKind {
     EventPoll(epoll::EventPoll),
     /// A timerfd.
     TimerFd(timerfd::TimerFd),
+    /// A pidfd of a process of the tree.
+    PidFd(pidfd::PidFd),
     /// A signalfd.
     SignalFd(signalfd::SignalFd),
     /// A terminal or a pipe whose other end is outside the tree, bound at restore to the
@@ -123,6 +126,8 @@ pub(crate) struct TreeFds {
     tree_socks: HashSet<u64>,
     /// Processes and threads of the tree.
     tasks: HashSet<i32>,
+    /// Processes of the tree.
+    procs: HashSet<i32>,
     /// `(dev, ino)` of every file mapped in the tree (known when a deleted file is open).
     mapped: HashSet<(u64, u64)>,
     /// Process groups led in the tree.
@@ -134,6 +139,7 @@ impl TreeFds {
         let mut t = TreeFds::default();
         for (pid, table) in tables {
             t.tasks.insert(*pid);
+            t.procs.insert(*pid);
             if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
                 let tids = dir
                     .flatten()
@@ -177,6 +183,11 @@ impl TreeFds {
     /// Whether `tid` is a process or thread of the tree.
     fn has_task(&self, tid: i32) -> bool {
         self.tasks.contains(&tid)
+    }
+
+    /// Whether `pid` is a process of the tree.
+    fn has_process(&self, pid: i32) -> bool {
+        self.procs.contains(&pid)
     }
 
     /// Whether process group `pgid` is led by a process of the tree.
@@ -249,6 +260,7 @@ impl FileKind {
             Class::EventFd => FileKind::EventFd(eventfd::EventFd::save(cx)?),
             Class::EventPoll => FileKind::EventPoll(epoll::EventPoll::save(cx)?),
             Class::TimerFd => FileKind::TimerFd(timerfd::TimerFd::save(cx)?),
+            Class::PidFd => FileKind::PidFd(pidfd::PidFd::save(cx)?),
             Class::SignalFd => FileKind::SignalFd(signalfd::SignalFd::save(cx)?),
             Class::Tty => FileKind::Stdio(stdio::Stdio::save(cx)?),
             Class::Regular => FileKind::Regular(regular::Regular::save(cx)?),
@@ -271,9 +283,15 @@ impl FileKind {
             FileKind::EventFd(s) => s.restore(cx),
             FileKind::EventPoll(s) => s.restore(cx),
             FileKind::TimerFd(s) => s.restore(cx),
+            FileKind::PidFd(s) => s.restore(cx),
             FileKind::SignalFd(s) => s.restore(cx),
             FileKind::Stdio(s) => s.restore(cx),
         }
+    }
+
+    /// Whether it can be made only once the tree's processes exist (a pidfd).
+    fn needs_processes(&self) -> bool {
+        matches!(self, FileKind::PidFd(_))
     }
 
     /// Checks, before anything is created, that what the file was opened from is still there
@@ -375,8 +393,10 @@ pub(crate) struct FileRestore<'a> {
 /// Everything the tree's fds refer to, held by the restorer until each process took its own.
 #[derive(Debug, Default)]
 pub(crate) struct Made {
-    /// One fd per open file, by [`OpenFile::id`].
-    files: Vec<OwnedFd>,
+    /// One fd per open file, by [`OpenFile::id`] (a pidfd only once the processes exist).
+    files: Vec<Option<OwnedFd>>,
+    /// The restorer's standard streams.
+    stdio: [RawFd; 3],
     /// The process that finishes each open file (fills an epoll instance, takes its OFD and
     /// flock locks): the first that holds it, by open file id.
     finisher: HashMap<u32, i32>,
@@ -389,22 +409,45 @@ pub(crate) fn create(shared: &Shared, stdio: [RawFd; 3]) -> Result<Made> {
     let mut making = Making::default();
     let mut files = Vec::with_capacity(shared.files.len());
     for f in &shared.files {
+        if f.kind.needs_processes() {
+            files.push(None);
+            continue;
+        }
         let mut cx = FileRestore {
             file: f,
             shared,
             making: &mut making,
             stdio,
         };
-        files.push(f.kind.restore(&mut cx)?);
+        files.push(Some(f.kind.restore(&mut cx)?));
     }
     Ok(Made {
         files,
+        stdio,
         finisher: HashMap::new(),
         keepers: making.pipes.into_keepers(),
     })
 }
 
 impl Made {
+    /// Makes the open files that refer to processes (pidfds), once every process and zombie
+    /// of the tree exists.
+    pub fn make_late(&mut self, shared: &Shared) -> Result<()> {
+        let mut making = Making::default();
+        for (f, slot) in shared.files.iter().zip(self.files.iter_mut()) {
+            if f.kind.needs_processes() {
+                let mut cx = FileRestore {
+                    file: f,
+                    shared,
+                    making: &mut making,
+                    stdio: self.stdio,
+                };
+                *slot = Some(f.kind.restore(&mut cx)?);
+            }
+        }
+        Ok(())
+    }
+
     /// Picks, for each open file, the process that finishes it: the first one of `procs` (in
     /// restore order) that holds it.
     pub fn plan_finish<'p>(&mut self, procs: impl Iterator<Item = (i32, &'p FdTable)>) {
@@ -419,7 +462,7 @@ impl Made {
     /// must exist.
     pub fn restore_owners(&self, shared: &Shared) -> Result<()> {
         for (f, fd) in shared.files.iter().zip(&self.files) {
-            if let Some(o) = &f.owner {
+            if let (Some(o), Some(fd)) = (&f.owner, fd) {
                 o.restore(fd.as_fd())?;
             }
         }
@@ -523,6 +566,7 @@ impl Persist for FdTable {
             .map(|f| {
                 made.files
                     .get(f.file as usize)
+                    .and_then(Option::as_ref)
                     .map(|src| (src.as_raw_fd(), f.fd, f.cloexec))
                     .ok_or_else(|| Error::bad_image(format!("proc-{pid}.rec"), "unknown file"))
             })

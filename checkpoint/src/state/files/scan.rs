@@ -24,6 +24,8 @@ pub(crate) enum Class {
     EventPoll,
     /// A timerfd.
     TimerFd,
+    /// A pidfd.
+    PidFd,
     /// A signalfd.
     SignalFd,
     /// A terminal.
@@ -158,7 +160,7 @@ fn classify(pid: i32, e: &FdEntry) -> Result<Class> {
             "[timerfd]" => Ok(Class::TimerFd),
             "[signalfd]" => Ok(Class::SignalFd),
             "inotify" => bad("an inotify instance"),
-            "[pidfd]" => bad("a pidfd"),
+            "[pidfd]" => Ok(Class::PidFd),
             "[userfaultfd]" => bad("a userfaultfd"),
             "[io_uring]" => bad("an io_uring instance"),
             other => bad(&format!("an anonymous inode {other}")),
