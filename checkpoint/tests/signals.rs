@@ -1,4 +1,5 @@
-//! End-to-end: signal dispositions, masks, pending signals, sigaltstack, interval timers.
+//! End-to-end: signal dispositions, masks, pending signals, sigaltstack, interval and POSIX
+//! timers.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,5 +26,14 @@ fn handlers_blocked_pending_altstack_itimers() {
             "itimer-virtual",
             "ignored-still",
         ],
+    );
+}
+
+#[test]
+fn posix_timers_keep_their_ids_and_times() {
+    require_root!();
+    roundtrip_checks(
+        Command::new(build("ptimers", &[])),
+        &["disarmed", "one-shot", "gap", "periodic"],
     );
 }

@@ -56,7 +56,6 @@ pub(crate) struct Probe<'a> {
 pub(crate) fn check(p: &Probe<'_>) -> Result<Vec<FdEntry>> {
     attrs::check(p)?;
     creds::check(p.pid, p.status)?;
-    timers::check(p.pid)?;
     tree::check(p)?;
     fs::check(p.pid)?;
     let table = files::scan::scan(p.pid, p.skip_fds)?;
