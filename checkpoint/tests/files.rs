@@ -134,3 +134,12 @@ fn pidfds_of_the_tree() {
         &["self", "live-flags", "live-kill", "zombie"],
     );
 }
+
+#[test]
+fn inotify_watches() {
+    require_root!();
+    let files = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(build("inotify", &[]));
+    cmd.arg(files.path().canonicalize().unwrap());
+    roundtrip_checks(cmd, &["watches", "events", "nonblock"]);
+}

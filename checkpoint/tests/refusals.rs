@@ -53,7 +53,10 @@ fn unsupported_fds_are_refused_before_freezing() {
     for (kind, want) in [
         ("tcp", "is a TCP socket: not supported"),
         ("udp", "is a UDP socket: not supported"),
-        ("inotify", "is an inotify instance: not supported"),
+        (
+            "inotify",
+            "is an inotify instance with 16 bytes of events not read: not supported",
+        ),
         ("netlink", "is a netlink socket: not supported"),
         ("memfd", "is memfd x that is also mapped: not supported"),
     ] {

@@ -455,3 +455,52 @@ pub fn set_io_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETSIG, sig) })?;
     Ok(())
 }
+
+/// Opens (`O_PATH`) the file a file handle names, on the file system `mount` is on.
+pub fn open_by_handle(mount: BorrowedFd<'_>, htype: i32, handle: &[u8]) -> io::Result<OwnedFd> {
+    // struct file_handle: handle_bytes, handle_type, then the bytes
+    let mut buf = Vec::with_capacity(8 + handle.len());
+    buf.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+    buf.extend_from_slice(&htype.to_ne_bytes());
+    buf.extend_from_slice(handle);
+    // SAFETY: the kernel reads a struct file_handle of handle_bytes bytes from buf.
+    let fd = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            buf.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Bytes waiting to be read at `fd` (`FIONREAD`).
+pub fn queued_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int at &mut n.
+    cvt_i(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+    Ok(n.max(0) as usize)
+}
+
+/// `inotify_init1(flags)`.
+pub fn inotify(flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no memory arguments.
+    let fd = cvt_i(unsafe { libc::inotify_init1(flags) })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `inotify_add_watch(fd, path, mask)`: the watch descriptor.
+pub fn inotify_add(fd: BorrowedFd<'_>, path: &std::ffi::CStr, mask: u32) -> io::Result<i32> {
+    // SAFETY: path is a valid C string.
+    cvt_i(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) })
+}
+
+/// `inotify_rm_watch(fd, wd)`.
+pub fn inotify_rm(fd: BorrowedFd<'_>, wd: i32) -> io::Result<()> {
+    // SAFETY: no memory arguments.
+    cvt_i(unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) })?;
+    Ok(())
+}

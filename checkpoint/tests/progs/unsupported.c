@@ -1,7 +1,8 @@
-/* Holds an fd that cannot be checkpointed (argv[1]: tcp, udp, inotify, netlink, memfd (mapped),
+/* Holds an fd that cannot be checkpointed (argv[1]: tcp, udp, inotify (an event queued), netlink, memfd (mapped),
  * or unix PATH: a socket connected outside the tree); after
  * the refused dump it must still be running normally. */
 #include "common.h"
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <sys/inotify.h>
@@ -20,7 +21,10 @@ int main(int argc, char **argv) {
     } else if (!strcmp(argv[1], "udp")) {
         fd = socket(AF_INET, SOCK_DGRAM, 0);
     } else if (!strcmp(argv[1], "inotify")) {
+        /* an event queued and not read */
         fd = inotify_init1(0);
+        if (fd < 0 || inotify_add_watch(fd, "/dev/null", IN_OPEN) < 0) return 2;
+        close(open("/dev/null", O_RDONLY));
     } else if (!strcmp(argv[1], "netlink")) {
         fd = socket(AF_NETLINK, SOCK_RAW, 0);
     } else if (!strcmp(argv[1], "memfd")) {

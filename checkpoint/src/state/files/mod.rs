@@ -15,6 +15,7 @@
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
 pub(crate) mod ghost;
+pub(crate) mod inotify;
 pub(crate) mod locks;
 pub(crate) mod owner;
 pub(crate) mod pidfd;
@@ -106,6 +107,8 @@ pub enum FileKind {
     TimerFd(timerfd::TimerFd),
     /// A pidfd of a process of the tree.
     PidFd(pidfd::PidFd),
+    /// An inotify instance and its watches.
+    Inotify(inotify::Inotify),
     /// A signalfd.
     SignalFd(signalfd::SignalFd),
     /// A terminal or a pipe whose other end is outside the tree, bound at restore to the
@@ -261,6 +264,7 @@ impl FileKind {
             Class::EventPoll => FileKind::EventPoll(epoll::EventPoll::save(cx)?),
             Class::TimerFd => FileKind::TimerFd(timerfd::TimerFd::save(cx)?),
             Class::PidFd => FileKind::PidFd(pidfd::PidFd::save(cx)?),
+            Class::Inotify => FileKind::Inotify(inotify::Inotify::save(cx)?),
             Class::SignalFd => FileKind::SignalFd(signalfd::SignalFd::save(cx)?),
             Class::Tty => FileKind::Stdio(stdio::Stdio::save(cx)?),
             Class::Regular => FileKind::Regular(regular::Regular::save(cx)?),
@@ -284,6 +288,7 @@ impl FileKind {
             FileKind::EventPoll(s) => s.restore(cx),
             FileKind::TimerFd(s) => s.restore(cx),
             FileKind::PidFd(s) => s.restore(cx),
+            FileKind::Inotify(s) => s.restore(cx),
             FileKind::SignalFd(s) => s.restore(cx),
             FileKind::Stdio(s) => s.restore(cx),
         }

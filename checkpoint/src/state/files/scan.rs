@@ -26,6 +26,8 @@ pub(crate) enum Class {
     TimerFd,
     /// A pidfd.
     PidFd,
+    /// An inotify instance.
+    Inotify,
     /// A signalfd.
     SignalFd,
     /// A terminal.
@@ -159,7 +161,7 @@ fn classify(pid: i32, e: &FdEntry) -> Result<Class> {
             "[eventpoll]" => Ok(Class::EventPoll),
             "[timerfd]" => Ok(Class::TimerFd),
             "[signalfd]" => Ok(Class::SignalFd),
-            "inotify" => bad("an inotify instance"),
+            "inotify" => Ok(Class::Inotify),
             "[pidfd]" => Ok(Class::PidFd),
             "[userfaultfd]" => bad("a userfaultfd"),
             "[io_uring]" => bad("an io_uring instance"),
