@@ -143,3 +143,15 @@ fn inotify_watches() {
     cmd.arg(files.path().canonicalize().unwrap());
     roundtrip_checks(cmd, &["watches", "events", "nonblock"]);
 }
+
+#[test]
+fn unix_sockets_connected_to_nothing_and_a_pair_half_closed() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(build("unixsock", &[]));
+    cmd.arg(dir.path().canonicalize().unwrap());
+    roundtrip_checks(
+        cmd,
+        &["listening", "abstract", "unconnected", "removed", "closed-peer"],
+    );
+}

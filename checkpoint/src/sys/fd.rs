@@ -178,16 +178,23 @@ pub struct UnixDiag {
     pub peer: u32,
     /// Bound path or abstract name, if any.
     pub name: Option<Vec<u8>>,
-    /// Bytes (stream) or datagrams queued for reading.
+    /// Bytes (stream) or datagrams queued for reading; for a listening socket, the
+    /// connections waiting to be accepted.
     pub rqueue: u32,
+    /// For a listening socket, its backlog.
+    pub wqueue: u32,
     /// Shutdown state.
     pub shutdown: u8,
+    /// Device (user-space `dev_t`) and inode of the file it is bound to, if bound to a path.
+    pub vfs: Option<(u64, u64)>,
 }
 
 /// All Unix sockets of the caller's network namespace, by inode (NETLINK_SOCK_DIAG dump).
 pub fn unix_sockets() -> io::Result<HashMap<u32, UnixDiag>> {
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
     const UDIAG_SHOW_NAME: u32 = 1;
+    const UDIAG_SHOW_VFS: u32 = 2;
+    const UNIX_DIAG_VFS: u16 = 1;
     const UDIAG_SHOW_PEER: u32 = 4;
     const UDIAG_SHOW_RQLEN: u32 = 16;
     const UNIX_DIAG_NAME: u16 = 0;
@@ -212,7 +219,8 @@ pub fn unix_sockets() -> io::Result<HashMap<u32, UnixDiag>> {
     req[16] = libc::AF_UNIX as u8;
     req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // all states
     req[28..32].copy_from_slice(
-        &(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | 0x80).to_ne_bytes(),
+        &(UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | 0x80)
+            .to_ne_bytes(),
     );
     req[32..40].copy_from_slice(&[0xff; 8]);
     // SAFETY: req is a readable buffer of req.len() bytes.
@@ -261,8 +269,16 @@ pub fn unix_sockets() -> io::Result<HashMap<u32, UnixDiag>> {
                         UNIX_DIAG_PEER if p.len() >= 4 => {
                             d.peer = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default())
                         }
-                        UNIX_DIAG_RQLEN if p.len() >= 4 => {
-                            d.rqueue = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default())
+                        UNIX_DIAG_RQLEN if p.len() >= 8 => {
+                            d.rqueue = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default());
+                            d.wqueue = u32::from_ne_bytes(p[4..8].try_into().unwrap_or_default());
+                        }
+                        UNIX_DIAG_VFS if p.len() >= 8 => {
+                            let ino = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default());
+                            // the kernel's own encoding: major << 20 | minor
+                            let kdev = u32::from_ne_bytes(p[4..8].try_into().unwrap_or_default());
+                            let dev = libc::makedev(kdev >> 20, kdev & 0xf_ffff);
+                            d.vfs = Some((dev, ino as u64));
                         }
                         UNIX_DIAG_SHUTDOWN if !p.is_empty() => d.shutdown = p[0],
                         _ => {}
@@ -502,5 +518,51 @@ pub fn inotify_add(fd: BorrowedFd<'_>, path: &std::ffi::CStr, mask: u32) -> io::
 pub fn inotify_rm(fd: BorrowedFd<'_>, wd: i32) -> io::Result<()> {
     // SAFETY: no memory arguments.
     cvt_i(unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) })?;
+    Ok(())
+}
+
+/// A Unix socket of type `sotype`, close-on-exec.
+pub fn unix_socket(sotype: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket creation.
+    let fd = cvt_i(unsafe { libc::socket(libc::AF_UNIX, sotype | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A `sockaddr_un` holding `name` (a path, or an abstract name starting with a NUL byte).
+fn sockaddr_un(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.len() > a.sun_path.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in a.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + name.len();
+    Ok((a, len as libc::socklen_t))
+}
+
+/// `bind` of a Unix socket to `name` (relative names resolve against the caller's cwd).
+pub fn unix_bind(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let (a, len) = sockaddr_un(name)?;
+    // SAFETY: the kernel reads len bytes of a.
+    cvt_i(unsafe { libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) })?;
+    Ok(())
+}
+
+/// `connect` of a Unix socket to `name`.
+pub fn unix_connect(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let (a, len) = sockaddr_un(name)?;
+    // SAFETY: the kernel reads len bytes of a.
+    cvt_i(unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) })?;
+    Ok(())
+}
+
+/// `listen(fd, backlog)`.
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    // SAFETY: no memory arguments.
+    cvt_i(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(())
 }

@@ -8,7 +8,9 @@
 //!           each process takes its fds with pidfd_getfd (FdTable's Persist::restore)
 //! ```
 //! Each kind of open file is one module: `regular` (files, directories, devices), `pipe`
-//! (pipes and FIFOs), `unix` (socket pairs), `eventfd`, `epoll`, `timerfd`, `signalfd`, and
+//! (pipes and FIFOs), `ghost` (deleted files, memfds), `unix` (socket pairs), `unix_alone`
+//! (Unix sockets connected to nothing), `eventfd`, `epoll`, `timerfd`, `signalfd`, `pidfd`,
+//! `inotify`, and
 //! `stdio` for what leads outside the tree through the root's standard streams. A new kind is a
 //! new module, a variant of [`FileKind`] and a [`scan::Class`].
 
@@ -26,6 +28,7 @@ pub(crate) mod signalfd;
 pub(crate) mod stdio;
 pub(crate) mod timerfd;
 pub(crate) mod unix;
+pub(crate) mod unix_alone;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -99,6 +102,8 @@ pub enum FileKind {
     Fifo(pipe::FifoEnd),
     /// One end of a Unix socket pair.
     SocketPair(unix::PairEnd),
+    /// A Unix socket connected to nothing (never connected, bound, listening).
+    UnixAlone(unix_alone::UnixAlone),
     /// An eventfd.
     EventFd(eventfd::EventFd),
     /// An epoll instance and what it watches (registered again from the owning process).
@@ -258,8 +263,11 @@ impl FileKind {
             Class::Pipe if pipe::leads_outside(cx)? => FileKind::Stdio(stdio::Stdio::save(cx)?),
             Class::Pipe => FileKind::Pipe(pipe::PipeEnd::save(cx)?),
             Class::Fifo => FileKind::Fifo(pipe::FifoEnd::save(cx)?),
-            Class::Socket if unix::leads_outside(cx)? => FileKind::Stdio(stdio::Stdio::save(cx)?),
-            Class::Socket => FileKind::SocketPair(unix::PairEnd::save(cx)?),
+            Class::Socket => match unix::role(cx)? {
+                unix::Role::Pair => FileKind::SocketPair(unix::PairEnd::save(cx)?),
+                unix::Role::Alone => FileKind::UnixAlone(unix_alone::UnixAlone::save(cx)?),
+                unix::Role::Outside => FileKind::Stdio(stdio::Stdio::save(cx)?),
+            },
             Class::EventFd => FileKind::EventFd(eventfd::EventFd::save(cx)?),
             Class::EventPoll => FileKind::EventPoll(epoll::EventPoll::save(cx)?),
             Class::TimerFd => FileKind::TimerFd(timerfd::TimerFd::save(cx)?),
@@ -284,6 +292,7 @@ impl FileKind {
             FileKind::Pipe(s) => s.restore(cx),
             FileKind::Fifo(s) => s.restore(cx),
             FileKind::SocketPair(s) => s.restore(cx),
+            FileKind::UnixAlone(s) => s.restore(cx),
             FileKind::EventFd(s) => s.restore(cx),
             FileKind::EventPoll(s) => s.restore(cx),
             FileKind::TimerFd(s) => s.restore(cx),
@@ -308,6 +317,7 @@ impl FileKind {
             FileKind::Directory(s) => s.check(),
             FileKind::Device(s) => s.check(),
             FileKind::Fifo(s) => s.check(),
+            FileKind::UnixAlone(s) => s.check(),
             _ => Ok(()),
         }
     }

@@ -1,9 +1,11 @@
-//! Unix socket pairs whose two ends are in the tree, with the bytes queued at each end.
+//! Unix socket pairs whose two ends are in the tree, with the bytes queued at each end (a
+//! stream socket whose peer was closed counts: its restored twin has that end closed).
 //!
-//! Sockets of other families are refused before anything is frozen; so are listening and bound
-//! Unix sockets and datagram sockets with messages queued. What a socket is connected to is
-//! told by sock_diag (the peer's inode); queued bytes are copied with `MSG_PEEK`. Restore makes
-//! a `socketpair` and sends each end's queued bytes from the other end.
+//! Sockets of other families are refused before anything is frozen; so are datagram pairs with
+//! messages queued and connected sockets bound to a name (accepted connections). What a socket
+//! is connected to is told by sock_diag (the peer's inode); queued bytes are copied with
+//! `MSG_PEEK`. Restore makes a `socketpair` and sends each end's queued bytes from the other
+//! end. Sockets connected to nothing are `unix_alone`'s.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,9 +17,6 @@ use super::{set_status_flags, FileDump, FileRestore};
 use crate::error::{Error, Result};
 use crate::persist::Persist;
 use crate::sys::fd as sfd;
-
-/// sock_diag's state of a listening socket (`TCP_LISTEN`).
-const LISTENING: u8 = 10;
 
 /// A Unix socket pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,20 +66,49 @@ pub(crate) fn ino_of(link: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn diag<'t>(cx: &'t FileDump<'_>) -> Option<&'t sfd::UnixDiag> {
+/// What sock_diag says of the socket of `cx`.
+pub(crate) fn diag<'t>(cx: &'t FileDump<'_>) -> Option<&'t sfd::UnixDiag> {
     cx.tree.unix.get(&(ino_of(&cx.e.link) as u32))
 }
 
-/// True for a socket not connected to another socket of the tree; a listening one is refused.
-pub(crate) fn leads_outside(cx: &FileDump<'_>) -> Result<bool> {
+/// What a Unix socket of the tree is connected to.
+pub(crate) enum Role {
+    /// A socket of the tree, or a stream socket whose peer was closed.
+    Pair,
+    /// Nothing (never connected, bound, listening).
+    Alone,
+    /// A socket outside the tree.
+    Outside,
+}
+
+/// sock_diag's state of a connected socket (`TCP_ESTABLISHED`).
+const CONNECTED: u8 = 1;
+
+/// What the socket of `cx` is connected to.
+pub(crate) fn role(cx: &FileDump<'_>) -> Result<Role> {
     let d = diag(cx).cloned().unwrap_or_default();
-    if d.peer != 0 && cx.tree.tree_socks.contains(&(d.peer as u64)) {
-        return Ok(false);
+    if d.state == super::unix_alone::LISTENING {
+        return Ok(Role::Alone);
     }
-    if d.state == LISTENING {
-        return Err(cx.refuse("is a listening Unix socket"));
+    if d.peer != 0 {
+        return Ok(if cx.tree.tree_socks.contains(&(d.peer as u64)) {
+            Role::Pair
+        } else {
+            Role::Outside
+        });
     }
-    Ok(true)
+    if d.state != CONNECTED {
+        return Ok(Role::Alone);
+    }
+    // connected, but its peer was closed (sock_diag shows no peer then), which shut both
+    // ways down here
+    let mine = cx.take()?;
+    let (_, sotype, _) = sfd::socket_kind(mine.as_fd()).map_err(|er| cx.failed("socket", er))?;
+    Ok(if d.shutdown == 3 && sotype != libc::SOCK_DGRAM {
+        Role::Pair
+    } else {
+        Role::Outside
+    })
 }
 
 /// Bytes queued for reading at the socket (refused for a datagram socket: messages would lose
