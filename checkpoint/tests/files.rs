@@ -145,13 +145,21 @@ fn inotify_watches() {
 }
 
 #[test]
-fn unix_sockets_connected_to_nothing_and_a_pair_half_closed() {
+fn unix_sockets_alone_half_closed_and_with_messages_queued() {
     require_root!();
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(build("unixsock", &[]));
     cmd.arg(dir.path().canonicalize().unwrap());
     roundtrip_checks(
         cmd,
-        &["listening", "abstract", "unconnected", "removed", "closed-peer"],
+        &[
+            "listening",
+            "abstract",
+            "unconnected",
+            "removed",
+            "closed-peer",
+            "datagrams",
+            "seqpacket",
+        ],
     );
 }

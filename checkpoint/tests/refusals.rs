@@ -128,6 +128,11 @@ fn process_state_a_restore_would_lose_is_refused() {
             "whose leader is not in the tree: not supported".to_string(),
         ),
         (
+            "scm-rights",
+            "with file descriptors or credentials in flight (SCM_RIGHTS, SCM_CREDENTIALS): not supported"
+                .to_string(),
+        ),
+        (
             "owner-outside",
             format!(
                 "sends SIGIO to pid {}, outside the tree: not supported",

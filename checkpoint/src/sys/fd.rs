@@ -146,27 +146,99 @@ pub fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<(i32, i32, i32)> {
     ))
 }
 
-/// Bytes queued for reading on a stream socket, copied without consuming them.
-pub fn peek_socket(fd: BorrowedFd<'_>, max: usize) -> io::Result<Vec<u8>> {
+/// What is queued for reading at a socket, copied without consuming it.
+#[derive(Debug, Default)]
+pub struct Peeked {
+    /// The messages (a stream socket: one run of bytes).
+    pub messages: Vec<Vec<u8>>,
+    /// Some message carries control data (file descriptors, credentials).
+    pub control: bool,
+    /// Some message is empty (a datagram of no bytes).
+    pub empty: bool,
+}
+
+/// One `recvmsg(MSG_PEEK)` of at most `max` bytes, without room for control data: the bytes
+/// and whether control data had to be left out (`MSG_CTRUNC`). `None` when nothing is queued.
+fn peek_one(fd: BorrowedFd<'_>, max: usize) -> io::Result<Option<(Vec<u8>, bool)>> {
     let mut buf = vec![0u8; max.max(1)];
-    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all zeroes (no name, no control buffer) is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: the kernel writes at most iov_len bytes into buf and fills msg's flags.
     let n = unsafe {
-        libc::recv(
+        libc::recvmsg(
             fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
+            &mut msg,
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
     if n < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::WouldBlock {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         return Err(e);
     }
     buf.truncate(n as usize);
-    Ok(buf)
+    Ok(Some((buf, msg.msg_flags & libc::MSG_CTRUNC != 0)))
+}
+
+/// `SO_PEEK_OFF` of a socket (-1: off).
+fn peek_off(fd: BorrowedFd<'_>, set: Option<i32>) -> io::Result<i32> {
+    let mut v: libc::c_int = set.unwrap_or(0);
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let p = (&mut v as *mut libc::c_int).cast();
+    // SAFETY: the kernel reads or writes one int at &v.
+    cvt_i(unsafe {
+        match set {
+            Some(_) => libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, p, len),
+            None => libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, p, &mut len),
+        }
+    })?;
+    Ok(v)
+}
+
+/// Most messages a dump copies from one socket.
+const MAX_MESSAGES: usize = 1 << 16;
+
+/// What is queued for reading at socket `fd` (`stream_len` bytes for a stream socket; a
+/// datagram or seqpacket socket is read message by message, moving its peek offset and putting
+/// it back). Fails if the socket's own peek offset is in use.
+pub fn peek_socket(fd: BorrowedFd<'_>, stream_len: Option<usize>) -> io::Result<Peeked> {
+    let mut out = Peeked::default();
+    if let Some(len) = stream_len {
+        if let Some((data, control)) = peek_one(fd, len)? {
+            out.messages.push(data);
+            out.control = control;
+        }
+        return Ok(out);
+    }
+    if peek_off(fd, None)? != -1 {
+        return Err(io::Error::other("the socket uses SO_PEEK_OFF"));
+    }
+    peek_off(fd, Some(0))?;
+    let r = (|| {
+        while out.messages.len() < MAX_MESSAGES {
+            let Some((data, control)) = peek_one(fd, 1 << 20)? else {
+                return Ok(());
+            };
+            out.control |= control;
+            if data.is_empty() {
+                // the peek offset cannot step over an empty datagram
+                out.empty = true;
+                return Ok(());
+            }
+            out.messages.push(data);
+        }
+        Err(io::Error::other("too many messages queued"))
+    })();
+    peek_off(fd, Some(-1))?;
+    r.map(|()| out)
 }
 
 /// What sock_diag says about one Unix socket.

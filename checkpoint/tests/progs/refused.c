@@ -10,6 +10,7 @@
  *   owner-outside  a pipe sends SIGIO to the root's parent
  *   clone-files    a child shares the root's fd table (CLONE_FILES)
  *   zombie-group   a zombie child in a process group whose leader was reaped
+ *   scm-rights     an fd in flight (SCM_RIGHTS) in a stream socket pair
  * Prints "ready" with the pid the refusal names, then after the refused dump must still run. */
 #include "common.h"
 #include <pthread.h>
@@ -18,6 +19,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -110,6 +112,18 @@ int main(int argc, char **argv) {
         siginfo_t si = {0};
         if (waitid(P_ALL, 0, &si, WEXITED | WNOWAIT)) return 2;
         snprintf(info, sizeof info, "pid=%d", si.si_pid);
+    } else if (!strcmp(kind, "scm-rights")) {
+        int sv[2], one = 0;
+        char cbuf[CMSG_SPACE(sizeof(int))] = {0};
+        struct iovec iov = {.iov_base = "x", .iov_len = 1};
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                           .msg_controllen = sizeof cbuf};
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &one, sizeof one);
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || sendmsg(sv[0], &m, 0) != 1) return 2;
     } else if (!strcmp(kind, "aio")) {
         unsigned long ctx = 0;
         if (syscall(SYS_io_setup, 8, &ctx)) return 2;

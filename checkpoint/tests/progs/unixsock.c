@@ -4,7 +4,8 @@
  * a seqpacket socket bound to a path then removed, a stream pair whose other end sent "bye"
  * and was closed. After restore: the same names, a connection to the listener is accepted,
  * a datagram reaches the abstract socket, the file removed stays removed, the survivor reads
- * "bye" then end of file. */
+ * "bye" then end of file; a datagram pair and a seqpacket pair with messages queued each way
+ * get each message back whole, in order. */
 #include "common.h"
 #include <errno.h>
 #include <stddef.h>
@@ -44,6 +45,12 @@ int main(int argc, char **argv) {
         bind(g, (struct sockaddr *)&a, addr(&a, gone, strlen(gone))) || unlink(gone) ||
         write(pair[1], "bye", 3) != 3 || close(pair[1]))
         return 3;
+    int dp[2], sp[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, dp) || socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sp) ||
+        send(dp[1], "one", 3, 0) != 3 || send(dp[1], "two22", 5, 0) != 5 ||
+        send(dp[1], "three333", 8, 0) != 8 || send(dp[0], "back", 4, 0) != 4 ||
+        send(sp[0], "aa", 2, 0) != 2 || send(sp[0], "bbb", 3, 0) != 3)
+        return 3;
     ready(NULL);
     if (wait_go()) return 4;
     struct stat st;
@@ -62,5 +69,14 @@ int main(int argc, char **argv) {
     check("removed", named(g, gone, strlen(gone)) && stat(gone, &st) == -1 && errno == ENOENT);
     check("closed-peer", read(pair[0], buf, sizeof buf) == 3 && !memcmp(buf, "bye", 3) &&
                              read(pair[0], buf, sizeof buf) == 0);
+    char m[16];
+    int ok = recv(dp[0], m, sizeof m, MSG_DONTWAIT) == 3 && !memcmp(m, "one", 3) &&
+             recv(dp[0], m, sizeof m, MSG_DONTWAIT) == 5 && !memcmp(m, "two22", 5) &&
+             recv(dp[0], m, sizeof m, MSG_DONTWAIT) == 8 && !memcmp(m, "three333", 8) &&
+             recv(dp[0], m, sizeof m, MSG_DONTWAIT) == -1 &&
+             recv(dp[1], m, sizeof m, MSG_DONTWAIT) == 4 && !memcmp(m, "back", 4);
+    check("datagrams", ok);
+    check("seqpacket", recv(sp[1], m, sizeof m, MSG_DONTWAIT) == 2 &&
+                           recv(sp[1], m, sizeof m, MSG_DONTWAIT) == 3 && !memcmp(m, "bbb", 3));
     return 0;
 }

@@ -8,8 +8,7 @@
 //! end. Sockets connected to nothing are `unix_alone`'s.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +22,9 @@ use crate::sys::fd as sfd;
 pub struct SocketPairImage {
     /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
     pub sotype: i32,
-    /// Bytes waiting to be read at end 0 and end 1 (stream sockets).
-    pub queued: [Vec<u8>; 2],
+    /// What waits to be read at end 0 and end 1: the messages of a datagram or seqpacket
+    /// pair, in order; for a stream pair, its bytes (in one or more runs).
+    pub queued: [Vec<Vec<u8>>; 2],
 }
 
 /// One end of a Unix socket pair.
@@ -111,26 +111,33 @@ pub(crate) fn role(cx: &FileDump<'_>) -> Result<Role> {
     })
 }
 
-/// Bytes queued for reading at the socket (refused for a datagram socket: messages would lose
-/// their boundaries).
-fn queued(cx: &FileDump<'_>, sock: &OwnedFd, sotype: i32, rqueue: u32) -> Result<Vec<u8>> {
-    if rqueue == 0 {
+/// What is queued for reading at the socket; refused when some of it is control data (file
+/// descriptors or credentials in flight) or an empty datagram.
+fn queued(cx: &FileDump<'_>, sock: &OwnedFd, sotype: i32, rqueue: u32) -> Result<Vec<Vec<u8>>> {
+    let stream = sotype == libc::SOCK_STREAM;
+    // a datagram socket's rqueue is the length of its first message only (0 for an empty
+    // one): datagram sockets are always read
+    if stream && rqueue == 0 {
         return Ok(Vec::new());
     }
-    if sotype != libc::SOCK_STREAM {
-        return Err(cx.refuse("is a Unix datagram socket with queued messages"));
+    let p = sfd::peek_socket(sock.as_fd(), stream.then_some(rqueue as usize))
+        .map_err(|e| cx.failed("peek socket", e))?;
+    if p.control {
+        return Err(cx.refuse(
+            "is a Unix socket with file descriptors or credentials in flight (SCM_RIGHTS, SCM_CREDENTIALS)",
+        ));
     }
-    let data =
-        sfd::peek_socket(sock.as_fd(), rqueue as usize).map_err(|e| cx.failed("peek socket", e))?;
-    if data.len() != rqueue as usize {
+    if p.empty {
+        return Err(cx.refuse("is a Unix socket with an empty datagram queued"));
+    }
+    let got: usize = p.messages.iter().map(Vec::len).sum();
+    if stream && got != rqueue as usize {
         return Err(Error::Conflict(format!(
-            "pid {}: fd {}: peeked {} of {rqueue} queued bytes",
-            cx.pid,
-            cx.e.fd,
-            data.len()
+            "pid {}: fd {}: peeked {got} of {rqueue} queued bytes",
+            cx.pid, cx.e.fd
         )));
     }
-    Ok(data)
+    Ok(p.messages)
 }
 
 impl Persist for PairEnd {
@@ -189,6 +196,22 @@ impl Persist for PairEnd {
     }
 }
 
+/// Sends `m` without waiting (a send that would wait is an error, not a hang): a stream in as
+/// many sends as it takes, a message in one.
+fn send_all(fd: std::os::fd::BorrowedFd<'_>, m: &[u8], stream: bool) -> Result<()> {
+    use nix::sys::socket::{send, MsgFlags};
+    let mut done = 0;
+    while done < m.len() || (done == 0 && !stream) {
+        let n = send(fd.as_raw_fd(), &m[done..], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL)
+            .map_err(|e| Error::io("socketpair: queue the saved data again", e.into()))?;
+        if !stream && n != m.len() {
+            return Err(Error::Conflict("socketpair: a message was cut".into()));
+        }
+        done += n.max(1);
+    }
+    Ok(())
+}
+
 /// Socket pairs made so far by a restore: the ends not handed out yet.
 pub(crate) type Making = HashMap<u32, [Option<OwnedFd>; 2]>;
 
@@ -198,11 +221,11 @@ fn make(sp: &SocketPairImage) -> Result<[Option<OwnedFd>; 2]> {
     let ty = SockType::try_from(sp.sotype).map_err(|e| Error::io("socketpair", e.into()))?;
     let (a, b) = socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| Error::io("socketpair", e.into()))?;
-    // bytes waiting at end 0 were sent from end 1, and the other way round
-    for (from, bytes) in [(&b, &sp.queued[0]), (&a, &sp.queued[1])] {
-        std::fs::File::from(from.try_clone().map_err(|e| Error::io("socketpair", e))?)
-            .write_all(bytes)
-            .map_err(|e| Error::io("socketpair", e))?;
+    // what waits at end 0 was sent from end 1, and the other way round; one send per message
+    for (from, messages) in [(&b, &sp.queued[0]), (&a, &sp.queued[1])] {
+        for m in messages {
+            send_all(from.as_fd(), m, sp.sotype == libc::SOCK_STREAM)?;
+        }
     }
     Ok([Some(a), Some(b)])
 }
