@@ -54,6 +54,7 @@ fn epoll_timerfd_signalfd() {
             "timerfd-interval",
             "signalfd",
             "epoll-del",
+            "epoll-closed-fd",
         ],
     );
 }

@@ -437,6 +437,12 @@ pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
 
 /// True if epoll instance `epfd` of `pid` watches, under number `tfd`, the file open at `tfd`.
 pub fn epoll_target_is(pid: i32, epfd: i32, tfd: i32) -> io::Result<bool> {
+    epoll_target_at(pid, epfd, tfd, tfd)
+}
+
+/// True if the file epoll instance `epfd` of `pid` watches under number `tfd` is the file
+/// open at fd `fd` of `pid`.
+pub fn epoll_target_at(pid: i32, epfd: i32, tfd: i32, fd: i32) -> io::Result<bool> {
     const KCMP_EPOLL_TFD: i32 = 7;
     #[repr(C)]
     struct Slot {
@@ -456,7 +462,7 @@ pub fn epoll_target_is(pid: i32, epfd: i32, tfd: i32) -> io::Result<bool> {
             pid,
             pid,
             KCMP_EPOLL_TFD,
-            tfd,
+            fd,
             &slot as *const Slot,
         )
     })?;
