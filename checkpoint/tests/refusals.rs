@@ -128,6 +128,10 @@ fn process_state_a_restore_would_lose_is_refused() {
             "whose leader is not in the tree: not supported".to_string(),
         ),
         (
+            "session-member",
+            "of another process of the tree (not restored yet): not supported".to_string(),
+        ),
+        (
             "scm-rights",
             "with file descriptors or credentials in flight (SCM_RIGHTS, SCM_CREDENTIALS): not supported"
                 .to_string(),

@@ -84,6 +84,17 @@ pub(crate) fn check(p: &crate::state::Probe<'_>) -> Result<()> {
             format!("session {} is led from outside the tree", st.session),
         ));
     }
+    // a restore creates every process in the root's session and only then makes sessions: a
+    // process can lead one, but not join one of another process
+    if st.session != root_st.session && st.session != pid {
+        return Err(Error::unsupported(
+            pid,
+            format!(
+                "it is in session {} of another process of the tree (not restored yet)",
+                st.session
+            ),
+        ));
+    }
     if !in_tree(st.pgrp) && st.pgrp != root_st.pgrp {
         return Err(Error::unsupported(
             pid,

@@ -11,6 +11,7 @@
  *   clone-files    a child shares the root's fd table (CLONE_FILES)
  *   zombie-group   a zombie child in a process group whose leader was reaped
  *   scm-rights     an fd in flight (SCM_RIGHTS) in a stream socket pair
+ *   session-member a grandchild in the session its parent made (setsid)
  * Prints "ready" with the pid the refusal names, then after the refused dump must still run. */
 #include "common.h"
 #include <pthread.h>
@@ -57,7 +58,7 @@ int main(int argc, char **argv) {
     const char *kind = argv[1];
     char info[32];
     snprintf(info, sizeof info, "pid=%d", getpid());
-    pid_t child = -1;
+    pid_t child = -1, grandchild = -1;
     if (!strcmp(kind, "thread-creds") || !strcmp(kind, "deadline")) {
         deadline = !strcmp(kind, "deadline");
         pthread_t t;
@@ -112,6 +113,20 @@ int main(int argc, char **argv) {
         siginfo_t si = {0};
         if (waitid(P_ALL, 0, &si, WEXITED | WNOWAIT)) return 2;
         snprintf(info, sizeof info, "pid=%d", si.si_pid);
+    } else if (!strcmp(kind, "session-member")) {
+        int up[2];
+        if (pipe(up)) return 2;
+        child = fork();
+        if (child == 0) {
+            setsid();
+            pid_t g = fork();
+            if (g == 0)
+                for (;;) pause();
+            if (write(up[1], &g, sizeof g) != sizeof g) _exit(3);
+            for (;;) pause();
+        }
+        if (read(up[0], &grandchild, sizeof grandchild) != sizeof grandchild) return 2;
+        snprintf(info, sizeof info, "pid=%d", grandchild);
     } else if (!strcmp(kind, "scm-rights")) {
         int sv[2], one = 0;
         char cbuf[CMSG_SPACE(sizeof(int))] = {0};
@@ -134,5 +149,6 @@ int main(int argc, char **argv) {
     if (wait_go()) return 3;
     check("alive", 1);
     if (child > 0) kill(child, SIGKILL);
+    if (grandchild > 0) kill(grandchild, SIGKILL);
     return 0;
 }

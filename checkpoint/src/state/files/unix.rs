@@ -157,6 +157,10 @@ impl Persist for PairEnd {
         if let Some(&(pair, end)) = cx.seen.pairs.get(&ino) {
             return Ok(PairEnd { pair, end });
         }
+        // shut down by `shutdown` (not by a peer that was closed, which comes back as it was)
+        if d.shutdown != 0 && d.peer != 0 {
+            return Err(cx.refuse("is a Unix socket shut down one or both ways (shutdown)"));
+        }
         let data = queued(cx, &mine, sotype, d.rqueue)?;
         if let Some(&(pair, end)) = cx.seen.pairs.get(&(d.peer as u64)) {
             let me = 1 - end;
