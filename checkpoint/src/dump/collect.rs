@@ -99,6 +99,7 @@ fn inventory(
                 ZombieImage::save(&mut ZombieDump {
                     pid,
                     tree: frozen.pids(),
+                    zombies: &frozen.zombies,
                 })
             })
             .collect::<Result<_>>()?
@@ -156,8 +157,10 @@ fn process(
     let saved = state::save_process(
         &mut ProcDump {
             pid,
+            is_root: pid == frozen.shape.order[0],
             tids: &tids,
             taken: &frozen.taken,
+            stopped_by: frozen.stopped.get(&pid).copied(),
             status: &status,
             par: &mut par,
         },
@@ -199,7 +202,8 @@ fn process(
         mm,
         fds: Default::default(),
         fs: saved.fs,
-        rlimits: saved.rlimits,
+        limits: saved.limits,
+        audit: saved.audit,
         creds: saved.creds,
         signals: saved.signals,
         timers: saved.timers,

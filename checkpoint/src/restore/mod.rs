@@ -534,27 +534,29 @@ impl Restorer {
             h.space.end_fill();
         }
         self.tree_shape(&inv, &procs)?;
+        objects.files.make_late(&shared)?;
         for p in &procs {
             signals::drain(self.held(p.pid)?)?;
         }
         objects
             .files
-            .plan_epoll(&shared, procs.iter().map(|p| (p.pid, &p.fds)));
+            .plan_finish(procs.iter().map(|p| (p.pid, &p.fds)));
         let made = TreeMade {
             restorer: std::process::id() as i32,
             files: &objects.files,
+            shared: &shared,
             shmem: &objects.shmem,
             same_creds: same_creds_as_me(&procs),
         };
         for p in &procs {
-            let tids: Vec<i32> = p.threads.iter().map(|t| t.tid).collect();
             let mut cx = ProcRestore {
                 h: self.held(p.pid)?,
-                tids: &tids,
+                p,
                 tree: &made,
             };
             state::restore_process(p, &mut cx)?;
         }
+        objects.files.restore_owners(&shared)?;
         objects.files.release_keepers();
         self.go(&procs)?;
         Ok(Restored {
@@ -585,11 +587,13 @@ impl Restorer {
         Ok(())
     }
 
-    /// Registers, extended state and signal masks of every thread, then every task goes
-    /// (unless the tree is held, see [`Restorer::hold`]).
+    /// Registers, extended state and signal masks of every thread (and a stop queued for
+    /// those job control had stopped: taken once let go), then every task goes (unless the
+    /// tree is held, see [`Restorer::hold`]).
     fn go(&mut self, procs: &[ProcessImage]) -> Result<()> {
         for p in procs {
             threads::set_registers(p.pid, &p.threads)?;
+            p.signals.stop_again(p.pid, &p.threads)?;
         }
         self.done = true;
         self.held = procs
