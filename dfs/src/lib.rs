@@ -1,4 +1,7 @@
 //! The shared distributed file system.
 //!
-//! Empty until the DFS issue.
+//! Metadata lives in a replicated state machine ([`meta`]); file data in checksummed, versioned
+//! chunks on several nodes.
 #![forbid(unsafe_code)]
+
+pub mod meta;
