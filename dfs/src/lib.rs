@@ -1,7 +1,12 @@
 //! The shared distributed file system.
 //!
 //! Metadata lives in a replicated state machine ([`meta`]); file data in checksummed, versioned
-//! chunks on several nodes.
+//! chunks on several nodes ([`chunks`], placed by [`placement`]).
 #![forbid(unsafe_code)]
 
+pub mod chunks;
+pub mod error;
 pub mod meta;
+pub mod placement;
+
+pub use error::{Error, Result};
