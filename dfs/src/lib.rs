@@ -7,6 +7,9 @@
 pub mod chunks;
 pub mod error;
 pub mod meta;
+pub mod net;
 pub mod placement;
+pub mod raft;
+pub mod status;
 
 pub use error::{Error, Result};
