@@ -18,6 +18,17 @@ pub struct ChunkStore {
     root: PathBuf,
 }
 
+/// What a replica's copy of a chunk version is like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Health {
+    /// Present with the expected checksum.
+    Good,
+    /// Not here.
+    Missing,
+    /// Here with another checksum.
+    Damaged,
+}
+
 /// A chunk file found on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Found {
@@ -67,9 +78,8 @@ impl ChunkStore {
         self.path(ino, idx, version).is_file()
     }
 
-    /// Stores `data` as `version` durably (synced file, rename, synced directory), then drops
-    /// the versions of the chunk other than this one and `keep`.
-    pub fn put(&self, ino: u64, idx: u64, version: u64, data: &[u8], keep: &[u64]) -> Result<()> {
+    /// Stores `data` as `version` durably (synced file, rename, synced directory).
+    pub fn put(&self, ino: u64, idx: u64, version: u64, data: &[u8]) -> Result<()> {
         let dir = self.dir(ino);
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let path = self.path(ino, idx, version);
@@ -85,8 +95,16 @@ impl ChunkStore {
             return Err(io_err(&tmp, e));
         }
         fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
-        sync_dir(&dir)?;
-        self.prune(ino, idx, &[&[version], keep].concat())
+        sync_dir(&dir)
+    }
+
+    /// Whether a version is here and intact.
+    pub fn check(&self, ino: u64, idx: u64, version: u64, crc: u32) -> Result<Health> {
+        Ok(match self.get(ino, idx, version)? {
+            None => Health::Missing,
+            Some(d) if crc32c::crc32c(&d) == crc => Health::Good,
+            Some(_) => Health::Damaged,
+        })
     }
 
     /// Creates a new version of a chunk to be written in place, holding the first `copy`
@@ -236,10 +254,11 @@ mod tests {
     fn versions_replace_each_other_and_checksums_are_checked() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = ChunkStore::open(dir.path()).expect("open");
-        s.put(5, 0, 1, b"one", &[]).expect("v1");
-        s.put(5, 0, 2, b"two", &[1]).expect("v2 keeps v1");
+        s.put(5, 0, 1, b"one").expect("v1");
+        s.put(5, 0, 2, b"two").expect("v2");
         assert!(s.has(5, 0, 1) && s.has(5, 0, 2));
-        s.put(5, 0, 3, b"three", &[2]).expect("v3 keeps v2");
+        s.put(5, 0, 3, b"three").expect("v3");
+        s.prune(5, 0, &[2, 3]).expect("prune");
         assert!(!s.has(5, 0, 1), "versions not kept are dropped");
         let crc = crc32c::crc32c(b"three");
         assert_eq!(
@@ -247,6 +266,9 @@ mod tests {
             Some(b"three".to_vec())
         );
         assert_eq!(s.get_checked(5, 0, 2, crc).expect("read"), None);
+        assert_eq!(s.check(5, 0, 2, crc).expect("check"), Health::Damaged);
+        assert_eq!(s.check(5, 0, 3, crc).expect("check"), Health::Good);
+        assert_eq!(s.check(5, 1, 3, crc).expect("check"), Health::Missing);
         assert_eq!(s.get(5, 9, 1).expect("read"), None);
         let listed = s.list().expect("list");
         assert_eq!(listed.len(), 2);
@@ -256,7 +278,7 @@ mod tests {
     fn a_new_version_starts_as_a_copy_and_seals_with_its_crc() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = ChunkStore::open(dir.path()).expect("open");
-        s.put(1, 0, 1, b"hello world", &[]).expect("v1");
+        s.put(1, 0, 1, b"hello world").expect("v1");
         let f = s.start(1, 0, 2, Some((1, 5))).expect("start");
         f.write_all_at(b"!", 5).expect("write");
         let (crc, len) = s.seal(&f, 1, 0, 2).expect("seal");

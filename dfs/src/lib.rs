@@ -10,6 +10,7 @@ pub mod meta;
 pub mod net;
 pub mod placement;
 pub mod raft;
+pub mod service;
 pub mod status;
 
 pub use error::{Error, Result};

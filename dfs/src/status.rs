@@ -19,6 +19,10 @@ pub struct NodeStatus {
     pub chunk_files: u64,
     /// Last applied raft log index.
     pub applied: u64,
+    /// Chunks this node copied to restore their replica count while it led.
+    pub rereplicated: u64,
+    /// Bytes so copied.
+    pub rereplicated_bytes: u64,
 }
 
 /// The whole file system.
@@ -42,7 +46,8 @@ pub struct Status {
     pub chunks: u64,
     /// Chunks with fewer alive replicas than wanted.
     pub under_replicated: u64,
-    /// Chunks copied by re-replication since this node started leading.
+    /// Chunks copied by re-replication (summed over the nodes that answered, since they
+    /// started).
     pub rereplicated: u64,
     /// Bytes so copied.
     pub rereplicated_bytes: u64,

@@ -36,6 +36,11 @@ impl Peers {
         }
     }
 
+    /// The cluster key the connections authenticate with.
+    pub fn key(&self) -> &ClusterKey {
+        &self.key
+    }
+
     /// Records where node `node`'s DFS service listens; a changed address drops its
     /// connections.
     pub fn set_addr(&self, node: u16, addr: SocketAddr) {

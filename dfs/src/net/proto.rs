@@ -7,6 +7,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::chunks::Health;
 use crate::meta::{Errno, Ino, MetaOp, MetaRead, MetaReply};
 use crate::raft::TypeConfig;
 use crate::status::NodeStatus;
@@ -62,6 +63,17 @@ pub enum Request {
         /// Nodes to copy from, in order.
         from: Vec<u16>,
     },
+    /// Whether a chunk version is here and intact.
+    Check {
+        /// Inode.
+        ino: Ino,
+        /// Chunk index.
+        idx: u64,
+        /// Version.
+        version: u64,
+        /// Expected crc32c.
+        crc: u32,
+    },
     /// This node's storage and raft figures.
     Status,
 }
@@ -83,6 +95,10 @@ pub enum Response {
     Chunk(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     /// Done.
     Ok,
+    /// To `Check`.
+    Checked(Health),
+    /// To `Fetch`: bytes copied.
+    Fetched(u64),
     /// To `Status`.
     Status(NodeStatus),
     /// The request failed (one line).

@@ -1,0 +1,284 @@
+//! The DFS service of one node: its raft member, its chunk store, its listener, and the tasks
+//! that keep the cluster's metadata voters and chunk replicas complete.
+//!
+//! ```text
+//!   FUSE (this node) --write/read--> Dfs --leader here?--> raft (redb log, fsync)
+//!                                       \--otherwise----> leader's DFS service (TCP)
+//!   members task: bootstrap, voters = up to N alive nodes, learners = the rest, NodeGone
+//!   repair task:  leader re-replicates chunks of dead nodes; every node drops stale chunks
+//! ```
+
+mod data;
+mod members;
+mod repair;
+mod server;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use ssi_core::auth::ClusterKey;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::chunks::ChunkStore;
+use crate::error::{Error, Result};
+use crate::meta::{MetaOp, MetaRead};
+use crate::net::client::Peers;
+use crate::net::proto::{Request, Response};
+use crate::raft::store::{self, Applied, LogStore, StateMachine};
+use crate::raft::{network::Network, Answer, NodeAddr, Raft};
+
+/// How long a metadata request keeps retrying (leader changes) before it fails with `EIO`.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one request to another node may take.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of a node's DFS.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This node's id.
+    pub me: u16,
+    /// Where the metadata store and the chunks live.
+    pub data_dir: PathBuf,
+    /// Address the DFS service listens on.
+    pub listen: SocketAddr,
+    /// Address other nodes reach it at.
+    pub advertise: SocketAddr,
+    /// Replicas of each chunk (fewer while the cluster is smaller).
+    pub replicas: usize,
+    /// Metadata voters (fewer while the cluster is smaller).
+    pub voters: usize,
+}
+
+/// A node of the cluster as the DFS needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Node id.
+    pub id: u16,
+    /// Address of its DFS service.
+    pub addr: SocketAddr,
+    /// Alive or suspect (not dead, not left).
+    pub alive: bool,
+}
+
+/// Re-replication progress, counted by the nodes that led while it ran.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    copied: u64,
+    copied_bytes: u64,
+}
+
+/// One node's DFS service.
+pub struct Dfs {
+    /// Settings.
+    pub opts: Options,
+    raft: Raft,
+    state: Arc<RwLock<Applied>>,
+    /// This node's chunks.
+    pub chunks: ChunkStore,
+    peers: Arc<Peers>,
+    members: watch::Receiver<Vec<Member>>,
+    progress: Mutex<Progress>,
+    /// Inodes open on this node: their chunk files are never collected.
+    busy: Mutex<HashSet<u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl std::fmt::Debug for Dfs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dfs")
+            .field("opts", &self.opts)
+            .field("chunks", &self.chunks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dfs {
+    /// Opens the node's stores, starts its raft member, listener and background tasks.
+    pub async fn start(
+        opts: Options,
+        key: ClusterKey,
+        members: watch::Receiver<Vec<Member>>,
+    ) -> Result<Arc<Dfs>> {
+        std::fs::create_dir_all(&opts.data_dir).map_err(|e| Error::Io {
+            path: opts.data_dir.clone(),
+            source: e,
+        })?;
+        let db = store::open_db(&opts.data_dir.join("meta.redb"))?;
+        let (freed_tx, mut freed_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sm = StateMachine::new(db.clone(), freed_tx)?;
+        let state = sm.state.clone();
+        let peers = Arc::new(Peers::new(key));
+        let config = crate::raft::config()
+            .validate()
+            .map_err(|e| Error::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            u64::from(opts.me),
+            Arc::new(config),
+            Network::new(peers.clone()),
+            LogStore::new(db),
+            sm,
+        )
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+        let listener = TcpListener::bind(opts.listen).await.map_err(|e| Error::Io {
+            path: PathBuf::from(format!("tcp {}", opts.listen)),
+            source: e,
+        })?;
+        let dfs = Arc::new(Dfs {
+            chunks: ChunkStore::open(&opts.data_dir)?,
+            opts,
+            raft,
+            state,
+            peers,
+            members,
+            progress: Mutex::default(),
+            busy: Mutex::default(),
+        });
+        tokio::spawn(server::serve(dfs.clone(), listener));
+        let chunks = dfs.chunks.clone();
+        tokio::spawn(async move {
+            while let Some((ino, _)) = freed_rx.recv().await {
+                chunks.remove_inode(ino);
+            }
+        });
+        tokio::spawn(members::run(dfs.clone()));
+        tokio::spawn(repair::run(dfs.clone()));
+        Ok(dfs)
+    }
+
+    /// Stops the raft member.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "dfs raft did not stop cleanly");
+        }
+    }
+
+    /// Ids of the alive nodes (this one included).
+    pub fn alive(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = self
+            .members
+            .borrow()
+            .iter()
+            .filter(|m| m.alive)
+            .map(|m| m.id)
+            .collect();
+        if !ids.contains(&self.opts.me) {
+            ids.push(self.opts.me);
+        }
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Marks an inode open (or no longer open) on this node.
+    pub fn set_busy(&self, ino: u64, busy: bool) {
+        let mut b = lock(&self.busy);
+        if busy {
+            b.insert(ino);
+        } else {
+            b.remove(&ino);
+        }
+    }
+
+    fn is_busy(&self, ino: u64) -> bool {
+        lock(&self.busy).contains(&ino)
+    }
+
+    /// Proposes a change, through the leader wherever it is; retries across leader changes for
+    /// up to [`OP_TIMEOUT`], then answers `EIO`.
+    pub async fn write(&self, op: MetaOp) -> Answer {
+        self.retrying(|| self.try_write(op.clone())).await
+    }
+
+    /// Answers a question with the leader's current state (linearizable).
+    pub async fn read(&self, q: MetaRead) -> Answer {
+        self.retrying(|| self.try_read(q.clone())).await
+    }
+
+    async fn retrying<F, Fut>(&self, attempt: F) -> Answer
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Answer>>,
+    {
+        let deadline = Instant::now() + OP_TIMEOUT;
+        loop {
+            match attempt().await {
+                Ok(answer) => return answer,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "metadata request retried");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metadata request failed");
+                    return Err(libc::EIO);
+                }
+            }
+        }
+    }
+
+    async fn try_write(&self, op: MetaOp) -> Result<Answer> {
+        match self.raft.client_write(op.clone()).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                self.forward(f.leader_id, f.leader_node, Request::Write(op))
+                    .await
+            }
+            Err(e) => Err(Error::Raft(e.to_string())),
+        }
+    }
+
+    async fn try_read(&self, q: MetaRead) -> Result<Answer> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(self.local_read(&q)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                self.forward(f.leader_id, f.leader_node, Request::Read(q))
+                    .await
+            }
+            Err(e) => Err(Error::Raft(e.to_string())),
+        }
+    }
+
+    /// Answers from this node's copy of the metadata (possibly behind the leader's).
+    pub fn local_read(&self, q: &MetaRead) -> Answer {
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        s.meta.read(q)
+    }
+
+    async fn forward(
+        &self,
+        leader: Option<u64>,
+        node: Option<NodeAddr>,
+        req: Request,
+    ) -> Result<Answer> {
+        let leader = leader
+            .and_then(|l| u16::try_from(l).ok())
+            .filter(|l| *l != self.opts.me)
+            .ok_or_else(|| Error::Raft("no leader".into()))?;
+        if let Some(addr) = node.and_then(|n| n.addr.parse().ok()) {
+            self.peers.set_addr(leader, addr);
+        }
+        match self.peers.call(leader, &req, RPC_TIMEOUT).await? {
+            Response::Meta(answer) => Ok(answer),
+            other => Err(Error::Peer {
+                node: leader,
+                reason: format!("did not answer as leader: {other:?}"),
+            }),
+        }
+    }
+
+    /// This node's raft role.
+    fn role(&self) -> String {
+        let m = self.raft.metrics().borrow().clone();
+        if m.membership_config.membership().nodes().next().is_none() {
+            return "uninitialized".into();
+        }
+        format!("{:?}", m.state).to_lowercase()
+    }
+}
