@@ -6,6 +6,7 @@
 
 pub mod chunks;
 pub mod error;
+pub mod fuse;
 pub mod meta;
 pub mod net;
 pub mod placement;

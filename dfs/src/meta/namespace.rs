@@ -53,9 +53,10 @@ impl MetaState {
         let (mut perm, mut gid) = (node.perm & 0o7777, node.gid);
         if p.perm & libc::S_ISGID as u16 != 0 {
             gid = p.gid;
+            let in_group = node.uid == 0 || node.gid == p.gid || node.groups.contains(&p.gid);
             if node.kind == Kind::Dir {
                 perm |= libc::S_ISGID as u16;
-            } else if !node.in_group && perm & libc::S_IXGRP as u16 != 0 {
+            } else if !in_group && perm & libc::S_IXGRP as u16 != 0 {
                 perm &= !(libc::S_ISGID as u16);
             }
         }

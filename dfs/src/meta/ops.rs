@@ -32,9 +32,10 @@ pub struct NewNode {
     pub rdev: u32,
     /// Target of a symlink.
     pub target: Vec<u8>,
-    /// Whether the caller is in the parent's group or privileged: if not, a file created in a
-    /// set-group-id directory loses its own set-group-id bit, as on local file systems.
-    pub in_group: bool,
+    /// The caller's supplementary groups: a caller outside the group of a set-group-id parent
+    /// (and not root) creates files without their own set-group-id bit, as local file
+    /// systems do.
+    pub groups: Vec<u32>,
 }
 
 /// Attribute changes of `setattr`.

@@ -13,7 +13,7 @@ fn node(kind: Kind, perm: u16) -> NewNode {
         gid: 1000,
         rdev: 0,
         target: Vec::new(),
-        in_group: true,
+        groups: Vec::new(),
     }
 }
 
@@ -93,7 +93,7 @@ fn setgid_directory_passes_its_group_on() {
     assert_eq!(sub.gid, 50);
     assert_ne!(sub.perm & libc::S_ISGID as u16, 0, "directories inherit setgid");
     let mut outsider = node(Kind::File, 0o2755);
-    outsider.in_group = false;
+    outsider.gid = 7;
     let r = s
         .apply(MetaOp::Create {
             parent: d.ino,

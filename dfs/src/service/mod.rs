@@ -9,6 +9,7 @@
 //! ```
 
 mod data;
+pub use data::next_version;
 mod members;
 mod repair;
 mod server;
