@@ -5,6 +5,7 @@
 
 mod checkpoint;
 mod client;
+mod dfs;
 mod migrate;
 mod mpirun;
 mod nodes;
@@ -139,6 +140,11 @@ enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// The shared file system: health, scrub, space.
+    Dfs {
+        #[command(subcommand)]
+        command: dfs::DfsCommand,
+    },
     /// The global scheduler: show it, change its policy, balance now.
     Sched {
         #[command(subcommand)]
@@ -265,6 +271,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         Command::Nodes { json } => nodes::nodes(&socket, json).await?,
         Command::Info { json } => nodes::info(&socket, json).await?,
         Command::Ps { json } => ps::ps(&socket, json).await?,
+        Command::Dfs { command } => dfs::run(&socket, command).await?,
         Command::Sched { command } => match command {
             SchedCommand::Show { json } => sched::show(&socket, json).await?,
             SchedCommand::Set { policy, params } => {

@@ -12,6 +12,7 @@
 mod cgroup;
 mod cluster;
 mod control;
+mod dfs;
 pub mod helpers;
 mod incoming;
 mod join;
@@ -59,6 +60,8 @@ pub struct Node {
     pub sched: sched::Sched,
     /// Outcomes of migrations to this node, for sources that got no answer.
     incoming: incoming::Incoming,
+    /// The shared file system, when this node serves it.
+    dfs: dfs::Slot,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -169,7 +172,9 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
         directory: Mutex::default(),
         incoming: incoming::Incoming::default(),
         sched,
+        dfs: dfs::Slot::default(),
     });
+    let dfs_running = dfs::start(node.clone()).await?;
     tracing::info!(
         node = %me.id, name = %node.config.name, addr = %me.addr, gen = me.gen,
         socket = %node.config.control_socket().display(), "ssid started"
@@ -189,6 +194,7 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
         // The join task drops its sender when it has nothing more to do: not a reason to stop.
         Some(fatal) = fatal_rx.recv() => Some(fatal),
     };
+    dfs::stop(dfs_running).await;
     let socket = node.config.control_socket();
     let result = match outcome {
         None => {
