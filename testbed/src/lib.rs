@@ -37,6 +37,10 @@ pub struct NodeOptions {
     pub cpu_quota: Option<f64>,
     /// Lines of the `[sched]` table of every node's config (e.g. `balance = false`).
     pub sched: Vec<String>,
+    /// Serve the shared file system on every node, with these lines added to its `[dfs]`
+    /// table (e.g. `replicas = 1`); each node mounts it at [`Testbed::dfs_mount`].
+    #[serde(default)]
+    pub dfs: Option<Vec<String>>,
 }
 
 /// The layout of a testbed, saved in `DIR/testbed.json`.
@@ -260,7 +264,37 @@ impl Testbed {
                 text.push('\n');
             }
         }
+        if let Some(lines) = &self.layout.options.dfs {
+            text.push_str(&format!(
+                "[dfs]\nmode = \"replicated\"\nmount = \"{}\"\ndata_dir = \"{}\"\n",
+                self.dfs_mount(n).display(),
+                nd.join("dfs").display()
+            ));
+            for line in lines {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
         std::fs::write(nd.join("ssid.toml"), text).context("cannot write node config")
+    }
+
+    /// Where node `n` mounts the shared file system (nodes share this machine's mount table,
+    /// so each has its own mount point).
+    pub fn dfs_mount(&self, n: usize) -> PathBuf {
+        self.node_dir(n).join("mnt")
+    }
+
+    /// Detaches node `n`'s file system mount if its daemon died and left it.
+    fn detach_dfs(&self, n: usize) {
+        if self.layout.options.dfs.is_some() && self.pid(n).is_none() {
+            let mnt = self.dfs_mount(n);
+            let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+                .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy())))
+                .unwrap_or(false);
+            if mounted {
+                let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
     }
 
     /// A command that runs `program` where node `n` lives (inside its network namespace, if
@@ -421,6 +455,7 @@ impl Testbed {
             netns::remove_slot(slot);
         }
         for n in 1..=self.nodes() {
+            self.detach_dfs(n);
             self.remove_cgroup(n);
         }
         let _ = std::fs::remove_file(self.dir.join("testbed.json"));

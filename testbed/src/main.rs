@@ -34,6 +34,9 @@ enum Cmd {
         /// Limit each node's processes to this many CPUs (a cgroup per node).
         #[arg(long)]
         cpu_quota: Option<f64>,
+        /// Serve the shared file system; node N mounts it at DIR/nN/mnt.
+        #[arg(long)]
+        dfs: bool,
     },
     /// Kill a node's daemon with SIGKILL (a crash).
     Kill {
@@ -94,9 +97,11 @@ fn run(args: Args) -> Result<()> {
             dir,
             netns,
             cpu_quota,
+            dfs,
         } => {
             let opts = testbed::NodeOptions {
                 cpu_quota,
+                dfs: dfs.then(Vec::new),
                 ..Default::default()
             };
             let tb = Testbed::up_with(&dir, nodes, netns, opts)?;
@@ -154,6 +159,7 @@ fn demo(netns: bool) -> Result<()> {
                 "min_residence_ms = 1500".into(),
                 "balance_cooldown_ms = 1500".into(),
             ],
+            ..Default::default()
         }
     } else {
         testbed::NodeOptions::default()
