@@ -6,7 +6,7 @@ use crate::meta::{ChunkRef, Ino};
 use crate::net::proto::{Request, Response};
 use crate::placement;
 
-use super::{Dfs, RPC_TIMEOUT};
+use super::{Dfs, OP_TIMEOUT, RPC_TIMEOUT};
 
 /// The version a node writes after `old`: a higher count, with the writer's id in the low 16
 /// bits so that two nodes never write the same version of a chunk.
@@ -67,7 +67,9 @@ impl Dfs {
 
     /// Sends a chunk version this node holds to other nodes until it is on as many replicas
     /// as the cluster allows (this node first); gives the replicas. Returns only once every
-    /// replica has synced it.
+    /// replica has synced it. A node that fails is tried again, or left out once the
+    /// membership declares it dead (the number wanted shrinks with the alive nodes), for up
+    /// to [`OP_TIMEOUT`].
     pub async fn replicate(
         &self,
         ino: Ino,
@@ -76,22 +78,20 @@ impl Dfs {
         keep: Option<u64>,
         data: &[u8],
     ) -> Result<Vec<u16>> {
-        let alive = self.alive();
-        let want = self.opts.replicas.min(alive.len()).max(1);
-        let order = placement::order(ino, idx, Some(self.opts.me), &alive);
+        let deadline = tokio::time::Instant::now() + OP_TIMEOUT;
         let mut replicas = vec![self.opts.me];
-        let mut candidates = order.into_iter().filter(|n| *n != self.opts.me);
-        while replicas.len() < want {
-            let batch: Vec<u16> = candidates.by_ref().take(want - replicas.len()).collect();
-            if batch.is_empty() {
-                return Err(Error::Peer {
-                    node: self.opts.me,
-                    reason: format!(
-                        "chunk {ino}/{idx}: only {} of {want} replicas reachable",
-                        replicas.len()
-                    ),
-                });
+        loop {
+            let alive = self.alive();
+            let want = self.opts.replicas.min(alive.len()).max(1);
+            replicas.retain(|r| *r == self.opts.me || alive.contains(r));
+            if replicas.len() >= want {
+                return Ok(replicas);
             }
+            let batch: Vec<u16> = placement::order(ino, idx, Some(self.opts.me), &alive)
+                .into_iter()
+                .filter(|n| !replicas.contains(n))
+                .take(want - replicas.len())
+                .collect();
             let sends = batch.iter().map(|n| {
                 let req = Request::PutChunk {
                     ino,
@@ -102,15 +102,33 @@ impl Dfs {
                 };
                 async move { (*n, self.peers.call(*n, &req, RPC_TIMEOUT).await) }
             });
+            let mut failed = false;
             for (node, result) in futures::future::join_all(sends).await {
                 match result {
                     Ok(Response::Ok) => replicas.push(node),
-                    Ok(other) => tracing::warn!(node, ?other, "chunk replica refused"),
-                    Err(e) => tracing::warn!(node, error = %e, "chunk replica failed"),
+                    Ok(other) => {
+                        failed = true;
+                        tracing::warn!(node, ?other, "chunk replica refused");
+                    }
+                    Err(e) => {
+                        failed = true;
+                        tracing::debug!(node, error = %e, "chunk replica failed");
+                    }
                 }
             }
+            if failed {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::Peer {
+                        node: self.opts.me,
+                        reason: format!(
+                            "chunk {ino}/{idx}: only {} of {want} replicas reachable",
+                            replicas.len()
+                        ),
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
-        Ok(replicas)
     }
 }
 

@@ -1,0 +1,234 @@
+//! End-to-end tests of the shared file system: real daemons, real FUSE mounts, real kills.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{json, root_or_skip, ssi, SETTLE};
+use sha2::{Digest, Sha256};
+use testbed::{wait_until, NodeOptions, Testbed};
+
+/// How long the file system may take to elect, replace a voter or re-replicate.
+const HEAL: Duration = Duration::from_secs(60);
+
+fn dfs_testbed(nodes: usize) -> (tempfile::TempDir, Testbed) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = NodeOptions {
+        dfs: Some(Vec::new()),
+        ..NodeOptions::default()
+    };
+    let tb = Testbed::up_with(&dir.path().join("tb"), nodes, false, opts).expect("testbed up");
+    for n in 1..=nodes {
+        wait_ready(&tb, n, nodes.min(3));
+    }
+    (dir, tb)
+}
+
+fn status(tb: &Testbed, n: usize) -> Option<serde_json::Value> {
+    let out = ssi(tb, n, &["dfs", "status", "--json"]);
+    out.status.success().then(|| json(&out))
+}
+
+/// Waits until node `n` sees a leader, `voters` voters, and its mount answers.
+fn wait_ready(tb: &Testbed, n: usize, voters: usize) {
+    let ok = wait_until(SETTLE * 3, || {
+        status(tb, n).is_some_and(|s| {
+            s["leader"].is_u64() && s["voters"].as_array().map(Vec::len) == Some(voters)
+        }) && fs::read_dir(tb.dfs_mount(n)).is_ok()
+    });
+    assert!(ok, "node {n}: dfs not ready: {:?}", status(tb, n));
+}
+
+#[test]
+fn written_on_one_node_is_read_on_another_with_owner_mode_and_times() {
+    if !root_or_skip("mounting the dfs") {
+        return;
+    }
+    let (_dir, tb) = dfs_testbed(3);
+    let (m1, m2, m3) = (tb.dfs_mount(1), tb.dfs_mount(2), tb.dfs_mount(3));
+    fs::create_dir(m1.join("d")).expect("mkdir");
+    let data: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 251) as u8).collect();
+    fs::write(m1.join("d/f"), &data).expect("write");
+    let f = m1.join("d/f");
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).expect("chmod");
+    nix::unistd::chown(&f, Some(1234.into()), Some(4321.into())).expect("chown");
+    let when = nix::sys::time::TimeSpec::new(1_600_000_000, 123_456_789);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &f,
+        &when,
+        &when,
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    )
+    .expect("utimensat");
+    std::os::unix::fs::symlink("d/f", m1.join("link")).expect("symlink");
+    let want = fs::metadata(&f).expect("stat");
+    for m in [&m2, &m3] {
+        let got = fs::metadata(m.join("d/f")).expect("stat elsewhere");
+        assert_eq!(
+            (got.uid(), got.gid(), got.mode(), got.len()),
+            (1234, 4321, want.mode(), data.len() as u64)
+        );
+        assert_eq!((got.mtime(), got.mtime_nsec()), (1_600_000_000, 123_456_789));
+        assert_eq!(got.ctime(), want.ctime());
+        assert!(fs::read(m.join("d/f")).expect("read") == data, "content differs");
+        assert_eq!(
+            fs::read_link(m.join("link")).expect("readlink"),
+            Path::new("d/f")
+        );
+    }
+    // rename is atomic and seen everywhere; a hard link counts
+    fs::rename(m2.join("d/f"), m2.join("g")).expect("rename");
+    fs::hard_link(m3.join("g"), m3.join("d/h")).expect("link");
+    assert_eq!(fs::metadata(m1.join("d/h")).expect("stat").nlink(), 2);
+    assert!(wait_until(Duration::from_secs(3), || !m1.join("d/f").exists()));
+}
+
+#[test]
+fn unlinked_open_files_and_locks_hold_across_nodes() {
+    if !root_or_skip("mounting the dfs") {
+        return;
+    }
+    let (_dir, tb) = dfs_testbed(2);
+    let (m1, m2) = (tb.dfs_mount(1), tb.dfs_mount(2));
+    fs::write(m1.join("kept"), b"still here").expect("write");
+    let mut open_on_2 = fs::File::open(m2.join("kept")).expect("open on 2");
+    fs::remove_file(m1.join("kept")).expect("unlink on 1");
+    // names are cached by other nodes' kernels for up to a second (attr::TTL)
+    assert!(wait_until(Duration::from_secs(3), || !m2.join("kept").exists()));
+    let mut got = String::new();
+    open_on_2.read_to_string(&mut got).expect("read after unlink");
+    assert_eq!(got, "still here");
+    drop(open_on_2);
+
+    fs::write(m1.join("lock"), b"").expect("create");
+    let holder = fs::File::open(m1.join("lock")).expect("open on 1");
+    let held = nix::fcntl::Flock::lock(holder, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .expect("flock on 1");
+    let other = fs::File::open(m2.join("lock")).expect("open on 2");
+    let refused = nix::fcntl::Flock::lock(other, nix::fcntl::FlockArg::LockExclusiveNonblock);
+    let (other, errno) = refused.expect_err("the lock is held on node 1");
+    assert_eq!(errno, nix::errno::Errno::EWOULDBLOCK);
+    drop(held);
+    nix::fcntl::Flock::lock(other, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .expect("free once node 1 closed it");
+}
+
+/// A record: sequence number, payload, and a SHA-256 of both (512 bytes in all).
+fn record(seq: u64) -> Vec<u8> {
+    let mut r = seq.to_le_bytes().to_vec();
+    r.extend((0..472u32).map(|i| (seq as u32).wrapping_mul(31).wrapping_add(i) as u8));
+    let sum = Sha256::digest(&r);
+    r.extend_from_slice(&sum);
+    r
+}
+
+/// Appends fsync'd records until told to stop or the file system fails; counts acknowledged.
+fn writer(path: &Path, stop: &AtomicBool, acked: &AtomicU64) {
+    let Ok(mut f) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(path)
+    else {
+        return;
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let seq = acked.load(Ordering::Relaxed);
+        if f.write_all(&record(seq)).is_err() || f.sync_all().is_err() {
+            return;
+        }
+        acked.store(seq + 1, Ordering::Relaxed);
+    }
+}
+
+fn check_records(path: &Path, acked: u64) {
+    let data = fs::read(path).expect("read records");
+    assert!(
+        data.len() as u64 >= acked * 512,
+        "{}: {} bytes, {acked} records acknowledged",
+        path.display(),
+        data.len()
+    );
+    for seq in 0..acked {
+        let at = usize::try_from(seq * 512).expect("offset");
+        assert_eq!(&data[at..at + 512], record(seq).as_slice(), "record {seq} damaged");
+    }
+}
+
+fn wait_acked(acked: &AtomicU64, more_than: u64) {
+    let ok = wait_until(HEAL, || acked.load(Ordering::Relaxed) > more_than + 5);
+    assert!(ok, "the writer made no progress past {more_than} records");
+}
+
+#[test]
+fn acknowledged_records_survive_node_kills() {
+    if !root_or_skip("mounting the dfs") {
+        return;
+    }
+    let (_dir, mut tb) = dfs_testbed(3);
+    let path = tb.dfs_mount(1).join("records");
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let w = {
+        let (stop, acked, path) = (stop.clone(), acked.clone(), path.clone());
+        std::thread::spawn(move || writer(&path, &stop, &acked))
+    };
+    for victim in [2, 3] {
+        wait_acked(&acked, acked.load(Ordering::Relaxed));
+        tb.kill(victim).expect("kill");
+        // the writer goes on with the other two nodes
+        wait_acked(&acked, acked.load(Ordering::Relaxed));
+        tb.start(victim).expect("restart");
+        wait_ready(&tb, victim, 3);
+    }
+    wait_acked(&acked, acked.load(Ordering::Relaxed));
+    tb.kill(1).expect("kill the writer's node");
+    stop.store(true, Ordering::Relaxed);
+    w.join().expect("writer");
+    let acked = acked.load(Ordering::Relaxed);
+    assert!(acked > 15, "only {acked} records written");
+    for n in [2, 3] {
+        wait_ready(&tb, n, 3);
+        check_records(&tb.dfs_mount(n).join("records"), acked);
+    }
+}
+
+#[test]
+fn a_dead_voter_is_replaced_and_its_chunks_copied_again() {
+    if !root_or_skip("mounting the dfs") {
+        return;
+    }
+    let (_dir, mut tb) = dfs_testbed(4);
+    let data: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 253) as u8).collect();
+    fs::write(tb.dfs_mount(1).join("f"), &data).expect("write");
+    let s = status(&tb, 1).expect("status");
+    let leader = usize::try_from(s["leader"].as_u64().expect("leader")).expect("id");
+    tb.kill(leader).expect("kill the leader");
+    let observer = if leader == 4 { 3 } else { 4 };
+    let healed = wait_until(HEAL, || {
+        status(&tb, observer).is_some_and(|s| {
+            let voters: Vec<u64> = s["voters"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|x| x.as_u64()).collect())
+                .unwrap_or_default();
+            s["leader"].as_u64().is_some_and(|l| l != leader as u64)
+                && voters.len() == 3
+                && !voters.contains(&(leader as u64))
+                && s["under_replicated"] == 0
+                && s["rereplicated"].as_u64() > Some(0)
+        })
+    });
+    assert!(healed, "not healed: {:?}", status(&tb, observer));
+    assert!(fs::read(tb.dfs_mount(observer).join("f")).expect("read") == data);
+    // the node comes back, catches up and reads the file
+    tb.start(leader).expect("restart");
+    wait_ready(&tb, leader, 3);
+    assert!(fs::read(tb.dfs_mount(leader).join("f")).expect("read") == data);
+}
