@@ -34,6 +34,9 @@ pub struct Status {
     pub leader: Option<u16>,
     /// Voters of the metadata.
     pub voters: Vec<u16>,
+    /// Whether a voter change is under way (the joint configuration of Raft: until it ends,
+    /// the old voters too must keep a majority).
+    pub changing_voters: bool,
     /// Learners (nodes that replicate the metadata without voting).
     pub learners: Vec<u16>,
     /// Replicas wanted per chunk.

@@ -17,7 +17,12 @@ use testbed::{wait_until, NodeOptions, Testbed};
 /// How long the file system may take to elect, replace a voter or re-replicate.
 const HEAL: Duration = Duration::from_secs(60);
 
-fn dfs_testbed(nodes: usize) -> (tempfile::TempDir, Testbed) {
+/// One DFS testbed at a time: several in parallel on two cores starve raft's heartbeats
+/// and turn failovers into timeouts.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn dfs_testbed(nodes: usize) -> (std::sync::MutexGuard<'static, ()>, tempfile::TempDir, Testbed) {
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = NodeOptions {
         dfs: Some(Vec::new()),
@@ -25,9 +30,9 @@ fn dfs_testbed(nodes: usize) -> (tempfile::TempDir, Testbed) {
     };
     let tb = Testbed::up_with(&dir.path().join("tb"), nodes, false, opts).expect("testbed up");
     for n in 1..=nodes {
-        wait_ready(&tb, n, nodes.min(3));
+        wait_ready(&tb, n, nodes.min(3), nodes);
     }
-    (dir, tb)
+    (guard, dir, tb)
 }
 
 fn status(tb: &Testbed, n: usize) -> Option<serde_json::Value> {
@@ -35,11 +40,21 @@ fn status(tb: &Testbed, n: usize) -> Option<serde_json::Value> {
     out.status.success().then(|| json(&out))
 }
 
-/// Waits until node `n` sees a leader, `voters` voters, and its mount answers.
-fn wait_ready(tb: &Testbed, n: usize, voters: usize) {
+/// Waits until node `n` sees a leader, `voters` voters, `alive` nodes holding the whole
+/// metadata log, and its mount answers.
+fn wait_ready(tb: &Testbed, n: usize, voters: usize, alive: usize) {
     let ok = wait_until(SETTLE * 3, || {
         status(tb, n).is_some_and(|s| {
-            s["leader"].is_u64() && s["voters"].as_array().map(Vec::len) == Some(voters)
+            let applied: Vec<u64> = s["nodes"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|n| n["applied"].as_u64()).collect())
+                .unwrap_or_default();
+            let max = applied.iter().copied().max().unwrap_or(0);
+            s["leader"].is_u64()
+                && s["voters"].as_array().map(Vec::len) == Some(voters)
+                && s["changing_voters"] == false
+                && applied.len() >= alive
+                && applied.iter().all(|a| a + 16 >= max)
         }) && fs::read_dir(tb.dfs_mount(n)).is_ok()
     });
     assert!(ok, "node {n}: dfs not ready: {:?}", status(tb, n));
@@ -50,7 +65,7 @@ fn written_on_one_node_is_read_on_another_with_owner_mode_and_times() {
     if !root_or_skip("mounting the dfs") {
         return;
     }
-    let (_dir, tb) = dfs_testbed(3);
+    let (_one, _dir, tb) = dfs_testbed(3);
     let (m1, m2, m3) = (tb.dfs_mount(1), tb.dfs_mount(2), tb.dfs_mount(3));
     fs::create_dir(m1.join("d")).expect("mkdir");
     let data: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 251) as u8).collect();
@@ -95,7 +110,7 @@ fn unlinked_open_files_and_locks_hold_across_nodes() {
     if !root_or_skip("mounting the dfs") {
         return;
     }
-    let (_dir, tb) = dfs_testbed(2);
+    let (_one, _dir, tb) = dfs_testbed(2);
     let (m1, m2) = (tb.dfs_mount(1), tb.dfs_mount(2));
     fs::write(m1.join("kept"), b"still here").expect("write");
     let mut open_on_2 = fs::File::open(m2.join("kept")).expect("open on 2");
@@ -129,23 +144,26 @@ fn record(seq: u64) -> Vec<u8> {
     r
 }
 
-/// Appends fsync'd records until told to stop or the file system fails; counts acknowledged.
-fn writer(path: &Path, stop: &AtomicBool, acked: &AtomicU64) {
-    let Ok(mut f) = OpenOptions::new()
+/// Appends fsync'd records until told to stop or the file system fails; counts acknowledged
+/// records and gives the error that stopped it.
+fn writer(path: &Path, stop: &AtomicBool, acked: &AtomicU64) -> Option<std::io::Error> {
+    let mut f = match OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o644)
         .open(path)
-    else {
-        return;
+    {
+        Ok(f) => f,
+        Err(e) => return Some(e),
     };
     while !stop.load(Ordering::Relaxed) {
         let seq = acked.load(Ordering::Relaxed);
-        if f.write_all(&record(seq)).is_err() || f.sync_all().is_err() {
-            return;
+        if let Err(e) = f.write_all(&record(seq)).and_then(|()| f.sync_all()) {
+            return Some(e);
         }
         acked.store(seq + 1, Ordering::Relaxed);
     }
+    None
 }
 
 fn check_records(path: &Path, acked: u64) {
@@ -162,9 +180,15 @@ fn check_records(path: &Path, acked: u64) {
     }
 }
 
-fn wait_acked(acked: &AtomicU64, more_than: u64) {
-    let ok = wait_until(HEAL, || acked.load(Ordering::Relaxed) > more_than + 5);
-    assert!(ok, "the writer made no progress past {more_than} records");
+fn wait_acked(acked: &AtomicU64, more_than: u64, w: &std::thread::JoinHandle<Option<std::io::Error>>, when: &str) {
+    let ok = wait_until(HEAL, || {
+        acked.load(Ordering::Relaxed) > more_than + 5 || w.is_finished()
+    });
+    assert!(
+        ok && !w.is_finished(),
+        "{when}: the writer made no progress past {more_than} records (stopped: {})",
+        w.is_finished()
+    );
 }
 
 #[test]
@@ -172,7 +196,7 @@ fn acknowledged_records_survive_node_kills() {
     if !root_or_skip("mounting the dfs") {
         return;
     }
-    let (_dir, mut tb) = dfs_testbed(3);
+    let (_one, _dir, mut tb) = dfs_testbed(3);
     let path = tb.dfs_mount(1).join("records");
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
@@ -181,21 +205,22 @@ fn acknowledged_records_survive_node_kills() {
         std::thread::spawn(move || writer(&path, &stop, &acked))
     };
     for victim in [2, 3] {
-        wait_acked(&acked, acked.load(Ordering::Relaxed));
+        wait_acked(&acked, acked.load(Ordering::Relaxed), &w, "before a kill");
         tb.kill(victim).expect("kill");
         // the writer goes on with the other two nodes
-        wait_acked(&acked, acked.load(Ordering::Relaxed));
+        wait_acked(&acked, acked.load(Ordering::Relaxed), &w, &format!("node {victim} dead"));
         tb.start(victim).expect("restart");
-        wait_ready(&tb, victim, 3);
+        wait_ready(&tb, victim, 3, 3);
     }
-    wait_acked(&acked, acked.load(Ordering::Relaxed));
+    wait_acked(&acked, acked.load(Ordering::Relaxed), &w, "all back");
     tb.kill(1).expect("kill the writer's node");
     stop.store(true, Ordering::Relaxed);
-    w.join().expect("writer");
+    let stopped_by = w.join().expect("writer");
+    eprintln!("writer stopped by: {stopped_by:?}");
     let acked = acked.load(Ordering::Relaxed);
     assert!(acked > 15, "only {acked} records written");
     for n in [2, 3] {
-        wait_ready(&tb, n, 3);
+        wait_ready(&tb, n, 3, 2);
         check_records(&tb.dfs_mount(n).join("records"), acked);
     }
 }
@@ -205,9 +230,10 @@ fn a_dead_voter_is_replaced_and_its_chunks_copied_again() {
     if !root_or_skip("mounting the dfs") {
         return;
     }
-    let (_dir, mut tb) = dfs_testbed(4);
+    let (_one, _dir, mut tb) = dfs_testbed(4);
     let data: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 253) as u8).collect();
     fs::write(tb.dfs_mount(1).join("f"), &data).expect("write");
+    wait_ready(&tb, 1, 3, 4);
     let s = status(&tb, 1).expect("status");
     let leader = usize::try_from(s["leader"].as_u64().expect("leader")).expect("id");
     tb.kill(leader).expect("kill the leader");
@@ -229,6 +255,6 @@ fn a_dead_voter_is_replaced_and_its_chunks_copied_again() {
     assert!(fs::read(tb.dfs_mount(observer).join("f")).expect("read") == data);
     // the node comes back, catches up and reads the file
     tb.start(leader).expect("restart");
-    wait_ready(&tb, leader, 3);
+    wait_ready(&tb, leader, 3, 4);
     assert!(fs::read(tb.dfs_mount(leader).join("f")).expect("read") == data);
 }

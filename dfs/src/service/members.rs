@@ -5,8 +5,9 @@
 //!   the membership view has been stable for [`SETTLE`] and every other alive node says it is
 //!   uninitialised (so two halves never found two file systems while they can see each other).
 //! - The leader adds every alive node as a learner (each node then applies the log and holds
-//!   a copy of the metadata), and keeps `voters` of them voting: dead voters are replaced by
-//!   alive learners, and dead learners removed.
+//!   a copy of the metadata), and keeps `voters` of them voting: a dead voter is replaced by
+//!   an alive learner that holds the log (and keeps its seat while there is none), dead
+//!   learners are removed.
 //! - When a node stops being alive, the leader proposes `NodeGone` once: its opens and locks
 //!   end. A node proposes it for itself when it starts, for those of its previous run.
 
@@ -24,6 +25,8 @@ use crate::raft::NodeAddr;
 /// How long the view of alive nodes must hold still before a first node bootstraps.
 const SETTLE: Duration = Duration::from_secs(3);
 const PERIOD: Duration = Duration::from_millis(500);
+/// Log entries a learner may lag and still be made a voter.
+const CATCH_UP_SLACK: u64 = 16;
 
 /// Runs until the process ends.
 pub async fn run(dfs: Arc<Dfs>) {
@@ -91,7 +94,22 @@ async fn bootstrap(dfs: &Dfs, alive: &[u16]) {
 
 /// Adds alive nodes as learners, replaces dead voters, removes dead learners.
 async fn reconcile(dfs: &Dfs, alive: &[u16]) -> crate::Result<()> {
-    let membership = dfs.raft.metrics().borrow().membership_config.clone();
+    let metrics = dfs.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.clone();
+    if membership.membership().get_joint_config().len() > 1 {
+        return Ok(());
+    }
+    // A learner votes only once it holds nearly the whole log: the joint configuration of a
+    // voter change then lasts one round trip, not the learner's catch-up (while it lasts, the
+    // old voters must all stay reachable).
+    let last = metrics.last_log_index.unwrap_or(0);
+    let caught_up = |id: &u64| {
+        metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(id).cloned().flatten())
+            .is_some_and(|m| m.index + CATCH_UP_SLACK >= last)
+    };
     let nodes: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let alive: BTreeSet<u64> = alive.iter().map(|n| u64::from(*n)).collect();
@@ -100,13 +118,22 @@ async fn reconcile(dfs: &Dfs, alive: &[u16]) -> crate::Result<()> {
         let addr = dfs.node_addr(u16::try_from(*id).unwrap_or(0));
         dfs.raft.add_learner(*id, addr, false).await.map_err(err)?;
     }
-    let want = dfs.opts.voters.min(alive.len()).max(1);
+    let target = dfs.opts.voters.max(1);
     let mut new_voters: BTreeSet<u64> = voters.intersection(&alive).copied().collect();
     for id in &alive {
-        if new_voters.len() >= want {
+        if new_voters.len() >= target {
             break;
         }
-        if nodes.contains(id) {
+        if nodes.contains(id) && caught_up(id) {
+            new_voters.insert(*id);
+        }
+    }
+    // A dead voter keeps its seat until a caught-up node takes it: shrinking to two voters
+    // would make the next change need both of them (Raft's joint configuration), so a second
+    // death during it would stop the metadata.
+    let keep = voters.len().min(target);
+    for id in voters.difference(&alive) {
+        if new_voters.len() < keep {
             new_voters.insert(*id);
         }
     }

@@ -242,6 +242,7 @@ impl Dfs {
             leader: metrics.current_leader.map(to16),
             voters: membership.voter_ids().map(to16).collect(),
             learners: membership.learner_ids().map(to16).collect(),
+            changing_voters: membership.get_joint_config().len() > 1,
             replicas: u32::try_from(self.opts.replicas).unwrap_or(u32::MAX),
             ..Status::default()
         };
