@@ -98,6 +98,9 @@ fn status_text(s: &Value) -> String {
         "chunks:           {} ({} replicas each), {} under-replicated",
         s["chunks"], s["replicas"], s["under_replicated"]
     );
+    if s["changing_voters"] == true {
+        let _ = writeln!(out, "voter change:     under way");
+    }
     let _ = writeln!(
         out,
         "re-replicated:    {} chunks, {} bytes",
@@ -106,19 +109,19 @@ fn status_text(s: &Value) -> String {
     let _ = writeln!(
         out,
         "{:>5} {:<10} {:>9} {:>9} {:>9} {:>8} {:>8}",
-        "NODE", "ROLE", "SIZE", "FREE", "CHUNKS", "FILES", "APPLIED"
+        "NODE", "ROLE", "SIZE", "FREE", "USED", "CHUNKS", "APPLIED"
     );
     for n in s["nodes"].as_array().into_iter().flatten() {
         let _ = writeln!(
             out,
             "{:>5} {:<10} {:>9} {:>9} {:>9} {:>8} {:>8}",
-            n["node"],
+            n["node"].to_string(),
             n["role"].as_str().unwrap_or("?"),
             gib(&n["capacity_bytes"]),
             gib(&n["free_bytes"]),
             gib(&n["used_bytes"]),
-            n["chunk_files"],
-            n["applied"]
+            n["chunk_files"].to_string(),
+            n["applied"].to_string()
         );
     }
     out
