@@ -28,6 +28,7 @@ fn batch(
     let opts = NodeOptions {
         cpu_quota: Some(QUOTA),
         sched: sched.iter().map(|s| s.to_string()).collect(),
+        ..NodeOptions::default()
     };
     let tb = Testbed::up_with(&dir, 3, false, opts)?;
     let t = Instant::now();
