@@ -17,6 +17,9 @@ use crate::service::next_version;
 
 use super::Fs;
 
+/// Chunks published at once: their bytes are held in memory while they travel.
+const PUBLISH_BATCH: usize = 8;
+
 /// A new version of one chunk, being written here.
 #[derive(Debug)]
 struct Dirty {
@@ -187,33 +190,10 @@ impl OpenFile {
         let Some(written) = self.written else {
             return Ok(());
         };
+        let dirty: Vec<(u64, u64)> = self.dirty.iter().map(|(i, d)| (*i, d.version)).collect();
         let mut refs = Vec::new();
-        for (idx, d) in &self.dirty {
-            let path = fs.dfs.chunks.path(self.ino, *idx, d.version);
-            d.file.sync_all().map_err(|e| errno_of(&e))?;
-            let data = std::fs::read(&path).map_err(|e| errno_of(&e))?;
-            let crc = crc32c::crc32c(&data);
-            let keep = self.base.get(idx).map(|c| c.version);
-            let (ino, idx, version) = (self.ino, *idx, d.version);
-            let replicas = fs.run(move |dfs| async move {
-                dfs.replicate(ino, idx, version, keep, &data).await
-            });
-            let replicas = replicas.map_err(|e| {
-                tracing::warn!(ino, idx, error = %e, "chunk not replicated");
-                libc::EIO
-            })?;
-            let stored = u32::try_from(std::fs::metadata(&path).map_err(|e| errno_of(&e))?.len())
-                .map_err(|_| libc::EFBIG)?;
-            refs.push((
-                idx,
-                ChunkRef {
-                    version,
-                    crc,
-                    stored,
-                    valid: stored,
-                    replicas,
-                },
-            ));
+        for batch in dirty.chunks(PUBLISH_BATCH) {
+            refs.extend(self.replicate_batch(fs, batch)?);
         }
         let op = MetaOp::Commit {
             ino: self.ino,
@@ -235,6 +215,49 @@ impl OpenFile {
         self.dirty.clear();
         self.written = None;
         Ok(())
+    }
+
+    /// Syncs new chunk versions here and sends them to their other replicas, all at once.
+    fn replicate_batch(&self, fs: &Fs, batch: &[(u64, u64)]) -> Result<Vec<(u64, ChunkRef)>, i32> {
+        let mut sealed = Vec::new();
+        for (idx, version) in batch {
+            let d = self.dirty.get(idx).ok_or(libc::EIO)?;
+            d.file.sync_all().map_err(|e| errno_of(&e))?;
+            let path = fs.dfs.chunks.path(self.ino, *idx, *version);
+            let data = std::fs::read(&path).map_err(|e| errno_of(&e))?;
+            let keep = self.base.get(idx).map(|c| c.version);
+            sealed.push((*idx, *version, keep, data));
+        }
+        let ino = self.ino;
+        let results = fs.run(move |dfs| async move {
+            let sends = sealed.into_iter().map(|(idx, version, keep, data)| {
+                let dfs = dfs.clone();
+                async move {
+                    let replicas = dfs.replicate(ino, idx, version, keep, &data).await;
+                    (idx, version, crc32c::crc32c(&data), data.len(), replicas)
+                }
+            });
+            futures::future::join_all(sends).await
+        });
+        let mut refs = Vec::new();
+        for (idx, version, crc, len, replicas) in results {
+            let replicas = replicas.map_err(|e| {
+                tracing::warn!(ino, idx, error = %e, "chunk not replicated");
+                libc::EIO
+            })?;
+            let stored = u32::try_from(len).map_err(|_| libc::EFBIG)?;
+            refs.push((
+                idx,
+                ChunkRef {
+                    version,
+                    crc,
+                    stored,
+                    valid: stored,
+                    replicas,
+                },
+            ));
+        }
+        Ok(refs)
     }
 }
 
