@@ -6,6 +6,7 @@
 //! `DIR/env` (`export SSI_SOCKET=...` of node 1), and per node `DIR/nN/` with `ssid.toml`,
 //! `ssid.sock`, `ssid.log` and `ssid.pid`.
 
+pub mod mountns;
 pub mod netns;
 mod wait;
 
@@ -41,6 +42,11 @@ pub struct NodeOptions {
     /// table (e.g. `replicas = 1`); each node mounts it at [`Testbed::dfs_mount`].
     #[serde(default)]
     pub dfs: Option<Vec<String>>,
+    /// With network namespaces: each node also gets a mount namespace with private `/tmp`,
+    /// `/var/tmp`, `/home` and DFS data (see [`mountns`]), so that nodes share no files but
+    /// the DFS.
+    #[serde(default)]
+    pub private_mounts: bool,
 }
 
 /// The layout of a testbed, saved in `DIR/testbed.json`.
@@ -278,10 +284,34 @@ impl Testbed {
         std::fs::write(nd.join("ssid.toml"), text).context("cannot write node config")
     }
 
-    /// Where node `n` mounts the shared file system (nodes share this machine's mount table,
-    /// so each has its own mount point).
+    /// Where node `n` mounts the shared file system: the same path on every node when they
+    /// have private mount namespaces, else a mount point of its own (nodes then share this
+    /// machine's mount table). See [`Testbed::command_in`] to look at it from the node.
     pub fn dfs_mount(&self, n: usize) -> PathBuf {
-        self.node_dir(n).join("mnt")
+        if self.private_mounts() {
+            PathBuf::from(mountns::DFS_MOUNT)
+        } else {
+            self.node_dir(n).join("mnt")
+        }
+    }
+
+    fn private_mounts(&self) -> bool {
+        self.layout.options.private_mounts && self.layout.netns_slot.is_some()
+    }
+
+    /// A command that runs `program` inside node `n`'s namespaces (network and, with private
+    /// mounts, mount): it sees the files the node sees. The node must be running.
+    pub fn command_in(&self, n: usize, program: &Path) -> Result<Command> {
+        let Some(pid) = self.pid(n) else {
+            bail!("node {n} is not running");
+        };
+        let mut c = Command::new("nsenter");
+        c.arg("-t").arg(pid.to_string()).arg("-n");
+        if self.private_mounts() {
+            c.arg("-m");
+        }
+        c.arg("--").arg(program);
+        Ok(c)
     }
 
     /// Detaches node `n`'s file system mount if its daemon died and left it.
@@ -321,7 +351,16 @@ impl Testbed {
             .open(self.log(n))
             .with_context(|| format!("cannot open {}", self.log(n).display()))?;
         let log2 = log.try_clone().context("cannot duplicate log file")?;
-        let mut cmd = self.command_on(n, &self.bin("ssid"));
+        let mut cmd = if self.private_mounts() {
+            let mut c = self.command_on(n, Path::new("unshare"));
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(mountns::script(&self.dir, n, self.nodes()))
+                .arg("sh")
+                .arg(self.bin("ssid"));
+            c
+        } else {
+            self.command_on(n, &self.bin("ssid"))
+        };
         cmd.arg("--config")
             .arg(nd.join("ssid.toml"))
             .stdin(Stdio::null())

@@ -34,9 +34,14 @@ enum Cmd {
         /// Limit each node's processes to this many CPUs (a cgroup per node).
         #[arg(long)]
         cpu_quota: Option<f64>,
-        /// Serve the shared file system; node N mounts it at DIR/nN/mnt.
+        /// Serve the shared file system; node N mounts it at DIR/nN/mnt (at /mnt/ssi with
+        /// --private-mounts).
         #[arg(long)]
         dfs: bool,
+        /// With --netns: each node also gets its own mount namespace with private /tmp,
+        /// /var/tmp, /home and DFS data directory (enter one with `nsenter -t PID -m -n`).
+        #[arg(long, requires = "netns")]
+        private_mounts: bool,
     },
     /// Kill a node's daemon with SIGKILL (a crash).
     Kill {
@@ -98,10 +103,12 @@ fn run(args: Args) -> Result<()> {
             netns,
             cpu_quota,
             dfs,
+            private_mounts,
         } => {
             let opts = testbed::NodeOptions {
                 cpu_quota,
                 dfs: dfs.then(Vec::new),
+                private_mounts,
                 ..Default::default()
             };
             let tb = Testbed::up_with(&dir, nodes, netns, opts)?;

@@ -40,6 +40,19 @@ fn status(tb: &Testbed, n: usize) -> Option<serde_json::Value> {
     out.status.success().then(|| json(&out))
 }
 
+/// Whether node `n`'s mount answers, looked at from inside the node.
+fn mount_answers(tb: &Testbed, n: usize) -> bool {
+    tb.command_in(n, Path::new("ls"))
+        .map(|mut c| {
+            c.arg(tb.dfs_mount(n))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .unwrap_or(false)
+}
+
 /// Waits until node `n` sees a leader, `voters` voters, `alive` nodes holding the whole
 /// metadata log, and its mount answers.
 fn wait_ready(tb: &Testbed, n: usize, voters: usize, alive: usize) {
@@ -55,7 +68,7 @@ fn wait_ready(tb: &Testbed, n: usize, voters: usize, alive: usize) {
                 && s["changing_voters"] == false
                 && applied.len() >= alive
                 && applied.iter().all(|a| a + 16 >= max)
-        }) && fs::read_dir(tb.dfs_mount(n)).is_ok()
+        }) && mount_answers(tb, n)
     });
     assert!(ok, "node {n}: dfs not ready: {:?}", status(tb, n));
 }
@@ -257,4 +270,56 @@ fn a_dead_voter_is_replaced_and_its_chunks_copied_again() {
     tb.start(leader).expect("restart");
     wait_ready(&tb, leader, 3, 4);
     assert!(fs::read(tb.dfs_mount(leader).join("f")).expect("read") == data);
+}
+
+/// Runs `sh -c SCRIPT` in node `n`'s namespaces, in directory `wd`; gives its stdout.
+fn sh_in(tb: &Testbed, n: usize, wd: &str, script: &str) -> String {
+    let out = tb
+        .command_in(n, Path::new("sh"))
+        .expect("node runs")
+        .args(["-c", &format!("cd {wd} && {script}")])
+        .env("SSI_SOCKET", tb.socket(n))
+        .output()
+        .expect("run in node");
+    assert!(
+        out.status.success(),
+        "node {n}: {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn nodes_with_private_mounts_share_only_the_dfs() {
+    if !root_or_skip("network and mount namespaces") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = NodeOptions {
+        dfs: Some(Vec::new()),
+        private_mounts: true,
+        ..NodeOptions::default()
+    };
+    let tb = Testbed::up_with(&dir.path().join("tb"), 2, true, opts).expect("testbed up");
+    for n in 1..=2 {
+        wait_ready(&tb, n, 2, 2);
+    }
+    assert_eq!(tb.dfs_mount(1), tb.dfs_mount(2), "one path on every node");
+    sh_in(&tb, 1, "/", "echo mine > /tmp/private && mkdir /mnt/ssi/work && echo shared > /mnt/ssi/work/f");
+    let seen = sh_in(&tb, 2, "/", "ls /tmp; cat /mnt/ssi/work/f");
+    assert!(!seen.contains("private"), "node 2 sees node 1's /tmp: {seen}");
+    assert!(seen.contains("shared"), "{seen}");
+    let others = tb.node_dir(2).join("dfs");
+    let hidden = sh_in(&tb, 1, "/", &format!("ls -A {} | wc -l", others.display()));
+    assert_eq!(hidden.trim(), "0", "node 1 sees node 2's data directory");
+    // `ssi run` from a directory of the DFS runs there on another node
+    let ssi = tb.bin("ssi");
+    let out = sh_in(
+        &tb,
+        1,
+        "/mnt/ssi/work",
+        &format!("{} run --node 2 -- sh -c 'pwd; cat f; hostname'", ssi.display()),
+    );
+    assert_eq!(out, "/mnt/ssi/work\nshared\nn2\n");
 }
