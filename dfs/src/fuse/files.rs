@@ -238,7 +238,7 @@ impl OpenFile {
                 }
             });
             futures::future::join_all(sends).await
-        });
+        })?;
         let mut refs = Vec::new();
         for (idx, version, crc, len, replicas) in results {
             let replicas = replicas.map_err(|e| {

@@ -64,29 +64,29 @@ impl Fs {
         }
     }
 
-    /// Runs async work of the service from a FUSE thread and waits for it.
-    fn run<T, F, Fut>(&self, f: F) -> T
+    /// Runs async work of the service from a FUSE thread and waits for it; `EIO` if the
+    /// daemon's runtime is shutting down.
+    fn run<T, F, Fut>(&self, f: F) -> Result<T, i32>
     where
         F: FnOnce(Arc<Dfs>) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
         let task = self.rt.spawn(f(self.dfs.clone()));
-        match self.rt.block_on(task) {
-            Ok(v) => v,
-            // The runtime is shutting down: nothing sensible is left to do.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        self.rt.block_on(task).map_err(|e| {
+            tracing::warn!(error = %e, "dfs request abandoned");
+            libc::EIO
+        })
     }
 
     /// Proposes a change.
     fn write(&self, op: MetaOp) -> Result<MetaReply, i32> {
-        self.run(move |d| async move { d.write(op).await })
+        self.run(move |d| async move { d.write(op).await })?
     }
 
     /// Asks a question.
     fn read(&self, q: MetaRead) -> Result<MetaReply, i32> {
-        self.run(move |d| async move { d.read(q).await })
+        self.run(move |d| async move { d.read(q).await })?
     }
 
     /// Makes sure this node holds a committed chunk version.
@@ -95,7 +95,7 @@ impl Fs {
             return Ok(());
         }
         let c = c.clone();
-        self.run(move |d| async move { d.ensure_local(ino, idx, &c).await })
+        self.run(move |d| async move { d.ensure_local(ino, idx, &c).await })?
             .map_err(|e| {
                 tracing::warn!(ino, idx, error = %e, "no replica of a chunk answered");
                 libc::EIO
@@ -173,8 +173,7 @@ impl Filesystem for Fs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let wanted = InitFlags::FUSE_POSIX_LOCKS
             | InitFlags::FUSE_FLOCK_LOCKS
-            | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+            | InitFlags::FUSE_PARALLEL_DIROPS;
         if let Err(missing) = config.add_capabilities(wanted) {
             tracing::warn!(?missing, "kernel lacks FUSE capabilities");
         }

@@ -154,6 +154,9 @@ impl MetaState {
     pub fn read(&self, q: &MetaRead) -> Result<MetaReply, Errno> {
         match q {
             MetaRead::Lookup { parent, name } => {
+                if name.len() > NAME_MAX {
+                    return errno(libc::ENAMETOOLONG);
+                }
                 let dir = self.dirs.get(parent).ok_or(libc::ENOTDIR)?;
                 let ino = match name.as_slice() {
                     b"." => *parent,

@@ -72,6 +72,7 @@ fn create_lookup_and_directory_link_counts() {
         Err(libc::ENAMETOOLONG)
     );
     assert_eq!(names(&s, d.ino), [".", "..", "f"]);
+    assert_eq!(lookup(&s, d.ino, &"n".repeat(256)), Err(libc::ENAMETOOLONG));
     assert_eq!(lookup(&s, d.ino, "..").expect("dotdot").ino, ROOT);
 }
 
