@@ -30,6 +30,16 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// Another node's disk refused a chunk (full, read-only): its errno is the writer's.
+    #[error("node {node}: {reason}")]
+    Refused {
+        /// Node id.
+        node: u16,
+        /// The errno it answered.
+        errno: i32,
+        /// What failed there.
+        reason: String,
+    },
     /// The metadata service is not available (no leader, shutting down).
     #[error("metadata service: {0}")]
     Raft(String),
@@ -48,6 +58,7 @@ impl Error {
     pub fn errno(&self) -> i32 {
         match self {
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            Error::Refused { errno, .. } => *errno,
             _ => libc::EIO,
         }
     }

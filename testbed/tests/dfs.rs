@@ -10,68 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{json, root_or_skip, ssi, SETTLE};
+use common::dfs::{dfs_testbed, private_testbed, sh_in, status, wait_ready, HEAL};
+use common::root_or_skip;
 use sha2::{Digest, Sha256};
-use testbed::{wait_until, NodeOptions, Testbed};
-
-/// How long the file system may take to elect, replace a voter or re-replicate.
-const HEAL: Duration = Duration::from_secs(60);
-
-/// One DFS testbed at a time: several in parallel on two cores starve raft's heartbeats
-/// and turn failovers into timeouts.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn dfs_testbed(nodes: usize) -> (std::sync::MutexGuard<'static, ()>, tempfile::TempDir, Testbed) {
-    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opts = NodeOptions {
-        dfs: Some(Vec::new()),
-        ..NodeOptions::default()
-    };
-    let tb = Testbed::up_with(&dir.path().join("tb"), nodes, false, opts).expect("testbed up");
-    for n in 1..=nodes {
-        wait_ready(&tb, n, nodes.min(3), nodes);
-    }
-    (guard, dir, tb)
-}
-
-fn status(tb: &Testbed, n: usize) -> Option<serde_json::Value> {
-    let out = ssi(tb, n, &["dfs", "status", "--json"]);
-    out.status.success().then(|| json(&out))
-}
-
-/// Whether node `n`'s mount answers, looked at from inside the node.
-fn mount_answers(tb: &Testbed, n: usize) -> bool {
-    tb.command_in(n, Path::new("ls"))
-        .map(|mut c| {
-            c.arg(tb.dfs_mount(n))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .unwrap_or(false)
-}
-
-/// Waits until node `n` sees a leader, `voters` voters, `alive` nodes holding the whole
-/// metadata log, and its mount answers.
-fn wait_ready(tb: &Testbed, n: usize, voters: usize, alive: usize) {
-    let ok = wait_until(SETTLE * 3, || {
-        status(tb, n).is_some_and(|s| {
-            let applied: Vec<u64> = s["nodes"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|n| n["applied"].as_u64()).collect())
-                .unwrap_or_default();
-            let max = applied.iter().copied().max().unwrap_or(0);
-            s["leader"].is_u64()
-                && s["voters"].as_array().map(Vec::len) == Some(voters)
-                && s["changing_voters"] == false
-                && applied.len() >= alive
-                && applied.iter().all(|a| a + 16 >= max)
-        }) && mount_answers(tb, n)
-    });
-    assert!(ok, "node {n}: dfs not ready: {:?}", status(tb, n));
-}
+use testbed::wait_until;
 
 #[test]
 fn written_on_one_node_is_read_on_another_with_owner_mode_and_times() {
@@ -272,39 +214,12 @@ fn a_dead_voter_is_replaced_and_its_chunks_copied_again() {
     assert!(fs::read(tb.dfs_mount(leader).join("f")).expect("read") == data);
 }
 
-/// Runs `sh -c SCRIPT` in node `n`'s namespaces, in directory `wd`; gives its stdout.
-fn sh_in(tb: &Testbed, n: usize, wd: &str, script: &str) -> String {
-    let out = tb
-        .command_in(n, Path::new("sh"))
-        .expect("node runs")
-        .args(["-c", &format!("cd {wd} && {script}")])
-        .env("SSI_SOCKET", tb.socket(n))
-        .output()
-        .expect("run in node");
-    assert!(
-        out.status.success(),
-        "node {n}: {script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn nodes_with_private_mounts_share_only_the_dfs() {
     if !root_or_skip("network and mount namespaces") {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opts = NodeOptions {
-        dfs: Some(Vec::new()),
-        private_mounts: true,
-        ..NodeOptions::default()
-    };
-    let tb = Testbed::up_with(&dir.path().join("tb"), 2, true, opts).expect("testbed up");
-    for n in 1..=2 {
-        wait_ready(&tb, n, 2, 2);
-    }
+    let (_one, _dir, tb) = private_testbed(2);
     assert_eq!(tb.dfs_mount(1), tb.dfs_mount(2), "one path on every node");
     sh_in(&tb, 1, "/", "echo mine > /tmp/private && mkdir /mnt/ssi/work && echo shared > /mnt/ssi/work/f");
     let seen = sh_in(&tb, 2, "/", "ls /tmp; cat /mnt/ssi/work/f");
@@ -322,4 +237,49 @@ fn nodes_with_private_mounts_share_only_the_dfs() {
         &format!("{} run --node 2 -- sh -c 'pwd; cat f; hostname'", ssi.display()),
     );
     assert_eq!(out, "/mnt/ssi/work\nshared\nn2\n");
+}
+
+/// A small tmpfs mounted over a directory while the value lives.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "small"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount tmpfs on {}", dir.display());
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_on_a_replica_fails_the_fsync_with_enospc_and_keeps_the_old_data() {
+    if !root_or_skip("mounting the dfs") {
+        return;
+    }
+    let (_one, _dir, tb) = dfs_testbed(2);
+    let (m1, m2) = (tb.dfs_mount(1), tb.dfs_mount(2));
+    fs::write(m1.join("f"), b"old").expect("write");
+    // Node 2's chunks go to a 1 MiB disk: the next chunk it must hold does not fit.
+    let full = SmallDisk::mount(&tb.node_dir(2).join("dfs/chunks"), "1m");
+    let mut f = OpenOptions::new().write(true).open(m1.join("f")).expect("open");
+    f.write_all(&vec![7u8; 6 << 20]).expect("written on node 1's disk");
+    let e = f.sync_all().expect_err("node 2's disk is full");
+    assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::ENOSPC as i32), "{e}");
+    drop(f);
+    assert_eq!(fs::read(m1.join("f")).expect("read"), b"old", "the committed version stays");
+    drop(full);
+    assert_eq!(fs::read(m2.join("f")).expect("read on 2"), b"old");
+    // With room again, the same write goes through.
+    let data = vec![9u8; 6 << 20];
+    fs::write(m1.join("f"), &data).expect("write with room");
+    assert!(fs::read(m2.join("f")).expect("read on 2") == data);
 }

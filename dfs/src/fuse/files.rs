@@ -243,7 +243,7 @@ impl OpenFile {
         for (idx, version, crc, len, replicas) in results {
             let replicas = replicas.map_err(|e| {
                 tracing::warn!(ino, idx, error = %e, "chunk not replicated");
-                libc::EIO
+                e.errno()
             })?;
             let stored = u32::try_from(len).map_err(|_| libc::EFBIG)?;
             refs.push((

@@ -33,6 +33,12 @@ use crate::service::Dfs;
 
 pub use files::OpenFile;
 
+/// Publishes what this node wrote to `ino` and has not published yet (another node asked);
+/// blocks, so it is to be called off the runtime `rt`.
+pub fn publish_here(dfs: Arc<Dfs>, rt: Handle, ino: u64) -> Result<(), i32> {
+    Fs::new(dfs, rt).publish(ino)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -42,8 +48,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Fs {
     dfs: Arc<Dfs>,
     rt: Handle,
-    /// Files open here, by inode.
-    open: Mutex<HashMap<u64, Arc<Mutex<OpenFile>>>>,
     /// Handles: file handle to inode.
     handles: Mutex<HashMap<u64, u64>>,
     next_fh: Mutex<u64>,
@@ -57,7 +61,6 @@ impl Fs {
         Fs {
             dfs,
             rt,
-            open: Mutex::default(),
             handles: Mutex::default(),
             next_fh: Mutex::new(1),
             lockers: Mutex::default(),
@@ -103,7 +106,18 @@ impl Fs {
     }
 
     fn open_file(&self, ino: u64) -> Option<Arc<Mutex<OpenFile>>> {
-        lock(&self.open).get(&ino).cloned()
+        self.dfs.open_file(ino)
+    }
+
+    /// Whether other nodes hold `a` open, and answered a recall of what they wrote to it (then
+    /// the attributes and chunks must be asked again).
+    fn recalled(&self, a: &Attr) -> Result<bool, i32> {
+        let me = self.dfs.opts.me;
+        if a.kind != crate::meta::Kind::File || a.open_on.iter().all(|n| *n == me) {
+            return Ok(false);
+        }
+        let (ino, holders) = (a.ino, a.open_on.clone());
+        self.run(move |d| async move { d.recall(ino, &holders).await })
     }
 
     /// Attributes with this node's unpublished writes (size, mtime) laid over.

@@ -1,6 +1,5 @@
 //! The work behind each FUSE request, as plain methods returning an errno on failure.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuser::{ReplyXattr, Request};
@@ -49,13 +48,21 @@ fn groups_of(pid: u32) -> Vec<u32> {
 }
 
 impl Fs {
+    /// Attributes found by name; another node's unpublished writes are recalled first.
     pub(super) fn lookup_attr(&self, parent: u64, name: Vec<u8>) -> Result<Attr, i32> {
-        let a = attr_of_reply(self.read(MetaRead::Lookup { parent, name })?)?;
+        let mut a = attr_of_reply(self.read(MetaRead::Lookup { parent, name })?)?;
+        if self.recalled(&a)? {
+            a = attr_of_reply(self.read(MetaRead::GetAttr { ino: a.ino })?)?;
+        }
         Ok(self.local_view(a))
     }
 
+    /// Attributes of an inode; another node's unpublished writes are recalled first.
     pub(super) fn attr_of(&self, ino: u64) -> Result<Attr, i32> {
-        let a = attr_of_reply(self.read(MetaRead::GetAttr { ino })?)?;
+        let mut a = attr_of_reply(self.read(MetaRead::GetAttr { ino })?)?;
+        if self.recalled(&a)? {
+            a = attr_of_reply(self.read(MetaRead::GetAttr { ino })?)?;
+        }
         Ok(self.local_view(a))
     }
 
@@ -110,12 +117,7 @@ impl Fs {
 
     /// Registers an open file and gives a handle for it.
     pub(super) fn adopt(&self, ino: u64, fresh: OpenFile) -> u64 {
-        let file = lock(&self.open)
-            .entry(ino)
-            .or_insert_with(|| Arc::new(Mutex::new(fresh)))
-            .clone();
-        lock(&file).handles += 1;
-        self.dfs.set_busy(ino, true);
+        self.dfs.adopt_open(ino, fresh);
         self.new_fh(ino)
     }
 
@@ -123,10 +125,14 @@ impl Fs {
     /// chunks (close-to-open: an open sees every close that came before it).
     pub(super) fn open_ino(&self, ino: u64) -> Result<u64, i32> {
         let me = self.dfs.opts.me;
-        let (attr, chunks) = match self.write(MetaOp::Open { ino, node: me })? {
-            MetaReply::Opened(a, c) => (a, c),
-            _ => return Err(libc::EIO),
+        let open = || match self.write(MetaOp::Open { ino, node: me })? {
+            MetaReply::Opened(a, c) => Ok((a, c)),
+            _ => Err(libc::EIO),
         };
+        let (mut attr, mut chunks) = open()?;
+        if self.recalled(&attr)? {
+            (attr, chunks) = open()?;
+        }
         if let Some(f) = self.open_file(ino) {
             lock(&f).refresh(attr.size, chunks.clone());
         }
@@ -169,13 +175,12 @@ impl Fs {
             let mut f = lock(&file);
             let published = f.publish(self);
             f.handles = f.handles.saturating_sub(1);
-            if f.handles > 0 {
-                return published;
-            }
             published
         };
-        lock(&self.open).remove(&ino);
-        self.dfs.set_busy(ino, false);
+        // An open of this node may have taken the file again meanwhile.
+        if !self.dfs.forget_open(ino) {
+            return published;
+        }
         let me = self.dfs.opts.me;
         self.write(MetaOp::Release { ino, node: me })?;
         published

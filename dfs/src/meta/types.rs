@@ -181,6 +181,8 @@ pub struct Attr {
     pub rdev: u32,
     /// Bytes of data stored (chunks, each counted once).
     pub stored: u64,
+    /// The nodes that hold it open (their unpublished writes are not in `size` yet).
+    pub open_on: Vec<u16>,
 }
 
 impl Inode {
@@ -200,6 +202,7 @@ impl Inode {
             btime: self.btime,
             rdev: self.rdev,
             stored: self.chunks.values().map(|c| u64::from(c.valid)).sum(),
+            open_on: self.open_on.iter().copied().collect(),
         }
     }
 }

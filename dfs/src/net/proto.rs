@@ -25,6 +25,12 @@ pub enum Request {
     Write(MetaOp),
     /// Ask a question (to the leader).
     Read(MetaRead),
+    /// Publish what this node wrote to an open file and has not published yet (another node
+    /// opens it or asks its size).
+    Publish {
+        /// Inode.
+        ino: u64,
+    },
     /// Store a chunk version durably, dropping versions other than it and `keep`.
     PutChunk {
         /// Inode.
@@ -103,4 +109,6 @@ pub enum Response {
     Status(NodeStatus),
     /// The request failed (one line).
     Error(String),
+    /// Storing a chunk failed with this errno (a full disk: `ENOSPC`), and why.
+    Refused(i32, String),
 }

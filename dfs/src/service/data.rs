@@ -8,6 +8,9 @@ use crate::placement;
 
 use super::{Dfs, OP_TIMEOUT, RPC_TIMEOUT};
 
+/// Errors of a replica's disk that fail a write at once, with that errno.
+const DISK_ERRNOS: [i32; 3] = [libc::ENOSPC, libc::EDQUOT, libc::EROFS];
+
 /// The version a node writes after `old`: a higher count, with the writer's id in the low 16
 /// bits so that two nodes never write the same version of a chunk.
 pub fn next_version(old: Option<u64>, me: u16) -> u64 {
@@ -106,6 +109,14 @@ impl Dfs {
             for (node, result) in futures::future::join_all(sends).await {
                 match result {
                     Ok(Response::Ok) => replicas.push(node),
+                    // A full (or read-only) disk will not take it on a retry either.
+                    Ok(Response::Refused(errno, reason)) if DISK_ERRNOS.contains(&errno) => {
+                        return Err(Error::Refused {
+                            node,
+                            errno,
+                            reason,
+                        });
+                    }
                     Ok(other) => {
                         failed = true;
                         tracing::warn!(node, ?other, "chunk replica refused");

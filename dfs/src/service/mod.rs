@@ -14,7 +14,7 @@ mod members;
 mod repair;
 mod server;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use crate::chunks::ChunkStore;
 use crate::error::{Error, Result};
+use crate::fuse::OpenFile;
 use crate::meta::{MetaOp, MetaRead};
 use crate::net::client::Peers;
 use crate::net::proto::{Request, Response};
@@ -84,8 +85,9 @@ pub struct Dfs {
     peers: Arc<Peers>,
     members: watch::Receiver<Vec<Member>>,
     progress: Mutex<Progress>,
-    /// Inodes open on this node: their chunk files are never collected.
-    busy: Mutex<HashSet<u64>>,
+    /// Files open on this node (their chunk files are never collected), shared by the FUSE
+    /// threads and the listener (which publishes them when another node opens them).
+    open: Mutex<HashMap<u64, Arc<Mutex<OpenFile>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -141,7 +143,7 @@ impl Dfs {
             peers,
             members,
             progress: Mutex::default(),
-            busy: Mutex::default(),
+            open: Mutex::default(),
         });
         tokio::spawn(server::serve(dfs.clone(), listener));
         let chunks = dfs.chunks.clone();
@@ -178,18 +180,55 @@ impl Dfs {
         ids
     }
 
-    /// Marks an inode open (or no longer open) on this node.
-    pub fn set_busy(&self, ino: u64, busy: bool) {
-        let mut b = lock(&self.busy);
-        if busy {
-            b.insert(ino);
-        } else {
-            b.remove(&ino);
+    /// The file `ino` if it is open on this node.
+    pub fn open_file(&self, ino: u64) -> Option<Arc<Mutex<OpenFile>>> {
+        lock(&self.open).get(&ino).cloned()
+    }
+
+    /// Takes one more handle of the open file `ino` of this node, made from `fresh` if it is
+    /// not open here yet.
+    pub fn adopt_open(&self, ino: u64, fresh: OpenFile) {
+        let mut open = lock(&self.open);
+        let file = open
+            .entry(ino)
+            .or_insert_with(|| Arc::new(Mutex::new(fresh)));
+        lock(file).handles += 1;
+    }
+
+    /// Forgets the open file `ino` if no handle of this node holds it any more; whether it did.
+    pub fn forget_open(&self, ino: u64) -> bool {
+        let mut open = lock(&self.open);
+        let unused = open.get(&ino).is_some_and(|f| lock(f).handles == 0);
+        if unused {
+            open.remove(&ino);
         }
+        unused
     }
 
     fn is_busy(&self, ino: u64) -> bool {
-        lock(&self.busy).contains(&ino)
+        lock(&self.open).contains_key(&ino)
+    }
+
+    /// Asks the other alive nodes of `holders` that hold `ino` open to publish what they wrote
+    /// to it (an open, lookup or stat here then sees it, as after their `fsync`); whether one
+    /// of them did. A node that does not answer is skipped: it is dead or about to be declared
+    /// so, and its unpublished writes were never acknowledged.
+    pub async fn recall(&self, ino: u64, holders: &[u16]) -> bool {
+        let alive = self.alive();
+        let asks = holders
+            .iter()
+            .filter(|n| **n != self.opts.me && alive.contains(n))
+            .map(|n| async move {
+                let r = self.peers.call(*n, &Request::Publish { ino }, OP_TIMEOUT).await;
+                match r {
+                    Ok(Response::Ok) => true,
+                    other => {
+                        tracing::warn!(ino, node = n, answer = ?other, "recall of unpublished writes failed");
+                        false
+                    }
+                }
+            });
+        futures::future::join_all(asks).await.into_iter().any(|ok| ok)
     }
 
     /// Proposes a change, through the leader wherever it is; retries across leader changes for

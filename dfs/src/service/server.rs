@@ -31,7 +31,7 @@ pub async fn serve(dfs: Arc<Dfs>, listener: TcpListener) {
     }
 }
 
-async fn connection(dfs: &Dfs, tcp: TcpStream, from: SocketAddr) -> Result<()> {
+async fn connection(dfs: &Arc<Dfs>, tcp: TcpStream, from: SocketAddr) -> Result<()> {
     let mut conn = Conn::accept(tcp, from, dfs.peers_key()).await?;
     while let Some(req) = conn.recv::<Request>().await? {
         let resp = answer(dfs, req).await;
@@ -44,7 +44,7 @@ fn failed(e: impl std::fmt::Display) -> Response {
     Response::Error(e.to_string())
 }
 
-async fn answer(dfs: &Dfs, req: Request) -> Response {
+async fn answer(dfs: &Arc<Dfs>, req: Request) -> Response {
     match req {
         Request::Append(r) => Response::Append(dfs.raft.append_entries(r).await),
         Request::Vote(r) => Response::Vote(dfs.raft.vote(r).await),
@@ -63,6 +63,14 @@ async fn answer(dfs: &Dfs, req: Request) -> Response {
             }
             Err(e) => failed(e),
         },
+        Request::Publish { ino } => {
+            let (dfs, rt) = (dfs.clone(), tokio::runtime::Handle::current());
+            match tokio::task::spawn_blocking(move || crate::fuse::publish_here(dfs, rt, ino)).await {
+                Ok(Ok(())) => Response::Ok,
+                Ok(Err(errno)) => failed(std::io::Error::from_raw_os_error(errno)),
+                Err(e) => failed(e),
+            }
+        }
         Request::PutChunk {
             ino,
             idx,
@@ -74,7 +82,11 @@ async fn answer(dfs: &Dfs, req: Request) -> Response {
                 dfs.chunks.put(ino, idx, version, &data)?;
                 dfs.chunks.prune(ino, idx, &[&[version], keep.as_slice()].concat())
             });
-            stored.map_or_else(failed, |()| Response::Ok)
+            match stored {
+                Ok(()) => Response::Ok,
+                Err(e @ crate::error::Error::Io { .. }) => Response::Refused(e.errno(), e.to_string()),
+                Err(e) => failed(e),
+            }
         }
         Request::GetChunk {
             ino,
