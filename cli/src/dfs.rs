@@ -89,6 +89,9 @@ fn status_text(s: &Value) -> String {
     let mut out = String::new();
     let leader = s["leader"].as_u64().map_or("none".into(), |l| l.to_string());
     let _ = writeln!(out, "mount:            {}", s["mount"].as_str().unwrap_or("?"));
+    if let Some(why) = s["unavailable"].as_str() {
+        let _ = writeln!(out, "UNAVAILABLE:      {why}; file system requests fail with EIO");
+    }
     let _ = writeln!(out, "leader:           {leader}");
     let _ = writeln!(out, "voters:           {}", ids(&s["voters"]));
     let _ = writeln!(out, "learners:         {}", ids(&s["learners"]));

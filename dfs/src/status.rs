@@ -32,6 +32,9 @@ pub struct Status {
     pub mount: String,
     /// The metadata leader, if any.
     pub leader: Option<u16>,
+    /// Why the metadata did not answer (the file system then stops), if it did not.
+    #[serde(default)]
+    pub unavailable: Option<String>,
     /// Voters of the metadata.
     pub voters: Vec<u16>,
     /// Whether a voter change is under way (the joint configuration of Raft: until it ends,

@@ -283,3 +283,37 @@ fn a_full_disk_on_a_replica_fails_the_fsync_with_enospc_and_keeps_the_old_data()
     fs::write(m1.join("f"), &data).expect("write with room");
     assert!(fs::read(m2.join("f")).expect("read on 2") == data);
 }
+
+#[test]
+fn without_a_majority_of_voters_requests_fail_with_eio_and_status_says_why() {
+    if !root_or_skip("mounting the dfs") {
+        return;
+    }
+    let (_one, _dir, mut tb) = dfs_testbed(3);
+    let m1 = tb.dfs_mount(1);
+    fs::write(m1.join("f"), b"data").expect("write");
+    tb.kill(2).expect("kill");
+    tb.kill(3).expect("kill");
+    // Until the membership declares them dead it says no leader answered; then why.
+    let why = |s: &serde_json::Value| s["unavailable"].as_str().unwrap_or("").to_string();
+    let mut seen = String::new();
+    let said = wait_until(HEAL, || {
+        seen = status(&tb, 1).map(|s| why(&s)).unwrap_or_default();
+        seen.contains("no majority")
+    });
+    assert!(said, "status on node 1: {seen:?}");
+    assert!(seen.contains("1 of 3"), "{seen}");
+    let text = common::ssi(&tb, 1, &["dfs", "status"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("UNAVAILABLE:"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+    // A request that needs the metadata fails with EIO (after a few seconds, not hangs).
+    let e = fs::metadata(m1.join("new")).expect_err("no metadata without a majority");
+    assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::EIO as i32), "{e}");
+    // With one voter back, the file system answers again and lost nothing.
+    tb.start(2).expect("restart");
+    wait_ready(&tb, 1, 3, 2);
+    assert_eq!(fs::read(m1.join("f")).expect("read"), b"data");
+}

@@ -36,6 +36,8 @@ use crate::raft::{network::Network, Answer, NodeAddr, Raft};
 
 /// How long a metadata request keeps retrying (leader changes) before it fails with `EIO`.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a metadata request keeps retrying once a majority of the voters is known dead.
+const NO_QUORUM_GRACE: Duration = Duration::from_secs(3);
 /// How long one request to another node may take.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -232,31 +234,66 @@ impl Dfs {
     }
 
     /// Proposes a change, through the leader wherever it is; retries across leader changes for
-    /// up to [`OP_TIMEOUT`], then answers `EIO`.
+    /// up to [`OP_TIMEOUT`] (a few seconds once a majority of the voters is dead), then answers
+    /// `EIO`.
     pub async fn write(&self, op: MetaOp) -> Answer {
-        self.retrying(|| self.try_write(op.clone())).await
+        self.retrying(OP_TIMEOUT, || self.try_write(op.clone())).await
     }
 
     /// Answers a question with the leader's current state (linearizable).
     pub async fn read(&self, q: MetaRead) -> Answer {
-        self.retrying(|| self.try_read(q.clone())).await
+        self.retrying(OP_TIMEOUT, || self.try_read(q.clone())).await
     }
 
-    async fn retrying<F, Fut>(&self, attempt: F) -> Answer
+    /// [`Dfs::read`], giving up after `limit`.
+    pub async fn read_within(&self, q: MetaRead, limit: Duration) -> Answer {
+        self.retrying(limit, || self.try_read(q.clone())).await
+    }
+
+    /// Why the metadata cannot answer, if a majority of its voters is not alive.
+    pub fn no_quorum(&self) -> Option<String> {
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let voters: Vec<u16> = membership
+            .voter_ids()
+            .filter_map(|v| u16::try_from(v).ok())
+            .collect();
+        let alive = self.alive();
+        let up: Vec<String> = voters
+            .iter()
+            .filter(|v| alive.contains(v))
+            .map(ToString::to_string)
+            .collect();
+        (!voters.is_empty() && up.len() * 2 <= voters.len()).then(|| {
+            format!(
+                "no majority of the metadata voters is alive ({} of {}: {})",
+                up.len(),
+                voters.len(),
+                if up.is_empty() { "none".into() } else { up.join(", ") }
+            )
+        })
+    }
+
+    async fn retrying<F, Fut>(&self, limit: Duration, attempt: F) -> Answer
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Answer>>,
     {
-        let deadline = Instant::now() + OP_TIMEOUT;
+        let start = Instant::now();
         loop {
             match attempt().await {
                 Ok(answer) => return answer,
-                Err(e) if Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "metadata request retried");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "metadata request failed");
+                    let no_quorum = self.no_quorum();
+                    let waited = start.elapsed();
+                    if waited < limit && (no_quorum.is_none() || waited < NO_QUORUM_GRACE) {
+                        tracing::debug!(error = %e, "metadata request retried");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    match no_quorum {
+                        Some(why) => tracing::warn!(error = %e, "metadata request failed: {why}"),
+                        None => tracing::warn!(error = %e, "metadata request failed"),
+                    }
                     return Err(libc::EIO);
                 }
             }

@@ -12,6 +12,8 @@ use crate::net::proto::{Request, Response};
 use crate::placement;
 use crate::status::{NodeStatus, ScrubReport, Status};
 
+/// How long `ssi dfs status` waits for the metadata to answer before saying it does not.
+const STATUS_WAIT: Duration = Duration::from_secs(3);
 const REPAIR_PERIOD: Duration = Duration::from_secs(2);
 /// Chunk files are collected only after this many rounds of the repair loop.
 const GC_EVERY: u32 = 15;
@@ -246,18 +248,27 @@ impl Dfs {
             replicas: u32::try_from(self.opts.replicas).unwrap_or(u32::MAX),
             ..Status::default()
         };
-        if let Ok(MetaReply::Totals { inodes, bytes }) = self.read(MetaRead::Totals).await {
-            status.inodes = inodes;
-            status.bytes = bytes;
-        }
         let alive = self.alive();
-        let want = self.opts.replicas.min(alive.len()).max(1);
-        let chunks = all_chunks(self, true).await?;
-        status.chunks = chunks.len() as u64;
-        status.under_replicated = chunks
-            .iter()
-            .filter(|(_, _, c)| c.replicas.iter().filter(|r| alive.contains(r)).count() < want)
-            .count() as u64;
+        match self.read_within(MetaRead::Totals, STATUS_WAIT).await {
+            Ok(MetaReply::Totals { inodes, bytes }) => {
+                status.inodes = inodes;
+                status.bytes = bytes;
+                let want = self.opts.replicas.min(alive.len()).max(1);
+                let chunks = all_chunks(self, true).await?;
+                status.chunks = chunks.len() as u64;
+                status.under_replicated = chunks
+                    .iter()
+                    .filter(|(_, _, c)| {
+                        c.replicas.iter().filter(|r| alive.contains(r)).count() < want
+                    })
+                    .count() as u64;
+            }
+            _ => {
+                status.unavailable = Some(self.no_quorum().unwrap_or_else(|| {
+                    format!("no metadata leader answered within {} s", STATUS_WAIT.as_secs())
+                }));
+            }
+        }
         for node in alive {
             if node == self.opts.me {
                 status.nodes.push(self.node_status());
