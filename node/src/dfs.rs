@@ -3,7 +3,7 @@
 //! the daemon stops.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -18,10 +18,6 @@ use super::Node;
 
 /// How often the DFS hears which nodes are alive.
 const VIEW_PERIOD: Duration = Duration::from_millis(500);
-
-/// The node's DFS, once started.
-#[derive(Debug, Default)]
-pub struct Slot(OnceLock<Arc<Dfs>>);
 
 /// A running DFS: its mount, to be stopped with the daemon.
 #[derive(Debug)]
@@ -54,13 +50,13 @@ pub async fn start(node: Arc<Node>) -> Result<Option<Running>> {
         replicas: cfg.replicas as usize,
         voters: cfg.voters as usize,
     };
-    let dfs = Dfs::start(opts, node.key.clone(), rx)
+    let dfs = Dfs::start(opts, node.tls.clone(), rx)
         .await
         .context("cannot start the shared file system")?;
     let fs = Fs::new(dfs.clone(), tokio::runtime::Handle::current());
     let session = mount::mount(fs, &cfg.mount, cfg.threads as usize)
         .with_context(|| format!("cannot mount the shared file system at {}", cfg.mount.display()))?;
-    if node.dfs.0.set(dfs.clone()).is_err() {
+    if node.dfs.set(dfs.clone()).is_err() {
         bail!("the shared file system was started twice");
     }
     tracing::info!(mount = %cfg.mount.display(), data = %cfg.data_dir.display(), "dfs mounted");
@@ -105,7 +101,6 @@ async fn feed_view(node: Arc<Node>, tx: watch::Sender<Vec<Member>>) {
 
 fn running(node: &Node) -> Result<&Arc<Dfs>> {
     node.dfs
-        .0
         .get()
         .with_context(|| format!("node {} does not serve the shared file system ([dfs] mode is off)", node.config.id))
 }

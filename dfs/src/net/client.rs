@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ssi_core::auth::ClusterKey;
+use ssi_core::tls::TlsContext;
 
 use super::conn::Conn;
 use super::proto::{Request, Response};
@@ -17,7 +17,7 @@ const IDLE_PER_PEER: usize = 8;
 /// The DFS services of the other nodes.
 #[derive(Debug)]
 pub struct Peers {
-    key: ClusterKey,
+    key: TlsContext,
     addrs: Mutex<HashMap<u16, SocketAddr>>,
     idle: Mutex<HashMap<u16, Vec<Conn>>>,
 }
@@ -28,7 +28,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Peers {
     /// No peers known yet.
-    pub fn new(key: ClusterKey) -> Peers {
+    pub fn new(key: TlsContext) -> Peers {
         Peers {
             key,
             addrs: Mutex::default(),
@@ -36,8 +36,8 @@ impl Peers {
         }
     }
 
-    /// The cluster key the connections authenticate with.
-    pub fn key(&self) -> &ClusterKey {
+    /// The TLS settings the connections are made with.
+    pub fn key(&self) -> &TlsContext {
         &self.key
     }
 

@@ -1,13 +1,13 @@
-//! The one place that knows how DFS traffic is secured: today the daemons' authenticated
-//! stream (`ssi_core::wire::SecureStream`, HMAC with the cluster key). Switching to another
-//! transport (TLS) changes this file only.
+//! The one place that knows how DFS traffic is secured: today the daemons' TLS stream
+//! (`ssi_core::wire::SecureStream`, node certificates of the cluster CA). Switching to another
+//! transport changes this file only.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use ssi_core::auth::ClusterKey;
+use ssi_core::tls::TlsContext;
 use ssi_core::wire::SecureStream;
 use tokio::net::TcpStream;
 
@@ -25,7 +25,7 @@ pub struct Conn {
 
 impl Conn {
     /// Connects to node `node` at `addr`.
-    pub async fn connect(node: u16, addr: SocketAddr, key: &ClusterKey) -> Result<Conn> {
+    pub async fn connect(node: u16, addr: SocketAddr, key: &TlsContext) -> Result<Conn> {
         let peer = |reason: String| Error::Peer { node, reason };
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
             .await
@@ -39,7 +39,7 @@ impl Conn {
     }
 
     /// Accepts a connection from another node.
-    pub async fn accept(tcp: TcpStream, from: SocketAddr, key: &ClusterKey) -> Result<Conn> {
+    pub async fn accept(tcp: TcpStream, from: SocketAddr, key: &TlsContext) -> Result<Conn> {
         tcp.set_nodelay(true).ok();
         let inner = SecureStream::server(tcp, key, from.to_string())
             .await

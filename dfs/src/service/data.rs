@@ -18,7 +18,7 @@ pub fn next_version(old: Option<u64>, me: u16) -> u64 {
 }
 
 impl Dfs {
-    pub(super) fn peers_key(&self) -> &ssi_core::auth::ClusterKey {
+    pub(super) fn peers_key(&self) -> &ssi_core::tls::TlsContext {
         self.peers.key()
     }
 

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use ssi_core::auth::ClusterKey;
+use ssi_core::tls::TlsContext;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -109,7 +109,7 @@ impl Dfs {
     /// Opens the node's stores, starts its raft member, listener and background tasks.
     pub async fn start(
         opts: Options,
-        key: ClusterKey,
+        key: TlsContext,
         members: watch::Receiver<Vec<Member>>,
     ) -> Result<Arc<Dfs>> {
         std::fs::create_dir_all(&opts.data_dir).map_err(|e| Error::Io {
