@@ -184,6 +184,16 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// The shared file system: health, scrub, space.
+    #[command(after_help = "Examples:
+  ssi dfs status                  # leader, voters, capacity, under-replicated chunks
+  ssi dfs scrub                   # check every replica, repair from an intact copy
+  ssi dfs df --json               # space per node and in all")]
+    Dfs {
+        /// What to ask the shared file system.
+        #[command(subcommand)]
+        command: DfsCommand,
+    },
     /// The global scheduler: show it, change its policy, balance now.
     #[command(after_help = "Examples:
   ssi sched show                  # policy, loads, recent decisions
@@ -248,6 +258,31 @@ pub enum Command {
         /// Restore even if files the tree uses changed size since the dump.
         #[arg(long)]
         allow_changed_files: bool,
+    },
+}
+
+/// The shared file system.
+#[derive(Debug, Subcommand)]
+pub enum DfsCommand {
+    /// Leader, voters, each node's capacity and use, chunks, under-replicated chunks and
+    /// re-replication progress.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every replica of every chunk against its checksum and rewrite damaged or missing
+    /// ones from an intact copy.
+    Scrub {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Space of the file system: its size, use and what is left, per node and in all.
+    Df {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

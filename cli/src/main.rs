@@ -5,6 +5,7 @@
 
 mod checkpoint;
 mod client;
+mod dfs;
 mod migrate;
 mod mpirun;
 mod nodes;
@@ -51,6 +52,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             top::top(&socket).await?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Dfs { command } => dfs::run(&socket, command).await?,
         Command::Sched { command } => match command {
             SchedCommand::Show { json } => sched::show(&socket, json).await?,
             SchedCommand::Set { policy, params } => sched::set(&socket, policy, params).await?,

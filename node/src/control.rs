@@ -215,6 +215,8 @@ async fn answer(node: &Arc<Node>, req: ControlRequest, caller: &Caller) -> Resul
         ControlRequest::SchedBalance => {
             ControlResponse::Sched(sched::all(node, SchedOp::Balance).await?)
         }
+        ControlRequest::DfsStatus => super::dfs::status(node).await?,
+        ControlRequest::DfsScrub => super::dfs::scrub(node).await?,
         ControlRequest::Input(_) => bail!("no process follows this connection"),
         ControlRequest::Run(_) | ControlRequest::Attach { .. } | ControlRequest::Restart { .. } => {
             bail!("a session request cannot be answered here")

@@ -131,7 +131,7 @@ pub fn check(img: &Image, h: &User) -> Result<()> {
                 h.uid
             );
         }
-        for &(res, _, hard) in &p.rlimits.0 {
+        for &(res, _, hard) in &p.limits.rlimits.0 {
             let most = sys::hard_limit(res);
             if most.is_some_and(|m| hard > m) {
                 bail!(

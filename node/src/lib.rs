@@ -39,6 +39,7 @@
 pub mod args;
 mod cgroup;
 mod control;
+mod dfs;
 pub mod helpers;
 mod http;
 mod image_trust;
@@ -174,7 +175,9 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
         migrations: Default::default(),
         sched,
         metrics: metrics::Metrics::new(),
+        dfs: Default::default(),
     });
+    let dfs_running = dfs::start(node.clone()).await?;
     tracing::info!(
         node = %me.id, name = %node.config.name, addr = %me.addr, gen = me.gen,
         socket = %node.config.control_socket().display(), "ssid started"
@@ -198,6 +201,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
         // The join task drops its sender when it has nothing more to do: not a reason to stop.
         Some(fatal) = fatal_rx.recv() => Some(fatal),
     };
+    dfs::stop(dfs_running).await;
     let socket = node.config.control_socket();
     let result = match outcome {
         None => {

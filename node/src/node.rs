@@ -36,6 +36,8 @@ pub struct Node {
     pub(crate) migrations: crate::migration::registry::Migrations,
     /// What /metrics shows.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The shared file system, once this node serves it.
+    pub(crate) dfs: std::sync::OnceLock<Arc<::dfs::service::Dfs>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -80,6 +80,11 @@ pub enum ControlRequest {
     },
     /// Every node looks at its load now and moves a process if that helps.
     SchedBalance,
+    /// The shared file system's health: leader, voters, per-node capacity and use, chunks,
+    /// under-replicated chunks, re-replication progress; answered by `Dfs`.
+    DfsStatus,
+    /// Verify every chunk replica's checksum and repair from intact copies; answered by `Dfs`.
+    DfsScrub,
     /// Restart a checkpointed tree; answered like `Run`.
     Restart {
         /// Image directory (absolute).
@@ -116,6 +121,9 @@ pub enum ControlResponse {
     /// Answer to [`ControlRequest::SchedShow`] (and `SchedSet`, `SchedBalance`): each alive
     /// node's scheduler, this node's first.
     Sched(Vec<SchedAnswer>),
+    /// Answer to [`ControlRequest::DfsStatus`] and [`ControlRequest::DfsScrub`], as JSON (the
+    /// shapes are those of `ssi dfs status --json` and `ssi dfs scrub --json`).
+    Dfs(String),
     /// Answer to [`ControlRequest::Checkpoint`].
     Checkpointed {
         /// Pids of the tree.

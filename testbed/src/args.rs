@@ -28,7 +28,8 @@ pub enum Cmd {
     #[command(after_help = "Examples:
   ssi-testbed up --nodes 3 --dir /tmp/tb                        # then: . /tmp/tb/env && ssi nodes
   ssi-testbed up --nodes 4 --dir /tmp/tb --netns --cpu-quota 0.5   # namespaces, half a CPU each
-  ssi-testbed up --nodes 2 --dir /tmp/tb --http                 # prints each node's /metrics URL")]
+  ssi-testbed up --nodes 2 --dir /tmp/tb --http                 # prints each node's /metrics URL
+  ssi-testbed up --dir /tmp/tb --netns --private-mounts --dfs   # nodes share only the DFS")]
     Up {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
@@ -46,6 +47,14 @@ pub enum Cmd {
         /// port 9770 (http://ADDRESS:9770/metrics).
         #[arg(long)]
         http: bool,
+        /// Serve the shared file system; node N mounts it at DIR/nN/mnt (at /mnt/ssi with
+        /// --private-mounts).
+        #[arg(long)]
+        dfs: bool,
+        /// With --netns: each node also gets its own mount namespace with private /tmp,
+        /// /var/tmp, /home and DFS data directory (enter one with `nsenter -t PID -m -n`).
+        #[arg(long, requires = "netns")]
+        private_mounts: bool,
     },
     /// Kill a node's daemon with SIGKILL (a crash).
     #[command(after_help = "Examples:

@@ -8,6 +8,7 @@
 //! the CA), `ssid.sock`, `ssid.log` and `ssid.pid`.
 
 pub mod args;
+pub mod mountns;
 pub mod netns;
 pub mod stats;
 mod wait;
@@ -46,6 +47,15 @@ pub struct NodeOptions {
     /// Give every node an HTTP endpoint (/metrics) at its address, port [`HTTP_PORT`].
     #[serde(default)]
     pub http: bool,
+    /// Serve the shared file system on every node, with these lines added to its `[dfs]`
+    /// table (e.g. `replicas = 1`); each node mounts it at [`Testbed::dfs_mount`].
+    #[serde(default)]
+    pub dfs: Option<Vec<String>>,
+    /// With network namespaces: each node also gets a mount namespace with private `/tmp`,
+    /// `/var/tmp`, `/home` and DFS data (see [`mountns`]), so that nodes share no files but
+    /// the DFS.
+    #[serde(default)]
+    pub private_mounts: bool,
 }
 
 /// The layout of a testbed, saved in `DIR/testbed.json`.
@@ -314,7 +324,61 @@ impl Testbed {
                 text.push('\n');
             }
         }
+        if let Some(lines) = &self.layout.options.dfs {
+            text.push_str(&format!(
+                "[dfs]\nmode = \"replicated\"\nmount = \"{}\"\ndata_dir = \"{}\"\n",
+                self.dfs_mount(n).display(),
+                nd.join("dfs").display()
+            ));
+            for line in lines {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
         std::fs::write(nd.join("ssid.toml"), text).context("cannot write node config")
+    }
+
+    /// Where node `n` mounts the shared file system: the same path on every node when they
+    /// have private mount namespaces, else a mount point of its own (nodes then share this
+    /// machine's mount table). See [`Testbed::command_in`] to look at it from the node.
+    pub fn dfs_mount(&self, n: usize) -> PathBuf {
+        if self.private_mounts() {
+            PathBuf::from(mountns::DFS_MOUNT)
+        } else {
+            self.node_dir(n).join("mnt")
+        }
+    }
+
+    fn private_mounts(&self) -> bool {
+        self.layout.options.private_mounts && self.layout.netns_slot.is_some()
+    }
+
+    /// A command that runs `program` inside node `n`'s namespaces (network and, with private
+    /// mounts, mount): it sees the files the node sees. The node must be running.
+    pub fn command_in(&self, n: usize, program: &Path) -> Result<Command> {
+        let Some(pid) = self.pid(n) else {
+            bail!("node {n} is not running");
+        };
+        let mut c = Command::new("nsenter");
+        c.arg("-t").arg(pid.to_string()).arg("-n");
+        if self.private_mounts() {
+            c.arg("-m");
+        }
+        c.arg("--").arg(program);
+        Ok(c)
+    }
+
+    /// Detaches node `n`'s file system mount if its daemon died and left it.
+    fn detach_dfs(&self, n: usize) {
+        if self.layout.options.dfs.is_some() && self.pid(n).is_none() {
+            let mnt = self.dfs_mount(n);
+            let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+                .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy())))
+                .unwrap_or(false);
+            if mounted {
+                let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
     }
 
     /// A command that runs `program` where node `n` lives (inside its network namespace, if
@@ -341,7 +405,16 @@ impl Testbed {
             .open(self.log(n))
             .with_context(|| format!("cannot open {}", self.log(n).display()))?;
         let log2 = log.try_clone().context("cannot duplicate log file")?;
-        let mut cmd = self.command_on(n, &self.bin("ssid"));
+        let mut cmd = if self.private_mounts() {
+            let mut c = self.command_on(n, Path::new("unshare"));
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(mountns::script(&self.dir, n, self.nodes()))
+                .arg("sh")
+                .arg(self.bin("ssid"));
+            c
+        } else {
+            self.command_on(n, &self.bin("ssid"))
+        };
         cmd.arg("--config")
             .arg(nd.join("ssid.toml"))
             .stdin(Stdio::null())
@@ -475,6 +548,7 @@ impl Testbed {
             netns::remove_slot(slot);
         }
         for n in 1..=self.nodes() {
+            self.detach_dfs(n);
             self.remove_cgroup(n);
         }
         let _ = std::fs::remove_file(self.dir.join("testbed.json"));

@@ -28,10 +28,14 @@ fn run(args: Args) -> Result<()> {
             netns,
             cpu_quota,
             http,
+            dfs,
+            private_mounts,
         } => {
             let opts = testbed::NodeOptions {
                 cpu_quota,
                 http,
+                dfs: dfs.then(Vec::new),
+                private_mounts,
                 ..Default::default()
             };
             let tb = Testbed::up_with(&dir, nodes, netns, opts)?;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use testbed::Testbed;
 
+pub mod dfs;
+
 /// How long the cluster may take to agree on something.
 pub const SETTLE: Duration = Duration::from_secs(20);
 
