@@ -8,6 +8,7 @@
 //! - [`credential::CertAuthority`]: the cluster CA, passed in as certificate and key.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod credential;
 pub mod error;
 pub mod store;
