@@ -341,9 +341,9 @@ mod tests {
             return;
         };
         let (sys, accounts, p) = (&f.sys, &f.accounts, &f.pool);
-        let l = lease(&p, 61000, "/CN=alice");
-        accounts.ensure(&p, &l).unwrap();
-        accounts.ensure(&p, &l).unwrap();
+        let l = lease(p, 61000, "/CN=alice");
+        accounts.ensure(p, &l).unwrap();
+        accounts.ensure(p, &l).unwrap();
         let passwd = fs::read_to_string(sys.path().join("etc/passwd")).unwrap();
         assert_eq!(
             passwd
@@ -359,7 +359,7 @@ mod tests {
         );
         // uid 61005 is held by an account that is not the pool's: named, not overwritten.
         let e = accounts
-            .ensure(&p, &lease(&p, 61005, "/CN=bob"))
+            .ensure(p, &lease(p, 61005, "/CN=bob"))
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -374,10 +374,10 @@ mod tests {
             return;
         };
         let (sys, accounts, p) = (&f.sys, &f.accounts, &f.pool);
-        accounts.ensure(&p, &lease(&p, 61001, "/CN=alice")).unwrap();
+        accounts.ensure(p, &lease(p, 61001, "/CN=alice")).unwrap();
         fs::write(sys.path().join("home/grid/atlas001/secret"), "alice's").unwrap();
         // The lease ended and went to bob without this node retiring alice's home.
-        accounts.ensure(&p, &lease(&p, 61001, "/CN=bob")).unwrap();
+        accounts.ensure(p, &lease(p, 61001, "/CN=bob")).unwrap();
         assert!(!sys.path().join("home/grid/atlas001/secret").exists());
         let archived = sys.path().join("home/grid/.retired/atlas001.7/secret");
         assert_eq!(fs::read_to_string(archived).unwrap(), "alice's");
@@ -391,12 +391,12 @@ mod tests {
             return;
         };
         let (sys, accounts, p) = (&f.sys, &f.accounts, &f.pool);
-        let l = lease(&p, 61002, "/CN=carol");
-        accounts.ensure(&p, &l).unwrap();
+        let l = lease(p, 61002, "/CN=carol");
+        accounts.ensure(p, &l).unwrap();
         fs::write(sys.path().join("home/grid/atlas002/f"), "x").unwrap();
-        accounts.retire(&p, &l).unwrap();
+        accounts.retire(p, &l).unwrap();
         assert!(!sys.path().join("home/grid/atlas002").exists());
         // Retiring again (another node's sweep) is harmless.
-        accounts.retire(&p, &l).unwrap();
+        accounts.retire(p, &l).unwrap();
     }
 }
