@@ -6,12 +6,16 @@
 //! - [`store::GridStore`]: the replicated table of VOs, account leases, tasks and policies;
 //! - [`tes::Runner`]: "run this executor through placement and tell me how it ended";
 //! - [`credential::CertAuthority`]: the cluster CA, passed in as certificate and key.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod accounts;
 pub mod credential;
 pub mod error;
+pub mod policy;
 pub mod store;
+#[allow(unsafe_code)]
+mod sys;
+pub mod tes;
 pub mod vo;
 
 pub use error::{Error, Result};
