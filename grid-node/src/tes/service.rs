@@ -659,3 +659,7 @@ fn matches(t: &Task, q: &ListQuery) -> bool {
         .iter()
         .all(|(k, v)| tags.get(k).is_some_and(|have| v.is_empty() || have == v))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
