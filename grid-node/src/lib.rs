@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod credential;
 pub mod error;
 pub mod policy;
+pub mod resources;
 pub mod store;
 #[allow(unsafe_code)]
 mod sys;
