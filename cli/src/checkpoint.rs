@@ -53,7 +53,8 @@ pub fn dump(a: &DumpArgs) -> Result<String> {
         Some(p) => Some(Image::load(p).with_context(|| format!("--prev {}", p.display()))?),
         None => None,
     };
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("{}", a.dir.display()))?;
+    // the sink creates the directory, which `parent_path` then resolves
+    let mut sink = DirSink::new(&a.dir)?;
     let opts = DumpOptions {
         after: if a.leave_running {
             AfterDump::Resume
@@ -70,7 +71,6 @@ pub fn dump(a: &DumpArgs) -> Result<String> {
             .map(|p| parent_path(&a.dir, p))
             .transpose()?,
     };
-    let mut sink = DirSink::new(&a.dir)?;
     let out = checkpoint::dump(a.pid, &opts, prev.as_ref(), &mut sink)?;
     let what = if a.pre_dump { "pre-dumped" } else { "dumped" };
     let state = if a.pre_dump || a.leave_running {

@@ -358,6 +358,7 @@ pub async fn agent(socket: &Path, host: &str, command: &[OsString]) -> Result<i3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ssi_core::probe::ProbeData;
     use ssi_core::view::{MemberState, NodeView};
 
     fn node(id: u16, state: MemberState, cpus: u32, load1: f64, addr: &str) -> NodeView {
@@ -368,15 +369,14 @@ mod tests {
             state,
             incarnation: 0,
             gen: 1,
-            cpus,
-            mem_total_bytes: 1 << 30,
-            mem_free_bytes: 1 << 29,
-            load1,
-            load5: 0.0,
-            load15: 0.0,
-            ssi_procs: 0,
-            runnable: load1,
-            labels: Default::default(),
+            probe: ProbeData {
+                cpus,
+                mem_total_bytes: 1 << 30,
+                mem_free_bytes: 1 << 29,
+                load1,
+                runnable: load1,
+                ..ProbeData::default()
+            },
             local: id == 1,
         }
     }

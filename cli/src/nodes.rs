@@ -5,6 +5,8 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use ssi_core::control::{ControlRequest, ControlResponse};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use ssi_core::view::{ClusterInfo, NodeView};
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -19,9 +21,25 @@ pub async fn nodes(socket: &Path, json: bool) -> Result<String> {
         bail!("ssid sent an unexpected answer to a nodes request");
     };
     if json {
-        return Ok(serde_json::to_string_pretty(&rows)?);
+        let flat = rows
+            .iter()
+            .map(|r| flat_json(r, "probe"))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(serde_json::to_string_pretty(&flat)?);
     }
     Ok(nodes_table(&rows))
+}
+
+/// `value` as a JSON object with the fields of its member `inner` lifted to the top level, so
+/// that scripts read `.cpus` rather than `.probe.cpus`.
+fn flat_json(value: &impl Serialize, inner: &str) -> Result<Map<String, Value>> {
+    let Value::Object(mut top) = serde_json::to_value(value)? else {
+        bail!("a node row is not a JSON object");
+    };
+    if let Some(Value::Object(fields)) = top.remove(inner) {
+        top.extend(fields);
+    }
+    Ok(top)
 }
 
 /// Formats node rows as a table.
@@ -35,8 +53,8 @@ pub fn nodes_table(rows: &[NodeView]) -> String {
     for r in rows {
         let mem = format!(
             "{:.1}/{:.1} GiB",
-            gib(r.mem_free_bytes),
-            gib(r.mem_total_bytes)
+            gib(r.probe.mem_free_bytes),
+            gib(r.probe.mem_total_bytes)
         );
         let me = if r.local { "*" } else { "" };
         let _ = writeln!(
@@ -46,10 +64,10 @@ pub fn nodes_table(rows: &[NodeView]) -> String {
             r.name,
             r.addr,
             r.state.as_str(),
-            r.cpus,
+            r.probe.cpus,
             mem,
-            r.load1,
-            r.ssi_procs
+            r.probe.load1,
+            r.probe.ssi_procs
         );
     }
     out
@@ -61,7 +79,9 @@ pub async fn info(socket: &Path, json: bool) -> Result<String> {
         bail!("ssid sent an unexpected answer to an info request");
     };
     if json {
-        return Ok(serde_json::to_string_pretty(&info)?);
+        let mut flat = flat_json(&info, "total")?;
+        flat.remove("labels");
+        return Ok(serde_json::to_string_pretty(&flat)?);
     }
     Ok(info_text(&info))
 }
@@ -78,12 +98,12 @@ pub fn info_text(c: &ClusterInfo) -> String {
         c.nodes_suspect,
         c.nodes_dead,
         c.nodes_left,
-        c.cpus,
-        gib(c.mem_free_bytes),
-        gib(c.mem_total_bytes),
-        c.load1,
-        c.load5,
-        c.load15,
-        c.ssi_procs
+        c.total.cpus,
+        gib(c.total.mem_free_bytes),
+        gib(c.total.mem_total_bytes),
+        c.total.load1,
+        c.total.load5,
+        c.total.load15,
+        c.total.ssi_procs
     )
 }

@@ -83,16 +83,6 @@ impl std::fmt::Debug for Sched {
     }
 }
 
-fn balance_config(c: &SchedConfig) -> BalanceConfig {
-    BalanceConfig {
-        enabled: c.balance,
-        interval_s: c.balance_interval.as_secs_f64(),
-        threshold: c.balance_threshold,
-        min_residence_s: c.min_residence.as_secs_f64(),
-        cooldown_s: c.balance_cooldown.as_secs_f64(),
-    }
-}
-
 impl Sched {
     /// The scheduler of node `me` with `config` (policy and filters checked here).
     pub fn new(me: NodeId, config: &SchedConfig) -> Result<Sched> {
@@ -105,7 +95,7 @@ impl Sched {
                 params: config.params.clone(),
                 policy,
                 filters: FilterChain::new(&config.filters)?,
-                balancer: Balancer::new(balance_config(config)),
+                balancer: Balancer::new(BalanceConfig::from(config)),
                 pending: HashMap::new(),
                 decisions: VecDeque::new(),
                 cpu: CpuProbe::default(),

@@ -8,6 +8,7 @@
 //! `cooldown_s`: together these keep a process from ping-ponging.
 
 use serde::{Deserialize, Serialize};
+use ssi_core::config::SchedConfig;
 use ssi_core::NodeId;
 
 use crate::sample::NodeSample;
@@ -27,15 +28,22 @@ pub struct BalanceConfig {
     pub cooldown_s: f64,
 }
 
-impl Default for BalanceConfig {
-    fn default() -> Self {
+impl From<&SchedConfig> for BalanceConfig {
+    fn from(c: &SchedConfig) -> Self {
         BalanceConfig {
-            enabled: true,
-            interval_s: 2.0,
-            threshold: 0.5,
-            min_residence_s: 5.0,
-            cooldown_s: 4.0,
+            enabled: c.balance,
+            interval_s: c.balance_interval.as_secs_f64(),
+            threshold: c.balance_threshold,
+            min_residence_s: c.min_residence.as_secs_f64(),
+            cooldown_s: c.balance_cooldown.as_secs_f64(),
         }
+    }
+}
+
+impl Default for BalanceConfig {
+    /// The defaults of the `[sched]` config table.
+    fn default() -> Self {
+        BalanceConfig::from(&SchedConfig::default())
     }
 }
 

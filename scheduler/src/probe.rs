@@ -1,19 +1,15 @@
-//! Probes: what a node measures about itself and gossips. Built-ins read procfs over the
-//! processes the node hosts, so that nodes sharing one kernel (the testbed) each see their own.
+//! Probes the scheduler adds to what every node gossips (`ssi_core::probe`: CPUs, memory,
+//! runnable threads, load averages): measures of the processes a node hosts, read from procfs
+//! over the hosted pids so that nodes sharing one kernel (the testbed) each see their own.
 //!
 //! | name | measures |
 //! |---|---|
 //! | `cpu` | CPU time per second used by hosted processes, in CPUs (2.0 = two busy CPUs) |
-//! | `runnable` | hosted threads running or waiting for a CPU, now |
-//! | `procs` | hosted processes |
-//! | `mem_free` | available memory of the machine, bytes |
 
 use std::collections::HashMap;
 
 use procfs::process::Process;
-use procfs::Current;
 
-use crate::{Error, Result};
 
 /// One probe.
 pub trait Probe: Send + std::fmt::Debug {
@@ -59,77 +55,6 @@ impl Probe for CpuProbe {
     }
 }
 
-/// See the module table.
-#[derive(Debug, Default)]
-pub struct RunnableProbe;
-
-impl Probe for RunnableProbe {
-    fn name(&self) -> &str {
-        "runnable"
-    }
-    fn measure(&mut self, hosted: &[i32], _dt_s: f64) -> f64 {
-        let mut n = 0u32;
-        for &pid in hosted {
-            let Ok(tasks) = Process::new(pid).and_then(|p| p.tasks()) else {
-                continue;
-            };
-            for t in tasks.flatten() {
-                if t.stat().is_ok_and(|s| s.state == 'R') {
-                    n += 1;
-                }
-            }
-        }
-        f64::from(n)
-    }
-}
-
-/// See the module table.
-#[derive(Debug, Default)]
-pub struct ProcsProbe;
-
-impl Probe for ProcsProbe {
-    fn name(&self) -> &str {
-        "procs"
-    }
-    fn measure(&mut self, hosted: &[i32], _dt_s: f64) -> f64 {
-        hosted.len() as f64
-    }
-}
-
-/// See the module table.
-#[derive(Debug, Default)]
-pub struct MemFreeProbe;
-
-impl Probe for MemFreeProbe {
-    fn name(&self) -> &str {
-        "mem_free"
-    }
-    fn measure(&mut self, _hosted: &[i32], _dt_s: f64) -> f64 {
-        procfs::Meminfo::current()
-            .map(|m| m.mem_available.unwrap_or(m.mem_free) as f64)
-            .unwrap_or(0.0)
-    }
-}
-
-/// Names of the built-in probes.
-pub const NAMES: [&str; 4] = ["cpu", "runnable", "procs", "mem_free"];
-
-/// A built-in probe by name.
-pub fn by_name(name: &str) -> Result<Box<dyn Probe>> {
-    Ok(match name {
-        "cpu" => Box::new(CpuProbe::default()),
-        "runnable" => Box::new(RunnableProbe),
-        "procs" => Box::new(ProcsProbe),
-        "mem_free" => Box::new(MemFreeProbe),
-        other => {
-            return Err(Error::Config(format!(
-                "unknown probe {other:?} (known: {})",
-                NAMES.join(", ")
-            )))
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,15 +86,5 @@ mod tests {
             "probe {used}, getrusage {truth}"
         );
         assert!(p.per_pid.contains_key(&me));
-    }
-
-    #[test]
-    fn builtins_are_found_and_unknown_refused() {
-        for n in NAMES {
-            assert_eq!(by_name(n).expect("builtin").name(), n);
-        }
-        assert!(by_name("temperature").is_err());
-        assert_eq!(ProcsProbe.measure(&[1, 2, 3], 1.0), 3.0);
-        assert!(MemFreeProbe.measure(&[], 1.0) > 0.0);
     }
 }

@@ -37,12 +37,12 @@ impl NodeSample {
             .map(|n| NodeSample {
                 id: n.id,
                 name: n.name.clone(),
-                cpus: n.cpus,
-                mem_total_bytes: n.mem_total_bytes,
-                mem_free_bytes: n.mem_free_bytes,
-                load: n.runnable,
-                procs: n.ssi_procs,
-                labels: n.labels.clone(),
+                cpus: n.probe.cpus,
+                mem_total_bytes: n.probe.mem_total_bytes,
+                mem_free_bytes: n.probe.mem_free_bytes,
+                load: n.probe.runnable,
+                procs: n.probe.ssi_procs,
+                labels: n.probe.labels.clone(),
                 pending: 0,
             })
             .collect()

@@ -163,6 +163,23 @@ pub struct SchedConfig {
     pub balance_cooldown: Duration,
 }
 
+impl Default for SchedConfig {
+    /// The defaults of every `[sched]` key, in one place.
+    fn default() -> Self {
+        SchedConfig {
+            policy: "least-loaded".into(),
+            params: BTreeMap::new(),
+            filters: Vec::new(),
+            labels: BTreeMap::new(),
+            balance: true,
+            balance_interval: Duration::from_secs(2),
+            balance_threshold: 0.5,
+            min_residence: Duration::from_secs(5),
+            balance_cooldown: Duration::from_secs(4),
+        }
+    }
+}
+
 /// Parses `KEY=VALUE` entries.
 pub fn key_values(list: Vec<String>, what: &str) -> Result<BTreeMap<String, String>> {
     list.into_iter()
@@ -191,14 +208,15 @@ impl SchedLayer {
 
     fn resolve(self) -> Result<SchedConfig> {
         let ms = Duration::from_millis;
-        let threshold = self.balance_threshold.unwrap_or(0.5);
+        let d = SchedConfig::default();
+        let threshold = self.balance_threshold.unwrap_or(d.balance_threshold);
         if !(threshold.is_finite() && threshold >= 0.0) {
             return Err(Error::Config(format!(
                 "sched.balance_threshold {threshold} must be a number >= 0"
             )));
         }
         Ok(SchedConfig {
-            policy: self.policy.unwrap_or_else(|| "least-loaded".into()),
+            policy: self.policy.unwrap_or(d.policy),
             params: key_values(self.params, "sched param")?,
             filters: self.filters,
             labels: {
@@ -216,11 +234,13 @@ impl SchedLayer {
                 }
                 labels
             },
-            balance: self.balance.unwrap_or(true),
-            balance_interval: ms(self.balance_interval_ms.unwrap_or(2000).max(100)),
+            balance: self.balance.unwrap_or(d.balance),
+            balance_interval: self
+                .balance_interval_ms
+                .map_or(d.balance_interval, |v| ms(v.max(100))),
             balance_threshold: threshold,
-            min_residence: ms(self.min_residence_ms.unwrap_or(5000)),
-            balance_cooldown: ms(self.balance_cooldown_ms.unwrap_or(4000)),
+            min_residence: self.min_residence_ms.map_or(d.min_residence, ms),
+            balance_cooldown: self.balance_cooldown_ms.map_or(d.balance_cooldown, ms),
         })
     }
 }

@@ -37,6 +37,20 @@ pub struct ProbeData {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
+impl ProbeData {
+    /// Adds `other`'s figures to these (labels are a node's own and are not summed).
+    pub fn add(&mut self, other: &ProbeData) {
+        self.cpus += other.cpus;
+        self.mem_total_bytes += other.mem_total_bytes;
+        self.mem_free_bytes += other.mem_free_bytes;
+        self.load1 += other.load1;
+        self.load5 += other.load5;
+        self.load15 += other.load15;
+        self.ssi_procs += other.ssi_procs;
+        self.runnable += other.runnable;
+    }
+}
+
 /// Samples probes; keeps the state the hosted load averages need between samples.
 #[derive(Debug)]
 pub struct Prober {

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::node::NodeId;
+use crate::probe::ProbeData;
 
 /// What the cluster believes of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,24 +60,8 @@ pub struct NodeView {
     pub incarnation: u16,
     /// Generation of the node's current run.
     pub gen: u64,
-    /// Online CPUs.
-    pub cpus: u32,
-    /// Total memory.
-    pub mem_total_bytes: u64,
-    /// Available memory.
-    pub mem_free_bytes: u64,
-    /// 1-minute load average.
-    pub load1: f64,
-    /// 5-minute load average.
-    pub load5: f64,
-    /// 15-minute load average.
-    pub load15: f64,
-    /// Processes hosted for the cluster.
-    pub ssi_procs: u32,
-    /// Hosted threads running or waiting for a CPU.
-    pub runnable: f64,
-    /// Admin-set labels.
-    pub labels: std::collections::BTreeMap<String, String>,
+    /// What the node last reported of itself (CPUs, memory, load, labels).
+    pub probe: ProbeData,
     /// Whether this row is the node answering.
     pub local: bool,
 }
@@ -92,20 +77,8 @@ pub struct ClusterInfo {
     pub nodes_dead: u32,
     /// Nodes that left.
     pub nodes_left: u32,
-    /// CPUs.
-    pub cpus: u32,
-    /// Total memory.
-    pub mem_total_bytes: u64,
-    /// Available memory.
-    pub mem_free_bytes: u64,
-    /// Summed 1-minute load.
-    pub load1: f64,
-    /// Summed 5-minute load.
-    pub load5: f64,
-    /// Summed 15-minute load.
-    pub load15: f64,
-    /// Processes the cluster hosts.
-    pub ssi_procs: u32,
+    /// CPUs, memory, loads and processes summed over alive and suspect nodes (no labels).
+    pub total: ProbeData,
 }
 
 impl ClusterInfo {
@@ -121,13 +94,7 @@ impl ClusterInfo {
                     if n.state == MemberState::Suspect {
                         c.nodes_suspect += 1;
                     }
-                    c.cpus += n.cpus;
-                    c.mem_total_bytes += n.mem_total_bytes;
-                    c.mem_free_bytes += n.mem_free_bytes;
-                    c.load1 += n.load1;
-                    c.load5 += n.load5;
-                    c.load15 += n.load15;
-                    c.ssi_procs += n.ssi_procs;
+                    c.total.add(&n.probe);
                 }
             }
         }
@@ -147,15 +114,17 @@ mod tests {
             state,
             incarnation: 0,
             gen: 1,
-            cpus: 2,
-            mem_total_bytes: 100,
-            mem_free_bytes: 40,
-            load1: 0.5,
-            load5: 0.25,
-            load15: 0.0,
-            ssi_procs: 1,
-            runnable: 0.0,
-            labels: Default::default(),
+            probe: ProbeData {
+                cpus: 2,
+                mem_total_bytes: 100,
+                mem_free_bytes: 40,
+                load1: 0.5,
+                load5: 0.25,
+                load15: 0.0,
+                ssi_procs: 1,
+                runnable: 0.0,
+                labels: Default::default(),
+            },
             local: false,
         }
     }
@@ -171,11 +140,11 @@ mod tests {
         assert_eq!(c.nodes_alive, 2);
         assert_eq!(c.nodes_suspect, 1);
         assert_eq!((c.nodes_dead, c.nodes_left), (1, 1));
-        assert_eq!(c.cpus, 4);
-        assert_eq!(c.mem_total_bytes, 200);
-        assert_eq!(c.mem_free_bytes, 80);
-        assert!((c.load1 - 1.0).abs() < 1e-9);
-        assert_eq!(c.ssi_procs, 2);
+        assert_eq!(c.total.cpus, 4);
+        assert_eq!(c.total.mem_total_bytes, 200);
+        assert_eq!(c.total.mem_free_bytes, 80);
+        assert!((c.total.load1 - 1.0).abs() < 1e-9);
+        assert_eq!(c.total.ssi_procs, 2);
     }
 
     #[test]

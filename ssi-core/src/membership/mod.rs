@@ -501,15 +501,7 @@ fn row(
         state,
         incarnation,
         gen: ident.gen,
-        cpus: probe.cpus,
-        mem_total_bytes: probe.mem_total_bytes,
-        mem_free_bytes: probe.mem_free_bytes,
-        load1: probe.load1,
-        load5: probe.load5,
-        load15: probe.load15,
-        ssi_procs: probe.ssi_procs,
-        runnable: probe.runnable,
-        labels: probe.labels,
+        probe,
         local,
     }
 }

@@ -27,7 +27,7 @@ fn members_join_and_all_see_each_other_alive_with_probe_data() {
         let view = sim.core(i).view();
         assert_eq!(view.len(), 6, "member {i} sees {view:?}");
         assert!(view.iter().all(|r| r.state == MemberState::Alive));
-        assert!(view.iter().all(|r| r.cpus >= 2), "probe data spread");
+        assert!(view.iter().all(|r| r.probe.cpus >= 2), "probe data spread");
         assert_eq!(view.iter().filter(|r| r.local).count(), 1);
         assert_eq!(view[2].name, "n3");
     }
