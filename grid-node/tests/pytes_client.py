@@ -171,6 +171,12 @@ if os.environ.get("MPI") == "1":
     full = alice.get_task(mpi, view="FULL")
     check(t.state == "COMPLETE" and open(f"{WORK}/mpi.txt").read().count("rank") == 3, f"an MPI task runs 3 ranks: {full.logs[0].system_logs}")
 
+r = raw("GET", "/resources", params={"match": "cores>=1 && mem_gb>0"}).json()
+check(r["matches"] is True and r["resources"]["ComputingManager"]["TotalLogicalCPUs"] >= 1, "the resource document and a requirement that holds")
+check(raw("GET", "/resources", params={"match": "cores>=100000"}).json()["matches"] is False, "a requirement that does not hold")
+r = raw("GET", "/resources", params={"match": "cpus>=1"})
+check(r.status_code == 400 and r.json()["msg"].startswith("match: requirement"), "a bad requirement is 400: " + r.text)
+
 r = requests.get(BASE + "/openapi.json", timeout=20).json()
 check("/ga4gh/tes/v1/tasks/{id}:cancel" in r["paths"], "the OpenAPI document is served")
 print("ALL PASSED")

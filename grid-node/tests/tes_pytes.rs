@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use grid_node::accounts::{OnExpiry, PoolConfig};
 use grid_node::credential::{CertAuthority, Subject, TrustAnchors};
 use grid_node::policy::PolicyEngine;
+use grid_node::resources::LocalHost;
 use grid_node::store::MemStore;
 use grid_node::tes::api::{router, ApiState};
 use grid_node::tes::{LocalRunner, TaskService, TesConfig};
@@ -132,6 +133,7 @@ async fn py_tes_drives_the_service() {
         service,
         trust,
         max_body: 4 << 20,
+        resources: Arc::new(LocalHost::default()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -201,6 +201,30 @@ impl PolicyEngine {
         action: Action,
         resource: &Resource,
     ) -> Result<Decision> {
+        self.decide_logged(principal, action, resource, true)
+    }
+
+    /// Whether `principal` may do `action` on `resource`, as a filter (listing what a user may
+    /// see): the decision is logged at debug level only, denials included, so that a listing
+    /// does not log one denial per task of other users.
+    pub fn allows(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource,
+    ) -> Result<bool> {
+        Ok(self
+            .decide_logged(principal, action, resource, false)?
+            .allowed)
+    }
+
+    fn decide_logged(
+        &self,
+        principal: &Principal,
+        action: Action,
+        resource: &Resource,
+        log_denials: bool,
+    ) -> Result<Decision> {
         let loaded = self.loaded()?;
         let (entities, p, a, r) = entities::build(&self.schema, principal, action, resource)?;
         let request = Request::new(p, a, r, Context::empty(), Some(&self.schema))
@@ -228,7 +252,7 @@ impl PolicyEngine {
             policies,
             errors,
         };
-        log(principal, action, resource, &d);
+        log(principal, action, resource, &d, log_denials);
         Ok(d)
     }
 
@@ -250,10 +274,16 @@ impl PolicyEngine {
     }
 }
 
-fn log(principal: &Principal, action: Action, resource: &Resource, d: &Decision) {
+fn log(
+    principal: &Principal,
+    action: Action,
+    resource: &Resource,
+    d: &Decision,
+    log_denials: bool,
+) {
     let (subject, vo) = (principal.subject.as_str(), principal.vo.as_str());
-    if d.allowed {
-        tracing::debug!(target: "grid::policy", subject, vo, %action, %resource, policies = ?d.policies, "allow");
+    if d.allowed || !log_denials {
+        tracing::debug!(target: "grid::policy", subject, vo, %action, %resource, policies = ?d.policies, allowed = d.allowed, "decision");
     } else {
         tracing::info!(target: "grid::policy", subject, vo, %action, %resource, errors = ?d.errors, "deny");
     }

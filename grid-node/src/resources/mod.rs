@@ -150,6 +150,42 @@ fn majority(nodes: &[&NodeResources], f: impl Fn(&NodeResources) -> String) -> S
         .unwrap_or_default()
 }
 
+/// Where the node figures come from: the daemon's cluster view, or [`LocalHost`].
+pub trait ResourceSource: Send + Sync + std::fmt::Debug {
+    /// Every known node.
+    fn nodes(&self) -> Vec<NodeResources>;
+    /// The DFS's (total, free) bytes, when it reports them.
+    fn dfs_bytes(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+/// This host alone, read from /proc (a cluster of one node).
+#[derive(Debug, Clone, Default)]
+pub struct LocalHost {
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ResourceSource for LocalHost {
+    fn nodes(&self) -> Vec<NodeResources> {
+        use procfs::Current;
+        let mem = procfs::Meminfo::current().ok();
+        let (arch, os) = local_platform();
+        vec![NodeResources {
+            id: 1,
+            alive: true,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            mem_total_bytes: mem.as_ref().map_or(0, |m| m.mem_total),
+            mem_free_bytes: mem.as_ref().and_then(|m| m.mem_available).unwrap_or(0),
+            load1: procfs::LoadAverage::current().map_or(0.0, |l| f64::from(l.one)),
+            arch,
+            os,
+            labels: self.labels.clone(),
+        }]
+    }
+}
+
 const GB: f64 = (1u64 << 30) as f64;
 
 /// The document of `nodes`, with a share per queue (`queues`: name -> labels a node must

@@ -26,6 +26,7 @@ use super::service::{ListQuery, TaskService};
 use super::validate::BACKEND_PARAMETERS;
 use super::view::View;
 use crate::credential::{TrustAnchors, VoIdentity};
+use crate::resources::{advertise, Requirement, ResourceDoc, ResourceSource};
 use crate::error::Error;
 
 /// Where the API lives.
@@ -40,6 +41,8 @@ pub struct ApiState {
     pub trust: Arc<TrustAnchors>,
     /// Largest request body accepted, in bytes.
     pub max_body: usize,
+    /// Where the resource document's figures come from.
+    pub resources: Arc<dyn ResourceSource>,
 }
 
 /// An error as an HTTP answer.
@@ -249,6 +252,37 @@ async fn cancel_task(
     Ok(Json(serde_json::json!({})))
 }
 
+/// The resource document, and whether it meets `match` when given.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct ResourcesAnswer {
+    /// The cluster as one node (GLUE 2.0 names; see docs/GRID.md).
+    #[schema(value_type = Object)]
+    resources: ResourceDoc,
+    /// Whether the cluster meets the `match` requirement, when one was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matches: Option<bool>,
+}
+
+/// `GET /resources[?match=REQUIREMENT]`, an ssi extension: the cluster as one node.
+#[utoipa::path(get, path = "/ga4gh/tes/v1/resources", security(("bearer" = [])),
+    params(("match" = Option<String>, Query, description = "a requirement such as cores>=64 && mem_gb>=128")),
+    responses((status = 200, body = ResourcesAnswer), (status = 400, body = ErrorBody)))]
+async fn get_resources(
+    AxState(s): AxState<Arc<ApiState>>,
+    Caller(_who): Caller,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<ResourcesAnswer>> {
+    let doc = advertise(&s.resources.nodes(), &s.service.config().queues, s.resources.dfs_bytes());
+    let mut matches = None;
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if k == "match" {
+            let req: Requirement = v.parse().map_err(|e: Error| Error::invalid("match", e.to_string()))?;
+            matches = Some(req.matches(&doc.ssi));
+        }
+    }
+    Ok(Json(ResourcesAnswer { resources: doc, matches }))
+}
+
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
@@ -265,7 +299,7 @@ impl utoipa::Modify for BearerAuth {
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "ssi Task Execution Service", description = "GA4GH TES v1.1 served by the ssi cluster"),
-    paths(get_service_info, create_task, list_tasks, get_task, cancel_task),
+    paths(get_service_info, create_task, list_tasks, get_task, cancel_task, get_resources),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -279,6 +313,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let api = Router::new()
         .route("/service-info", get(get_service_info))
         .route("/openapi.json", get(openapi))
+        .route("/resources", get(get_resources))
         .route("/tasks", get(list_tasks).post(create_task))
         .route("/tasks/{id}", get(get_task).post(cancel_task))
         .with_state(state);

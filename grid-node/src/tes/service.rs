@@ -46,6 +46,10 @@ pub struct TesConfig {
     /// Storage the executors can reach, for service-info (e.g. `file:///dfs`).
     #[serde(default)]
     pub storage: Vec<String>,
+    /// The name this service's workers write in the tasks they run (ssid: `node-<id>`), so that
+    /// services sharing one store each resume their own tasks and adopt those of a dead one.
+    #[serde(skip)]
+    pub worker: Option<String>,
 }
 
 /// A task as stored: the TES task and what the service decided about it.
@@ -65,6 +69,9 @@ pub struct TaskRecord {
     pub checked: Checked,
     /// Whether a cancel was asked.
     pub cancel: bool,
+    /// The service whose worker runs it ([`TesConfig::worker`]).
+    #[serde(default)]
+    pub worker: Option<String>,
 }
 
 impl TaskRecord {
@@ -121,6 +128,9 @@ pub fn now_rfc3339() -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
+
+/// How often a worker looks for a cancel asked elsewhere.
+const CANCEL_POLL: Duration = Duration::from_secs(1);
 
 fn unix_now() -> i64 {
     SystemTime::now()
@@ -227,6 +237,7 @@ impl TaskService {
             account,
             checked,
             cancel: false,
+            worker: self.config.worker.clone(),
         };
         for p in rec.checked.ignored.clone() {
             rec.system_log(format!(
@@ -248,7 +259,11 @@ impl TaskService {
         }
         let me = self.clone();
         tokio::spawn(async move {
+            // A cancel asked through another service sharing the store reaches this worker
+            // through the store.
+            let watcher = me.clone().watch_cancel(id.clone());
             let end = me.work(&id, rx).await;
+            watcher.abort();
             if let Err(e) = end {
                 tracing::warn!(task = %id, error = %e, "task worker failed");
                 let reason = e.to_string();
@@ -263,6 +278,23 @@ impl TaskService {
                 r.remove(&id);
             }
         });
+    }
+
+    /// Polls the task's cancel flag in the store and pulls this worker's cancel switch.
+    fn watch_cancel(self: Arc<Self>, id: String) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CANCEL_POLL).await;
+                if let Ok(rec) = self.load(&id).await {
+                    if rec.cancel {
+                        if let Some(tx) = self.running.lock().ok().and_then(|r| r.get(&id).cloned()) {
+                            let _ = tx.send(true);
+                        }
+                        return;
+                    }
+                }
+            }
+        })
     }
 
     async fn load(&self, id: &str) -> Result<TaskRecord> {
@@ -541,8 +573,7 @@ impl TaskService {
                 if !matches(&rec.task, q)
                     || !self
                         .policy
-                        .decide(&principal, Action::View, &rec.resource())?
-                        .allowed
+                        .allows(&principal, Action::View, &rec.resource())?
                 {
                     continue;
                 }
@@ -599,23 +630,55 @@ impl TaskService {
     /// Picks up, after a restart, the tasks that were not finished: queued ones start, ones
     /// caught in the middle end in SYSTEM_ERROR (their executors died with the old worker).
     pub async fn resume(self: &Arc<Self>) -> Result<usize> {
+        self.adopt(true, |_| false).await
+    }
+
+    /// Takes over the unfinished tasks of workers that are `gone` (and, with `mine`, those
+    /// this service's previous run left): queued ones start here, ones caught in the middle
+    /// end in SYSTEM_ERROR. Returns how many were started.
+    pub async fn adopt(self: &Arc<Self>, mine: bool, gone: impl Fn(&str) -> bool) -> Result<usize> {
         let all = store::scan_json::<TaskRecord>(&*self.store, Table::Tasks, "").await?;
+        let me = self.config.worker.clone();
         let mut n = 0;
         for (id, rec) in all {
+            if rec.state().is_final() {
+                continue;
+            }
+            let ours = rec.worker == me;
+            if !(ours && mine || !ours && rec.worker.as_deref().is_some_and(&gone)) {
+                continue;
+            }
+            if !ours {
+                // Two services may see the same worker gone: one takes each task.
+                let was = rec.worker.clone();
+                let took = store::update_json::<TaskRecord, _>(&*self.store, Table::Tasks, &id, |cur| {
+                    match cur {
+                        Some(mut r) if r.worker == was => {
+                            r.worker = me.clone();
+                            Ok(Some(r))
+                        }
+                        _ => Err(Error::Store("taken by another service".into())),
+                    }
+                })
+                .await;
+                if took.is_err() {
+                    continue;
+                }
+                tracing::info!(task = %id, from = ?was, "task adopted from a worker that is gone");
+            }
             match rec.state() {
                 State::Queued if !rec.cancel => {
                     self.start_worker(id);
                     n += 1;
                 }
-                s if !s.is_final() => {
-                    self.end(
-                        &id,
-                        State::SystemError,
-                        Some("the service restarted while the task ran".into()),
-                    )
-                    .await?;
+                _ => {
+                    let why = if ours {
+                        "the service restarted while the task ran"
+                    } else {
+                        "the node running the task's worker was lost while the task ran"
+                    };
+                    self.end(&id, State::SystemError, Some(why.into())).await?;
                 }
-                _ => {}
             }
         }
         Ok(n)

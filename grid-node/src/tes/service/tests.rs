@@ -168,31 +168,37 @@ async fn ignore_error_goes_on_to_the_next_executor() {
     assert_eq!(runner.asked.lock().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn a_restarted_service_resumes_queued_tasks_and_fails_interrupted_ones() {
-    let (s, _, store, who) = setup(vec![exited(0)]).await;
-    // Two tasks as a service that died would have left them.
-    for (id, state) in [("a-queued", State::Queued), ("b-running", State::Running)] {
+/// Stores tasks as services that died (or still run) would have left them.
+async fn leave_tasks(s: &TaskService, store: &MemStore, tasks: &[(&str, State, Option<&str>)]) {
+    for (id, state, worker) in tasks {
         let mut t = task(1, &[]);
-        t.id = Some(id.into());
-        t.state = Some(state);
-        let lease = AccountMapper::new(&*store, &s.pools)
+        t.id = Some(id.to_string());
+        t.state = Some(*state);
+        let lease = AccountMapper::new(store, &s.pools)
             .map("atlas", "/CN=alice", 0)
             .await
             .unwrap();
         let rec = TaskRecord {
             task: t,
-            owner: who.subject.clone(),
+            owner: "/CN=alice".into(),
             vo: "atlas".into(),
             queue: "default".into(),
             account: lease,
             checked: Checked::default(),
             cancel: false,
+            worker: worker.map(str::to_string),
         };
-        store::cas_json(&*store, Table::Tasks, id, None, Some(&rec))
+        store::cas_json(store, Table::Tasks, id, None, Some(&rec))
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_restarted_service_resumes_queued_tasks_and_fails_interrupted_ones() {
+    let (s, _, store, who) = setup(vec![exited(0)]).await;
+    let left = [("a-queued", State::Queued, None), ("b-running", State::Running, None)];
+    leave_tasks(&s, &store, &left).await;
     assert_eq!(s.resume().await.unwrap(), 1);
     assert_eq!(
         wait_final(&s, &who, "a-queued").await.state,
@@ -201,4 +207,25 @@ async fn a_restarted_service_resumes_queued_tasks_and_fails_interrupted_ones() {
     let b = wait_final(&s, &who, "b-running").await;
     assert_eq!(b.state, Some(State::SystemError));
     assert!(b.logs.unwrap()[0].system_logs.clone().unwrap()[0].contains("restarted"));
+}
+
+#[tokio::test]
+async fn tasks_of_a_gone_worker_are_adopted_once_and_others_left_alone() {
+    let (s, runner, store, who) = setup(vec![exited(0)]).await;
+    let left = [
+        ("a-queued", State::Queued, Some("node-2")),
+        ("b-running", State::Running, Some("node-2")),
+        ("c-alive", State::Queued, Some("node-3")),
+    ];
+    leave_tasks(&s, &store, &left).await;
+    assert_eq!(s.adopt(false, |w| w == "node-2").await.unwrap(), 1);
+    assert_eq!(wait_final(&s, &who, "a-queued").await.state, Some(State::Complete));
+    let b = wait_final(&s, &who, "b-running").await;
+    assert_eq!(b.state, Some(State::SystemError));
+    assert!(b.logs.unwrap()[0].system_logs.clone().unwrap()[0].contains("was lost"));
+    let c = s.load("c-alive").await.unwrap();
+    assert_eq!((c.state(), c.worker.as_deref()), (State::Queued, Some("node-3")));
+    // Adopted tasks are now this service's: adopting again takes nothing.
+    assert_eq!(s.adopt(false, |w| w == "node-2").await.unwrap(), 0);
+    assert_eq!(runner.asked.lock().unwrap().len(), 1);
 }
