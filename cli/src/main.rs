@@ -11,6 +11,7 @@ mod nodes;
 mod ps;
 mod run;
 mod sched;
+mod vo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -139,6 +140,11 @@ enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// The grid's virtual organisations (root; ssid needs a [grid] table).
+    Vo {
+        #[command(subcommand)]
+        command: vo::VoCommand,
+    },
     /// The global scheduler: show it, change its policy, balance now.
     Sched {
         #[command(subcommand)]
@@ -265,6 +271,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         Command::Nodes { json } => nodes::nodes(&socket, json).await?,
         Command::Info { json } => nodes::info(&socket, json).await?,
         Command::Ps { json } => ps::ps(&socket, json).await?,
+        Command::Vo { command } => vo::vo(&socket, command).await?,
         Command::Sched { command } => match command {
             SchedCommand::Show { json } => sched::show(&socket, json).await?,
             SchedCommand::Set { policy, params } => {

@@ -138,6 +138,7 @@ async fn answer(node: &Node, req: ControlRequest, caller: &Caller) -> Result<Con
         ControlRequest::SchedBalance => {
             ControlResponse::Sched(cluster::sched_all(node, cluster::SchedOp::Balance).await?)
         }
+        ControlRequest::Grid(req) => super::grid::admin(node, req, caller).await?,
         ControlRequest::Input(_) => bail!("no process follows this connection"),
         ControlRequest::Run(_) | ControlRequest::Attach { .. } | ControlRequest::Restart { .. } => {
             bail!("a session request cannot be answered here")

@@ -12,6 +12,7 @@
 mod cgroup;
 mod cluster;
 mod control;
+mod grid;
 pub mod helpers;
 mod incoming;
 mod join;
@@ -59,6 +60,8 @@ pub struct Node {
     pub sched: sched::Sched,
     /// Outcomes of migrations to this node, for sources that got no answer.
     incoming: incoming::Incoming,
+    /// The grid services, when configured.
+    grid: std::sync::OnceLock<Arc<grid::Grid>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -169,7 +172,9 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
         directory: Mutex::default(),
         incoming: incoming::Incoming::default(),
         sched,
+        grid: std::sync::OnceLock::new(),
     });
+    grid::start(&node).await?;
     tracing::info!(
         node = %me.id, name = %node.config.name, addr = %me.addr, gen = me.gen,
         socket = %node.config.control_socket().display(), "ssid started"

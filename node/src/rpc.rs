@@ -113,6 +113,7 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                 Err(e) => error(e),
             },
             RpcRequest::Input(_) => error(anyhow::anyhow!("input outside of a session")),
+            RpcRequest::Grid(bytes) => super::grid::serve_rpc(node, &bytes).await,
         };
         conn.send(&resp).await?;
     }

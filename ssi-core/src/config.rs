@@ -95,6 +95,11 @@ pub struct ConfigLayer {
     #[command(flatten)]
     #[serde(default)]
     pub sched: SchedLayer,
+    /// The grid services (the `[grid]` table), checked by ssid's grid module when it starts
+    /// them (docs/GRID.md); file only.
+    #[arg(skip)]
+    #[serde(default)]
+    pub grid: Option<toml::Table>,
 }
 
 /// Scheduler knobs (the `[sched]` table), all optional; see [`SchedConfig`].
@@ -445,6 +450,8 @@ pub struct NodeConfig {
     pub gossip: GossipConfig,
     /// Scheduler settings.
     pub sched: SchedConfig,
+    /// The `[grid]` table as written, when there is one (ssid's grid module reads it).
+    pub grid: Option<toml::Table>,
 }
 
 impl NodeConfig {
@@ -493,6 +500,7 @@ impl ConfigLayer {
             hostname: self.hostname.or(base.hostname),
             gossip: self.gossip.over(base.gossip),
             sched: self.sched.over(base.sched),
+            grid: self.grid.or(base.grid),
         }
     }
 
@@ -553,6 +561,7 @@ impl ConfigLayer {
             hostname: self.hostname,
             gossip,
             sched: self.sched.resolve()?,
+            grid: self.grid,
         })
     }
 }

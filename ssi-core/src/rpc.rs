@@ -113,6 +113,9 @@ pub enum RpcRequest {
         /// Its input had ended after them.
         eof: bool,
     },
+    /// A message of the grid services between daemons (their own versioned encoding, see
+    /// ssid's grid module); answered by `Grid` or `Error`.
+    Grid(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// An answer to an [`RpcRequest`].
@@ -188,4 +191,6 @@ pub enum RpcResponse {
         /// The tree's pids, if it runs here.
         pids: Option<Vec<i32>>,
     },
+    /// Answer to `Grid`.
+    Grid(#[serde(with = "serde_bytes")] Vec<u8>),
 }
