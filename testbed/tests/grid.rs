@@ -64,13 +64,19 @@ home_root = "{}"
     )
 }
 
-fn client(py: &Path, mode: &str, env: &[(&str, String)]) -> serde_json::Value {
+fn client(tb: &testbed::Testbed, py: &Path, mode: &str, env: &[(&str, String)]) -> serde_json::Value {
     let mut c = Command::new(py);
     c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grid_client.py")).arg(mode);
     for (k, v) in env {
         c.env(k, v);
     }
     let out = c.output().expect("run the client");
+    if !out.status.success() {
+        for n in 1..=tb.nodes() {
+            let log = std::fs::read_to_string(tb.log(n)).unwrap_or_default();
+            eprintln!("--- node {n} log:\n{log}");
+        }
+    }
     assert!(out.status.success(), "client {mode} failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("client JSON")
 }
@@ -115,8 +121,9 @@ fn a_grid_client_submits_to_one_node_and_the_tasks_run_on_others_as_the_pool_acc
         .expect("credential")
         .token;
     let url = |n: usize| format!("http://{}:8080", tb.addr(n).ip());
+    let (submit_url, read_url) = (url(1), url(3));
     let env = |extra: Option<(&'static str, String)>| {
-        let mut e = vec![("TES_SUBMIT", url(1)), ("TES_READ", url(3)), ("WORK", work.display().to_string()), ("TOKEN", token.clone())];
+        let mut e = vec![("TES_SUBMIT", submit_url.clone()), ("TES_READ", read_url.clone()), ("WORK", work.display().to_string()), ("TOKEN", token.clone())];
         e.extend(extra);
         e
     };
@@ -140,7 +147,7 @@ fn a_grid_client_submits_to_one_node_and_the_tasks_run_on_others_as_the_pool_acc
             false
         })
     };
-    let tasks = client(&py, "submit", &env(None));
+    let tasks = client(&tb, &py, "submit", &env(None));
     assert!(watcher.join().expect("watcher"), "ssi ps never showed an executor as uid {POOL_UID}");
     let tasks = tasks.as_array().expect("tasks").clone();
     let mut nodes = std::collections::BTreeSet::new();
@@ -160,7 +167,7 @@ fn a_grid_client_submits_to_one_node_and_the_tasks_run_on_others_as_the_pool_acc
     // still serves them.
     tb.kill(1).expect("kill node 1");
     let ids: Vec<String> = tasks.iter().map(|t| t["id"].as_str().expect("id").to_string()).collect();
-    let read = client(&py, "read", &env(Some(("IDS", serde_json::to_string(&ids).expect("ids")))));
+    let read = client(&tb, &py, "read", &env(Some(("IDS", serde_json::to_string(&ids).expect("ids")))));
     assert_eq!(read["states"], serde_json::json!(["COMPLETE", "COMPLETE", "COMPLETE"]), "{read}");
     assert_eq!(read["listed"], 3, "{read}");
 }
