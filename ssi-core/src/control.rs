@@ -1,5 +1,6 @@
 //! The control socket between the `ssi` CLI and its local `ssid`: a Unix stream socket
-//! (`<state dir>/ssid.sock`, mode 0600) carrying versioned, length-delimited postcard frames.
+//! (`<state dir>/ssid.sock`, mode 0666: each request runs as the connecting user, from
+//! `SO_PEERCRED`) carrying versioned, length-delimited postcard frames.
 //!
 //! The CLI only ever talks to its local daemon; the daemon forwards to other nodes.
 
@@ -15,6 +16,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use crate::error::{Error, Result};
 use crate::node::NodeId;
 use crate::process::{Input, MigrationReport, Output, ProcessView, RunSpec};
+use crate::sched::SchedAnswer;
 use crate::view::{ClusterInfo, NodeView};
 use crate::wire;
 
@@ -113,9 +115,9 @@ pub enum ControlResponse {
     Processes(Vec<ProcessView>),
     /// Answer to [`ControlRequest::Migrate`].
     Migrated(MigrationReport),
-    /// Answer to [`ControlRequest::SchedShow`] (and `SchedSet`, `SchedBalance`): each node's
-    /// scheduler, as JSON (its shape is the scheduler's, see `ssi sched show --json`).
-    Sched(Vec<String>),
+    /// Answer to [`ControlRequest::SchedShow`] (and `SchedSet`, `SchedBalance`): each alive
+    /// node's scheduler, this node's first.
+    Sched(Vec<SchedAnswer>),
     /// Answer to [`ControlRequest::Checkpoint`].
     Checkpointed {
         /// Pids of the tree.

@@ -52,7 +52,8 @@ pub struct RestoreOptions {
     pub allow_changed_files: bool,
 }
 
-/// A restored tree, running. Its root is a child of the restorer.
+/// A restored tree, running (or held stopped, see [`Restorer::hold`]). Its root is a child of
+/// the restorer.
 #[derive(Debug)]
 pub struct Restored {
     /// Pid of the root.
@@ -105,6 +106,10 @@ pub struct Restorer {
     last_image: Option<u64>,
     /// The tree runs (or an image failed and everything was killed): nothing more to apply.
     done: bool,
+    /// Keep the tree stopped after the final image (see [`Restorer::hold`]).
+    hold: bool,
+    /// Threads of a tree restored whole but held, to let go.
+    held: Vec<i32>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -135,6 +140,8 @@ impl Restorer {
             holders: BTreeMap::new(),
             last_image: None,
             done: false,
+            hold: false,
+            held: Vec::new(),
             _not_send: PhantomData,
         })
     }
@@ -549,19 +556,37 @@ impl Restorer {
         Ok(())
     }
 
-    /// Registers, extended state and signal masks of every thread, then every task goes.
+    /// Registers, extended state and signal masks of every thread, then every task goes
+    /// (unless the tree is held, see [`Restorer::hold`]).
     fn go(&mut self, procs: &[ProcessImage]) -> Result<()> {
         for p in procs {
             threads::set_registers(p.pid, &p.threads)?;
         }
-        for p in procs {
-            for t in p.threads.iter() {
-                ptrace::detach(t.tid).map_err(|e| Error::sys(t.tid, "detach", e))?;
-            }
-        }
-        // they run: not ours to kill any more
-        self.holders.clear();
         self.done = true;
+        self.held = procs
+            .iter()
+            .flat_map(|p| p.threads.iter().map(|t| t.tid))
+            .collect();
+        if !self.hold {
+            self.release()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the tree stopped once the final image is applied, until [`Restorer::release`] (a
+    /// migration target lets it go only on the source's word); dropping the restorer before
+    /// kills it.
+    pub fn hold(&mut self) {
+        self.hold = true;
+    }
+
+    /// Lets a held tree go (see [`Restorer::hold`]): from here it runs, and it is not the
+    /// restorer's to kill any more. Nothing to do if it already runs.
+    pub fn release(&mut self) -> Result<()> {
+        for tid in std::mem::take(&mut self.held) {
+            ptrace::detach(tid).map_err(|e| Error::sys(tid, "detach", e))?;
+        }
+        self.holders.clear();
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use ssi_core::NodeId;
 
 use super::proto::{self, Answer, Op, Request};
 use super::replica::{Change, Replica};
-use crate::{cluster, Node};
+use crate::{peer, Node};
 
 /// How long an operation keeps trying while the primary changes (a dead primary is declared
 /// dead by the membership within its suspicion timeout).
@@ -237,7 +237,7 @@ impl ReplicatedStore {
 
 /// Sends a grid request to node `id` and decodes its answer.
 pub async fn ask(node: &Node, id: NodeId, req: &Request) -> Result<Answer> {
-    match cluster::ask(node, id, &RpcRequest::Grid(proto::encode(req)?)).await? {
+    match peer::ask(node, id, &RpcRequest::Grid(proto::encode(req)?)).await? {
         RpcResponse::Grid(bytes) => proto::decode(&bytes),
         RpcResponse::Error { message } => Ok(Answer::Error(message)),
         other => Err(anyhow!("node {id} answered {other:?}")),
