@@ -194,6 +194,16 @@ pub enum Command {
         #[command(subcommand)]
         command: DfsCommand,
     },
+    /// The grid's virtual organisations (root; ssid needs a [grid] table).
+    #[command(after_help = "Examples:
+  ssi vo create physics           # a VO whose members may submit to its default queue
+  ssi vo add-user physics '/O=Grid/CN=Alice' --role admin
+  ssi vo list")]
+    Vo {
+        /// What to do with the VOs.
+        #[command(subcommand)]
+        command: VoCommand,
+    },
     /// The global scheduler: show it, change its policy, balance now.
     #[command(after_help = "Examples:
   ssi sched show                  # policy, loads, recent decisions
@@ -283,6 +293,61 @@ pub enum DfsCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// VO commands.
+#[derive(Debug, Subcommand)]
+pub enum VoCommand {
+    /// Create a VO (its members may submit to the `default` queue).
+    Create {
+        /// VO name.
+        name: String,
+    },
+    /// Delete a VO.
+    Delete {
+        /// VO name.
+        name: String,
+    },
+    /// List the VOs (JSON).
+    List,
+    /// Show a VO with its members and their FQANs (JSON).
+    Show {
+        /// VO name.
+        name: String,
+    },
+    /// Add a user, by certificate subject, or give a member a group or role.
+    AddUser {
+        /// VO name.
+        vo: String,
+        /// Certificate subject, e.g. "/O=Grid/CN=Alice".
+        subject: String,
+        /// A group of the VO, e.g. prod/sim.
+        #[arg(long)]
+        group: Option<String>,
+        /// A role; `admin` makes a VO administrator.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Remove a user, or only a group or role of theirs.
+    RemoveUser {
+        /// VO name.
+        vo: String,
+        /// Certificate subject.
+        subject: String,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only this role.
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// Set the queues the VO's members may submit to.
+    Queues {
+        /// VO name.
+        vo: String,
+        /// Queue names.
+        queues: Vec<String>,
     },
 }
 

@@ -14,6 +14,7 @@ mod ps;
 mod run;
 mod sched;
 mod top;
+mod vo;
 
 use std::process::ExitCode;
 
@@ -53,6 +54,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Dfs { command } => dfs::run(&socket, command).await?,
+        Command::Vo { command } => vo::vo(&socket, command).await?,
         Command::Sched { command } => match command {
             SchedCommand::Show { json } => sched::show(&socket, json).await?,
             SchedCommand::Set { policy, params } => sched::set(&socket, policy, params).await?,

@@ -217,6 +217,7 @@ async fn answer(node: &Arc<Node>, req: ControlRequest, caller: &Caller) -> Resul
         }
         ControlRequest::DfsStatus => super::dfs::status(node).await?,
         ControlRequest::DfsScrub => super::dfs::scrub(node).await?,
+        ControlRequest::Grid(req) => super::grid::admin(node, req, caller).await?,
         ControlRequest::Input(_) => bail!("no process follows this connection"),
         ControlRequest::Run(_) | ControlRequest::Attach { .. } | ControlRequest::Restart { .. } => {
             bail!("a session request cannot be answered here")

@@ -40,6 +40,7 @@ pub mod args;
 mod cgroup;
 mod control;
 mod dfs;
+mod grid;
 pub mod helpers;
 mod http;
 mod image_trust;
@@ -176,8 +177,10 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
         sched,
         metrics: metrics::Metrics::new(),
         dfs: Default::default(),
+        grid: std::sync::OnceLock::new(),
     });
     let dfs_running = dfs::start(node.clone()).await?;
+    grid::start(&node).await?;
     tracing::info!(
         node = %me.id, name = %node.config.name, addr = %me.addr, gen = me.gen,
         socket = %node.config.control_socket().display(), "ssid started"

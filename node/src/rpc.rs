@@ -152,6 +152,7 @@ async fn answer(node: &Arc<Node>, req: RpcRequest) -> RpcResponse {
             }
         }
         RpcRequest::Input(_) => error(anyhow::anyhow!("input outside of a session")),
+        RpcRequest::Grid(bytes) => super::grid::serve_rpc(node, &bytes).await,
         RpcRequest::Join { .. }
         | RpcRequest::Spawn { .. }
         | RpcRequest::Attach { .. }

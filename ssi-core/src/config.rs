@@ -130,6 +130,11 @@ pub struct ConfigLayer {
     #[command(flatten)]
     #[serde(default)]
     pub limits: LimitsLayer,
+    /// The grid services (the `[grid]` table), checked by ssid's grid module when it starts
+    /// them (docs/GRID.md); file only.
+    #[arg(skip)]
+    #[serde(default)]
+    pub grid: Option<toml::Table>,
 }
 
 /// Whether and how the node serves the shared file system.
@@ -685,6 +690,8 @@ pub struct NodeConfig {
     pub dfs: DfsConfig,
     /// Resource bounds.
     pub limits: LimitsConfig,
+    /// The `[grid]` table as written, when there is one (ssid's grid module reads it).
+    pub grid: Option<toml::Table>,
 }
 
 impl NodeConfig {
@@ -739,6 +746,7 @@ impl ConfigLayer {
             sched: self.sched.over(base.sched),
             dfs: self.dfs.over(base.dfs),
             limits: self.limits.over(base.limits),
+            grid: self.grid.or(base.grid),
         }
     }
 
@@ -814,6 +822,7 @@ impl ConfigLayer {
             gossip,
             sched: self.sched.resolve()?,
             limits: self.limits.resolve()?,
+            grid: self.grid,
         })
     }
 }

@@ -94,6 +94,8 @@ pub enum ControlRequest {
         /// Return once it runs (output kept for `ssi attach`).
         detach: bool,
     },
+    /// Administer the grid services' VOs (root only); answered by `Grid` or `Error`.
+    Grid(crate::grid::GridAdmin),
 }
 
 /// The daemon's answer.
@@ -133,6 +135,8 @@ pub enum ControlResponse {
     },
     /// The request was carried out.
     Done,
+    /// Answer to a grid request: JSON text.
+    Grid(String),
     /// The request failed; `code` is the exit code the CLI should use.
     Error {
         /// One line.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod gossip;
+pub mod grid;
 pub mod limits;
 pub mod membership;
 pub mod node;

@@ -70,6 +70,10 @@ pub struct Layout {
     /// Settings of every node.
     #[serde(default)]
     pub options: NodeOptions,
+    /// TOML tables appended to every node's config (`{ip}` becomes the node's address), e.g.
+    /// a `[grid]` table.
+    #[serde(default)]
+    pub tables: String,
 }
 
 /// A running (or stopped) testbed.
@@ -116,6 +120,18 @@ impl Testbed {
         use_netns: bool,
         options: NodeOptions,
     ) -> Result<Testbed> {
+        Self::up_with_tables(dir, nodes, use_netns, options, "")
+    }
+
+    /// Like [`Testbed::up_with`], with TOML `tables` appended to every node's config (`{ip}`
+    /// in them becomes the node's address).
+    pub fn up_with_tables(
+        dir: &Path,
+        nodes: usize,
+        use_netns: bool,
+        options: NodeOptions,
+        tables: &str,
+    ) -> Result<Testbed> {
         if nodes == 0 {
             bail!("a testbed needs at least one node");
         }
@@ -153,6 +169,7 @@ impl Testbed {
                 netns_slot,
                 bin_dir,
                 options,
+                tables: tables.to_string(),
             },
             children: HashMap::new(),
             owned: true,
@@ -335,6 +352,8 @@ impl Testbed {
                 text.push('\n');
             }
         }
+        let ip = self.addr(n).ip().to_string();
+        text.push_str(&self.layout.tables.replace("{ip}", &ip));
         std::fs::write(nd.join("ssid.toml"), text).context("cannot write node config")
     }
 
