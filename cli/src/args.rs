@@ -197,7 +197,7 @@ pub enum Command {
     /// The grid's virtual organisations (root; ssid needs a [grid] table).
     #[command(after_help = "Examples:
   ssi vo create physics           # a VO whose members may submit to its default queue
-  ssi vo add-user physics '/O=Grid/CN=Alice' --role admin
+  ssi vo add-user physics /O=Grid/CN=Alice --role admin
   ssi vo list")]
     Vo {
         /// What to do with the VOs.
@@ -276,6 +276,9 @@ pub enum Command {
 pub enum DfsCommand {
     /// Leader, voters, each node's capacity and use, chunks, under-replicated chunks and
     /// re-replication progress.
+    #[command(after_help = "Examples:
+  ssi dfs status
+  ssi dfs status --json")]
     Status {
         /// Print JSON.
         #[arg(long)]
@@ -283,12 +286,18 @@ pub enum DfsCommand {
     },
     /// Check every replica of every chunk against its checksum and rewrite damaged or missing
     /// ones from an intact copy.
+    #[command(after_help = "Examples:
+  ssi dfs scrub
+  ssi dfs scrub --json")]
     Scrub {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Space of the file system: its size, use and what is left, per node and in all.
+    #[command(after_help = "Examples:
+  ssi dfs df
+  ssi dfs df --json")]
     Df {
         /// Print JSON.
         #[arg(long)]
@@ -300,23 +309,34 @@ pub enum DfsCommand {
 #[derive(Debug, Subcommand)]
 pub enum VoCommand {
     /// Create a VO (its members may submit to the `default` queue).
+    #[command(after_help = "Examples:
+  ssi vo create physics")]
     Create {
         /// VO name.
         name: String,
     },
     /// Delete a VO.
+    #[command(after_help = "Examples:
+  ssi vo delete physics")]
     Delete {
         /// VO name.
         name: String,
     },
     /// List the VOs (JSON).
+    #[command(after_help = "Examples:
+  ssi vo list")]
     List,
     /// Show a VO with its members and their FQANs (JSON).
+    #[command(after_help = "Examples:
+  ssi vo show physics")]
     Show {
         /// VO name.
         name: String,
     },
     /// Add a user, by certificate subject, or give a member a group or role.
+    #[command(after_help = "Examples:
+  ssi vo add-user physics /O=Grid/CN=Alice
+  ssi vo add-user physics /O=Grid/CN=Alice --group prod/sim --role admin")]
     AddUser {
         /// VO name.
         vo: String,
@@ -330,6 +350,9 @@ pub enum VoCommand {
         role: Option<String>,
     },
     /// Remove a user, or only a group or role of theirs.
+    #[command(after_help = "Examples:
+  ssi vo remove-user physics /O=Grid/CN=Alice
+  ssi vo remove-user physics /O=Grid/CN=Alice --role admin")]
     RemoveUser {
         /// VO name.
         vo: String,
@@ -343,6 +366,8 @@ pub enum VoCommand {
         role: Option<String>,
     },
     /// Set the queues the VO's members may submit to.
+    #[command(after_help = "Examples:
+  ssi vo queues physics default long")]
     Queues {
         /// VO name.
         vo: String,
