@@ -83,6 +83,11 @@ mapfile -t exec_stop < <(sed -n 's/^ExecStop=//p' "$unit")
 a=$((RANDOM % 254 + 1)); b=$((RANDOM % 256))
 addr1=127.$a.$b.1:7700; addr2=127.$a.$b.2:7700
 in_root ssid --gen-key /etc/ssi/cluster.key
+# the cluster CA (kept off the nodes in real life) and a certificate for each node
+in_root ssid --init-ca /root/ssi-ca >/dev/null
+in_root ssid --issue-cert /etc/ssi --ca /root/ssi-ca --name one >/dev/null
+in_root ssid --issue-cert /etc/ssi/two --ca /root/ssi-ca --name two >/dev/null
+in_root cp /root/ssi-ca/ca.pem /etc/ssi/ca.pem
 # chroot itself in the background (not a function, which would run in a subshell): its pid is
 # ssid's, the $MAINPID of the unit; its output goes to a log, not to this script's stdout
 # shellcheck disable=SC2086  # ExecStart is a command line, split as systemd splits it
@@ -90,7 +95,8 @@ chroot "$R" $exec_start --id 1 --name one --listen "$addr1" --advertise "$addr1"
   >"$work/n1.log" 2>&1 </dev/null & pids+=($!)
 # shellcheck disable=SC2086
 chroot "$R" $exec_start --id 2 --name two --listen "$addr2" --advertise "$addr2" \
-  --seed "$addr1" --state-dir /var/lib/ssi-two >"$work/n2.log" 2>&1 </dev/null & pids+=($!)
+  --seed "$addr1" --state-dir /var/lib/ssi-two \
+  --node-cert-file /etc/ssi/two/node.pem --node-key-file /etc/ssi/two/node.key >"$work/n2.log" 2>&1 </dev/null & pids+=($!)
 
 # state of node $1 as node 1 sees it (through the default socket /var/lib/ssi/ssid.sock)
 state_of() {
