@@ -31,7 +31,10 @@ pub struct Rlimits(pub Vec<(u32, u64, u64)>);
 
 /// The oom_score_adj of `pid`.
 pub(crate) fn oom_score_adj(pid: i32) -> Result<i32> {
-    let path = format!("/proc/{pid}/oom_score_adj");
+    read_adj(format!("/proc/{pid}/oom_score_adj"))
+}
+
+fn read_adj(path: String) -> Result<i32> {
     let s = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     s.trim()
         .parse()
@@ -82,6 +85,12 @@ impl Persist for Limits {
                 libc::SYS_prlimit64,
                 [0, res as u64, scratch, 0, 0, 0],
             )?;
+        }
+        // Written only when it differs from the one the process inherited from this restorer:
+        // a process restored with a user's ids may not be able to open its own /proc file for
+        // writing, and an equal value needs no write.
+        if read_adj("/proc/self/oom_score_adj".into())? == self.oom_score_adj {
+            return Ok(());
         }
         t.write_proc_self("oom_score_adj", &self.oom_score_adj.to_string())
     }
