@@ -41,7 +41,12 @@ pub(super) fn tree(
     session: &mut Session,
     local: &vdso::Local,
 ) -> Result<TreeImage> {
-    let root = frozen.shape.order[0];
+    // The tree may have ended between its discovery and its freeze.
+    let Some(&root) = frozen.shape.order.first() else {
+        return Err(Error::Conflict(
+            "the tree to dump has no process left: it ended before it could be frozen".into(),
+        ));
+    };
     let mut procs = Vec::with_capacity(pids.len());
     let mut tables = Vec::new();
     let mut pidfds: HashMap<i32, OwnedFd> = HashMap::new();
