@@ -427,7 +427,7 @@ impl Testbed {
         let mut cmd = if self.private_mounts() {
             let mut c = self.command_on(n, Path::new("unshare"));
             c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-                .arg(mountns::script(&self.dir, n, self.nodes()))
+                .arg(mountns::script(&self.dir, &self.layout.bin_dir, n, self.nodes()))
                 .arg("sh")
                 .arg(self.bin("ssid"));
             c

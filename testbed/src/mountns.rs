@@ -25,22 +25,24 @@ fn quote(p: &Path) -> String {
 
 /// A shell script that gives node `n` of the testbed in `dir` (of `nodes` nodes) its private
 /// directories, then runs its arguments (`sh -c SCRIPT sh PROGRAM ARGS...`). To be run by
-/// `unshare --mount --propagation private`.
-pub fn script(dir: &Path, n: usize, nodes: usize) -> String {
+/// `unshare --mount --propagation private`. `bin_dir` (where `ssid` is) stays reachable too.
+pub fn script(dir: &Path, bin_dir: &Path, n: usize, nodes: usize) -> String {
     let root = dir.join(format!("n{n}")).join("root");
     let mut s = String::from("set -e\n");
     for p in PRIVATE {
         let own = root.join(p.trim_start_matches('/'));
         s.push_str(&format!("mkdir -p {}\n", quote(&own)));
-        // The testbed's directory may live under a directory about to be replaced: keep it
-        // reachable at its path.
-        if dir.starts_with(p) {
-            let keep = root.join(dir.strip_prefix("/").unwrap_or(dir));
-            s.push_str(&format!(
-                "mkdir -p {k}\nmount --bind {d} {k}\n",
-                k = quote(&keep),
-                d = quote(dir)
-            ));
+        // The testbed's directory and the binaries (a checkout under /tmp) may live under a
+        // directory about to be replaced: keep them reachable at their paths.
+        for kept in [dir, bin_dir] {
+            if kept.starts_with(p) {
+                let keep = root.join(kept.strip_prefix("/").unwrap_or(kept));
+                s.push_str(&format!(
+                    "mkdir -p {k}\nmount --bind {d} {k}\n",
+                    k = quote(&keep),
+                    d = quote(kept)
+                ));
+            }
         }
     }
     for p in PRIVATE {
@@ -67,7 +69,11 @@ mod tests {
 
     #[test]
     fn the_testbed_dir_stays_reachable_and_other_nodes_are_hidden() {
-        let s = script(Path::new("/tmp/x/tb"), 2, 3);
+        let s = script(Path::new("/tmp/x/tb"), Path::new("/tmp/src/target/debug"), 2, 3);
+        assert!(
+            s.contains("mount --bind '/tmp/src/target/debug' '/tmp/x/tb/n2/root/tmp/src/target/debug'"),
+            "{s}"
+        );
         assert!(s.contains("mount --bind '/tmp/x/tb' '/tmp/x/tb/n2/root/tmp/x/tb'"), "{s}");
         assert!(s.contains("mount --rbind '/tmp/x/tb/n2/root/home' /home"), "{s}");
         assert!(s.contains("hidden '/tmp/x/tb/n1'") && s.contains("hidden '/tmp/x/tb/n3'"));
