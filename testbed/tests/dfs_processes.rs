@@ -18,6 +18,9 @@ const RECORDS: usize = 400;
 /// Starts `ssi run --node NODE -- ARGS` through node `node`; gives the client.
 fn run_on(tb: &Testbed, node: usize, args: &[&str]) -> Child {
     run_cmd(tb, node, node, args)
+        // The program starts in the client's directory; this checkout may be under /tmp,
+        // which each node has its own of: start it where every node has the same directory.
+        .current_dir("/")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
