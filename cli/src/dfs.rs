@@ -8,7 +8,6 @@ use serde_json::Value;
 use ssi_cli::args::DfsCommand;
 use ssi_core::control::{ControlRequest, ControlResponse};
 
-
 async fn ask(socket: &Path, req: ControlRequest) -> Result<Value> {
     match crate::client::call(socket, req).await? {
         ControlResponse::Dfs(doc) => Ok(serde_json::from_str(&doc)?),
@@ -63,15 +62,28 @@ fn gib(v: &Value) -> String {
 
 fn status_text(s: &Value) -> String {
     let mut out = String::new();
-    let leader = s["leader"].as_u64().map_or("none".into(), |l| l.to_string());
-    let _ = writeln!(out, "mount:            {}", s["mount"].as_str().unwrap_or("?"));
+    let leader = s["leader"]
+        .as_u64()
+        .map_or("none".into(), |l| l.to_string());
+    let _ = writeln!(
+        out,
+        "mount:            {}",
+        s["mount"].as_str().unwrap_or("?")
+    );
     if let Some(why) = s["unavailable"].as_str() {
-        let _ = writeln!(out, "UNAVAILABLE:      {why}; file system requests fail with EIO");
+        let _ = writeln!(
+            out,
+            "UNAVAILABLE:      {why}; file system requests fail with EIO"
+        );
     }
     let _ = writeln!(out, "leader:           {leader}");
     let _ = writeln!(out, "voters:           {}", ids(&s["voters"]));
     let _ = writeln!(out, "learners:         {}", ids(&s["learners"]));
-    let _ = writeln!(out, "files:            {} inodes, {} bytes", s["inodes"], s["bytes"]);
+    let _ = writeln!(
+        out,
+        "files:            {} inodes, {} bytes",
+        s["inodes"], s["bytes"]
+    );
     let _ = writeln!(
         out,
         "chunks:           {} ({} replicas each), {} under-replicated",
@@ -108,11 +120,20 @@ fn status_text(s: &Value) -> String {
 
 fn df(s: &Value, json: bool) -> String {
     let nodes: Vec<&Value> = s["nodes"].as_array().into_iter().flatten().collect();
-    let sum = |k: &str| nodes.iter().map(|n| n[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let sum = |k: &str| {
+        nodes
+            .iter()
+            .map(|n| n[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
     let replicas = s["replicas"].as_u64().unwrap_or(1).max(1);
     // Every byte of data takes `replicas` bytes of disk: what users can still write is the
     // free space shared by that many copies.
-    let (size, free, used) = (sum("capacity_bytes"), sum("free_bytes"), s["bytes"].as_u64().unwrap_or(0));
+    let (size, free, used) = (
+        sum("capacity_bytes"),
+        sum("free_bytes"),
+        s["bytes"].as_u64().unwrap_or(0),
+    );
     let avail = free / replicas;
     if json {
         return format!(
@@ -124,7 +145,11 @@ fn df(s: &Value, json: bool) -> String {
         );
     }
     let mut out = String::new();
-    let _ = writeln!(out, "{:<12} {:>9} {:>9} {:>9}", "MOUNT", "SIZE", "USED", "AVAIL");
+    let _ = writeln!(
+        out,
+        "{:<12} {:>9} {:>9} {:>9}",
+        "MOUNT", "SIZE", "USED", "AVAIL"
+    );
     let _ = writeln!(
         out,
         "{:<12} {:>9} {:>9} {:>9}",

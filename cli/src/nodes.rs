@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use ssi_core::control::{ControlRequest, ControlResponse};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use ssi_core::control::{ControlRequest, ControlResponse};
 use ssi_core::view::{ClusterInfo, NodeView};
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -30,7 +30,8 @@ pub async fn nodes(socket: &Path, json: bool) -> Result<String> {
 
 /// Every node the local daemon knows.
 pub async fn rows(socket: &Path) -> Result<Vec<NodeView>> {
-    let ControlResponse::Nodes(rows) = crate::client::call(socket, ControlRequest::Nodes).await? else {
+    let ControlResponse::Nodes(rows) = crate::client::call(socket, ControlRequest::Nodes).await?
+    else {
         bail!("ssid sent an unexpected answer to a nodes request");
     };
     Ok(rows)
@@ -81,7 +82,8 @@ pub fn nodes_table(rows: &[NodeView]) -> String {
 
 /// `ssi info`: the cluster as one machine.
 pub async fn info(socket: &Path, json: bool) -> Result<String> {
-    let ControlResponse::Info(info) = crate::client::call(socket, ControlRequest::Info).await? else {
+    let ControlResponse::Info(info) = crate::client::call(socket, ControlRequest::Info).await?
+    else {
         bail!("ssid sent an unexpected answer to an info request");
     };
     if json {

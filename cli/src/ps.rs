@@ -18,7 +18,8 @@ pub async fn ps(socket: &Path, json: bool) -> Result<String> {
 
 /// Every process of the cluster, as the local daemon gathers them.
 pub async fn list(socket: &Path) -> Result<Vec<ProcessView>> {
-    let ControlResponse::Processes(list) = crate::client::call(socket, ControlRequest::Ps).await? else {
+    let ControlResponse::Processes(list) = crate::client::call(socket, ControlRequest::Ps).await?
+    else {
         bail!("ssid sent an unexpected answer to a ps request");
     };
     Ok(list)

@@ -7,7 +7,6 @@ use ssi_cli::args::VoCommand;
 use ssi_core::control::{ControlRequest, ControlResponse};
 use ssi_core::grid::GridAdmin;
 
-
 /// Sends the VO command to the daemon; returns its answer (pretty JSON).
 pub async fn vo(socket: &Path, command: VoCommand) -> Result<String> {
     let req = match command {
@@ -39,7 +38,8 @@ pub async fn vo(socket: &Path, command: VoCommand) -> Result<String> {
         },
         VoCommand::Queues { vo, queues } => GridAdmin::VoQueues { vo, queues },
     };
-    let ControlResponse::Grid(text) = crate::client::call(socket, ControlRequest::Grid(req)).await?
+    let ControlResponse::Grid(text) =
+        crate::client::call(socket, ControlRequest::Grid(req)).await?
     else {
         bail!("ssid sent an unexpected answer to a VO request");
     };

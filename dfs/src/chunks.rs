@@ -109,7 +109,13 @@ impl ChunkStore {
 
     /// Creates a new version of a chunk to be written in place, holding the first `copy`
     /// bytes of version `from` (a copy-on-write of the committed data), not yet synced.
-    pub fn start(&self, ino: u64, idx: u64, version: u64, from: Option<(u64, u64)>) -> Result<File> {
+    pub fn start(
+        &self,
+        ino: u64,
+        idx: u64,
+        version: u64,
+        from: Option<(u64, u64)>,
+    ) -> Result<File> {
         let dir = self.dir(ino);
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let path = self.path(ino, idx, version);
@@ -149,7 +155,13 @@ impl ChunkStore {
     }
 
     /// Reads a whole version and checks its crc32c: `None` if absent or damaged.
-    pub fn get_checked(&self, ino: u64, idx: u64, version: u64, crc: u32) -> Result<Option<Vec<u8>>> {
+    pub fn get_checked(
+        &self,
+        ino: u64,
+        idx: u64,
+        version: u64,
+        crc: u32,
+    ) -> Result<Option<Vec<u8>>> {
         Ok(self
             .get(ino, idx, version)?
             .filter(|d| crc32c::crc32c(d) == crc))

@@ -9,10 +9,7 @@
 /// Candidate nodes for chunk `idx` of inode `ino`, best first, the `writer` (if among `nodes`)
 /// at the head.
 pub fn order(ino: u64, idx: u64, writer: Option<u16>, nodes: &[u16]) -> Vec<u16> {
-    let mut scored: Vec<(u64, u16)> = nodes
-        .iter()
-        .map(|n| (score(ino, idx, *n), *n))
-        .collect();
+    let mut scored: Vec<(u64, u16)> = nodes.iter().map(|n| (score(ino, idx, *n), *n)).collect();
     scored.sort_by(|a, b| b.cmp(a));
     let mut out: Vec<u16> = scored.into_iter().map(|(_, n)| n).collect();
     out.dedup();
@@ -49,7 +46,11 @@ mod tests {
         assert_eq!(o[0], 4);
         assert_eq!(o.len(), 5);
         assert_eq!(order(7, 0, Some(4), &nodes), o, "deterministic");
-        assert_eq!(order(7, 0, Some(9), &nodes).len(), 5, "unknown writer ignored");
+        assert_eq!(
+            order(7, 0, Some(9), &nodes).len(),
+            5,
+            "unknown writer ignored"
+        );
     }
 
     #[test]

@@ -54,8 +54,12 @@ pub async fn start(node: Arc<Node>) -> Result<Option<Running>> {
         .await
         .context("cannot start the shared file system")?;
     let fs = Fs::new(dfs.clone(), tokio::runtime::Handle::current());
-    let session = mount::mount(fs, &cfg.mount, cfg.threads as usize)
-        .with_context(|| format!("cannot mount the shared file system at {}", cfg.mount.display()))?;
+    let session = mount::mount(fs, &cfg.mount, cfg.threads as usize).with_context(|| {
+        format!(
+            "cannot mount the shared file system at {}",
+            cfg.mount.display()
+        )
+    })?;
     if node.dfs.set(dfs.clone()).is_err() {
         bail!("the shared file system was started twice");
     }
@@ -100,9 +104,12 @@ async fn feed_view(node: Arc<Node>, tx: watch::Sender<Vec<Member>>) {
 }
 
 fn running(node: &Node) -> Result<&Arc<Dfs>> {
-    node.dfs
-        .get()
-        .with_context(|| format!("node {} does not serve the shared file system ([dfs] mode is off)", node.config.id))
+    node.dfs.get().with_context(|| {
+        format!(
+            "node {} does not serve the shared file system ([dfs] mode is off)",
+            node.config.id
+        )
+    })
 }
 
 /// Answers `ssi dfs status`.

@@ -42,10 +42,12 @@ fn real_main() -> Result<()> {
     if let Some(dir) = args.init_ca {
         let name = dir.display().to_string();
         ssi_core::pki::init_ca(&dir, &name)?;
-        println!("cluster CA made in {}: give every node {}; keep {} off the nodes",
+        println!(
+            "cluster CA made in {}: give every node {}; keep {} off the nodes",
             dir.display(),
             dir.join(ssi_core::pki::CA_CERT).display(),
-            dir.join(ssi_core::pki::CA_KEY).display());
+            dir.join(ssi_core::pki::CA_KEY).display()
+        );
         return Ok(());
     }
     if let (Some(out), Some(ca)) = (&args.issue_cert, &args.ca) {

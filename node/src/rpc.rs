@@ -16,9 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
 use crate::migration;
-use crate::route;
 use crate::node::Node;
 use crate::procman::ProcMan;
+use crate::route;
 use crate::sched::ops::{self as sched_ops, SchedOp};
 use crate::session::{follow_local, InputSource, Leg};
 
@@ -117,13 +117,10 @@ async fn answer(node: &Arc<Node>, req: RpcRequest) -> RpcResponse {
             dir,
             leave_running,
             caller,
-        } => {
-            match route::checkpoint_here(node, gpid, &dir, leave_running, &caller).await
-            {
-                Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
-                Err(e) => error(e),
-            }
-        }
+        } => match route::checkpoint_here(node, gpid, &dir, leave_running, &caller).await {
+            Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
+            Err(e) => error(e),
+        },
         RpcRequest::Restart { dir, caller } => {
             match migration::checkpoint::restart(node, &dir, &caller).await {
                 Ok(gpid) => RpcResponse::Restored {

@@ -316,7 +316,10 @@ impl LimitsLayer {
         };
         let counts = [
             ("control_connections", l.control_connections),
-            ("control_connections_per_user", l.control_connections_per_user),
+            (
+                "control_connections_per_user",
+                l.control_connections_per_user,
+            ),
             ("rpc_connections", l.rpc_connections),
             ("detached_per_user", l.detached_per_user),
         ];

@@ -17,7 +17,12 @@ use testbed::{NodeOptions, Testbed};
 /// One fio job on `dir`; gives bytes/s (sequential) or IOPS (random).
 fn fio(dir: &Path, rw: &str, bs: &str, mib: u64) -> Result<f64> {
     let out = Command::new("fio")
-        .args(["--name=bench", "--ioengine=psync", "--end_fsync=1", "--output-format=json"])
+        .args([
+            "--name=bench",
+            "--ioengine=psync",
+            "--end_fsync=1",
+            "--output-format=json",
+        ])
         .arg(format!("--directory={}", dir.display()))
         .arg(format!("--rw={rw}"))
         .arg(format!("--bs={bs}"))
@@ -25,7 +30,11 @@ fn fio(dir: &Path, rw: &str, bs: &str, mib: u64) -> Result<f64> {
         .output()
         .context("cannot run fio (apt-get install fio)")?;
     if !out.status.success() {
-        bail!("fio {rw} on {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "fio {rw} on {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).context("fio json")?;
     let side = if rw.contains("read") { "read" } else { "write" };
@@ -158,7 +167,12 @@ fn main() -> Result<()> {
     );
     for (i, (name, unit, mib)) in names.iter().enumerate() {
         let (reference, _, _) = median_spread(&mut ext4[i].clone());
-        for (target, samples) in [("ext4", &ext4), ("bindfs", &bind), ("dfs R=1", &r1), ("dfs R=3", &r3)] {
+        for (target, samples) in [
+            ("ext4", &ext4),
+            ("bindfs", &bind),
+            ("dfs R=1", &r1),
+            ("dfs R=3", &r3),
+        ] {
             let (m, lo, hi) = median_spread(&mut samples[i].clone());
             println!(
                 "{name:<20} {mib:>6} {target:<8} {m:>10.0} {:>21} {:>7.0}%  {unit}",

@@ -392,7 +392,10 @@ impl Testbed {
         if self.layout.options.dfs.is_some() && self.pid(n).is_none() {
             let mnt = self.dfs_mount(n);
             let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-                .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy())))
+                .map(|m| {
+                    m.lines()
+                        .any(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy()))
+                })
                 .unwrap_or(false);
             if mounted {
                 let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
@@ -427,7 +430,12 @@ impl Testbed {
         let mut cmd = if self.private_mounts() {
             let mut c = self.command_on(n, Path::new("unshare"));
             c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-                .arg(mountns::script(&self.dir, &self.layout.bin_dir, n, self.nodes()))
+                .arg(mountns::script(
+                    &self.dir,
+                    &self.layout.bin_dir,
+                    n,
+                    self.nodes(),
+                ))
                 .arg("sh")
                 .arg(self.bin("ssid"));
             c

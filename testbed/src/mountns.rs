@@ -69,13 +69,26 @@ mod tests {
 
     #[test]
     fn the_testbed_dir_stays_reachable_and_other_nodes_are_hidden() {
-        let s = script(Path::new("/tmp/x/tb"), Path::new("/tmp/src/target/debug"), 2, 3);
+        let s = script(
+            Path::new("/tmp/x/tb"),
+            Path::new("/tmp/src/target/debug"),
+            2,
+            3,
+        );
         assert!(
-            s.contains("mount --bind '/tmp/src/target/debug' '/tmp/x/tb/n2/root/tmp/src/target/debug'"),
+            s.contains(
+                "mount --bind '/tmp/src/target/debug' '/tmp/x/tb/n2/root/tmp/src/target/debug'"
+            ),
             "{s}"
         );
-        assert!(s.contains("mount --bind '/tmp/x/tb' '/tmp/x/tb/n2/root/tmp/x/tb'"), "{s}");
-        assert!(s.contains("mount --rbind '/tmp/x/tb/n2/root/home' /home"), "{s}");
+        assert!(
+            s.contains("mount --bind '/tmp/x/tb' '/tmp/x/tb/n2/root/tmp/x/tb'"),
+            "{s}"
+        );
+        assert!(
+            s.contains("mount --rbind '/tmp/x/tb/n2/root/home' /home"),
+            "{s}"
+        );
         assert!(s.contains("hidden '/tmp/x/tb/n1'") && s.contains("hidden '/tmp/x/tb/n3'"));
         assert!(!s.contains("hidden '/tmp/x/tb/n2'"));
         assert!(s.ends_with("exec \"$@\"\n"));

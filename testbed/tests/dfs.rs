@@ -45,9 +45,15 @@ fn written_on_one_node_is_read_on_another_with_owner_mode_and_times() {
             (got.uid(), got.gid(), got.mode(), got.len()),
             (1234, 4321, want.mode(), data.len() as u64)
         );
-        assert_eq!((got.mtime(), got.mtime_nsec()), (1_600_000_000, 123_456_789));
+        assert_eq!(
+            (got.mtime(), got.mtime_nsec()),
+            (1_600_000_000, 123_456_789)
+        );
         assert_eq!(got.ctime(), want.ctime());
-        assert!(fs::read(m.join("d/f")).expect("read") == data, "content differs");
+        assert!(
+            fs::read(m.join("d/f")).expect("read") == data,
+            "content differs"
+        );
         assert_eq!(
             fs::read_link(m.join("link")).expect("readlink"),
             Path::new("d/f")
@@ -57,7 +63,9 @@ fn written_on_one_node_is_read_on_another_with_owner_mode_and_times() {
     fs::rename(m2.join("d/f"), m2.join("g")).expect("rename");
     fs::hard_link(m3.join("g"), m3.join("d/h")).expect("link");
     assert_eq!(fs::metadata(m1.join("d/h")).expect("stat").nlink(), 2);
-    assert!(wait_until(Duration::from_secs(3), || !m1.join("d/f").exists()));
+    assert!(wait_until(Duration::from_secs(3), || !m1
+        .join("d/f")
+        .exists()));
 }
 
 #[test]
@@ -71,9 +79,13 @@ fn unlinked_open_files_and_locks_hold_across_nodes() {
     let mut open_on_2 = fs::File::open(m2.join("kept")).expect("open on 2");
     fs::remove_file(m1.join("kept")).expect("unlink on 1");
     // names are cached by other nodes' kernels for up to a second (attr::TTL)
-    assert!(wait_until(Duration::from_secs(3), || !m2.join("kept").exists()));
+    assert!(wait_until(Duration::from_secs(3), || !m2
+        .join("kept")
+        .exists()));
     let mut got = String::new();
-    open_on_2.read_to_string(&mut got).expect("read after unlink");
+    open_on_2
+        .read_to_string(&mut got)
+        .expect("read after unlink");
     assert_eq!(got, "still here");
     drop(open_on_2);
 
@@ -131,11 +143,20 @@ fn check_records(path: &Path, acked: u64) {
     );
     for seq in 0..acked {
         let at = usize::try_from(seq * 512).expect("offset");
-        assert_eq!(&data[at..at + 512], record(seq).as_slice(), "record {seq} damaged");
+        assert_eq!(
+            &data[at..at + 512],
+            record(seq).as_slice(),
+            "record {seq} damaged"
+        );
     }
 }
 
-fn wait_acked(acked: &AtomicU64, more_than: u64, w: &std::thread::JoinHandle<Option<std::io::Error>>, when: &str) {
+fn wait_acked(
+    acked: &AtomicU64,
+    more_than: u64,
+    w: &std::thread::JoinHandle<Option<std::io::Error>>,
+    when: &str,
+) {
     let ok = wait_until(HEAL, || {
         acked.load(Ordering::Relaxed) > more_than + 5 || w.is_finished()
     });
@@ -163,7 +184,12 @@ fn acknowledged_records_survive_node_kills() {
         wait_acked(&acked, acked.load(Ordering::Relaxed), &w, "before a kill");
         tb.kill(victim).expect("kill");
         // the writer goes on with the other two nodes
-        wait_acked(&acked, acked.load(Ordering::Relaxed), &w, &format!("node {victim} dead"));
+        wait_acked(
+            &acked,
+            acked.load(Ordering::Relaxed),
+            &w,
+            &format!("node {victim} dead"),
+        );
         tb.start(victim).expect("restart");
         wait_ready(&tb, victim, 3, 3);
     }
@@ -221,9 +247,17 @@ fn nodes_with_private_mounts_share_only_the_dfs() {
     }
     let (_one, _dir, tb) = private_testbed(2);
     assert_eq!(tb.dfs_mount(1), tb.dfs_mount(2), "one path on every node");
-    sh_in(&tb, 1, "/", "echo mine > /tmp/private && mkdir /mnt/ssi/work && echo shared > /mnt/ssi/work/f");
+    sh_in(
+        &tb,
+        1,
+        "/",
+        "echo mine > /tmp/private && mkdir /mnt/ssi/work && echo shared > /mnt/ssi/work/f",
+    );
     let seen = sh_in(&tb, 2, "/", "ls /tmp; cat /mnt/ssi/work/f");
-    assert!(!seen.contains("private"), "node 2 sees node 1's /tmp: {seen}");
+    assert!(
+        !seen.contains("private"),
+        "node 2 sees node 1's /tmp: {seen}"
+    );
     assert!(seen.contains("shared"), "{seen}");
     let others = tb.node_dir(2).join("dfs");
     let hidden = sh_in(&tb, 1, "/", &format!("ls -A {} | wc -l", others.display()));
@@ -234,7 +268,10 @@ fn nodes_with_private_mounts_share_only_the_dfs() {
         &tb,
         1,
         "/mnt/ssi/work",
-        &format!("{} run --node 2 -- sh -c 'pwd; cat f; hostname'", ssi.display()),
+        &format!(
+            "{} run --node 2 -- sh -c 'pwd; cat f; hostname'",
+            ssi.display()
+        ),
     );
     assert_eq!(out, "/mnt/ssi/work\nshared\nn2\n");
 }
@@ -256,7 +293,10 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -271,12 +311,24 @@ fn a_full_disk_on_a_replica_fails_the_fsync_with_enospc_and_keeps_the_old_data()
     fs::write(m1.join("f"), b"old").expect("write");
     // Node 2's chunks go to a 1 MiB disk: the next chunk it must hold does not fit.
     let full = SmallDisk::mount(&tb.node_dir(2).join("dfs/chunks"), "1m");
-    let mut f = OpenOptions::new().write(true).open(m1.join("f")).expect("open");
-    f.write_all(&vec![7u8; 6 << 20]).expect("written on node 1's disk");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(m1.join("f"))
+        .expect("open");
+    f.write_all(&vec![7u8; 6 << 20])
+        .expect("written on node 1's disk");
     let e = f.sync_all().expect_err("node 2's disk is full");
-    assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::ENOSPC as i32), "{e}");
+    assert_eq!(
+        e.raw_os_error(),
+        Some(nix::errno::Errno::ENOSPC as i32),
+        "{e}"
+    );
     drop(f);
-    assert_eq!(fs::read(m1.join("f")).expect("read"), b"old", "the committed version stays");
+    assert_eq!(
+        fs::read(m1.join("f")).expect("read"),
+        b"old",
+        "the committed version stays"
+    );
     drop(full);
     assert_eq!(fs::read(m2.join("f")).expect("read on 2"), b"old");
     // With room again, the same write goes through.

@@ -59,7 +59,9 @@ fn check_copy(tb: &Testbed, n: usize, out: &str, count: usize, gpid: i64) {
 /// Checks a copier's stdout (first line, then the rest of the client's output): `<i> <gpid>`
 /// for 0..count.
 fn check_stdout(first: &str, rest: &str, count: usize, gpid: i64) {
-    let all: Vec<&str> = std::iter::once(first.trim_end()).chain(rest.lines()).collect();
+    let all: Vec<&str> = std::iter::once(first.trim_end())
+        .chain(rest.lines())
+        .collect();
     assert_eq!(all.len(), count, "stdout: {all:?}");
     for (i, line) in all.iter().enumerate() {
         assert_eq!(*line, format!("{i} {gpid}"), "stdout line {i}");
@@ -106,11 +108,21 @@ fn open_files_on_the_dfs_follow_a_process_to_another_node() {
     let mut client = run_on(
         &tb,
         1,
-        &["/mnt/ssi/job/copier", "/mnt/ssi/job/in", "/mnt/ssi/job/out", &count.to_string(), "20"],
+        &[
+            "/mnt/ssi/job/copier",
+            "/mnt/ssi/job/in",
+            "/mnt/ssi/job/out",
+            &count.to_string(),
+            "20",
+        ],
     );
     let (first, out) = first_line(&mut client);
     let gpid = pid_of(&first);
-    let m = ssi(&tb, 1, &["migrate", &gpid.to_string(), "--to", "2", "--json"]);
+    let m = ssi(
+        &tb,
+        1,
+        &["migrate", &gpid.to_string(), "--to", "2", "--json"],
+    );
     assert!(
         m.status.success(),
         "migrate: {}",
@@ -126,11 +138,21 @@ fn open_files_on_the_dfs_follow_a_process_to_another_node() {
     let mut client = run_on(
         &tb,
         2,
-        &["/mnt/ssi/job/copier", "/mnt/ssi/job/in", "/mnt/ssi/job/out2", &count.to_string(), "20"],
+        &[
+            "/mnt/ssi/job/copier",
+            "/mnt/ssi/job/in",
+            "/mnt/ssi/job/out2",
+            &count.to_string(),
+            "20",
+        ],
     );
     let (first, mut out) = first_line(&mut client);
     let gpid = pid_of(&first);
-    let c = ssi(&tb, 2, &["checkpoint", &gpid.to_string(), "--dir", "/mnt/ssi/ckpt"]);
+    let c = ssi(
+        &tb,
+        2,
+        &["checkpoint", &gpid.to_string(), "--dir", "/mnt/ssi/ckpt"],
+    );
     assert!(
         c.status.success(),
         "checkpoint: {}",
@@ -138,8 +160,16 @@ fn open_files_on_the_dfs_follow_a_process_to_another_node() {
     );
     let mut before = String::new();
     out.read_to_string(&mut before).expect("read");
-    assert_eq!(client.wait().expect("wait").code(), Some(137), "stopped by the checkpoint");
-    let r = ssi(&tb, 1, &["restart", "--dir", "/mnt/ssi/ckpt", "--node", "1"]);
+    assert_eq!(
+        client.wait().expect("wait").code(),
+        Some(137),
+        "stopped by the checkpoint"
+    );
+    let r = ssi(
+        &tb,
+        1,
+        &["restart", "--dir", "/mnt/ssi/ckpt", "--node", "1"],
+    );
     assert!(
         r.status.success(),
         "restart: {}",
@@ -162,28 +192,47 @@ fn a_file_only_the_source_node_has_is_refused_by_name() {
     let mut client = run_on(
         &tb,
         1,
-        &["/mnt/ssi/job/copier", "/tmp/local-in", "/mnt/ssi/job/out", &count.to_string(), "20"],
+        &[
+            "/mnt/ssi/job/copier",
+            "/tmp/local-in",
+            "/mnt/ssi/job/out",
+            &count.to_string(),
+            "20",
+        ],
     );
     let (first, out) = first_line(&mut client);
     let gpid = pid_of(&first);
     let m = ssi(&tb, 1, &["migrate", &gpid.to_string(), "--to", "2"]);
     assert!(!m.status.success(), "migrated with a file node 2 lacks");
     let err = String::from_utf8_lossy(&m.stderr);
-    assert!(err.contains("/tmp/local-in") && err.contains("runs on"), "{err}");
+    assert!(
+        err.contains("/tmp/local-in") && err.contains("runs on"),
+        "{err}"
+    );
     assert_eq!(host_of(&tb, 1, gpid), Some(1));
 
     // A checkpoint of it on the DFS restarts on node 1 but is refused on node 2.
     let c = ssi(
         &tb,
         1,
-        &["checkpoint", &gpid.to_string(), "--dir", "/mnt/ssi/ckpt", "--leave-running"],
+        &[
+            "checkpoint",
+            &gpid.to_string(),
+            "--dir",
+            "/mnt/ssi/ckpt",
+            "--leave-running",
+        ],
     );
     assert!(
         c.status.success(),
         "checkpoint: {}",
         String::from_utf8_lossy(&c.stderr)
     );
-    let r = ssi(&tb, 2, &["restart", "--dir", "/mnt/ssi/ckpt", "--node", "2"]);
+    let r = ssi(
+        &tb,
+        2,
+        &["restart", "--dir", "/mnt/ssi/ckpt", "--node", "2"],
+    );
     assert!(!r.status.success(), "restarted without its input");
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("/tmp/local-in"), "{err}");

@@ -140,7 +140,10 @@ impl FrozenTree {
                     if seized.contains(&tid) {
                         continue;
                     }
-                    match ptrace::seize_and_stop(tid, nix::sys::ptrace::Options::PTRACE_O_TRACESYSGOOD) {
+                    match ptrace::seize_and_stop(
+                        tid,
+                        nix::sys::ptrace::Options::PTRACE_O_TRACESYSGOOD,
+                    ) {
                         Ok(got) => {
                             seized.insert(tid);
                             t.threads.entry(pid).or_default().push(tid);

@@ -185,7 +185,10 @@ impl Persist for Attrs {
             prctl(h, "prctl THP disable", PR_SET_THP_DISABLE, 1)?;
         }
         // each registration is its own command, of one bit
-        for bit in (0..64).map(|b| 1u64 << b).filter(|b| self.membarrier & b != 0) {
+        for bit in (0..64)
+            .map(|b| 1u64 << b)
+            .filter(|b| self.membarrier & b != 0)
+        {
             h.call(
                 &format!("membarrier register {bit:#x}"),
                 libc::SYS_membarrier,

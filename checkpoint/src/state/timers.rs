@@ -152,10 +152,15 @@ fn restore_posix(timers: &[PosixTimer], cx: &mut ProcRestore<'_>) -> Result<()> 
         let (i, l) = (t.interval_ns, t.left_ns);
         cx.h.put(
             128,
-            &[i / 1_000_000_000, i % 1_000_000_000, l / 1_000_000_000, l % 1_000_000_000]
-                .iter()
-                .flat_map(|w| w.to_le_bytes())
-                .collect::<Vec<u8>>(),
+            &[
+                i / 1_000_000_000,
+                i % 1_000_000_000,
+                l / 1_000_000_000,
+                l % 1_000_000_000,
+            ]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect::<Vec<u8>>(),
         )?;
         cx.h.call(
             &format!("timer_settime {}", t.id),

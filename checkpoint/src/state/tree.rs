@@ -143,13 +143,19 @@ impl Persist for ZombieImage {
         if !led(st.pgrp) && st.pgrp != root.pgrp {
             return Err(Error::unsupported(
                 pid,
-                format!("zombie in process group {}, whose leader is not in the tree", st.pgrp),
+                format!(
+                    "zombie in process group {}, whose leader is not in the tree",
+                    st.pgrp
+                ),
             ));
         }
         if !led(st.session) && st.session != root.session {
             return Err(Error::unsupported(
                 pid,
-                format!("zombie in session {}, whose leader is not in the tree", st.session),
+                format!(
+                    "zombie in session {}, whose leader is not in the tree",
+                    st.session
+                ),
             ));
         }
         Ok(ZombieImage {

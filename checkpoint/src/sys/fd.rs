@@ -196,8 +196,16 @@ fn peek_off(fd: BorrowedFd<'_>, set: Option<i32>) -> io::Result<i32> {
     // SAFETY: the kernel reads or writes one int at &v.
     cvt_i(unsafe {
         match set {
-            Some(_) => libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, p, len),
-            None => libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, p, &mut len),
+            Some(_) => {
+                libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, p, len)
+            }
+            None => libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEEK_OFF,
+                p,
+                &mut len,
+            ),
         }
     })?;
     Ok(v)

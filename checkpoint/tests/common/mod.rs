@@ -247,7 +247,13 @@ pub fn roundtrip(mut p: Prog) -> (i32, String) {
     p.reap();
     wait_gone(&img.inventory.pids);
     // zombies of a killed tree wait for pid 1 to reap them
-    wait_gone(&img.inventory.zombies.iter().map(|z| z.pid).collect::<Vec<_>>());
+    wait_gone(
+        &img.inventory
+            .zombies
+            .iter()
+            .map(|z| z.pid)
+            .collect::<Vec<_>>(),
+    );
     let mut r = restore(&img).expect("restore");
     drop(p);
     r.send("go\n");

@@ -251,7 +251,10 @@ impl Filesystem for Fs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.make(req, parent.0, name(n), mode, rdev, Vec::new(), None));
+        reply_entry(
+            reply,
+            self.make(req, parent.0, name(n), mode, rdev, Vec::new(), None),
+        );
     }
 
     fn mkdir(
@@ -264,7 +267,10 @@ impl Filesystem for Fs {
         reply: ReplyEntry,
     ) {
         let mode = (mode & 0o7777) | libc::S_IFDIR;
-        reply_entry(reply, self.make(req, parent.0, name(n), mode, 0, Vec::new(), None));
+        reply_entry(
+            reply,
+            self.make(req, parent.0, name(n), mode, 0, Vec::new(), None),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
@@ -295,7 +301,10 @@ impl Filesystem for Fs {
     ) {
         let target = name(target.as_os_str());
         let mode = libc::S_IFLNK | 0o777;
-        reply_entry(reply, self.make(req, parent.0, name(link_name), mode, 0, target, None));
+        reply_entry(
+            reply,
+            self.make(req, parent.0, name(link_name), mode, 0, target, None),
+        );
     }
 
     fn rename(
@@ -434,7 +443,12 @@ impl Filesystem for Fs {
             Ok(MetaReply::Dir(items)) => {
                 for i in items {
                     let kind = attr::file_type(i.kind);
-                    if reply.add(INodeNo(i.ino), i.cookie, kind, OsStr::from_bytes_lossy(&i.name)) {
+                    if reply.add(
+                        INodeNo(i.ino),
+                        i.cookie,
+                        kind,
+                        OsStr::from_bytes_lossy(&i.name),
+                    ) {
                         break;
                     }
                 }
@@ -447,7 +461,16 @@ impl Filesystem for Fs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let (blocks, bfree, files) = self.totals();
-        reply.statfs(blocks, bfree, bfree, files, u64::from(u32::MAX), 4096, 255, 4096);
+        reply.statfs(
+            blocks,
+            bfree,
+            bfree,
+            files,
+            u64::from(u32::MAX),
+            4096,
+            255,
+            4096,
+        );
     }
 
     fn setxattr(

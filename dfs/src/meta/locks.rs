@@ -67,10 +67,16 @@ pub fn unlock(held: &mut Vec<Lock>, owner: LockOwner, start: u64, end: u64) {
             continue;
         }
         if l.start < start {
-            kept.push(Lock { end: start - 1, ..l });
+            kept.push(Lock {
+                end: start - 1,
+                ..l
+            });
         }
         if l.end > end {
-            kept.push(Lock { start: end + 1, ..l });
+            kept.push(Lock {
+                start: end + 1,
+                ..l
+            });
         }
     }
     *held = kept;

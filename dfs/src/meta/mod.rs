@@ -18,9 +18,9 @@ mod attrs;
 pub mod locks;
 mod namespace;
 pub mod ops;
-pub mod types;
 #[cfg(test)]
 mod tests;
+pub mod types;
 
 use std::collections::BTreeMap;
 

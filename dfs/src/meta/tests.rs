@@ -92,7 +92,11 @@ fn setgid_directory_passes_its_group_on() {
     .expect("chmod");
     let sub = create(&mut s, d.ino, "sub", Kind::Dir).expect("mkdir");
     assert_eq!(sub.gid, 50);
-    assert_ne!(sub.perm & libc::S_ISGID as u16, 0, "directories inherit setgid");
+    assert_ne!(
+        sub.perm & libc::S_ISGID as u16,
+        0,
+        "directories inherit setgid"
+    );
     let mut outsider = node(Kind::File, 0o2755);
     outsider.gid = 7;
     let r = s
@@ -124,7 +128,11 @@ fn hard_links_and_unlink_keep_open_files_alive() {
     .expect("link");
     assert_eq!(lookup(&s, ROOT, "g").expect("g").nlink, 2);
     assert_eq!(lookup(&s, ROOT, "g").expect("g").ctime, T2);
-    s.apply(MetaOp::Open { ino: f.ino, node: 3 }).expect("open");
+    s.apply(MetaOp::Open {
+        ino: f.ino,
+        node: 3,
+    })
+    .expect("open");
     for name in ["f", "g"] {
         s.apply(MetaOp::Unlink {
             parent: ROOT,
@@ -140,8 +148,11 @@ fn hard_links_and_unlink_keep_open_files_alive() {
         "{attr:?}"
     );
     assert!(s.take_freed().is_empty());
-    s.apply(MetaOp::Release { ino: f.ino, node: 3 })
-        .expect("release");
+    s.apply(MetaOp::Release {
+        ino: f.ino,
+        node: 3,
+    })
+    .expect("release");
     assert_eq!(s.read(&MetaRead::GetAttr { ino: f.ino }), Err(libc::ENOENT));
     assert_eq!(s.take_freed().len(), 1);
 }
@@ -150,7 +161,11 @@ fn hard_links_and_unlink_keep_open_files_alive() {
 fn a_dead_node_no_longer_holds_unlinked_files_or_locks() {
     let mut s = MetaState::new();
     let f = create(&mut s, ROOT, "f", Kind::File).expect("create");
-    s.apply(MetaOp::Open { ino: f.ino, node: 2 }).expect("open");
+    s.apply(MetaOp::Open {
+        ino: f.ino,
+        node: 2,
+    })
+    .expect("open");
     let owner = LockOwner { node: 2, owner: 9 };
     let lock = Lock {
         owner,
@@ -288,7 +303,10 @@ fn commit_and_truncate_keep_chunks_consistent() {
         now: T1,
     })
     .expect("truncate");
-    let Ok(MetaReply::Opened(a, chunks)) = s.apply(MetaOp::Open { ino: f.ino, node: 1 }) else {
+    let Ok(MetaReply::Opened(a, chunks)) = s.apply(MetaOp::Open {
+        ino: f.ino,
+        node: 1,
+    }) else {
         panic!("open")
     };
     assert_eq!(a.size, CHUNK_SIZE + 5);

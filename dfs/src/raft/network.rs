@@ -79,7 +79,9 @@ impl RaftNetwork<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr> {
         match self.call(Request::Append(rpc), &option).await? {
-            Response::Append(r) => r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(u64::from(self.target), e))),
+            Response::Append(r) => r.map_err(|e| {
+                RPCError::RemoteError(openraft::error::RemoteError::new(u64::from(self.target), e))
+            }),
             other => Err(unexpected(other)),
         }
     }
@@ -90,7 +92,9 @@ impl RaftNetwork<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<u64>, RpcErr<InstallSnapshotError>> {
         match self.call(Request::Snapshot(rpc), &option).await? {
-            Response::Snapshot(r) => r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(u64::from(self.target), e))),
+            Response::Snapshot(r) => r.map_err(|e| {
+                RPCError::RemoteError(openraft::error::RemoteError::new(u64::from(self.target), e))
+            }),
             other => Err(unexpected(other)),
         }
     }
@@ -101,7 +105,9 @@ impl RaftNetwork<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RpcErr> {
         match self.call(Request::Vote(rpc), &option).await? {
-            Response::Vote(r) => r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(u64::from(self.target), e))),
+            Response::Vote(r) => r.map_err(|e| {
+                RPCError::RemoteError(openraft::error::RemoteError::new(u64::from(self.target), e))
+            }),
             other => Err(unexpected(other)),
         }
     }

@@ -294,7 +294,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let meta = SnapshotMeta {
             last_log_id: last,
             last_membership: membership,
-            snapshot_id: format!("{}-{}", last.map_or(0, |l| l.index), crate::meta::Timespec::now().sec),
+            snapshot_id: format!(
+                "{}-{}",
+                last.map_or(0, |l| l.index),
+                crate::meta::Timespec::now().sec
+            ),
         };
         let stored = StoredSnapshot {
             meta: meta.clone(),

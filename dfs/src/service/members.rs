@@ -80,7 +80,11 @@ pub async fn run(dfs: Arc<Dfs>) {
 /// Initialises a one-voter cluster of this node if no other alive node holds metadata.
 async fn bootstrap(dfs: &Dfs, alive: &[u16]) {
     for node in alive.iter().filter(|n| **n != dfs.opts.me) {
-        match dfs.peers.call(*node, &Request::Status, super::RPC_TIMEOUT).await {
+        match dfs
+            .peers
+            .call(*node, &Request::Status, super::RPC_TIMEOUT)
+            .await
+        {
             Ok(Response::Status(s)) if s.role == "uninitialized" => {}
             _ => return,
         }

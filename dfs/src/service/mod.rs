@@ -133,10 +133,12 @@ impl Dfs {
         )
         .await
         .map_err(|e| Error::Raft(e.to_string()))?;
-        let listener = TcpListener::bind(opts.listen).await.map_err(|e| Error::Io {
-            path: PathBuf::from(format!("tcp {}", opts.listen)),
-            source: e,
-        })?;
+        let listener = TcpListener::bind(opts.listen)
+            .await
+            .map_err(|e| Error::Io {
+                path: PathBuf::from(format!("tcp {}", opts.listen)),
+                source: e,
+            })?;
         let dfs = Arc::new(Dfs {
             chunks: ChunkStore::open(&opts.data_dir)?,
             opts,
@@ -230,14 +232,18 @@ impl Dfs {
                     }
                 }
             });
-        futures::future::join_all(asks).await.into_iter().any(|ok| ok)
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .any(|ok| ok)
     }
 
     /// Proposes a change, through the leader wherever it is; retries across leader changes for
     /// up to [`OP_TIMEOUT`] (a few seconds once a majority of the voters is dead), then answers
     /// `EIO`.
     pub async fn write(&self, op: MetaOp) -> Answer {
-        self.retrying(OP_TIMEOUT, || self.try_write(op.clone())).await
+        self.retrying(OP_TIMEOUT, || self.try_write(op.clone()))
+            .await
     }
 
     /// Answers a question with the leader's current state (linearizable).
@@ -252,7 +258,13 @@ impl Dfs {
 
     /// Why the metadata cannot answer, if a majority of its voters is not alive.
     pub fn no_quorum(&self) -> Option<String> {
-        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone();
         let voters: Vec<u16> = membership
             .voter_ids()
             .filter_map(|v| u16::try_from(v).ok())
@@ -268,7 +280,11 @@ impl Dfs {
                 "no majority of the metadata voters is alive ({} of {}: {})",
                 up.len(),
                 voters.len(),
-                if up.is_empty() { "none".into() } else { up.join(", ") }
+                if up.is_empty() {
+                    "none".into()
+                } else {
+                    up.join(", ")
+                }
             )
         })
     }

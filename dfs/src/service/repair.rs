@@ -134,7 +134,12 @@ async fn collect(dfs: &Dfs) -> crate::Result<()> {
             None => true,
         };
         if stale {
-            tracing::debug!(ino = f.ino, idx = f.idx, version = f.version, "stale chunk dropped");
+            tracing::debug!(
+                ino = f.ino,
+                idx = f.idx,
+                version = f.version,
+                "stale chunk dropped"
+            );
             dfs.chunks.remove(f.ino, f.idx, f.version);
         }
     }
@@ -265,7 +270,10 @@ impl Dfs {
             }
             _ => {
                 status.unavailable = Some(self.no_quorum().unwrap_or_else(|| {
-                    format!("no metadata leader answered within {} s", STATUS_WAIT.as_secs())
+                    format!(
+                        "no metadata leader answered within {} s",
+                        STATUS_WAIT.as_secs()
+                    )
                 }));
             }
         }

@@ -65,7 +65,8 @@ async fn answer(dfs: &Arc<Dfs>, req: Request) -> Response {
         },
         Request::Publish { ino } => {
             let (dfs, rt) = (dfs.clone(), tokio::runtime::Handle::current());
-            match tokio::task::spawn_blocking(move || crate::fuse::publish_here(dfs, rt, ino)).await {
+            match tokio::task::spawn_blocking(move || crate::fuse::publish_here(dfs, rt, ino)).await
+            {
                 Ok(Ok(())) => Response::Ok,
                 Ok(Err(errno)) => failed(std::io::Error::from_raw_os_error(errno)),
                 Err(e) => failed(e),
@@ -80,11 +81,14 @@ async fn answer(dfs: &Arc<Dfs>, req: Request) -> Response {
         } => {
             let stored = tokio::task::block_in_place(|| {
                 dfs.chunks.put(ino, idx, version, &data)?;
-                dfs.chunks.prune(ino, idx, &[&[version], keep.as_slice()].concat())
+                dfs.chunks
+                    .prune(ino, idx, &[&[version], keep.as_slice()].concat())
             });
             match stored {
                 Ok(()) => Response::Ok,
-                Err(e @ crate::error::Error::Io { .. }) => Response::Refused(e.errno(), e.to_string()),
+                Err(e @ crate::error::Error::Io { .. }) => {
+                    Response::Refused(e.errno(), e.to_string())
+                }
                 Err(e) => failed(e),
             }
         }

@@ -26,8 +26,8 @@ use super::service::{ListQuery, TaskService};
 use super::validate::BACKEND_PARAMETERS;
 use super::view::View;
 use crate::credential::{TrustAnchors, VoIdentity};
-use crate::resources::{advertise, Requirement, ResourceDoc, ResourceSource};
 use crate::error::Error;
+use crate::resources::{advertise, Requirement, ResourceDoc, ResourceSource};
 
 /// Where the API lives.
 pub const BASE: &str = "/ga4gh/tes/v1";
@@ -272,15 +272,24 @@ async fn get_resources(
     Caller(_who): Caller,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<ResourcesAnswer>> {
-    let doc = advertise(&s.resources.nodes(), &s.service.config().queues, s.resources.dfs_bytes());
+    let doc = advertise(
+        &s.resources.nodes(),
+        &s.service.config().queues,
+        s.resources.dfs_bytes(),
+    );
     let mut matches = None;
     for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
         if k == "match" {
-            let req: Requirement = v.parse().map_err(|e: Error| Error::invalid("match", e.to_string()))?;
+            let req: Requirement = v
+                .parse()
+                .map_err(|e: Error| Error::invalid("match", e.to_string()))?;
             matches = Some(req.matches(&doc.ssi));
         }
     }
-    Ok(Json(ResourcesAnswer { resources: doc, matches }))
+    Ok(Json(ResourcesAnswer {
+        resources: doc,
+        matches,
+    }))
 }
 
 struct BearerAuth;

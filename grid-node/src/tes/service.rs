@@ -287,7 +287,8 @@ impl TaskService {
                 tokio::time::sleep(CANCEL_POLL).await;
                 if let Ok(rec) = self.load(&id).await {
                     if rec.cancel {
-                        if let Some(tx) = self.running.lock().ok().and_then(|r| r.get(&id).cloned()) {
+                        if let Some(tx) = self.running.lock().ok().and_then(|r| r.get(&id).cloned())
+                        {
                             let _ = tx.send(true);
                         }
                         return;
@@ -651,16 +652,17 @@ impl TaskService {
             if !ours {
                 // Two services may see the same worker gone: one takes each task.
                 let was = rec.worker.clone();
-                let took = store::update_json::<TaskRecord, _>(&*self.store, Table::Tasks, &id, |cur| {
-                    match cur {
-                        Some(mut r) if r.worker == was => {
-                            r.worker = me.clone();
-                            Ok(Some(r))
+                let took =
+                    store::update_json::<TaskRecord, _>(&*self.store, Table::Tasks, &id, |cur| {
+                        match cur {
+                            Some(mut r) if r.worker == was => {
+                                r.worker = me.clone();
+                                Ok(Some(r))
+                            }
+                            _ => Err(Error::Store("taken by another service".into())),
                         }
-                        _ => Err(Error::Store("taken by another service".into())),
-                    }
-                })
-                .await;
+                    })
+                    .await;
                 if took.is_err() {
                     continue;
                 }

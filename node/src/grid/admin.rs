@@ -14,7 +14,10 @@ pub async fn answer(node: &Node, req: GridAdmin, caller: &Caller) -> Result<Cont
         bail!("administering VOs needs root");
     }
     let Some(grid) = node.grid.get() else {
-        bail!("node {}: the grid services are not configured (no [grid] table)", node.config.id);
+        bail!(
+            "node {}: the grid services are not configured (no [grid] table)",
+            node.config.id
+        );
     };
     let vos = VoRegistry::new(&*grid.store);
     let json = match req {

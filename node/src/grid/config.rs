@@ -76,9 +76,12 @@ fn default_mpirun() -> Vec<String> {
 impl GridConfig {
     /// The settings in `table`, checked; errors name the key.
     pub fn from_table(table: toml::Table) -> Result<Self> {
-        let c: GridConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("[grid]: {}", e.to_string().trim_end()))?;
+        let c: GridConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!("[grid]: {}", e.to_string().trim_end())
+                })?;
         if c.mpirun.is_empty() {
             bail!("[grid] mpirun: empty");
         }
@@ -96,9 +99,14 @@ impl GridConfig {
     /// The CAs whose credentials the job service accepts.
     pub fn trust_anchors(&self) -> Result<TrustAnchors> {
         let read = |p: &PathBuf| {
-            std::fs::read_to_string(p).with_context(|| format!("[grid]: cannot read {}", p.display()))
+            std::fs::read_to_string(p)
+                .with_context(|| format!("[grid]: cannot read {}", p.display()))
         };
-        let grid = self.trusted_cas.iter().map(read).collect::<Result<Vec<_>>>()?;
+        let grid = self
+            .trusted_cas
+            .iter()
+            .map(read)
+            .collect::<Result<Vec<_>>>()?;
         TrustAnchors::new(&read(&self.ca_cert)?, &grid)
             .with_context(|| format!("[grid] ca_cert {}", self.ca_cert.display()))
     }
@@ -135,7 +143,10 @@ home_root = "/home/grid"
         let err = parse("listen = \"127.0.0.1:1\"\nca_cert = \"/x\"\nlisten_port = 3\n")
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("[grid]: ") && err.contains("listen_port"), "{err}");
+        assert!(
+            err.starts_with("[grid]: ") && err.contains("listen_port"),
+            "{err}"
+        );
         let err = parse(
             "listen = \"127.0.0.1:1\"\nca_cert = \"/x\"\n[[pool]]\nvo = \"a\"\nname_prefix = \"a\"\ngid = 0\nuid_first = 1\nuid_last = 2\nlease_secs = 1\nhome_root = \"/h\"\n",
         )

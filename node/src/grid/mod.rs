@@ -93,10 +93,20 @@ async fn serve(
     let policy = Arc::new(PolicyEngine::new()?);
     policy.reload(&*grid.store).await?;
     let accounts = c.create_accounts.then(|| c.pools.clone());
-    let runner = Arc::new(runner::ClusterRunner::new(&node, c.mpirun.clone(), accounts));
+    let runner = Arc::new(runner::ClusterRunner::new(
+        &node,
+        c.mpirun.clone(),
+        accounts,
+    ));
     let mut tes = c.tes.clone();
     tes.worker = Some(worker_name(node.config.id));
-    let service = TaskService::new(grid.store.clone(), runner, policy.clone(), c.pools.clone(), tes);
+    let service = TaskService::new(
+        grid.store.clone(),
+        runner,
+        policy.clone(),
+        c.pools.clone(),
+        tes,
+    );
     let resumed = service.resume().await?;
     let state = Arc::new(ApiState {
         service: service.clone(),
@@ -130,7 +140,10 @@ async fn housekeeping(
                 .collect(),
             Err(_) => continue,
         };
-        if let Err(e) = service.adopt(false, |w| !alive.iter().any(|a| a == w)).await {
+        if let Err(e) = service
+            .adopt(false, |w| !alive.iter().any(|a| a == w))
+            .await
+        {
             tracing::warn!(error = %e, "grid: adopting tasks of dead nodes failed");
         }
         if let Err(e) = policy.reload(&*grid.store).await {

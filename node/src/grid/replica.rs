@@ -119,11 +119,7 @@ impl Replica {
 
     fn restore(&mut self, s: Snapshot) {
         self.seq = s.seq;
-        self.tables = s
-            .entries
-            .into_iter()
-            .map(|(t, k, v)| ((t, k), v))
-            .collect();
+        self.tables = s.entries.into_iter().map(|(t, k, v)| ((t, k), v)).collect();
     }
 
     /// Writes the state to its file (a new file, synced, renamed over the old one).

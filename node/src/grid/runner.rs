@@ -67,10 +67,10 @@ impl ClusterRunner {
         RunSpec {
             argv: argv.into_iter().map(String::into_bytes).collect(),
             env: env.into_iter().map(String::into_bytes).collect(),
-            cwd: req
-                .workdir
-                .as_ref()
-                .map_or_else(|| b"/".to_vec(), |w| w.as_os_str().as_encoded_bytes().to_vec()),
+            cwd: req.workdir.as_ref().map_or_else(
+                || b"/".to_vec(),
+                |w| w.as_os_str().as_encoded_bytes().to_vec(),
+            ),
             node: None,
             cpus: Some(req.cpu_cores.max(1)),
             mem_bytes: (req.ram_gb > 0.0).then(|| (req.ram_gb * (1u64 << 30) as f64) as u64),
@@ -123,9 +123,7 @@ impl ClusterRunner {
             Ok(Some(ControlResponse::Error { message, .. })) => {
                 return ExecEnd::NotStarted(format!("executors[{i}]: {message}"))
             }
-            other => {
-                return ExecEnd::NotStarted(format!("executors[{i}]: no start: {other:?}"))
-            }
+            other => return ExecEnd::NotStarted(format!("executors[{i}]: no start: {other:?}")),
         };
         tracing::info!(task = %req.task_id, executor = i, %place, uid = req.account.uid, "grid executor started");
         let sinks = Sinks::new(stdout, stderr);
@@ -142,7 +140,10 @@ struct Sinks {
 impl Sinks {
     fn new(stdout: Option<std::fs::File>, stderr: Option<std::fs::File>) -> Self {
         Sinks {
-            files: [stdout.map(tokio::fs::File::from_std), stderr.map(tokio::fs::File::from_std)],
+            files: [
+                stdout.map(tokio::fs::File::from_std),
+                stderr.map(tokio::fs::File::from_std),
+            ],
             tails: [Vec::new(), Vec::new()],
         }
     }
@@ -261,12 +262,17 @@ impl ClusterRunner {
         let node = self.node.upgrade().ok_or("the daemon is stopping")?;
         ensure_here(&node, pools, account).await?;
         let view = node.gossip.view().await.map_err(|e| e.to_string())?;
-        for n in view.iter().filter(|n| n.state.is_active() && n.id != node.config.id) {
+        for n in view
+            .iter()
+            .filter(|n| n.state.is_active() && n.id != node.config.id)
+        {
             match super::store::ask(&node, n.id, &Request::EnsureAccount(account.clone())).await {
                 Ok(Answer::Done) => {}
                 Ok(Answer::Error(e)) => return Err(format!("node {}: {e}", n.id)),
                 Ok(other) => return Err(format!("node {}: answered {other:?}", n.id)),
-                Err(e) => tracing::warn!(node = %n.id, error = %format!("{e:#}"), "account not made there"),
+                Err(e) => {
+                    tracing::warn!(node = %n.id, error = %format!("{e:#}"), "account not made there")
+                }
             }
         }
         Ok(())

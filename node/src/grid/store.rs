@@ -65,7 +65,9 @@ impl ReplicatedStore {
     }
 
     fn node(&self) -> Result<Arc<Node>> {
-        self.node.upgrade().ok_or_else(|| anyhow!("the daemon is stopping"))
+        self.node
+            .upgrade()
+            .ok_or_else(|| anyhow!("the daemon is stopping"))
     }
 
     /// The members, lowest id (the primary) first.
@@ -181,7 +183,9 @@ impl ReplicatedStore {
             match ask(node, id, &Request::Seq).await {
                 Ok(Answer::Seq(s)) if s > best.map_or(mine, |b| b.0) => best = Some((s, id)),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(node = %id, error = %format!("{e:#}"), "grid store: copy not compared"),
+                Err(e) => {
+                    tracing::warn!(node = %id, error = %format!("{e:#}"), "grid store: copy not compared")
+                }
             }
         }
         if let Some((seq, id)) = best {
@@ -193,7 +197,10 @@ impl ReplicatedStore {
                 other => return Err(anyhow!("node {id} answered {other:?} to a pull")),
             }
         }
-        tracing::info!(seq = self.replica().seq(), "grid store: this node is the primary");
+        tracing::info!(
+            seq = self.replica().seq(),
+            "grid store: this node is the primary"
+        );
         Ok(())
     }
 
@@ -231,7 +238,9 @@ impl ReplicatedStore {
                 Request::EnsureAccount(_) => Answer::Error("not a store request".into()),
             })
         };
-        outcome.await.unwrap_or_else(|e| Answer::Error(format!("{e:#}")))
+        outcome
+            .await
+            .unwrap_or_else(|e| Answer::Error(format!("{e:#}")))
     }
 }
 

@@ -17,7 +17,13 @@ pub static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A testbed of `nodes` nodes serving the DFS (they share this machine's files too), once
 /// every node's DFS is ready; the guard keeps other DFS testbeds of this binary waiting.
-pub fn dfs_testbed(nodes: usize) -> (std::sync::MutexGuard<'static, ()>, tempfile::TempDir, Testbed) {
+pub fn dfs_testbed(
+    nodes: usize,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    Testbed,
+) {
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = NodeOptions {
@@ -89,7 +95,13 @@ pub fn sh_in(tb: &Testbed, n: usize, wd: &str, script: &str) -> String {
 
 /// A testbed of `nodes` nodes in network and mount namespaces of their own: they share only
 /// the DFS (at the same path on every node).
-pub fn private_testbed(nodes: usize) -> (std::sync::MutexGuard<'static, ()>, tempfile::TempDir, Testbed) {
+pub fn private_testbed(
+    nodes: usize,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    Testbed,
+) {
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = NodeOptions {
@@ -103,4 +115,3 @@ pub fn private_testbed(nodes: usize) -> (std::sync::MutexGuard<'static, ()>, tem
     }
     (guard, dir, tb)
 }
-

@@ -189,7 +189,10 @@ impl Persist for Ghost {
 
     fn restore(&self, cx: &mut FileRestore<'_>) -> Result<OwnedFd> {
         let g = cx.shared.ghosts.get(self.ghost as usize).ok_or_else(|| {
-            Error::bad_image("inventory.rec", format!("unknown deleted file {}", self.ghost))
+            Error::bad_image(
+                "inventory.rec",
+                format!("unknown deleted file {}", self.ghost),
+            )
         })?;
         if !cx.making.ghosts.contains_key(&self.ghost) {
             let made = make(g)?;
@@ -213,7 +216,10 @@ impl Persist for Ghost {
 impl Ghost {
     /// Refuses, before anything is created, a deleted file whose directory is gone.
     pub(crate) fn check(&self, ghosts: &[GhostImage]) -> Result<()> {
-        let Some(g) = ghosts.get(self.ghost as usize).filter(|g| g.memfd.is_none()) else {
+        let Some(g) = ghosts
+            .get(self.ghost as usize)
+            .filter(|g| g.memfd.is_none())
+        else {
             return Ok(());
         };
         super::regular::metadata(dir_of(&g.path)).map(drop)
@@ -248,23 +254,25 @@ fn make_file(g: &GhostImage) -> Result<OwnedFd> {
     use nix::fcntl::OFlag;
     use nix::sys::stat::Mode;
     let rw = OFlag::O_RDWR | OFlag::O_CLOEXEC;
-    Ok(match nix::fcntl::open(
-        g.path.as_str(),
-        rw | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
-        Mode::from_bits_truncate(0o600),
-    ) {
-        Ok(fd) => {
-            std::fs::remove_file(&g.path).map_err(|e| Error::io(&g.path, e))?;
-            fd
-        }
-        Err(nix::errno::Errno::EEXIST) => nix::fcntl::open(
-            dir_of(&g.path),
-            rw | OFlag::O_TMPFILE,
+    Ok(
+        match nix::fcntl::open(
+            g.path.as_str(),
+            rw | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
             Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| Error::io(dir_of(&g.path), e.into()))?,
-        Err(e) => return Err(Error::io(&g.path, e.into())),
-    })
+        ) {
+            Ok(fd) => {
+                std::fs::remove_file(&g.path).map_err(|e| Error::io(&g.path, e))?;
+                fd
+            }
+            Err(nix::errno::Errno::EEXIST) => nix::fcntl::open(
+                dir_of(&g.path),
+                rw | OFlag::O_TMPFILE,
+                Mode::from_bits_truncate(0o600),
+            )
+            .map_err(|e| Error::io(dir_of(&g.path), e.into()))?,
+            Err(e) => return Err(Error::io(&g.path, e.into())),
+        },
+    )
 }
 
 /// Gives a made file the owner, size, contents, mode and seals of `g`.

@@ -83,12 +83,20 @@ fn mount_of(sdev: u64) -> Option<String> {
 
 /// The path of the watched file, found from its handle.
 fn path_of(cx: &FileDump<'_>, w: &Listed) -> Result<String> {
-    let gone = || cx.refuse(&format!("is an inotify watch {} of a file with no path", w.wd));
+    let gone = || {
+        cx.refuse(&format!(
+            "is an inotify watch {} of a file with no path",
+            w.wd
+        ))
+    };
     let mount = mount_of(w.sdev).ok_or_else(gone)?;
     let m = std::fs::File::open(&mount).map_err(|e| Error::io(&mount, e))?;
     let f = sfd::open_by_handle(m.as_fd(), w.htype, &w.handle).map_err(|_| gone())?;
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f)))
-        .map_err(|_| gone())?;
+    let link = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&f)
+    ))
+    .map_err(|_| gone())?;
     let path = link.to_string_lossy().into_owned();
     if !path.starts_with('/') || path.ends_with(" (deleted)") {
         return Err(gone());
@@ -153,8 +161,8 @@ impl Persist for Inotify {
             }
             let path = CString::new(w.path.as_bytes())
                 .map_err(|_| Error::bad_image("inventory.rec", "watch path with a NUL byte"))?;
-            let wd = sfd::inotify_add(fd.as_fd(), &path, w.mask)
-                .map_err(|e| Error::io(&w.path, e))?;
+            let wd =
+                sfd::inotify_add(fd.as_fd(), &path, w.mask).map_err(|e| Error::io(&w.path, e))?;
             if wd != w.wd {
                 return Err(Error::Conflict(format!(
                     "{}: inotify watch came back as {wd}, not {} (watched twice?)",

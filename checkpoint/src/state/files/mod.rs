@@ -175,7 +175,10 @@ impl TreeFds {
         if !t.tree_socks.is_empty() {
             t.unix = sfd::unix_sockets().map_err(|e| Error::io("sock_diag", e))?;
         }
-        if tables.iter().any(|(_, es)| es.iter().any(|e| e.class == Class::Ghost)) {
+        if tables
+            .iter()
+            .any(|(_, es)| es.iter().any(|e| e.class == Class::Ghost))
+        {
             for (pid, _) in tables {
                 t.mapped.extend(mapped_files(*pid)?);
             }

@@ -20,8 +20,7 @@ pub struct PidFd {
 
 /// Whether `pid` is a zombie whose parent is a process of the tree.
 fn zombie_of_tree(cx: &FileDump<'_>, pid: i32) -> bool {
-    crate::state::tree::stat(pid)
-        .is_ok_and(|st| st.state == 'Z' && cx.tree.has_process(st.ppid))
+    crate::state::tree::stat(pid).is_ok_and(|st| st.state == 'Z' && cx.tree.has_process(st.ppid))
 }
 
 impl Persist for PidFd {
@@ -30,12 +29,11 @@ impl Persist for PidFd {
     type Made = OwnedFd;
 
     fn save(cx: &mut FileDump<'_>) -> Result<PidFd> {
-        let pid: i32 = cx
-            .e
-            .info
-            .get("Pid")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(-1);
+        let pid: i32 =
+            cx.e.info
+                .get("Pid")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(-1);
         if pid <= 0 {
             return Err(cx.refuse("is a pidfd of a process already reaped"));
         }

@@ -66,7 +66,12 @@ pub(crate) fn note_end(ends: &mut HashMap<u64, (bool, bool)>, e: &FdEntry) {
 /// closed everywhere (a read end without writers, a write end without readers) is the tree's
 /// alone: it is restored with that end closed.
 pub(crate) fn leads_outside(cx: &FileDump<'_>) -> Result<bool> {
-    let (r, w) = cx.tree.pipe_ends.get(&cx.e.key.1).copied().unwrap_or_default();
+    let (r, w) = cx
+        .tree
+        .pipe_ends
+        .get(&cx.e.key.1)
+        .copied()
+        .unwrap_or_default();
     if r && w {
         return Ok(false);
     }

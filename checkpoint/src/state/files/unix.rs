@@ -206,8 +206,12 @@ fn send_all(fd: std::os::fd::BorrowedFd<'_>, m: &[u8], stream: bool) -> Result<(
     use nix::sys::socket::{send, MsgFlags};
     let mut done = 0;
     while done < m.len() || (done == 0 && !stream) {
-        let n = send(fd.as_raw_fd(), &m[done..], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL)
-            .map_err(|e| Error::io("socketpair: queue the saved data again", e.into()))?;
+        let n = send(
+            fd.as_raw_fd(),
+            &m[done..],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        )
+        .map_err(|e| Error::io("socketpair: queue the saved data again", e.into()))?;
         if !stream && n != m.len() {
             return Err(Error::Conflict("socketpair: a message was cut".into()));
         }

@@ -181,7 +181,9 @@ impl UnixAlone {
         let path = self.path();
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket()) {
             if self.answers(&path) {
-                return Err(Error::Conflict(format!("{path}: a live socket is bound there")));
+                return Err(Error::Conflict(format!(
+                    "{path}: a live socket is bound there"
+                )));
             }
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         }

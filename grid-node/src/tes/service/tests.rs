@@ -197,7 +197,10 @@ async fn leave_tasks(s: &TaskService, store: &MemStore, tasks: &[(&str, State, O
 #[tokio::test]
 async fn a_restarted_service_resumes_queued_tasks_and_fails_interrupted_ones() {
     let (s, _, store, who) = setup(vec![exited(0)]).await;
-    let left = [("a-queued", State::Queued, None), ("b-running", State::Running, None)];
+    let left = [
+        ("a-queued", State::Queued, None),
+        ("b-running", State::Running, None),
+    ];
     leave_tasks(&s, &store, &left).await;
     assert_eq!(s.resume().await.unwrap(), 1);
     assert_eq!(
@@ -219,12 +222,18 @@ async fn tasks_of_a_gone_worker_are_adopted_once_and_others_left_alone() {
     ];
     leave_tasks(&s, &store, &left).await;
     assert_eq!(s.adopt(false, |w| w == "node-2").await.unwrap(), 1);
-    assert_eq!(wait_final(&s, &who, "a-queued").await.state, Some(State::Complete));
+    assert_eq!(
+        wait_final(&s, &who, "a-queued").await.state,
+        Some(State::Complete)
+    );
     let b = wait_final(&s, &who, "b-running").await;
     assert_eq!(b.state, Some(State::SystemError));
     assert!(b.logs.unwrap()[0].system_logs.clone().unwrap()[0].contains("was lost"));
     let c = s.load("c-alive").await.unwrap();
-    assert_eq!((c.state(), c.worker.as_deref()), (State::Queued, Some("node-3")));
+    assert_eq!(
+        (c.state(), c.worker.as_deref()),
+        (State::Queued, Some("node-3"))
+    );
     // Adopted tasks are now this service's: adopting again takes nothing.
     assert_eq!(s.adopt(false, |w| w == "node-2").await.unwrap(), 0);
     assert_eq!(runner.asked.lock().unwrap().len(), 1);
