@@ -186,6 +186,11 @@ pub async fn kill(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Result<(
     if host == node.config.id {
         return kill_here(node, gpid, sig, caller).await;
     }
+    kill_at(node, host, gpid, sig, caller).await
+}
+
+/// Asks node `host` to send `sig` to its process `gpid`.
+async fn kill_at(node: &Node, host: NodeId, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
     let req = RpcRequest::Kill {
         gpid,
         sig,
@@ -229,12 +234,7 @@ pub async fn kill_here(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Res
         return Ok(());
     };
     tracing::info!(gpid, sig, %to, "signal for a process that just left passed on");
-    let req = RpcRequest::Kill {
-        gpid,
-        sig,
-        caller: caller.clone(),
-    };
-    ask_done(node, to, &req).await
+    kill_at(node, to, gpid, sig, caller).await
 }
 
 /// Moves `gpid` to node `to`, wherever it runs now.
