@@ -175,6 +175,14 @@ fn process(
     let brk = memory::brk(&mut par)?;
     par.finish()?;
     let avail = session.avail.get(&pid).cloned().unwrap_or_default();
+    let ppid = if pid == frozen.shape.order[0] {
+        0
+    } else {
+        frozen.shape.parent.get(&pid).copied().unwrap_or(0)
+    };
+    // pages shared copy-on-write with the parent are kept shared by a restore of one image;
+    // a chain saves them whole (its processes may be forked in an earlier image)
+    let cow_parent = (ppid != 0 && !opts.pre_dump && session.parent_id.is_none()).then_some(ppid);
     let mut mcx = MemDump {
         pid,
         stat: &st,
@@ -186,17 +194,13 @@ fn process(
             .trackers
             .get_mut(&pid)
             .map(|t| &mut **t as &mut dyn DirtyTracker),
+        cow_parent,
         plan: None,
     };
     let mm = MmImage::save(&mut mcx)?;
     let plan = mcx
         .plan
         .ok_or_else(|| Error::Conflict(format!("pid {pid}: no page plan")))?;
-    let ppid = if pid == frozen.shape.order[0] {
-        0
-    } else {
-        frozen.shape.parent.get(&pid).copied().unwrap_or(0)
-    };
     let image = ProcessImage {
         pid,
         ppid,
@@ -213,6 +217,7 @@ fn process(
         signals: saved.signals,
         timers: saved.timers,
         attrs: saved.attrs,
+        cgroups: saved.cgroups,
         tracker_fd,
     };
     Ok(Collected { image, plan })

@@ -332,6 +332,7 @@ impl Restorer {
     /// Checks made before process `p` is created: its files, and its pid and thread ids free.
     fn check_new_process(&self, p: &ProcessImage, inv: &Inventory) -> Result<()> {
         memory::check_files(p, self.opts.allow_changed_files)?;
+        state::cgroups::check(p.pid, &p.cgroups)?;
         if !self.holders.contains_key(&p.pid) && ptrace::pid_exists(p.pid) {
             return Err(Error::Conflict(format!("pid {} is in use", p.pid)));
         }
