@@ -239,7 +239,8 @@ impl Space {
             }
             for (s, e) in ranges::subtract(&[(v.start, v.end)], kept) {
                 map(t, v, s, e, &mut open)?;
-                if matches!(v.kind, VmaKind::Anon) {
+                // userfaultfd does not take droppable memory (which gets no pages anyway)
+                if matches!(v.kind, VmaKind::Anon) && !v.droppable {
                     new_anon.push((s, e));
                 }
             }
