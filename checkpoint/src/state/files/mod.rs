@@ -394,6 +394,8 @@ pub(crate) struct Making {
     pipes: pipe::Making,
     pairs: unix::Making,
     ghosts: HashMap<u32, OwnedFd>,
+    /// Memfds whose own open file (from `memfd_create`) an open file of the image got.
+    memfd_originals: HashSet<u32>,
 }
 
 /// An open file being made by the restorer.
