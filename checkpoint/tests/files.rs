@@ -116,6 +116,8 @@ fn deleted_files_memfds_and_pipes_with_a_closed_end() {
             "ghost-pos",
             "ghost-data",
             "ghost-hole",
+            "ghost-times",
+            "memfd-exec",
             "ghost-same-inode",
             "ghost-child",
             "tmpfile",
