@@ -444,13 +444,15 @@ pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
 }
 
 /// True if epoll instance `epfd` of `pid` watches, under number `tfd`, the file open at `tfd`.
-pub fn epoll_target_is(pid: i32, epfd: i32, tfd: i32) -> io::Result<bool> {
-    epoll_target_at(pid, epfd, tfd, tfd)
+/// `toff` picks one of several watches under the same number (files closed after `dup`):
+/// the `toff`-th, counting from 0 in the order fdinfo lists them.
+pub fn epoll_target_is(pid: i32, epfd: i32, tfd: i32, toff: u32) -> io::Result<bool> {
+    epoll_target_at(pid, epfd, tfd, toff, tfd)
 }
 
-/// True if the file epoll instance `epfd` of `pid` watches under number `tfd` is the file
-/// open at fd `fd` of `pid`.
-pub fn epoll_target_at(pid: i32, epfd: i32, tfd: i32, fd: i32) -> io::Result<bool> {
+/// True if the file epoll instance `epfd` of `pid` watches under number `tfd` (the `toff`-th
+/// such watch) is the file open at fd `fd` of `pid`.
+pub fn epoll_target_at(pid: i32, epfd: i32, tfd: i32, toff: u32, fd: i32) -> io::Result<bool> {
     const KCMP_EPOLL_TFD: i32 = 7;
     #[repr(C)]
     struct Slot {
@@ -461,7 +463,7 @@ pub fn epoll_target_at(pid: i32, epfd: i32, tfd: i32, fd: i32) -> io::Result<boo
     let slot = Slot {
         efd: epfd as u32,
         tfd: tfd as u32,
-        toff: 0,
+        toff,
     };
     // SAFETY: the kernel reads one kcmp_epoll_slot from &slot.
     let r = cvt(unsafe {
