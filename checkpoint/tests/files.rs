@@ -55,6 +55,7 @@ fn epoll_timerfd_signalfd() {
             "signalfd",
             "epoll-del",
             "epoll-closed-fd",
+            "epoll-same-number",
         ],
     );
 }

@@ -58,7 +58,13 @@ pub(crate) fn discover(root: i32) -> Result<TreeShape> {
 
 /// The parent of `pid` (from its own stat), or ESRCH if it is gone.
 fn ppid(pid: i32) -> Result<i32> {
-    let gone = |_| Error::sys(pid, "find process", std::io::Error::from_raw_os_error(libc::ESRCH));
+    let gone = |_| {
+        Error::sys(
+            pid,
+            "find process",
+            std::io::Error::from_raw_os_error(libc::ESRCH),
+        )
+    };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(gone)?;
     // the fields after the command name (in parentheses, any byte): state, ppid
     stat.rfind(')')
@@ -334,5 +340,36 @@ impl FrozenTree {
 impl Drop for FrozenTree {
     fn drop(&mut self) {
         let _ = self.release(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn children_files_find_the_tree_a_scan_of_proc_finds() {
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & sh -c 'sleep 30 & wait' & wait"])
+            .process_group(0)
+            .spawn()
+            .expect("spawn sh");
+        let pid = sh.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut found = discover(pid).expect("discover");
+        while found.order.len() < 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            found = discover(pid).expect("discover");
+        }
+        let scanned = discover_by_scan(pid).expect("scan");
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = sh.wait();
+        assert_eq!(found.order.len(), 5, "{:?}", found.order);
+        assert_eq!(found.order, scanned.order);
+        assert_eq!(found.parent, scanned.parent);
     }
 }

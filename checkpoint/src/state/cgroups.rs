@@ -151,7 +151,9 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let oct = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match oct {
             Some(d) => {
                 out.push(d.iter().fold(0u8, |a, c| a.wrapping_mul(8) + (c - b'0')));
@@ -170,9 +172,9 @@ fn unescape(s: &str) -> String {
 fn dir(mounts: &[Mount], m: &Membership, pid: i32) -> Result<PathBuf> {
     let v2 = m.controllers.is_empty();
     let want: Vec<&str> = m.controllers.split(',').filter(|c| !c.is_empty()).collect();
-    let hierarchy = mounts.iter().filter(|h| {
-        h.v2 == v2 && want.iter().all(|c| h.options.iter().any(|o| o == c))
-    });
+    let hierarchy = mounts
+        .iter()
+        .filter(|h| h.v2 == v2 && want.iter().all(|c| h.options.iter().any(|o| o == c)));
     let mut found_hierarchy = false;
     for h in hierarchy {
         found_hierarchy = true;

@@ -183,10 +183,7 @@ impl Persist for Ghost {
             gid: md.gid(),
             size: md.size(),
             extents,
-            times: [
-                (md.atime(), md.atime_nsec()),
-                (md.mtime(), md.mtime_nsec()),
-            ],
+            times: [(md.atime(), md.atime_nsec()), (md.mtime(), md.mtime_nsec())],
             memfd,
         });
         cx.seen.ghosts.insert(cx.e.key, ghost);

@@ -151,10 +151,14 @@ fn inheritable(parent: &super::Vma, child: &super::Vma) -> bool {
         }
         (
             VmaKind::File {
-                path: a, offset: oa, ..
+                path: a,
+                offset: oa,
+                ..
             },
             VmaKind::File {
-                path: b, offset: ob, ..
+                path: b,
+                offset: ob,
+                ..
             },
         ) => a == b && *oa as i128 - parent.start as i128 == *ob as i128 - child.start as i128,
         _ => false,

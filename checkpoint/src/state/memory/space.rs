@@ -129,11 +129,14 @@ impl Space {
         }
         if let Ok(at) = t.scratch_at() {
             // inherited from the parent where the image may have a mapping: move it
-            if ranges::intersect(&ranges::normalize(used.clone()), &[(at, at + SCRATCH_LEN)])
-                .first()
-                .is_some()
+            if !ranges::intersect(&ranges::normalize(used.clone()), &[(at, at + SCRATCH_LEN)])
+                .is_empty()
             {
-                t.call("munmap scratch", libc::SYS_munmap, [at, SCRATCH_LEN, 0, 0, 0, 0])?;
+                t.call(
+                    "munmap scratch",
+                    libc::SYS_munmap,
+                    [at, SCRATCH_LEN, 0, 0, 0, 0],
+                )?;
                 t.set_scratch(None);
             }
         }
