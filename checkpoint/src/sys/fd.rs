@@ -654,3 +654,132 @@ pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
     cvt_i(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(())
 }
+
+/// An inet socket (`AF_INET` or `AF_INET6`) of type `sotype`, close-on-exec.
+pub fn inet_socket(family: i32, sotype: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket creation.
+    let fd = cvt_i(unsafe { libc::socket(family, sotype | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `getsockopt(fd, level, name)`: the value's bytes (at most 64).
+pub fn getsockopt_raw(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<Vec<u8>> {
+    let mut buf = [0u8; 256];
+    let mut len = 64 as libc::socklen_t;
+    // SAFETY: the kernel writes at most len bytes into buf and the length into len.
+    cvt_i(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    Ok(buf[..(len as usize).min(buf.len())].to_vec())
+}
+
+/// `getsockopt(fd, level, name)` into a buffer of `size` bytes (for larger structures).
+pub fn getsockopt_sized(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    size: usize,
+) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size];
+    let mut len = size as libc::socklen_t;
+    // SAFETY: the kernel writes at most len bytes into buf and the length into len.
+    cvt_i(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    buf.truncate((len as usize).min(size));
+    Ok(buf)
+}
+
+/// `setsockopt(fd, level, name, value)`.
+pub fn setsockopt_raw(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    // SAFETY: the kernel reads value.len() bytes of value.
+    cvt_i(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            value.as_ptr().cast(),
+            value.len() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// `getsockname(fd)`: the address's bytes (a `sockaddr_in` or `sockaddr_in6`).
+pub fn sockname_raw(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most len bytes into a.
+    cvt_i(unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut a as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    // SAFETY: a is len (<= its size) initialized bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&a as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    };
+    Ok(bytes.to_vec())
+}
+
+/// `bind(fd, addr)` with an address as [`sockname_raw`] gave it.
+pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    if addr.len() > std::mem::size_of::<libc::sockaddr_storage>() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: addr.len() bytes fit in a (checked above); the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut a as *mut libc::sockaddr_storage).cast::<u8>(),
+            addr.len(),
+        )
+    };
+    // SAFETY: the kernel reads addr.len() bytes of a.
+    cvt_i(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&a as *const libc::sockaddr_storage).cast(),
+            addr.len() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// How many classic BPF blocks the socket filter of `fd` has (0: none); an eBPF filter is an
+/// error (EACCES).
+pub fn socket_filter_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: with a length of 0 the kernel only writes the block count into len.
+    cvt_i(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::null_mut(),
+            &mut len,
+        )
+    })?;
+    Ok(len)
+}

@@ -10,7 +10,7 @@
 //! Each kind of open file is one module: `regular` (files, directories, devices), `pipe`
 //! (pipes and FIFOs), `ghost` (deleted files, memfds), `unix` (socket pairs), `unix_alone`
 //! (Unix sockets connected to nothing), `eventfd`, `epoll`, `timerfd`, `signalfd`, `pidfd`,
-//! `inotify`, and
+//! `inotify`, `tcp` (TCP sockets holding no connection), and
 //! `stdio` for what leads outside the tree through the root's standard streams. A new kind is a
 //! new module, a variant of [`FileKind`] and a [`scan::Class`].
 
@@ -25,7 +25,9 @@ pub(crate) mod pipe;
 pub(crate) mod regular;
 pub(crate) mod scan;
 pub(crate) mod signalfd;
+pub(crate) mod sockopt;
 pub(crate) mod stdio;
+pub(crate) mod tcp;
 pub(crate) mod timerfd;
 pub(crate) mod unix;
 pub(crate) mod unix_alone;
@@ -119,6 +121,8 @@ pub enum FileKind {
     /// A terminal or a pipe whose other end is outside the tree, bound at restore to the
     /// restorer's standard stream of the same number (see docs/IMAGE.md).
     Stdio(stdio::Stdio),
+    /// A TCP socket that holds no connection (never connected, or listening).
+    Tcp(tcp::TcpSocket),
 }
 
 /// What the dump knows of the fds of the whole tree.
@@ -266,6 +270,7 @@ impl FileKind {
             Class::Pipe if pipe::leads_outside(cx)? => FileKind::Stdio(stdio::Stdio::save(cx)?),
             Class::Pipe => FileKind::Pipe(pipe::PipeEnd::save(cx)?),
             Class::Fifo => FileKind::Fifo(pipe::FifoEnd::save(cx)?),
+            Class::Socket if tcp::is_inet(cx)? => FileKind::Tcp(tcp::TcpSocket::save(cx)?),
             Class::Socket => match unix::role(cx)? {
                 unix::Role::Pair => FileKind::SocketPair(unix::PairEnd::save(cx)?),
                 unix::Role::Alone => FileKind::UnixAlone(unix_alone::UnixAlone::save(cx)?),
@@ -303,6 +308,7 @@ impl FileKind {
             FileKind::Inotify(s) => s.restore(cx),
             FileKind::SignalFd(s) => s.restore(cx),
             FileKind::Stdio(s) => s.restore(cx),
+            FileKind::Tcp(s) => s.restore(cx),
         }
     }
 
