@@ -167,3 +167,20 @@ fn unix_sockets_alone_half_closed_and_with_messages_queued() {
         ],
     );
 }
+
+#[test]
+fn tcp_sockets_without_a_connection_and_socket_options() {
+    require_root!();
+    roundtrip_checks(
+        Command::new(build("tcplisten", &[])),
+        &[
+            "listen4-port",
+            "listen4-options",
+            "listen4-accepts",
+            "listen6",
+            "bound",
+            "unbound",
+            "unix-option",
+        ],
+    );
+}

@@ -51,7 +51,10 @@ fn proc_state(pid: i32) -> (char, i32) {
 fn unsupported_fds_are_refused_before_freezing() {
     require_root!();
     for (kind, want) in [
-        ("tcp", "is a TCP socket: not supported"),
+        (
+            "tcp",
+            "is a connected TCP socket (established; not restored yet): not supported",
+        ),
         ("udp", "is a UDP socket: not supported"),
         (
             "inotify",
