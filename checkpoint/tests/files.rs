@@ -184,3 +184,12 @@ fn tcp_sockets_without_a_connection_and_socket_options() {
         ],
     );
 }
+
+#[test]
+fn tcp_connection_inside_the_tree_with_bytes_queued_both_ways() {
+    require_root!();
+    roundtrip_checks(
+        Command::new(build("tcpconn", &[])),
+        &["queued-to-parent", "rest-sent", "go", "talk-on", "child"],
+    );
+}

@@ -31,6 +31,8 @@ pub(super) struct TreeImage {
     pub procs: Vec<Collected>,
     /// Where to read each shared memory object, by id.
     pub shmem: Vec<shmem::Source>,
+    /// TCP sockets in repair mode until the dump ends.
+    pub repaired: files::tcp_conn::Repaired,
 }
 
 /// Collects processes `pids` of the frozen tree.
@@ -59,8 +61,8 @@ pub(super) fn tree(
         }
         pidfds.insert(pid, pidfd);
     }
-    let (mut shared, mut fd_tables) = if opts.pre_dump {
-        (Shared::default(), HashMap::new())
+    let (mut shared, mut fd_tables, repaired) = if opts.pre_dump {
+        (Shared::default(), HashMap::new(), Default::default())
     } else {
         files::build(root, &tables, &pidfds)?
     };
@@ -84,6 +86,7 @@ pub(super) fn tree(
         shared,
         procs,
         shmem,
+        repaired,
     })
 }
 

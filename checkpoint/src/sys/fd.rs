@@ -783,3 +783,110 @@ pub fn socket_filter_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
     })?;
     Ok(len)
 }
+
+/// `getpeername(fd)`: the address's bytes.
+pub fn peername_raw(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most len bytes into a.
+    cvt_i(unsafe {
+        libc::getpeername(
+            fd.as_raw_fd(),
+            (&mut a as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    // SAFETY: a is len (<= its size) initialized bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&a as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    };
+    Ok(bytes.to_vec())
+}
+
+/// `connect(fd, addr)` with an address as [`peername_raw`] gave it.
+pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    if addr.len() > std::mem::size_of::<libc::sockaddr_storage>() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: addr.len() bytes fit in a (checked above); the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut a as *mut libc::sockaddr_storage).cast::<u8>(),
+            addr.len(),
+        )
+    };
+    // SAFETY: the kernel reads addr.len() bytes of a.
+    cvt_i(unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&a as *const libc::sockaddr_storage).cast(),
+            addr.len() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Bytes waiting in a socket's receive queue (`SIOCINQ`) or send queue (`SIOCOUTQ`).
+pub fn socket_queue_len(fd: BorrowedFd<'_>, send: bool) -> io::Result<usize> {
+    let req = if send { libc::TIOCOUTQ } else { libc::FIONREAD };
+    let mut n: libc::c_int = 0;
+    // SAFETY: the kernel writes one int into n.
+    cvt_i(unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut n) })?;
+    Ok(n.max(0) as usize)
+}
+
+/// Copies up to `len` bytes of a socket's queue without taking them (`MSG_PEEK`).
+pub fn peek_bytes(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    if len == 0 {
+        return Ok(buf);
+    }
+    // SAFETY: the kernel writes at most len bytes into buf.
+    let n = cvt(unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            len,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        ) as libc::c_long
+    })?;
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Sends all of `data` (without waiting: an error rather than a hang).
+pub fn send_all(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        // SAFETY: the kernel reads at most data.len() - done bytes from the slice.
+        let n = cvt(unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                data[done..].as_ptr().cast(),
+                data.len() - done,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            ) as libc::c_long
+        })?;
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Whether the socket `fd` is shut down for reading (`POLLRDHUP`).
+pub fn read_shut_down(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: the kernel reads and writes one pollfd at &mut p.
+    cvt(unsafe { libc::poll(&mut p, 1, 0) } as i64)?;
+    Ok(p.revents & libc::POLLRDHUP != 0)
+}

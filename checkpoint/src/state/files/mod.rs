@@ -28,6 +28,7 @@ pub(crate) mod signalfd;
 pub(crate) mod sockopt;
 pub(crate) mod stdio;
 pub(crate) mod tcp;
+pub(crate) mod tcp_conn;
 pub(crate) mod timerfd;
 pub(crate) mod unix;
 pub(crate) mod unix_alone;
@@ -123,6 +124,8 @@ pub enum FileKind {
     Stdio(stdio::Stdio),
     /// A TCP socket that holds no connection (never connected, or listening).
     Tcp(tcp::TcpSocket),
+    /// An established TCP connection whose peer is in the tree too (through `TCP_REPAIR`).
+    TcpConn(tcp_conn::TcpConn),
 }
 
 /// What the dump knows of the fds of the whole tree.
@@ -227,6 +230,8 @@ pub(crate) struct Seen {
     pipes: pipe::Seen,
     pairs: unix::Seen,
     ghosts: ghost::Seen,
+    /// TCP sockets put in repair mode.
+    repaired: tcp_conn::Repaired,
 }
 
 /// An open file being saved: the first fd of the tree found to hold it.
@@ -270,7 +275,7 @@ impl FileKind {
             Class::Pipe if pipe::leads_outside(cx)? => FileKind::Stdio(stdio::Stdio::save(cx)?),
             Class::Pipe => FileKind::Pipe(pipe::PipeEnd::save(cx)?),
             Class::Fifo => FileKind::Fifo(pipe::FifoEnd::save(cx)?),
-            Class::Socket if tcp::is_inet(cx)? => FileKind::Tcp(tcp::TcpSocket::save(cx)?),
+            Class::Socket if tcp::is_inet(cx)? => tcp::save_kind(cx)?,
             Class::Socket => match unix::role(cx)? {
                 unix::Role::Pair => FileKind::SocketPair(unix::PairEnd::save(cx)?),
                 unix::Role::Alone => FileKind::UnixAlone(unix_alone::UnixAlone::save(cx)?),
@@ -309,6 +314,7 @@ impl FileKind {
             FileKind::SignalFd(s) => s.restore(cx),
             FileKind::Stdio(s) => s.restore(cx),
             FileKind::Tcp(s) => s.restore(cx),
+            FileKind::TcpConn(s) => s.restore(cx),
         }
     }
 
@@ -345,12 +351,12 @@ impl FileKind {
 }
 
 /// Builds the tree's table of open files from the fd tables of its processes; returns it with
-/// each process' fd table.
+/// each process' fd table and the TCP sockets put in repair mode (see `tcp_conn`).
 pub(crate) fn build(
     root: i32,
     tables: &[(i32, Vec<FdEntry>)],
     pidfds: &HashMap<i32, OwnedFd>,
-) -> Result<(Shared, HashMap<i32, FdTable>)> {
+) -> Result<(Shared, HashMap<i32, FdTable>, tcp_conn::Repaired)> {
     let tree = TreeFds::new(root, tables)?;
     let mut shared = Shared::default();
     let mut seen = Seen::default();
@@ -369,7 +375,7 @@ pub(crate) fn build(
         };
         out.insert(*pid, FdTable::save(&mut cx)?);
     }
-    Ok((shared, out))
+    Ok((shared, out, seen.repaired))
 }
 
 /// The id of the open file met before that fd `e` of `pid` shares (dup, fork), if any.
@@ -446,6 +452,12 @@ pub(crate) fn create(shared: &Shared, stdio: [RawFd; 3]) -> Result<Made> {
             stdio,
         };
         files.push(Some(f.kind.restore(&mut cx)?));
+    }
+    // both ends of every connection exist now: the connections may go on
+    for (f, made) in shared.files.iter().zip(&files) {
+        if let (FileKind::TcpConn(c), Some(fd)) = (&f.kind, made) {
+            tcp_conn::go_live(fd.as_fd(), c)?;
+        }
     }
     Ok(Made {
         files,

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::persist::Persist;
 use crate::sys::fd as sfd;
 
+const TCP_ESTABLISHED: u8 = 1;
 const TCP_LISTEN: u8 = 10;
 const TCP_CLOSE: u8 = 7;
 
@@ -83,6 +84,8 @@ pub(crate) fn refusal(sock: BorrowedFd<'_>) -> std::io::Result<Option<String>> {
         TCP_LISTEN => None,
         TCP_CLOSE if segs > 0 => Some("is a TCP socket whose connection ended".into()),
         TCP_CLOSE => None,
+        // refused once frozen if its peer is not in the tree (`tcp_conn`)
+        TCP_ESTABLISHED => None,
         s => Some(format!(
             "is a connected TCP socket ({}; not restored yet)",
             state_name(s)
@@ -92,6 +95,17 @@ pub(crate) fn refusal(sock: BorrowedFd<'_>) -> std::io::Result<Option<String>> {
         Ok(0) => None,
         _ => Some("is a TCP socket with a socket filter".into()),
     }))
+}
+
+/// Saves the TCP socket of `cx` as a connection or as a socket holding none.
+pub(crate) fn save_kind(cx: &mut FileDump<'_>) -> Result<super::FileKind> {
+    let mine = cx.take()?;
+    let (state, _, _, _) = info(mine.as_fd()).map_err(|e| cx.failed("TCP_INFO", e))?;
+    Ok(if state == TCP_ESTABLISHED {
+        super::FileKind::TcpConn(super::tcp_conn::TcpConn::save(cx)?)
+    } else {
+        super::FileKind::Tcp(TcpSocket::save(cx)?)
+    })
 }
 
 /// Whether the socket of `cx` is an inet one (the scan let only TCP ones through).
