@@ -64,7 +64,7 @@ pub(super) fn tree(
     let (mut shared, mut fd_tables, repaired) = if opts.pre_dump {
         (Shared::default(), HashMap::new(), Default::default())
     } else {
-        files::build(root, &tables, &pidfds)?
+        files::build(root, &tables, &pidfds, true)?
     };
     for c in procs.iter_mut() {
         c.image.fds = fd_tables.remove(&c.image.pid).unwrap_or_default();

@@ -147,6 +147,9 @@ pub(crate) struct TreeFds {
     mapped: HashSet<(u64, u64)>,
     /// Process groups led in the tree.
     groups: HashSet<i32>,
+    /// The tree is frozen (else only what can be checked of a running tree is done: no
+    /// socket is put in repair mode).
+    pub frozen: bool,
 }
 
 impl TreeFds {
@@ -356,8 +359,10 @@ pub(crate) fn build(
     root: i32,
     tables: &[(i32, Vec<FdEntry>)],
     pidfds: &HashMap<i32, OwnedFd>,
+    frozen: bool,
 ) -> Result<(Shared, HashMap<i32, FdTable>, tcp_conn::Repaired)> {
-    let tree = TreeFds::new(root, tables)?;
+    let mut tree = TreeFds::new(root, tables)?;
+    tree.frozen = frozen;
     let mut shared = Shared::default();
     let mut seen = Seen::default();
     let mut out = HashMap::new();
@@ -439,19 +444,22 @@ pub(crate) struct Made {
 /// Makes every open file of the tree in the restorer.
 pub(crate) fn create(shared: &Shared, stdio: [RawFd; 3]) -> Result<Made> {
     let mut making = Making::default();
-    let mut files = Vec::with_capacity(shared.files.len());
-    for f in &shared.files {
-        if f.kind.needs_processes() {
-            files.push(None);
-            continue;
+    let mut files: Vec<Option<OwnedFd>> = shared.files.iter().map(|_| None).collect();
+    // TCP sockets without a connection come after the connections: a connection in repair
+    // mode binds whatever its port holds, a listener binds beside connections but not before
+    for late in [false, true] {
+        for (i, f) in shared.files.iter().enumerate() {
+            if f.kind.needs_processes() || matches!(f.kind, FileKind::Tcp(_)) != late {
+                continue;
+            }
+            let mut cx = FileRestore {
+                file: f,
+                shared,
+                making: &mut making,
+                stdio,
+            };
+            files[i] = Some(f.kind.restore(&mut cx)?);
         }
-        let mut cx = FileRestore {
-            file: f,
-            shared,
-            making: &mut making,
-            stdio,
-        };
-        files.push(Some(f.kind.restore(&mut cx)?));
     }
     // both ends of every connection exist now: the connections may go on
     for (f, made) in shared.files.iter().zip(&files) {

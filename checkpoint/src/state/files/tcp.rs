@@ -147,24 +147,33 @@ impl Persist for TcpSocket {
         let fd =
             sfd::inet_socket(self.family, libc::SOCK_STREAM).map_err(|e| Error::io("socket", e))?;
         sockopt::restore(fd.as_fd(), self.family, &self.options)?;
-        if let Some(addr) = &self.bound {
-            let reuse = |on: bool| {
-                let v = i32::from(on).to_ne_bytes();
-                sfd::setsockopt_raw(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, &v)
-                    .map_err(|e| Error::io("setsockopt SO_REUSEADDR", e))
-            };
-            let was = self
-                .options
+        // reusable (address and port) while it binds and starts listening beside the tree's
+        // connections on its port, the other sockets sharing the port and old sockets in
+        // TIME_WAIT; then as it was
+        let set = |opt: i32, on: bool| {
+            let v = i32::from(on).to_ne_bytes();
+            sfd::setsockopt_raw(fd.as_fd(), libc::SOL_SOCKET, opt, &v)
+                .map_err(|e| Error::io(format!("setsockopt {opt} for the bind"), e))
+        };
+        let saved = |opt: i32| {
+            self.options
                 .iter()
-                .any(|o| o.0 == libc::SOL_SOCKET && o.1 == libc::SO_REUSEADDR);
-            reuse(true)?;
+                .any(|o| o.0 == libc::SOL_SOCKET && o.1 == opt)
+        };
+        let reusable = [libc::SO_REUSEADDR, libc::SO_REUSEPORT];
+        for opt in reusable {
+            set(opt, true)?;
+        }
+        if let Some(addr) = &self.bound {
             sfd::bind_raw(fd.as_fd(), addr).map_err(|e| Error::io("bind TCP socket", e))?;
-            if !was {
-                reuse(false)?;
-            }
         }
         if let Some(backlog) = self.backlog {
             sfd::listen(fd.as_fd(), backlog).map_err(|e| Error::io("listen", e))?;
+        }
+        for opt in reusable {
+            if !saved(opt) {
+                set(opt, false)?;
+            }
         }
         set_status_flags(fd.as_fd(), cx.file.flags, "socket")?;
         Ok(fd)

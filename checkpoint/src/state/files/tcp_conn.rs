@@ -224,6 +224,24 @@ impl Persist for TcpConn {
         options.retain(|o| !(o.0 == libc::IPPROTO_TCP && o.1 == libc::TCP_MAXSEG));
         let local = sfd::sockname_raw(sock).map_err(|e| cx.failed("getsockname", e))?;
         let peer = sfd::peername_raw(sock).map_err(|e| cx.failed("getpeername", e))?;
+        if !cx.tree.frozen {
+            // a running process would see its socket refuse to send
+            return Ok(TcpConn {
+                family,
+                local,
+                peer,
+                send_seq: 0,
+                recv_seq: 0,
+                send_queue: Vec::new(),
+                recv_queue: Vec::new(),
+                mss: 0,
+                wscale: None,
+                sack: false,
+                timestamp: None,
+                window: Vec::new(),
+                options,
+            });
+        }
         let reuse = sfd::getsockopt_raw(sock, libc::SOL_SOCKET, libc::SO_REUSEADDR)
             .map_err(|e| cx.failed("SO_REUSEADDR", e))?;
         repair(sock, true).map_err(|e| cx.failed("TCP_REPAIR", e))?;
