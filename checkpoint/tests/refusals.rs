@@ -53,7 +53,7 @@ fn unsupported_fds_are_refused_before_freezing() {
     for (kind, want) in [
         (
             "tcp",
-            "is a connected TCP socket (established; not restored yet): not supported",
+            "is a TCP connection to a socket outside the tree (not restored yet): not supported",
         ),
         ("udp", "is a UDP socket: not supported"),
         (
@@ -65,6 +65,9 @@ fn unsupported_fds_are_refused_before_freezing() {
     ] {
         let mut cmd = Command::new(build("unsupported", &[]));
         cmd.arg(kind);
+        // a listener outside the tree for the connection of "tcp"
+        let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        cmd.arg(outside.local_addr().unwrap().port().to_string());
         let mut p = Prog::start(cmd);
         let line = p.expect("ready");
         let fd = line.rsplit("fd=").next().unwrap().to_string();
