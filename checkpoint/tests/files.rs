@@ -193,3 +193,25 @@ fn tcp_connection_inside_the_tree_with_bytes_queued_both_ways() {
         &["queued-to-parent", "rest-sent", "go", "talk-on", "child"],
     );
 }
+
+#[test]
+fn tcp_connections_restored_closed_on_request() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("tcpclosed", &[])));
+    p.expect("ready");
+    let (_dir, img) = dump_to_dir(p.pid, &checkpoint::DumpOptions::default());
+    p.reap();
+    wait_gone(&img.inventory.pids);
+    let opts = checkpoint::RestoreOptions {
+        tcp_close: true,
+        ..Default::default()
+    };
+    let mut r = restore_with(&img, opts).expect("restore");
+    drop(p);
+    r.send("go\n");
+    let (code, out) = r.finish();
+    for c in ["client-closed", "server-closed", "listener"] {
+        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
+    }
+    assert_eq!(code, 0, "{out}");
+}

@@ -51,6 +51,9 @@ pub struct RestoreOptions {
     pub stdio: Option<[RawFd; 3]>,
     /// Restore even if a regular or mapped file changed size since the dump.
     pub allow_changed_files: bool,
+    /// Restore established TCP connections closed (shut down both ways, no address), as
+    /// CRIU's `--tcp-close` does: for a tree whose peers are gone.
+    pub tcp_close: bool,
     /// Told how the restore of a loaded image goes (see [`crate::progress`]); restores from a
     /// stream do not report.
     pub progress: Option<Progress>,
@@ -380,7 +383,11 @@ impl Restorer {
         } else {
             files::check(&shared, self.opts.allow_changed_files)?;
             Some(Objects {
-                files: files::create(&shared, self.opts.stdio.unwrap_or([0, 1, 2]))?,
+                files: files::create(
+                    &shared,
+                    self.opts.stdio.unwrap_or([0, 1, 2]),
+                    self.opts.tcp_close,
+                )?,
                 shmem: shmem::create(&shared.shmem)?,
             })
         };

@@ -890,3 +890,11 @@ pub fn read_shut_down(fd: BorrowedFd<'_>) -> io::Result<bool> {
     cvt(unsafe { libc::poll(&mut p, 1, 0) } as i64)?;
     Ok(p.revents & libc::POLLRDHUP != 0)
 }
+
+/// `shutdown(fd, SHUT_RDWR)`. On a socket never connected it fails with ENOTCONN but still
+/// marks it shut down both ways.
+pub fn shutdown_both(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: no memory arguments.
+    cvt_i(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) })?;
+    Ok(())
+}

@@ -425,6 +425,8 @@ pub(crate) struct FileRestore<'a> {
     pub making: &'a mut Making,
     /// The restorer's fds that files saved as standard streams are bound to.
     pub stdio: [RawFd; 3],
+    /// TCP connections are restored closed (`RestoreOptions::tcp_close`).
+    pub tcp_close: bool,
 }
 
 /// Everything the tree's fds refer to, held by the restorer until each process took its own.
@@ -442,7 +444,7 @@ pub(crate) struct Made {
 }
 
 /// Makes every open file of the tree in the restorer.
-pub(crate) fn create(shared: &Shared, stdio: [RawFd; 3]) -> Result<Made> {
+pub(crate) fn create(shared: &Shared, stdio: [RawFd; 3], tcp_close: bool) -> Result<Made> {
     let mut making = Making::default();
     let mut files: Vec<Option<OwnedFd>> = shared.files.iter().map(|_| None).collect();
     // TCP sockets without a connection come after the connections: a connection in repair
@@ -457,13 +459,14 @@ pub(crate) fn create(shared: &Shared, stdio: [RawFd; 3]) -> Result<Made> {
                 shared,
                 making: &mut making,
                 stdio,
+                tcp_close,
             };
             files[i] = Some(f.kind.restore(&mut cx)?);
         }
     }
     // both ends of every connection exist now: the connections may go on
     for (f, made) in shared.files.iter().zip(&files) {
-        if let (FileKind::TcpConn(c), Some(fd)) = (&f.kind, made) {
+        if let (FileKind::TcpConn(c), Some(fd), false) = (&f.kind, made, tcp_close) {
             tcp_conn::go_live(fd.as_fd(), c)?;
         }
     }
@@ -487,6 +490,7 @@ impl Made {
                     shared,
                     making: &mut making,
                     stdio: self.stdio,
+                    tcp_close: false,
                 };
                 *slot = Some(f.kind.restore(&mut cx)?);
             }

@@ -14,6 +14,9 @@
 //! queued bytes; once every open file of the tree is made (so both ends exist), repair mode is
 //! turned off and the connection goes on (unacknowledged bytes are sent again).
 //!
+//! With `RestoreOptions::tcp_close` (CRIU's `--tcp-close`), connections come back closed
+//! instead: a socket without an address, shut down both ways.
+//!
 //! Refused: a connection to a socket outside the tree (no network lock yet), a socket shut
 //! down for reading, the other states of a connection (`tcp`).
 
@@ -264,6 +267,13 @@ impl Persist for TcpConn {
         };
         let fd = sfd::inet_socket(self.family, libc::SOCK_STREAM).map_err(io("socket"))?;
         let s = fd.as_fd();
+        if cx.tcp_close {
+            // closed: no connection, shut down both ways (reads end, writes fail with EPIPE)
+            sockopt::restore(s, self.family, &self.options)?;
+            let _ = sfd::shutdown_both(s);
+            set_status_flags(s, cx.file.flags, "socket")?;
+            return Ok(fd);
+        }
         repair(s, true).map_err(io("TCP_REPAIR"))?;
         sockopt::restore(s, self.family, &self.options)?;
         for (q, seq, data) in [
