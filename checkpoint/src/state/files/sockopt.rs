@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::sys::fd as sfd;
 
 /// `SO_BUF_LOCK` (Linux 5.14; not in libc yet): which buffer sizes are locked.
-const SO_BUF_LOCK: i32 = 72;
+pub(crate) const SO_BUF_LOCK: i32 = 72;
 
 /// One saved option: `(level, name, value as getsockopt gave it)`.
 pub type SockOpt = (i32, i32, Vec<u8>);

@@ -225,6 +225,15 @@ impl Persist for TcpConn {
         let mut options = sockopt::save(sock, family, libc::SOCK_STREAM)
             .map_err(|e| cx.failed("socket options", e))?;
         options.retain(|o| !(o.0 == libc::IPPROTO_TCP && o.1 == libc::TCP_MAXSEG));
+        // the restore raises the buffers to queue the saved bytes: their sizes and locks are
+        // always set back, in this order, last
+        let buffers = [libc::SO_RCVBUF, libc::SO_SNDBUF, sockopt::SO_BUF_LOCK];
+        options.retain(|o| !(o.0 == libc::SOL_SOCKET && buffers.contains(&o.1)));
+        for opt in buffers {
+            let v = sfd::getsockopt_raw(sock, libc::SOL_SOCKET, opt)
+                .map_err(|e| cx.failed("buffer size", e))?;
+            options.push((libc::SOL_SOCKET, opt, v));
+        }
         let local = sfd::sockname_raw(sock).map_err(|e| cx.failed("getsockname", e))?;
         let peer = sfd::peername_raw(sock).map_err(|e| cx.failed("getpeername", e))?;
         if !cx.tree.frozen {
@@ -275,7 +284,13 @@ impl Persist for TcpConn {
             return Ok(fd);
         }
         repair(s, true).map_err(io("TCP_REPAIR"))?;
-        sockopt::restore(s, self.family, &self.options)?;
+        // room for the saved bytes while they are queued again (the options, set last, give
+        // the buffers their sizes and locks back)
+        let room = (self.send_queue.len().max(self.recv_queue.len()) * 4 + (1 << 20)) as i32;
+        for opt in [libc::SO_SNDBUFFORCE, libc::SO_RCVBUFFORCE] {
+            sfd::setsockopt_raw(s, libc::SOL_SOCKET, opt, &room.to_ne_bytes())
+                .map_err(io("buffer room"))?;
+        }
         for (q, seq, data) in [
             (TCP_SEND_QUEUE, self.send_seq, &self.send_queue),
             (TCP_RECV_QUEUE, self.recv_seq, &self.recv_queue),
@@ -300,6 +315,7 @@ impl Persist for TcpConn {
             sfd::setsockopt_raw(s, libc::IPPROTO_TCP, TCP_REPAIR_WINDOW, &self.window)
                 .map_err(io("TCP_REPAIR_WINDOW"))?;
         }
+        sockopt::restore(s, self.family, &self.options)?;
         set_status_flags(s, cx.file.flags, "socket")?;
         Ok(fd)
     }
