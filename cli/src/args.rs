@@ -268,6 +268,10 @@ pub enum Command {
         /// Restore even if files the tree uses changed size since the dump.
         #[arg(long)]
         allow_changed_files: bool,
+        /// Restore established TCP connections closed (shut down both ways), for a tree whose
+        /// peers are gone (as CRIU's --tcp-close).
+        #[arg(long)]
+        tcp_close: bool,
     },
 }
 

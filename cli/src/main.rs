@@ -122,7 +122,13 @@ async fn run(args: Args) -> Result<ExitCode> {
             dir,
             detach,
             allow_changed_files,
-        } => exit_now(checkpoint::restore(&dir, detach, allow_changed_files)?),
+            tcp_close,
+        } => exit_now(checkpoint::restore(
+            &dir,
+            detach,
+            allow_changed_files,
+            tcp_close,
+        )?),
         Command::Mpirun { args } => match mpirun::mpirun(&socket, args).await? {},
         Command::MpirunAgent { host, command } => {
             exit_now(mpirun::agent(&socket, &host, &command).await?)

@@ -163,7 +163,8 @@ fn run(
         .filter(|p| !left_out.contains(p))
         .collect();
     session.forget_changed(&pids);
-    let tree = collect::tree(&frozen, &pids, opts, session, &local)?;
+    let mut tree = collect::tree(&frozen, &pids, opts, session, &local)?;
+    let repaired = std::mem::take(&mut tree.repaired);
     // A pre-dump lets the tree run while its memory is copied.
     let (frozen, frozen_for) = if opts.pre_dump {
         frozen.resume()?;
@@ -171,6 +172,9 @@ fn run(
     } else {
         (Some(frozen), None)
     };
+    // bound after the tree, so that on an early return its sockets leave repair mode before
+    // the tree runs again
+    let repaired = repaired;
     let page_bytes = write::image(&tree, sink, opts.pre_dump, opts.progress.as_ref())?;
     let image_id = tree.inventory.image_id;
     let mut present = HashMap::new();
@@ -189,7 +193,14 @@ fn run(
         frozen: None,
     };
     if let Some(f) = frozen {
-        out.frozen = after(f, opts.after)?;
+        if matches!(opts.after, AfterDump::Kill) {
+            // its connections end silently: their sockets are closed in repair mode
+            f.kill()?;
+            repaired.close_in_repair();
+        } else {
+            drop(repaired); // back to normal before the tree runs
+            out.frozen = after(f, opts.after)?;
+        }
     }
     if !opts.pre_dump {
         // Tracking ends with the final dump. Closing a userfaultfd write-unprotects every page

@@ -34,6 +34,7 @@ impl Session {
             let r =
                 p.mm.pages
                     .iter()
+                    .filter(|r| !r.cow) // in no image: the parent process' pages
                     .map(|r| (r.start, r.start + r.npages * PAGE))
                     .collect();
             self.avail.insert(p.pid, ranges::normalize(r));
