@@ -71,6 +71,8 @@ async fn run(args: Args) -> Result<ExitCode> {
             mem,
             detach,
             constraints,
+            ft,
+            checkpoint_every,
             command,
         } => {
             let args = run::RunArgs {
@@ -80,6 +82,10 @@ async fn run(args: Args) -> Result<ExitCode> {
                 mem,
                 detach,
                 constraints,
+                ft: ft.then(|| ssi_core::process::FtSpec {
+                    every_ms: checkpoint_every
+                        .map_or(run::DEFAULT_CHECKPOINT_MS, |d| d.as_millis() as u64),
+                }),
             };
             let code = run::run(&socket, args).await?;
             exit_now(code)
