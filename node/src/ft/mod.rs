@@ -53,6 +53,15 @@ pub fn store(node: &Node) -> Store {
     })
 }
 
+/// Runs `f` on a thread of the blocking pool: the FT directory is on the DFS, which this
+/// daemon serves itself, and a runtime thread blocked in a FUSE call would starve the very
+/// tasks that answer it.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow::anyhow!("FT directory task failed: {e}"))?
+}
+
 /// One protected tree, as its host keeps it.
 #[derive(Debug)]
 struct Tree {
@@ -126,9 +135,12 @@ async fn keep(node: Arc<Node>, mut t: Tree) {
     pm.set_ft(gpid, Some(t.view.clone()));
     let store = store(&node);
     let gen = node.gossip.identity().await.map(|i| i.gen).unwrap_or(0);
-    if let Err(e) = store
-        .create_tree(gpid)
-        .and_then(|()| store.write_manifest(&t.manifest(&node, gen)))
+    let (s, m) = (store.clone(), t.manifest(&node, gen));
+    if let Err(e) = blocking(move || {
+        s.create_tree(gpid)?;
+        s.write_manifest(&m)
+    })
+    .await
     {
         tracing::error!(gpid, error = %format!("{e:#}"), "fault-tolerant process: cannot record it; it will not be restarted");
     }
@@ -136,8 +148,13 @@ async fn keep(node: Arc<Node>, mut t: Tree) {
     pm.set_ft(gpid, None);
     match gone {
         Gone::Ended => {
-            if !fenced(&store, &t) {
-                store.remove_tree(gpid);
+            if !fenced(&store, &t).await {
+                let s = store.clone();
+                let _ = blocking(move || {
+                    s.remove_tree(gpid);
+                    Ok(())
+                })
+                .await;
             }
             tracing::info!(gpid, "fault-tolerant process ended: its checkpoints are removed");
         }
@@ -149,8 +166,19 @@ async fn keep(node: Arc<Node>, mut t: Tree) {
 }
 
 /// Whether a later epoch of the tree was claimed (by a node that restarted it).
-fn fenced(store: &Store, t: &Tree) -> bool {
-    matches!(store.highest_claim(t.gpid), Ok(Some(c)) if c.epoch > t.epoch)
+async fn fenced(store: &Store, t: &Tree) -> bool {
+    let (s, gpid) = (store.clone(), t.gpid);
+    matches!(blocking(move || s.highest_claim(gpid)).await, Ok(Some(c)) if c.epoch > t.epoch)
+}
+
+/// Removes image `name` of tree `gpid`, off the runtime.
+async fn remove_image(store: &Store, gpid: i32, name: String) {
+    let s = store.clone();
+    let _ = blocking(move || {
+        s.remove_image(gpid, &name);
+        Ok(())
+    })
+    .await;
 }
 
 /// Checkpoints the tree every interval until it ends or is fenced.
@@ -173,7 +201,7 @@ async fn run_tree(
         if end.borrow().is_some() {
             return Gone::Ended;
         }
-        if fenced(store, t) {
+        if fenced(store, t).await {
             return Gone::Fenced;
         }
         if Instant::now() < next {
@@ -227,13 +255,13 @@ async fn checkpoint_once(
     let written = match h.checkpoint(&dir, parent).await {
         Ok(w) => w,
         Err(e) => {
-            store.remove_image(t.gpid, &name);
+            remove_image(store, t.gpid, name).await;
             t.fresh = true;
             return Err(e);
         }
     };
-    if fenced(store, t) {
-        store.remove_image(t.gpid, &name);
+    if fenced(store, t).await {
+        remove_image(store, t.gpid, name).await;
         return Ok(false);
     }
     let old = if chained {
@@ -247,9 +275,10 @@ async fn checkpoint_once(
     t.view.freeze_us = written.freeze_us;
     t.view.bytes = written.page_bytes;
     t.view.chain = u32::try_from(t.chain.len()).unwrap_or(u32::MAX);
-    store.write_manifest(&t.manifest(node, gen))?;
+    let (s, m) = (store.clone(), t.manifest(node, gen));
+    blocking(move || s.write_manifest(&m)).await?;
     for o in old {
-        store.remove_image(t.gpid, &o);
+        remove_image(store, t.gpid, o).await;
     }
     if let Ok(pm) = node.local_procs() {
         pm.set_ft(t.gpid, Some(t.view.clone()));
@@ -262,8 +291,9 @@ async fn checkpoint_once(
 /// be claimed for this node; then keeps checkpointing it. Its root's gpid.
 pub async fn restart_here(node: &Arc<Node>, gpid: i32, epoch: u64) -> Result<i32> {
     let store = store(node);
-    let (m, owner) = store
-        .owner(gpid)?
+    let s = store.clone();
+    let (m, owner) = blocking(move || s.owner(gpid))
+        .await?
         .with_context(|| format!("no checkpoints of process {gpid}"))?;
     if owner.epoch != epoch || owner.node != node.config.id {
         bail!(
@@ -319,9 +349,13 @@ pub async fn watch(node: Arc<Node>) {
         let (Ok(view), Ok(me)) = (node.gossip.view().await, node.gossip.identity().await) else {
             continue;
         };
-        let Ok(trees) = store.trees() else { continue };
+        let s = store.clone();
+        let Ok(trees) = blocking(move || s.trees()).await else {
+            continue;
+        };
         for gpid in trees {
-            let Ok(Some((m, owner))) = store.owner(gpid) else {
+            let s = store.clone();
+            let Ok(Some((m, owner))) = blocking(move || s.owner(gpid)).await else {
                 continue;
             };
             let own_orphan = owner.node == me.id && owner.gen != me.gen;
@@ -348,7 +382,7 @@ async fn take_over(node: &Arc<Node>, store: &Store, view: &[NodeView], gpid: i32
         .sched
         .place(view, &req, &format!("restart of fault-tolerant process {gpid}"))
         .unwrap_or(me);
-    match claim_for(store, view, gpid, epoch, target) {
+    match claim_for(store, view, gpid, epoch, target).await {
         Ok(true) => {}
         Ok(false) => return,
         Err(e) => {
@@ -369,7 +403,7 @@ async fn take_over(node: &Arc<Node>, store: &Store, view: &[NodeView], gpid: i32
     };
     let Err(e) = outcome else { return };
     tracing::error!(gpid, node = %target, error = %format!("{e:#}"), "restart of a fault-tolerant process failed");
-    if target != me && matches!(claim_for(store, view, gpid, epoch + 1, me), Ok(true)) {
+    if target != me && matches!(claim_for(store, view, gpid, epoch + 1, me).await, Ok(true)) {
         if let Err(e) = restart_here(node, gpid, epoch + 1).await {
             tracing::error!(gpid, error = %format!("{e:#}"), "restart here failed too: the process is lost");
         }
@@ -377,7 +411,25 @@ async fn take_over(node: &Arc<Node>, store: &Store, view: &[NodeView], gpid: i32
 }
 
 /// Claims `epoch` of `gpid` for `target` (named with its current run).
-fn claim_for(store: &Store, view: &[NodeView], gpid: i32, epoch: u64, target: NodeId) -> Result<bool> {
+async fn claim_for(
+    store: &Store,
+    view: &[NodeView],
+    gpid: i32,
+    epoch: u64,
+    target: NodeId,
+) -> Result<bool> {
     let gen = view.iter().find(|n| n.id == target).map_or(0, |n| n.gen);
-    store.claim(gpid, epoch, Owner { epoch, node: target, gen })
+    let s = store.clone();
+    blocking(move || {
+        s.claim(
+            gpid,
+            epoch,
+            Owner {
+                epoch,
+                node: target,
+                gen,
+            },
+        )
+    })
+    .await
 }
