@@ -92,7 +92,11 @@ fn periodic_checkpoints_are_incremental_and_restorable() {
     let c0 = per
         .checkpoint(&mut DirSink::new(d("c0")).unwrap(), None)
         .unwrap();
-    assert!(c0.page_bytes >= TOTAL, "the first is whole: {}", c0.page_bytes);
+    assert!(
+        c0.page_bytes >= TOTAL,
+        "the first is whole: {}",
+        c0.page_bytes
+    );
     cmd(&mut p, "w 300\n", "done");
     let c1 = per
         .checkpoint(&mut DirSink::new(d("c1")).unwrap(), Some("../c0".into()))

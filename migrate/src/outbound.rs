@@ -335,7 +335,14 @@ fn sync_dir(dir: &Path) -> Result<()> {
     match std::fs::File::open(dir).and_then(|f| f.sync_all()) {
         // a file system without fsync of directories (some FUSE ones) makes entries durable
         // as it creates them
-        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EINVAL | nix::libc::ENOSYS)) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EINVAL | nix::libc::ENOSYS)
+            ) =>
+        {
+            Ok(())
+        }
         r => r.map_err(crate::io("sync the image directory")),
     }
 }

@@ -295,7 +295,10 @@ pub async fn run(
             threads: 1,
             command: spec.command_line(),
             to: None,
-            ft: spec.ft.map(|f| ssi_core::process::FtView { every_ms: f.every_ms, ..Default::default() }),
+            ft: spec.ft.map(|f| ssi_core::process::FtView {
+                every_ms: f.every_ms,
+                ..Default::default()
+            }),
         },
     );
     conn.send(&ControlResponse::Started {

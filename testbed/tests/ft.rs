@@ -43,7 +43,10 @@ fn read_until(out: &mut BufReader<ChildStdout>, i: i64) -> Vec<(i64, i64)> {
     let mut seen = Vec::new();
     loop {
         let mut line = String::new();
-        assert!(out.read_line(&mut line).expect("read") > 0, "output ended: {seen:?}");
+        assert!(
+            out.read_line(&mut line).expect("read") > 0,
+            "output ended: {seen:?}"
+        );
         let l = parse(&line);
         seen.push(l);
         if l.0 >= i {
@@ -63,7 +66,10 @@ fn a_fault_tolerant_process_runs_on_elsewhere_when_its_node_dies() {
         &tb,
         1,
         "/",
-        &format!("mkdir -p /mnt/ssi/job && cp {} /mnt/ssi/job/", counter.display()),
+        &format!(
+            "mkdir -p /mnt/ssi/job && cp {} /mnt/ssi/job/",
+            counter.display()
+        ),
     );
     let (count, period) = (COUNT.to_string(), PERIOD_MS.to_string());
     let mut client = ssi_cmd(
@@ -101,7 +107,10 @@ fn a_fault_tolerant_process_runs_on_elsewhere_when_its_node_dies() {
         log_tails(&tb, 3, 30)
     );
     let first = ckpt(&tb).expect("one");
-    assert!(wait_until(SETTLE, || ckpt(&tb) > Some(first)), "a second checkpoint");
+    assert!(
+        wait_until(SETTLE, || ckpt(&tb) > Some(first)),
+        "a second checkpoint"
+    );
     let r = row(&tb, 1, gpid).expect("row");
     assert_eq!(r["node"], 3, "{r}");
     assert!(r["ft"]["freeze_us"].as_u64() > Some(0), "{r}");
@@ -125,7 +134,9 @@ fn a_fault_tolerant_process_runs_on_elsewhere_when_its_node_dies() {
     let r = elsewhere(&tb).expect("row");
     let table = String::from_utf8_lossy(&ssi(&tb, 1, &["ps"]).stdout).into_owned();
     assert!(
-        table.lines().any(|l| l.contains(&gpid.to_string()) && l.contains("restarted")),
+        table
+            .lines()
+            .any(|l| l.contains(&gpid.to_string()) && l.contains("restarted")),
         "{table}"
     );
 
@@ -139,7 +150,10 @@ fn a_fault_tolerant_process_runs_on_elsewhere_when_its_node_dies() {
             .filter(|p| p["node"] == 3)
             .count()
     };
-    assert!(wait_until(SETTLE, || hosted_on_3() == 0), "node 3 hosts something");
+    assert!(
+        wait_until(SETTLE, || hosted_on_3() == 0),
+        "node 3 hosts something"
+    );
     let again = row(&tb, 1, gpid).expect("still listed");
     assert_eq!(again["node"], r["node"], "it stays where it was restarted");
 
@@ -170,7 +184,9 @@ fn a_fault_tolerant_process_runs_on_elsewhere_when_its_node_dies() {
     assert_eq!(lines.last().map(|l| l.0), Some(COUNT - 1));
     // Its checkpoints are removed once it ended.
     assert!(
-        wait_until(SETTLE, || sh_in(&tb, 1, "/", "ls /mnt/ssi/.ssi-ft").trim().is_empty()),
+        wait_until(SETTLE, || sh_in(&tb, 1, "/", "ls /mnt/ssi/.ssi-ft")
+            .trim()
+            .is_empty()),
         "checkpoints left: {}",
         sh_in(&tb, 1, "/", "ls -R /mnt/ssi/.ssi-ft")
     );

@@ -34,9 +34,9 @@ pub fn decide(me: NodeId, view: &[NodeView], owner: Owner, own_orphan: bool) -> 
     if owner.node == me {
         return if own_orphan { restart } else { Action::Nothing };
     }
-    let gone = view.iter().any(|n| {
-        n.id == owner.node && matches!(n.state, MemberState::Dead | MemberState::Left)
-    });
+    let gone = view
+        .iter()
+        .any(|n| n.id == owner.node && matches!(n.state, MemberState::Dead | MemberState::Left));
     let lowest_alive = view
         .iter()
         .filter(|n| n.state.is_active())

@@ -156,10 +156,17 @@ async fn keep(node: Arc<Node>, mut t: Tree) {
                 })
                 .await;
             }
-            tracing::info!(gpid, "fault-tolerant process ended: its checkpoints are removed");
+            tracing::info!(
+                gpid,
+                "fault-tolerant process ended: its checkpoints are removed"
+            );
         }
         Gone::Fenced => {
-            tracing::warn!(gpid, epoch = t.epoch, "fault-tolerant process was restarted elsewhere: the stale copy here is killed");
+            tracing::warn!(
+                gpid,
+                epoch = t.epoch,
+                "fault-tolerant process was restarted elsewhere: the stale copy here is killed"
+            );
             pm.kill_tree(gpid).await;
         }
     }
@@ -193,7 +200,9 @@ async fn run_tree(
     let mut next = Instant::now() + every;
     let mut helper: Option<Periodic> = None;
     loop {
-        let wait = next.saturating_duration_since(Instant::now()).min(LOOK_EVERY);
+        let wait = next
+            .saturating_duration_since(Instant::now())
+            .min(LOOK_EVERY);
         tokio::select! {
             changed = end.changed() => if changed.is_err() { return Gone::Ended },
             () = tokio::time::sleep(wait) => {}
@@ -380,7 +389,11 @@ async fn take_over(node: &Arc<Node>, store: &Store, view: &[NodeView], gpid: i32
     let req = crate::sched::state::request(None, None, &[]);
     let target = node
         .sched
-        .place(view, &req, &format!("restart of fault-tolerant process {gpid}"))
+        .place(
+            view,
+            &req,
+            &format!("restart of fault-tolerant process {gpid}"),
+        )
         .unwrap_or(me);
     match claim_for(store, view, gpid, epoch, target).await {
         Ok(true) => {}

@@ -106,7 +106,6 @@ impl Store {
         Store { root }
     }
 
-
     /// The directory of tree `gpid`.
     pub fn tree_dir(&self, gpid: i32) -> PathBuf {
         self.root.join(gpid.to_string())
@@ -306,7 +305,10 @@ mod tests {
         let (_, o) = s.owner(8193).expect("owner").expect("some");
         assert_eq!(o, who(0, 2, 11));
         assert!(s.claim(8193, 1, who(1, 1, 5)).expect("claim"));
-        assert!(!s.claim(8193, 1, who(1, 3, 6)).expect("claim again"), "one winner");
+        assert!(
+            !s.claim(8193, 1, who(1, 3, 6)).expect("claim again"),
+            "one winner"
+        );
         let (_, o) = s.owner(8193).expect("owner").expect("some");
         assert_eq!(o, who(1, 1, 5));
         // the restarted host's manifest of epoch 1 keeps it the owner

@@ -597,9 +597,7 @@ impl ProcMan {
         let roots: HashMap<i32, Instant> = lock(&self.hosted)
             .running()
             // fault-tolerant trees stay with the node that checkpoints them (docs/FT.md)
-            .filter(|(g, r)| {
-                r.exit.borrow().is_none() && !r.input_in_flight() && !self.is_ft(*g)
-            })
+            .filter(|(g, r)| r.exit.borrow().is_none() && !r.input_in_flight() && !self.is_ft(*g))
             .map(|(g, r)| (g, r.since))
             .collect();
         let parent: HashMap<i32, i32> = members
