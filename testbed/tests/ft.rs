@@ -10,6 +10,8 @@ use std::process::{ChildStdout, Stdio};
 
 use common::dfs::{private_testbed, sh_in};
 use common::{compile, json, log_tails, root_or_skip, ssi, ssi_cmd, SETTLE};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use testbed::{wait_until, Testbed};
 
 /// Lines the counter prints, one every `PERIOD_MS`.
@@ -55,15 +57,12 @@ fn read_until(out: &mut BufReader<ChildStdout>, i: i64) -> Vec<(i64, i64)> {
     }
 }
 
-#[test]
-fn a_fault_tolerant_process_runs_on_elsewhere_when_its_node_dies() {
-    if !root_or_skip("network and mount namespaces, checkpoint/restart") {
-        return;
-    }
-    let (_one, _dir, mut tb) = private_testbed(3);
+/// Puts the counter on the DFS and starts it with `--ft --checkpoint-every 1s` on node 3,
+/// from a client on node 1.
+fn start_counter(tb: &Testbed) -> std::process::Child {
     let counter = compile("counter", &tb.node_dir(1));
     sh_in(
-        &tb,
+        tb,
         1,
         "/",
         &format!(
@@ -72,8 +71,8 @@ fn a_fault_tolerant_process_runs_on_elsewhere_when_its_node_dies() {
         ),
     );
     let (count, period) = (COUNT.to_string(), PERIOD_MS.to_string());
-    let mut client = ssi_cmd(
-        &tb,
+    ssi_cmd(
+        tb,
         1,
         &[
             "run",
@@ -93,7 +92,16 @@ fn a_fault_tolerant_process_runs_on_elsewhere_when_its_node_dies() {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .spawn()
-    .expect("spawn ssi run");
+    .expect("spawn ssi run")
+}
+
+#[test]
+fn a_fault_tolerant_process_runs_on_elsewhere_when_its_node_dies() {
+    if !root_or_skip("network and mount namespaces, checkpoint/restart") {
+        return;
+    }
+    let (_one, _dir, mut tb) = private_testbed(3);
+    let mut client = start_counter(&tb);
     let mut out = BufReader::new(client.stdout.take().expect("stdout"));
     let mut lines = read_until(&mut out, 0);
     let gpid = lines[0].1;
@@ -190,4 +198,65 @@ fn a_fault_tolerant_process_runs_on_elsewhere_when_its_node_dies() {
         "checkpoints left: {}",
         sh_in(&tb, 1, "/", "ls -R /mnt/ssi/.ssi-ft")
     );
+}
+
+/// A node declared dead while it was only frozen finds, once it runs again, that its tree was
+/// restarted elsewhere under a later epoch: it kills its stale copy instead of letting it run.
+#[test]
+fn a_node_that_comes_back_kills_its_stale_copy() {
+    if !root_or_skip("network and mount namespaces, checkpoint/restart") {
+        return;
+    }
+    let (_one, _dir, tb) = private_testbed(3);
+    let mut client = start_counter(&tb);
+    let mut out = BufReader::new(client.stdout.take().expect("stdout"));
+    let gpid = read_until(&mut out, 0)[0].1;
+    let ckpt = || row(&tb, 1, gpid).and_then(|r| r["ft"]["last_checkpoint_ms"].as_u64());
+    assert!(wait_until(SETTLE, || ckpt().is_some()), "no checkpoint");
+    read_until(&mut out, 30);
+    // Node 3's daemon stops (its processes run on): it is declared dead, the tree restarted.
+    let ssid = tb.pid(3).expect("node 3 runs");
+    kill(ssid, Signal::SIGSTOP).expect("SIGSTOP node 3");
+    let resumed = scopeguard(ssid);
+    let elsewhere =
+        || row(&tb, 1, gpid).filter(|r| r["node"] != 3 && !r["ft"]["restarted_from_ms"].is_null());
+    assert!(
+        wait_until(SETTLE * 3, || elsewhere().is_some()),
+        "not restarted: {:?}\n{}",
+        row(&tb, 1, gpid),
+        log_tails(&tb, 2, 30)
+    );
+    let stale_runs = || {
+        let out = ssi(&tb, 3, &["ps", "--json"]);
+        out.status.success()
+            && json(&out)
+                .as_array()
+                .expect("array")
+                .iter()
+                .any(|p| p["gpid"].as_i64() == Some(gpid) && p["node"] == 3)
+    };
+    drop(resumed); // SIGCONT
+    assert!(
+        wait_until(SETTLE * 2, || !stale_runs()),
+        "node 3 still runs its stale copy\n{}",
+        log_tails(&tb, 3, 30)
+    );
+    let log = std::fs::read_to_string(tb.log(3)).unwrap_or_default();
+    assert!(log.contains("stale copy here is killed"), "{log}");
+    assert!(elsewhere().is_some(), "the restarted copy runs on");
+    let _ = client.kill();
+    let _ = client.wait();
+}
+
+/// Sends SIGCONT to a stopped daemon when dropped (also when the test fails).
+struct Resume(Pid);
+
+fn scopeguard(pid: Pid) -> Resume {
+    Resume(pid)
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
+    }
 }

@@ -90,7 +90,12 @@ impl Tree {
             every_ms: self.every_ms,
             image: self.chain.last().cloned(),
             chain: self.chain.clone(),
-            taken_ms: self.view.last_checkpoint_ms.unwrap_or(0),
+            // until its first checkpoint here, a restarted tree's image is the one it came from
+            taken_ms: self
+                .view
+                .last_checkpoint_ms
+                .or(self.view.restarted_from_ms)
+                .unwrap_or(0),
             freeze_us: self.view.freeze_us,
             bytes: self.view.bytes,
             restarted_from_ms: self.view.restarted_from_ms,
