@@ -134,8 +134,28 @@ impl Store {
         Ok(out)
     }
 
+    /// Refuses a directory of the store that someone but the daemon's user (root) could
+    /// change: root restarts what it finds here, so a user must not be able to put anything
+    /// in place.
+    fn check_owned(dir: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::symlink_metadata(dir).map_err(io("cannot read", dir))?;
+        let me = nix::unistd::geteuid().as_raw();
+        if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+            bail!(
+                "{}: not a directory only root may change (owner uid {}, mode {:o}): refused",
+                dir.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            );
+        }
+        Ok(())
+    }
+
     /// The manifest of tree `gpid`, if one was written.
     pub fn manifest(&self, gpid: i32) -> Result<Option<Manifest>> {
+        Self::check_owned(&self.root)?;
+        Self::check_owned(&self.tree_dir(gpid))?;
         let path = self.tree_dir(gpid).join("manifest");
         let mut text = String::new();
         match File::open(&path) {
@@ -316,6 +336,18 @@ mod tests {
         assert_eq!(s.owner(8193).expect("o").expect("s").1.node, NodeId(1));
         assert!(s.claim(8193, 2, who(2, 3, 6)).expect("claim 2"));
         assert_eq!(s.owner(8193).expect("o").expect("s").1, who(2, 3, 6));
+    }
+
+    #[test]
+    fn a_directory_others_may_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().expect("tmp");
+        let s = Store::new(d.path().join("ft"));
+        s.create_tree(9).expect("create");
+        s.write_manifest(&manifest(9, 1, 0)).expect("write");
+        fs::set_permissions(s.tree_dir(9), fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = s.manifest(9).expect_err("refused").to_string();
+        assert!(err.contains("refused"), "{err}");
     }
 
     #[test]
