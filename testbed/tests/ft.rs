@@ -226,23 +226,33 @@ fn a_node_that_comes_back_kills_its_stale_copy() {
         row(&tb, 1, gpid),
         log_tails(&tb, 2, 30)
     );
+    // Some(true) while node 3 lists the gpid as its own, None while it does not answer.
     let stale_runs = || {
         let out = ssi(&tb, 3, &["ps", "--json"]);
-        out.status.success()
-            && json(&out)
+        out.status.success().then(|| {
+            json(&out)
                 .as_array()
                 .expect("array")
                 .iter()
                 .any(|p| p["gpid"].as_i64() == Some(gpid) && p["node"] == 3)
+        })
     };
     drop(resumed); // SIGCONT
+    let killed = || {
+        std::fs::read_to_string(tb.log(3))
+            .unwrap_or_default()
+            .contains("stale copy here is killed")
+    };
     assert!(
-        wait_until(SETTLE * 2, || !stale_runs()),
-        "node 3 still runs its stale copy\n{}",
+        wait_until(SETTLE * 2, killed),
+        "node 3 did not kill its stale copy\n{}",
         log_tails(&tb, 3, 30)
     );
-    let log = std::fs::read_to_string(tb.log(3)).unwrap_or_default();
-    assert!(log.contains("stale copy here is killed"), "{log}");
+    assert!(
+        wait_until(SETTLE, || stale_runs() == Some(false)),
+        "node 3 still lists its stale copy: {:?}",
+        stale_runs()
+    );
     assert!(elsewhere().is_some(), "the restarted copy runs on");
     let _ = client.kill();
     let _ = client.wait();
