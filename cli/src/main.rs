@@ -83,8 +83,9 @@ async fn run(args: Args) -> Result<ExitCode> {
                 detach,
                 constraints,
                 ft: ft.then(|| ssi_core::process::FtSpec {
-                    every_ms: checkpoint_every
-                        .map_or(run::DEFAULT_CHECKPOINT_MS, |d| d.as_millis() as u64),
+                    every_ms: checkpoint_every.map_or(run::DEFAULT_CHECKPOINT_MS, |d| {
+                        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+                    }),
                 }),
             };
             let code = run::run(&socket, args).await?;
