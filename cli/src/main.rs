@@ -71,6 +71,8 @@ async fn run(args: Args) -> Result<ExitCode> {
             mem,
             detach,
             constraints,
+            ft,
+            checkpoint_every,
             command,
         } => {
             let args = run::RunArgs {
@@ -80,6 +82,11 @@ async fn run(args: Args) -> Result<ExitCode> {
                 mem,
                 detach,
                 constraints,
+                ft: ft.then(|| ssi_core::process::FtSpec {
+                    every_ms: checkpoint_every.map_or(run::DEFAULT_CHECKPOINT_MS, |d| {
+                        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+                    }),
+                }),
             };
             let code = run::run(&socket, args).await?;
             exit_now(code)
