@@ -12,13 +12,14 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
+use checkpoint::Bound;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::Verdict;
 use crate::{Error, Result};
 
 /// Version of the messages of this module.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest message accepted (reports and orders are small).
 pub const MAX_MESSAGE: usize = 1 << 20;
 
@@ -38,6 +39,8 @@ pub enum Job {
     MigrateIn {
         /// Key of the data stream.
         key: [u8; 32],
+        /// The most the tree may hold (`None`: a tree of root's, restored as it comes).
+        bound: Option<Bound>,
     },
     /// Write a checkpoint of the tree under `pid` into `dir`.
     Checkpoint {
@@ -49,6 +52,8 @@ pub enum Job {
         leave_running: bool,
         /// The user asking, whose rights the image is written with (`None`: root).
         user: Option<User>,
+        /// Key the image is sealed with.
+        seal: [u8; 32],
     },
     /// Restore the checkpoint in `dir`, with the helper's stdio descriptors as its outside
     /// streams.
@@ -57,6 +62,8 @@ pub enum Job {
         dir: PathBuf,
         /// The user asking, who must own the image and whose rights bound it (`None`: root).
         user: Option<User>,
+        /// Key the image must be sealed with.
+        seal: [u8; 32],
     },
 }
 
@@ -222,6 +229,7 @@ mod tests {
                 gid: 100,
                 groups: vec![100, 27],
             }),
+            seal: [9; 32],
         };
         let mut buf = encode(&job).expect("encode");
         buf.extend(encode(&Order::Release).expect("encode"));
@@ -232,6 +240,6 @@ mod tests {
 
         let old = postcard::to_stdvec(&(VERSION + 1, Order::Round)).expect("encode");
         let e = decode::<Order>(&old).expect_err("refused");
-        assert!(e.to_string().contains("version 3"), "{e}");
+        assert!(e.to_string().contains("version 4"), "{e}");
     }
 }

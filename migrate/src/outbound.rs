@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use checkpoint::{AfterDump, DirSink, DumpOptions, FrozenTree, PreCopy, StreamSink};
+use checkpoint::{AfterDump, DirSink, DumpOptions, FrozenTree, PreCopy, SealKey, StreamSink};
 
 use crate::control::{self, Order, Report};
 use crate::framing::{Direction, FrameReader, FrameWriter, Kind};
@@ -266,9 +266,15 @@ where
     }
 }
 
-/// Writes a checkpoint of the tree under `pid` to `dir`; the tree is killed unless
-/// `leave_running`.
-pub fn checkpoint_to_dir(pid: i32, dir: &Path, leave_running: bool) -> Result<Report> {
+/// Writes a checkpoint of the tree under `pid` to `dir`, sealed with `seal` for user `owner`
+/// (0: root); the tree is killed unless `leave_running`.
+pub fn checkpoint_to_dir(
+    pid: i32,
+    dir: &Path,
+    leave_running: bool,
+    seal: &SealKey,
+    owner: u32,
+) -> Result<Report> {
     let opts = DumpOptions {
         after: if leave_running {
             AfterDump::Resume
@@ -277,7 +283,8 @@ pub fn checkpoint_to_dir(pid: i32, dir: &Path, leave_running: bool) -> Result<Re
         },
         ..Default::default()
     };
-    let out = checkpoint::dump(pid, &opts, None, &mut DirSink::new(dir)?)?;
+    let mut sink = DirSink::new(dir)?.seal(seal, owner, None)?;
+    let out = checkpoint::dump(pid, &opts, None, &mut sink)?;
     Ok(Report::Written {
         page_bytes: out.page_bytes,
         pids: out.pids,

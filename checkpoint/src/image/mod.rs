@@ -12,6 +12,7 @@
 //! the same bytes travel over a socket or land in files. See docs/IMAGE.md.
 
 pub mod manifest;
+pub mod ownership;
 pub mod record;
 pub mod seal;
 pub(crate) mod stream;

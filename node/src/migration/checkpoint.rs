@@ -18,6 +18,15 @@ fn as_user(caller: &Caller) -> Option<User> {
     })
 }
 
+/// What the images of this cluster are sealed with: a key derived from the cluster key, so
+/// every node of the cluster seals and checks alike.
+fn seal_key(node: &Node) -> [u8; 32] {
+    node.key.derive(IMAGE_SEAL)
+}
+
+/// The purpose the image seal key is derived for (see `ClusterKey::derive`).
+const IMAGE_SEAL: &str = "ssi image seal v1";
+
 /// The helper's last report, or why there is none.
 async fn outcome(mut reports: helper::Reports, what: &str) -> Result<Report> {
     match reports.next().await? {
@@ -42,6 +51,7 @@ pub async fn checkpoint(
         dir: dir.into(),
         leave_running,
         user: as_user(caller),
+        seal: seal_key(node),
     };
     let (_orders, reports) = helper::start(pm, &job, None, None).await?;
     match outcome(reports, "checkpoint").await? {
@@ -59,6 +69,7 @@ pub async fn restart(node: &Node, dir: &str, caller: &Caller) -> Result<i32> {
     let job = Job::Restore {
         dir: dir.into(),
         user: as_user(caller),
+        seal: seal_key(node),
     };
     let (_orders, reports) = helper::start(pm, &job, None, Some(theirs)).await?;
     match outcome(reports, "restore").await? {
