@@ -27,9 +27,11 @@ fn seal_key(node: &Node) -> [u8; 32] {
 /// The purpose the image seal key is derived for (see `ClusterKey::derive`).
 const IMAGE_SEAL: &str = "ssi image seal v1";
 
-/// The helper's last report, or why there is none.
-async fn outcome(mut reports: helper::Reports, what: &str) -> Result<Report> {
-    match reports.next().await? {
+/// The helper's last report, or why there is none (it ended without one, or did not report
+/// within `limits.helper_timeout` and was killed).
+async fn outcome(node: &Node, mut reports: helper::Reports, what: &str) -> Result<Report> {
+    let timeout = node.config.limits.helper_timeout;
+    match reports.next_within(node, timeout, what).await? {
         Some(Report::Failed(error)) => bail!("{error}"),
         Some(r) => Ok(r),
         None => bail!("the {what} helper ended without a word"),
@@ -54,7 +56,7 @@ pub async fn checkpoint(
         seal: seal_key(node),
     };
     let (_orders, reports) = helper::start(pm, &job, None, None).await?;
-    match outcome(reports, "checkpoint").await? {
+    match outcome(node, reports, "checkpoint").await? {
         Report::Written { pids, page_bytes } => Ok((pids, page_bytes)),
         other => bail!("checkpoint helper: unexpected {other:?}"),
     }
@@ -72,7 +74,7 @@ pub async fn restart(node: &Node, dir: &str, caller: &Caller) -> Result<i32> {
         seal: seal_key(node),
     };
     let (_orders, reports) = helper::start(pm, &job, None, Some(theirs)).await?;
-    match outcome(reports, "restore").await? {
+    match outcome(node, reports, "restore").await? {
         Report::Restored { root, .. } => {
             pm.expect(root);
             let uid = pm.owner(root).unwrap_or(0);

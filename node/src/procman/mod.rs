@@ -442,12 +442,21 @@ impl ProcMan {
         self.init.helper(argv, fds).await
     }
 
+    /// Kills helper `pid` (a pid of this node's namespace).
+    pub async fn kill_helper(&self, pid: i32) -> Result<()> {
+        self.init.signal(pid, libc::SIGKILL).await
+    }
+
     /// Follows the output of `gpid` from now on (after what was kept for it).
     pub async fn attach(&self, gpid: i32, caller: &Caller) -> Result<mpsc::Receiver<Output>> {
         let rec = self.record(gpid)?;
         if !caller.may_signal(rec.uid) {
             bail!("process {gpid} belongs to another user");
         }
+        // its input and output are a stream the user started it with, but what runs there
+        // now may have become another's (a set-id program, one that made itself not
+        // dumpable): the kernel would not let the user trace it, so they may not attach
+        self.check_access(gpid, caller, false)?;
         let (tx, rx) = mpsc::channel(8);
         rec.attach
             .send(tx)
