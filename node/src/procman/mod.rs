@@ -26,6 +26,7 @@ use ssi_core::rpc::Handover;
 use ssi_core::NodeId;
 use tokio::sync::{mpsc, watch};
 
+use crate::cgroup::UserCgroups;
 use crate::nsinit::client::{InitClient, InitEvent, SpawnFailure};
 use crate::nsinit::SpawnRequest;
 use hosted::{ExitMeans, Hosted};
@@ -99,6 +100,8 @@ pub struct ProcMan {
     /// Most processes of one user (but root) kept here when a detached one is started
     /// (`limits.detached_per_user`): each keeps up to 1 MiB of output for an hour after it ends.
     detached_per_user: u32,
+    /// The users' cgroups programs start in, if the node has them.
+    cgroups: Option<Arc<UserCgroups>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -142,6 +145,7 @@ impl ProcMan {
         init_pid: i32,
         mut events: mpsc::Receiver<InitEvent>,
         detached_per_user: u32,
+        cgroups: Option<Arc<UserCgroups>>,
     ) -> Result<Arc<ProcMan>> {
         let ns = ps::Ns {
             inode: ps::pid_ns_inode(init_pid)
@@ -155,6 +159,7 @@ impl ProcMan {
             ns,
             hosted: Arc::default(),
             detached_per_user,
+            cgroups,
         });
         let weak = Arc::downgrade(&pm);
         tokio::spawn(async move {
@@ -188,6 +193,9 @@ impl ProcMan {
     }
 
     fn exited(&self, pid: i32, status: ExitStatus) {
+        if let Some(c) = &self.cgroups {
+            c.prune();
+        }
         match lock(&self.hosted).exited(pid, status) {
             ExitMeans::End(rec) => {
                 tracing::debug!(pid, ?status, "process exited");
@@ -229,6 +237,10 @@ impl ProcMan {
         };
         let (out_r, out_w) = pipe_pair()?;
         let (err_r, err_w) = pipe_pair()?;
+        let joining = match &self.cgroups {
+            Some(c) => Some(c.join(caller.uid)?),
+            None => None,
+        };
         let req = SpawnRequest {
             argv: spec.argv.clone(),
             env: spec.env.clone(),
@@ -237,8 +249,11 @@ impl ProcMan {
             gid: caller.gid,
             groups: caller.groups.clone(),
             rlimits: spec.rlimits.clone(),
+            cgroup: joining.as_ref().map(|j| j.procs.clone()),
         };
-        let gpid = match self.init.spawn(req, [&in_r, &out_w, &err_w]).await? {
+        let spawned = self.init.spawn(req, [&in_r, &out_w, &err_w]).await?;
+        drop(joining);
+        let gpid = match spawned {
             Ok(gpid) => gpid,
             Err(failure) => return Ok(Err(failure)),
         };
