@@ -133,7 +133,9 @@ impl UserCgroups {
                 n.path().to_path_buf()
             }
             _ => {
-                let base = root.join(own_v2_cgroup()?).join(name);
+                let parent = root.join(own_v2_cgroup()?);
+                remove_stale(&parent);
+                let base = parent.join(name);
                 std::fs::create_dir_all(&base)
                     .with_context(|| format!("cannot create cgroup {}", base.display()))?;
                 base
@@ -195,5 +197,33 @@ impl UserCgroups {
         if node.is_none_or(|n| n.path() != self.base) {
             let _ = std::fs::remove_dir(&self.base);
         }
+    }
+}
+
+/// Removes the users' cgroups left under `parent` by daemons that are gone (killed before
+/// they could): `ssi-node*-PID` with no process `PID`, and only empty cgroups in them.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .filter(|n| n.starts_with("ssi-node"))
+            .and_then(|n| n.rsplit('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(users) = std::fs::read_dir(e.path()) {
+            for u in users.flatten() {
+                if u.file_name().to_string_lossy().starts_with("user-") {
+                    let _ = std::fs::remove_dir(u.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(e.path());
     }
 }
