@@ -164,7 +164,11 @@ fn trusted_image(dir: &Path, caller: Option<User>, key: &SealKey) -> Result<(Ima
             Some(h)
         }
     };
-    let img = Image::load_sealed(&pinned, key).with_context(|| dir.display().to_string())?;
+    // messages name the directory asked for, not the descriptor it is read through
+    let img = Image::load_sealed(&pinned, key).map_err(|e| {
+        let (through, asked) = (pinned.display().to_string(), dir.display().to_string());
+        anyhow::anyhow!("{}", e.to_string().replace(&through, &asked))
+    })?;
     image_trust::check_sealed_owner(&img, uid, dir)?;
     Ok((img, holder.as_ref().map(image_trust::bound)))
 }
