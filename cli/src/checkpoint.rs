@@ -124,7 +124,9 @@ fn load_trusted(dir: &Path) -> Result<Image> {
              (no seal is checked without the daemon); use ssi restart, or restore it as uid {uid}"
         );
     }
-    let meta = pin.metadata().with_context(|| format!("cannot read {name}"))?;
+    let meta = pin
+        .metadata()
+        .with_context(|| format!("cannot read {name}"))?;
     ownership::only_root_may_change(&meta, &name)?;
     Ok(Image::load(&pinned).with_context(|| name.clone())?)
 }

@@ -11,8 +11,8 @@
 use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
 
-use serde::de::DeserializeOwned;
 use checkpoint::Bound;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::Verdict;

@@ -115,7 +115,8 @@ fn v2_root() -> Option<PathBuf> {
 
 /// This process's cgroup in the v2 hierarchy (its `0::` line), relative to the root.
 fn own_v2_cgroup() -> Result<PathBuf> {
-    let all = std::fs::read_to_string("/proc/self/cgroup").context("cannot read /proc/self/cgroup")?;
+    let all =
+        std::fs::read_to_string("/proc/self/cgroup").context("cannot read /proc/self/cgroup")?;
     let line = all
         .lines()
         .find_map(|l| l.strip_prefix("0::"))

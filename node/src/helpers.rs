@@ -139,7 +139,11 @@ fn reach_files_as(h: &User) -> Result<()> {
 /// root. The image must carry a valid seal made with `key` for that owner. Files are reached
 /// as that user from then on; the bound to restore it with is returned (`None`: root's image,
 /// restored as it says).
-fn trusted_image(dir: &Path, caller: Option<User>, key: &SealKey) -> Result<(Image, Option<Bound>)> {
+fn trusted_image(
+    dir: &Path,
+    caller: Option<User>,
+    key: &SealKey,
+) -> Result<(Image, Option<Bound>)> {
     if let Some(h) = &caller {
         reach_files_as(h)?;
     }
@@ -206,7 +210,11 @@ fn run(job: Job, ctl: &UnixStream) -> Result<Option<Report>> {
         }
         Job::Restore { dir, user, seal } => {
             let (img, bound) = trusted_image(&dir, user, &SealKey::new(seal))?;
-            Ok(Some(migrate::inbound::restore_image(&img, slot::STDIO, bound)?))
+            Ok(Some(migrate::inbound::restore_image(
+                &img,
+                slot::STDIO,
+                bound,
+            )?))
         }
     }
 }

@@ -51,7 +51,10 @@ pub fn pin(dir: &Path) -> Result<(File, PathBuf, std::fs::Metadata)> {
 /// Whether root may restore, as it says, an image whose parts root owns, in a directory with
 /// `meta` (named `name`): only if no one but root can change the directory.
 pub fn root_may_trust(meta: &std::fs::Metadata, name: &Path) -> Result<()> {
-    Ok(ownership::only_root_may_change(meta, &name.display().to_string())?)
+    Ok(ownership::only_root_may_change(
+        meta,
+        &name.display().to_string(),
+    )?)
 }
 
 /// The owner (uid, gid) of the image in `dir` (named `name` in messages): its parts must be

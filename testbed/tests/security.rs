@@ -422,8 +422,16 @@ fn a_helper_that_does_not_report_in_time_is_killed_and_the_request_fails() {
     assert!(out.status.success(), "run: {}", text(&out));
     let gpid = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let img = d.path().join("img");
-    let out = ssi(&tb, 1, &["checkpoint", &gpid, "--dir", img.to_str().expect("p")]);
-    refused(&out, "checkpoint past the deadline", "did not finish within 1 ms");
+    let out = ssi(
+        &tb,
+        1,
+        &["checkpoint", &gpid, "--dir", img.to_str().expect("p")],
+    );
+    refused(
+        &out,
+        "checkpoint past the deadline",
+        "did not finish within 1 ms",
+    );
     // The process was let go: it runs on, neither stopped nor traced.
     let pid = host_pid(&gpid, 0, counter).expect("still there");
     let running = || {
@@ -435,7 +443,9 @@ fn a_helper_that_does_not_report_in_time_is_killed_and_the_request_fails() {
                 .map(|v| v.trim().to_string())
                 .unwrap_or_default()
         };
-        !field("State:").starts_with('t') && !field("State:").starts_with('T') && field("TracerPid:") == "0"
+        !field("State:").starts_with('t')
+            && !field("State:").starts_with('T')
+            && field("TracerPid:") == "0"
     };
     assert!(wait_until(SETTLE, running), "{gpid} left stopped or traced");
     assert!(process(&tb, &gpid).is_some(), "{gpid} is gone");

@@ -27,8 +27,8 @@ use memmap2::Mmap;
 
 pub use manifest::*;
 use record::{decode_meta, parse_slice, Header, Kind, StreamReader};
-pub use seal::{Seal, SealKey};
 use seal::{Hashing, DIGEST_LEN, SEAL_FILE};
+pub use seal::{Seal, SealKey};
 
 use crate::error::{Error, Result};
 
@@ -356,9 +356,7 @@ impl Image {
                 format!("parent chain longer than {MAX_CHAIN} images"),
             ));
         }
-        let seal = key
-            .map(|k| Seal::read(dir, &name(), k))
-            .transpose()?;
+        let seal = key.map(|k| Seal::read(dir, &name(), k)).transpose()?;
         let mut loader = DirLoader {
             dir,
             seal: seal.as_ref(),
@@ -980,7 +978,10 @@ mod tests {
         std::fs::remove_dir_all(s.join("a")).expect("rm");
         seal_copy(&d.path().join("a"), &s.join("a"), &key, 7, None);
         let err = Image::load_sealed(s.join("b"), &key).expect_err("swapped parent");
-        assert!(err.to_string().contains("not the one it was sealed with"), "{err}");
+        assert!(
+            err.to_string().contains("not the one it was sealed with"),
+            "{err}"
+        );
         // an unsealed parent
         std::fs::remove_file(s.join("a").join(SEAL_FILE)).expect("rm");
         let err = Image::load_sealed(s.join("b"), &key).expect_err("unsealed parent");

@@ -17,8 +17,8 @@ pub fn owner(dir: &Path, name: &str) -> Result<(u32, u32)> {
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(name, e))?;
         let file = entry.file_name();
-        let part = Path::new(&file).extension().is_some_and(|e| e == "rec")
-            || file == super::SEAL_FILE;
+        let part =
+            Path::new(&file).extension().is_some_and(|e| e == "rec") || file == super::SEAL_FILE;
         if !part {
             continue;
         }

@@ -90,8 +90,8 @@ impl Seal {
         };
         let body = postcard::to_stdvec(&body)
             .map_err(|e| Error::bad_image(SEAL_FILE, format!("cannot encode: {e}")))?;
-        let len = u32::try_from(body.len())
-            .map_err(|_| Error::bad_image(SEAL_FILE, "too many parts"))?;
+        let len =
+            u32::try_from(body.len()).map_err(|_| Error::bad_image(SEAL_FILE, "too many parts"))?;
         let mut out = Vec::with_capacity(MAGIC.len() + 4 + body.len() + DIGEST_LEN);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&len.to_le_bytes());
@@ -229,9 +229,15 @@ mod tests {
             [("inventory.rec".to_string(), digest(b"inv"))].into();
         let (raw, tag) = Seal::encode(&key, 1000, &parts, Some([1; 32])).expect("encode");
         let s = Seal::decode(&raw, &key).expect("decode");
-        assert_eq!((s.owner, &s.parts, s.parent, s.tag), (1000, &parts, Some([1; 32]), tag));
-        s.check_part("inventory.rec", b"inv", "i").expect("same bytes");
-        let err = s.check_part("inventory.rec", b"inw", "i").expect_err("changed");
+        assert_eq!(
+            (s.owner, &s.parts, s.parent, s.tag),
+            (1000, &parts, Some([1; 32]), tag)
+        );
+        s.check_part("inventory.rec", b"inv", "i")
+            .expect("same bytes");
+        let err = s
+            .check_part("inventory.rec", b"inw", "i")
+            .expect_err("changed");
         assert!(err.to_string().contains("altered"), "{err}");
         let err = s.check_part("shmem.rec", b"", "s").expect_err("not sealed");
         assert!(err.to_string().contains("not covered"), "{err}");
@@ -240,7 +246,10 @@ mod tests {
             bad[i] ^= 1;
             assert!(Seal::decode(&bad, &key).is_err(), "byte {i} flipped");
         }
-        assert!(Seal::decode(&raw, &SealKey::new([8; 32])).is_err(), "other key");
+        assert!(
+            Seal::decode(&raw, &SealKey::new([8; 32])).is_err(),
+            "other key"
+        );
         assert!(Seal::decode(&raw[..10], &key).is_err(), "short");
     }
 }

@@ -37,7 +37,12 @@ impl Bound {
         }
         if let Some(allowed) = &self.gids {
             let allowed: BTreeSet<u32> = allowed.iter().copied().collect();
-            if let Some(g) = c.gids.iter().chain(&c.groups).find(|g| !allowed.contains(g)) {
+            if let Some(g) = c
+                .gids
+                .iter()
+                .chain(&c.groups)
+                .find(|g| !allowed.contains(g))
+            {
                 return refuse(format!("group {g}, which uid {} is not in", self.uid));
             }
         }
