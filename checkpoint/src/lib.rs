@@ -32,7 +32,7 @@ mod vdso;
 
 pub use dump::{dump, AfterDump, DumpOptions, DumpOutcome, FrozenTree, Periodic, PreCopy};
 pub use error::{Error, Result};
-pub use image::{DirSink, Image, ImageSink, StreamSink};
+pub use image::{DirSink, Image, ImageSink, Seal, SealKey, StreamSink};
 pub use progress::{Phase, Progress};
-pub use restore::{restore, RestoreOptions, Restored, Restorer};
+pub use restore::{restore, Bound, RestoreOptions, Restored, Restorer};
 pub use sys::spawn::{clone_process, Forked};

@@ -11,6 +11,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
 
+use checkpoint::Bound;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,8 @@ pub enum Job {
     MigrateIn {
         /// Key of the data stream.
         key: [u8; 32],
+        /// The most the tree may hold (`None`: a tree of root's, restored as it comes).
+        bound: Option<Bound>,
     },
     /// Write a checkpoint of the tree under `pid` into `dir`.
     Checkpoint {
@@ -49,6 +52,8 @@ pub enum Job {
         leave_running: bool,
         /// The user asking, whose rights the image is written with (`None`: root).
         user: Option<User>,
+        /// Key the image is sealed with.
+        seal: [u8; 32],
     },
     /// Checkpoint the tree under `pid` periodically (fault tolerance): one image per
     /// [`Order::Checkpoint`], the tree running on, each image after the first of a chain
@@ -56,6 +61,8 @@ pub enum Job {
     Periodic {
         /// Root of the tree.
         pid: i32,
+        /// Key the images are sealed with (as root's: the daemon restarts them itself).
+        seal: [u8; 32],
     },
     /// Restore the checkpoint in `dir`, with the helper's stdio descriptors as its outside
     /// streams.
@@ -64,6 +71,8 @@ pub enum Job {
         dir: PathBuf,
         /// The user asking, who must own the image and whose rights bound it (`None`: root).
         user: Option<User>,
+        /// Key the image must be sealed with.
+        seal: [u8; 32],
     },
 }
 
@@ -249,6 +258,7 @@ mod tests {
                 gid: 100,
                 groups: vec![100, 27],
             }),
+            seal: [9; 32],
         };
         let mut buf = encode(&job).expect("encode");
         buf.extend(encode(&Order::Release).expect("encode"));

@@ -8,7 +8,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use checkpoint::{AfterDump, DirSink, DumpOptions, FrozenTree, Periodic, PreCopy, StreamSink};
+use checkpoint::{
+    AfterDump, DirSink, DumpOptions, FrozenTree, Periodic, PreCopy, SealKey, StreamSink,
+};
 
 use crate::control::{self, Order, Report};
 use crate::framing::{Direction, FrameReader, FrameWriter, Kind};
@@ -266,9 +268,15 @@ where
     }
 }
 
-/// Writes a checkpoint of the tree under `pid` to `dir`; the tree is killed unless
-/// `leave_running`.
-pub fn checkpoint_to_dir(pid: i32, dir: &Path, leave_running: bool) -> Result<Report> {
+/// Writes a checkpoint of the tree under `pid` to `dir`, sealed with `seal` for user `owner`
+/// (0: root); the tree is killed unless `leave_running`.
+pub fn checkpoint_to_dir(
+    pid: i32,
+    dir: &Path,
+    leave_running: bool,
+    seal: &SealKey,
+    owner: u32,
+) -> Result<Report> {
     let opts = DumpOptions {
         after: if leave_running {
             AfterDump::Resume
@@ -277,7 +285,8 @@ pub fn checkpoint_to_dir(pid: i32, dir: &Path, leave_running: bool) -> Result<Re
         },
         ..Default::default()
     };
-    let out = checkpoint::dump(pid, &opts, None, &mut DirSink::new(dir)?)?;
+    let mut sink = DirSink::new(dir)?.seal(seal, owner, None)?;
+    let out = checkpoint::dump(pid, &opts, None, &mut sink)?;
     Ok(Report::Written {
         page_bytes: out.page_bytes,
         pids: out.pids,
@@ -287,8 +296,10 @@ pub fn checkpoint_to_dir(pid: i32, dir: &Path, leave_running: bool) -> Result<Re
 /// Periodic checkpoints of the tree under `pid`, one per [`Order::Checkpoint`] read on `ctl`,
 /// each answered by a report, until the daemon closes the socket. A failed image is reported
 /// and removed; the next order starts a new chain.
-pub fn periodic(pid: i32, ctl: &UnixStream) -> Result<()> {
+pub fn periodic(pid: i32, seal: &SealKey, ctl: &UnixStream) -> Result<()> {
     let mut per = Periodic::new(pid);
+    // The seal tag of the last image written: the next image of the chain extends it.
+    let mut last: Option<[u8; 32]> = None;
     loop {
         let order: Option<Order> = control::recv(&mut &*ctl)?;
         let (dir, parent) = match order {
@@ -300,11 +311,16 @@ pub fn periodic(pid: i32, ctl: &UnixStream) -> Result<()> {
                 )))
             }
         };
-        let report = match periodic_image(&mut per, &dir, parent) {
-            Ok(r) => r,
+        let after = if parent.is_some() { last } else { None };
+        let report = match periodic_image(&mut per, &dir, parent, seal, after) {
+            Ok((r, tag)) => {
+                last = Some(tag);
+                r
+            }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 per = Periodic::new(pid);
+                last = None;
                 Report::Failed(e.to_string())
             }
         };
@@ -312,16 +328,27 @@ pub fn periodic(pid: i32, ctl: &UnixStream) -> Result<()> {
     }
 }
 
-/// One periodic image into `dir`, made durable once the tree runs again.
-fn periodic_image(per: &mut Periodic, dir: &Path, parent: Option<String>) -> Result<Report> {
-    let out = per.checkpoint(&mut DirSink::new(dir)?, parent)?;
+/// One periodic image into `dir`, sealed as root's after the image whose seal's tag is
+/// `after`, made durable once the tree runs again; gives the report and the new seal's tag.
+fn periodic_image(
+    per: &mut Periodic,
+    dir: &Path,
+    parent: Option<String>,
+    seal: &SealKey,
+    after: Option<[u8; 32]>,
+) -> Result<(Report, [u8; 32])> {
+    let out = per.checkpoint(&mut DirSink::new(dir)?.seal_after(seal, 0, after), parent)?;
     sync_dir(dir)?;
-    Ok(Report::Checkpointed {
-        page_bytes: out.page_bytes,
-        parent_bytes: out.parent_bytes,
-        freeze_micros: u64::try_from(out.frozen_for.as_micros()).unwrap_or(u64::MAX),
-        pids: out.pids,
-    })
+    let tag = checkpoint::Seal::read(dir, &dir.display().to_string(), seal)?.tag;
+    Ok((
+        Report::Checkpointed {
+            page_bytes: out.page_bytes,
+            parent_bytes: out.parent_bytes,
+            freeze_micros: u64::try_from(out.frozen_for.as_micros()).unwrap_or(u64::MAX),
+            pids: out.pids,
+        },
+        tag,
+    ))
 }
 
 /// Syncs every file of `dir`, then `dir` itself (its entries).

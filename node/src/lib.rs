@@ -133,6 +133,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
     let sched = sched::Sched::new(config.id, &config.sched).context("scheduler config")?;
     let gossip = gossip::spawn(core, udp, key.clone());
     let mut node_cgroup = None;
+    let mut user_cgroups = None;
     let procs = match hosting {
         Ok(started) => {
             let init_pid = i32::try_from(started.child.id()).context("init pid")?;
@@ -148,6 +149,21 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
                 tracing::info!(path = %cg.path().display(), cpus = q, "node processes limited by a cgroup");
                 node_cgroup = Some(cg);
             }
+            let name = format!("ssi-node{}-{}", config.id, std::process::id());
+            match cgroup::UserCgroups::create(node_cgroup.as_ref(), &name) {
+                Ok(c) => {
+                    std::fs::write(
+                        config.state_dir.join("cgroup-users"),
+                        c.base().display().to_string(),
+                    )
+                    .context("cannot record the place of the users' cgroups")?;
+                    user_cgroups = Some(Arc::new(c));
+                }
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "programs will not run in per-user cgroups"
+                ),
+            }
             let (tx, rx) = mpsc::channel(256);
             let client = InitClient::start(started.sock, tx)?;
             // The init is reaped by a thread of its own; its end is logged by the client.
@@ -162,6 +178,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
                 init_pid,
                 rx,
                 config.limits.detached_per_user,
+                user_cgroups.clone(),
             )?)
         }
         Err(why) => {
@@ -220,6 +237,9 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
     };
     // Our socket file goes with us; a stale one would mislead the CLI.
     let _ = std::fs::remove_file(&socket);
+    if let Some(c) = user_cgroups {
+        c.remove(node_cgroup.as_ref());
+    }
     if let Some(cg) = node_cgroup {
         cg.remove();
     }

@@ -272,6 +272,10 @@ pub struct LimitsLayer {
     /// Most processes of one user (but root) this node keeps when a detached one is started.
     #[arg(long)]
     pub detached_per_user: Option<u32>,
+    /// Milliseconds a checkpoint, restart or migration helper may take to report what the
+    /// daemon waits for, before it is killed and the request fails.
+    #[arg(long)]
+    pub helper_timeout_ms: Option<u64>,
 }
 
 /// Resource bounds, resolved.
@@ -299,6 +303,11 @@ pub struct LimitsConfig {
     /// way (64 MiB by default). Counted are the user's processes hosted on the node, running
     /// or ended with their exit not collected.
     pub detached_per_user: u32,
+    /// Default 10 min. A helper writing or restoring an image, or working on a migration, is
+    /// killed when the daemon waits longer than this for its next report (the image written,
+    /// the tree restored, a pre-copy round sent, ...), and the request fails. Raise it for
+    /// trees of many GiB on slow disks.
+    pub helper_timeout: Duration,
 }
 
 impl LimitsLayer {
@@ -311,6 +320,7 @@ impl LimitsLayer {
             rpc_connections: self.rpc_connections.or(base.rpc_connections),
             idle_timeout_ms: self.idle_timeout_ms.or(base.idle_timeout_ms),
             detached_per_user: self.detached_per_user.or(base.detached_per_user),
+            helper_timeout_ms: self.helper_timeout_ms.or(base.helper_timeout_ms),
         }
     }
 
@@ -321,6 +331,7 @@ impl LimitsLayer {
             rpc_connections: self.rpc_connections.unwrap_or(1024),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.unwrap_or(60_000)),
             detached_per_user: self.detached_per_user.unwrap_or(64),
+            helper_timeout: Duration::from_millis(self.helper_timeout_ms.unwrap_or(600_000)),
         };
         let counts = [
             ("control_connections", l.control_connections),
@@ -335,6 +346,11 @@ impl LimitsLayer {
             if v == 0 {
                 return Err(Error::Config(format!("limits.{name} must be at least 1")));
             }
+        }
+        if l.helper_timeout.is_zero() {
+            return Err(Error::Config(
+                "limits.helper_timeout_ms must be at least 1".into(),
+            ));
         }
         if l.idle_timeout < Duration::from_secs(1) {
             return Err(Error::Config(

@@ -582,19 +582,29 @@ impl Testbed {
         self.owned = false;
     }
 
-    /// Removes the cgroup node `n`'s daemon made, once its processes are gone.
+    /// Removes the cgroups node `n`'s daemon made (its users' cgroups, then the node's), once
+    /// their processes are gone.
     fn remove_cgroup(&self, n: usize) {
-        let file = self.node_dir(n).join("cgroup");
-        let Ok(path) = std::fs::read_to_string(&file) else {
-            return;
-        };
-        let path = PathBuf::from(path.trim());
-        // The node's processes die with its namespace init, just after the daemon.
-        let gone = wait_until(Duration::from_secs(5), || {
-            std::fs::remove_dir(&path).is_ok() || !path.exists()
-        });
-        if gone {
-            let _ = std::fs::remove_file(file);
+        for name in ["cgroup-users", "cgroup"] {
+            let file = self.node_dir(n).join(name);
+            let Ok(path) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            let path = PathBuf::from(path.trim());
+            // The node's processes die with its namespace init, just after the daemon.
+            let gone = wait_until(Duration::from_secs(5), || {
+                if let Ok(entries) = std::fs::read_dir(&path) {
+                    for e in entries.flatten() {
+                        if e.file_name().to_string_lossy().starts_with("user-") {
+                            let _ = std::fs::remove_dir(e.path());
+                        }
+                    }
+                }
+                std::fs::remove_dir(&path).is_ok() || !path.exists()
+            });
+            if gone {
+                let _ = std::fs::remove_file(file);
+            }
         }
     }
 

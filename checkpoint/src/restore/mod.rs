@@ -20,6 +20,7 @@
 //! Everything a restore creates is killed if it fails, or if the [`Restorer`] is dropped before
 //! the last image.
 
+mod bound;
 mod cursor;
 pub(crate) mod holder;
 
@@ -40,6 +41,7 @@ use crate::state::tree::{Groups, ZombieRestore};
 use crate::state::{self, files, signals, threads};
 use crate::sys::{self, ptrace, spawn};
 use crate::vdso;
+pub use bound::Bound;
 use cursor::Cursor;
 use holder::Holder;
 
@@ -57,6 +59,9 @@ pub struct RestoreOptions {
     /// Told how the restore of a loaded image goes (see [`crate::progress`]); restores from a
     /// stream do not report.
     pub progress: Option<Progress>,
+    /// The most the restored tree may hold; `None`: what the image says (an image trusted
+    /// whole). Checked for every process before it is created.
+    pub bound: Option<Bound>,
 }
 
 /// A restored tree, running (or held stopped, see [`Restorer::hold`]). Its root is a child of
@@ -334,6 +339,9 @@ impl Restorer {
 
     /// Checks made before process `p` is created: its files, and its pid and thread ids free.
     fn check_new_process(&self, p: &ProcessImage, inv: &Inventory) -> Result<()> {
+        if let Some(b) = &self.opts.bound {
+            b.check(p)?;
+        }
         memory::check_files(p, self.opts.allow_changed_files)?;
         state::cgroups::check(p.pid, &p.cgroups)?;
         if !self.holders.contains_key(&p.pid) && ptrace::pid_exists(p.pid) {

@@ -21,9 +21,20 @@ fn as_user(caller: &Caller) -> Option<User> {
     })
 }
 
-/// The helper's last report, or why there is none.
-async fn outcome(mut reports: helper::Reports, what: &str) -> Result<Report> {
-    match reports.next().await? {
+/// What the images of this cluster are sealed with: a key derived from the cluster key, so
+/// every node of the cluster seals and checks alike.
+fn seal_key(node: &Node) -> [u8; 32] {
+    node.key.derive(IMAGE_SEAL)
+}
+
+/// The purpose the image seal key is derived for (see `ClusterKey::derive`).
+const IMAGE_SEAL: &str = "ssi image seal v1";
+
+/// The helper's last report, or why there is none (it ended without one, or did not report
+/// within `limits.helper_timeout` and was killed).
+async fn outcome(node: &Node, mut reports: helper::Reports, what: &str) -> Result<Report> {
+    let timeout = node.config.limits.helper_timeout;
+    match reports.next_within(node, timeout, what).await? {
         Some(Report::Failed(error)) => bail!("{error}"),
         Some(r) => Ok(r),
         None => bail!("the {what} helper ended without a word"),
@@ -45,9 +56,10 @@ pub async fn checkpoint(
         dir: dir.into(),
         leave_running,
         user: as_user(caller),
+        seal: seal_key(node),
     };
     let (_orders, reports) = helper::start(pm, &job, None, None).await?;
-    match outcome(reports, "checkpoint").await? {
+    match outcome(node, reports, "checkpoint").await? {
         Report::Written { pids, page_bytes } => Ok((pids, page_bytes)),
         other => bail!("checkpoint helper: unexpected {other:?}"),
     }
@@ -62,9 +74,10 @@ pub async fn restart(node: &Node, dir: &str, caller: &Caller) -> Result<i32> {
     let job = Job::Restore {
         dir: dir.into(),
         user: as_user(caller),
+        seal: seal_key(node),
     };
     let (_orders, reports) = helper::start(pm, &job, None, Some(theirs)).await?;
-    match outcome(reports, "restore").await? {
+    match outcome(node, reports, "restore").await? {
         Report::Restored { root, .. } => {
             pm.expect(root);
             let uid = pm.owner(root).unwrap_or(0);
@@ -97,7 +110,16 @@ impl Periodic {
     /// Starts the helper for the tree of `gpid`, hosted here.
     pub async fn start(node: &Node, gpid: i32) -> Result<Periodic> {
         let pm = node.local_procs()?;
-        let (orders, reports) = helper::start(pm, &Job::Periodic { pid: gpid }, None, None).await?;
+        let (orders, reports) = helper::start(
+            pm,
+            &Job::Periodic {
+                pid: gpid,
+                seal: seal_key(node),
+            },
+            None,
+            None,
+        )
+        .await?;
         Ok(Periodic { orders, reports })
     }
 
