@@ -40,6 +40,7 @@ pub mod args;
 mod cgroup;
 mod control;
 mod dfs;
+mod enroll;
 mod grid;
 pub mod helpers;
 mod http;
