@@ -153,7 +153,11 @@ pub fn issue_node_files(
 /// so that its key never leaves it.
 pub fn node_key_and_request(name: &str) -> Result<(String, String)> {
     let key = KeyPair::generate().map_err(|e| pki_err("cannot make a node key", e))?;
-    let csr = node_params(name)?
+    // Only what a request can carry: the signer decides the rest (see `sign_node_request`).
+    let mut params = CertificateParams::new(vec![NODE_NAME.to_string()])
+        .map_err(|e| pki_err("certificate request params", e))?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    let csr = params
         .serialize_request(&key)
         .map_err(|e| pki_err("cannot make a certificate request", e))?;
     let csr = csr
@@ -274,6 +278,29 @@ mod tests {
         check_private(&key).expect("node key is private");
         let mode = std::fs::metadata(&key).expect("meta").mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_request_is_signed_as_a_node_certificate_that_tls_accepts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca");
+        init_ca(&ca, "test").expect("init ca");
+        let (key_pem, csr_pem) = node_key_and_request("n2").expect("request");
+        let cert_pem =
+            sign_node_request(&ca.join(CA_CERT), &ca.join(CA_KEY), &csr_pem, "n2").expect("sign");
+        let n2 = dir.path().join("n2");
+        std::fs::create_dir_all(&n2).expect("mkdir");
+        write_new(&n2.join(NODE_KEY), &key_pem, 0o600).expect("key");
+        write_new(&n2.join(NODE_CERT), &cert_pem, 0o644).expect("cert");
+        crate::tls::TlsContext::load(&TlsFiles {
+            ca: ca.join(CA_CERT),
+            cert: n2.join(NODE_CERT),
+            key: n2.join(NODE_KEY),
+        })
+        .expect("a usable node identity");
+        let ca_pem = std::fs::read_to_string(ca.join(CA_CERT)).expect("ca");
+        assert_eq!(fingerprint(&ca_pem).expect("fp"), fingerprint(&ca_pem).expect("fp"));
+        assert!(sign_node_request(&ca.join(CA_CERT), &ca.join(CA_KEY), "junk", "n2").is_err());
     }
 
     #[test]
