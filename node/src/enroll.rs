@@ -14,9 +14,18 @@ use tokio::net::TcpStream;
 
 /// Answers one enrollment connection: one request, one answer. A refusal is sent to the
 /// joining node and returned as an error (the caller logs it, rate-limited).
-pub async fn serve(config: &NodeConfig, mut conn: SecureStream<TcpStream>, peer: SocketAddr) -> Result<()> {
+pub async fn serve(
+    config: &NodeConfig,
+    mut conn: SecureStream<TcpStream>,
+    peer: SocketAddr,
+) -> Result<()> {
     let req = match tokio::time::timeout(TIMEOUT, conn.recv::<EnrollRequest>()).await {
-        Err(_) => return Err(anyhow!("join from {peer}: no request within {} s", TIMEOUT.as_secs())),
+        Err(_) => {
+            return Err(anyhow!(
+                "join from {peer}: no request within {} s",
+                TIMEOUT.as_secs()
+            ))
+        }
         Ok(next) => next?.ok_or_else(|| anyhow!("join from {peer}: closed before asking"))?,
     };
     let config = config.clone();
@@ -27,7 +36,9 @@ pub async fn serve(config: &NodeConfig, mut conn: SecureStream<TcpStream>, peer:
         .map_err(|e| anyhow!("join from {peer}: {e}"))?;
     let outcome = match &answer {
         Ok(_) => Ok(()),
-        Err(reason) => Err(anyhow!("join of {name:?} from {peer} with token {token_id} refused: {reason}")),
+        Err(reason) => Err(anyhow!(
+            "join of {name:?} from {peer} with token {token_id} refused: {reason}"
+        )),
     };
     let msg = answer.unwrap_or_else(EnrollResponse::Refused);
     conn.send(&msg).await?;

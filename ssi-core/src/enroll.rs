@@ -137,7 +137,10 @@ impl FromStr for JoinToken {
 
 /// Parses a token lifetime such as `90s`, `30m`, `2h` or `1d` (at most [`MAX_TTL`]).
 pub fn parse_ttl(text: &str) -> std::result::Result<Duration, String> {
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{text:?}: expected a number and s, m, h or d (e.g. 30m)"))?;
@@ -146,7 +149,11 @@ pub fn parse_ttl(text: &str) -> std::result::Result<Duration, String> {
         "m" => n.saturating_mul(60),
         "h" => n.saturating_mul(3600),
         "d" => n.saturating_mul(86400),
-        _ => return Err(format!("{text:?}: the unit must be s, m, h or d (e.g. 30m)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: the unit must be s, m, h or d (e.g. 30m)"
+            ))
+        }
     };
     let ttl = Duration::from_secs(secs);
     if ttl.is_zero() || ttl > MAX_TTL {
@@ -504,10 +511,13 @@ async fn exchange(token: &JoinToken, name: &str, csr_pem: &str) -> Result<Admiss
         csr_pem: csr_pem.to_string(),
     })
     .await?;
-    let answer = conn.recv::<EnrollResponse>().await?.ok_or_else(|| Error::Peer {
-        peer: peer.clone(),
-        reason: "closed the connection without an answer".into(),
-    })?;
+    let answer = conn
+        .recv::<EnrollResponse>()
+        .await?
+        .ok_or_else(|| Error::Peer {
+            peer: peer.clone(),
+            reason: "closed the connection without an answer".into(),
+        })?;
     match answer {
         EnrollResponse::Admitted {
             cert_pem,
@@ -584,7 +594,10 @@ mod tests {
         assert!(!text.contains(&hex::encode(secret)), "{text}");
         let mut wrong = secret;
         wrong[0] ^= 1;
-        assert_eq!(store.redeem(&id, &wrong, "n2").expect("io"), Err(Refusal::Unknown));
+        assert_eq!(
+            store.redeem(&id, &wrong, "n2").expect("io"),
+            Err(Refusal::Unknown)
+        );
         assert_eq!(store.redeem(&id, &secret, "n2").expect("io"), Ok(()));
         assert_eq!(
             store.redeem(&id, &secret, "n3").expect("io"),

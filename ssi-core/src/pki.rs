@@ -109,8 +109,7 @@ fn node_params(name: &str) -> Result<CertificateParams> {
 /// Loads the CA that signs: its certificate (PEM) and its key, which must be private.
 fn load_issuer(ca_cert_path: &Path, ca_key_path: &Path) -> Result<Issuer<'static, KeyPair>> {
     check_private(ca_key_path)?;
-    let ca_key_pem =
-        std::fs::read_to_string(ca_key_path).map_err(|e| Error::io(ca_key_path, e))?;
+    let ca_key_pem = std::fs::read_to_string(ca_key_path).map_err(|e| Error::io(ca_key_path, e))?;
     let ca_key = KeyPair::from_pem(&ca_key_pem)
         .map_err(|e| pki_err(&format!("{}", ca_key_path.display()), e))?;
     let ca_pem = std::fs::read_to_string(ca_cert_path).map_err(|e| Error::io(ca_cert_path, e))?;
@@ -169,7 +168,12 @@ pub fn node_key_and_request(name: &str) -> Result<(String, String)> {
 /// Signs a joining node's certificate request with the CA at `ca_cert`/`ca_key`: the request's
 /// signature is checked (it proves the key) and only its public key is taken; the certificate
 /// is a node certificate for `name`, whatever else the request asks. Returns it as PEM.
-pub fn sign_node_request(ca_cert: &Path, ca_key: &Path, csr_pem: &str, name: &str) -> Result<String> {
+pub fn sign_node_request(
+    ca_cert: &Path,
+    ca_key: &Path,
+    csr_pem: &str,
+    name: &str,
+) -> Result<String> {
     let issuer = load_issuer(ca_cert, ca_key)?;
     let csr = CertificateSigningRequestParams::from_pem(csr_pem)
         .map_err(|e| pki_err("bad certificate request", e))?;
@@ -299,7 +303,10 @@ mod tests {
         })
         .expect("a usable node identity");
         let ca_pem = std::fs::read_to_string(ca.join(CA_CERT)).expect("ca");
-        assert_eq!(fingerprint(&ca_pem).expect("fp"), fingerprint(&ca_pem).expect("fp"));
+        assert_eq!(
+            fingerprint(&ca_pem).expect("fp"),
+            fingerprint(&ca_pem).expect("fp")
+        );
         assert!(sign_node_request(&ca.join(CA_CERT), &ca.join(CA_KEY), "junk", "n2").is_err());
     }
 

@@ -113,14 +113,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
     /// node certificate of our cluster CA, else it is refused) or a new node asking to join
     /// (it asked for ALPN [`crate::enroll::ALPN`]; it shows no certificate and may only ask
     /// to enroll).
-    pub async fn accept(stream: S, tls: &TlsContext, peer: impl Into<String>) -> Result<Accepted<S>> {
+    pub async fn accept(
+        stream: S,
+        tls: &TlsContext,
+        peer: impl Into<String>,
+    ) -> Result<Accepted<S>> {
         let peer = peer.into();
         let fut = async {
-            let start = tokio_rustls::LazyConfigAcceptor::new(
-                rustls::server::Acceptor::default(),
-                stream,
-            )
-            .await?;
+            let start =
+                tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                    .await?;
             let enroll = start
                 .client_hello()
                 .alpn()
