@@ -147,9 +147,10 @@ impl Testbed {
         Ok(tb)
     }
 
-    /// Lays out a testbed (addresses, namespaces, directories) without making secrets or
-    /// writing configs or starting a node: with [`NodeOptions::bootstrap`], see
-    /// [`Testbed::write_configs`]; nodes then start one by one with [`Testbed::start`].
+    /// Lays out a testbed (addresses, namespaces, directories) and starts no node. With
+    /// [`NodeOptions::bootstrap`] it also writes every node's config (and no secret): the
+    /// caller runs `ssi cluster init`/`join` and starts nodes one by one with
+    /// [`Testbed::start`]. Dropping it tears down what it made.
     pub fn prepare(
         dir: &Path,
         nodes: usize,
