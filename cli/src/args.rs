@@ -62,7 +62,8 @@ pub enum Command {
   ssi run --node 2 -- make -j2                 # on node 2
   ssi run --cpus 2 --mem 512M -- ./simulate    # on a node with 2 CPUs and 512 MiB free
   ssi run --detach -- sleep 600                # print its global pid and return
-  ssi run --constraint rack=a -- uname -n      # only on a node labelled rack=a")]
+  ssi run --constraint rack=a -- uname -n      # only on a node labelled rack=a
+  ssi run --ft --checkpoint-every 30s -- ./sim # restarted elsewhere if its node dies")]
     Run {
         /// Run on this node.
         #[arg(long)]
@@ -79,6 +80,14 @@ pub enum Command {
         /// Only on a node with this label, KEY=VALUE (repeat for several).
         #[arg(long = "constraint", value_parser = parse_key_value)]
         constraints: Vec<(String, String)>,
+        /// Fault-tolerant: checkpointed periodically (incrementally) to the shared file
+        /// system and restarted on another node, with the same global pid, if its node dies
+        /// (docs/FT.md).
+        #[arg(long)]
+        ft: bool,
+        /// With --ft: time between two checkpoints (`500ms`, `10s`, `5m`; default 10s).
+        #[arg(long, value_parser = parse_duration, requires = "ft")]
+        checkpoint_every: Option<std::time::Duration>,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -283,6 +292,10 @@ pub enum Command {
         /// Restore even if files the tree uses changed size since the dump.
         #[arg(long)]
         allow_changed_files: bool,
+        /// Restore established TCP connections closed (shut down both ways), for a tree whose
+        /// peers are gone (as CRIU's --tcp-close).
+        #[arg(long)]
+        tcp_close: bool,
     },
 }
 
@@ -478,6 +491,25 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?}: expected KEY=VALUE")),
     }
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h` (a plain number is seconds); at least 100 ms.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 500ms, 10s, 5m)");
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..split].parse().map_err(|_| bad())?;
+    let ms = match &s[split..] {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    if ms < 100 {
+        return Err(format!("{s:?}: checkpoints at most every 100ms"));
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 /// Parses `123`, `64K`, `512M`, `2G`.

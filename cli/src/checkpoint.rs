@@ -98,11 +98,17 @@ pub fn dump(a: &DumpArgs) -> Result<String> {
 
 /// `ssi restore`: restores the tree; with `detach` prints its root pid and returns 0, else
 /// waits for the root and returns its exit code (128 + signal if killed).
-pub fn restore(dir: &Path, detach: bool, allow_changed_files: bool) -> Result<i32> {
+pub fn restore(
+    dir: &Path,
+    detach: bool,
+    allow_changed_files: bool,
+    tcp_close: bool,
+) -> Result<i32> {
     let img = Image::load(dir)?;
     let bar = Bar::on_terminal(progress::RESTORE);
     let opts = RestoreOptions {
         allow_changed_files,
+        tcp_close,
         progress: bar.as_ref().map(Bar::progress),
         ..Default::default()
     };

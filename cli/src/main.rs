@@ -78,6 +78,8 @@ async fn run(args: Args) -> Result<ExitCode> {
             mem,
             detach,
             constraints,
+            ft,
+            checkpoint_every,
             command,
         } => {
             let args = run::RunArgs {
@@ -87,6 +89,11 @@ async fn run(args: Args) -> Result<ExitCode> {
                 mem,
                 detach,
                 constraints,
+                ft: ft.then(|| ssi_core::process::FtSpec {
+                    every_ms: checkpoint_every.map_or(run::DEFAULT_CHECKPOINT_MS, |d| {
+                        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+                    }),
+                }),
             };
             let code = run::run(&socket, args).await?;
             exit_now(code)
@@ -129,7 +136,13 @@ async fn run(args: Args) -> Result<ExitCode> {
             dir,
             detach,
             allow_changed_files,
-        } => exit_now(checkpoint::restore(&dir, detach, allow_changed_files)?),
+            tcp_close,
+        } => exit_now(checkpoint::restore(
+            &dir,
+            detach,
+            allow_changed_files,
+            tcp_close,
+        )?),
         Command::Mpirun { args } => match mpirun::mpirun(&socket, args).await? {},
         Command::MpirunAgent { host, command } => {
             exit_now(mpirun::agent(&socket, &host, &command).await?)

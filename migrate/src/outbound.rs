@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use checkpoint::{AfterDump, DirSink, DumpOptions, FrozenTree, PreCopy, StreamSink};
+use checkpoint::{AfterDump, DirSink, DumpOptions, FrozenTree, Periodic, PreCopy, StreamSink};
 
 use crate::control::{self, Order, Report};
 use crate::framing::{Direction, FrameReader, FrameWriter, Kind};
@@ -282,4 +282,67 @@ pub fn checkpoint_to_dir(pid: i32, dir: &Path, leave_running: bool) -> Result<Re
         page_bytes: out.page_bytes,
         pids: out.pids,
     })
+}
+
+/// Periodic checkpoints of the tree under `pid`, one per [`Order::Checkpoint`] read on `ctl`,
+/// each answered by a report, until the daemon closes the socket. A failed image is reported
+/// and removed; the next order starts a new chain.
+pub fn periodic(pid: i32, ctl: &UnixStream) -> Result<()> {
+    let mut per = Periodic::new(pid);
+    loop {
+        let order: Option<Order> = control::recv(&mut &*ctl)?;
+        let (dir, parent) = match order {
+            None => return Ok(()),
+            Some(Order::Checkpoint { dir, parent }) => (dir, parent),
+            Some(other) => {
+                return Err(Error::Protocol(format!(
+                    "periodic checkpoints: unexpected order {other:?}"
+                )))
+            }
+        };
+        let report = match periodic_image(&mut per, &dir, parent) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                per = Periodic::new(pid);
+                Report::Failed(e.to_string())
+            }
+        };
+        control::send(&mut &*ctl, &report)?;
+    }
+}
+
+/// One periodic image into `dir`, made durable once the tree runs again.
+fn periodic_image(per: &mut Periodic, dir: &Path, parent: Option<String>) -> Result<Report> {
+    let out = per.checkpoint(&mut DirSink::new(dir)?, parent)?;
+    sync_dir(dir)?;
+    Ok(Report::Checkpointed {
+        page_bytes: out.page_bytes,
+        parent_bytes: out.parent_bytes,
+        freeze_micros: u64::try_from(out.frozen_for.as_micros()).unwrap_or(u64::MAX),
+        pids: out.pids,
+    })
+}
+
+/// Syncs every file of `dir`, then `dir` itself (its entries).
+fn sync_dir(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(crate::io("read the image directory"))? {
+        let e = e.map_err(crate::io("read the image directory"))?;
+        std::fs::File::open(e.path())
+            .and_then(|f| f.sync_all())
+            .map_err(crate::io("sync an image file"))?;
+    }
+    match std::fs::File::open(dir).and_then(|f| f.sync_all()) {
+        // a file system without fsync of directories (some FUSE ones) makes entries durable
+        // as it creates them
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EINVAL | nix::libc::ENOSYS)
+            ) =>
+        {
+            Ok(())
+        }
+        r => r.map_err(crate::io("sync the image directory")),
+    }
 }

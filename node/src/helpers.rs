@@ -8,6 +8,8 @@
 //!   tree's outside streams, held until the daemon says to let it go;
 //! * `Checkpoint`: write the tree to a directory; for a user, every file is reached with the
 //!   user's ids (see [`reach_files_as`]);
+//! * `Periodic`: checkpoint a fault-tolerant tree into a directory at each order, the tree
+//!   running on (see `crate::ft`);
 //! * `Restore`: restore a directory's image with the stdio descriptors, for the user asking or
 //!   the image's owner (see [`crate::image_trust`]).
 //!
@@ -196,6 +198,11 @@ fn run(job: Job, ctl: &UnixStream) -> Result<Option<Report>> {
                 &dir,
                 leave_running,
             )?))
+        }
+        Job::Periodic { pid } => {
+            own_proc()?;
+            migrate::outbound::periodic(pid, ctl)?;
+            Ok(None)
         }
         Job::Restore { dir, user } => {
             let img = trusted_image(&dir, user)?;

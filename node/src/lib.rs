@@ -27,6 +27,8 @@
 //!         |        |
 //!       route.rs   |               (ps, locate, kill, migrate, checkpoint where the process is)
 //!         |        |
+//!         |       ft/              (fault tolerance: periodic checkpoints, restart elsewhere)
+//!         |        |
 //!       migration/                 (the runtime of the migration protocol; checkpoint, restart)
 //!         |
 //!       peer.rs                    (connect to another daemon, ask it one thing)
@@ -41,6 +43,7 @@ mod cgroup;
 mod control;
 mod dfs;
 mod enroll;
+mod ft;
 mod grid;
 pub mod helpers;
 mod http;
@@ -193,6 +196,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
     tokio::spawn(probes::run(node.clone()));
     tokio::spawn(sched::balance::run(node.clone()));
     tokio::spawn(join::run(node.clone(), fatal_tx));
+    tokio::spawn(ft::watch(node.clone()));
     if let Some(listener) = http {
         tracing::info!(addr = %listener.local_addr()?, "metrics served at /metrics");
         tokio::spawn(http::serve(node.clone(), listener));

@@ -15,6 +15,7 @@ use ssi_core::wire::{Accepted, SecureReceiver, SecureSender, SecureStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
+use crate::ft;
 use crate::migration;
 use crate::node::Node;
 use crate::procman::ProcMan;
@@ -134,6 +135,14 @@ async fn answer(node: &Arc<Node>, req: RpcRequest) -> RpcResponse {
                 Err(e) => error(e),
             }
         }
+        RpcRequest::FtRestart { gpid, epoch } => match ft::restart_here(node, gpid, epoch).await {
+            Ok(gpid) => RpcResponse::Restored {
+                gpid,
+                pids: vec![gpid],
+                micros: 0,
+            },
+            Err(e) => error(e),
+        },
         RpcRequest::SchedShow => sched(node, SchedOp::Show).await,
         RpcRequest::SchedSet { policy, params } => sched(node, SchedOp::Set(policy, params)).await,
         RpcRequest::SchedBalance => sched(node, SchedOp::Balance).await,
@@ -176,7 +185,7 @@ fn error(e: anyhow::Error) -> RpcResponse {
 
 /// Starts a process for a remote home and serves its session.
 async fn spawn(
-    node: &Node,
+    node: &Arc<Node>,
     spec: RunSpec,
     caller: Caller,
     mut conn: SecureStream<TcpStream>,
@@ -191,6 +200,9 @@ async fn spawn(
         Ok(gpid) => {
             node.metrics.launched();
             node.metrics.launched();
+            if let Some(f) = spec.ft {
+                ft::protect(node, gpid, caller.uid, f);
+            }
             conn.send(&RpcResponse::Started { gpid }).await?;
             if spec.detach {
                 return Ok(());

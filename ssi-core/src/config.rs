@@ -18,6 +18,7 @@
 //! probe_scope = "host"             # or "hosted", see ProbeScope
 //! hostname = "n1"                  # unset by default, see ConfigLayer::hostname
 //! http_listen = "127.0.0.1:9770"   # /metrics; unset by default (no HTTP endpoint)
+//! ft_dir = "/ssi/.ssi-ft"          # checkpoints of `ssi run --ft`, see ConfigLayer::ft_dir
 //!
 //! [gossip]
 //! probe_period_ms = 500
@@ -119,6 +120,13 @@ pub struct ConfigLayer {
     /// (e.g. 127.0.0.1:9770). Unset (the default), there is none.
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
+    /// Where the checkpoints of fault-tolerant processes (`ssi run --ft`) go, one directory
+    /// per global pid. Default: `.ssi-ft` at the root of the shared file system when this
+    /// node mounts it (`[dfs] mode = "replicated"`), else `<state_dir>/ft`. It must be the
+    /// same shared directory on every node for a process to be restarted on another node:
+    /// a node-local directory only keeps the checkpoints (docs/FT.md).
+    #[arg(long)]
+    pub ft_dir: Option<PathBuf>,
     /// Membership (SWIM) timing knobs.
     #[command(flatten)]
     #[serde(default)]
@@ -692,6 +700,8 @@ pub struct NodeConfig {
     pub hostname: Option<String>,
     /// Address of the HTTP endpoint (/metrics), if any.
     pub http_listen: Option<SocketAddr>,
+    /// Checkpoints of fault-tolerant processes, when set (else see `ConfigLayer::ft_dir`).
+    pub ft_dir: Option<PathBuf>,
     /// Membership timing.
     pub gossip: GossipConfig,
     /// Scheduler settings.
@@ -753,6 +763,7 @@ impl ConfigLayer {
             cpu_quota: self.cpu_quota.or(base.cpu_quota),
             hostname: self.hostname.or(base.hostname),
             http_listen: self.http_listen.or(base.http_listen),
+            ft_dir: self.ft_dir.or(base.ft_dir),
             gossip: self.gossip.over(base.gossip),
             sched: self.sched.over(base.sched),
             dfs: self.dfs.over(base.dfs),
@@ -833,6 +844,7 @@ impl ConfigLayer {
             cpu_quota: self.cpu_quota,
             hostname: self.hostname,
             http_listen: self.http_listen,
+            ft_dir: self.ft_dir,
             gossip,
             sched: self.sched.resolve()?,
             limits: self.limits.resolve()?,

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::tls::TlsContext;
 
 /// Version of every message format of this crate; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 16 << 20;
 /// How long the TLS handshake may take.

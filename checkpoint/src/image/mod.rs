@@ -418,6 +418,9 @@ impl Image {
                         "page run at {start:#x} ends past the address space"
                     ))
                 })?;
+            if run.cow {
+                continue; // the parent process' pages, kept by the restore's fork
+            }
             if run.in_parent {
                 cut(&parent_chunks, start, end, &mut out).map_err(|a| {
                     Error::bad_image(

@@ -39,6 +39,11 @@ pub struct OpenFile {
     dirty: BTreeMap<u64, Dirty>,
     /// Time of the last unpublished write.
     pub written: Option<Timespec>,
+    /// Commits of this node's writes so far, and the modification time of the last one: an
+    /// answer of the metadata asked before a commit ended is older than this node's view.
+    pub commits: u64,
+    /// The modification time the last commit here set.
+    pub committed: Option<Timespec>,
     /// Handles open on it here.
     pub handles: u32,
 }
@@ -81,6 +86,8 @@ impl OpenFile {
             base: chunks.into_iter().collect(),
             dirty: BTreeMap::new(),
             written: None,
+            commits: 0,
+            committed: None,
             handles: 0,
         }
     }
@@ -214,6 +221,8 @@ impl OpenFile {
         }
         self.dirty.clear();
         self.written = None;
+        self.commits += 1;
+        self.committed = Some(written);
         Ok(())
     }
 

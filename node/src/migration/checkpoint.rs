@@ -1,5 +1,8 @@
 //! Cluster checkpoint and restart: a helper writes the tree of a process hosted here to a
-//! directory, or restores a directory's image here.
+//! directory, or restores a directory's image here; periodic checkpoints of fault-tolerant
+//! trees (see `crate::ft`).
+
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use migrate::control::{Job, Report, User};
@@ -69,5 +72,56 @@ pub async fn restart(node: &Node, dir: &str, caller: &Caller) -> Result<i32> {
             Ok(root)
         }
         other => bail!("restore helper: unexpected {other:?}"),
+    }
+}
+
+/// What one periodic checkpoint wrote (see [`Periodic::checkpoint`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    /// Page bytes written in the image.
+    pub page_bytes: u64,
+    /// How long the tree was frozen, microseconds.
+    pub freeze_us: u64,
+}
+
+/// A helper checkpointing one tree of this node periodically (`Job::Periodic`): it keeps
+/// the tree's write trackers between images, so each image of a chain after the first holds
+/// only the pages written since the one before. It ends when this value is dropped.
+#[derive(Debug)]
+pub struct Periodic {
+    orders: helper::Orders,
+    reports: helper::Reports,
+}
+
+impl Periodic {
+    /// Starts the helper for the tree of `gpid`, hosted here.
+    pub async fn start(node: &Node, gpid: i32) -> Result<Periodic> {
+        let pm = node.local_procs()?;
+        let (orders, reports) = helper::start(pm, &Job::Periodic { pid: gpid }, None, None).await?;
+        Ok(Periodic { orders, reports })
+    }
+
+    /// Writes the next image into `dir` (made durable), chained to `parent` (relative to
+    /// `dir`; `None`: a whole image starting a new chain). The tree runs on.
+    pub async fn checkpoint(&mut self, dir: &Path, parent: Option<String>) -> Result<Written> {
+        self.orders
+            .order(&migrate::Order::Checkpoint {
+                dir: dir.to_path_buf(),
+                parent,
+            })
+            .await?;
+        match self.reports.next().await? {
+            Some(Report::Checkpointed {
+                page_bytes,
+                freeze_micros,
+                ..
+            }) => Ok(Written {
+                page_bytes,
+                freeze_us: freeze_micros,
+            }),
+            Some(Report::Failed(why)) => bail!("{why}"),
+            Some(other) => bail!("periodic checkpoint helper: unexpected {other:?}"),
+            None => bail!("the periodic checkpoint helper ended"),
+        }
     }
 }

@@ -99,6 +99,9 @@ pub struct ProcMan {
     /// Most processes of one user (but root) kept here when a detached one is started
     /// (`limits.detached_per_user`): each keeps up to 1 MiB of output for an hour after it ends.
     detached_per_user: u32,
+    /// The fault-tolerant trees hosted here (by root gpid) and their checkpoints, as `ssi ps`
+    /// shows them; kept up to date by `crate::ft`.
+    ft: Mutex<HashMap<i32, ssi_core::process::FtView>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -155,6 +158,7 @@ impl ProcMan {
             ns,
             hosted: Arc::default(),
             detached_per_user,
+            ft: Mutex::default(),
         });
         let weak = Arc::downgrade(&pm);
         tokio::spawn(async move {
@@ -535,6 +539,21 @@ impl ProcMan {
             .collect()
     }
 
+    /// Records what `ssi ps` shows of fault-tolerant tree `gpid` (`None`: it is not, or no
+    /// longer, protected here).
+    pub fn set_ft(&self, gpid: i32, view: Option<ssi_core::process::FtView>) {
+        let mut ft = lock(&self.ft);
+        match view {
+            Some(v) => ft.insert(gpid, v),
+            None => ft.remove(&gpid),
+        };
+    }
+
+    /// Whether tree `gpid` is fault-tolerant and hosted here.
+    pub fn is_ft(&self, gpid: i32) -> bool {
+        lock(&self.ft).contains_key(&gpid)
+    }
+
     /// Every process of this node's namespace as `ssi ps` shows it: a tree on its way away or
     /// here is `migrating` (its rows name the source, and the target in `to`); the copy of a
     /// tree that moved away is not listed.
@@ -547,6 +566,12 @@ impl ProcMan {
         for root in departed {
             let gone = ps::tree(&all, root);
             all.retain(|p| !gone.contains(&p.gpid));
+        }
+        {
+            let ft = lock(&self.ft);
+            for p in all.iter_mut() {
+                p.ft = ft.get(&p.gpid).cloned();
+            }
         }
         for (root, m) in moving {
             let tree = ps::tree(&all, root);
@@ -571,7 +596,8 @@ impl ProcMan {
         let gpid_of: HashMap<i32, i32> = members.iter().map(|m| (m.root_pid, m.gpid)).collect();
         let roots: HashMap<i32, Instant> = lock(&self.hosted)
             .running()
-            .filter(|(_, r)| r.exit.borrow().is_none() && !r.input_in_flight())
+            // fault-tolerant trees stay with the node that checkpoints them (docs/FT.md)
+            .filter(|(g, r)| r.exit.borrow().is_none() && !r.input_in_flight() && !self.is_ft(*g))
             .map(|(g, r)| (g, r.since))
             .collect();
         let parent: HashMap<i32, i32> = members
