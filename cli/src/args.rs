@@ -213,6 +213,21 @@ pub enum Command {
         #[command(subcommand)]
         command: VoCommand,
     },
+    /// Set up the cluster's secrets: on the first node once, then one token per new node.
+    ///
+    /// Run as root before ssid is started on the node. `init` and `token` print a one-line
+    /// join token; `join TOKEN` on a new node fetches its certificate, the CA certificate and
+    /// the cluster key over TLS from the node the token names (ssid must run there), after
+    /// checking that node's CA against the token. A token works once, for a limited time.
+    #[command(after_help = "Examples:
+  ssi cluster init                          # first node: CA, cluster key, its certificate, a token
+  ssi cluster token --ttl 30m               # the first node again: a token for one more node
+  ssi cluster join ssi1-5f3a09c2-0c1d2e3f405162738495a6b7c8d9eaf0-6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b@192.168.1.10:7700")]
+    Cluster {
+        /// What to do.
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// The global scheduler: show it, change its policy, balance now.
     #[command(after_help = "Examples:
   ssi sched show                  # policy, loads, recent decisions
@@ -388,6 +403,52 @@ pub enum VoCommand {
         queues: Vec<String>,
     },
 }
+
+/// Setting up a cluster's secrets.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// On the first node, once: make the cluster CA (certificate and key), the cluster key
+    /// and this node's certificate at the paths its config names, then print a join token.
+    #[command(after_help = "Examples:
+  ssi cluster init                                  # with /etc/ssi/ssid.toml
+  ssi cluster init --config /etc/ssi/ssid.toml --ttl 2h")]
+    Init {
+        /// The node's ssid configuration (its id, address and file paths).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How long the printed token may be used: 90s, 30m, 2h, 1d (at most 7d).
+        #[arg(long, default_value = "1h", value_parser = ssi_core::enroll::parse_ttl)]
+        ttl: std::time::Duration,
+    },
+    /// On a node that ran `init` (it holds the CA key): print a new join token, good for one
+    /// new node.
+    #[command(after_help = "Examples:
+  ssi cluster token                         # good for an hour
+  ssi cluster token --ttl 10m")]
+    Token {
+        /// The node's ssid configuration.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How long the token may be used: 90s, 30m, 2h, 1d (at most 7d).
+        #[arg(long, default_value = "1h", value_parser = ssi_core::enroll::parse_ttl)]
+        ttl: std::time::Duration,
+    },
+    /// On a new node, before starting its ssid: get this node's certificate, the CA
+    /// certificate and the cluster key from the node the token names, and write them where
+    /// this node's config says (the node's key is made here and never sent).
+    #[command(after_help = "Examples:
+  ssi cluster join ssi1-5f3a09c2-0c1d2e3f405162738495a6b7c8d9eaf0-6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b@192.168.1.10:7700")]
+    Join {
+        /// The token `ssi cluster init` or `ssi cluster token` printed.
+        token: String,
+        /// This node's ssid configuration (its id, name and file paths).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+/// Where the package puts ssid's configuration.
+pub const DEFAULT_CONFIG: &str = "/etc/ssi/ssid.toml";
 
 /// The global scheduler.
 #[derive(Debug, Subcommand)]

@@ -1,10 +1,12 @@
 //! `ssi`: the command-line interface of an ssi cluster.
 //!
 //! Each command talks only to the local daemon's control socket, except `dump` and `restore`,
-//! which work on this machine without a daemon.
+//! which work on this machine without a daemon, and `cluster`, which sets up a node's secrets
+//! before its daemon runs.
 
 mod checkpoint;
 mod client;
+mod cluster;
 mod dfs;
 mod migrate;
 mod mpirun;
@@ -20,7 +22,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use ssi_cli::args::{Args, Command, SchedCommand};
+use ssi_cli::args::{Args, ClusterCommand, Command, SchedCommand};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -55,6 +57,11 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Dfs { command } => dfs::run(&socket, command).await?,
         Command::Vo { command } => vo::vo(&socket, command).await?,
+        Command::Cluster { command } => match command {
+            ClusterCommand::Init { config, ttl } => cluster::init(&config, ttl)?,
+            ClusterCommand::Token { config, ttl } => cluster::token(&config, ttl)?,
+            ClusterCommand::Join { token, config } => cluster::join(&token, &config).await?,
+        },
         Command::Sched { command } => match command {
             SchedCommand::Show { json } => sched::show(&socket, json).await?,
             SchedCommand::Set { policy, params } => sched::set(&socket, policy, params).await?,

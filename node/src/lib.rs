@@ -42,6 +42,7 @@ pub mod args;
 mod cgroup;
 mod control;
 mod dfs;
+mod enroll;
 mod ft;
 mod grid;
 pub mod helpers;

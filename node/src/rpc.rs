@@ -11,7 +11,7 @@ use ssi_core::limits::{AcceptBackoff, ConnLimits};
 use ssi_core::membership::MemberRecord;
 use ssi_core::process::{Caller, Output, RunSpec};
 use ssi_core::rpc::{RpcRequest, RpcResponse};
-use ssi_core::wire::{SecureReceiver, SecureSender, SecureStream};
+use ssi_core::wire::{Accepted, SecureReceiver, SecureSender, SecureStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
@@ -70,7 +70,10 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
 }
 
 async fn connection(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr) -> Result<()> {
-    let mut conn = SecureStream::server(stream, &node.tls, peer.to_string()).await?;
+    let mut conn = match SecureStream::accept(stream, &node.tls, peer.to_string()).await? {
+        Accepted::Node(conn) => conn,
+        Accepted::Enroll(conn) => return crate::enroll::serve(&node.config, conn, peer).await,
+    };
     let idle = node.config.limits.idle_timeout;
     loop {
         // A peer that holds a connection open without asking anything gives it back.

@@ -14,6 +14,7 @@
 //! ca_file = "/etc/ssi/ca.pem"      # the cluster CA certificate
 //! node_cert_file = "/etc/ssi/node.pem"
 //! node_key_file = "/etc/ssi/node.key"          # mode 0600
+//! ca_key_file = "/etc/ssi/ca.key"  # the CA key, on the node that admits new ones (0600)
 //! probe_scope = "host"             # or "hosted", see ProbeScope
 //! hostname = "n1"                  # unset by default, see ConfigLayer::hostname
 //! http_listen = "127.0.0.1:9770"   # /metrics; unset by default (no HTTP endpoint)
@@ -94,6 +95,10 @@ pub struct ConfigLayer {
     /// This node's private key (PEM, mode 0600; default /etc/ssi/node.key).
     #[arg(long)]
     pub node_key_file: Option<PathBuf>,
+    /// The cluster CA's private key (PEM, mode 0600; default /etc/ssi/ca.key): made by
+    /// `ssi cluster init`; while it exists, this node admits new nodes that show a join token.
+    #[arg(long)]
+    pub ca_key_file: Option<PathBuf>,
     /// What the probes measure: the whole host, or what this node hosts.
     #[arg(long, value_enum)]
     pub probe_scope: Option<ProbeScope>,
@@ -699,6 +704,8 @@ pub struct NodeConfig {
     pub cluster_key_file: PathBuf,
     /// The cluster CA certificate, this node's certificate and key.
     pub tls: TlsFiles,
+    /// The cluster CA's private key, on the node that admits new nodes.
+    pub ca_key_file: PathBuf,
     /// What probes measure.
     pub probe_scope: ProbeScope,
     /// CPUs offered, when set by the admin (or derived from the quota).
@@ -766,6 +773,7 @@ impl ConfigLayer {
             ca_file: self.ca_file.or(base.ca_file),
             node_cert_file: self.node_cert_file.or(base.node_cert_file),
             node_key_file: self.node_key_file.or(base.node_key_file),
+            ca_key_file: self.ca_key_file.or(base.ca_key_file),
             probe_scope: self.probe_scope.or(base.probe_scope),
             cpus: self.cpus.or(base.cpus),
             cpu_quota: self.cpu_quota.or(base.cpu_quota),
@@ -842,6 +850,9 @@ impl ConfigLayer {
                     .node_key_file
                     .unwrap_or_else(|| PathBuf::from("/etc/ssi/node.key")),
             },
+            ca_key_file: self
+                .ca_key_file
+                .unwrap_or_else(|| PathBuf::from("/etc/ssi/ca.key")),
             probe_scope: self.probe_scope.unwrap_or_default(),
             cpus: self
                 .cpus
