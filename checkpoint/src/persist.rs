@@ -82,4 +82,6 @@ pub(crate) struct TreeMade<'a> {
     pub shmem: &'a HashMap<u32, std::os::fd::OwnedFd>,
     /// Every process has the restorer's own credentials: none to set.
     pub same_creds: bool,
+    /// Enter the cgroups the image names (else the tree stays in the restorer's).
+    pub image_cgroups: bool,
 }

@@ -44,6 +44,8 @@ where
     let mut restorer = Restorer::new(RestoreOptions {
         stdio: Some(stdio),
         bound,
+        // The source node's cgroups are not this node's.
+        restorer_cgroups: true,
         ..Default::default()
     })?;
     restorer.hold();
@@ -136,6 +138,8 @@ pub fn restore_image(img: &Image, stdio: [RawFd; 3], bound: Option<Bound>) -> Re
     let opts = RestoreOptions {
         stdio: Some(stdio),
         bound,
+        // A cluster checkpoint may restart on any node: the node's cgroups hold it.
+        restorer_cgroups: true,
         ..Default::default()
     };
     let restored = checkpoint::restore(img, &opts)?;

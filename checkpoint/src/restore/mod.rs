@@ -62,6 +62,10 @@ pub struct RestoreOptions {
     /// The most the restored tree may hold; `None`: what the image says (an image trusted
     /// whole). Checked for every process before it is created.
     pub bound: Option<Bound>,
+    /// Leave the restored tree in the restorer's cgroups, whatever the image says: for a
+    /// restore on another machine, whose cgroups are its own (a node daemon places the tree
+    /// itself). By default the image's cgroups are entered and must exist.
+    pub restorer_cgroups: bool,
 }
 
 /// A restored tree, running (or held stopped, see [`Restorer::hold`]). Its root is a child of
@@ -343,7 +347,9 @@ impl Restorer {
             b.check(p)?;
         }
         memory::check_files(p, self.opts.allow_changed_files)?;
-        state::cgroups::check(p.pid, &p.cgroups)?;
+        if !self.opts.restorer_cgroups {
+            state::cgroups::check(p.pid, &p.cgroups)?;
+        }
         if !self.holders.contains_key(&p.pid) && ptrace::pid_exists(p.pid) {
             return Err(Error::Conflict(format!("pid {} is in use", p.pid)));
         }
@@ -563,6 +569,7 @@ impl Restorer {
             shared: &shared,
             shmem: &objects.shmem,
             same_creds: same_creds_as_me(&procs),
+            image_cgroups: !self.opts.restorer_cgroups,
         };
         for p in &procs {
             let mut cx = ProcRestore {

@@ -78,6 +78,9 @@ impl Persist for Cgroups {
     }
 
     fn restore(&self, cx: &mut ProcRestore<'_>) -> Result<()> {
+        if !cx.tree.image_cgroups {
+            return Ok(());
+        }
         let pid = cx.p.pid;
         let mounts = mounts()?;
         for m in &self.process {
