@@ -180,6 +180,7 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
     tokio::spawn(control::serve(node.clone(), control));
     tokio::spawn(probes::run(node.clone()));
     tokio::spawn(probes::balance(node.clone()));
+    tokio::spawn(sched::follow(node.clone()));
     tokio::spawn(join::run(node.clone(), fatal_tx));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
