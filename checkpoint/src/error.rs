@@ -80,6 +80,11 @@ impl Error {
         }
     }
 
+    /// An error of the procfs crate reading `path`.
+    pub(crate) fn procfs(path: impl Into<PathBuf>, source: procfs::ProcError) -> Self {
+        Error::io(path, std::io::Error::other(source.to_string()))
+    }
+
     /// An unsupported object in process `pid`.
     pub(crate) fn unsupported(pid: i32, what: impl Into<String>) -> Self {
         Error::Unsupported {

@@ -20,7 +20,9 @@
 pub mod dump;
 mod error;
 pub mod image;
+mod persist;
 pub mod restore;
+mod state;
 mod sys;
 pub mod track;
 mod vdso;
@@ -29,3 +31,4 @@ pub use dump::{dump, AfterDump, DumpOptions, DumpOutcome, FrozenTree, PreCopy};
 pub use error::{Error, Result};
 pub use image::{DirSink, Image, ImageSink, StreamSink};
 pub use restore::{restore, RestoreOptions, Restored, Restorer};
+pub use sys::spawn::{clone_process, Forked};

@@ -73,7 +73,7 @@ pub(crate) struct Local {
 pub(crate) fn local() -> Result<Local> {
     let maps = procfs::process::Process::myself()
         .and_then(|p| p.maps())
-        .map_err(|e| Error::io("/proc/self/maps", std::io::Error::other(e.to_string())))?;
+        .map_err(|e| Error::procfs("/proc/self/maps", e))?;
     let maps: Vec<MemoryMap> = maps.into_iter().collect();
     let block = find(&maps).ok_or_else(|| Error::Conflict("this process has no vDSO".into()))?;
     let bytes = sys::mem::read_own(block.vdso, block.vdso_len as usize);

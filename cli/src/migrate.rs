@@ -20,7 +20,7 @@ pub fn describe(r: &MigrationReport) -> String {
          last image:      {:.1} MiB while frozen\n\
          sent:            {:.1} MiB\n\
          total time:      {:.3} s\n\
-         downtime:        {:.1} ms (restore {:.1} ms)\n{}",
+         downtime:        {:.1} ms (restore {:.1} ms)\n{}{}",
         r.gpid,
         r.pids.len(),
         if r.pids.len() == 1 { "" } else { "es" },
@@ -41,6 +41,9 @@ pub fn describe(r: &MigrationReport) -> String {
         } else {
             String::new()
         },
+        r.note
+            .as_ref()
+            .map_or_else(String::new, |n| format!("note:            {n}\n")),
     )
 }
 

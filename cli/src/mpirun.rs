@@ -17,7 +17,6 @@
 //! replace ssi's. The host names are synthetic (`ssi-node-ID`) on purpose: a name that resolves
 //! to this machine would make mpirun start that node's daemon itself, outside ssi.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::ffi::OsString;
 use std::fmt;
@@ -32,6 +31,7 @@ use scheduler::{NodeSample, Policy, Request};
 use ssi_core::control::{ControlRequest, ControlResponse};
 use ssi_core::pids::PidRange;
 use ssi_core::process::RunSpec;
+use ssi_core::sched::SchedAnswer;
 use ssi_core::NodeId;
 
 /// Prefix of the host names given to mpirun: node N is `ssi-node-N`.
@@ -78,18 +78,17 @@ pub fn host_list(nodes: Vec<NodeSample>, policy: &mut dyn Policy) -> Vec<(NodeId
 /// what `ssi sched show` reads. `None` if the daemon does not say, or if the policy is external
 /// (it is the daemon's to run, not this command's).
 async fn local_policy(socket: &Path) -> Option<(Box<dyn Policy>, Vec<NodeSample>)> {
-    let docs = crate::sched::ask(socket, ControlRequest::SchedShow)
+    let answers = crate::sched::ask(socket, ControlRequest::SchedShow)
         .await
         .ok()?;
-    let me = docs.first()?;
-    let name = me["policy"].as_str()?;
-    if name == "external" {
+    let Some(SchedAnswer::Status(me)) = answers.into_iter().next() else {
+        return None;
+    };
+    if me.policy == "external" {
         return None;
     }
-    let params: BTreeMap<String, String> = serde_json::from_value(me["params"].clone()).ok()?;
-    let nodes: Vec<NodeSample> = serde_json::from_value(me["view"].clone()).ok()?;
-    let policy = scheduler::registry::policy(name, &params).ok()?;
-    Some((policy, nodes))
+    let policy = scheduler::registry::policy(&me.policy, &me.params).ok()?;
+    Some((policy, me.view))
 }
 
 /// An IPv4 network, `addr/prefix`.
@@ -256,7 +255,8 @@ impl Launch {
 /// `ssi mpirun ARGS`: replaces this process with `mpirun ARGS`, set up to run its ranks on
 /// the cluster. Returns only on error.
 pub async fn mpirun(socket: &Path, args: Vec<OsString>) -> Result<Infallible> {
-    let ControlResponse::Nodes(view) = crate::client::call(socket, ControlRequest::Nodes).await? else {
+    let ControlResponse::Nodes(view) = crate::client::call(socket, ControlRequest::Nodes).await?
+    else {
         bail!("ssid sent an unexpected answer to a nodes request");
     };
     let (mut policy, nodes) = match local_policy(socket).await {
@@ -413,7 +413,8 @@ mod tests {
             ]
         );
         // Another policy, another order: pack fills the busiest node that has room first.
-        let mut pack = scheduler::registry::policy("pack", &BTreeMap::new()).expect("pack");
+        let mut pack =
+            scheduler::registry::policy("pack", &std::collections::BTreeMap::new()).expect("pack");
         let order = host_list(NodeSample::from_view(&view), pack.as_mut());
         let ids: Vec<u16> = order.iter().map(|(id, _)| id.0).collect();
         assert_eq!(ids.len(), 4, "{ids:?}");

@@ -9,7 +9,8 @@ use ssi_core::process::ProcessView;
 
 /// `ssi ps`: every process of the cluster.
 pub async fn ps(socket: &Path, json: bool) -> Result<String> {
-    let ControlResponse::Processes(list) = crate::client::call(socket, ControlRequest::Ps).await? else {
+    let ControlResponse::Processes(list) = crate::client::call(socket, ControlRequest::Ps).await?
+    else {
         bail!("ssid sent an unexpected answer to a ps request");
     };
     if json {
@@ -54,6 +55,14 @@ fn one_line(s: &str, max: usize) -> String {
     cut
 }
 
+/// Where a process is: `ID:NAME`, and `->TARGET` while it migrates.
+fn node_column(p: &ProcessView) -> String {
+    match p.to {
+        Some(to) => format!("{}:{}->{to}", p.node, p.node_name),
+        None => format!("{}:{}", p.node, p.node_name),
+    }
+}
+
 /// Formats processes as a table.
 pub fn table(list: &[ProcessView]) -> String {
     let mut out = String::new();
@@ -68,7 +77,7 @@ pub fn table(list: &[ProcessView]) -> String {
             "{:>8} {:>8} {:<10} {:<10} {:<8} {:>5.1} {:>7} {:>8}  {}",
             p.gpid,
             p.ppid,
-            format!("{}:{}", p.node, p.node_name),
+            node_column(p),
             p.state.as_str(),
             p.user,
             p.cpu_percent,

@@ -6,7 +6,7 @@
 //!  tag     HMAC-SHA256(key, direction | frame number u64 BE | kind | length | payload)
 //!
 //!  source -> target   Data* RoundEnd   (one pre-copy image)   ... Data* FinalEnd
-//!  target -> source   Restored (JSON report)  or  Failed (one line)
+//!  target -> source   Prepared (it holds the tree)  or  Failed (one line)
 //! ```
 //! The key is derived by both daemons from their authenticated session (it never crosses the
 //! network), so every byte is authenticated with the cluster key; each direction numbers its
@@ -69,8 +69,9 @@ pub enum Kind {
     RoundEnd = 2,
     /// The last image is complete: restore it.
     FinalEnd = 3,
-    /// The target runs the tree (payload: JSON [`crate::Report::Restored`]).
-    Restored = 4,
+    /// The target holds the whole tree, restored and stopped, waiting for the source's
+    /// decision (payload: the restore's time in microseconds, u64 little-endian).
+    Prepared = 4,
     /// The target failed (payload: one line saying why); it has undone what it did.
     Failed = 5,
 }
@@ -81,7 +82,7 @@ impl Kind {
             1 => Kind::Data,
             2 => Kind::RoundEnd,
             3 => Kind::FinalEnd,
-            4 => Kind::Restored,
+            4 => Kind::Prepared,
             5 => Kind::Failed,
             _ => return None,
         })

@@ -1,16 +1,19 @@
-//! The target side: apply each image as it arrives (the tree is built while the source still
-//! runs, see `checkpoint::Restorer`), let the tree go with the last one, answer the source.
+//! The target helper: it applies each image as it arrives (the tree is built while the source
+//! still runs, see `checkpoint::Restorer`), holds the whole tree stopped after the last one,
+//! and lets it go only when its daemon says so (the source committed, see
+//! [`crate::protocol::Target`]).
 
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use checkpoint::{Image, RestoreOptions, Restored, Restorer};
 
+use crate::control::{self, Order, Report};
 use crate::framing::{Direction, FrameReader, FrameWriter, Kind};
-use crate::outbound::{readable, verdict};
-use crate::report::{Report, Verdict};
+use crate::outbound::readable;
 use crate::{io, Error, Result};
 
 /// How long a failed target goes on reading the stream, so that the source reads why before
@@ -21,24 +24,23 @@ const DRAIN_TIME: Duration = Duration::from_secs(30);
 const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
 /// Receives a tree on `conn` (frames authenticated with `key`) and restores it with `stdio` as
-/// its outside standard streams; the tree's root becomes a child of the caller. Reports
-/// `Restored` on `ctl_out` once the tree runs, and tells the source only when the daemon says
-/// `Commit` on `ctl_in` (on `Abort` the tree is killed and the source told to resume).
-pub fn run<C>(
-    conn: &C,
-    key: &[u8; 32],
-    stdio: [RawFd; 3],
-    ctl_out: &mut dyn Write,
-    ctl_in: &mut dyn BufRead,
-) -> Result<Report>
+/// its outside standard streams; the tree's root becomes a child of the caller. Reports `Held`
+/// on `ctl` once the whole tree is restored and stopped, then carries out the daemon's orders:
+/// `Announce` (tell the source), `Release` (let it go), `Discard` (kill it). A daemon that
+/// goes away discards it.
+pub fn run<C>(conn: &C, key: &[u8; 32], stdio: [RawFd; 3], ctl: &UnixStream) -> Result<()>
 where
     C: AsFd + Sync,
     for<'a> &'a C: Read + Write,
 {
     let mut r = FrameReader::new(conn, key, Direction::ToTarget);
     let mut back = FrameWriter::new(conn, key, Direction::ToSource);
-    let got = receive(&mut r, stdio);
-    let tree = match got {
+    let mut restorer = Restorer::new(RestoreOptions {
+        stdio: Some(stdio),
+        ..Default::default()
+    })?;
+    restorer.hold();
+    let tree = match receive(&mut restorer, &mut r) {
         Ok(t) => t,
         Err(e) => {
             let _ = back.send(Kind::Failed, e.to_string().as_bytes());
@@ -46,43 +48,44 @@ where
             return Err(e);
         }
     };
-    let report = Report::Restored {
-        root: tree.root,
-        pids: tree.pids.clone(),
-        micros: tree.took.as_micros() as u64,
-    };
-    let mut line = serde_json::to_vec(&report).map_err(|e| Error::Protocol(e.to_string()))?;
-    line.push(b'\n');
-    ctl_out
-        .write_all(&line)
-        .map_err(io("report to the daemon"))?;
-    match verdict(ctl_in) {
-        Verdict::Commit => {
-            // the tree runs here whatever happens to the source now
-            let _ = back.send(Kind::Restored, &line);
-            Ok(report)
-        }
-        Verdict::Abort => {
-            for &p in tree.pids.iter().rev() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(p),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+    let micros = tree.took.as_micros() as u64;
+    let mut ctl_w = ctl;
+    control::send(
+        &mut ctl_w,
+        &Report::Held {
+            root: tree.root,
+            pids: tree.pids.clone(),
+            micros,
+        },
+    )?;
+    let mut ctl_r = ctl;
+    loop {
+        match control::recv::<Order>(&mut ctl_r)? {
+            Some(Order::Announce) => {
+                // a broken stream is the source's to notice: it decides without our word
+                let _ = back.send(Kind::Prepared, &micros.to_le_bytes());
             }
-            let _ = tree.wait();
-            let why = "this node could not take the process in";
-            let _ = back.send(Kind::Failed, why.as_bytes());
-            Err(Error::Protocol(why.into()))
+            Some(Order::Release) => {
+                restorer.release()?;
+                return control::send(&mut ctl_w, &Report::Released);
+            }
+            Some(Order::Discard(why)) => {
+                drop(restorer);
+                let _ = back.send(Kind::Failed, why.as_bytes());
+                return Err(Error::Protocol(why));
+            }
+            None => {
+                return Err(Error::Protocol(
+                    "ssid went away: the restored tree is discarded".into(),
+                ))
+            }
+            Some(other) => return Err(Error::Protocol(format!("unexpected order {other:?}"))),
         }
     }
 }
 
-/// Applies images until the final one; the tree runs when this returns.
-fn receive<R: Read + Send>(r: &mut FrameReader<R>, stdio: [RawFd; 3]) -> Result<Restored> {
-    let mut restorer = Restorer::new(RestoreOptions {
-        stdio: Some(stdio),
-        ..Default::default()
-    })?;
+/// Applies images until the final one; the whole tree is held when this returns.
+fn receive<R: Read + Send>(restorer: &mut Restorer, r: &mut FrameReader<R>) -> Result<Restored> {
     loop {
         let got = restorer.apply_stream(&mut *r)?;
         let end = r.finish_image().map_err(io("read the image stream"))?;

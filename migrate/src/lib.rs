@@ -1,35 +1,35 @@
-//! Live migration of a process tree, and cluster-level checkpoint and restart, as run by the
-//! helper processes a node daemon starts inside its pid namespace.
+//! Moving a running process tree between nodes, and cluster-level checkpoint and restart.
+//!
+//! Two layers. The [`protocol`] is two state machines without I/O, the source and the target
+//! of one migration attempt, with the simulation that checks them; the node daemons drive them.
+//! The helpers (processes each daemon starts inside its pid namespace) do the work on the tree
+//! and the data path, by the daemons' orders on their control sockets ([`control`]):
 //!
 //! ```text
 //!  source daemon ==== RPC: MigrateIn / Ready (authenticated TCP) ==== target daemon
 //!       | hands the connection and a key derived from the session to its helper |
-//!  migrate-out helper  ======== frames on the same connection ========  migrate-in helper
-//!   PreCopy::start  --image 1 (all memory)-->   build the tree stopped, write its pages
-//!   round (dirty)   --image 2 (changes)----->   bring it up to date
-//!   ... until few pages change
-//!   freeze + finish --final image----------->   last pages, all other state, let it go
-//!                                               report "restored" to its daemon, which takes
-//!                   <-------- restored ------   the tree in and says "commit"
-//!   report to its daemon; on "commit" kill the frozen source (on "abort" resume it)
+//!  source helper ([`outbound`])  ===== frames ([`framing`]) =====  target helper ([`inbound`])
+//!   Round: pre-copy image      --image 1 (all memory)-->   build the tree stopped, its pages
+//!   Round: dirty pages         --image 2 (changes)----->   bring it up to date
+//!   Freeze: last image         --final image----------->   last pages, all other state:
+//!                                                          the whole tree, held stopped
+//!   "the target holds it"      <-------- Prepared -----    (its daemon took it in: Announce)
+//!  source daemon decides: takes the input, Verdict(Commit): the frozen copy is killed
+//!       ============= RPC: Commit(input) =============>  target daemon: Release, the tree runs
+//!       <============ Committed ======================
 //! ```
 //!
-//! If the answer never comes after the last image (the connection broke, or a timeout), the
-//! source helper reports `unanswered` and keeps the tree frozen; its daemon asks the target
-//! daemon, which says whether it took the tree in and, if not, refuses to take it in from then
-//! on. So the tree runs in one place only: the target's if it was taken in, else the source's.
-//!
-//! The helpers speak [`framing`] on the data stream and [`report`] lines on their control
-//! sockets. Downtime is from the freeze to the source daemon's news that the tree runs.
+//! Downtime is from the freeze to the source daemon's news that the tree runs on the target.
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod framing;
 pub mod inbound;
 pub mod outbound;
-pub mod report;
+pub mod protocol;
 
-pub use outbound::Policy;
-pub use report::{Report, Start, Verdict};
+pub use control::{Job, Order, Report};
+pub use protocol::{Policy, Verdict};
 
 /// Errors of a migration step.
 #[derive(Debug, thiserror::Error)]
@@ -48,13 +48,10 @@ pub enum Error {
     /// The peer broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
-    /// The other side of the migration failed and said why (it undid what it did).
+    /// The other side of the migration failed and said why (it undid what it did), or said
+    /// nothing.
     #[error("the other node: {0}")]
     Target(String),
-    /// The last image was sent but the target's answer never came: whether the tree runs
-    /// there is not known from the data stream.
-    #[error("no answer from the target: {0}")]
-    Unanswered(String),
 }
 
 /// Result of this crate.

@@ -1,83 +1,64 @@
-//! The source side: pre-copy rounds while the tree runs, then the frozen tree's last image,
-//! then the target's answer and the daemon's verdict.
+//! The source helper: it carries out its daemon's orders on the tree (pre-copy rounds while
+//! it runs, the freeze and last image, then killing or resuming the frozen copy) and reports
+//! each step. The decisions are the daemon's (see [`crate::protocol::Source`]).
 
-use std::io::{BufRead, Read, Write};
+use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use checkpoint::{AfterDump, DirSink, DumpOptions, PreCopy, StreamSink};
+use checkpoint::{AfterDump, DirSink, DumpOptions, FrozenTree, PreCopy, StreamSink};
 
+use crate::control::{self, Order, Report};
 use crate::framing::{Direction, FrameReader, FrameWriter, Kind};
-use crate::report::{Report, Verdict};
-use crate::{io, Error, Result};
-
-/// How long the source waits for the target's answer once the last image is sent.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// When to stop copying while the tree runs and freeze it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Policy {
-    /// Rounds at most, the first full copy included; 0 is stop-and-copy (freeze at once and
-    /// copy everything while frozen).
-    pub max_rounds: u32,
-    /// Freeze once a round copies at most this many page bytes.
-    pub stop_bytes: u64,
-    /// Freeze once a round copies more than this share (in percent) of the previous one: the
-    /// tree writes about as fast as we copy, more rounds would not shrink the last delta.
-    pub min_shrink_percent: u64,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            max_rounds: 8,
-            stop_bytes: 4 << 20,
-            min_shrink_percent: 80,
-        }
-    }
-}
-
-fn say(ctl: &mut dyn Write, r: &Report) -> Result<()> {
-    let mut line = serde_json::to_vec(r).map_err(|e| Error::Protocol(e.to_string()))?;
-    line.push(b'\n');
-    ctl.write_all(&line).map_err(io("report to the daemon"))?;
-    ctl.flush().map_err(io("report to the daemon"))
-}
-
-/// Reads the daemon's verdict; a closed socket counts as an abort.
-pub(crate) fn verdict(ctl_in: &mut dyn BufRead) -> Verdict {
-    let mut line = String::new();
-    match ctl_in.read_line(&mut line) {
-        Ok(n) if n > 0 => serde_json::from_str(line.trim()).unwrap_or(Verdict::Abort),
-        _ => Verdict::Abort,
-    }
-}
+use crate::protocol::Verdict;
+use crate::{Error, Result};
 
 /// Waits up to `timeout` for `fd` to be readable (or closed).
 pub(crate) fn readable(fd: impl AsFd, timeout: Duration) -> bool {
+    wait_readable(&[fd.as_fd()], timeout).is_some()
+}
+
+/// Waits up to `timeout` for one of `fds` to be readable (or closed): its index.
+fn wait_readable(fds: &[std::os::fd::BorrowedFd<'_>], timeout: Duration) -> Option<usize> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let ms = PollTimeout::try_from(timeout.as_millis().min(i32::MAX as u128) as i32)
         .unwrap_or(PollTimeout::MAX);
-    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-    matches!(poll(&mut fds, ms), Ok(n) if n > 0)
+    let mut polled: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    match poll(&mut polled, ms) {
+        Ok(n) if n > 0 => polled.iter().position(|p| {
+            p.revents().is_some_and(|r| {
+                !(r & (PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)).is_empty()
+            })
+        }),
+        _ => None,
+    }
 }
 
-/// The target's answer on the data stream: why it failed, or its report that the tree runs.
-fn answer<R: Read>(back: &mut FrameReader<R>) -> Result<Report> {
+/// The target's word on the data stream: it holds the tree (the restore's time), or why it
+/// failed.
+fn answer<R: Read>(back: &mut FrameReader<R>) -> Result<u64> {
     let (kind, payload) = back.recv().map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::Unanswered("it closed the data stream".into())
+            Error::Target("it closed the data stream".into())
         } else {
-            Error::Unanswered(format!("read the target's answer: {e}"))
+            Error::Target(format!("no word from it: {e}"))
         }
     })?;
     match kind {
         Kind::Failed => Err(Error::Target(
             String::from_utf8_lossy(&payload).into_owned(),
         )),
-        Kind::Restored => serde_json::from_slice(&payload)
-            .map_err(|e| Error::Protocol(format!("bad report from the target: {e}"))),
+        Kind::Prepared => {
+            let micros: [u8; 8] = payload
+                .try_into()
+                .map_err(|_| Error::Protocol("a Prepared frame of the wrong size".into()))?;
+            Ok(u64::from_le_bytes(micros))
+        }
         other => Err(Error::Protocol(format!("unexpected {other:?} frame"))),
     }
 }
@@ -95,192 +76,194 @@ fn send_failed<R: Read>(conn: impl AsFd, back: &mut FrameReader<R>, e: std::io::
     }
 }
 
-/// Migrates the tree under `pid` out: images to the target on `conn` (frames authenticated
-/// with `key`), reports to `ctl_out`, the verdict from `ctl_in`. On commit the source tree is
-/// killed; on abort (or any failure) it runs on.
-pub fn run<C>(
+/// Where the copy stands.
+enum Stage {
+    /// Not started: the first round (or the freeze, with no pre-copy) starts it.
+    Idle,
+    /// Pre-copy rounds under way.
+    Copying(PreCopy),
+    /// Frozen, last image sent.
+    Frozen(FrozenTree),
+}
+
+/// The data stream and the control socket of a source helper.
+struct Out<'a, C: AsFd>
+where
+    for<'b> &'b C: Read + std::io::Write,
+{
     pid: i32,
-    policy: &Policy,
-    conn: &C,
-    key: &[u8; 32],
-    ctl_out: &mut dyn Write,
-    ctl_in: &mut dyn BufRead,
-) -> Result<Verdict>
+    conn: &'a C,
+    w: FrameWriter<&'a C>,
+    back: FrameReader<&'a C>,
+    ctl: &'a UnixStream,
+    rounds: u32,
+}
+
+/// Migrates the tree under `pid` out on `conn` (frames authenticated with `key`), by the
+/// orders read on `ctl`, where it reports each step. On `Verdict(Commit)` the frozen copy is
+/// killed; on `Verdict(Abort)`, on any failure, or if the daemon goes away, it runs on.
+pub fn run<C>(pid: i32, conn: &C, key: &[u8; 32], ctl: &UnixStream) -> Result<()>
 where
     C: AsFd,
-    for<'a> &'a C: Read + Write,
+    for<'a> &'a C: Read + std::io::Write,
 {
-    let mut w = FrameWriter::new(conn, key, Direction::ToTarget);
-    let mut back = FrameReader::new(conn, key, Direction::ToSource);
-    let r = copy(pid, policy, conn, &mut w, &mut back, ctl_out, ctl_in);
+    let mut out = Out {
+        pid,
+        conn,
+        w: FrameWriter::new(conn, key, Direction::ToTarget),
+        back: FrameReader::new(conn, key, Direction::ToSource),
+        ctl,
+        rounds: 0,
+    };
+    let mut copy = Stage::Idle;
+    let r = out.obey(&mut copy);
     if let Err(e) = &r {
-        // the target undoes what it did (it may be gone already)
-        let _ = w.send(Kind::Failed, e.to_string().as_bytes());
+        // the target undoes what it did (it may be gone already); a frozen copy resumes
+        let _ = out.w.send(Kind::Failed, e.to_string().as_bytes());
+        if let Stage::Frozen(frozen) = copy {
+            frozen.resume()?;
+        }
     }
     r
 }
 
-fn copy<C>(
-    pid: i32,
-    policy: &Policy,
-    conn: &C,
-    w: &mut FrameWriter<&C>,
-    back: &mut FrameReader<&C>,
-    ctl_out: &mut dyn Write,
-    ctl_in: &mut dyn BufRead,
-) -> Result<Verdict>
+impl<C: AsFd> Out<'_, C>
 where
-    C: AsFd,
-    for<'a> &'a C: Read + Write,
+    for<'b> &'b C: Read + std::io::Write,
 {
-    let opts = DumpOptions {
-        after: AfterDump::KeepFrozen,
-        ..Default::default()
-    };
-    if policy.max_rounds == 0 {
-        let frozen_at = Instant::now();
-        let out = checkpoint::dump(pid, &opts, None, &mut StreamSink::new(&mut *w))?;
-        return conclude(out, conn, w, back, frozen_at, ctl_out, ctl_in);
+    fn report(&mut self, r: &Report) -> Result<()> {
+        control::send(&mut self.ctl, r)
     }
-    let t = Instant::now();
-    let (mut pc, first) = PreCopy::start(pid, &mut StreamSink::new(&mut *w))?;
-    end_round(conn, w, back)?;
-    say(
-        ctl_out,
-        &Report::Round {
-            n: 0,
-            page_bytes: first.page_bytes,
-            millis: t.elapsed().as_millis() as u64,
-            sent: w.sent,
-        },
-    )?;
-    let mut last = first.page_bytes;
-    for n in 1..policy.max_rounds {
-        if last <= policy.stop_bytes {
-            break;
+
+    /// Carries out orders until the verdict.
+    fn obey(&mut self, copy: &mut Stage) -> Result<()> {
+        loop {
+            let order = control::recv::<Order>(&mut self.ctl)?;
+            match (order, std::mem::replace(copy, Stage::Idle)) {
+                (Some(Order::Round), Stage::Idle) => {
+                    *copy = Stage::Copying(self.first_round()?);
+                }
+                (Some(Order::Round), Stage::Copying(mut pc)) => {
+                    self.round(&mut pc)?;
+                    *copy = Stage::Copying(pc);
+                }
+                (Some(Order::Freeze), state @ (Stage::Idle | Stage::Copying(_))) => {
+                    let pc = match state {
+                        Stage::Copying(pc) => Some(pc),
+                        _ => None,
+                    };
+                    *copy = Stage::Frozen(self.freeze(pc)?);
+                    self.wait_answer()?;
+                }
+                (Some(Order::Verdict(Verdict::Commit)), Stage::Frozen(frozen)) => {
+                    // SIGKILL first: from here the copy can never run again, whatever happens
+                    // to this helper; reaping it can come after the report
+                    for &p in frozen.pids() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(p),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    self.report(&Report::Killed)?;
+                    frozen.kill()?;
+                    return Ok(());
+                }
+                // the daemon stops the migration, or went away: the tree runs on
+                (Some(Order::Verdict(Verdict::Abort)) | None, state) => {
+                    let _ = self
+                        .w
+                        .send(Kind::Failed, b"the source resumed its copy of the process");
+                    if let Stage::Frozen(frozen) = state {
+                        frozen.resume()?;
+                    }
+                    return Ok(());
+                }
+                (Some(other), state) => {
+                    *copy = state;
+                    return Err(Error::Protocol(format!("unexpected order {other:?}")));
+                }
+            }
         }
+    }
+
+    fn first_round(&mut self) -> Result<PreCopy> {
         let t = Instant::now();
-        let out = pc.round(&mut StreamSink::new(&mut *w), None)?;
-        end_round(conn, w, back)?;
-        say(
-            ctl_out,
-            &Report::Round {
-                n,
-                page_bytes: out.page_bytes,
-                millis: t.elapsed().as_millis() as u64,
-                sent: w.sent,
-            },
-        )?;
-        let converging = out.page_bytes * 100 <= last * policy.min_shrink_percent;
-        last = out.page_bytes;
-        if !converging {
-            break;
+        let (pc, first) = PreCopy::start(self.pid, &mut StreamSink::new(&mut self.w))?;
+        self.end_round(first.page_bytes, t)?;
+        Ok(pc)
+    }
+
+    fn round(&mut self, pc: &mut PreCopy) -> Result<()> {
+        let t = Instant::now();
+        let out = pc.round(&mut StreamSink::new(&mut self.w), None)?;
+        self.end_round(out.page_bytes, t)
+    }
+
+    /// Ends a pre-copy image (a target that spoke meanwhile has failed) and reports it.
+    fn end_round(&mut self, page_bytes: u64, t: Instant) -> Result<()> {
+        if let Err(e) = self.w.end_image(Kind::RoundEnd) {
+            return Err(send_failed(self.conn, &mut self.back, e));
         }
+        if readable(self.conn, Duration::ZERO) {
+            answer(&mut self.back)?;
+            return Err(Error::Protocol(
+                "the target answered before the last image".into(),
+            ));
+        }
+        self.rounds += 1;
+        let r = Report::Round {
+            page_bytes,
+            millis: t.elapsed().as_millis() as u64,
+            sent: self.w.sent,
+        };
+        self.report(&r)
     }
-    let frozen_at = Instant::now();
-    let out = pc.finish(&opts, &mut StreamSink::new(&mut *w))?;
-    conclude(out, conn, w, back, frozen_at, ctl_out, ctl_in)
-}
 
-/// Ends a pre-copy image; a target that spoke meanwhile has failed.
-fn end_round<C>(conn: &C, w: &mut FrameWriter<&C>, back: &mut FrameReader<&C>) -> Result<()>
-where
-    C: AsFd,
-    for<'a> &'a C: Read + Write,
-{
-    if let Err(e) = w.end_image(Kind::RoundEnd) {
-        return Err(send_failed(conn, back, e));
-    }
-    if readable(conn, Duration::ZERO) {
-        answer(back)?;
-        return Err(Error::Protocol(
-            "the target answered before the last image".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Sends the end of the frozen tree's last image, waits for the target, then kills or resumes
-/// the tree as the daemon decides.
-fn conclude<C>(
-    out: checkpoint::DumpOutcome,
-    conn: &C,
-    w: &mut FrameWriter<&C>,
-    back: &mut FrameReader<&C>,
-    frozen_at: Instant,
-    ctl_out: &mut dyn Write,
-    ctl_in: &mut dyn BufRead,
-) -> Result<Verdict>
-where
-    C: AsFd,
-    for<'a> &'a C: Read + Write,
-{
-    let frozen = out
-        .frozen
-        .ok_or_else(|| Error::Protocol("the dump did not hand back the frozen tree".into()))?;
-    if let Err(e) = w.end_image(Kind::FinalEnd) {
-        frozen.resume()?;
-        return Err(send_failed(conn, back, e));
-    }
-    say(
-        ctl_out,
-        &Report::Frozen {
+    /// Freezes the tree and sends its last image (all of it without pre-copy); the tree stays
+    /// frozen.
+    fn freeze(&mut self, pc: Option<PreCopy>) -> Result<FrozenTree> {
+        let opts = DumpOptions {
+            after: AfterDump::KeepFrozen,
+            ..Default::default()
+        };
+        let frozen_at = Instant::now();
+        let out = match pc {
+            Some(pc) => pc.finish(&opts, &mut StreamSink::new(&mut self.w))?,
+            None => checkpoint::dump(self.pid, &opts, None, &mut StreamSink::new(&mut self.w))?,
+        };
+        let frozen = out
+            .frozen
+            .ok_or_else(|| Error::Protocol("the dump did not hand back the frozen tree".into()))?;
+        if let Err(e) = self.w.end_image(Kind::FinalEnd) {
+            frozen.resume()?;
+            return Err(send_failed(self.conn, &mut self.back, e));
+        }
+        let r = Report::Frozen {
             page_bytes: out.page_bytes,
             micros: frozen_at.elapsed().as_micros() as u64,
-            sent: w.sent,
-        },
-    )?;
-    let restored = if readable(conn, ANSWER_TIMEOUT) {
-        answer(back)
-    } else {
-        Err(Error::Unanswered(format!(
-            "none within {} s",
-            ANSWER_TIMEOUT.as_secs()
-        )))
-    };
-    let restored = match restored {
-        Ok(r @ Report::Restored { .. }) => r,
-        // the target said it failed: it undid what it built
-        Err(e @ Error::Target(_)) => {
+            sent: self.w.sent,
+            pids: frozen.pids().to_vec(),
+        };
+        if let Err(e) = self.report(&r) {
             frozen.resume()?;
             return Err(e);
         }
-        // The target may run the tree or not: its daemon knows. Until ours has asked, the
-        // tree stays frozen here.
-        other => {
-            let e = match other {
-                Ok(r) => Error::Unanswered(format!("unexpected answer {r:?}")),
-                Err(e) => e,
-            };
-            let asked = say(
-                ctl_out,
-                &Report::Unanswered {
-                    error: e.to_string(),
-                },
-            );
-            if let Err(said) = asked {
-                frozen.resume()?;
-                return Err(said);
-            }
-            return match verdict(ctl_in) {
-                Verdict::Commit => {
-                    frozen.kill()?;
-                    Ok(Verdict::Commit)
-                }
-                Verdict::Abort => {
-                    frozen.resume()?;
-                    Err(e)
-                }
-            };
-        }
-    };
-    say(ctl_out, &restored)?;
-    let v = verdict(ctl_in);
-    match v {
-        Verdict::Commit => frozen.kill()?,
-        Verdict::Abort => frozen.resume()?,
+        Ok(frozen)
     }
-    Ok(v)
+
+    /// After the last image: the target's word, reported, unless the daemon speaks first (its
+    /// verdict is then read by `obey`).
+    fn wait_answer(&mut self) -> Result<()> {
+        let fds = [self.conn.as_fd(), self.ctl.as_fd()];
+        if wait_readable(&fds, Duration::MAX) != Some(0) {
+            return Ok(());
+        }
+        let r = match answer(&mut self.back) {
+            Ok(micros) => Report::TargetHolds { micros },
+            Err(e) => Report::NoAnswer(e.to_string()),
+        };
+        self.report(&r)
+    }
 }
 
 /// Writes a checkpoint of the tree under `pid` to `dir`; the tree is killed unless

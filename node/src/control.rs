@@ -9,7 +9,9 @@ use ssi_core::process::{Caller, EXIT_SSI_ERROR};
 use ssi_core::view::ClusterInfo;
 use tokio::net::{UnixListener, UnixStream};
 
-use super::{cluster, session, Node};
+use crate::node::Node;
+use crate::sched::ops::{self as sched, SchedOp};
+use crate::{route, session};
 
 /// Binds the control socket at `path`. A socket file left by a dead daemon is replaced; one
 /// that a live daemon answers on is not. Anyone may connect: each request runs with the
@@ -76,7 +78,7 @@ fn caller_of(stream: &UnixStream) -> Result<Caller> {
     })
 }
 
-async fn session_of(node: &Node, stream: UnixStream, path: &Path) -> Result<()> {
+async fn session_of(node: &Arc<Node>, stream: UnixStream, path: &Path) -> Result<()> {
     let caller = caller_of(&stream)?;
     let mut conn = ControlConn::from_stream(stream, path);
     while let Some(req) = conn.recv::<ControlRequest>().await? {
@@ -103,17 +105,17 @@ async fn session_of(node: &Node, stream: UnixStream, path: &Path) -> Result<()> 
     Ok(())
 }
 
-async fn answer(node: &Node, req: ControlRequest, caller: &Caller) -> Result<ControlResponse> {
+async fn answer(node: &Arc<Node>, req: ControlRequest, caller: &Caller) -> Result<ControlResponse> {
     Ok(match req {
         ControlRequest::Nodes => ControlResponse::Nodes(node.gossip.view().await?),
         ControlRequest::Info => ControlResponse::Info(ClusterInfo::sum(&node.gossip.view().await?)),
-        ControlRequest::Ps => ControlResponse::Processes(cluster::ps(node).await?),
+        ControlRequest::Ps => ControlResponse::Processes(route::ps(node, Some(caller)).await?),
         ControlRequest::Kill { gpid, sig } => {
-            cluster::kill(node, gpid, sig, caller).await?;
+            route::kill(node, gpid, sig, caller).await?;
             ControlResponse::Done
         }
         ControlRequest::Migrate { gpid, to, rounds } => {
-            ControlResponse::Migrated(cluster::migrate(node, gpid, to, rounds, caller).await?)
+            ControlResponse::Migrated(route::migrate(node, gpid, to, rounds, caller).await?)
         }
         ControlRequest::Checkpoint {
             gpid,
@@ -121,22 +123,18 @@ async fn answer(node: &Node, req: ControlRequest, caller: &Caller) -> Result<Con
             leave_running,
         } => {
             let (pids, page_bytes) =
-                cluster::checkpoint(node, gpid, dir, leave_running, caller).await?;
+                route::checkpoint(node, gpid, dir, leave_running, caller).await?;
             ControlResponse::Checkpointed { pids, page_bytes }
         }
-        ControlRequest::SchedShow => {
-            ControlResponse::Sched(cluster::sched_all(node, cluster::SchedOp::Show).await?)
-        }
+        ControlRequest::SchedShow => ControlResponse::Sched(sched::all(node, SchedOp::Show).await?),
         ControlRequest::SchedSet { policy, params } => {
             if caller.uid != 0 {
                 bail!("changing the scheduling policy needs root");
             }
-            ControlResponse::Sched(
-                cluster::sched_all(node, cluster::SchedOp::Set(policy, params)).await?,
-            )
+            ControlResponse::Sched(sched::all(node, SchedOp::Set(policy, params)).await?)
         }
         ControlRequest::SchedBalance => {
-            ControlResponse::Sched(cluster::sched_all(node, cluster::SchedOp::Balance).await?)
+            ControlResponse::Sched(sched::all(node, SchedOp::Balance).await?)
         }
         ControlRequest::Input(_) => bail!("no process follows this connection"),
         ControlRequest::Run(_) | ControlRequest::Attach { .. } | ControlRequest::Restart { .. } => {

@@ -1,76 +1,101 @@
-//! The helpers `ssid` starts inside its node's pid namespace to work on process trees:
+//! The helpers `ssid` starts inside its node's pid namespace to work on process trees
+//! (`ssid helper`): each gets its job as a typed message ([`migrate::Job`]) first thing on its
+//! control socket, and its descriptors as one [`HelperFds`], whose layout lives only here.
 //!
-//! * `migrate-out --pid P`: pre-copy and freeze the tree of P; images to the target on the
-//!   connection at fd 1; reports on fd 3;
-//! * `migrate-in`: images from the source on the connection at fd 0; restore with fds 4, 5, 6
-//!   as the tree's outside streams;
-//! * `checkpoint-out --pid P --dir D [--leave-running]`: write the tree of P to D;
-//! * `restore-in --dir D`: restore the image in D with fds 4, 5, 6 as outside streams.
+//! * `MigrateOut`: pre-copy rounds, freeze, last image on the data stream, by the daemon's
+//!   orders; then kill or resume the frozen copy;
+//! * `MigrateIn`: images from the data stream, restored with the stdio descriptors as the
+//!   tree's outside streams, held until the daemon says to let it go;
+//! * `Checkpoint`: write the tree to a directory;
+//! * `Restore`: restore a directory's image with the stdio descriptors.
 //!
-//! Each writes [`migrate::Report`] lines on fd 3; the migration helpers first read there the
-//! key of their data stream ([`migrate::Start`]), then the daemon's verdict. A helper that
-//! dumps first mounts a /proc of its own: the host's /proc shows pids of the root namespace,
-//! the dumper needs those of the node's.
+//! Each reports on its control socket ([`migrate::Report`]). A helper that dumps first mounts
+//! a /proc of its own: the host's /proc shows pids of the root namespace, the dumper needs
+//! those of the node's.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
 use anyhow::{Context, Result};
-use migrate::Report;
+use migrate::control::{self, Job, Report};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
 use crate::sys;
 
-/// Names of the helper modes.
-pub const MODES: [&str; 4] = ["migrate-out", "migrate-in", "checkpoint-out", "restore-in"];
+/// The first argument of `ssid` that makes it a helper.
+pub const MODE: &str = "helper";
 
-/// Runs helper `mode` with `args`; the outcome is reported on fd 3.
-pub fn main(mode: &str, args: &[String]) -> Result<()> {
-    let ctl: UnixStream = sys::inherited_fd(3).into();
-    let mut out = ctl
-        .try_clone()
-        .context("cannot duplicate the control socket")?;
-    let report = run(mode, args, &ctl).unwrap_or_else(|e| {
-        Some(Report::Failed {
-            error: format!("{e:#}"),
-        })
-    });
+/// The descriptors a helper inherits, by what they are for.
+#[derive(Debug)]
+pub struct HelperFds {
+    /// The control socket: the job and orders in, reports out.
+    pub control: OwnedFd,
+    /// Where its log goes (the daemon's stderr).
+    pub log: OwnedFd,
+    /// The data stream of a migration (the TCP connection the two daemons opened).
+    pub data: Option<OwnedFd>,
+    /// The outside standard streams of a tree it restores: stdin's read end, stdout's and
+    /// stderr's write ends.
+    pub stdio: Option<[OwnedFd; 3]>,
+}
+
+/// Where each descriptor sits in the helper: the numbers are known here only.
+mod slot {
+    use std::os::fd::RawFd;
+    /// /dev/null.
+    pub const STDIN: RawFd = 0;
+    /// The data stream, or /dev/null.
+    pub const DATA: RawFd = 1;
+    /// The log.
+    pub const LOG: RawFd = 2;
+    /// The control socket.
+    pub const CONTROL: RawFd = 3;
+    /// The restored tree's stdin, stdout and stderr.
+    pub const STDIO: [RawFd; 3] = [4, 5, 6];
+}
+
+impl HelperFds {
+    /// The descriptors in the order the namespace init gives them (`fds[i]` becomes fd `i`);
+    /// `null` fills the slots this helper does not use.
+    pub fn in_order<'a>(&'a self, null: &'a OwnedFd) -> Vec<&'a OwnedFd> {
+        let mut v = vec![null; 4];
+        v[slot::STDIN as usize] = null;
+        v[slot::DATA as usize] = self.data.as_ref().unwrap_or(null);
+        v[slot::LOG as usize] = &self.log;
+        v[slot::CONTROL as usize] = &self.control;
+        if let Some(stdio) = &self.stdio {
+            debug_assert_eq!(slot::STDIO, [4, 5, 6], "they follow the four above");
+            v.extend(stdio.iter());
+        }
+        v
+    }
+}
+
+/// Runs a helper: reads its job on its control socket, does it, reports how it went.
+pub fn main() -> Result<()> {
+    let ctl: UnixStream = sys::inherited_fd(slot::CONTROL).into();
+    let mut out = &ctl;
+    let outcome = (|| {
+        let mut r = &ctl;
+        let job: Job = control::recv(&mut r)?.context("ssid sent no job")?;
+        run(job, &ctl)
+    })();
+    let report = outcome.unwrap_or_else(|e| Some(Report::Failed(format!("{e:#}"))));
     if let Some(r) = report {
-        let mut line = serde_json::to_vec(&r)?;
-        line.push(b'\n');
-        out.write_all(&line).context("cannot report to ssid")?;
+        control::send(&mut out, &r).context("cannot report to ssid")?;
     }
     Ok(())
 }
 
-fn value<'a>(args: &'a [String], flag: &str) -> Result<&'a str> {
-    let i = args
-        .iter()
-        .position(|a| a == flag)
-        .with_context(|| format!("{flag} missing"))?;
-    args.get(i + 1)
-        .map(String::as_str)
-        .with_context(|| format!("{flag} needs a value"))
-}
-
-/// The key of the data stream, which the daemon sends first.
-fn data_key(ctl_in: &mut dyn BufRead) -> Result<[u8; 32]> {
-    let mut line = String::new();
-    ctl_in
-        .read_line(&mut line)
-        .context("cannot read the data stream key from ssid")?;
-    let start: migrate::Start =
-        serde_json::from_str(line.trim()).context("bad start line from ssid")?;
-    Ok(start.key)
-}
-
-/// A peer that stops moving the data stream fails the migration (see
-/// [`migrate::framing::STALL_TIMEOUT`]).
-fn limit_stalls(conn: &TcpStream) -> Result<()> {
-    migrate::framing::limit_stalls(conn, migrate::framing::STALL_TIMEOUT)
-        .context("cannot set timeouts on the data stream")
+/// The data stream this helper inherited. A peer that stops moving it fails the migration
+/// (see [`migrate::framing::STALL_TIMEOUT`]).
+fn data_stream() -> Result<TcpStream> {
+    let conn = TcpStream::from(sys::inherited_fd(slot::DATA));
+    migrate::framing::limit_stalls(&conn, migrate::framing::STALL_TIMEOUT)
+        .context("cannot set timeouts on the data stream")?;
+    Ok(conn)
 }
 
 /// A mount namespace of our own with a /proc of the pid namespace we are in.
@@ -94,50 +119,30 @@ fn own_proc() -> Result<()> {
     .context("cannot mount /proc for the node's pid namespace")
 }
 
-/// Does the work of `mode`; the report to send last, if any (`migrate-out` reports as it goes).
-fn run(mode: &str, args: &[String], ctl: &UnixStream) -> Result<Option<Report>> {
-    let stdio = [4, 5, 6];
-    match mode {
-        "migrate-out" => {
-            let pid: i32 = value(args, "--pid")?.parse().context("--pid")?;
+/// Does `job`; the report to send last, if any (the migration helpers report as they go).
+fn run(job: Job, ctl: &UnixStream) -> Result<Option<Report>> {
+    match job {
+        Job::MigrateOut { pid, key } => {
             own_proc()?;
-            let mut ctl_out = ctl.try_clone().context("control socket")?;
-            let mut ctl_in = BufReader::new(ctl.try_clone().context("control socket")?);
-            let key = data_key(&mut ctl_in)?;
-            let conn = TcpStream::from(sys::inherited_fd(1));
-            limit_stalls(&conn)?;
-            let mut policy = migrate::Policy::default();
-            if args.iter().any(|a| a == "--rounds") {
-                policy.max_rounds = value(args, "--rounds")?.parse().context("--rounds")?;
-            }
-            migrate::outbound::run(pid, &policy, &conn, &key, &mut ctl_out, &mut ctl_in)?;
+            migrate::outbound::run(pid, &data_stream()?, &key, ctl)?;
             Ok(None)
         }
-        "migrate-in" => {
-            let mut ctl_out = ctl.try_clone().context("control socket")?;
-            let mut ctl_in = BufReader::new(ctl.try_clone().context("control socket")?);
-            let key = data_key(&mut ctl_in)?;
-            let conn = TcpStream::from(sys::inherited_fd(0));
-            limit_stalls(&conn)?;
-            // it reports the restored tree itself, before it tells the source
-            migrate::inbound::run(&conn, &key, stdio, &mut ctl_out, &mut ctl_in)?;
+        Job::MigrateIn { key } => {
+            migrate::inbound::run(&data_stream()?, &key, slot::STDIO, ctl)?;
             Ok(None)
         }
-        "checkpoint-out" => {
-            let pid: i32 = value(args, "--pid")?.parse().context("--pid")?;
-            let dir = value(args, "--dir")?;
+        Job::Checkpoint {
+            pid,
+            dir,
+            leave_running,
+        } => {
             own_proc()?;
-            let leave = args.iter().any(|a| a == "--leave-running");
             Ok(Some(migrate::outbound::checkpoint_to_dir(
                 pid,
-                dir.as_ref(),
-                leave,
+                &dir,
+                leave_running,
             )?))
         }
-        "restore-in" => {
-            let dir = value(args, "--dir")?;
-            Ok(Some(migrate::inbound::restore_dir(dir.as_ref(), stdio)?))
-        }
-        other => anyhow::bail!("unknown helper mode {other}"),
+        Job::Restore { dir } => Ok(Some(migrate::inbound::restore_dir(&dir, slot::STDIO)?)),
     }
 }

@@ -12,12 +12,19 @@ use ssi_core::Error;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::{Fatal, Node};
+use crate::node::Node;
+
+/// A reason for the daemon to stop on its own.
+#[derive(Debug)]
+pub(crate) enum Fatal {
+    /// The cluster refused us (duplicate id, wrong key): exit with an error.
+    Refused(String),
+}
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keeps this node in the cluster: joins through a seed whenever it is alone.
-pub(super) async fn run(node: Arc<Node>, fatal: mpsc::Sender<Fatal>) {
+pub(crate) async fn run(node: Arc<Node>, fatal: mpsc::Sender<Fatal>) {
     let seeds = node.config.seeds.clone();
     if seeds.is_empty() {
         tracing::info!("no seeds: waiting for other nodes to join through us");

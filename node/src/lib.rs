@@ -1,4 +1,5 @@
-//! The node daemon `ssid`: membership, RPC between daemons, the control socket, probes.
+//! The node daemon `ssid`: membership, RPC between daemons, the control socket for the local
+//! CLI, the processes this node hosts, their migration, and the scheduler.
 //!
 //! ```text
 //!            seeds (TCP, authenticated)          other daemons (UDP gossip)
@@ -8,95 +9,66 @@
 //!                                   ^
 //!                   probe loop -----+ (publishes CPU/memory/load every info interval)
 //! ```
+//!
+//! The files import each other downwards only (checked by `node/tests/layers.rs`); a file
+//! uses those below it, never one above:
+//!
+//! ```text
+//!   lib.rs (run: starts every task)
+//!     control.rs (the CLI)         rpc.rs (other daemons)       join.rs     probes.rs
+//!         |    \                   /    |
+//!         |     session.rs (ssi run / attach sessions, placement)
+//!         |        |
+//!     sched/ops.rs |               (ssi sched, here and on every node)
+//!         |        |
+//!     sched/balance.rs             (re-balancing: a move is a migration)
+//!         |        |
+//!       route.rs   |               (ps, locate, kill, migrate, checkpoint where the process is)
+//!         |        |
+//!       migration.rs               (the runtime of the migration protocol; checkpoint, restart)
+//!         |
+//!       peer.rs                    (connect to another daemon, ask it one thing)
+//!         |
+//!       node.rs                    (what every task shares)
+//!         |
+//!   procman/  sched/state.rs  migration/registry.rs  helpers.rs  nsinit/  cgroup.rs  sys.rs
+//! ```
 
 mod cgroup;
-mod cluster;
 mod control;
 pub mod helpers;
-mod incoming;
 mod join;
 mod migration;
+pub mod node;
 pub mod nsinit;
+mod peer;
 mod probes;
 pub mod procman;
+mod route;
 mod rpc;
 pub mod sched;
 mod session;
 mod sys;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
 use ssi_core::auth::{unix_ms, ClusterKey};
 use ssi_core::config::NodeConfig;
-use ssi_core::gossip::{self, GossipHandle};
+use ssi_core::gossip;
 use ssi_core::membership::Membership;
-use ssi_core::process::ProcessView;
-use ssi_core::{NodeId, NodeIdentity};
+use ssi_core::NodeIdentity;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
+use join::Fatal;
+use node::Node;
 use nsinit::client::{InitClient, Started};
 use procman::ProcMan;
 
-/// What every subsystem of a running daemon shares.
-#[derive(Debug)]
-pub struct Node {
-    /// The resolved configuration.
-    pub config: NodeConfig,
-    /// The cluster key.
-    pub key: ClusterKey,
-    /// The membership task.
-    pub gossip: GossipHandle,
-    /// The process manager, or why this node cannot host processes.
-    pub procs: Result<Arc<ProcMan>, String>,
-    /// Processes started from this node on other nodes, to report them lost when their node
-    /// dies.
-    directory: Mutex<HashMap<i32, ProcessView>>,
-    /// The scheduler of this node.
-    pub sched: sched::Sched,
-    /// Outcomes of migrations to this node, for sources that got no answer.
-    incoming: incoming::Incoming,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Node {
-    /// The local process manager, or an error saying why this node hosts no processes.
-    pub fn local_procs(&self) -> Result<&ProcMan> {
-        self.procs
-            .as_deref()
-            .map_err(|why| anyhow::anyhow!("node {} cannot host processes: {why}", self.config.id))
-    }
-
-    fn directory(&self) -> MutexGuard<'_, HashMap<i32, ProcessView>> {
-        lock(&self.directory)
-    }
-
-    /// The name of node `id` as gossiped, or its number.
-    pub async fn name_of(&self, id: NodeId) -> String {
-        self.gossip
-            .view()
-            .await
-            .ok()
-            .and_then(|v| v.into_iter().find(|n| n.id == id))
-            .map_or_else(|| format!("node-{id}"), |n| n.name)
-    }
-}
-
 /// How the node hosts processes: its namespace init, or why it cannot.
 pub type Hosting = Result<Started, String>;
-
-/// A reason for the daemon to stop on its own.
-#[derive(Debug)]
-enum Fatal {
-    /// The cluster refused us (duplicate id, wrong key): exit with an error.
-    Refused(String),
-}
 
 /// Runs the daemon until SIGTERM or SIGINT (graceful leave) or a fatal refusal.
 pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
@@ -167,7 +139,7 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
         gossip,
         procs,
         directory: Mutex::default(),
-        incoming: incoming::Incoming::default(),
+        migrations: Default::default(),
         sched,
     });
     tracing::info!(
@@ -179,8 +151,8 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
     tokio::spawn(rpc::serve(node.clone(), tcp));
     tokio::spawn(control::serve(node.clone(), control));
     tokio::spawn(probes::run(node.clone()));
-    tokio::spawn(probes::balance(node.clone()));
-    tokio::spawn(sched::follow(node.clone()));
+    tokio::spawn(sched::balance::run(node.clone()));
+    tokio::spawn(sched::state::follow(node.clone()));
     tokio::spawn(join::run(node.clone(), fatal_tx));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

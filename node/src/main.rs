@@ -48,11 +48,8 @@ fn real_main() -> Result<()> {
     if raw.get(1).map(String::as_str) == Some("ns-init") {
         return ns_init(&raw[2..]);
     }
-    if let Some(mode) = raw
-        .get(1)
-        .filter(|m| ssi_node::helpers::MODES.contains(&m.as_str()))
-    {
-        return ssi_node::helpers::main(mode, &raw[2..]);
+    if raw.get(1).map(String::as_str) == Some(ssi_node::helpers::MODE) {
+        return ssi_node::helpers::main();
     }
     let args = Args::parse();
     if let Some(path) = args.gen_key {

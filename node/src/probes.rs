@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ssi_core::probe::Prober;
 
-use super::Node;
+use crate::node::Node;
 
 /// Samples and publishes every `info_interval`, forever.
 pub async fn run(node: Arc<Node>) {
@@ -31,37 +31,4 @@ pub async fn run(node: Arc<Node>) {
             Err(e) => tracing::warn!(error = %e, "probe sample failed"),
         }
     }
-}
-
-/// Re-balancing: every interval, maybe move one local process to a less loaded node.
-pub async fn balance(node: Arc<Node>) {
-    loop {
-        tokio::time::sleep(node.sched.interval()).await;
-        if let Err(e) = balance_once(&node, false).await {
-            tracing::debug!(error = %format!("{e:#}"), "re-balancing round failed");
-        }
-    }
-}
-
-/// One look at the load; with `force`, even within the cooldown (`ssi sched balance --now`).
-pub async fn balance_once(node: &Node, force: bool) -> anyhow::Result<()> {
-    let Ok(pm) = &node.procs else {
-        return Ok(());
-    };
-    let view = node.gossip.view().await?;
-    let local = pm.movable(&node.sched.cpu_by_pid());
-    let Some(mv) = node.sched.balance(&view, &local, force) else {
-        return Ok(());
-    };
-    let root = ssi_core::process::Caller {
-        uid: 0,
-        gid: 0,
-        groups: Vec::new(),
-    };
-    let outcome = super::migration::migrate_out(node, mv.gpid, mv.to, None, &root)
-        .await
-        .map(drop)
-        .map_err(|e| format!("{e:#}"));
-    node.sched.moved(&mv, outcome);
-    Ok(())
 }

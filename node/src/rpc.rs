@@ -14,9 +14,11 @@ use ssi_core::wire::{SecureReceiver, SecureSender, SecureStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
-use super::procman::ProcMan;
-use super::session::{follow_local, InputSource};
-use super::Node;
+use crate::migration;
+use crate::node::Node;
+use crate::procman::ProcMan;
+use crate::sched::ops::{self as sched_ops, SchedOp};
+use crate::session::{follow_local, InputSource, Leg};
 
 /// Accepts daemon connections forever.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
@@ -42,7 +44,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
-async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<()> {
+async fn connection(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr) -> Result<()> {
     let mut conn = SecureStream::server(stream, &node.key, peer.to_string()).await?;
     while let Some(req) = conn.recv::<RpcRequest>().await? {
         let resp = match req {
@@ -52,76 +54,85 @@ async fn connection(node: &Node, stream: TcpStream, peer: SocketAddr) -> Result<
                 caller,
                 input,
             } => return attach(node, gpid, caller, input, conn).await,
-            RpcRequest::MigrateIn { gpid, uid } => {
-                return super::migration::migrate_in(node, gpid, uid, conn).await
+            RpcRequest::MigrateIn { id, row } => {
+                return migration::target::migrate_in(node, id, row, conn).await
             }
-            RpcRequest::SettleMigration { gpid } => super::migration::settled(node, gpid),
-            RpcRequest::HandOverInput { gpid, bytes, eof } => {
-                match node
-                    .local_procs()
-                    .and_then(|pm| pm.feed_input(gpid, super::procman::Leftover { bytes, eof }))
-                {
-                    Ok(()) => RpcResponse::Done,
-                    Err(e) => error(e),
-                }
+            RpcRequest::Migration { id, msg } => {
+                let run = node.gossip.identity().await?.gen;
+                RpcResponse::Migration(node.migrations.deliver(id, msg, run).await)
             }
-            RpcRequest::Migrate {
-                gpid,
-                to,
-                rounds,
-                caller,
-            } => match super::migration::migrate_out(node, gpid, to, rounds, &caller).await {
-                Ok(report) => RpcResponse::Migrated(report),
-                Err(e) => error(e),
-            },
-            RpcRequest::Checkpoint {
-                gpid,
-                dir,
-                leave_running,
-                caller,
-            } => {
-                match super::migration::checkpoint(node, gpid, &dir, leave_running, &caller).await {
-                    Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
-                    Err(e) => error(e),
-                }
-            }
-            RpcRequest::Restart { dir, caller } => {
-                match super::migration::restart(node, &dir, &caller).await {
-                    Ok(gpid) => RpcResponse::Restored {
-                        gpid,
-                        pids: vec![gpid],
-                        micros: 0,
-                    },
-                    Err(e) => error(e),
-                }
-            }
-            RpcRequest::SchedShow => sched(node, super::cluster::SchedOp::Show).await,
-            RpcRequest::SchedSet { policy, params } => {
-                sched(node, super::cluster::SchedOp::Set(policy, params)).await
-            }
-            RpcRequest::SchedBalance => sched(node, super::cluster::SchedOp::Balance).await,
             RpcRequest::Join { identity, name } => admit(node, identity, &name, peer).await,
-            RpcRequest::Ps => match &node.procs {
-                Ok(pm) => RpcResponse::Processes(pm.ps()),
-                Err(_) => RpcResponse::Processes(Vec::new()),
-            },
-            RpcRequest::Kill { gpid, sig, caller } => match node.local_procs() {
-                Ok(pm) => match pm.kill(gpid, sig, &caller).await {
-                    Ok(()) => RpcResponse::Done,
-                    Err(e) => error(e),
-                },
-                Err(e) => error(e),
-            },
-            RpcRequest::Input(_) => error(anyhow::anyhow!("input outside of a session")),
+            other => answer(node, other).await,
         };
         conn.send(&resp).await?;
     }
     Ok(())
 }
 
-async fn sched(node: &Node, op: super::cluster::SchedOp) -> RpcResponse {
-    match super::cluster::sched_local(node, &op).await {
-        Ok(json) => RpcResponse::Sched(json),
+/// Answers a request that is one question and one answer.
+async fn answer(node: &Arc<Node>, req: RpcRequest) -> RpcResponse {
+    match req {
+        RpcRequest::Migrate {
+            gpid,
+            to,
+            rounds,
+            caller,
+        } => match migration::source::migrate_out(node, gpid, to, rounds, &caller).await {
+            Ok(report) => RpcResponse::Migrated(report),
+            Err(e) => error(e),
+        },
+        RpcRequest::Checkpoint {
+            gpid,
+            dir,
+            leave_running,
+            caller,
+        } => {
+            match migration::checkpoint::checkpoint(node, gpid, &dir, leave_running, &caller).await
+            {
+                Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
+                Err(e) => error(e),
+            }
+        }
+        RpcRequest::Restart { dir, caller } => {
+            match migration::checkpoint::restart(node, &dir, &caller).await {
+                Ok(gpid) => RpcResponse::Restored {
+                    gpid,
+                    pids: vec![gpid],
+                    micros: 0,
+                },
+                Err(e) => error(e),
+            }
+        }
+        RpcRequest::SchedShow => sched(node, SchedOp::Show).await,
+        RpcRequest::SchedSet { policy, params } => sched(node, SchedOp::Set(policy, params)).await,
+        RpcRequest::SchedBalance => sched(node, SchedOp::Balance).await,
+        RpcRequest::Ps => RpcResponse::Processes {
+            hosted: node.procs.as_ref().map(|pm| pm.ps()).unwrap_or_default(),
+            remembered: node.directory().values().cloned().collect(),
+        },
+        RpcRequest::ForgetLost { gpids } => {
+            node.directory().retain(|g, _| !gpids.contains(g));
+            RpcResponse::Done
+        }
+        RpcRequest::Kill { gpid, sig, caller } => match node.local_procs() {
+            Ok(pm) => match pm.kill(gpid, sig, &caller).await {
+                Ok(()) => RpcResponse::Done,
+                Err(e) => error(e),
+            },
+            Err(e) => error(e),
+        },
+        RpcRequest::Input(_) => error(anyhow::anyhow!("input outside of a session")),
+        RpcRequest::Join { .. }
+        | RpcRequest::Spawn { .. }
+        | RpcRequest::Attach { .. }
+        | RpcRequest::MigrateIn { .. }
+        | RpcRequest::Migration { .. } => error(anyhow::anyhow!("not a one-answer request")),
+    }
+}
+
+async fn sched(node: &Arc<Node>, op: SchedOp) -> RpcResponse {
+    match sched_ops::local(node, &op).await {
+        Ok(status) => RpcResponse::Sched(status),
         Err(e) => error(e),
     }
 }
@@ -210,7 +221,7 @@ async fn follow_remote(
         &mut undelivered,
     )
     .await?;
-    if !matches!(leg, super::session::Leg::Moved(_)) {
+    if !matches!(leg, Leg::Moved(_)) {
         return Ok(());
     }
     let rest = tokio::time::timeout(FENCE_TIMEOUT, async {

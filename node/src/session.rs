@@ -24,8 +24,9 @@ use ssi_core::NodeId;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::procman::ProcMan;
-use super::{cluster, Node};
+use crate::node::Node;
+use crate::procman::ProcMan;
+use crate::{peer, route};
 
 /// Where input comes from.
 pub trait InputSource {
@@ -181,7 +182,7 @@ async fn place(node: &Node, spec: &RunSpec) -> Result<NodeId, (String, i32)> {
             None => Err((format!("unknown node {id}"), EXIT_SSI_ERROR)),
         };
     }
-    let req = super::sched::request(spec.cpus, spec.mem_bytes, &spec.constraints);
+    let req = crate::sched::state::request(spec.cpus, spec.mem_bytes, &spec.constraints);
     node.sched
         .place(&req, &spec.command_line())
         .ok_or_else(|| {
@@ -239,7 +240,7 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
         return follow(node, gpid, host, &caller, conn, true, Some(Open::Local(rx))).await;
     }
     let remote = async {
-        let mut rpc = cluster::connect(node, host).await?;
+        let mut rpc = peer::connect(node, host).await?;
         rpc.send(&RpcRequest::Spawn {
             spec: spec.clone(),
             caller: caller.clone(),
@@ -274,13 +275,14 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
             node: host,
             node_name: host_name.clone(),
             state: ProcState::Running,
-            user: super::procman::ps::user_name(caller.uid),
+            user: crate::procman::ps::user_name(caller.uid),
             uid: caller.uid,
             cpu_percent: 0.0,
             rss_bytes: 0,
             start_time: ssi_core::auth::unix_ms() / 1000,
             threads: 1,
             command: spec.command_line(),
+            to: None,
         },
     );
     conn.send(&ControlResponse::Started {
@@ -329,13 +331,13 @@ pub async fn restart(
         Err((message, code)) => return fail(&mut conn, message, code).await,
     };
     let restored = if host == node.config.id {
-        super::migration::restart(node, &dir, &caller).await
+        crate::migration::checkpoint::restart(node, &dir, &caller).await
     } else {
         let req = RpcRequest::Restart {
             dir: dir.clone(),
             caller: caller.clone(),
         };
-        match cluster::ask(node, host, &req).await {
+        match peer::ask(node, host, &req).await {
             Ok(RpcResponse::Restored { gpid, .. }) => Ok(gpid),
             Ok(RpcResponse::Error { message }) => Err(anyhow!("{message}")),
             Ok(other) => Err(anyhow!("unexpected answer {other:?}")),
@@ -364,7 +366,7 @@ pub async fn restart(
 
 /// Serves `ssi attach` on a control connection.
 pub async fn attach(node: &Node, gpid: i32, caller: Caller, mut conn: ControlConn) -> Result<()> {
-    let host = match cluster::locate(node, gpid).await {
+    let host = match route::locate(node, gpid).await {
         Ok(h) => h,
         Err(e) => return fail(&mut conn, e.to_string(), EXIT_SSI_ERROR).await,
     };
@@ -396,7 +398,7 @@ async fn open(node: &Node, gpid: i32, host: NodeId, caller: &Caller, input: bool
         let rx = node.local_procs()?.attach(gpid, caller).await?;
         return Ok(Open::Local(rx));
     }
-    let mut rpc = cluster::connect(node, host).await?;
+    let mut rpc = peer::connect(node, host).await?;
     rpc.send(&RpcRequest::Attach {
         gpid,
         caller: caller.clone(),
@@ -496,7 +498,7 @@ async fn follow(
 /// Where `gpid` runs now if its host `host` went away after it had moved on (before the
 /// host could say so): the node it runs on, if not `host`.
 async fn moved_elsewhere(node: &Node, gpid: i32, host: NodeId) -> Option<NodeId> {
-    match cluster::locate(node, gpid).await {
+    match route::locate(node, gpid).await {
         Ok(at) if at != host => {
             tracing::info!(gpid, from = %host, to = %at, "its host went away, but the process runs on elsewhere");
             Some(at)

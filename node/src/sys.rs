@@ -1,7 +1,7 @@
 //! The raw system calls of grid-node, and the only `unsafe` code of the crate.
 //!
-//! `clone3` with `set_tid` (create a process with an exact pid) has no wrapper in nix or libc,
-//! and the code that runs in the child between `clone3` and `execve` must stay
+//! Programs are started with their exact pid by `checkpoint::clone_process` (`clone3` with
+//! `set_tid`); the code that runs in the child between the clone and `execve` must stay
 //! async-signal-safe: no allocation, no locks. Everything it needs is prepared beforehand in a
 //! [`Prepared`] value.
 
@@ -124,42 +124,18 @@ pub enum SpawnError {
 pub fn spawn(p: &Prepared, pid: Option<i32>) -> Result<i32, SpawnError> {
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Clone)?;
-    let set_tid: [libc::pid_t; 1] = [pid.unwrap_or(0)];
-    let args = libc::clone_args {
-        flags: 0,
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-        set_tid: if pid.is_some() {
-            set_tid.as_ptr() as u64
-        } else {
-            0
-        },
-        set_tid_size: u64::from(pid.is_some()),
-        cgroup: 0,
+    // SAFETY: the caller is single-threaded, so the child may run code until execve; it only
+    // calls async-signal-safe functions on values prepared before the clone.
+    let child_pid = match unsafe { checkpoint::clone_process(pid, libc::SIGCHLD) } {
+        Err(e) => {
+            return Err(SpawnError::Clone(Errno::from_raw(
+                e.raw_os_error().unwrap_or(libc::EIO),
+            )))
+        }
+        Ok(checkpoint::Forked::Child) => child(p, err_w.as_raw_fd()),
+        Ok(checkpoint::Forked::Parent(child_pid)) => child_pid,
     };
-    // SAFETY: `args` is a valid clone_args of the size passed; without CLONE_VM the child runs
-    // on a copy-on-write copy of our memory, and the caller is single-threaded, so the child
-    // may run code until execve; it only calls async-signal-safe functions.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const libc::clone_args,
-            std::mem::size_of::<libc::clone_args>(),
-        )
-    };
-    if ret < 0 {
-        return Err(SpawnError::Clone(Errno::last()));
-    }
-    if ret == 0 {
-        child(p, err_w.as_raw_fd());
-    }
     drop(err_w);
-    let child_pid = i32::try_from(ret).unwrap_or(-1);
     let mut report = [0u8; 5];
     let n = read_full(&err_r, &mut report);
     if n == report.len() {

@@ -8,44 +8,10 @@
 //! `cooldown_s`: together these keep a process from ping-ponging.
 
 use serde::{Deserialize, Serialize};
-use ssi_core::config::SchedConfig;
 use ssi_core::NodeId;
 
 use crate::sample::NodeSample;
-
-/// Re-balancing knobs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BalanceConfig {
-    /// Whether nodes re-balance on their own.
-    pub enabled: bool,
-    /// Seconds between two looks at the load.
-    pub interval_s: f64,
-    /// How much (in load per CPU) the busier node of a pair must gain for a move.
-    pub threshold: f64,
-    /// Seconds a process stays on a node before it may move again.
-    pub min_residence_s: f64,
-    /// Seconds between two moves from one node (lets probes catch up with the last move).
-    pub cooldown_s: f64,
-}
-
-impl From<&SchedConfig> for BalanceConfig {
-    fn from(c: &SchedConfig) -> Self {
-        BalanceConfig {
-            enabled: c.balance,
-            interval_s: c.balance_interval.as_secs_f64(),
-            threshold: c.balance_threshold,
-            min_residence_s: c.min_residence.as_secs_f64(),
-            cooldown_s: c.balance_cooldown.as_secs_f64(),
-        }
-    }
-}
-
-impl Default for BalanceConfig {
-    /// The defaults of the `[sched]` config table.
-    fn default() -> Self {
-        BalanceConfig::from(&SchedConfig::default())
-    }
-}
+pub use ssi_core::sched::BalanceConfig;
 
 /// A process of this node, as the balancer sees it.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,58 +1,9 @@
-//! What policies see of the cluster: one sample per alive node, from the gossiped probe data.
-
-use std::collections::BTreeMap;
+//! What policies see of the cluster: one [`NodeSample`] per alive node, from the gossiped probe
+//! data (the type lives in `ssi_core::sched`, since it also shows in `ssi sched show`), and what
+//! a new process asks for.
 
 use serde::{Deserialize, Serialize};
-use ssi_core::view::{MemberState, NodeView};
-use ssi_core::NodeId;
-
-/// One alive node as placement and balancing see it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NodeSample {
-    /// Node id.
-    pub id: NodeId,
-    /// Node name.
-    pub name: String,
-    /// CPUs it offers.
-    pub cpus: u32,
-    /// Total memory, bytes.
-    pub mem_total_bytes: u64,
-    /// Available memory, bytes.
-    pub mem_free_bytes: u64,
-    /// Load: threads it hosts that run or wait for a CPU (after filters).
-    pub load: f64,
-    /// Processes it hosts.
-    pub procs: u32,
-    /// Admin-set labels (`rack = "a"`), for placement constraints.
-    pub labels: BTreeMap<String, String>,
-    /// Processes placed there recently that its probes may not show yet.
-    pub pending: u32,
-}
-
-impl NodeSample {
-    /// Samples of the alive members of a cluster view.
-    pub fn from_view(view: &[NodeView]) -> Vec<NodeSample> {
-        view.iter()
-            .filter(|n| n.state == MemberState::Alive)
-            .map(|n| NodeSample {
-                id: n.id,
-                name: n.name.clone(),
-                cpus: n.probe.cpus,
-                mem_total_bytes: n.probe.mem_total_bytes,
-                mem_free_bytes: n.probe.mem_free_bytes,
-                load: n.probe.runnable,
-                procs: n.probe.ssi_procs,
-                labels: n.probe.labels.clone(),
-                pending: 0,
-            })
-            .collect()
-    }
-
-    /// Load per CPU, counting each pending placement as one runnable task.
-    pub fn pressure(&self) -> f64 {
-        (self.load + f64::from(self.pending)) / f64::from(self.cpus.max(1))
-    }
-}
+pub use ssi_core::sched::NodeSample;
 
 /// What a new process needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +30,8 @@ impl Request {
 
 #[cfg(test)]
 pub(crate) fn node(id: u16, cpus: u32, load: f64) -> NodeSample {
+    use ssi_core::NodeId;
+    use std::collections::BTreeMap;
     NodeSample {
         id: NodeId(id),
         name: format!("n{id}"),

@@ -15,6 +15,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use crate::error::{Error, Result};
 use crate::node::NodeId;
 use crate::process::{Input, MigrationReport, Output, ProcessView, RunSpec};
+use crate::sched::SchedAnswer;
 use crate::view::{ClusterInfo, NodeView};
 use crate::wire;
 
@@ -111,9 +112,9 @@ pub enum ControlResponse {
     Processes(Vec<ProcessView>),
     /// Answer to [`ControlRequest::Migrate`].
     Migrated(MigrationReport),
-    /// Answer to [`ControlRequest::SchedShow`] (and `SchedSet`, `SchedBalance`): each node's
-    /// scheduler, as JSON (its shape is the scheduler's, see `ssi sched show --json`).
-    Sched(Vec<String>),
+    /// Answer to [`ControlRequest::SchedShow`] (and `SchedSet`, `SchedBalance`): each alive
+    /// node's scheduler, this node's first.
+    Sched(Vec<SchedAnswer>),
     /// Answer to [`ControlRequest::Checkpoint`].
     Checkpointed {
         /// Pids of the tree.

@@ -15,6 +15,7 @@ pub mod pids;
 pub mod probe;
 pub mod process;
 pub mod rpc;
+pub mod sched;
 pub mod view;
 pub mod wire;
 

@@ -142,6 +142,29 @@ pub struct MigrationReport {
     /// Input the process had not read at the switch that could not be handed over to the
     /// target (0 when all of it went): it stayed behind, lost.
     pub lost_input_bytes: u64,
+    /// What the figures do not say: how the outcome was learnt when the source could not
+    /// report it (it died after the switch).
+    pub note: Option<String>,
+}
+
+impl MigrationReport {
+    /// The report of a move of `gpid` from `from` to `to`, with no figures yet.
+    pub fn new(gpid: i32, from: NodeId, to: NodeId) -> MigrationReport {
+        MigrationReport {
+            gpid,
+            pids: Vec::new(),
+            from,
+            to,
+            rounds: Vec::new(),
+            final_page_bytes: 0,
+            bytes_sent: 0,
+            total_micros: 0,
+            downtime_micros: 0,
+            restore_micros: 0,
+            lost_input_bytes: 0,
+            note: None,
+        }
+    }
 }
 
 /// State of a process in `ssi ps`.
@@ -160,6 +183,8 @@ pub enum ProcState {
     Zombie,
     /// Its node died.
     Lost,
+    /// It is being moved to another node (`ProcessView::to`).
+    Migrating,
 }
 
 impl ProcState {
@@ -183,6 +208,7 @@ impl ProcState {
             ProcState::Stopped => "stopped",
             ProcState::Zombie => "zombie",
             ProcState::Lost => "lost",
+            ProcState::Migrating => "migrating",
         }
     }
 }
@@ -220,4 +246,6 @@ pub struct ProcessView {
     pub threads: u32,
     /// Command line.
     pub command: String,
+    /// While it is `migrating`: the node it moves to (`node` is the one it leaves).
+    pub to: Option<NodeId>,
 }

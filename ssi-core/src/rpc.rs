@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::membership::MemberRecord;
 use crate::node::{NodeId, NodeIdentity};
 use crate::process::{Caller, Input, MigrationReport, Output, ProcessView, RunSpec};
+use crate::sched::SchedStatus;
 
 /// A request from one daemon to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,12 +48,14 @@ pub enum RpcRequest {
     },
     /// Receive a migrating tree: this node answers `Ready` (or `Error`), then both daemons
     /// hand the connection to their migration helpers, which carry the images on it (see the
-    /// `migrate` crate).
+    /// `migrate` crate). Refused when this node has seen this tree under `id.epoch` or a later
+    /// one (a stale or repeated offer), or holds a process under its pid.
     MigrateIn {
-        /// The root's global pid.
-        gpid: i32,
-        /// Its owner.
-        uid: u32,
+        /// The migration.
+        id: MigrationId,
+        /// The tree's root as the source lists it (its node, owner, command), for this node's
+        /// records.
+        row: ProcessView,
     },
     /// Checkpoint the tree of `gpid`, hosted here, to `dir`.
     Checkpoint {
@@ -85,8 +88,14 @@ pub enum RpcRequest {
     },
     /// Input for the process this connection follows.
     Input(Input),
-    /// The processes hosted here.
+    /// The processes hosted here, and those this node knows of on other nodes (answered by
+    /// `Processes`).
     Ps,
+    /// Forget these processes that were listed as lost to their owner.
+    ForgetLost {
+        /// Their global pids.
+        gpids: Vec<i32>,
+    },
     /// Signal a process hosted here.
     Kill {
         /// Its global pid.
@@ -96,22 +105,13 @@ pub enum RpcRequest {
         /// Who asks (checked against the process owner).
         caller: Caller,
     },
-    /// From the source of a migration of `gpid` to this node whose answer never came: did this
-    /// node take the tree in? If it did not yet, it never will (answered by `Settled`).
-    SettleMigration {
-        /// Root of the migrating tree.
-        gpid: i32,
-    },
-    /// From the source of a migration of `gpid` to this node, once the tree runs here: the
-    /// input its frozen copy had not read, to go in front of its input here (answered `Done`).
-    HandOverInput {
-        /// Root of the migrated tree.
-        gpid: i32,
-        /// The unread bytes, in order.
-        #[serde(with = "serde_bytes")]
-        bytes: Vec<u8>,
-        /// Its input had ended after them.
-        eof: bool,
+    /// What one daemon of a migration tells the other once the images are sent (see the
+    /// `migrate` crate's protocol); answered by `Migration`.
+    Migration {
+        /// The migration.
+        id: MigrationId,
+        /// The message.
+        msg: MigrationMsg,
     },
 }
 
@@ -144,8 +144,14 @@ pub enum RpcResponse {
     },
     /// Output of the process this connection follows.
     Output(Output),
-    /// Processes hosted by the answering node.
-    Processes(Vec<ProcessView>),
+    /// Processes hosted by the answering node (`hosted`), and those it knows of on other
+    /// nodes (`remembered`: started from it, or moved through it), as it last saw them.
+    Processes {
+        /// Its own.
+        hosted: Vec<ProcessView>,
+        /// Elsewhere.
+        remembered: Vec<ProcessView>,
+    },
     /// Ready to receive (answer to `MigrateIn`).
     Ready,
     /// The tree runs here now.
@@ -159,8 +165,8 @@ pub enum RpcResponse {
     },
     /// Answer to `Migrate`.
     Migrated(MigrationReport),
-    /// This node's scheduler state, as JSON.
-    Sched(String),
+    /// This node's scheduler, after the request.
+    Sched(SchedStatus),
     /// Answer to `Checkpoint`.
     Checkpointed {
         /// Pids of the tree.
@@ -182,10 +188,67 @@ pub enum RpcResponse {
         /// What went wrong, in one line.
         message: String,
     },
-    /// Answer to `SettleMigration`: the pids of the tree if this node took it in (it runs
-    /// here), `None` if it did not (and will not).
-    Settled {
-        /// The tree's pids, if it runs here.
-        pids: Option<Vec<i32>>,
-    },
+    /// Answer to `Migration`: the other daemon's answer, if it has one.
+    Migration(Option<MigrationMsg>),
+}
+
+/// One attempt to move a tree: its root and the epoch the target must hold before it lets the
+/// tree run. Epochs grow along a tree's history (each attempt takes one above the tree's
+/// current epoch), so a message of an earlier attempt is never taken for one of this attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MigrationId {
+    /// The tree's root (global pid).
+    pub gpid: i32,
+    /// The epoch of this attempt.
+    pub epoch: u64,
+    /// The source node's run (its membership generation): a target that asks a source run
+    /// which did not start the migration learns that the source restarted, and with it its
+    /// copy of the tree died.
+    pub source_run: u64,
+}
+
+/// Input a process had not read when it moved, which goes in front of its input on the
+/// target.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    /// The unread bytes, in order.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+    /// Its input had ended after those bytes.
+    pub eof: bool,
+}
+
+/// The source's decision about a migration, as it answers a target that asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    /// Not decided yet: ask again.
+    Undecided,
+    /// The source's copy is dead: let the tree go here, with this input in front of its input.
+    Commit(Handover),
+    /// The source's copy runs on: discard what you hold.
+    Abort,
+    /// The source node restarted since it started the migration: its copy died with its
+    /// previous run, and its input with it.
+    Restarted,
+    /// The source knows nothing of this migration (it forgot it long ago).
+    Unknown,
+}
+
+/// What the two daemons of a migration tell each other once the last image is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MigrationMsg {
+    /// Source to target: let the tree go (the source's copy is dead), with this input first.
+    Commit(Handover),
+    /// Target to source: the tree runs here.
+    Committed,
+    /// Source to target: discard what you hold; the source's copy runs on.
+    Abort,
+    /// Target to source: discarded (or nothing was held).
+    Aborted,
+    /// Target to source, holding the restored tree without a decision: what did you decide?
+    Ask,
+    /// Source to target: the answer to `Ask`.
+    Decided(Decision),
+    /// Either way: no such migration here.
+    Unknown,
 }

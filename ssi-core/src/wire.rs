@@ -31,7 +31,7 @@ use crate::auth::{ClusterKey, TAG_LEN};
 use crate::error::{Error, Result};
 
 /// Version of every message format of this crate; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 16 << 20;
 /// How long the authentication handshake may take.

@@ -374,7 +374,7 @@ fn migrate_in_helper(tb: &Testbed, n: usize) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let is_helper = cmdline.split(|&b| b == 0).nth(1) == Some(&b"migrate-in"[..]);
+        let is_helper = cmdline.split(|&b| b == 0).nth(1) == Some(&b"helper"[..]);
         (is_helper && parent(parent(pid)?)? == ssid).then_some(pid)
     })
 }
@@ -440,7 +440,7 @@ fn a_target_helper_killed_mid_migration_leaves_the_process_at_the_source() {
             );
             continue;
         }
-        assert!(err.contains("runs on where it was"), "{delay_ms} ms: {err}");
+        assert!(err.contains("runs on at the source"), "{delay_ms} ms: {err}");
         // Once, at the source, still ticking.
         assert_eq!((on(1), on(2)), (1, 0), "{delay_ms} ms: {err}");
         for _ in 0..2 {

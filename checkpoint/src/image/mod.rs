@@ -571,23 +571,14 @@ fn build(l: &mut dyn Loader) -> Result<Image> {
 
 /// Checks that the indices a process manifest holds point at existing shared objects.
 fn check_refs(name: &str, p: &ProcessImage, shared: &Shared, pre_dump: bool) -> Result<()> {
-    for fd in &p.fds {
+    for fd in p.fds.iter() {
         let f = shared.files.get(fd.file as usize).ok_or_else(|| {
             Error::bad_image(
                 name,
                 format!("fd {} refers to unknown file {}", fd.fd, fd.file),
             )
         })?;
-        let ok = match &f.kind {
-            FileKind::Pipe { pipe } | FileKind::Fifo { pipe, .. } => {
-                (*pipe as usize) < shared.pipes.len()
-            }
-            FileKind::SocketPair { pair, end } => {
-                (*pair as usize) < shared.socketpairs.len() && *end < 2
-            }
-            FileKind::Stdio { stream } => *stream < 3,
-            _ => true,
-        };
+        let ok = f.kind.refs_ok(shared);
         if !ok {
             return Err(Error::bad_image(
                 name,

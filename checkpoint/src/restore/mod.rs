@@ -20,9 +20,8 @@
 //! Everything a restore creates is killed if it fails, or if the [`Restorer`] is dropped before
 //! the last image.
 
-mod files;
-mod holder;
-mod process;
+mod cursor;
+pub(crate) mod holder;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -30,13 +29,17 @@ use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::dump::ranges::Ranges;
 use crate::error::{Error, Result};
-use crate::image::record::PAGE;
 use crate::image::stream::{self, Piece, PieceReader};
-use crate::image::{FileKind, Image, Inventory, ProcessImage, Shared};
+use crate::image::{Image, Inventory, ProcessImage, Shared};
+use crate::persist::{Persist, ProcRestore, TreeMade};
+use crate::state::creds::Creds;
+use crate::state::memory::{self, shmem, space::PageWriter};
+use crate::state::tree::{Groups, ZombieRestore};
+use crate::state::{self, files, signals, threads};
 use crate::sys::{self, ptrace, spawn};
 use crate::vdso;
+use cursor::Cursor;
 use holder::Holder;
 
 /// How to restore.
@@ -49,7 +52,8 @@ pub struct RestoreOptions {
     pub allow_changed_files: bool,
 }
 
-/// A restored tree, running. Its root is a child of the restorer.
+/// A restored tree, running (or held stopped, see [`Restorer::hold`]). Its root is a child of
+/// the restorer.
 #[derive(Debug)]
 pub struct Restored {
     /// Pid of the root.
@@ -102,85 +106,29 @@ pub struct Restorer {
     last_image: Option<u64>,
     /// The tree runs (or an image failed and everything was killed): nothing more to apply.
     done: bool,
+    /// Keep the tree stopped after the final image (see [`Restorer::hold`]).
+    hold: bool,
+    /// Threads of a tree restored whole but held, to let go.
+    held: Vec<i32>,
     _not_send: PhantomData<*const ()>,
+}
+
+/// What the restorer made for the tree's fds and shared mappings (final image only).
+struct Objects {
+    files: files::Made,
+    shmem: HashMap<u32, OwnedFd>,
 }
 
 /// The image being applied.
 struct Applying {
     inv: Inventory,
     shared: Shared,
-    objects: Option<files::Objects>,
+    objects: Option<Objects>,
     procs: Vec<ProcessImage>,
     /// Where the next page data of the current process goes.
     cursor: Option<Cursor>,
     /// When the image began to be applied.
     started: Instant,
-}
-
-/// The runs of a process' pages that the image carries, in the order their bytes come.
-struct Cursor {
-    pid: i32,
-    runs: Ranges,
-    i: usize,
-    at: u64,
-}
-
-impl Cursor {
-    fn new(p: &ProcessImage) -> Cursor {
-        let runs: Ranges =
-            p.mm.pages
-                .iter()
-                .filter(|r| !r.in_parent)
-                .map(|r| (r.start, r.start + r.npages * PAGE))
-                .collect();
-        let at = runs.first().map_or(0, |r| r.0);
-        Cursor {
-            pid: p.pid,
-            runs,
-            i: 0,
-            at,
-        }
-    }
-
-    fn bad(&self, what: String) -> Error {
-        Error::bad_image(format!("<stream>/pages-{}.rec", self.pid), what)
-    }
-
-    /// Cuts a record's bytes, which start at `addr`, along the runs.
-    fn take<'d>(&mut self, addr: u64, data: &'d [u8]) -> Result<Vec<(u64, &'d [u8])>> {
-        if self.i >= self.runs.len() {
-            return Err(self.bad("page data not described by the manifest".into()));
-        }
-        if addr != self.at {
-            return Err(self.bad(format!(
-                "page record at {addr:#x} where {:#x} was expected",
-                self.at
-            )));
-        }
-        let mut out = Vec::new();
-        let mut off = 0usize;
-        while off < data.len() {
-            let Some(&(_, end)) = self.runs.get(self.i) else {
-                return Err(self.bad("page data not described by the manifest".into()));
-            };
-            let take = ((end - self.at) as usize).min(data.len() - off);
-            out.push((self.at, &data[off..off + take]));
-            off += take;
-            self.at += take as u64;
-            if self.at == end {
-                self.i += 1;
-                self.at = self.runs.get(self.i).map_or(0, |r| r.0);
-            }
-        }
-        Ok(out)
-    }
-
-    fn finish(&self) -> Result<()> {
-        match self.runs.get(self.i) {
-            Some(_) => Err(self.bad(format!("page data for {:#x} missing", self.at))),
-            None => Ok(()),
-        }
-    }
 }
 
 impl Restorer {
@@ -192,6 +140,8 @@ impl Restorer {
             holders: BTreeMap::new(),
             last_image: None,
             done: false,
+            hold: false,
+            held: Vec::new(),
             _not_send: PhantomData,
         })
     }
@@ -280,7 +230,7 @@ impl Restorer {
                 }
                 Piece::Shmem { id, offset, data } => {
                     if let Some(o) = &a.objects {
-                        files::write_shmem(o, id, offset, &data)?;
+                        shmem::write(&o.shmem, id, offset, &data)?;
                     }
                     let _ = free.try_send(data);
                 }
@@ -301,7 +251,7 @@ impl Restorer {
                         .holders
                         .get(&c.pid)
                         .ok_or_else(|| Error::Conflict(format!("pid {}: not held", c.pid)))?;
-                    let w = h.writer();
+                    let w = h.space.writer(h.pid);
                     for (at, bytes) in pieces {
                         w.write(at, bytes)?;
                     }
@@ -326,7 +276,7 @@ impl Restorer {
         if let Some(o) = &a.objects {
             for s in &img.shared.shmem {
                 for c in img.shmem_chunks(s.id) {
-                    files::write_shmem(o, s.id, c.addr, c.data.as_slice())?;
+                    shmem::write(&o.shmem, s.id, c.addr, c.data.as_slice())?;
                 }
             }
         }
@@ -344,7 +294,7 @@ impl Restorer {
                 .ok_or_else(|| Error::Conflict(format!("pid {}: not held", p.pid)))?;
             let pieces: Vec<(u64, &[u8])> =
                 chunks.iter().map(|c| (c.addr, c.data.as_slice())).collect();
-            write_split(h.writer(), &pieces, p.pid)?;
+            write_split(h.space.writer(h.pid), &pieces, p.pid)?;
             a.cursor = None;
         }
         self.end(a)
@@ -352,7 +302,7 @@ impl Restorer {
 
     /// Checks made before process `p` is created: its files, and its pid and thread ids free.
     fn check_new_process(&self, p: &ProcessImage, inv: &Inventory) -> Result<()> {
-        files::check_process(p, self.opts.allow_changed_files)?;
+        memory::check_files(p, self.opts.allow_changed_files)?;
         if !self.holders.contains_key(&p.pid) && ptrace::pid_exists(p.pid) {
             return Err(Error::Conflict(format!("pid {} is in use", p.pid)));
         }
@@ -398,11 +348,11 @@ impl Restorer {
         let objects = if inv.pre_dump {
             None
         } else {
-            files::check_shared(&shared, self.opts.allow_changed_files)?;
-            Some(files::create(
-                &shared,
-                self.opts.stdio.unwrap_or([0, 1, 2]),
-            )?)
+            files::check(&shared, self.opts.allow_changed_files)?;
+            Some(Objects {
+                files: files::create(&shared, self.opts.stdio.unwrap_or([0, 1, 2]))?,
+                shmem: shmem::create(&shared.shmem)?,
+            })
         };
         sys::fd::raise_nofile();
         Ok(Applying {
@@ -534,7 +484,7 @@ impl Restorer {
         self.finish(a).map(Some)
     }
 
-    /// The last steps (see the module doc of `process`), then every task goes.
+    /// The last steps of a final image, then every task goes.
     fn finish(&mut self, a: Applying) -> Result<Restored> {
         let Applying {
             inv,
@@ -544,7 +494,7 @@ impl Restorer {
             started,
             ..
         } = a;
-        let objects = objects.ok_or_else(|| Error::Conflict("no objects created".into()))?;
+        let mut objects = objects.ok_or_else(|| Error::Conflict("no objects created".into()))?;
         if procs.iter().map(|p| p.pid).collect::<Vec<_>>() != inv.pids {
             return Err(Error::bad_image(
                 "<image>",
@@ -552,109 +502,92 @@ impl Restorer {
             ));
         }
         for h in self.holders.values_mut() {
-            h.end_fill();
+            h.space.end_fill();
         }
+        self.tree_shape(&inv, &procs)?;
+        for p in &procs {
+            signals::drain(self.held(p.pid)?)?;
+        }
+        objects
+            .files
+            .plan_epoll(&shared, procs.iter().map(|p| (p.pid, &p.fds)));
+        let made = TreeMade {
+            restorer: std::process::id() as i32,
+            files: &objects.files,
+            shmem: &objects.shmem,
+            same_creds: same_creds_as_me(&procs),
+        };
+        for p in &procs {
+            let tids: Vec<i32> = p.threads.iter().map(|t| t.tid).collect();
+            let mut cx = ProcRestore {
+                h: self.held(p.pid)?,
+                tids: &tids,
+                tree: &made,
+            };
+            state::restore_process(p, &mut cx)?;
+        }
+        objects.files.release_keepers();
+        self.go(&procs)?;
+        Ok(Restored {
+            root: inv.root_pid,
+            pids: inv.pids,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Groups and sessions of the processes, then the zombies.
+    fn tree_shape(&mut self, inv: &Inventory, procs: &[ProcessImage]) -> Result<()> {
         let root = inv.root_pid;
-        let (root_pgid, root_sid) = {
-            let h = self
-                .holders
-                .get(&root)
-                .ok_or_else(|| Error::Conflict(format!("pid {root}: not held")))?;
-            (h.pgid, h.sid)
-        };
-        // sessions and groups: in the tree, or the root's (from outside the tree)
-        let in_tree: HashSet<i32> = inv
-            .pids
-            .iter()
-            .chain(inv.zombies.iter().map(|z| &z.pid))
-            .copied()
-            .collect();
-        let want = |pgid: i32, sid: i32| {
-            (
-                if in_tree.contains(&pgid) {
-                    pgid
-                } else {
-                    root_pgid
-                },
-                if in_tree.contains(&sid) {
-                    sid
-                } else {
-                    root_sid
-                },
-            )
-        };
-        // leaders first, then the members of groups led by others
-        for leaders in [true, false] {
-            for p in procs.iter().filter(|p| p.pid != root) {
-                let (pgid, sid) = want(p.pgid, p.sid);
-                if (pgid == p.pid || sid == p.pid) == leaders {
-                    self.held(p.pid)?.set_identity(pgid, sid)?;
-                }
-            }
-        }
+        let h = self.held(root)?;
+        let groups = Groups::new(&inv.pids, &inv.zombies, (h.pgid, h.sid));
+        groups.restore(procs, root, &mut self.holders)?;
         for z in &inv.zombies {
-            let (pgid, sid) = want(z.pgid, z.sid);
             let parent = self.holders.get_mut(&z.ppid).ok_or_else(|| {
                 Error::bad_image(
                     "inventory.rec",
                     format!("parent {} of zombie {} is not in the image", z.ppid, z.pid),
                 )
             })?;
-            process::zombie(parent, z, pgid, sid)?;
+            z.restore(&mut ZombieRestore {
+                parent,
+                pgid_sid: groups.want(z.pgid, z.sid),
+            })?;
         }
-        for p in &procs {
-            process::drain_signals(self.held(p.pid)?)?;
+        Ok(())
+    }
+
+    /// Registers, extended state and signal masks of every thread, then every task goes
+    /// (unless the tree is held, see [`Restorer::hold`]).
+    fn go(&mut self, procs: &[ProcessImage]) -> Result<()> {
+        for p in procs {
+            threads::set_registers(p.pid, &p.threads)?;
         }
-        // each epoll instance is filled once, from the first process that holds it
-        let mut epoll = process::EpollPlan::new();
-        let mut seen = HashSet::new();
-        for p in &procs {
-            for f in &p.fds {
-                if let Some(FileKind::EventPoll { targets }) =
-                    shared.files.get(f.file as usize).map(|f| &f.kind)
-                {
-                    if seen.insert(f.file) {
-                        epoll
-                            .entry(p.pid)
-                            .or_default()
-                            .push((f.fd, targets.clone()));
-                    }
-                }
-            }
-        }
-        let file_fds: Vec<RawFd> = objects.files.iter().map(AsRawFd::as_raw_fd).collect();
-        let shmem_fds: HashMap<u32, RawFd> = objects
-            .shmem
-            .iter()
-            .map(|(k, v)| (*k, v.as_raw_fd()))
-            .collect();
-        let env = process::Env {
-            restorer: std::process::id() as i32,
-            files: &file_fds,
-            shmem_fds: &shmem_fds,
-            same_creds: same_creds_as_me(&procs),
-            epoll: &epoll,
-        };
-        for p in &procs {
-            process::state(self.held(p.pid)?, p, &env)?;
-        }
-        drop::<Vec<OwnedFd>>(objects.keepers);
-        for p in &procs {
-            process::finish(p)?;
-        }
-        for p in &procs {
-            for t in &p.threads {
-                ptrace::detach(t.tid).map_err(|e| Error::sys(t.tid, "detach", e))?;
-            }
-        }
-        // they run: not ours to kill any more
-        self.holders.clear();
         self.done = true;
-        Ok(Restored {
-            root,
-            pids: inv.pids,
-            took: started.elapsed(),
-        })
+        self.held = procs
+            .iter()
+            .flat_map(|p| p.threads.iter().map(|t| t.tid))
+            .collect();
+        if !self.hold {
+            self.release()?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the tree stopped once the final image is applied, until [`Restorer::release`] (a
+    /// migration target lets it go only on the source's word); dropping the restorer before
+    /// kills it.
+    pub fn hold(&mut self) {
+        self.hold = true;
+    }
+
+    /// Lets a held tree go (see [`Restorer::hold`]): from here it runs, and it is not the
+    /// restorer's to kill any more. Nothing to do if it already runs.
+    pub fn release(&mut self) -> Result<()> {
+        for tid in std::mem::take(&mut self.held) {
+            ptrace::detach(tid).map_err(|e| Error::sys(tid, "detach", e))?;
+        }
+        self.holders.clear();
+        Ok(())
     }
 
     fn held(&mut self, pid: i32) -> Result<&mut Holder> {
@@ -688,7 +621,7 @@ impl Drop for Restorer {
 
 /// Writes `pieces` into a process, on two threads when there is enough to share (the copy
 /// into fresh pages is the bulk of a restore).
-fn write_split(w: holder::PageWriter<'_>, pieces: &[(u64, &[u8])], pid: i32) -> Result<()> {
+fn write_split(w: PageWriter<'_>, pieces: &[(u64, &[u8])], pid: i32) -> Result<()> {
     let write = |part: &[(u64, &[u8])]| -> Result<()> {
         for &(a, d) in part {
             w.write(a, d)?;
@@ -757,62 +690,5 @@ fn wait_ready(r: &OwnedFd) -> Result<()> {
 
 /// True when every process has the restorer's own credentials (nothing to set).
 fn same_creds_as_me(procs: &[ProcessImage]) -> bool {
-    let Ok(me) = procfs::process::Process::myself().and_then(|p| p.status()) else {
-        return false;
-    };
-    let mine = crate::dump::task::creds(&me);
-    procs.iter().all(|p| p.creds == mine)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::image::PageRun;
-
-    #[test]
-    fn cursor_cuts_records_along_runs() {
-        let runs = [
-            PageRun {
-                start: 0x1000,
-                npages: 2,
-                in_parent: false,
-            },
-            PageRun {
-                start: 0x3000,
-                npages: 1,
-                in_parent: true,
-            },
-            PageRun {
-                start: 0x5000,
-                npages: 3,
-                in_parent: false,
-            },
-        ];
-        let mut c = Cursor {
-            pid: 1,
-            runs: runs
-                .iter()
-                .filter(|r| !r.in_parent)
-                .map(|r| (r.start, r.start + r.npages * PAGE))
-                .collect(),
-            i: 0,
-            at: 0x1000,
-        };
-        let data = vec![7u8; 3 * 4096];
-        // one record spanning the first run and the start of the second
-        let got = c.take(0x1000, &data).unwrap();
-        assert_eq!(
-            got.iter().map(|p| (p.0, p.1.len())).collect::<Vec<_>>(),
-            vec![(0x1000, 8192), (0x5000, 4096)]
-        );
-        assert!(c.finish().is_err(), "two pages still missing");
-        assert!(c.take(0x7000, &data[..4096]).is_err(), "out of order");
-        c.take(0x6000, &data[..8192]).unwrap();
-        c.finish().unwrap();
-        assert!(
-            c.take(0x8000, &data[..4096]).is_err(),
-            "beyond the manifest"
-        );
-    }
+    Creds::mine().is_some_and(|mine| procs.iter().all(|p| p.creds == mine))
 }

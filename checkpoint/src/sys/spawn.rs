@@ -1,4 +1,6 @@
-//! The first process of a restored tree: `clone3` with `set_tid` from the restorer.
+//! Processes with a chosen pid: `clone3` with `set_tid` ([`clone_process`], also used by the
+//! node daemon to start programs with their global pid), and the first process of a restored
+//! tree, cloned by the restorer ([`spawn_holder`]).
 //!
 //! The root starts as a copy of the restorer. Before anything else it runs [`run_holder`]: it
 //! arranges to die with the restorer, closes every fd it inherited (a migration's data
@@ -13,10 +15,29 @@
 use std::io;
 use std::os::fd::RawFd;
 
-/// `clone3` creating a process (fork-like) with pid `pid` in the caller's pid namespace.
-/// Returns 0 in the child.
-fn clone_with_pid(pid: i32, exit_signal: i32) -> libc::c_long {
-    let tid: libc::pid_t = pid;
+/// What [`clone_process`] returns in each of the two processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// In the new process.
+    Child,
+    /// In the caller: the new process' pid.
+    Parent(i32),
+}
+
+/// Creates a child process, a copy of the caller as with `fork()`, by `clone3`: with pid `pid`
+/// in the caller's pid namespace when given (`set_tid`, needs CAP_SYS_ADMIN over that
+/// namespace; `EEXIST` when the pid is taken), else with any pid. The child sends
+/// `exit_signal` to its parent when it ends.
+///
+/// Neither nix nor libc wraps `clone3` with `set_tid`, and `fork()` cannot choose a pid.
+///
+/// # Safety
+///
+/// As with `fork()`: if the caller has other threads, the child (which has only the calling
+/// one) must not allocate, take locks or touch state another thread may have held; it should
+/// only make raw system calls on values prepared beforehand, then `execve` or `_exit`.
+pub unsafe fn clone_process(pid: Option<i32>, exit_signal: i32) -> io::Result<Forked> {
+    let set_tid: [libc::pid_t; 1] = [pid.unwrap_or(0)];
     let args = libc::clone_args {
         flags: 0,
         pidfd: 0,
@@ -26,18 +47,28 @@ fn clone_with_pid(pid: i32, exit_signal: i32) -> libc::c_long {
         stack: 0,
         stack_size: 0,
         tls: 0,
-        set_tid: &tid as *const libc::pid_t as u64,
-        set_tid_size: 1,
+        set_tid: if pid.is_some() {
+            set_tid.as_ptr() as u64
+        } else {
+            0
+        },
+        set_tid_size: u64::from(pid.is_some()),
         cgroup: 0,
     };
-    // SAFETY: args is a valid clone_args whose set_tid points at one pid_t; without CLONE_VM
-    // the child gets a copy of the address space and returns 0 here, like fork().
-    unsafe {
+    // SAFETY: args is a valid clone_args of the size passed, whose set_tid (if any) points at
+    // one pid_t; without CLONE_VM the child gets a copy of the address space and returns 0
+    // here, like fork(); what the child may do is the caller's contract.
+    let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
             &args as *const libc::clone_args,
             std::mem::size_of::<libc::clone_args>(),
         )
+    };
+    match r {
+        0 => Ok(Forked::Child),
+        r if r < 0 => Err(io::Error::last_os_error()),
+        r => Ok(Forked::Parent(r as i32)),
     }
 }
 
@@ -54,14 +85,12 @@ pub fn spawn_holder(
 ) -> io::Result<i32> {
     // SAFETY: getpid has no preconditions.
     let restorer = unsafe { libc::getpid() };
-    let r = clone_with_pid(pid, exit_signal);
-    if r == 0 {
-        run_holder(restorer, pid, setsid, setpgid_self, ready);
+    // SAFETY: the child runs only `run_holder`, which makes raw system calls on values copied
+    // before the clone (see the module doc).
+    match unsafe { clone_process(Some(pid), exit_signal) }? {
+        Forked::Child => run_holder(restorer, pid, setsid, setpgid_self, ready),
+        Forked::Parent(child) => Ok(child),
     }
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r as i32)
 }
 
 fn errno() -> i32 {

@@ -25,7 +25,7 @@ pub struct UffdTracker {
 impl UffdTracker {
     /// Wraps a userfaultfd of process `pid` (already set up with [`UffdTracker::enable`]).
     pub(crate) fn adopt(pid: i32, uffd: OwnedFd) -> Result<UffdTracker> {
-        let pagemap = crate::dump::mm::open_pagemap(pid)?;
+        let pagemap = crate::state::memory::pages::open_pagemap(pid)?;
         Ok(UffdTracker { pid, uffd, pagemap })
     }
 

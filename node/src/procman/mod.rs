@@ -1,58 +1,83 @@
 //! The local process manager: the processes this node hosts, in its pid namespace.
 //!
 //! It starts programs through the namespace init with pipes for stdin, stdout and stderr,
-//! keeps one record per started process (its pipes, its follower, its exit status), relays
-//! input and signals, and lists every process of the namespace for `ssi ps`.
+//! keeps one [`Record`] per started (or arrived) process (its pipes, its follower, its exit
+//! status), relays input and signals, and lists every process of the namespace for `ssi ps`.
+//! Where each gpid stands (starting, running, on its way away or here, departed, ended) is one
+//! [`hosted::HostedState`], changed only through the guard methods of [`hosted::Hosted`].
 
+mod hosted;
 mod output;
 pub mod ps;
 mod stdin;
 
+pub use hosted::{HostedState, Moving, SentSignal};
 pub use output::End;
-pub use stdin::Leftover;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
-use ssi_core::process::{Caller, ExitStatus, Input, Output, ProcessView, RunSpec};
+use ssi_core::process::{Caller, ExitStatus, Input, Output, ProcState, ProcessView, RunSpec};
+use ssi_core::rpc::Handover;
 use ssi_core::NodeId;
 use tokio::sync::{mpsc, watch};
 
-use super::nsinit::client::{InitClient, InitEvent, SpawnFailure};
-use super::nsinit::SpawnRequest;
+use crate::nsinit::client::{InitClient, InitEvent, SpawnFailure};
+use crate::nsinit::SpawnRequest;
+use hosted::{ExitMeans, Hosted};
 
 /// How long an exit status nobody collected is kept (detached processes).
 const KEEP_EXITED: Duration = Duration::from_secs(3600);
 
-/// One process started by this node.
+/// What this node keeps for one process it hosts: its owner, its pipes, who follows it.
 #[derive(Debug)]
-struct Hosted {
+pub struct Record {
     uid: u32,
     /// When it started or arrived here.
     since: Instant,
     stdin: Arc<stdin::Stdin>,
     attach: mpsc::Sender<mpsc::Sender<Output>>,
     exit: watch::Sender<Option<End>>,
-    exited_at: Mutex<Option<Instant>>,
 }
 
-impl Hosted {
+impl Record {
     /// Whether input is on its way into the program: queued for it or in its stdin pipe,
     /// not read yet. Re-balancing leaves such a process where it is: one its user is feeding
     /// moves only by an explicit `ssi migrate` (docs/SCHEDULER.md).
     fn input_in_flight(&self) -> bool {
         self.stdin.unread() > 0
     }
+
+    /// Tells its followers how it ended here (once).
+    fn end(&self, end: End) {
+        self.exit.send_if_modified(|e| {
+            if e.is_none() {
+                *e = Some(end);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A record with no pipes and nobody to follow it (unit tests of the states).
+    #[cfg(test)]
+    pub(crate) fn detached_for_tests() -> Record {
+        let (attach, _) = mpsc::channel(1);
+        let (exit, _) = watch::channel(None);
+        Record {
+            uid: 0,
+            since: Instant::now(),
+            stdin: stdin::Stdin::start(None).expect("stdin"),
+            attach,
+            exit,
+        }
+    }
 }
-
-type Table = Arc<Mutex<HashMap<i32, Arc<Hosted>>>>;
-
-/// A signal sent to a process of this node: (gpid, signal, who sent it).
-pub type SentSignal = (i32, i32, Caller);
 
 /// The process manager of this node.
 #[derive(Debug)]
@@ -61,16 +86,7 @@ pub struct ProcMan {
     node_name: String,
     init: Arc<InitClient>,
     ns: u64,
-    table: Table,
-    /// Pids started (or being restored) whose record is not made yet.
-    expecting: Mutex<HashSet<i32>>,
-    /// Exits of expected pids that came before their record.
-    early: Mutex<HashMap<i32, ExitStatus>>,
-    /// Trees that moved away, whose copy left here is about to be killed: that death is not
-    /// their exit, even once their record is gone (a tree may come back under the same gpid).
-    departed: Mutex<HashMap<i32, Instant>>,
-    /// Trees being migrated away, by root, with the signals sent here meanwhile.
-    migrating: Mutex<HashMap<i32, Vec<SentSignal>>>,
+    hosted: Arc<Mutex<Hosted>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,9 +97,32 @@ fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create a pipe")
 }
 
+/// The pipes a process restored here gets as its standard streams (`theirs`, for the restore
+/// helper), and the ends its record keeps.
+#[derive(Debug)]
+pub struct Streams {
+    /// The ends for the restored tree: stdin's read end, stdout's and stderr's write ends.
+    pub theirs: [OwnedFd; 3],
+    /// The ends its record keeps: stdin's write end, stdout's and stderr's read ends.
+    pub ours: [OwnedFd; 3],
+}
+
+impl Streams {
+    /// Three fresh pipes.
+    pub fn new() -> Result<Streams> {
+        let (stdin_r, stdin_w) = pipe_pair()?;
+        let (out_r, out_w) = pipe_pair()?;
+        let (err_r, err_w) = pipe_pair()?;
+        Ok(Streams {
+            theirs: [stdin_r, out_w, err_w],
+            ours: [stdin_w, out_r, err_r],
+        })
+    }
+}
+
 impl ProcMan {
     /// A manager for the namespace whose init is `init` (pid `init_pid` in the root
-    /// namespace); `exits` carries the exit statuses the init reports.
+    /// namespace); `events` carries what the init reports.
     pub fn start(
         node: NodeId,
         node_name: String,
@@ -97,11 +136,7 @@ impl ProcMan {
             node_name,
             init,
             ns,
-            table: Arc::default(),
-            expecting: Mutex::default(),
-            early: Mutex::default(),
-            departed: Mutex::default(),
-            migrating: Mutex::default(),
+            hosted: Arc::default(),
         });
         let weak = Arc::downgrade(&pm);
         tokio::spawn(async move {
@@ -120,7 +155,7 @@ impl ProcMan {
             loop {
                 tick.tick().await;
                 let Some(pm) = weak.upgrade() else { return };
-                pm.sweep();
+                lock(&pm.hosted).sweep(KEEP_EXITED);
             }
         });
         Ok(pm)
@@ -131,58 +166,19 @@ impl ProcMan {
     /// helpers, children of programs, a tree that moved away) are not kept: a later process
     /// with the same pid must not inherit them.
     pub fn expect(&self, gpid: i32) {
-        // Under the table lock: the record may already be there.
-        let table = lock(&self.table);
-        if !table.contains_key(&gpid) {
-            lock(&self.expecting).insert(gpid);
-        }
-    }
-
-    /// Stops expecting `gpid`: its record is made, or its restore failed.
-    pub fn forget(&self, gpid: i32) {
-        let _table = lock(&self.table);
-        lock(&self.expecting).remove(&gpid);
-        lock(&self.early).remove(&gpid);
+        lock(&self.hosted).expect(gpid);
     }
 
     fn exited(&self, pid: i32, status: ExitStatus) {
-        if lock(&self.departed).remove(&pid).is_some() {
-            return;
-        }
-        let rec = {
-            let table = lock(&self.table);
-            match table.get(&pid) {
-                Some(r) => Some(r.clone()),
-                None => {
-                    if lock(&self.expecting).remove(&pid) {
-                        lock(&self.early).insert(pid, status);
-                    } else {
-                        tracing::debug!(pid, ?status, "exit of a process without a record");
-                    }
-                    None
-                }
+        match lock(&self.hosted).exited(pid, status) {
+            ExitMeans::End(rec) => {
+                tracing::debug!(pid, ?status, "process exited");
+                rec.end(End::Exited(status));
             }
-        };
-        if let Some(rec) = rec {
-            tracing::debug!(pid, ?status, "process exited");
-            *lock(&rec.exited_at) = Some(Instant::now());
-            // A tree that moved away is killed here afterwards: that is not its end.
-            rec.exit.send_if_modified(|end| {
-                if end.is_none() {
-                    *end = Some(End::Exited(status));
-                    true
-                } else {
-                    false
-                }
-            });
+            ExitMeans::Nothing => {
+                tracing::debug!(pid, ?status, "exit of a process without a record")
+            }
         }
-    }
-
-    /// Forgets exit statuses nobody collected in time.
-    fn sweep(&self) {
-        lock(&self.departed).retain(|_, at| at.elapsed() < Duration::from_secs(60));
-        lock(&self.table)
-            .retain(|_, rec| lock(&rec.exited_at).is_none_or(|at| at.elapsed() < KEEP_EXITED));
     }
 
     /// Starts `spec` for `caller`. With `follower`, output goes there from the first byte;
@@ -221,8 +217,38 @@ impl ProcMan {
         Ok(Ok(gpid))
     }
 
-    /// Keeps a record of a process now hosted here: its stdin writer (if any), its output
-    /// pipes, and who follows its output.
+    /// A record for a process hosted here: its stdin writer (if any), its output pipes, and
+    /// who follows its output; it goes from the states once its end has been delivered.
+    fn make_record(
+        &self,
+        gpid: i32,
+        uid: u32,
+        stdin: Option<OwnedFd>,
+        out_r: OwnedFd,
+        err_r: OwnedFd,
+        follower: Option<mpsc::Sender<Output>>,
+    ) -> Result<Arc<Record>> {
+        let (attach_tx, attach_rx) = mpsc::channel(1);
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let rec = Arc::new(Record {
+            uid,
+            since: Instant::now(),
+            stdin: stdin::Stdin::start(stdin)?,
+            attach: attach_tx,
+            exit: exit_tx,
+        });
+        let hosted = self.hosted.clone();
+        let this = Arc::downgrade(&rec);
+        output::start(out_r, err_r, attach_rx, exit_rx, follower, move || {
+            if let Some(rec) = this.upgrade() {
+                lock(&hosted).ended(gpid, &rec);
+            }
+        })
+        .context("cannot watch output pipes")?;
+        Ok(rec)
+    }
+
+    /// Keeps a record of a process started here (epoch 0: it never moved).
     fn record_process(
         &self,
         gpid: i32,
@@ -232,66 +258,104 @@ impl ProcMan {
         err_r: OwnedFd,
         follower: Option<mpsc::Sender<Output>>,
     ) -> Result<()> {
-        let (attach_tx, attach_rx) = mpsc::channel(1);
-        let (exit_tx, exit_rx) = watch::channel(None);
-        let rec = Arc::new(Hosted {
-            uid,
-            since: Instant::now(),
-            stdin: stdin::Stdin::start(stdin)?,
-            attach: attach_tx,
-            exit: exit_tx,
-            exited_at: Mutex::new(None),
-        });
-        {
-            let mut table = lock(&self.table);
-            table.insert(gpid, rec.clone());
-            lock(&self.expecting).remove(&gpid);
-            if let Some(status) = lock(&self.early).remove(&gpid) {
-                *lock(&rec.exited_at) = Some(Instant::now());
-                let _ = rec.exit.send(Some(End::Exited(status)));
-            }
+        let rec = self.make_record(gpid, uid, stdin, out_r, err_r, follower)?;
+        if let Some(status) = lock(&self.hosted).run(gpid, rec.clone(), 0)? {
+            rec.end(End::Exited(status));
         }
-        let table = self.table.clone();
-        let this = Arc::downgrade(&rec);
-        output::start(out_r, err_r, attach_rx, exit_rx, follower, move || {
-            // the record of a tree that came back here after a migration is not this one
-            let mut t = lock(&table);
-            if t.get(&gpid)
-                .is_some_and(|r| Arc::as_ptr(r) == this.as_ptr())
-            {
-                t.remove(&gpid);
-            }
-        })
-        .context("cannot watch output pipes")
+        Ok(())
     }
 
-    /// Takes in a tree restored here (migration or restart): `gpid` is its root, the pipes
-    /// are the other ends of the streams it was restored with.
-    pub fn adopt(
-        &self,
-        gpid: i32,
-        uid: u32,
-        stdin: OwnedFd,
-        out_r: OwnedFd,
-        err_r: OwnedFd,
-    ) -> Result<()> {
+    /// Takes in a checkpoint restored here: `gpid` is its root, `ours` our ends of the pipes
+    /// it was restored with ([`Streams::ours`]).
+    pub fn adopt(&self, gpid: i32, uid: u32, ours: [OwnedFd; 3]) -> Result<()> {
+        let [stdin, out_r, err_r] = ours;
         self.record_process(gpid, uid, Some(stdin), out_r, err_r, None)?;
         tracing::info!(gpid, uid, "process restored here");
         Ok(())
     }
 
-    /// Marks `gpid` as moved to `to`: its followers are sent there once its last output here
-    /// is delivered, and its coming death here is not its exit.
-    pub fn moved(&self, gpid: i32, to: NodeId) {
-        lock(&self.departed).insert(gpid, Instant::now());
-        if let Some(rec) = lock(&self.table).get(&gpid) {
-            let _ = rec.exit.send(Some(End::Moved(to)));
+    /// A tree is being received from `from` under `epoch`: refused if a process holds `gpid`
+    /// here, or this node is receiving or sending it.
+    pub fn begin_incoming(&self, gpid: i32, from: NodeId, epoch: u64) -> Result<()> {
+        if self.present(gpid) {
+            bail!("pid {gpid} is in use on node {}", self.node);
+        }
+        lock(&self.hosted).begin_incoming(gpid, from, epoch)
+    }
+
+    /// The received tree of `gpid`, whole and held, gets its record, with `ours`, our ends of
+    /// its pipes ([`Streams::ours`]).
+    pub fn take_in(&self, gpid: i32, uid: u32, ours: [OwnedFd; 3]) -> Result<()> {
+        let [stdin, out_r, err_r] = ours;
+        let rec = self.make_record(gpid, uid, Some(stdin), out_r, err_r, None)?;
+        lock(&self.hosted).take_in(gpid, rec)
+    }
+
+    /// The received tree of `gpid` runs here now.
+    pub fn arrived(&self, gpid: i32) -> Result<()> {
+        lock(&self.hosted).arrived(gpid)?;
+        tracing::info!(gpid, "migrated in");
+        Ok(())
+    }
+
+    /// The tree being received as `gpid` is not coming: its record goes, its followers are
+    /// told `why`.
+    pub fn discard_incoming(&self, gpid: i32, why: &str) {
+        if let Some(rec) = lock(&self.hosted).discard_incoming(gpid) {
+            rec.end(End::Discarded(why.to_string()));
+        }
+    }
+
+    /// A move of `gpid` to `to` begins; its epoch.
+    pub fn begin_leaving(&self, gpid: i32, to: NodeId) -> Result<u64> {
+        let floor = u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros(),
+        )
+        .unwrap_or(u64::MAX);
+        lock(&self.hosted).begin_leaving(gpid, to, floor)
+    }
+
+    /// The move of `gpid` is decided: its frozen copy reads no more, and what it had not read
+    /// of its input is taken out to go with it (`Err`: the input is left behind, with how
+    /// many bytes); input that comes from now on is given back to its sender; its coming
+    /// death here is not its exit.
+    pub fn commit_leaving(&self, gpid: i32) -> Result<Handover, (anyhow::Error, u64)> {
+        let rec = lock(&self.hosted)
+            .commit_leaving(gpid)
+            .map_err(|e| (e, 0))?;
+        rec.stdin
+            .hand_over()
+            .map_err(|e| (e, rec.stdin.unread() as u64))
+    }
+
+    /// The move of `gpid` is over: it runs on here (`None`), or its copy here is gone and its
+    /// followers learn how it ended (`Moved` once the target runs it, with its input in front:
+    /// they send it theirs only then). The signals sent to processes of this node meanwhile
+    /// (gpid, signal, who sent it).
+    pub fn end_leaving(&self, gpid: i32, gone: Option<End>) -> Vec<SentSignal> {
+        let Some((rec, signals)) = lock(&self.hosted).end_leaving(gpid, gone.is_some()) else {
+            return Vec::new();
+        };
+        if let Some(end) = gone {
+            rec.end(end);
+        }
+        signals
+    }
+
+    /// Sends SIGKILL to `root` and every process of this node under it (a copy whose helper
+    /// is gone).
+    pub async fn kill_tree(&self, root: i32) {
+        for gpid in ps::tree(&self.ps_all(), root) {
+            let _ = self.init.signal(gpid, libc::SIGKILL).await;
         }
     }
 
     /// The owner of process `gpid` of this node.
     pub fn owner(&self, gpid: i32) -> Result<u32> {
-        if let Some(rec) = lock(&self.table).get(&gpid) {
+        if let Some(rec) = lock(&self.hosted).record(gpid) {
             return Ok(rec.uid);
         }
         let member = ps::members(self.ns)
@@ -301,6 +365,12 @@ impl ProcMan {
         ps::view(member, self.node, &self.node_name, self.ns)
             .map(|v| v.uid)
             .with_context(|| format!("process {gpid} has just ended"))
+    }
+
+    /// The row `ssi ps` shows for `gpid` of this node, if it runs here.
+    pub fn row(&self, gpid: i32) -> Option<ProcessView> {
+        let member = ps::members(self.ns).into_iter().find(|m| m.gpid == gpid)?;
+        ps::view(member, self.node, &self.node_name, self.ns)
     }
 
     /// Starts one of ssid's helpers in this node's namespace with `fds` as its fds 0, 1, ...
@@ -322,10 +392,9 @@ impl ProcMan {
         Ok(rx)
     }
 
-    fn record(&self, gpid: i32) -> Result<Arc<Hosted>> {
-        lock(&self.table)
-            .get(&gpid)
-            .cloned()
+    fn record(&self, gpid: i32) -> Result<Arc<Record>> {
+        lock(&self.hosted)
+            .record(gpid)
             .with_context(|| format!("no process {gpid} was started on node {}", self.node))
     }
 
@@ -334,7 +403,7 @@ impl ProcMan {
     pub async fn input(&self, gpid: i32, input: Input) -> Result<Option<Input>> {
         let rec = match self.record(gpid) {
             Ok(rec) => rec,
-            Err(_) if lock(&self.departed).contains_key(&gpid) => return Ok(Some(input)),
+            Err(_) if lock(&self.hosted).departed().contains(&gpid) => return Ok(Some(input)),
             Err(e) => return Err(e),
         };
         match input {
@@ -358,64 +427,90 @@ impl ProcMan {
         Ok(None)
     }
 
-    /// Sends `sig` to process `gpid` of this node, if `caller` may.
+    /// Sends `sig` to process `gpid` of this node, if `caller` may. A tree on its way out may
+    /// already run on its target: the signal is kept to go there too (and only there once the
+    /// copy here is being killed).
     pub async fn kill(&self, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
-        let member = ps::members(self.ns)
-            .into_iter()
-            .find(|m| m.gpid == gpid)
-            .with_context(|| format!("no process {gpid} on node {}", self.node))?;
-        let view = ps::view(member, self.node, &self.node_name, self.ns)
-            .with_context(|| format!("process {gpid} has just ended"))?;
-        if !caller.may_signal(view.uid) {
+        let uid = self.owner(gpid)?;
+        if !caller.may_signal(uid) {
             bail!(
                 "process {gpid} belongs to user {}: permission denied",
-                view.user
+                ps::user_name(uid)
             );
         }
-        self.init.signal(gpid, sig).await?;
-        // A tree on its way out may already run on its target: the signal goes there too.
-        for pending in lock(&self.migrating).values_mut() {
-            pending.push((gpid, sig, caller.clone()));
+        let gone = lock(&self.hosted).signalled(gpid, sig, caller);
+        if !gone {
+            self.init.signal(gpid, sig).await?;
         }
         Ok(())
     }
 
-    /// A migration of the tree of `root` away from here begins: signals sent from now on are
-    /// kept for [`ProcMan::end_migration`].
-    pub fn begin_migration(&self, root: i32) {
-        lock(&self.migrating).insert(root, Vec::new());
-    }
-
-    /// The migration of the tree of `root` is over: the signals sent to processes of this node
-    /// meanwhile (gpid, signal, who sent it).
-    pub fn end_migration(&self, root: i32) -> Vec<SentSignal> {
-        lock(&self.migrating).remove(&root).unwrap_or_default()
-    }
-
-    /// Whether process `gpid` is in this node's namespace (zombies included).
+    /// Whether process `gpid` is in this node's namespace (but a zombie the init is about to
+    /// reap).
     pub fn holds(&self, gpid: i32) -> bool {
         ps::members(self.ns).iter().any(|m| m.gpid == gpid)
     }
 
-    /// Every process of this node's namespace.
-    pub fn ps(&self) -> Vec<ProcessView> {
+    /// Whether pid `gpid` is taken in this node's namespace, by anything.
+    fn present(&self, gpid: i32) -> bool {
+        ps::taken(self.ns, gpid)
+    }
+
+    /// Waits, `limit` at most, until pid `gpid` is free here (the copy of a tree that moved
+    /// away is reaped), so that the tree can come back at once.
+    pub async fn wait_gone(&self, gpid: i32, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.present(gpid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every process of this node's namespace, as /proc shows it.
+    fn ps_all(&self) -> Vec<ProcessView> {
         ps::members(self.ns)
             .into_iter()
             .filter_map(|m| ps::view(m, self.node, &self.node_name, self.ns))
             .collect()
     }
 
+    /// Every process of this node's namespace as `ssi ps` shows it: a tree on its way away or
+    /// here is `migrating` (its rows name the source, and the target in `to`); the copy of a
+    /// tree that moved away is not listed.
+    pub fn ps(&self) -> Vec<ProcessView> {
+        let mut all = self.ps_all();
+        let (moving, departed) = {
+            let h = lock(&self.hosted);
+            (h.moving(self.node), h.departed())
+        };
+        for root in departed {
+            let gone = ps::tree(&all, root);
+            all.retain(|p| !gone.contains(&p.gpid));
+        }
+        for (root, m) in moving {
+            let tree = ps::tree(&all, root);
+            for p in all.iter_mut().filter(|p| tree.contains(&p.gpid)) {
+                p.state = ProcState::Migrating;
+                p.to = Some(m.to);
+                if p.node != m.from {
+                    p.node = m.from;
+                    p.node_name = String::new();
+                }
+            }
+        }
+        all
+    }
+
     /// The trees this node could move away: processes started or restored here that still
-    /// run and have no input in flight (see [`Hosted::input_in_flight`]), with the CPU their
+    /// run and have no input in flight (see [`Record::input_in_flight`]), with the CPU their
     /// whole tree wants (what it used, per `cpu_by_pid` with pids as /proc sees them, or its
     /// runnable threads if more) and how long they have been here.
     pub fn movable(&self, cpu_by_pid: &HashMap<i32, f64>) -> Vec<scheduler::LocalProc> {
         let members = ps::members(self.ns);
         let gpid_of: HashMap<i32, i32> = members.iter().map(|m| (m.root_pid, m.gpid)).collect();
-        let roots: HashMap<i32, Instant> = lock(&self.table)
-            .iter()
+        let roots: HashMap<i32, Instant> = lock(&self.hosted)
+            .running()
             .filter(|(_, r)| r.exit.borrow().is_none() && !r.input_in_flight())
-            .map(|(g, r)| (*g, r.since))
+            .map(|(g, r)| (g, r.since))
             .collect();
         let parent: HashMap<i32, i32> = members
             .iter()
@@ -459,21 +554,9 @@ impl ProcMan {
             .collect()
     }
 
-    /// Stops the input of `gpid`, which moved away (its copy here is frozen), and takes out
-    /// what it had not read, to go with it.
-    pub fn hand_over_input(&self, gpid: i32) -> Result<Leftover> {
-        self.record(gpid)?.stdin.hand_over()
-    }
-
-    /// Bytes queued for `gpid` or in its stdin pipe, not read yet (0 if there is no such
-    /// process).
-    pub fn unread_input(&self, gpid: i32) -> u64 {
-        self.record(gpid).map_or(0, |rec| rec.stdin.unread() as u64)
-    }
-
     /// Puts what `gpid` had not read of its input on the node it came from in front of its
     /// input here.
-    pub fn feed_input(&self, gpid: i32, left: Leftover) -> Result<()> {
+    pub fn feed_input(&self, gpid: i32, left: Handover) -> Result<()> {
         self.record(gpid)?.stdin.feed_front(left);
         Ok(())
     }

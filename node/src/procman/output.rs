@@ -30,12 +30,15 @@ enum Chunk {
 }
 
 /// How a hosted process stopped being hosted here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum End {
     /// It exited.
     Exited(ExitStatus),
     /// It moved to another node.
     Moved(NodeId),
+    /// It arrived by migration but was discarded here: why (it runs on at its source, or is
+    /// lost with it).
+    Discarded(String),
 }
 
 impl End {
@@ -43,6 +46,7 @@ impl End {
         match self {
             End::Exited(s) => Output::Exited(s),
             End::Moved(node) => Output::Moved { node },
+            End::Discarded(why) => Output::Lost(why),
         }
     }
 }
@@ -110,14 +114,14 @@ impl Distributor {
         finished: impl FnOnce(),
     ) {
         let mut open_pipes = 2;
-        let mut status: Option<End> = *exit.borrow();
+        let mut status: Option<End> = exit.borrow().clone();
         let mut exit_watch_open = true;
         let grace = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
         tokio::pin!(grace);
         loop {
-            if let Some(st) = status {
+            if let Some(st) = &status {
                 if open_pipes == 0 {
-                    if self.deliver(st.output()).await {
+                    if self.deliver(st.clone().output()).await {
                         finished();
                         return;
                     }
@@ -144,7 +148,7 @@ impl Distributor {
                     if changed.is_err() {
                         exit_watch_open = false;
                     } else {
-                        status = *exit.borrow();
+                        status = exit.borrow().clone();
                         if status.is_some() {
                             grace.as_mut().reset(tokio::time::Instant::now() + DRAIN_GRACE);
                         }

@@ -56,6 +56,19 @@ pub fn members(ns: u64) -> Vec<Member> {
     out
 }
 
+/// Whether pid `gpid` of the namespace `ns` is taken, by anything (a zombie or a helper too).
+pub fn taken(ns: u64, gpid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+            .is_some_and(|p| pid_ns_inode(p) == Some(ns) && ns_pid(p) == Some(gpid))
+    })
+}
+
 /// Whether `root_pid` is a zombie whose parent is the namespace's init.
 fn reaped_by_init(root_pid: i32) -> bool {
     Process::new(root_pid)
@@ -108,7 +121,27 @@ pub fn view(m: Member, node: NodeId, node_name: &str, ns: u64) -> Option<Process
         start_time: started as u64,
         threads: u32::try_from(stat.num_threads).unwrap_or(0),
         command,
+        to: None,
     })
+}
+
+/// `root` and the processes of `all` under it (by their parents' gpids), if `root` is there.
+pub fn tree(all: &[ProcessView], root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if all.iter().any(|p| p.gpid == root) {
+        out.push(root);
+    }
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            all.iter()
+                .filter(|p| p.ppid == parent && p.gpid != parent)
+                .map(|p| p.gpid),
+        );
+        i += 1;
+    }
+    out
 }
 
 /// The name of user `uid` on this node, or the number when it has none.

@@ -11,6 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
+use ssi_core::rpc::Handover;
 use tokio::net::unix::pipe;
 use tokio::sync::Notify;
 
@@ -18,15 +19,6 @@ use tokio::sync::Notify;
 const QUEUE_LIMIT: usize = 256 << 10;
 /// Bytes written into the pipe at once.
 const CHUNK: usize = 64 << 10;
-
-/// What a process had not read of its input when it moved away.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Leftover {
-    /// The unread bytes, in order.
-    pub bytes: Vec<u8>,
-    /// Its input had ended (the user closed it) after those bytes.
-    pub eof: bool,
-}
 
 #[derive(Debug, Default)]
 struct State {
@@ -180,7 +172,7 @@ impl Stdin {
     /// Stops the input of a process that moved away (its copy here is frozen and reads no
     /// more) and takes out what it had not read. Input sent from now on is refused (see
     /// [`Stdin::send`]).
-    pub fn hand_over(&self) -> Result<Leftover> {
+    pub fn hand_over(&self) -> Result<Handover> {
         let mut st = lock(&self.state);
         let reader = match st.pipe.clone() {
             Some(w) => Some(read_end(w.as_ref())?),
@@ -197,11 +189,11 @@ impl Stdin {
         st.eof = false;
         drop(st);
         self.changed.notify_waiters();
-        Ok(Leftover { bytes, eof })
+        Ok(Handover { bytes, eof })
     }
 
     /// Puts what a process had not read on the node it came from in front of its input here.
-    pub fn feed_front(&self, left: Leftover) {
+    pub fn feed_front(&self, left: Handover) {
         let mut st = lock(&self.state);
         if st.closed() {
             return;
@@ -363,7 +355,7 @@ mod tests {
         let left = s.hand_over().expect("hand over");
         assert_eq!(
             left,
-            Leftover {
+            Handover {
                 bytes: b"abc".to_vec(),
                 eof: true
             }

@@ -1,4 +1,4 @@
-//! The scheduler as a node runs it: placement of new processes started from this node, and
+//! The scheduler's state as a node keeps it: placement of new processes started from this node,
 //! re-balancing of the processes it hosts. Every decision is logged with its reason and kept
 //! (the last [`KEEP_DECISIONS`]) for `ssi sched show`.
 
@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use scheduler::filter::FilterChain;
 use scheduler::probe::{CpuProbe, Probe};
-use scheduler::{registry, BalanceConfig, Balancer, LocalProc, Move, NodeSample, Placer, Request};
-use serde::Serialize;
+use scheduler::{registry, Balancer, LocalProc, Move, Placer, Request};
 use ssi_core::config::SchedConfig;
+use ssi_core::sched::{BalanceConfig, Decision, DecisionKind, NodeSample, SchedStatus};
 use ssi_core::view::NodeView;
 use ssi_core::NodeId;
 
@@ -19,44 +19,6 @@ use ssi_core::NodeId;
 pub const KEEP_DECISIONS: usize = 50;
 /// How often the placement index takes in the cluster view ([`follow`]).
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
-
-/// One decision.
-#[derive(Clone, Debug, Serialize)]
-pub struct Decision {
-    /// When (Unix ms).
-    pub at_ms: u64,
-    /// The node that decided.
-    pub node: NodeId,
-    /// `place`, `move` or `move-failed`.
-    pub kind: String,
-    /// The process, when known.
-    pub gpid: Option<i32>,
-    /// The node chosen.
-    pub to: Option<NodeId>,
-    /// Why, in one line.
-    pub reason: String,
-}
-
-/// What `ssi sched show --json` gives for one node.
-#[derive(Clone, Debug, Serialize)]
-pub struct Status {
-    /// The node.
-    pub node: NodeId,
-    /// Placement policy.
-    pub policy: String,
-    /// Its parameters.
-    pub params: BTreeMap<String, String>,
-    /// How the policy has been doing (external policies).
-    pub policy_report: Option<String>,
-    /// Load filters.
-    pub filters: Vec<String>,
-    /// Re-balancing knobs.
-    pub balance: BalanceConfig,
-    /// The nodes as this node's policy sees them now (filters applied).
-    pub view: Vec<NodeSample>,
-    /// Recent decisions, oldest first.
-    pub decisions: Vec<Decision>,
-}
 
 struct State {
     policy_name: String,
@@ -142,8 +104,8 @@ impl Sched {
     }
 
     fn record(st: &mut State, d: Decision) {
-        match d.kind.as_str() {
-            "move-failed" => {
+        match d.kind {
+            DecisionKind::MoveFailed => {
                 tracing::warn!(gpid = d.gpid, to = ?d.to, "re-balancing: {}", d.reason)
             }
             _ => {
@@ -158,7 +120,7 @@ impl Sched {
 
     fn decision(
         &self,
-        kind: &str,
+        kind: DecisionKind,
         gpid: Option<i32>,
         to: Option<NodeId>,
         reason: String,
@@ -166,7 +128,7 @@ impl Sched {
         Decision {
             at_ms: ssi_core::auth::unix_ms(),
             node: self.me,
-            kind: kind.into(),
+            kind,
             gpid,
             to,
             reason,
@@ -187,7 +149,7 @@ impl Sched {
             st.placer.place(req, now)
         };
         let reason = placement.reason(&st.policy_name, what, req).to_string();
-        let d = self.decision("place", None, placement.node, reason);
+        let d = self.decision(DecisionKind::Place, None, placement.node, reason);
         Self::record(&mut st, d);
         placement.node
     }
@@ -200,7 +162,7 @@ impl Sched {
         st.placer.set_policy(policy);
         st.policy_name = name.to_string();
         st.params = params;
-        let d = self.decision("policy", None, None, reason);
+        let d = self.decision(DecisionKind::Policy, None, None, reason);
         Self::record(&mut st, d);
         Ok(())
     }
@@ -221,9 +183,14 @@ impl Sched {
     pub fn moved(&self, m: &Move, outcome: Result<(), String>) {
         let mut st = self.lock();
         let d = match outcome {
-            Ok(()) => self.decision("move", Some(m.gpid), Some(m.to), m.reason.clone()),
+            Ok(()) => self.decision(
+                DecisionKind::Move,
+                Some(m.gpid),
+                Some(m.to),
+                m.reason.clone(),
+            ),
             Err(e) => self.decision(
-                "move-failed",
+                DecisionKind::MoveFailed,
                 Some(m.gpid),
                 Some(m.to),
                 format!("{}; migration failed: {e}", m.reason),
@@ -238,10 +205,10 @@ impl Sched {
     }
 
     /// What `ssi sched show` gives for this node.
-    pub fn status(&self, view: &[NodeView]) -> Status {
+    pub fn status(&self, view: &[NodeView]) -> SchedStatus {
         let mut st = self.lock();
         let nodes = self.samples(&mut st, view);
-        Status {
+        SchedStatus {
             node: self.me,
             policy: st.policy_name.clone(),
             params: st.params.clone(),
@@ -256,7 +223,7 @@ impl Sched {
 
 /// Feeds the placement index the cluster view every [`FOLLOW_EVERY`], for as long as the
 /// membership task runs: decisions then need neither the view nor a scan of it.
-pub async fn follow(node: Arc<super::Node>) {
+pub async fn follow(node: Arc<crate::node::Node>) {
     let mut tick = tokio::time::interval(FOLLOW_EVERY);
     loop {
         tick.tick().await;

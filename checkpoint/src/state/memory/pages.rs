@@ -1,4 +1,4 @@
-//! Address spaces: the mappings, which pages to save, and copying them out.
+//! Which pages of a process to save, and copying them out.
 //!
 //! Pages are found with the PAGEMAP_SCAN ioctl (present or swapped, not the shared zero page;
 //! for private file mappings only the private copies, the rest comes back from the file).
@@ -10,159 +10,14 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 
-use procfs::process::{MMPermissions, MMapPath, MemoryMap, VmFlags};
-
+use super::maps::VmaInfo;
 use super::ranges::Ranges;
+use super::{PageRun, VmaKind};
 use crate::error::{Error, Result};
 use crate::image::record::{Kind, RecordWriter, PAGE};
-use crate::image::{Vma, VmaKind};
 use crate::sys::mem::{self, category, Scan};
-use crate::vdso;
-
-/// A mapping as found in /proc/PID/smaps, classified.
-#[derive(Debug, Clone)]
-pub(crate) struct VmaInfo {
-    pub vma: Vma,
-    pub flags: VmFlags,
-    /// `(dev, inode)` of a shared memory object.
-    pub shmem_key: Option<(i32, i32, u64)>,
-}
-
-/// Where the vvar/vdso block of `pid` is (from /proc/PID/maps, cheaper than smaps).
-pub(crate) fn vdso_block(pid: i32) -> Result<Option<vdso::Block>> {
-    let maps: Vec<MemoryMap> = procfs::process::Process::new(pid)
-        .and_then(|p| p.maps())
-        .map_err(|e| {
-            Error::io(
-                format!("/proc/{pid}/maps"),
-                std::io::Error::other(e.to_string()),
-            )
-        })?
-        .into_iter()
-        .collect();
-    Ok(vdso::find(&maps))
-}
-
-/// Reads and classifies the mappings of `pid`; an unsupported mapping is an error. With
-/// `flags`, from /proc/PID/smaps (VmFlags: madvise advice, uffd registration, device
-/// mappings); else from /proc/PID/maps, which does not walk the page tables (the main stack is
-/// then known by its name).
-pub(crate) fn mappings(pid: i32, flags: bool) -> Result<(Vec<VmaInfo>, Option<vdso::Block>)> {
-    let file = if flags { "smaps" } else { "maps" };
-    let maps: Vec<MemoryMap> = procfs::process::Process::new(pid)
-        .and_then(|p| if flags { p.smaps() } else { p.maps() })
-        .map_err(|e| {
-            Error::io(
-                format!("/proc/{pid}/{file}"),
-                std::io::Error::other(e.to_string()),
-            )
-        })?
-        .into_iter()
-        .collect();
-    let block = vdso::find(&maps);
-    let mut out = Vec::with_capacity(maps.len());
-    for m in &maps {
-        if let Some(v) = classify(pid, m)? {
-            out.push(v);
-        }
-    }
-    Ok((out, block))
-}
-
-fn classify(pid: i32, m: &MemoryMap) -> Result<Option<VmaInfo>> {
-    let (start, end) = m.address;
-    let flags = m.extension.vm_flags;
-    let shared = m.perms.contains(MMPermissions::SHARED);
-    let what =
-        |kind: &str| Error::unsupported(pid, format!("mapping {start:#x}-{end:#x} is {kind}"));
-    if flags.intersects(VmFlags::IO | VmFlags::PF) && !vdso::is_block_part(m) {
-        return Err(what("a device mapping (VM_IO/VM_PFNMAP)"));
-    }
-    let mut shmem_key = None;
-    let kind = if vdso::is_block_part(m) {
-        VmaKind::Vdso
-    } else {
-        match &m.pathname {
-            MMapPath::Vsyscall => return Ok(None),
-            MMapPath::Heap | MMapPath::Stack | MMapPath::TStack(_) | MMapPath::Anonymous => {
-                VmaKind::Anon
-            }
-            MMapPath::Other(s) if s.starts_with("anon:") || s.starts_with("stack") => VmaKind::Anon,
-            MMapPath::Vsys(_) => return Err(what("SysV shared memory")),
-            MMapPath::Path(p) => {
-                let s = p.to_string_lossy();
-                let is_shmem = m.dev == (0, 1)
-                    || s.starts_with("/memfd:")
-                    || s.starts_with("/dev/zero (deleted)");
-                if shared && is_shmem {
-                    shmem_key = Some((m.dev.0, m.dev.1, m.inode));
-                    VmaKind::SharedAnon {
-                        shmem: 0,
-                        offset: m.offset,
-                    }
-                } else if s == "/dev/zero" && !shared {
-                    VmaKind::Anon
-                } else if s.ends_with(" (deleted)") {
-                    return Err(what(&format!("a mapping of deleted file {s}")));
-                } else {
-                    let md = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
-                    use std::os::unix::fs::MetadataExt;
-                    if !md.is_file() {
-                        return Err(what(&format!(
-                            "a mapping of {s}, which is not a regular file"
-                        )));
-                    }
-                    if md.ino() != m.inode {
-                        return Err(what(&format!(
-                            "a mapping of {s}, replaced since it was mapped"
-                        )));
-                    }
-                    VmaKind::File {
-                        path: s.into_owned(),
-                        offset: m.offset,
-                        size: md.len(),
-                    }
-                }
-            }
-            other => return Err(what(&format!("an unknown special mapping {other:?}"))),
-        }
-    };
-    let mut prot = 0;
-    if m.perms.contains(MMPermissions::READ) {
-        prot |= libc::PROT_READ;
-    }
-    if m.perms.contains(MMPermissions::WRITE) {
-        prot |= libc::PROT_WRITE;
-    }
-    if m.perms.contains(MMPermissions::EXECUTE) {
-        prot |= libc::PROT_EXEC;
-    }
-    let mut advice = Vec::new();
-    for (f, a) in [
-        (VmFlags::HG, libc::MADV_HUGEPAGE),
-        (VmFlags::NH, libc::MADV_NOHUGEPAGE),
-        (VmFlags::DC, libc::MADV_DONTFORK),
-        (VmFlags::WF, libc::MADV_WIPEONFORK),
-        (VmFlags::DD, libc::MADV_DONTDUMP),
-    ] {
-        if flags.contains(f) {
-            advice.push(a);
-        }
-    }
-    Ok(Some(VmaInfo {
-        vma: Vma {
-            start,
-            end,
-            prot,
-            shared,
-            growsdown: flags.contains(VmFlags::GD) || matches!(m.pathname, MMapPath::Stack),
-            advice,
-            kind,
-        },
-        flags,
-        shmem_key,
-    }))
-}
+use crate::track::{DirtyTracker, TrackedRange};
+use procfs::process::VmFlags;
 
 /// Swap type of PTE markers (uffd-wp markers, guard regions): the last of the 32 types.
 const SWP_PTE_MARKER: u64 = 31;
@@ -370,45 +225,47 @@ fn read_into(
     Ok((buf, pieces, crc))
 }
 
-/// Size of a shared memory object (read through /proc/PID/map_files).
-pub(crate) fn shmem_size(pid: i32, vma: &Vma) -> Result<u64> {
-    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end);
-    let md = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
-    Ok(md.len().div_ceil(PAGE) * PAGE)
+/// Pages of private mappings written since the tracker's last round (those it does not track
+/// are taken whole); the tracker starts a new round.
+pub(crate) fn written(
+    t: &mut dyn DirtyTracker,
+    vmas: &[VmaInfo],
+    pre_dump: bool,
+) -> Result<Ranges> {
+    let mut d = Vec::new();
+    for v in vmas {
+        if !matches!(v.vma.kind, VmaKind::Anon | VmaKind::File { .. }) || v.vma.shared {
+            continue;
+        }
+        let r = TrackedRange {
+            start: v.vma.start,
+            end: v.vma.end,
+            kernel_tracked: pre_dump || v.flags.contains(VmFlags::UW),
+        };
+        match t.take_written(r)? {
+            Some(w) => d.extend(w),
+            None => d.push((v.vma.start, v.vma.end)),
+        }
+    }
+    t.end_round()?;
+    Ok(super::ranges::normalize(d))
 }
 
-/// Writes the contents of a shared memory object, read through /proc/PID/map_files.
-pub(crate) fn write_shmem<W: Write>(
-    pid: i32,
-    vma: &Vma,
-    id: u32,
-    rw: &mut RecordWriter<W>,
-) -> Result<u64> {
-    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", vma.start, vma.end);
-    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let size = f.metadata().map_err(|e| Error::io(&path, e))?.len();
-    let mut off: i64 = 0;
-    let mut buf = vec![0u8; CHUNK];
-    let mut bytes = 0;
-    use nix::unistd::{lseek, Whence};
-    while (off as u64) < size {
-        let data = match lseek(&f, off, Whence::SeekData) {
-            Ok(d) => d,
-            Err(nix::errno::Errno::ENXIO) => break,
-            Err(e) => return Err(Error::io(&path, e.into())),
-        };
-        let hole = lseek(&f, data, Whence::SeekHole).map_err(|e| Error::io(&path, e.into()))?;
-        let mut at = data as u64;
-        while at < hole as u64 {
-            let n = ((hole as u64 - at) as usize).min(CHUNK);
-            f.read_exact_at(&mut buf[..n], at)
-                .map_err(|e| Error::io(&path, e))?;
-            rw.data(Kind::ShmemPages, id as u64, at, &[&buf[..n]])
-                .map_err(|e| Error::io("<image output>", e))?;
-            at += n as u64;
-            bytes += n as u64;
+/// The page list of an image: runs kept in the parent image and runs written in this one, in
+/// address order.
+pub(crate) fn page_runs(in_parent: &[(u64, u64)], to_write: &[(u64, u64)]) -> Vec<PageRun> {
+    let run = |in_parent: bool| {
+        move |&(s, e): &(u64, u64)| PageRun {
+            start: s,
+            npages: (e - s) / PAGE,
+            in_parent,
         }
-        off = hole;
-    }
-    Ok(bytes)
+    };
+    let mut pages: Vec<PageRun> = in_parent
+        .iter()
+        .map(run(true))
+        .chain(to_write.iter().map(run(false)))
+        .collect();
+    pages.sort_unstable_by_key(|r| r.start);
+    pages
 }

@@ -32,8 +32,7 @@ pub(crate) struct TreeShape {
 
 /// Lists the tree under `root` from /proc (the kernel has no /proc/PID/task/TID/children here).
 pub(crate) fn discover(root: i32) -> Result<TreeShape> {
-    let all = procfs::process::all_processes()
-        .map_err(|e| Error::io("/proc", std::io::Error::other(e.to_string())))?;
+    let all = procfs::process::all_processes().map_err(|e| Error::procfs("/proc", e))?;
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     let mut parent = HashMap::new();
     for p in all.flatten() {
@@ -236,7 +235,7 @@ impl FrozenTree {
             }
             for &tid in tids {
                 if let Some(sigs) = self.taken.get(&tid) {
-                    if let Err(e) = crate::dump::task::requeue(tid, pid, sigs) {
+                    if let Err(e) = crate::state::signals::requeue(tid, pid, sigs) {
                         first_err.get_or_insert(e);
                     }
                 }

@@ -1,0 +1,181 @@
+//! The shape of the tree: each process' parent, process group and session, and the children
+//! that had exited but were not reaped yet (zombies).
+//!
+//! Processes themselves are created by the restore driver (with their pids, in their parents);
+//! this part refuses groups and sessions led from outside the tree, puts every process back in
+//! its group and session (leaders first), and brings zombies back.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::image::ProcessImage;
+use crate::persist::Persist;
+use crate::restore::holder::Holder;
+use crate::sys::ptrace;
+
+/// A process of the tree that has exited and waits for its parent to reap it. Restore creates
+/// it as a child of its parent and makes it end the same way, so that the parent's `wait`
+/// finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZombieImage {
+    /// Its pid.
+    pub pid: i32,
+    /// Its parent (a process of the image).
+    pub ppid: i32,
+    /// Its process group.
+    pub pgid: i32,
+    /// Its session.
+    pub sid: i32,
+    /// Signal its parent gets when it ends.
+    pub exit_signal: i32,
+    /// How it ended, as `waitpid` reports it (exit code << 8, or the signal number).
+    pub status: i32,
+}
+
+/// /proc/PID/stat.
+pub(crate) fn stat(pid: i32) -> Result<procfs::process::Stat> {
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.stat())
+        .map_err(|e| Error::procfs(format!("/proc/{pid}/stat"), e))
+}
+
+/// Refuses a process in a group or session led from outside the tree (other than the root's).
+pub(crate) fn check(
+    pid: i32,
+    st: &procfs::process::Stat,
+    root_st: &procfs::process::Stat,
+    in_tree: &dyn Fn(i32) -> bool,
+) -> Result<()> {
+    if !in_tree(st.session) && st.session != root_st.session {
+        return Err(Error::unsupported(
+            pid,
+            format!("session {} is led from outside the tree", st.session),
+        ));
+    }
+    if !in_tree(st.pgrp) && st.pgrp != root_st.pgrp {
+        return Err(Error::unsupported(
+            pid,
+            format!("process group {} is led from outside the tree", st.pgrp),
+        ));
+    }
+    Ok(())
+}
+
+/// What saving a zombie needs: its pid and the live processes of the tree.
+pub(crate) struct ZombieDump<'a> {
+    /// The zombie.
+    pub pid: i32,
+    /// The frozen processes of the tree.
+    pub tree: &'a [i32],
+}
+
+/// What restoring a zombie needs: its parent, held, and the group and session to give it.
+pub(crate) struct ZombieRestore<'a> {
+    /// Its parent.
+    pub parent: &'a mut Holder,
+    /// Its process group and session in the restored tree.
+    pub pgid_sid: (i32, i32),
+}
+
+impl Persist for ZombieImage {
+    type Saving<'a> = ZombieDump<'a>;
+    type Restoring<'a> = ZombieRestore<'a>;
+    type Made = ();
+
+    fn save(cx: &mut ZombieDump<'_>) -> Result<ZombieImage> {
+        let pid = cx.pid;
+        let st = stat(pid)?;
+        if !cx.tree.contains(&st.ppid) {
+            return Err(Error::unsupported(
+                pid,
+                format!("zombie of parent {}, which is outside the tree", st.ppid),
+            ));
+        }
+        Ok(ZombieImage {
+            pid,
+            ppid: st.ppid,
+            pgid: st.pgrp,
+            sid: st.session,
+            exit_signal: st.exit_signal.unwrap_or(libc::SIGCHLD),
+            status: st.exit_code.unwrap_or(0),
+        })
+    }
+
+    /// Creates the zombie as a child of its parent and makes it end with its wait status.
+    fn restore(&self, cx: &mut ZombieRestore<'_>) -> Result<()> {
+        let mut h = cx.parent.fork(self.pid, self.exit_signal)?;
+        // a copy of its parent: the scratch area is there too
+        h.task.set_scratch(cx.parent.scratch_at().ok());
+        h.set_identity(cx.pgid_sid.0, cx.pgid_sid.1)?;
+        let sig = self.status & 0x7f;
+        if sig == 0 {
+            let code = ((self.status >> 8) & 0xff) as u64;
+            return ptrace::end_by_exit(h.task.injector(), code)
+                .map_err(|e| Error::sys(self.pid, "exit", e));
+        }
+        // death by a signal: its default action, unblocked, without a core dump
+        h.put(0, &[0u8; 32])?;
+        let at = h.scratch_at()?;
+        h.call(
+            "rt_sigaction SIG_DFL",
+            libc::SYS_rt_sigaction,
+            [sig as u64, at, 0, 8, 0, 0],
+        )?;
+        crate::sys::fd::set_rlimit(self.pid, libc::RLIMIT_CORE, 0, 0)
+            .map_err(|e| Error::sys(self.pid, "set RLIMIT_CORE", e))?;
+        ptrace::end_by_signal(self.pid, sig)
+            .map_err(|e| Error::sys(self.pid, format!("end by signal {sig}"), e))
+    }
+}
+
+/// Groups and sessions of the restored tree: those led in the tree, else the root's (they
+/// were led from outside the tree, as the root's are).
+pub(crate) struct Groups {
+    in_tree: HashSet<i32>,
+    root: (i32, i32),
+}
+
+impl Groups {
+    /// For a tree of `pids` and `zombies` whose root is now in group and session `root`.
+    pub fn new(pids: &[i32], zombies: &[ZombieImage], root: (i32, i32)) -> Groups {
+        Groups {
+            in_tree: pids
+                .iter()
+                .chain(zombies.iter().map(|z| &z.pid))
+                .copied()
+                .collect(),
+            root,
+        }
+    }
+
+    /// The group and session to give a process that had `pgid` and `sid`.
+    pub fn want(&self, pgid: i32, sid: i32) -> (i32, i32) {
+        let pick = |id: i32, root: i32| if self.in_tree.contains(&id) { id } else { root };
+        (pick(pgid, self.root.0), pick(sid, self.root.1))
+    }
+
+    /// Puts every process but the root in its group and session: leaders first, then the
+    /// members of groups led by others.
+    pub fn restore(
+        &self,
+        procs: &[ProcessImage],
+        root: i32,
+        holders: &mut BTreeMap<i32, Holder>,
+    ) -> Result<()> {
+        for leaders in [true, false] {
+            for p in procs.iter().filter(|p| p.pid != root) {
+                let (pgid, sid) = self.want(p.pgid, p.sid);
+                if (pgid == p.pid || sid == p.pid) != leaders {
+                    continue;
+                }
+                let h = holders
+                    .get_mut(&p.pid)
+                    .ok_or_else(|| Error::Conflict(format!("pid {}: not held", p.pid)))?;
+                h.set_identity(pgid, sid)?;
+            }
+        }
+        Ok(())
+    }
+}
