@@ -1,27 +1,25 @@
-//! The data stream between the two migration helpers: authenticated frames on the TCP
-//! connection the daemons opened and handed over.
+//! The data stream between the two migration helpers: encrypted, authenticated frames on the
+//! TCP connection the daemons opened (TLS between their node certificates) and handed over.
 //!
 //! ```text
-//!  frame   [kind u8][length u32 LE][payload][tag: 32 bytes]
-//!  tag     HMAC-SHA256(key, direction | frame number u64 BE | kind | length | payload)
+//!  frame   [kind u8][length u32 LE][payload, encrypted][tag: 16 bytes]
+//!  seal    AES-256-GCM(key, nonce = direction u32 BE | frame number u64 BE,
+//!                      associated data = kind | length)
 //!
 //!  source -> target   Data* RoundEnd   (one pre-copy image)   ... Data* FinalEnd
 //!  target -> source   Prepared (it holds the tree)  or  Failed (one line)
 //! ```
-//! The key is derived by both daemons from their authenticated session (it never crosses the
-//! network), so every byte is authenticated with the cluster key; each direction numbers its
-//! frames, so a frame dropped, replayed or moved is detected. Frames carry up to [`FRAME`]
-//! bytes of image data: one MAC, one header and one `write` per MiB. The stream is not
-//! encrypted (the cluster network is trusted for confidentiality, see `ssi_core::auth`).
+//! The key is exported by both daemons from their TLS session (RFC 8446 section 7.5; it never
+//! crosses the network), so the stream continues that session's protection: nobody without
+//! it reads a page, and each direction numbers its frames in the nonce, so a frame altered,
+//! dropped, replayed, reflected or moved is detected. Frames carry up to [`FRAME`] bytes of
+//! image data: one seal (done in place), one header and one `write` per MiB.
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 /// How long the helpers let the data stream stand still (nothing read, or nothing taken by
 /// the peer) before they give up on the migration: a stopped or cut-off peer fails it
@@ -56,7 +54,7 @@ fn stalled(e: io::Error) -> io::Error {
 pub const FRAME: usize = 1 << 20;
 /// Largest payload a reader accepts.
 const MAX_PAYLOAD: usize = 16 << 20;
-const TAG_LEN: usize = 32;
+const TAG_LEN: usize = 16;
 const HEAD_LEN: usize = 5;
 
 /// What a frame carries.
@@ -99,18 +97,19 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn label(self) -> &'static [u8] {
+    /// The first four bytes of every nonce in this direction: the two directions share the
+    /// key, never a nonce.
+    fn nonce_prefix(self) -> [u8; 4] {
         match self {
-            Direction::ToTarget => b"to-target",
-            Direction::ToSource => b"to-source",
+            Direction::ToTarget => 1u32.to_be_bytes(),
+            Direction::ToSource => 2u32.to_be_bytes(),
         }
     }
 }
 
-/// The MAC state of one direction: key and frame counter.
-#[derive(Clone)]
+/// The AEAD state of one direction: key and frame counter.
 struct Sealer {
-    mac: HmacSha256,
+    key: LessSafeKey,
     dir: Direction,
     seq: u64,
 }
@@ -123,20 +122,44 @@ impl std::fmt::Debug for Sealer {
 
 impl Sealer {
     fn new(key: &[u8; 32], dir: Direction) -> Sealer {
-        // HMAC takes keys of any length
-        let mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-        Sealer { mac, dir, seq: 0 }
+        let key = UnboundKey::new(&AES_256_GCM, key)
+            .unwrap_or_else(|_| unreachable!("32 bytes is an AES-256 key"));
+        Sealer {
+            key: LessSafeKey::new(key),
+            dir,
+            seq: 0,
+        }
     }
 
-    /// The tag of the next frame, whose header and payload are `head` and `payload`.
-    fn tag(&mut self, head: &[u8], payload: &[u8]) -> [u8; TAG_LEN] {
-        let mut m = self.mac.clone();
-        m.update(self.dir.label());
-        m.update(&self.seq.to_be_bytes());
-        m.update(head);
-        m.update(payload);
+    /// The nonce of the next frame; each is used once, as the frame number only grows.
+    fn next_nonce(&mut self) -> Nonce {
+        let mut n = [0u8; 12];
+        n[..4].copy_from_slice(&self.dir.nonce_prefix());
+        n[4..].copy_from_slice(&self.seq.to_be_bytes());
         self.seq += 1;
-        m.finalize().into_bytes().into()
+        Nonce::assume_unique_for_key(n)
+    }
+
+    /// Encrypts the next frame's `payload` in place; its tag.
+    fn seal(&mut self, head: &[u8], payload: &mut [u8]) -> io::Result<[u8; TAG_LEN]> {
+        let nonce = self.next_nonce();
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(head), payload)
+            .map_err(|_| io::Error::other("cannot encrypt a frame"))?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Checks and decrypts the next frame's `sealed` payload (tag last) in place; the
+    /// plaintext's length.
+    fn open(&mut self, head: &[u8], sealed: &mut [u8]) -> io::Result<usize> {
+        let nonce = self.next_nonce();
+        self.key
+            .open_in_place(nonce, Aad::from(head), sealed)
+            .map(|plain| plain.len())
+            .map_err(|_| bad("frame failed authentication (wrong key, or altered)".into()))
     }
 }
 
@@ -177,8 +200,8 @@ impl<W: Write> FrameWriter<W> {
         let len = u32::try_from(self.buf.len() - HEAD_LEN).map_err(io::Error::other)?;
         self.buf[0] = Kind::Data as u8;
         self.buf[1..HEAD_LEN].copy_from_slice(&len.to_le_bytes());
-        let (head, payload) = self.buf.split_at(HEAD_LEN);
-        let tag = self.sealer.tag(head, payload);
+        let (head, payload) = self.buf.split_at_mut(HEAD_LEN);
+        let tag = self.sealer.seal(head, payload)?;
         self.buf.extend_from_slice(&tag);
         self.w.write_all(&self.buf).map_err(stalled)?;
         self.sent += self.buf.len() as u64;
@@ -193,10 +216,10 @@ impl<W: Write> FrameWriter<W> {
         let mut head = [0u8; HEAD_LEN];
         head[0] = kind as u8;
         head[1..].copy_from_slice(&len.to_le_bytes());
-        let tag = self.sealer.tag(&head, payload);
         let mut frame = Vec::with_capacity(HEAD_LEN + payload.len() + TAG_LEN);
         frame.extend_from_slice(&head);
         frame.extend_from_slice(payload);
+        let tag = self.sealer.seal(&head, &mut frame[HEAD_LEN..])?;
         frame.extend_from_slice(&tag);
         self.w.write_all(&frame).map_err(stalled)?;
         self.sent += frame.len() as u64;
@@ -273,18 +296,10 @@ impl<R: Read> FrameReader<R> {
         if len > MAX_PAYLOAD {
             return Err(bad(format!("frame of {len} bytes is too large")));
         }
-        self.payload.resize(len, 0);
+        self.payload.resize(len + TAG_LEN, 0);
         self.r.read_exact(&mut self.payload).map_err(stalled)?;
-        let mut tag = [0u8; TAG_LEN];
-        self.r.read_exact(&mut tag).map_err(stalled)?;
-        let want = self.sealer.tag(&head, &self.payload);
-        // constant time: the tag is a secret until it is checked
-        let diff = want.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if diff != 0 {
-            return Err(bad(
-                "frame failed authentication (wrong key, or altered)".into()
-            ));
-        }
+        let plain = self.sealer.open(&head, &mut self.payload)?;
+        self.payload.truncate(plain);
         self.received += (HEAD_LEN + len + TAG_LEN) as u64;
         self.used = 0;
         Ok(kind)
@@ -375,6 +390,20 @@ mod tests {
         let bytes = back.w;
         let mut r = FrameReader::new(&bytes[..], &KEY, Direction::ToSource);
         assert_eq!(r.recv().expect("recv"), (Kind::Failed, b"no room".to_vec()));
+    }
+
+    #[test]
+    fn image_bytes_are_not_in_clear_on_the_stream() {
+        let secret = b"page content: the user's password".repeat(100);
+        let mut w = FrameWriter::new(Vec::new(), &KEY, Direction::ToTarget);
+        w.write_all(&secret).expect("write");
+        w.end_image(Kind::FinalEnd).expect("end");
+        let wire = w.w;
+        assert!(!wire.windows(13).any(|win| win == b"page content:"));
+        let mut r = FrameReader::new(&wire[..], &KEY, Direction::ToTarget);
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).expect("read");
+        assert_eq!(back, secret);
     }
 
     #[test]

@@ -1,13 +1,23 @@
 //! The control socket: answers the local `ssi` CLI.
+//!
+//! Anyone on the machine may connect (mode 0666): every request runs with the identity the
+//! kernel gives for the connecting process (`SO_PEERCRED`), never one the client claims. A
+//! user holds at most `limits.control_connections_per_user` connections and all users
+//! `limits.control_connections`; a connection outside a session that sends no request for
+//! `limits.idle_timeout` is closed.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use ssi_core::control::{ControlConn, ControlRequest, ControlResponse};
+use ssi_core::gossip::RateLimited;
+use ssi_core::limits::{AcceptBackoff, ConnLimits};
 use ssi_core::process::{Caller, EXIT_SSI_ERROR};
 use ssi_core::view::ClusterInfo;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 
 use crate::node::Node;
 use crate::sched::ops::{self as sched, SchedOp};
@@ -35,22 +45,82 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts CLI connections forever.
+/// Refused connections that still get their one-line answer at once; beyond, they are
+/// closed without one (a flood of them must not hold descriptors).
+const REFUSALS_ANSWERED: usize = 16;
+/// How long a refused connection may take to send its request before it is closed.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
+
+/// Accepts CLI connections forever, within the connection caps.
 pub async fn serve(node: Arc<Node>, listener: UnixListener) {
     let path = node.config.control_socket();
+    let limits = &node.config.limits;
+    let caps = ConnLimits::new(limits.control_connections, limits.control_connections_per_user);
+    let answering = Arc::new(Semaphore::new(REFUSALS_ANSWERED));
+    let mut backoff = AcceptBackoff::default();
+    let mut log = RateLimited::new(Duration::from_secs(10));
     loop {
-        match listener.accept().await {
+        let stream = match listener.accept().await {
             Ok((stream, _)) => {
-                let node = node.clone();
-                let path = path.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = session_of(&node, stream, &path).await {
-                        tracing::debug!(error = %format!("{e:#}"), "control connection ended with an error");
-                    }
-                });
+                backoff.reset();
+                stream
             }
-            Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
-        }
+            Err(e) => {
+                let pause = backoff.pause(&e);
+                if let Some(held) = log.admit() {
+                    tracing::warn!(error = %e, held_back = held, ?pause, "control socket accept failed");
+                }
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        let caller = match caller_of(&stream) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "control connection without credentials");
+                continue;
+            }
+        };
+        let permit = match caps.admit(Some(caller.uid)) {
+            Ok(p) => p,
+            Err(refusal) => {
+                if let Some(held) = log.admit() {
+                    tracing::warn!(uid = caller.uid, held_back = held, "control connection refused: {refusal}");
+                }
+                if let Ok(slot) = answering.clone().try_acquire_owned() {
+                    let path = path.clone();
+                    tokio::spawn(async move {
+                        refuse(stream, &path, &refusal.to_string()).await;
+                        drop(slot);
+                    });
+                }
+                continue;
+            }
+        };
+        let node = node.clone();
+        let path = path.clone();
+        tokio::spawn(async move {
+            if let Err(e) = session_of(&node, stream, caller, &path).await {
+                tracing::debug!(error = %format!("{e:#}"), "control connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Reads the request of a connection over the caps, then answers it with `why`.
+async fn refuse(stream: UnixStream, path: &Path, why: &str) {
+    let mut conn = ControlConn::from_stream(stream, path);
+    if tokio::time::timeout(REFUSAL_WAIT, conn.recv::<ControlRequest>())
+        .await
+        .is_ok()
+    {
+        let _ = conn
+            .send(&ControlResponse::Error {
+                message: format!("ssid: {why}: try again later"),
+                code: EXIT_SSI_ERROR,
+            })
+            .await;
     }
 }
 
@@ -78,10 +148,22 @@ fn caller_of(stream: &UnixStream) -> Result<Caller> {
     })
 }
 
-async fn session_of(node: &Arc<Node>, stream: UnixStream, path: &Path) -> Result<()> {
-    let caller = caller_of(&stream)?;
+async fn session_of(
+    node: &Arc<Node>,
+    stream: UnixStream,
+    caller: Caller,
+    path: &Path,
+) -> Result<()> {
     let mut conn = ControlConn::from_stream(stream, path);
-    while let Some(req) = conn.recv::<ControlRequest>().await? {
+    let idle = node.config.limits.idle_timeout;
+    loop {
+        let Ok(next) = tokio::time::timeout(idle, conn.recv::<ControlRequest>()).await else {
+            tracing::debug!(uid = caller.uid, "control connection idle: closed");
+            return Ok(());
+        };
+        let Some(req) = next? else {
+            return Ok(());
+        };
         let resp = match req {
             ControlRequest::Run(spec) => return session::run(node, spec, caller, conn).await,
             ControlRequest::Attach { gpid } => {
@@ -102,7 +184,6 @@ async fn session_of(node: &Arc<Node>, stream: UnixStream, path: &Path) -> Result
         };
         conn.send(&resp).await?;
     }
-    Ok(())
 }
 
 async fn answer(node: &Arc<Node>, req: ControlRequest, caller: &Caller) -> Result<ControlResponse> {

@@ -1,6 +1,7 @@
 //! Joining the cluster: while this node knows no other member, it asks its seeds, in order,
 //! to let it in. A seed refuses a node whose id another live node holds, and a node whose
-//! cluster key differs fails authentication: both are fatal for this daemon.
+//! certificate is not from the seed's cluster CA (or that does not accept the seed's) fails
+//! the TLS handshake: both are fatal for this daemon.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,7 +67,7 @@ async fn join_through(node: &Node, seed: SocketAddr) -> Result<(), Error> {
         .await
         .map_err(|_| Error::net(&what, std::io::ErrorKind::TimedOut.into()))?
         .map_err(|e| Error::net(&what, e))?;
-    let mut conn = SecureStream::client(stream, &node.key, format!("seed {seed}")).await?;
+    let mut conn = SecureStream::client(stream, &node.tls, format!("seed {seed}")).await?;
     let identity = node.gossip.identity().await?;
     conn.send(&RpcRequest::Join {
         identity,

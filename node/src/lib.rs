@@ -58,6 +58,8 @@ use ssi_core::auth::{unix_ms, ClusterKey};
 use ssi_core::config::NodeConfig;
 use ssi_core::gossip;
 use ssi_core::membership::Membership;
+use ssi_core::pki::check_trusted;
+use ssi_core::tls::TlsContext;
 use ssi_core::NodeIdentity;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -70,9 +72,27 @@ use procman::ProcMan;
 /// How the node hosts processes: its namespace init, or why it cannot.
 pub type Hosting = Result<Started, String>;
 
+/// What a daemon proves itself with: the cluster key and its TLS identity.
+#[derive(Debug)]
+pub struct Secrets {
+    key: ClusterKey,
+    tls: TlsContext,
+}
+
+impl Secrets {
+    /// Reads the cluster key, the CA certificate, this node's certificate and key; refuses
+    /// secret files that group or others may read and a CA file they may change.
+    pub fn load(config: &NodeConfig) -> Result<Self> {
+        let key = ClusterKey::load(&config.cluster_key_file)?;
+        check_trusted(&config.tls.ca)?;
+        let tls = TlsContext::load(&config.tls)?;
+        Ok(Secrets { key, tls })
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT (graceful leave) or a fatal refusal.
-pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
-    let key = ClusterKey::load(&config.cluster_key_file)?;
+pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Result<()> {
+    let Secrets { key, tls } = secrets;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("cannot create state dir {}", config.state_dir.display()))?;
 
@@ -126,6 +146,7 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
                 client,
                 init_pid,
                 rx,
+                config.limits.detached_per_user,
             )?)
         }
         Err(why) => {
@@ -136,6 +157,7 @@ pub async fn run(config: NodeConfig, hosting: Hosting) -> Result<()> {
     let node = Arc::new(Node {
         config,
         key,
+        tls,
         gossip,
         procs,
         directory: Mutex::default(),

@@ -20,6 +20,16 @@ struct Args {
     /// Write a fresh random cluster key to this file (mode 0600) and exit.
     #[arg(long, value_name = "FILE", exclusive = true)]
     gen_key: Option<PathBuf>,
+    /// Make a new cluster CA in this directory (ca.pem, and ca.key mode 0600) and exit.
+    #[arg(long, value_name = "DIR", exclusive = true)]
+    init_ca: Option<PathBuf>,
+    /// Issue a node certificate into this directory (node.pem, and node.key mode 0600) from
+    /// the CA in --ca, with --name as its common name, and exit.
+    #[arg(long, value_name = "DIR", requires = "ca")]
+    issue_cert: Option<PathBuf>,
+    /// The CA directory (with ca.pem and ca.key) that --issue-cert signs with.
+    #[arg(long, value_name = "DIR")]
+    ca: Option<PathBuf>,
     #[command(flatten)]
     layer: ConfigLayer,
 }
@@ -55,11 +65,28 @@ fn real_main() -> Result<()> {
     if let Some(path) = args.gen_key {
         return write_key(&path);
     }
+    if let Some(dir) = args.init_ca {
+        let name = dir.display().to_string();
+        ssi_core::pki::init_ca(&dir, &name)?;
+        println!("cluster CA made in {}: give every node {}; keep {} off the nodes",
+            dir.display(),
+            dir.join(ssi_core::pki::CA_CERT).display(),
+            dir.join(ssi_core::pki::CA_KEY).display());
+        return Ok(());
+    }
+    if let (Some(out), Some(ca)) = (&args.issue_cert, &args.ca) {
+        let name = args.layer.name.clone().unwrap_or_else(|| "ssi-node".into());
+        ssi_core::pki::issue_node_cert(ca, out, &name)?;
+        println!("node certificate for {name} in {}", out.display());
+        return Ok(());
+    }
     let file = match &args.config {
         Some(p) => ConfigLayer::from_file(p)?,
         None => ConfigLayer::default(),
     };
     let config = args.layer.over(file).resolve()?;
+    // Before anything is started: a daemon with unusable or exposed secrets does not run.
+    let secrets = ssi_node::Secrets::load(&config)?;
     // The pid namespace and its init must exist before the runtime starts its threads.
     let hosting = hosting(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -67,7 +94,7 @@ fn real_main() -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(ssi_node::run(config, hosting))
+    rt.block_on(ssi_node::run(config, secrets, hosting))
 }
 
 fn write_key(path: &std::path::Path) -> Result<()> {

@@ -19,8 +19,10 @@ use crate::procman::ProcMan;
 pub struct Node {
     /// The resolved configuration.
     pub config: NodeConfig,
-    /// The cluster key.
+    /// The cluster key (gossip datagrams).
     pub key: ClusterKey,
+    /// TLS with this node's certificate (every TCP connection between daemons).
+    pub tls: ssi_core::tls::TlsContext,
     /// The membership task.
     pub gossip: GossipHandle,
     /// The process manager, or why this node cannot host processes.

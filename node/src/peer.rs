@@ -27,7 +27,7 @@ pub async fn connect(node: &Node, id: NodeId) -> Result<SecureStream<TcpStream>>
         .map_err(|_| anyhow!("node {id} at {}: connection timed out", target.addr))?
         .with_context(|| format!("node {id} at {}", target.addr))?;
     stream.set_nodelay(true).ok();
-    Ok(SecureStream::client(stream, &node.key, format!("node {id}")).await?)
+    Ok(SecureStream::client(stream, &node.tls, format!("node {id}")).await?)
 }
 
 /// Sends one request to node `id` and waits for one answer, for as long as it takes (a

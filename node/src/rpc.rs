@@ -1,5 +1,5 @@
-//! The RPC server: other daemons connect over TCP, authenticate with the cluster key, then
-//! send requests.
+//! The RPC server: other daemons connect over TCP, open TLS with node certificates of the
+//! cluster CA (see `ssi_core::wire`), then send requests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use ssi_core::gossip::RateLimited;
+use ssi_core::limits::{AcceptBackoff, ConnLimits};
 use ssi_core::membership::MemberRecord;
 use ssi_core::process::{Caller, Output, RunSpec};
 use ssi_core::rpc::{RpcRequest, RpcResponse};
@@ -20,33 +21,63 @@ use crate::procman::ProcMan;
 use crate::sched::ops::{self as sched_ops, SchedOp};
 use crate::session::{follow_local, InputSource, Leg};
 
-/// Accepts daemon connections forever.
+/// Accepts daemon connections forever, at most `limits.rpc_connections` at once.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) {
     // Anything a remote peer can trigger is rate-limited in the log.
     let refusals = Arc::new(Mutex::new(RateLimited::new(Duration::from_secs(10))));
+    let caps = ConnLimits::new(node.config.limits.rpc_connections, 1);
+    let mut backoff = AcceptBackoff::default();
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                stream.set_nodelay(true).ok();
-                let node = node.clone();
-                let refusals = refusals.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = connection(&node, stream, peer).await {
-                        let mut limit = refusals.lock().await;
-                        if let Some(held) = limit.admit() {
-                            tracing::warn!(%peer, error = %format!("{e:#}"), held_back = held, "rpc connection refused or failed");
-                        }
-                    }
-                });
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff.reset();
+                accepted
             }
-            Err(e) => tracing::warn!(error = %e, "rpc accept failed"),
-        }
+            Err(e) => {
+                let pause = backoff.pause(&e);
+                if let Some(held) = refusals.lock().await.admit() {
+                    tracing::warn!(error = %e, held_back = held, ?pause, "rpc accept failed");
+                }
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        // Peers are not local users: counted in all only.
+        let permit = match caps.admit(None) {
+            Ok(p) => p,
+            Err(refusal) => {
+                if let Some(held) = refusals.lock().await.admit() {
+                    tracing::warn!(%peer, held_back = held, "rpc connection refused: {refusal}");
+                }
+                continue;
+            }
+        };
+        stream.set_nodelay(true).ok();
+        let node = node.clone();
+        let refusals = refusals.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(&node, stream, peer).await {
+                let mut limit = refusals.lock().await;
+                if let Some(held) = limit.admit() {
+                    tracing::warn!(%peer, error = %format!("{e:#}"), held_back = held, "rpc connection refused or failed");
+                }
+            }
+            drop(permit);
+        });
     }
 }
 
 async fn connection(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr) -> Result<()> {
-    let mut conn = SecureStream::server(stream, &node.key, peer.to_string()).await?;
-    while let Some(req) = conn.recv::<RpcRequest>().await? {
+    let mut conn = SecureStream::server(stream, &node.tls, peer.to_string()).await?;
+    let idle = node.config.limits.idle_timeout;
+    loop {
+        // A peer that holds a connection open without asking anything gives it back.
+        let Ok(next) = tokio::time::timeout(idle, conn.recv::<RpcRequest>()).await else {
+            return Ok(());
+        };
+        let Some(req) = next? else {
+            return Ok(());
+        };
         let resp = match req {
             RpcRequest::Spawn { spec, caller } => return spawn(node, spec, caller, conn).await,
             RpcRequest::Attach {
@@ -66,7 +97,6 @@ async fn connection(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr) -> Re
         };
         conn.send(&resp).await?;
     }
-    Ok(())
 }
 
 /// Answers a request that is one question and one answer.

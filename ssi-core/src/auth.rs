@@ -1,19 +1,23 @@
-//! Authentication of everything daemons send each other, with the shared cluster key.
+//! Authentication of gossip datagrams with the shared cluster key (HMAC-SHA256).
 //!
-//! Why HMAC-SHA256 and not TLS: every node already shares one secret (the cluster key file the
-//! admin installs), there is no certificate authority to run, and gossip is UDP where TLS does
-//! not apply. What is protected is *authenticity*: a node without the key can neither inject
-//! nor alter a message, and learns nothing from ours because we answer nothing it sends.
-//! Messages are not encrypted (the cluster network is trusted for confidentiality).
+//! Gossip is UDP, where TLS does not apply (DTLS would need a session per pair of members,
+//! which defeats cheap gossip to random members); every TCP connection between daemons uses
+//! TLS instead (see [`crate::wire`]). What is protected here is *authenticity* and
+//! *freshness*: a node without the key can neither inject nor alter a datagram, nor make a
+//! node act on one twice. Datagrams are not encrypted: they carry membership and load figures
+//! only.
 //!
-//! * **Datagrams** (gossip) carry `[version 1][unix ms, 8 bytes][payload][HMAC 32 bytes]`; a
-//!   datagram older or newer than [`MAX_CLOCK_SKEW`] is dropped, which bounds replays. A replay
-//!   inside that window is harmless: SWIM state only moves forward by incarnation.
-//! * **Streams** (RPC over TCP) start with a mutual challenge-response proving both ends hold the
-//!   key, then every frame carries an HMAC under a per-connection session key over a frame
-//!   counter, so frames can be neither forged, replayed, reordered nor spliced from another
-//!   connection.
+//! ```text
+//!  [version 2][sender epoch u64][sequence u64][unix ms u64][payload][HMAC(key, all before)]
+//! ```
+//!
+//! The epoch is random per run of the sender and the sequence counts its datagrams. A receiver
+//! drops a datagram stamped further than [`MAX_CLOCK_SKEW`] from its clock, and one whose
+//! (epoch, sequence) it has already accepted or that is more than [`REPLAY_WINDOW`] behind
+//! the newest it accepted from that epoch: a replay, even within the clock window, is dropped
+//! (a replayed announcement would otherwise make every node send its whole state again).
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,10 +31,17 @@ type HmacSha256 = Hmac<Sha256>;
 /// Length of an HMAC-SHA256 tag.
 pub const TAG_LEN: usize = 32;
 /// Bytes a sealed datagram adds to its payload.
-pub const DATAGRAM_OVERHEAD: usize = 1 + 8 + TAG_LEN;
+pub const DATAGRAM_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 /// Datagrams stamped further than this from our clock are dropped.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
-const DATAGRAM_VERSION: u8 = 1;
+/// How far behind a sender's newest datagram an older one may still arrive (reordered) and
+/// be accepted once.
+pub const REPLAY_WINDOW: u64 = 1024;
+/// A sender epoch not heard from for this long is forgotten: any datagram of it still inside
+/// the clock window would have come after its last one (see [`Datagrams::open_at`]).
+const EPOCH_TTL_MS: u64 = 3 * 60_000;
+const DATAGRAM_VERSION: u8 = 2;
+const HEADER_LEN: usize = 1 + 8 + 8 + 8;
 /// Shortest accepted key, in bytes.
 pub const MIN_KEY_LEN: usize = 16;
 
@@ -59,6 +70,9 @@ pub enum DatagramError {
     /// Stamped too far from our clock: a replay or a badly skewed clock.
     #[error("timestamp outside the accepted window")]
     Stale,
+    /// Accepted once already, or too far behind its sender's newest: a replay.
+    #[error("replayed datagram")]
+    Replayed,
 }
 
 impl ClusterKey {
@@ -73,8 +87,10 @@ impl ClusterKey {
         Ok(ClusterKey(bytes.to_vec()))
     }
 
-    /// Reads a key file: its bytes, trailing whitespace removed, are the key.
+    /// Reads a key file: its bytes, trailing whitespace removed, are the key. A file that
+    /// group or others may read is refused (see [`crate::pki::check_private`]).
     pub fn load(path: &Path) -> Result<Self> {
+        crate::pki::check_private(path)?;
         let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let end = raw
             .iter()
@@ -114,32 +130,84 @@ impl ClusterKey {
         }
         mac.verify_slice(tag).is_ok()
     }
+}
 
-    /// Wraps a gossip payload into an authenticated datagram.
-    pub fn seal_datagram(&self, payload: &[u8]) -> Vec<u8> {
-        self.seal_datagram_at(payload, unix_ms())
+/// The datagrams of one gossip agent: seals what it sends under its own epoch and counter,
+/// and opens what it receives, remembering what each sender epoch sent.
+#[derive(Debug)]
+pub struct Datagrams {
+    key: ClusterKey,
+    epoch: u64,
+    next_seq: u64,
+    windows: HashMap<u64, Window>,
+    last_prune_ms: u64,
+}
+
+/// What one sender epoch has had accepted: the newest sequence number and those seen within
+/// [`REPLAY_WINDOW`] of it.
+#[derive(Debug)]
+struct Window {
+    top: u64,
+    seen: BTreeSet<u64>,
+    last_ms: u64,
+}
+
+impl Window {
+    /// Accepts `seq` once; false for a replay or one too far behind.
+    fn admit(&mut self, seq: u64, now_ms: u64) -> bool {
+        if seq < self.top.saturating_sub(REPLAY_WINDOW) || !self.seen.insert(seq) {
+            return false;
+        }
+        if seq > self.top {
+            self.top = seq;
+            self.seen = self.seen.split_off(&seq.saturating_sub(REPLAY_WINDOW));
+        }
+        self.last_ms = now_ms;
+        true
+    }
+}
+
+impl Datagrams {
+    /// Datagrams under `key`, sent under a fresh random epoch.
+    pub fn new(key: ClusterKey) -> Self {
+        Datagrams {
+            key,
+            epoch: rand::random(),
+            next_seq: 0,
+            windows: HashMap::new(),
+            last_prune_ms: 0,
+        }
     }
 
-    fn seal_datagram_at(&self, payload: &[u8], now_ms: u64) -> Vec<u8> {
+    /// Wraps a gossip payload into an authenticated datagram.
+    pub fn seal(&mut self, payload: &[u8]) -> Vec<u8> {
+        self.seal_at(payload, unix_ms())
+    }
+
+    fn seal_at(&mut self, payload: &[u8], now_ms: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(payload.len() + DATAGRAM_OVERHEAD);
         out.push(DATAGRAM_VERSION);
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.next_seq.to_be_bytes());
         out.extend_from_slice(&now_ms.to_be_bytes());
         out.extend_from_slice(payload);
-        let tag = self.tag(&[&out]);
+        let tag = self.key.tag(&[&out]);
         out.extend_from_slice(&tag);
+        self.next_seq += 1;
         out
     }
 
-    /// Checks a datagram and returns its payload.
-    pub fn open_datagram<'a>(
-        &self,
-        packet: &'a [u8],
-    ) -> std::result::Result<&'a [u8], DatagramError> {
-        self.open_datagram_at(packet, unix_ms())
+    /// Checks a datagram (tag, clock, replay) and returns its payload.
+    pub fn open<'a>(&mut self, packet: &'a [u8]) -> std::result::Result<&'a [u8], DatagramError> {
+        self.open_at(packet, unix_ms())
     }
 
-    fn open_datagram_at<'a>(
-        &self,
+    /// [`Datagrams::open`] at receiver time `now_ms`. Forgetting an epoch after
+    /// [`EPOCH_TTL_MS`] of silence is safe: a datagram accepted at receiver time `r` was
+    /// stamped `s` with `|s - r| <= skew`; replayed at `now`, it passes the clock check only if
+    /// `now - s <= skew`, so `now - r <= 2 * skew`, less than the TTL.
+    pub fn open_at<'a>(
+        &mut self,
         packet: &'a [u8],
         now_ms: u64,
     ) -> std::result::Result<&'a [u8], DatagramError> {
@@ -150,17 +218,39 @@ impl ClusterKey {
             return Err(DatagramError::Version(packet[0]));
         }
         let (body, tag) = packet.split_at(packet.len() - TAG_LEN);
-        if !self.verify(&[body], tag) {
+        if !self.key.verify(&[body], tag) {
             return Err(DatagramError::BadTag);
         }
-        let mut stamp = [0u8; 8];
-        stamp.copy_from_slice(&body[1..9]);
-        let sent = u64::from_be_bytes(stamp);
+        let field = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&body[1 + 8 * i..9 + 8 * i]);
+            u64::from_be_bytes(b)
+        };
+        let (epoch, seq, sent) = (field(0), field(1), field(2));
         let skew = u64::try_from(MAX_CLOCK_SKEW.as_millis()).unwrap_or(u64::MAX);
         if sent.abs_diff(now_ms) > skew {
             return Err(DatagramError::Stale);
         }
-        Ok(&body[9..])
+        self.prune(now_ms);
+        let window = self.windows.entry(epoch).or_insert_with(|| Window {
+            top: seq,
+            seen: BTreeSet::new(),
+            last_ms: now_ms,
+        });
+        if !window.admit(seq, now_ms) {
+            return Err(DatagramError::Replayed);
+        }
+        Ok(&body[HEADER_LEN..])
+    }
+
+    /// Forgets sender epochs silent for longer than [`EPOCH_TTL_MS`] (every 10 s at most).
+    fn prune(&mut self, now_ms: u64) {
+        if now_ms.saturating_sub(self.last_prune_ms) < 10_000 {
+            return;
+        }
+        self.last_prune_ms = now_ms;
+        self.windows
+            .retain(|_, w| now_ms.saturating_sub(w.last_ms) <= EPOCH_TTL_MS);
     }
 }
 
@@ -180,36 +270,67 @@ mod tests {
         ClusterKey::from_bytes(&[b; 32]).expect("key")
     }
 
+    const NOW: u64 = 1_000_000_000;
+
     #[test]
     fn datagram_round_trip() {
-        let k = key(1);
-        let sealed = k.seal_datagram(b"hello");
+        let (mut a, mut b) = (Datagrams::new(key(1)), Datagrams::new(key(1)));
+        let sealed = a.seal(b"hello");
         assert_eq!(sealed.len(), 5 + DATAGRAM_OVERHEAD);
-        assert_eq!(k.open_datagram(&sealed), Ok(&b"hello"[..]));
+        assert_eq!(b.open(&sealed), Ok(&b"hello"[..]));
     }
 
     #[test]
     fn wrong_key_and_tampering_are_detected() {
-        let sealed = key(1).seal_datagram(b"hello");
-        assert_eq!(key(2).open_datagram(&sealed), Err(DatagramError::BadTag));
+        let sealed = Datagrams::new(key(1)).seal(b"hello");
+        let mut other = Datagrams::new(key(2));
+        assert_eq!(other.open(&sealed), Err(DatagramError::BadTag));
+        let mut ours = Datagrams::new(key(1));
         let mut bent = sealed.clone();
-        bent[10] ^= 1;
-        assert_eq!(key(1).open_datagram(&bent), Err(DatagramError::BadTag));
-        assert_eq!(
-            key(1).open_datagram(&sealed[..20]),
-            Err(DatagramError::TooShort)
-        );
+        bent[30] ^= 1;
+        assert_eq!(ours.open(&bent), Err(DatagramError::BadTag));
+        assert_eq!(ours.open(&sealed[..40]), Err(DatagramError::TooShort));
     }
 
     #[test]
     fn old_datagrams_are_dropped() {
-        let k = key(1);
-        let sealed = k.seal_datagram_at(b"x", 1_000_000);
-        assert_eq!(
-            k.open_datagram_at(&sealed, 1_000_000 + 61_000),
-            Err(DatagramError::Stale)
-        );
-        assert!(k.open_datagram_at(&sealed, 1_000_000 + 59_000).is_ok());
+        let mut a = Datagrams::new(key(1));
+        let sealed = a.seal_at(b"x", NOW);
+        let mut b = Datagrams::new(key(1));
+        assert_eq!(b.open_at(&sealed, NOW + 61_000), Err(DatagramError::Stale));
+        assert!(b.open_at(&sealed, NOW + 59_000).is_ok());
+    }
+
+    #[test]
+    fn a_replay_inside_the_clock_window_is_dropped() {
+        let mut a = Datagrams::new(key(1));
+        let mut b = Datagrams::new(key(1));
+        let first = a.seal_at(b"announce", NOW);
+        let second = a.seal_at(b"ping", NOW);
+        assert!(b.open_at(&second, NOW).is_ok());
+        // reordered: the older one still gets in, once
+        assert!(b.open_at(&first, NOW + 1).is_ok());
+        assert_eq!(b.open_at(&first, NOW + 2), Err(DatagramError::Replayed));
+        assert_eq!(b.open_at(&second, NOW + 3), Err(DatagramError::Replayed));
+        // a sender restarted (new epoch) starts afresh
+        let mut a2 = Datagrams::new(key(1));
+        assert!(b.open_at(&a2.seal_at(b"hello", NOW), NOW + 4).is_ok());
+    }
+
+    #[test]
+    fn a_datagram_far_behind_its_sender_is_dropped_and_silent_epochs_are_forgotten() {
+        let mut a = Datagrams::new(key(1));
+        let mut b = Datagrams::new(key(1));
+        let old = a.seal_at(b"old", NOW);
+        for _ in 0..REPLAY_WINDOW {
+            a.seal_at(b"lost", NOW);
+        }
+        let newest = a.seal_at(b"new", NOW);
+        assert!(b.open_at(&newest, NOW).is_ok());
+        assert_eq!(b.open_at(&old, NOW), Err(DatagramError::Replayed));
+        assert_eq!(b.windows.len(), 1);
+        b.prune(NOW + EPOCH_TTL_MS + 1);
+        assert!(b.windows.is_empty(), "a silent epoch is forgotten");
     }
 
     #[test]
@@ -217,6 +338,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("k");
         std::fs::write(&p, "short\n").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let err = ClusterKey::load(&p).expect_err("short");
         assert!(err.to_string().contains("at least 16"), "{err}");
         std::fs::write(&p, format!("{}\n", ClusterKey::generate_hex())).expect("write");

@@ -10,12 +10,18 @@
 //! advertise = "10.0.0.1:7700"      # where others reach us (default: listen)
 //! seeds = ["10.0.0.2:7700"]        # nodes to join through; tried in order
 //! state_dir = "/var/lib/ssi"       # holds ssid.sock
-//! cluster_key_file = "/etc/ssi/cluster.key"
+//! cluster_key_file = "/etc/ssi/cluster.key"   # gossip HMAC key, mode 0600
+//! ca_file = "/etc/ssi/ca.pem"      # the cluster CA certificate
+//! node_cert_file = "/etc/ssi/node.pem"
+//! node_key_file = "/etc/ssi/node.key"          # mode 0600
 //! probe_scope = "host"             # or "hosted", see ProbeScope
 //! hostname = "n1"                  # unset by default, see ConfigLayer::hostname
 //!
 //! [gossip]
 //! probe_period_ms = 200
+//!
+//! [limits]
+//! control_connections = 256       # see LimitsConfig
 //! ```
 
 use std::collections::BTreeMap;
@@ -27,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::node::NodeId;
+use crate::pki::TlsFiles;
 
 /// Default TCP/UDP port of `ssid`.
 pub const DEFAULT_PORT: u16 = 7700;
@@ -70,6 +77,17 @@ pub struct ConfigLayer {
     /// File holding the cluster key shared by all nodes (default /etc/ssi/cluster.key).
     #[arg(long)]
     pub cluster_key_file: Option<PathBuf>,
+    /// Certificate of the cluster CA (PEM) that every node's certificate must chain to
+    /// (default /etc/ssi/ca.pem; made by `ssid --init-ca`).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM), issued by the cluster CA (default /etc/ssi/node.pem;
+    /// made by `ssid --issue-cert`).
+    #[arg(long)]
+    pub node_cert_file: Option<PathBuf>,
+    /// This node's private key (PEM, mode 0600; default /etc/ssi/node.key).
+    #[arg(long)]
+    pub node_key_file: Option<PathBuf>,
     /// What the probes measure: the whole host, or what this node hosts.
     #[arg(long, value_enum)]
     pub probe_scope: Option<ProbeScope>,
@@ -95,6 +113,99 @@ pub struct ConfigLayer {
     #[command(flatten)]
     #[serde(default)]
     pub sched: SchedLayer,
+    /// Bounds on what clients and peers may hold of this daemon.
+    #[command(flatten)]
+    #[serde(default)]
+    pub limits: LimitsLayer,
+}
+
+/// Resource bounds (the `[limits]` table), all optional; see [`LimitsConfig`].
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsLayer {
+    /// Most connections open at once on the control socket.
+    #[arg(long)]
+    pub control_connections: Option<u32>,
+    /// Most control connections open at once by one local user (root is not limited).
+    #[arg(long)]
+    pub control_connections_per_user: Option<u32>,
+    /// Most connections open at once on the RPC port.
+    #[arg(long)]
+    pub rpc_connections: Option<u32>,
+    /// Milliseconds a connection may wait before its next request (or its TLS handshake).
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u64>,
+    /// Most processes of one user (but root) this node keeps when a detached one is started.
+    #[arg(long)]
+    pub detached_per_user: Option<u32>,
+}
+
+/// Resource bounds, resolved.
+///
+/// Tuning: a connection counts from accept to close, whatever it does; a session (`ssi run`
+/// or `attach` following a process) holds one control connection for as long as it follows,
+/// and a remote one also an RPC connection on the hosting node. So `control_connections_per_user`
+/// bounds how many sessions one user can follow at once from this node, and
+/// `rpc_connections` should be at least the sessions every other node may follow here plus
+/// room for requests. A connection that holds no session and sends nothing for
+/// `idle_timeout` is closed. Above the caps, new connections are closed at once (the
+/// control socket first answers with an error naming the cap).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsConfig {
+    /// Default 256.
+    pub control_connections: u32,
+    /// Default 64.
+    pub control_connections_per_user: u32,
+    /// Default 1024.
+    pub rpc_connections: u32,
+    /// Default 60 s.
+    pub idle_timeout: Duration,
+    /// Default 64. A detached process keeps its last 1 MiB of output until it is attached to,
+    /// and for an hour after it ends: this bounds what one user holds of a node's memory that
+    /// way (64 MiB by default). Counted are the user's processes hosted on the node, running
+    /// or ended with their exit not collected.
+    pub detached_per_user: u32,
+}
+
+impl LimitsLayer {
+    fn over(self, base: LimitsLayer) -> LimitsLayer {
+        LimitsLayer {
+            control_connections: self.control_connections.or(base.control_connections),
+            control_connections_per_user: self
+                .control_connections_per_user
+                .or(base.control_connections_per_user),
+            rpc_connections: self.rpc_connections.or(base.rpc_connections),
+            idle_timeout_ms: self.idle_timeout_ms.or(base.idle_timeout_ms),
+            detached_per_user: self.detached_per_user.or(base.detached_per_user),
+        }
+    }
+
+    fn resolve(self) -> Result<LimitsConfig> {
+        let l = LimitsConfig {
+            control_connections: self.control_connections.unwrap_or(256),
+            control_connections_per_user: self.control_connections_per_user.unwrap_or(64),
+            rpc_connections: self.rpc_connections.unwrap_or(1024),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms.unwrap_or(60_000)),
+            detached_per_user: self.detached_per_user.unwrap_or(64),
+        };
+        let counts = [
+            ("control_connections", l.control_connections),
+            ("control_connections_per_user", l.control_connections_per_user),
+            ("rpc_connections", l.rpc_connections),
+            ("detached_per_user", l.detached_per_user),
+        ];
+        for (name, v) in counts {
+            if v == 0 {
+                return Err(Error::Config(format!("limits.{name} must be at least 1")));
+            }
+        }
+        if l.idle_timeout < Duration::from_secs(1) {
+            return Err(Error::Config(
+                "limits.idle_timeout_ms must be at least 1000".into(),
+            ));
+        }
+        Ok(l)
+    }
 }
 
 /// Scheduler knobs (the `[sched]` table), all optional; see [`SchedConfig`].
@@ -434,6 +545,8 @@ pub struct NodeConfig {
     pub state_dir: PathBuf,
     /// Cluster key file.
     pub cluster_key_file: PathBuf,
+    /// The cluster CA certificate, this node's certificate and key.
+    pub tls: TlsFiles,
     /// What probes measure.
     pub probe_scope: ProbeScope,
     /// CPUs offered, when set by the admin (or derived from the quota).
@@ -446,6 +559,8 @@ pub struct NodeConfig {
     pub gossip: GossipConfig,
     /// Scheduler settings.
     pub sched: SchedConfig,
+    /// Resource bounds.
+    pub limits: LimitsConfig,
 }
 
 impl NodeConfig {
@@ -488,12 +603,16 @@ impl ConfigLayer {
             },
             state_dir: self.state_dir.or(base.state_dir),
             cluster_key_file: self.cluster_key_file.or(base.cluster_key_file),
+            ca_file: self.ca_file.or(base.ca_file),
+            node_cert_file: self.node_cert_file.or(base.node_cert_file),
+            node_key_file: self.node_key_file.or(base.node_key_file),
             probe_scope: self.probe_scope.or(base.probe_scope),
             cpus: self.cpus.or(base.cpus),
             cpu_quota: self.cpu_quota.or(base.cpu_quota),
             hostname: self.hostname.or(base.hostname),
             gossip: self.gossip.over(base.gossip),
             sched: self.sched.over(base.sched),
+            limits: self.limits.over(base.limits),
         }
     }
 
@@ -546,6 +665,17 @@ impl ConfigLayer {
             cluster_key_file: self
                 .cluster_key_file
                 .unwrap_or_else(|| PathBuf::from("/etc/ssi/cluster.key")),
+            tls: TlsFiles {
+                ca: self
+                    .ca_file
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssi/ca.pem")),
+                cert: self
+                    .node_cert_file
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssi/node.pem")),
+                key: self
+                    .node_key_file
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssi/node.key")),
+            },
             probe_scope: self.probe_scope.unwrap_or_default(),
             cpus: self
                 .cpus
@@ -554,6 +684,7 @@ impl ConfigLayer {
             hostname: self.hostname,
             gossip,
             sched: self.sched.resolve()?,
+            limits: self.limits.resolve()?,
         })
     }
 }

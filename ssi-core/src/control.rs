@@ -1,5 +1,6 @@
 //! The control socket between the `ssi` CLI and its local `ssid`: a Unix stream socket
-//! (`<state dir>/ssid.sock`, mode 0600) carrying versioned, length-delimited postcard frames.
+//! (`<state dir>/ssid.sock`, mode 0666: each request runs as the connecting user, from
+//! `SO_PEERCRED`) carrying versioned, length-delimited postcard frames.
 //!
 //! The CLI only ever talks to its local daemon; the daemon forwards to other nodes.
 

@@ -27,10 +27,10 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("config: {0}")]
     Config(String),
-    /// The cluster key is unusable.
-    #[error("cluster key {path}: {reason}")]
+    /// A key or certificate file is unusable (unreadable, malformed, or readable by others).
+    #[error("{path}: {reason}")]
     Key {
-        /// The key file.
+        /// The file.
         path: PathBuf,
         /// What is wrong with it.
         reason: String,

@@ -1,5 +1,6 @@
 //! The runtime that drives the membership core with real I/O: gossip datagrams over UDP,
-//! authenticated with the cluster key, and timers on the tokio clock.
+//! authenticated with the cluster key and checked against replays (see [`crate::auth`]), and
+//! timers on the tokio clock.
 //!
 //! It runs as one task that owns the [`Membership`] core; the rest of the daemon talks to it
 //! through a [`GossipHandle`] and hears about changes through [`GossipHandle::subscribe`].
@@ -14,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::time::DelayQueue;
 
-use crate::auth::ClusterKey;
+use crate::auth::{ClusterKey, Datagrams};
 use crate::error::{Error, Result};
 use crate::membership::{MemberEvent, MemberRecord, Membership, Output, TimerEvent};
 use crate::node::{NodeId, NodeIdentity};
@@ -154,7 +155,7 @@ impl RateLimited {
 struct Agent {
     core: Core,
     socket: Arc<UdpSocket>,
-    key: ClusterKey,
+    datagrams: Datagrams,
     timers: DelayQueue<TimerEvent>,
     events: broadcast::Sender<MemberEvent>,
     bad_packets: RateLimited,
@@ -168,7 +169,7 @@ pub fn spawn(core: Core, socket: UdpSocket, key: ClusterKey) -> GossipHandle {
     let agent = Agent {
         core,
         socket: Arc::new(socket),
-        key,
+        datagrams: Datagrams::new(key),
         timers: DelayQueue::new(),
         events: events.clone(),
         bad_packets: RateLimited::new(Duration::from_secs(10)),
@@ -205,7 +206,7 @@ impl Agent {
     }
 
     fn on_datagram(&mut self, packet: &[u8], from: SocketAddr) {
-        match self.key.open_datagram(packet) {
+        match self.datagrams.open(packet) {
             Ok(payload) => {
                 let r = self.core.handle_packet(payload);
                 self.note(r);
@@ -275,7 +276,7 @@ impl Agent {
         for out in outputs {
             match out {
                 Output::Send { to, data } => {
-                    let packet = self.key.seal_datagram(&data);
+                    let packet = self.datagrams.seal(&data);
                     if let Err(e) = self.socket.send_to(&packet, to.addr).await {
                         tracing::debug!(to = %to, error = %e, "gossip send failed");
                     }

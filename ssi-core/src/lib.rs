@@ -9,13 +9,16 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod gossip;
+pub mod limits;
 pub mod membership;
 pub mod node;
+pub mod pki;
 pub mod pids;
 pub mod probe;
 pub mod process;
 pub mod rpc;
 pub mod sched;
+pub mod tls;
 pub mod view;
 pub mod wire;
 

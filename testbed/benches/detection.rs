@@ -13,12 +13,12 @@ use ssi_core::config::GossipConfig;
 use ssi_core::view::MemberState;
 use testbed::Testbed;
 
+/// Nearest-rank percentile; NaN when nothing was measured.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    testbed::stats::percentile(sorted, p)
 }
 
 struct Samples {
@@ -98,14 +98,8 @@ fn main() -> anyhow::Result<()> {
          (probe period {:?}, rtt {:?}, suspect timeout {:?}); reference = 2 x period + suspect timeout = {reference:.2} s",
         g.probe_period, g.probe_rtt, g.suspect_to_down
     );
-    println!(
-        "{:>5}  {:>22}  {:>22}  {:>22}  {:>22}",
-        "nodes",
-        "first dead p50/p99 s",
-        "each node p50/p99 s",
-        "all nodes p50/p99 s",
-        "rejoin all p50/p99 s"
-    );
+    println!("| nodes | first `dead` | each node | every node | back `alive` everywhere |");
+    println!("|---|---|---|---|---|");
     for size in sizes {
         let mut s = run(size, trials)?;
         for v in [
@@ -116,20 +110,28 @@ fn main() -> anyhow::Result<()> {
         ] {
             v.sort_by(f64::total_cmp);
         }
-        let cell = |v: &[f64]| format!("{:.2} / {:.2}", percentile(v, 50.0), percentile(v, 99.0));
+        // p50 / p99 (min-max), and the ratio of the p50 to the reference.
+        let cell = |v: &[f64], ratio: bool| {
+            let r = if ratio {
+                format!(", {:.2}x ref", percentile(v, 50.0) / reference)
+            } else {
+                String::new()
+            };
+            let (lo, hi) = (v.first().copied(), v.last().copied());
+            format!(
+                "{:.2} / {:.2} s ({:.2}-{:.2}){r}",
+                percentile(v, 50.0),
+                percentile(v, 99.0),
+                lo.unwrap_or(f64::NAN),
+                hi.unwrap_or(f64::NAN)
+            )
+        };
         println!(
-            "{size:>5}  {:>22}  {:>22}  {:>22}  {:>22}",
-            cell(&s.first_dead),
-            cell(&s.each_dead),
-            cell(&s.all_dead),
-            cell(&s.all_alive)
-        );
-        println!(
-            "{:>5}  ratio to reference: first {:.2}x, each {:.2}x, all {:.2}x",
-            "",
-            percentile(&s.first_dead, 50.0) / reference,
-            percentile(&s.each_dead, 50.0) / reference,
-            percentile(&s.all_dead, 50.0) / reference
+            "| {size} | {} | {} | {} | {} |",
+            cell(&s.first_dead, true),
+            cell(&s.each_dead, true),
+            cell(&s.all_dead, true),
+            cell(&s.all_alive, false)
         );
     }
     Ok(())

@@ -10,13 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
+use testbed::stats::Spread;
 use testbed::Testbed;
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn mpicc(dir: &Path) -> Result<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/progs/mpi_init.c");
@@ -93,25 +88,19 @@ fn main() -> Result<()> {
         l.push(timed(local(), "mpirun")?);
         s.push(timed(ssi(), "ssi mpirun")?);
     }
-    let (ml, ms) = (median(&l), median(&s));
-    let row = |name: &str, v: &[f64], m: f64| {
-        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = v.iter().copied().fold(0.0, f64::max);
-        println!(
-            "{name:<44} {:>8.3} {:>8.3} {:>8.3} {:>9.2}x",
-            m,
-            min,
-            max,
-            m / ml
-        );
-    };
-    println!("launch of an MPI_Init/MPI_Finalize program, -np {ranks}, {runs} runs each (seconds)");
-    println!(
-        "{:<44} {:>8} {:>8} {:>8} {:>10}",
-        "", "median", "min", "max", "vs local"
+    let (ls, ss) = (
+        Spread::of(&l).context("no run")?,
+        Spread::of(&s).context("no run")?,
     );
-    row("mpirun, local (reference)", &l, ml);
-    row("ssi mpirun, 3 netns testbed nodes", &s, ms);
+    println!("launch of an MPI_Init/MPI_Finalize program, -np {ranks}, {runs} runs each (seconds)");
+    println!("| | median (min-max) | vs local |");
+    println!("|---|---|---|");
+    for (name, v) in [
+        ("`mpirun`, local (reference)", ls),
+        ("`ssi mpirun`, 3 netns testbed nodes", ss),
+    ] {
+        println!("| {name} | {} | {:.2}x |", v.show(3), v.ratio_to(&ls));
+    }
     drop(tb);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -2,11 +2,13 @@
 //! network namespace, kills and restarts them, and tears everything down. Used by people (the
 //! `ssi-testbed` binary and its demo), by the end-to-end tests and by the benchmarks.
 //!
-//! A testbed lives in a directory: `DIR/testbed.json` (its layout), `DIR/cluster.key`,
-//! `DIR/env` (`export SSI_SOCKET=...` of node 1), and per node `DIR/nN/` with `ssid.toml`,
-//! `ssid.sock`, `ssid.log` and `ssid.pid`.
+//! A testbed lives in a directory: `DIR/testbed.json` (its layout), `DIR/cluster.key`, the
+//! cluster CA `DIR/ca/` (`ca.pem`, `ca.key`), `DIR/env` (`export SSI_SOCKET=...` of node 1),
+//! and per node `DIR/nN/` with `ssid.toml`, `node.pem` and `node.key` (its certificate from
+//! the CA), `ssid.sock`, `ssid.log` and `ssid.pid`.
 
 pub mod netns;
+pub mod stats;
 mod wait;
 
 use std::collections::HashMap;
@@ -148,12 +150,7 @@ impl Testbed {
 
     fn boot(&mut self) -> Result<()> {
         self.save()?;
-        let key = self.dir.join("cluster.key");
-        std::fs::write(
-            &key,
-            format!("{}\n", ssi_core::auth::ClusterKey::generate_hex()),
-        )
-        .with_context(|| format!("cannot write {}", key.display()))?;
+        self.make_secrets()?;
         for n in 1..=self.nodes() {
             self.write_config(n)?;
         }
@@ -168,6 +165,41 @@ impl Testbed {
         }
         let all: Vec<usize> = (1..=self.nodes()).collect();
         self.wait_all_see(&all, &all, MemberState::Alive, SETTLE_TIMEOUT)
+    }
+
+    /// The cluster key (mode 0600, as ssid demands), the cluster CA, and each node's
+    /// certificate: what an admin sets up before a cluster's first start (see docs/SECURITY.md).
+    fn make_secrets(&self) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Those of an earlier testbed in this directory (it was taken down) are replaced.
+        let key = self.dir.join("cluster.key");
+        let ca = self.ca_dir();
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_dir_all(&ca);
+        for n in 1..=self.nodes() {
+            for f in [ssi_core::pki::NODE_CERT, ssi_core::pki::NODE_KEY] {
+                let _ = std::fs::remove_file(self.node_dir(n).join(f));
+            }
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .with_context(|| format!("cannot create {}", key.display()))?;
+        writeln!(f, "{}", ssi_core::auth::ClusterKey::generate_hex())
+            .with_context(|| format!("cannot write {}", key.display()))?;
+        ssi_core::pki::init_ca(&ca, "testbed")?;
+        for n in 1..=self.nodes() {
+            ssi_core::pki::issue_node_cert(&ca, &self.node_dir(n), &format!("n{n}"))?;
+        }
+        Ok(())
+    }
+
+    /// The cluster CA's directory (`ca.pem`, `ca.key`).
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join("ca")
     }
 
     /// Opens the testbed in `dir` made by an earlier `up` (maybe by another process); dropping
@@ -243,11 +275,15 @@ impl Testbed {
         // separate machines would have.
         let mut text = format!(
             "id = {n}\nname = \"n{n}\"\nhostname = \"n{n}\"\nlisten = \"{}\"\nseeds = [{}]\n\
-             state_dir = \"{}\"\ncluster_key_file = \"{}\"\nprobe_scope = \"hosted\"\n",
+             state_dir = \"{}\"\ncluster_key_file = \"{}\"\nprobe_scope = \"hosted\"\n\
+             ca_file = \"{}\"\nnode_cert_file = \"{}\"\nnode_key_file = \"{}\"\n",
             self.addr(n),
             seeds.join(", "),
             nd.display(),
-            self.dir.join("cluster.key").display()
+            self.dir.join("cluster.key").display(),
+            self.ca_dir().join(ssi_core::pki::CA_CERT).display(),
+            nd.join(ssi_core::pki::NODE_CERT).display(),
+            nd.join(ssi_core::pki::NODE_KEY).display(),
         );
         if let Some(q) = self.layout.options.cpu_quota {
             text.push_str(&format!("cpu_quota = {q}\n"));

@@ -19,9 +19,31 @@ fn spare_addr(tb: &Testbed, host: u8) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], host)), 7700)
 }
 
-/// Runs an extra ssid that is expected to be refused; returns its output.
-fn run_refused_daemon(tb: &Testbed, dir: &Path, id: u16, addr: SocketAddr, key: &Path) -> Output {
+/// Runs `ssid` with `args` and checks that it succeeds.
+fn ssid_ok(tb: &Testbed, args: &[&std::ffi::OsStr]) {
+    let out = Command::new(tb.bin("ssid"))
+        .args(args)
+        .output()
+        .expect("run ssid");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ssid {args:?}: {err}");
+}
+
+/// Runs an extra ssid that is expected to be refused, with the cluster key `key` and a node
+/// certificate it gets from the CA in `ca` (as an admin would give it); returns its output.
+fn run_refused_daemon(
+    tb: &Testbed,
+    dir: &Path,
+    id: u16,
+    addr: SocketAddr,
+    key: &Path,
+    ca: &Path,
+) -> Output {
     std::fs::create_dir_all(dir).expect("mkdir");
+    ssid_ok(
+        tb,
+        &["--issue-cert".as_ref(), dir.as_os_str(), "--ca".as_ref(), ca.as_os_str()],
+    );
     let mut child = Command::new(tb.bin("ssid"))
         .arg("--id")
         .arg(id.to_string())
@@ -33,6 +55,12 @@ fn run_refused_daemon(tb: &Testbed, dir: &Path, id: u16, addr: SocketAddr, key: 
         .arg(dir)
         .arg("--cluster-key-file")
         .arg(key)
+        .arg("--ca-file")
+        .arg(ca.join("ca.pem"))
+        .arg("--node-cert-file")
+        .arg(dir.join("node.pem"))
+        .arg("--node-key-file")
+        .arg(dir.join("node.key"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -140,7 +168,8 @@ fn graceful_leave_shows_left_not_dead() {
 fn duplicate_node_id_is_refused_on_both_sides() {
     let (dir, tb) = testbed(2, false);
     let key = tb.dir().join("cluster.key");
-    let out = run_refused_daemon(&tb, &dir.path().join("dup"), 2, spare_addr(&tb, 200), &key);
+    let (addr, ca) = (spare_addr(&tb, 200), tb.ca_dir());
+    let out = run_refused_daemon(&tb, &dir.path().join("dup"), 2, addr, &key, &ca);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -159,18 +188,27 @@ fn duplicate_node_id_is_refused_on_both_sides() {
 }
 
 #[test]
-fn node_with_wrong_cluster_key_is_refused_and_learns_nothing() {
+fn node_of_another_cluster_ca_is_refused_and_learns_nothing() {
     let (dir, tb) = testbed(2, false);
     let bad_key = dir.path().join("bad.key");
-    std::fs::write(&bad_key, "0123456789abcdef0123456789abcdef\n").expect("write key");
+    ssid_ok(&tb, &["--gen-key".as_ref(), bad_key.as_os_str()]);
+    let other_ca = dir.path().join("other-ca");
+    ssid_ok(&tb, &["--init-ca".as_ref(), other_ca.as_os_str()]);
     let intruder = spare_addr(&tb, 201);
-    let out = run_refused_daemon(&tb, &dir.path().join("intruder"), 9, intruder, &bad_key);
+    let out = run_refused_daemon(
+        &tb,
+        &dir.path().join("intruder"),
+        9,
+        intruder,
+        &bad_key,
+        &other_ca,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("wrong cluster key"), "intruder says: {err}");
+    assert!(err.contains("not from our cluster CA"), "intruder says: {err}");
     assert!(!err.contains("join accepted"), "{err}");
     assert!(
-        log_of(&tb, 1).contains("wrong cluster key"),
+        log_of(&tb, 1).contains("another cluster CA"),
         "seed logs the refusal"
     );
 
@@ -183,6 +221,29 @@ fn node_with_wrong_cluster_key_is_refused_and_learns_nothing() {
     assert!(logged, "forged datagram not reported");
     let rows = tb.view(1).expect("view");
     assert_eq!(rows.len(), 2, "the intruder is not a member: {rows:?}");
+}
+
+#[test]
+fn ssid_refuses_a_key_others_may_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("cluster.key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").expect("write key");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = Command::new(testbed::find_bin_dir().expect("bins").join("ssid"))
+        .args(["--id", "1", "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:1"])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("--cluster-key-file")
+        .arg(&key)
+        .output()
+        .expect("run ssid");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cluster.key") && err.contains("mode 0644") && err.contains("chmod 600"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -27,6 +27,9 @@ use record::{decode_meta, parse_slice, Header, Kind, StreamReader};
 
 use crate::error::{Error, Result};
 
+/// Most images in a chain of incremental images (the image and its parents).
+pub const MAX_CHAIN: usize = 64;
+
 /// A part of an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -186,16 +189,36 @@ pub struct Image {
 }
 
 impl Image {
-    /// Reads and checks the image in `dir`, and the chain of images it builds on.
+    /// Reads and checks the image in `dir`, and the chain of images it builds on (at most
+    /// [`MAX_CHAIN`] images, none twice).
     pub fn load(dir: impl AsRef<Path>) -> Result<Image> {
-        let dir = dir.as_ref();
+        Self::load_chain(dir.as_ref(), &mut Vec::new())
+    }
+
+    /// Loads the image in `dir`, whose children are the directories in `below` (canonical):
+    /// a chain that comes back to one of them, or grows past [`MAX_CHAIN`], is refused
+    /// instead of recursing for ever.
+    fn load_chain(dir: &Path, below: &mut Vec<PathBuf>) -> Result<Image> {
+        let name = || dir.display().to_string();
+        let canonical = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        if below.contains(&canonical) {
+            return Err(Error::bad_image(name(), "the parent chain comes back to this image"));
+        }
+        if below.len() >= MAX_CHAIN {
+            return Err(Error::bad_image(
+                name(),
+                format!("parent chain longer than {MAX_CHAIN} images"),
+            ));
+        }
         let mut loader = DirLoader { dir };
         let mut image = build(&mut loader)?;
         if let Some(p) = &image.inventory.parent {
-            let rel = p.path.as_deref().ok_or_else(|| {
-                Error::bad_image(dir.display().to_string(), "parent image has no path")
-            })?;
-            let parent = Image::load(dir.join(rel))?;
+            let rel = p
+                .path
+                .as_deref()
+                .ok_or_else(|| Error::bad_image(name(), "parent image has no path"))?;
+            below.push(canonical);
+            let parent = Image::load_chain(&dir.join(rel), below)?;
             image.attach_parent(parent)?;
         }
         image.check_pages()?;
@@ -335,7 +358,12 @@ impl Image {
         let mut cur: Option<(&Chunk, usize)> = None; // record and bytes of it consumed
         let bad = |what: String| Error::bad_image(Part::Pages(pid).file_name(), what);
         for run in &proc_.mm.pages {
-            let (start, end) = (run.start, run.start + run.npages * record::PAGE);
+            let start = run.start;
+            let end = run
+                .npages
+                .checked_mul(record::PAGE)
+                .and_then(|len| start.checked_add(len))
+                .ok_or_else(|| bad(format!("page run at {start:#x} ends past the address space")))?;
             if run.in_parent {
                 cut(&parent_chunks, start, end, &mut out).map_err(|a| {
                     Error::bad_image(
@@ -427,8 +455,22 @@ impl Loader for DirLoader<'_> {
 
     fn part(&mut self, part: Part) -> Result<Vec<(Header, Bytes)>> {
         let path = self.dir.join(part.file_name());
-        let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+        // Not following a link, and not waiting on a FIFO put in a part's place: opening one
+        // without O_NONBLOCK would block until a writer comes.
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let meta = f.metadata().map_err(|e| Error::io(&path, e))?;
+        if !meta.is_file() {
+            return Err(Error::bad_image(
+                path.display().to_string(),
+                "not a regular file",
+            ));
+        }
+        let len = meta.len();
         let backing = if len == 0 {
             Backing::Owned(Vec::new())
         } else {
@@ -569,6 +611,46 @@ fn build(l: &mut dyn Loader) -> Result<Image> {
     })
 }
 
+/// Size of a `siginfo_t`, the form pending signals are kept in.
+const SIGINFO_LEN: usize = 128;
+/// What a pipe holds when its capacity was not changed (`F_GETPIPE_SZ` default).
+const DEFAULT_PIPE_CAPACITY: usize = 65536;
+
+/// Checks what restore would otherwise trust about sizes: pending signals are whole
+/// `siginfo_t`s, and a pipe's bytes fit in its capacity (writing more into a pipe nobody reads
+/// would never return).
+fn check_contents(name: &str, p: &ProcessImage, shared: &Shared) -> Result<()> {
+    let pending = p
+        .signals
+        .shared_pending
+        .iter()
+        .chain(p.threads.iter().flat_map(|t| t.pending.iter()));
+    for si in pending {
+        if si.len() != SIGINFO_LEN {
+            return Err(Error::bad_image(
+                name,
+                format!("a pending signal of {} bytes, not {SIGINFO_LEN}", si.len()),
+            ));
+        }
+    }
+    for (i, pipe) in shared.pipes.iter().enumerate() {
+        let room = match pipe.capacity {
+            0 => DEFAULT_PIPE_CAPACITY,
+            c => c as usize,
+        };
+        if pipe.data.len() > room {
+            return Err(Error::bad_image(
+                name,
+                format!(
+                    "pipe {i} holds {} bytes, more than its capacity {room}",
+                    pipe.data.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that the indices a process manifest holds point at existing shared objects.
 fn check_refs(name: &str, p: &ProcessImage, shared: &Shared, pre_dump: bool) -> Result<()> {
     for fd in p.fds.iter() {
@@ -596,6 +678,7 @@ fn check_refs(name: &str, p: &ProcessImage, shared: &Shared, pre_dump: bool) -> 
             }
         }
     }
+    check_contents(name, p, shared)?;
     if !pre_dump && p.threads.first().map(|t| t.tid) != Some(p.pid) {
         return Err(Error::bad_image(
             name,
@@ -603,4 +686,63 @@ fn check_refs(name: &str, p: &ProcessImage, shared: &Shared, pre_dump: bool) -> 
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use record::RecordWriter;
+
+    /// Writes an image of no process into `dir` whose inventory names `parent`.
+    fn empty_image(dir: &Path, id: u64, parent: Option<&str>) {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let inv = Inventory {
+            image_id: id,
+            parent: parent.map(|p| ParentRef {
+                image_id: id,
+                path: Some(p.into()),
+            }),
+            root_pid: 1,
+            pids: Vec::new(),
+            kernel: String::new(),
+            vdso_crc: 0,
+            vdso_block_len: 0,
+            pre_dump: true,
+            zombies: Vec::new(),
+        };
+        let mut w = RecordWriter::new(Vec::new(), false);
+        w.meta(Kind::Inventory, &inv).expect("inventory");
+        w.meta(Kind::Shared, &Shared::default()).expect("shared");
+        w.end().expect("end");
+        std::fs::write(dir.join("inventory.rec"), w.into_inner()).expect("write");
+        let mut w = RecordWriter::new(Vec::new(), false);
+        w.end().expect("end");
+        std::fs::write(dir.join("shmem.rec"), w.into_inner()).expect("write");
+    }
+
+    #[test]
+    fn a_parent_chain_that_comes_back_is_refused() {
+        let d = tempfile::tempdir().expect("tempdir");
+        empty_image(&d.path().join("a"), 1, None);
+        Image::load(d.path().join("a")).expect("an image without parent loads");
+        empty_image(&d.path().join("self"), 2, Some("."));
+        let err = Image::load(d.path().join("self")).expect_err("self parent");
+        assert!(err.to_string().contains("comes back"), "{err}");
+        empty_image(&d.path().join("x"), 3, Some("../y"));
+        empty_image(&d.path().join("y"), 3, Some("../x"));
+        let err = Image::load(d.path().join("x")).expect_err("two images naming each other");
+        assert!(err.to_string().contains("comes back"), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_part_is_refused_without_waiting() {
+        let d = tempfile::tempdir().expect("tempdir");
+        empty_image(d.path(), 1, None);
+        let inv = d.path().join("inventory.rec");
+        std::fs::remove_file(&inv).expect("rm");
+        nix::unistd::mkfifo(&inv, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let err = Image::load(d.path()).expect_err("fifo");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
 }

@@ -439,6 +439,15 @@ impl Hosted {
             .collect()
     }
 
+    /// How many records (running, moving or ended and kept) belong to `uid`.
+    pub fn kept_by(&self, uid: u32) -> usize {
+        self.states
+            .values()
+            .filter_map(HostedState::record)
+            .filter(|rec| rec.uid == uid)
+            .count()
+    }
+
     /// The running trees, by root, with their records.
     pub fn running(&self) -> impl Iterator<Item = (i32, &Arc<Record>)> {
         self.states.iter().filter_map(|(g, s)| match s {

@@ -87,6 +87,9 @@ pub struct ProcMan {
     init: Arc<InitClient>,
     ns: u64,
     hosted: Arc<Mutex<Hosted>>,
+    /// Most processes of one user (but root) kept here when a detached one is started
+    /// (`limits.detached_per_user`): each keeps up to 1 MiB of output for an hour after it ends.
+    detached_per_user: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,6 +132,7 @@ impl ProcMan {
         init: Arc<InitClient>,
         init_pid: i32,
         mut events: mpsc::Receiver<InitEvent>,
+        detached_per_user: u32,
     ) -> Result<Arc<ProcMan>> {
         let ns = ps::pid_ns_inode(init_pid).context("cannot read the pid namespace of the init")?;
         let pm = Arc::new(ProcMan {
@@ -137,6 +141,7 @@ impl ProcMan {
             init,
             ns,
             hosted: Arc::default(),
+            detached_per_user,
         });
         let weak = Arc::downgrade(&pm);
         tokio::spawn(async move {
@@ -189,6 +194,19 @@ impl ProcMan {
         caller: &Caller,
         follower: Option<mpsc::Sender<Output>>,
     ) -> Result<Result<i32, SpawnFailure>> {
+        if spec.detach && caller.uid != 0 {
+            let kept = lock(&self.hosted).kept_by(caller.uid);
+            if kept >= self.detached_per_user as usize {
+                return Ok(Err(SpawnFailure {
+                    reason: format!(
+                        "uid {} already has {kept} processes kept on node {} \
+                         (limits.detached_per_user): collect or kill some first",
+                        caller.uid, self.node
+                    ),
+                    errno: libc::EAGAIN,
+                }));
+            }
+        }
         let (in_r, in_w) = if spec.detach {
             let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
             (OwnedFd::from(null), None)
