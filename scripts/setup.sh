@@ -4,7 +4,12 @@
 set -euo pipefail
 
 # openmpi-bin and libopenmpi-dev: `ssi mpirun` and its end-to-end test (mpirun, orted, mpicc)
-packages=(iproute2 gcc libc6-dev python3 util-linux openmpi-bin libopenmpi-dev)
+# tmux: the end-to-end test of `ssi top` runs it in a tmux pane and reads the screen
+# dpkg-dev (dpkg-shlibdeps), man-db, systemd (systemd-analyze): building the Debian package
+# (scripts/package.sh) and its install test
+# python3-prometheus-client: the end-to-end test of /metrics parses the scrape with its parser
+packages=(iproute2 gcc libc6-dev python3 util-linux openmpi-bin libopenmpi-dev tmux
+          dpkg-dev man-db systemd python3-prometheus-client)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -18,3 +23,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
+# cargo-deb, pinned in package.sh: builds the Debian package (and its install test)
+"$(dirname "$0")/package.sh" --tools

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 
 use crate::dump::parasite::Parasite;
 use crate::error::Result;
+use crate::image::ProcessImage;
 use crate::restore::holder::Holder;
 use crate::state::files;
 
@@ -45,10 +46,14 @@ pub(crate) trait Persist: Sized {
 pub(crate) struct ProcDump<'a> {
     /// Its pid.
     pub pid: i32,
+    /// It is the root of the tree (its parent is outside).
+    pub is_root: bool,
     /// Its threads, main thread first, all stopped.
     pub tids: &'a [i32],
     /// Signals taken out of each thread while it was being stopped, by tid.
     pub taken: &'a HashMap<i32, Vec<Vec<u8>>>,
+    /// The signal that had stopped it by job control, if it was stopped.
+    pub stopped_by: Option<i32>,
     /// /proc/PID/status.
     pub status: &'a procfs::process::Status,
     /// System calls run inside it.
@@ -59,9 +64,8 @@ pub(crate) struct ProcDump<'a> {
 pub(crate) struct ProcRestore<'a> {
     /// The process, stopped under ptrace, with a scratch area.
     pub h: &'a mut Holder,
-    /// Its threads as the image has them, main thread first (the others exist once the
-    /// threads part has run).
-    pub tids: &'a [i32],
+    /// Its image (a part may need another's state: the threads' ids, the fd table).
+    pub p: &'a ProcessImage,
     /// What the restorer made for the whole tree.
     pub tree: &'a TreeMade<'a>,
 }
@@ -72,6 +76,8 @@ pub(crate) struct TreeMade<'a> {
     pub restorer: i32,
     /// The open files of the tree.
     pub files: &'a files::Made,
+    /// The tree's shared objects as the image has them.
+    pub shared: &'a crate::image::Shared,
     /// The restorer's fd of each shared memory object, by id.
     pub shmem: &'a HashMap<u32, std::os::fd::OwnedFd>,
     /// Every process has the restorer's own credentials: none to set.

@@ -53,9 +53,12 @@ fn unsupported_fds_are_refused_before_freezing() {
     for (kind, want) in [
         ("tcp", "is a TCP socket: not supported"),
         ("udp", "is a UDP socket: not supported"),
-        ("inotify", "is an inotify instance: not supported"),
+        (
+            "inotify",
+            "is an inotify instance with 16 bytes of events not read: not supported",
+        ),
         ("netlink", "is a netlink socket: not supported"),
-        ("memfd", "is a memfd: not supported"),
+        ("memfd", "is memfd x that is also mapped: not supported"),
     ] {
         let mut cmd = Command::new(build("unsupported", &[]));
         cmd.arg(kind);
@@ -77,6 +80,93 @@ fn unsupported_fds_are_refused_before_freezing() {
         wait_running_untraced(p.pid);
         p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
         assert_eq!(p.expect("alive"), "alive ok");
+    }
+}
+
+#[test]
+fn process_state_a_restore_would_lose_is_refused() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("gone");
+    let gone_s = gone.to_str().unwrap().to_string();
+    for (kind, want) in [
+        (
+            "thread-creds",
+            "has other credentials than its process: not supported".to_string(),
+        ),
+        (
+            "deadline",
+            "runs under SCHED_DEADLINE: not supported".to_string(),
+        ),
+        (
+            "root-pdeathsig",
+            "which would follow the restorer instead of its parent: not supported".to_string(),
+        ),
+        (
+            "deleted-cwd",
+            format!("its working directory {gone_s} was deleted: not supported"),
+        ),
+        (
+            "netns",
+            "it is in another net namespace than the root of the tree: not supported".to_string(),
+        ),
+        ("mseal", "is sealed (mseal): not supported".to_string()),
+        (
+            "aio",
+            "is an AIO ring (io_setup): not supported".to_string(),
+        ),
+        (
+            "lease",
+            "holds a lease (F_SETLEASE): not supported".to_string(),
+        ),
+        (
+            "clone-files",
+            "(CLONE_FILES): not supported".to_string(),
+        ),
+        (
+            "zombie-group",
+            "whose leader is not in the tree: not supported".to_string(),
+        ),
+        (
+            "session-member",
+            "of another process of the tree (not restored yet): not supported".to_string(),
+        ),
+        (
+            "scm-rights",
+            "with file descriptors or credentials in flight (SCM_RIGHTS, SCM_CREDENTIALS): not supported"
+                .to_string(),
+        ),
+        (
+            "owner-outside",
+            format!(
+                "sends SIGIO to pid {}, outside the tree: not supported",
+                std::process::id()
+            ),
+        ),
+    ] {
+        let mut cmd = Command::new(build("refused", &[]));
+        cmd.arg(kind).arg(&gone);
+        let _ = std::fs::remove_file(&gone);
+        let mut p = Prog::start(cmd);
+        let line = p.expect("ready");
+        let named = line.rsplit("pid=").next().unwrap().to_string();
+        let err = checkpoint::dump(
+            p.pid,
+            &DumpOptions::default(),
+            None,
+            &mut DirSink::new(dir.path().join(kind)).unwrap(),
+        )
+        .expect_err("dump must refuse");
+        let msg = err.to_string();
+        println!("{kind}: {msg}");
+        assert!(matches!(err, Error::Unsupported { .. }), "{kind}: {msg}");
+        assert!(
+            msg.starts_with(&format!("pid {named}: ")) && msg.ends_with(&want),
+            "{kind}: {msg}"
+        );
+        wait_running_untraced(p.pid);
+        p.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        assert_eq!(p.expect("alive"), "alive ok", "{kind}");
     }
 }
 
@@ -260,6 +350,7 @@ fn changed_file_is_refused_unless_allowed() {
     let opts = checkpoint::RestoreOptions {
         stdio: Some([in_r.as_raw_fd(), out_w.as_raw_fd(), 2]),
         allow_changed_files: true,
+        ..Default::default()
     };
     let r = checkpoint::restore(&img, &opts).expect("allowed");
     drop((in_r, out_w));

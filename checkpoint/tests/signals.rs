@@ -1,4 +1,5 @@
-//! End-to-end: signal dispositions, masks, pending signals, sigaltstack, interval timers.
+//! End-to-end: signal dispositions, masks, pending signals, sigaltstack, interval and POSIX
+//! timers.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,23 +12,28 @@ use common::*;
 #[test]
 fn handlers_blocked_pending_altstack_itimers() {
     require_root!();
-    let mut p = Prog::start(Command::new(build("signals", &[])));
-    p.expect("ready");
-    let (code, out) = roundtrip(p);
-    println!("exit {code}:\n{out}");
-    for c in [
-        "handler",
-        "ignored",
-        "blocked",
-        "pending",
-        "pending-value",
-        "altstack",
-        "handler-runs-on-altstack",
-        "itimer-real",
-        "itimer-virtual",
-        "ignored-still",
-    ] {
-        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
-    }
-    assert_eq!(code, 0);
+    roundtrip_checks(
+        Command::new(build("signals", &[])),
+        &[
+            "handler",
+            "ignored",
+            "blocked",
+            "pending",
+            "pending-value",
+            "altstack",
+            "handler-runs-on-altstack",
+            "itimer-real",
+            "itimer-virtual",
+            "ignored-still",
+        ],
+    );
+}
+
+#[test]
+fn posix_timers_keep_their_ids_and_times() {
+    require_root!();
+    roundtrip_checks(
+        Command::new(build("ptimers", &[])),
+        &["disarmed", "one-shot", "gap", "periodic"],
+    );
 }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use checkpoint::{AfterDump, DirSink, DumpOptions, Image, RestoreOptions};
 
+use crate::progress::{self, Bar};
+
 /// Options of `ssi dump`.
 #[derive(Debug, Clone)]
 pub struct DumpArgs {
@@ -55,6 +57,7 @@ pub fn dump(a: &DumpArgs) -> Result<String> {
     };
     // the sink creates the directory, which `parent_path` then resolves
     let mut sink = DirSink::new(&a.dir)?;
+    let bar = Bar::on_terminal(progress::DUMP);
     let opts = DumpOptions {
         after: if a.leave_running {
             AfterDump::Resume
@@ -70,8 +73,10 @@ pub fn dump(a: &DumpArgs) -> Result<String> {
             .as_deref()
             .map(|p| parent_path(&a.dir, p))
             .transpose()?,
+        progress: bar.as_ref().map(Bar::progress),
     };
     let out = checkpoint::dump(a.pid, &opts, prev.as_ref(), &mut sink)?;
+    drop(bar);
     let what = if a.pre_dump { "pre-dumped" } else { "dumped" };
     let state = if a.pre_dump || a.leave_running {
         "running"
@@ -95,11 +100,14 @@ pub fn dump(a: &DumpArgs) -> Result<String> {
 /// waits for the root and returns its exit code (128 + signal if killed).
 pub fn restore(dir: &Path, detach: bool, allow_changed_files: bool) -> Result<i32> {
     let img = Image::load(dir)?;
+    let bar = Bar::on_terminal(progress::RESTORE);
     let opts = RestoreOptions {
         allow_changed_files,
+        progress: bar.as_ref().map(Bar::progress),
         ..Default::default()
     };
     let r = checkpoint::restore(&img, &opts)?;
+    drop(bar);
     if detach {
         println!(
             "restored tree {} ({} process{})",

@@ -55,14 +55,27 @@ pub async fn migrate(
     rounds: Option<u32>,
     json: bool,
 ) -> Result<String> {
+    let r = request(socket, gpid, to, rounds).await?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&r)?);
+    }
+    Ok(describe(&r))
+}
+
+/// Asks the daemon to migrate `gpid` to node `to` and waits for the report.
+pub async fn request(
+    socket: &Path,
+    gpid: i32,
+    to: u16,
+    rounds: Option<u32>,
+) -> Result<MigrationReport> {
     let req = ControlRequest::Migrate {
         gpid,
         to: NodeId(to),
         rounds,
     };
     match crate::client::call(socket, req).await? {
-        ControlResponse::Migrated(r) if json => Ok(serde_json::to_string_pretty(&r)?),
-        ControlResponse::Migrated(r) => Ok(describe(&r)),
+        ControlResponse::Migrated(r) => Ok(r),
         other => bail!("ssid sent an unexpected answer to a migrate request: {other:?}"),
     }
 }

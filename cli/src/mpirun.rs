@@ -351,6 +351,7 @@ pub async fn agent(socket: &Path, host: &str, command: &[OsString]) -> Result<i3
         mem_bytes: None,
         constraints: Vec::new(),
         detach: false,
+        rlimits: crate::run::current_rlimits(),
     };
     crate::run::session(socket, ControlRequest::Run(spec), false).await
 }

@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use ssi_core::control::{ControlRequest, ControlResponse};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use ssi_core::control::{ControlRequest, ControlResponse};
 use ssi_core::view::{ClusterInfo, NodeView};
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -17,9 +17,7 @@ fn gib(bytes: u64) -> f64 {
 
 /// `ssi nodes`: one row per node.
 pub async fn nodes(socket: &Path, json: bool) -> Result<String> {
-    let ControlResponse::Nodes(rows) = crate::client::call(socket, ControlRequest::Nodes).await? else {
-        bail!("ssid sent an unexpected answer to a nodes request");
-    };
+    let rows = rows(socket).await?;
     if json {
         let flat = rows
             .iter()
@@ -28,6 +26,15 @@ pub async fn nodes(socket: &Path, json: bool) -> Result<String> {
         return Ok(serde_json::to_string_pretty(&flat)?);
     }
     Ok(nodes_table(&rows))
+}
+
+/// Every node the local daemon knows.
+pub async fn rows(socket: &Path) -> Result<Vec<NodeView>> {
+    let ControlResponse::Nodes(rows) = crate::client::call(socket, ControlRequest::Nodes).await?
+    else {
+        bail!("ssid sent an unexpected answer to a nodes request");
+    };
+    Ok(rows)
 }
 
 /// `value` as a JSON object with the fields of its member `inner` lifted to the top level, so
@@ -75,7 +82,8 @@ pub fn nodes_table(rows: &[NodeView]) -> String {
 
 /// `ssi info`: the cluster as one machine.
 pub async fn info(socket: &Path, json: bool) -> Result<String> {
-    let ControlResponse::Info(info) = crate::client::call(socket, ControlRequest::Info).await? else {
+    let ControlResponse::Info(info) = crate::client::call(socket, ControlRequest::Info).await?
+    else {
         bail!("ssid sent an unexpected answer to an info request");
     };
     if json {

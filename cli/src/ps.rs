@@ -9,17 +9,24 @@ use ssi_core::process::ProcessView;
 
 /// `ssi ps`: every process of the cluster.
 pub async fn ps(socket: &Path, json: bool) -> Result<String> {
-    let ControlResponse::Processes(list) = crate::client::call(socket, ControlRequest::Ps).await?
-    else {
-        bail!("ssid sent an unexpected answer to a ps request");
-    };
+    let list = list(socket).await?;
     if json {
         return Ok(serde_json::to_string_pretty(&list)?);
     }
     Ok(table(&list))
 }
 
-fn human_bytes(b: u64) -> String {
+/// Every process of the cluster, as the local daemon gathers them.
+pub async fn list(socket: &Path) -> Result<Vec<ProcessView>> {
+    let ControlResponse::Processes(list) = crate::client::call(socket, ControlRequest::Ps).await?
+    else {
+        bail!("ssid sent an unexpected answer to a ps request");
+    };
+    Ok(list)
+}
+
+/// `b` bytes as `512K`, `1.5M`, `2.0G`.
+pub fn human_bytes(b: u64) -> String {
     const K: f64 = 1024.0;
     let b = b as f64;
     if b >= K * K * K {
@@ -42,7 +49,7 @@ fn clock(unix: u64) -> String {
 }
 
 /// `s` on one line (control characters shown as spaces), cut to `max` characters.
-fn one_line(s: &str, max: usize) -> String {
+pub fn one_line(s: &str, max: usize) -> String {
     let flat: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

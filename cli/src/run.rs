@@ -48,9 +48,36 @@ pub async fn run(socket: &Path, args: RunArgs) -> Result<i32> {
         mem_bytes: args.mem,
         detach: args.detach,
         constraints: args.constraints,
+        rlimits: current_rlimits(),
     };
     let detach = spec.detach;
     session(socket, ControlRequest::Run(spec), detach).await
+}
+
+/// This process's resource limits, as (`RLIMIT_*` number, soft, hard).
+pub fn current_rlimits() -> Vec<(u32, u64, u64)> {
+    use nix::sys::resource::{getrlimit, Resource};
+    [
+        Resource::RLIMIT_CPU,
+        Resource::RLIMIT_FSIZE,
+        Resource::RLIMIT_DATA,
+        Resource::RLIMIT_STACK,
+        Resource::RLIMIT_CORE,
+        Resource::RLIMIT_RSS,
+        Resource::RLIMIT_NPROC,
+        Resource::RLIMIT_NOFILE,
+        Resource::RLIMIT_MEMLOCK,
+        Resource::RLIMIT_AS,
+        Resource::RLIMIT_LOCKS,
+        Resource::RLIMIT_SIGPENDING,
+        Resource::RLIMIT_MSGQUEUE,
+        Resource::RLIMIT_NICE,
+        Resource::RLIMIT_RTPRIO,
+        Resource::RLIMIT_RTTIME,
+    ]
+    .into_iter()
+    .filter_map(|r| getrlimit(r).ok().map(|(soft, hard)| (r as u32, soft, hard)))
+    .collect()
 }
 
 /// This process's environment, as `KEY=VALUE` entries.

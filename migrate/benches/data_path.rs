@@ -88,7 +88,10 @@ fn main() {
         }
         let (r, rlo, rhi) = stats(raw);
         let (s, slo, shi) = stats(sealed);
-        println!("  {:>4} MiB  raw TCP       {r:>5.2} GB/s  ({rlo:.2}..{rhi:.2})", size >> 20);
+        println!(
+            "  {:>4} MiB  raw TCP       {r:>5.2} GB/s  ({rlo:.2}..{rhi:.2})",
+            size >> 20
+        );
         println!(
             "  {:>4} MiB  sealed frames {s:>5.2} GB/s  ({slo:.2}..{shi:.2})  ratio {:.2}",
             size >> 20,

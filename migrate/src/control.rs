@@ -18,7 +18,7 @@ use crate::protocol::Verdict;
 use crate::{Error, Result};
 
 /// Version of the messages of this module.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Largest message accepted (reports and orders are small).
 pub const MAX_MESSAGE: usize = 1 << 20;
 
@@ -47,13 +47,28 @@ pub enum Job {
         dir: PathBuf,
         /// Let the tree run on (else it is killed once the image is written).
         leave_running: bool,
+        /// The user asking, whose rights the image is written with (`None`: root).
+        user: Option<User>,
     },
     /// Restore the checkpoint in `dir`, with the helper's stdio descriptors as its outside
     /// streams.
     Restore {
         /// Image directory.
         dir: PathBuf,
+        /// The user asking, who must own the image and whose rights bound it (`None`: root).
+        user: Option<User>,
     },
+}
+
+/// A user a helper works for: it reaches files with their ids, never with root's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 /// What the daemon tells a migration helper once it runs.
@@ -202,6 +217,11 @@ mod tests {
             pid: 4100,
             dir: "/tmp/img".into(),
             leave_running: true,
+            user: Some(User {
+                uid: 1000,
+                gid: 100,
+                groups: vec![100, 27],
+            }),
         };
         let mut buf = encode(&job).expect("encode");
         buf.extend(encode(&Order::Release).expect("encode"));
@@ -212,6 +232,6 @@ mod tests {
 
         let old = postcard::to_stdvec(&(VERSION + 1, Order::Round)).expect("encode");
         let e = decode::<Order>(&old).expect_err("refused");
-        assert!(e.to_string().contains("version 2"), "{e}");
+        assert!(e.to_string().contains("version 3"), "{e}");
     }
 }

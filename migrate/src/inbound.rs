@@ -6,7 +6,6 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use checkpoint::{Image, RestoreOptions, Restored, Restorer};
@@ -123,13 +122,14 @@ where
     }
 }
 
-/// Restores the image in `dir` (a cluster checkpoint) with `stdio` as outside streams.
-pub fn restore_dir(dir: &Path, stdio: [RawFd; 3]) -> Result<Report> {
+/// Restores `img` (a cluster checkpoint, loaded and judged by the caller) with `stdio` as the
+/// tree's outside streams; the report to send.
+pub fn restore_image(img: &Image, stdio: [RawFd; 3]) -> Result<Report> {
     let opts = RestoreOptions {
         stdio: Some(stdio),
         ..Default::default()
     };
-    let restored = checkpoint::restore(&Image::load(dir)?, &opts)?;
+    let restored = checkpoint::restore(img, &opts)?;
     Ok(Report::Restored {
         root: restored.root,
         pids: restored.pids,

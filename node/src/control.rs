@@ -55,7 +55,10 @@ const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 pub async fn serve(node: Arc<Node>, listener: UnixListener) {
     let path = node.config.control_socket();
     let limits = &node.config.limits;
-    let caps = ConnLimits::new(limits.control_connections, limits.control_connections_per_user);
+    let caps = ConnLimits::new(
+        limits.control_connections,
+        limits.control_connections_per_user,
+    );
     let answering = Arc::new(Semaphore::new(REFUSALS_ANSWERED));
     let mut backoff = AcceptBackoff::default();
     let mut log = RateLimited::new(Duration::from_secs(10));
@@ -85,7 +88,11 @@ pub async fn serve(node: Arc<Node>, listener: UnixListener) {
             Ok(p) => p,
             Err(refusal) => {
                 if let Some(held) = log.admit() {
-                    tracing::warn!(uid = caller.uid, held_back = held, "control connection refused: {refusal}");
+                    tracing::warn!(
+                        uid = caller.uid,
+                        held_back = held,
+                        "control connection refused: {refusal}"
+                    );
                 }
                 if let Ok(slot) = answering.clone().try_acquire_owned() {
                     let path = path.clone();
@@ -129,18 +136,9 @@ fn caller_of(stream: &UnixStream) -> Result<Caller> {
     let cred = stream
         .peer_cred()
         .context("cannot read the caller's credentials")?;
-    let groups = cred
-        .pid()
-        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Groups:")).map(|l| {
-                l.split_whitespace()
-                    .skip(1)
-                    .filter_map(|g| g.parse().ok())
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
+    use std::os::fd::AsFd;
+    let groups =
+        crate::sys::peer_groups(stream.as_fd()).context("cannot read the caller's groups")?;
     Ok(Caller {
         uid: cred.uid(),
         gid: cred.gid(),
@@ -217,6 +215,9 @@ async fn answer(node: &Arc<Node>, req: ControlRequest, caller: &Caller) -> Resul
         ControlRequest::SchedBalance => {
             ControlResponse::Sched(sched::all(node, SchedOp::Balance).await?)
         }
+        ControlRequest::DfsStatus => super::dfs::status(node).await?,
+        ControlRequest::DfsScrub => super::dfs::scrub(node).await?,
+        ControlRequest::Grid(req) => super::grid::admin(node, req, caller).await?,
         ControlRequest::Input(_) => bail!("no process follows this connection"),
         ControlRequest::Run(_) | ControlRequest::Attach { .. } | ControlRequest::Restart { .. } => {
             bail!("a session request cannot be answered here")

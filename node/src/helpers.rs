@@ -6,8 +6,10 @@
 //!   orders; then kill or resume the frozen copy;
 //! * `MigrateIn`: images from the data stream, restored with the stdio descriptors as the
 //!   tree's outside streams, held until the daemon says to let it go;
-//! * `Checkpoint`: write the tree to a directory;
-//! * `Restore`: restore a directory's image with the stdio descriptors.
+//! * `Checkpoint`: write the tree to a directory; for a user, every file is reached with the
+//!   user's ids (see [`reach_files_as`]);
+//! * `Restore`: restore a directory's image with the stdio descriptors, for the user asking or
+//!   the image's owner (see [`crate::image_trust`]).
 //!
 //! Each reports on its control socket ([`migrate::Report`]). A helper that dumps first mounts
 //! a /proc of its own: the host's /proc shows pids of the root namespace, the dumper needs
@@ -17,11 +19,15 @@ use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
-use anyhow::{Context, Result};
-use migrate::control::{self, Job, Report};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use checkpoint::Image;
+use migrate::control::{self, Job, Report, User};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
+use crate::image_trust;
 use crate::sys;
 
 /// The first argument of `ssid` that makes it a helper.
@@ -119,6 +125,50 @@ fn own_proc() -> Result<()> {
     .context("cannot mount /proc for the node's pid namespace")
 }
 
+/// Makes this helper (and the threads it starts) reach every file as `h` from now on: the
+/// image directory a user named is created and written, or read, with the user's rights and
+/// ownership, never root's. The helper keeps root's other powers (tracing the user's
+/// processes, reading their /proc files, creating processes with chosen pids).
+fn reach_files_as(h: &User) -> Result<()> {
+    sys::reach_files_as(h.uid, h.gid, &h.groups)
+        .with_context(|| format!("cannot take the file ids of uid {}", h.uid))
+}
+
+/// Loads the image in `dir` for the user a restart acts for (see [`image_trust`]): the
+/// caller (`None`: root), who must own the image; for root, the image's owner unless that is root. Files are
+/// reached as that user from then on, and an image asking for more than they hold is refused.
+fn trusted_image(dir: &Path, caller: Option<User>) -> Result<Image> {
+    if let Some(h) = &caller {
+        reach_files_as(h)?;
+    }
+    // Everything below reads the directory through one descriptor: whatever is renamed in
+    // its place meanwhile is not read.
+    let (_pin, pinned, dir_meta) = image_trust::pin(dir)?;
+    let (uid, gid) = image_trust::owner(&pinned, dir)?;
+    let holder = match caller {
+        Some(h) if h.uid != uid => bail!(
+            "{}: the image belongs to uid {uid}, not to you (uid {}): refused",
+            dir.display(),
+            h.uid
+        ),
+        Some(h) => Some(h),
+        None if uid == 0 => {
+            image_trust::root_may_trust(&dir_meta).with_context(|| dir.display().to_string())?;
+            None
+        }
+        None => {
+            let h = image_trust::user(uid, gid);
+            reach_files_as(&h)?;
+            Some(h)
+        }
+    };
+    let img = Image::load(&pinned).with_context(|| dir.display().to_string())?;
+    if let Some(h) = &holder {
+        image_trust::check(&img, h).with_context(|| dir.display().to_string())?;
+    }
+    Ok(img)
+}
+
 /// Does `job`; the report to send last, if any (the migration helpers report as they go).
 fn run(job: Job, ctl: &UnixStream) -> Result<Option<Report>> {
     match job {
@@ -135,14 +185,21 @@ fn run(job: Job, ctl: &UnixStream) -> Result<Option<Report>> {
             pid,
             dir,
             leave_running,
+            user,
         } => {
             own_proc()?;
+            if let Some(h) = &user {
+                reach_files_as(h)?;
+            }
             Ok(Some(migrate::outbound::checkpoint_to_dir(
                 pid,
                 &dir,
                 leave_running,
             )?))
         }
-        Job::Restore { dir } => Ok(Some(migrate::inbound::restore_dir(&dir, slot::STDIO)?)),
+        Job::Restore { dir, user } => {
+            let img = trusted_image(&dir, user)?;
+            Ok(Some(migrate::inbound::restore_image(&img, slot::STDIO)?))
+        }
     }
 }

@@ -8,6 +8,8 @@
 //!   ssi CLI --> control socket --> Node { gossip handle, config } --> RPC server (TCP)
 //!                                   ^
 //!                   probe loop -----+ (publishes CPU/memory/load every info interval)
+//!                                   |
+//!                                   +--> HTTP endpoint (axum, optional): /metrics
 //! ```
 //!
 //! The files import each other downwards only (checked by `node/tests/layers.rs`); a file
@@ -15,7 +17,7 @@
 //!
 //! ```text
 //!   lib.rs (run: starts every task)
-//!     control.rs (the CLI)         rpc.rs (other daemons)       join.rs     probes.rs
+//!     control.rs (the CLI)         rpc.rs (other daemons)       join.rs  probes.rs  http.rs
 //!         |    \                   /    |
 //!         |     session.rs (ssi run / attach sessions, placement)
 //!         |        |
@@ -25,19 +27,25 @@
 //!         |        |
 //!       route.rs   |               (ps, locate, kill, migrate, checkpoint where the process is)
 //!         |        |
-//!       migration.rs               (the runtime of the migration protocol; checkpoint, restart)
+//!       migration/                 (the runtime of the migration protocol; checkpoint, restart)
 //!         |
 //!       peer.rs                    (connect to another daemon, ask it one thing)
 //!         |
 //!       node.rs                    (what every task shares)
 //!         |
-//!   procman/  sched/state.rs  migration/registry.rs  helpers.rs  nsinit/  cgroup.rs  sys.rs
+//!   procman/  sched/state.rs  migration/registry.rs  metrics.rs  helpers.rs  nsinit/  cgroup.rs  sys.rs
 //! ```
 
+pub mod args;
 mod cgroup;
 mod control;
+mod dfs;
+mod grid;
 pub mod helpers;
+mod http;
+mod image_trust;
 mod join;
+mod metrics;
 mod migration;
 pub mod node;
 pub mod nsinit;
@@ -103,6 +111,10 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
         .await
         .with_context(|| format!("cannot listen on udp {}", config.listen))?;
     let control = control::bind(&config.control_socket())?;
+    let http = match config.http_listen {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
 
     let me = NodeIdentity {
         id: config.id,
@@ -163,7 +175,12 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
         directory: Mutex::default(),
         migrations: Default::default(),
         sched,
+        metrics: metrics::Metrics::new(),
+        dfs: Default::default(),
+        grid: std::sync::OnceLock::new(),
     });
+    let dfs_running = dfs::start(node.clone()).await?;
+    grid::start(&node).await?;
     tracing::info!(
         node = %me.id, name = %node.config.name, addr = %me.addr, gen = me.gen,
         socket = %node.config.control_socket().display(), "ssid started"
@@ -176,6 +193,10 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
     tokio::spawn(sched::balance::run(node.clone()));
     tokio::spawn(sched::state::follow(node.clone()));
     tokio::spawn(join::run(node.clone(), fatal_tx));
+    if let Some(listener) = http {
+        tracing::info!(addr = %listener.local_addr()?, "metrics served at /metrics");
+        tokio::spawn(http::serve(node.clone(), listener));
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let outcome = tokio::select! {
@@ -184,6 +205,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
         // The join task drops its sender when it has nothing more to do: not a reason to stop.
         Some(fatal) = fatal_rx.recv() => Some(fatal),
     };
+    dfs::stop(dfs_running).await;
     let socket = node.config.control_socket();
     let result = match outcome {
         None => {

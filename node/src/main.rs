@@ -1,38 +1,12 @@
 //! `ssid`: the ssi node daemon. One runs on every node of the cluster.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use ssi_core::auth::ClusterKey;
 use ssi_core::config::ConfigLayer;
-
-/// The ssi node daemon: joins the cluster and serves the local `ssi` CLI.
-///
-/// Every key of the TOML config file is also a flag; flags win over the file.
-#[derive(Debug, Parser)]
-#[command(name = "ssid", version)]
-struct Args {
-    /// TOML configuration file.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Write a fresh random cluster key to this file (mode 0600) and exit.
-    #[arg(long, value_name = "FILE", exclusive = true)]
-    gen_key: Option<PathBuf>,
-    /// Make a new cluster CA in this directory (ca.pem, and ca.key mode 0600) and exit.
-    #[arg(long, value_name = "DIR", exclusive = true)]
-    init_ca: Option<PathBuf>,
-    /// Issue a node certificate into this directory (node.pem, and node.key mode 0600) from
-    /// the CA in --ca, with --name as its common name, and exit.
-    #[arg(long, value_name = "DIR", requires = "ca")]
-    issue_cert: Option<PathBuf>,
-    /// The CA directory (with ca.pem and ca.key) that --issue-cert signs with.
-    #[arg(long, value_name = "DIR")]
-    ca: Option<PathBuf>,
-    #[command(flatten)]
-    layer: ConfigLayer,
-}
+use ssi_node::args::Args;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -68,10 +42,12 @@ fn real_main() -> Result<()> {
     if let Some(dir) = args.init_ca {
         let name = dir.display().to_string();
         ssi_core::pki::init_ca(&dir, &name)?;
-        println!("cluster CA made in {}: give every node {}; keep {} off the nodes",
+        println!(
+            "cluster CA made in {}: give every node {}; keep {} off the nodes",
             dir.display(),
             dir.join(ssi_core::pki::CA_CERT).display(),
-            dir.join(ssi_core::pki::CA_KEY).display());
+            dir.join(ssi_core::pki::CA_KEY).display()
+        );
         return Ok(());
     }
     if let (Some(out), Some(ca)) = (&args.issue_cert, &args.ca) {

@@ -34,6 +34,12 @@ pub struct Node {
     pub sched: crate::sched::state::Sched,
     /// The migrations this node takes part in.
     pub(crate) migrations: crate::migration::registry::Migrations,
+    /// What /metrics shows.
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// The shared file system, once this node serves it.
+    pub(crate) dfs: std::sync::OnceLock<Arc<::dfs::service::Dfs>>,
+    /// The grid services, when the config has a `[grid]` table.
+    pub(crate) grid: std::sync::OnceLock<Arc<crate::grid::Grid>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

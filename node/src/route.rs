@@ -157,7 +157,7 @@ async fn find(node: &Node, gpid: i32) -> Result<ProcessView> {
     }
     match ps(node, None).await?.into_iter().find(|p| p.gpid == gpid) {
         Some(p) if p.state == ProcState::Lost => {
-            bail!("process {gpid} is lost: node {} died", p.node)
+            bail!("process {gpid} is lost with node {}: the node died", p.node)
         }
         Some(p) => Ok(p),
         None => bail!("no process {gpid} in the cluster"),
@@ -169,18 +169,72 @@ pub async fn locate(node: &Node, gpid: i32) -> Result<NodeId> {
     Ok(find(node, gpid).await?.node)
 }
 
+/// The node where `gpid` runs now, if it does: not while it is on its way between two nodes,
+/// lost, or a zombie (the remains of a copy being discarded on a target).
+pub async fn runs_at(node: &Node, gpid: i32) -> Option<NodeId> {
+    let p = find(node, gpid).await.ok()?;
+    let gone = matches!(
+        p.state,
+        ProcState::Migrating | ProcState::Lost | ProcState::Zombie
+    );
+    (!gone).then_some(p.node)
+}
+
 /// Sends `sig` to process `gpid` wherever it runs.
 pub async fn kill(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
     let host = locate(node, gpid).await?;
     if host == node.config.id {
-        return node.local_procs()?.kill(gpid, sig, caller).await;
+        return kill_here(node, gpid, sig, caller).await;
     }
+    kill_at(node, host, gpid, sig, caller).await
+}
+
+/// Asks node `host` to send `sig` to its process `gpid`.
+async fn kill_at(node: &Node, host: NodeId, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
     let req = RpcRequest::Kill {
         gpid,
         sig,
         caller: caller.clone(),
     };
     ask_done(node, host, &req).await
+}
+
+/// Moves `gpid`, hosted here, to node `to`, and counts the migration in the metrics.
+pub async fn migrate_here(
+    node: &Arc<Node>,
+    gpid: i32,
+    to: NodeId,
+    rounds: Option<u32>,
+    caller: &Caller,
+) -> Result<MigrationReport> {
+    let r = migration::source::migrate_out(node, gpid, to, rounds, caller).await;
+    node.metrics.migrated(r.as_ref().map_err(drop));
+    r
+}
+
+/// Checkpoints the tree of `gpid`, hosted here, and counts the checkpoint in the metrics.
+pub async fn checkpoint_here(
+    node: &Node,
+    gpid: i32,
+    dir: &str,
+    leave_running: bool,
+    caller: &Caller,
+) -> Result<(Vec<i32>, u64)> {
+    let start = Instant::now();
+    let r = migration::checkpoint::checkpoint(node, gpid, dir, leave_running, caller).await;
+    node.metrics
+        .checkpointed(start.elapsed(), r.as_ref().ok().map(|(_, bytes)| *bytes));
+    r
+}
+
+/// Sends `sig` to process `gpid` of this node; one that has just left for another node (it
+/// was listed here a moment ago) gets it there.
+pub async fn kill_here(node: &Node, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
+    let Some(to) = node.local_procs()?.kill(gpid, sig, caller).await? else {
+        return Ok(());
+    };
+    tracing::info!(gpid, sig, %to, "signal for a process that just left passed on");
+    kill_at(node, to, gpid, sig, caller).await
 }
 
 /// Moves `gpid` to node `to`, wherever it runs now.
@@ -194,7 +248,7 @@ pub async fn migrate(
     let row = find(node, gpid).await?;
     let host = row.node;
     if host == node.config.id {
-        return migration::source::migrate_out(node, gpid, to, rounds, caller).await;
+        return migrate_here(node, gpid, to, rounds, caller).await;
     }
     let req = RpcRequest::Migrate {
         gpid,
@@ -277,7 +331,7 @@ pub async fn checkpoint(
 ) -> Result<(Vec<i32>, u64)> {
     let host = locate(node, gpid).await?;
     if host == node.config.id {
-        return migration::checkpoint::checkpoint(node, gpid, &dir, leave_running, caller).await;
+        return checkpoint_here(node, gpid, &dir, leave_running, caller).await;
     }
     let req = RpcRequest::Checkpoint {
         gpid,

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, Mutex};
 use crate::migration;
 use crate::node::Node;
 use crate::procman::ProcMan;
+use crate::route;
 use crate::sched::ops::{self as sched_ops, SchedOp};
 use crate::session::{follow_local, InputSource, Leg};
 
@@ -107,7 +108,7 @@ async fn answer(node: &Arc<Node>, req: RpcRequest) -> RpcResponse {
             to,
             rounds,
             caller,
-        } => match migration::source::migrate_out(node, gpid, to, rounds, &caller).await {
+        } => match route::migrate_here(node, gpid, to, rounds, &caller).await {
             Ok(report) => RpcResponse::Migrated(report),
             Err(e) => error(e),
         },
@@ -116,13 +117,10 @@ async fn answer(node: &Arc<Node>, req: RpcRequest) -> RpcResponse {
             dir,
             leave_running,
             caller,
-        } => {
-            match migration::checkpoint::checkpoint(node, gpid, &dir, leave_running, &caller).await
-            {
-                Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
-                Err(e) => error(e),
-            }
-        }
+        } => match route::checkpoint_here(node, gpid, &dir, leave_running, &caller).await {
+            Ok((pids, page_bytes)) => RpcResponse::Checkpointed { pids, page_bytes },
+            Err(e) => error(e),
+        },
         RpcRequest::Restart { dir, caller } => {
             match migration::checkpoint::restart(node, &dir, &caller).await {
                 Ok(gpid) => RpcResponse::Restored {
@@ -144,14 +142,14 @@ async fn answer(node: &Arc<Node>, req: RpcRequest) -> RpcResponse {
             node.directory().retain(|g, _| !gpids.contains(g));
             RpcResponse::Done
         }
-        RpcRequest::Kill { gpid, sig, caller } => match node.local_procs() {
-            Ok(pm) => match pm.kill(gpid, sig, &caller).await {
+        RpcRequest::Kill { gpid, sig, caller } => {
+            match route::kill_here(node, gpid, sig, &caller).await {
                 Ok(()) => RpcResponse::Done,
                 Err(e) => error(e),
-            },
-            Err(e) => error(e),
-        },
+            }
+        }
         RpcRequest::Input(_) => error(anyhow::anyhow!("input outside of a session")),
+        RpcRequest::Grid(bytes) => super::grid::serve_rpc(node, &bytes).await,
         RpcRequest::Join { .. }
         | RpcRequest::Spawn { .. }
         | RpcRequest::Attach { .. }
@@ -188,6 +186,8 @@ async fn spawn(
     let follower = (!spec.detach).then_some(tx);
     match pm.spawn(&spec, &caller, follower).await? {
         Ok(gpid) => {
+            node.metrics.launched();
+            node.metrics.launched();
             conn.send(&RpcResponse::Started { gpid }).await?;
             if spec.detach {
                 return Ok(());

@@ -222,7 +222,10 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
         let (tx, rx) = mpsc::channel(8);
         let follower = (!spec.detach).then_some(tx);
         let gpid = match pm.spawn(&spec, &caller, follower).await? {
-            Ok(gpid) => gpid,
+            Ok(gpid) => {
+                node.metrics.launched();
+                gpid
+            }
             Err(f) => {
                 let msg = format!("node {host} ({host_name}): {}", f.reason);
                 return fail(&mut conn, msg, spawn_exit_code(f.errno)).await;
@@ -325,6 +328,7 @@ pub async fn restart(
         mem_bytes: None,
         detach,
         constraints: Vec::new(),
+        rlimits: Vec::new(),
     };
     let host = match place(node, &spec).await {
         Ok(h) => h,
@@ -498,8 +502,8 @@ async fn follow(
 /// Where `gpid` runs now if its host `host` went away after it had moved on (before the
 /// host could say so): the node it runs on, if not `host`.
 async fn moved_elsewhere(node: &Node, gpid: i32, host: NodeId) -> Option<NodeId> {
-    match route::locate(node, gpid).await {
-        Ok(at) if at != host => {
+    match route::runs_at(node, gpid).await {
+        Some(at) if at != host => {
             tracing::info!(gpid, from = %host, to = %at, "its host went away, but the process runs on elsewhere");
             Some(at)
         }

@@ -19,7 +19,7 @@ pub enum Stage {
     Stdio = 1,
     /// Changing to the working directory.
     Chdir = 2,
-    /// Taking the user's groups and ids.
+    /// Taking the user's limits, groups and ids.
     Credentials = 3,
     /// Executing the program.
     Exec = 4,
@@ -40,7 +40,7 @@ impl Stage {
         match self {
             Stage::Stdio => "cannot set up stdio",
             Stage::Chdir => "cannot change to the working directory",
-            Stage::Credentials => "cannot take the user's identity",
+            Stage::Credentials => "cannot take the user's identity and limits",
             Stage::Exec => "cannot execute",
         }
     }
@@ -49,7 +49,9 @@ impl Stage {
 /// Everything the child needs, allocated before `clone3`.
 #[derive(Debug)]
 pub struct Prepared {
-    path: CString,
+    /// Where the program may be, tried in order (a `PATH` search), as the user, after the
+    /// change of directory: relative ones are relative to the working directory.
+    paths: Vec<CString>,
     // The CStrings own the bytes the pointer arrays point into.
     _argv: Vec<CString>,
     _envp: Vec<CString>,
@@ -59,6 +61,8 @@ pub struct Prepared {
     uid: libc::uid_t,
     gid: libc::gid_t,
     groups: Vec<libc::gid_t>,
+    /// Limits to set, already lowered to this process's own (so setting them needs nothing).
+    rlimits: Vec<(u32, libc::rlimit64)>,
     fds: Vec<RawFd>,
 }
 
@@ -67,18 +71,22 @@ fn cstring(bytes: &[u8], what: &str) -> Result<CString, String> {
 }
 
 impl Prepared {
-    /// Prepares a start of `path` with `argv`, `env` (`KEY=VALUE` entries) in `cwd` as
-    /// `uid`/`gid`/`groups`, with `fds` becoming its fds 0, 1, 2, ... in order. The fds must
-    /// be numbered above `fds.len()` (see [`lift_fd`]).
+    /// Prepares a start of the first of `paths` that can be executed, with `argv`, `env`
+    /// (`KEY=VALUE` entries) in `cwd` as `uid`/`gid`/`groups`, with `fds` becoming its fds 0,
+    /// 1, 2, ... in order, with `rlimits` (`RLIMIT_*`, soft, hard) where they are below this
+    /// process's own. The fds must be numbered above `fds.len()` (see [`lift_fd`]). The
+    /// child takes the user's ids before it touches `cwd` or any of `paths`, so both are
+    /// reached with the user's rights, not root's.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        path: &OsStr,
+        paths: &[&OsStr],
         argv: &[Vec<u8>],
         env: &[Vec<u8>],
         cwd: &[u8],
         uid: u32,
         gid: u32,
         groups: Vec<u32>,
+        rlimits: &[(u32, u64, u64)],
         fds: Vec<RawFd>,
     ) -> Result<Prepared, String> {
         let argv: Vec<CString> = argv
@@ -93,8 +101,14 @@ impl Prepared {
         argv_ptrs.push(std::ptr::null());
         let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
         envp_ptrs.push(std::ptr::null());
+        if paths.is_empty() {
+            return Err("no program to execute".into());
+        }
         Ok(Prepared {
-            path: cstring(path.as_bytes(), "the program path")?,
+            paths: paths
+                .iter()
+                .map(|p| cstring(p.as_bytes(), "the program path"))
+                .collect::<Result<_, _>>()?,
             _argv: argv,
             _envp: envp,
             argv_ptrs,
@@ -103,9 +117,29 @@ impl Prepared {
             uid,
             gid,
             groups,
+            rlimits: lowered(rlimits),
             fds,
         })
     }
+}
+
+/// `wanted` limits (`RLIMIT_*`, soft, hard) lowered to this process's own: the hard limit at
+/// most ours, the soft one at most the new hard one. Unknown resources are dropped.
+fn lowered(wanted: &[(u32, u64, u64)]) -> Vec<(u32, libc::rlimit64)> {
+    wanted
+        .iter()
+        .filter_map(|&(res, soft, hard)| {
+            let ours = hard_limit(res)?;
+            let hard = hard.min(ours);
+            Some((
+                res,
+                libc::rlimit64 {
+                    rlim_cur: soft.min(hard),
+                    rlim_max: hard,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Why a start failed.
@@ -162,10 +196,12 @@ fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> usize {
     got
 }
 
-/// The child side: redirect, drop privileges, exec; on failure report and `_exit(127)`.
+/// The child side: redirect, drop privileges, change directory, exec (trying each path as
+/// execvp does: a path that is missing is skipped, one that was found but refused is the error
+/// reported if none runs); on failure report and `_exit(127)`.
 fn child(p: &Prepared, err_fd: RawFd) -> ! {
-    let fail = |stage: Stage| -> ! {
-        let errno = Errno::last_raw().to_ne_bytes();
+    let fail_with = |stage: Stage, errno: i32| -> ! {
+        let errno = errno.to_ne_bytes();
         let msg = [stage as u8, errno[0], errno[1], errno[2], errno[3]];
         // SAFETY: write and _exit are async-signal-safe; `msg` is a valid buffer.
         unsafe {
@@ -173,6 +209,7 @@ fn child(p: &Prepared, err_fd: RawFd) -> ! {
             libc::_exit(127)
         }
     };
+    let fail = |stage: Stage| -> ! { fail_with(stage, Errno::last_raw()) };
     // SAFETY: plain async-signal-safe syscalls on values prepared before clone3; the pointer
     // arrays are NUL-terminated and point into CStrings that live in our copied memory.
     unsafe {
@@ -192,18 +229,121 @@ fn child(p: &Prepared, err_fd: RawFd) -> ! {
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
-        if libc::chdir(p.cwd.as_ptr()) < 0 {
-            fail(Stage::Chdir);
+        // Lowering limits needs no privilege; the ones asked for are already no higher.
+        for (res, lim) in &p.rlimits {
+            if libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                *res,
+                lim as *const libc::rlimit64,
+                0usize,
+            ) < 0
+            {
+                fail(Stage::Credentials);
+            }
         }
+        // The ids first: the working directory and the program are reached as the user.
         if libc::setgroups(p.groups.len(), p.groups.as_ptr()) < 0
             || libc::setgid(p.gid) < 0
             || libc::setuid(p.uid) < 0
         {
             fail(Stage::Credentials);
         }
-        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        if libc::chdir(p.cwd.as_ptr()) < 0 {
+            fail(Stage::Chdir);
+        }
+        let mut refused = 0;
+        for path in &p.paths {
+            libc::execve(path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+            match Errno::last_raw() {
+                libc::ENOENT | libc::ENOTDIR => {}
+                e => refused = e,
+            }
+        }
+        if refused != 0 {
+            fail_with(Stage::Exec, refused)
+        }
         fail(Stage::Exec)
     }
+}
+
+/// Makes the calling thread, and every thread it starts from now on, reach files as user
+/// `uid`, group `gid` and supplementary `groups` (its fs uid, fs gid and groups): the kernel
+/// then checks file permissions as for that user, and drops the capabilities that bypass them
+/// (`CAP_DAC_OVERRIDE`, `CAP_FOWNER`, ...) while the fs uid is not 0. Real and effective ids
+/// stay root's, so the thread may still trace and read the user's processes. Raw system calls:
+/// glibc's `setgroups` would change the groups of every thread of the process.
+pub fn reach_files_as(uid: u32, gid: u32, groups: &[u32]) -> nix::Result<()> {
+    // SAFETY: setgroups reads `groups.len()` ids from the pointer, which points into `groups`.
+    let r = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    Errno::result(r)?;
+    // setfsgid and setfsuid return the id before the call and report no error: asking again
+    // with an invalid id (-1) returns the id in force, which must be the one we set.
+    // SAFETY: no pointers; an id argument only.
+    let fsgid = unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsgid, u32::MAX)
+    };
+    // SAFETY: as above.
+    let fsuid = unsafe {
+        libc::syscall(libc::SYS_setfsuid, uid);
+        libc::syscall(libc::SYS_setfsuid, u32::MAX)
+    };
+    if fsgid != i64::from(gid) || fsuid != i64::from(uid) {
+        return Err(Errno::EPERM);
+    }
+    Ok(())
+}
+
+/// The supplementary groups of the process at the other end of Unix socket `fd`, as the kernel
+/// recorded them when it connected (`SO_PEERGROUPS`).
+pub fn peer_groups(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<Vec<u32>> {
+    // NGROUPS_MAX on Linux is 65536; start small and grow to what the kernel asks for.
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = libc::socklen_t::try_from(groups.len() * std::mem::size_of::<libc::gid_t>())
+            .map_err(|_| Errno::ERANGE)?;
+        // SAFETY: getsockopt writes at most `len` bytes into `groups`, which holds that many,
+        // and writes the length it needs (or used) into `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        match Errno::result(r) {
+            Ok(_) => {
+                groups.truncate(n);
+                return Ok(groups);
+            }
+            Err(Errno::ERANGE) if n > groups.len() && n <= 65536 => groups.resize(n, 0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// This process's hard limit of resource `res` (`RLIMIT_*`), if the kernel knows it.
+pub fn hard_limit(res: u32) -> Option<u64> {
+    let mut lim = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit64 on ourselves (pid 0) with no new limit writes one rlimit64 through the
+    // last pointer, which points to `lim`, alive for the whole call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            res,
+            std::ptr::null::<libc::rlimit64>(),
+            &mut lim as *mut libc::rlimit64,
+        )
+    };
+    (r == 0).then_some(lim.rlim_max)
 }
 
 /// Sends one datagram on a SOCK_SEQPACKET socket with `fds` attached (SCM_RIGHTS).
@@ -294,4 +434,20 @@ pub fn pipe_unread(fd: std::os::fd::BorrowedFd<'_>) -> nix::Result<usize> {
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
     Errno::result(r)?;
     Ok(usize::try_from(n).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asked_limits_are_lowered_to_ours_never_raised() {
+        let nofile = libc::RLIMIT_NOFILE as u32;
+        let ours = hard_limit(nofile).expect("RLIMIT_NOFILE");
+        let got = lowered(&[(nofile, u64::MAX, u64::MAX), (9999, 1, 1)]);
+        assert_eq!(got.len(), 1, "an unknown resource is dropped");
+        assert_eq!((got[0].1.rlim_cur, got[0].1.rlim_max), (ours, ours));
+        let got = lowered(&[(nofile, 100, 50)]);
+        assert_eq!((got[0].1.rlim_cur, got[0].1.rlim_max), (50, 50.min(ours)));
+    }
 }

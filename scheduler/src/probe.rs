@@ -10,7 +10,6 @@ use std::collections::HashMap;
 
 use procfs::process::Process;
 
-
 /// One probe.
 pub trait Probe: Send + std::fmt::Debug {
     /// Its name.

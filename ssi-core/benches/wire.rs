@@ -45,7 +45,9 @@ enum Mode {
 /// A server answering each request frame with one answer frame, for every connection.
 async fn serve(listener: TcpListener, mode: Mode, tls: TlsContext) {
     loop {
-        let Ok((s, _)) = listener.accept().await else { return };
+        let Ok((s, _)) = listener.accept().await else {
+            return;
+        };
         s.set_nodelay(true).ok();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -59,7 +61,9 @@ async fn serve(listener: TcpListener, mode: Mode, tls: TlsContext) {
                     }
                 }
                 Mode::Tls => {
-                    let Ok(mut c) = SecureStream::server(s, &tls, "bench").await else { return };
+                    let Ok(mut c) = SecureStream::server(s, &tls, "bench").await else {
+                        return;
+                    };
                     while let Ok(Some(req)) = c.recv::<serde_bytes::ByteBuf>().await {
                         if c.send(&req).await.is_err() {
                             return;
@@ -72,7 +76,12 @@ async fn serve(listener: TcpListener, mode: Mode, tls: TlsContext) {
 }
 
 /// Median time of one connect + request + answer, over `ROUND_TRIPS`.
-async fn round_trip(addr: std::net::SocketAddr, mode: Mode, tls: &TlsContext, fresh: bool) -> Duration {
+async fn round_trip(
+    addr: std::net::SocketAddr,
+    mode: Mode,
+    tls: &TlsContext,
+    fresh: bool,
+) -> Duration {
     let req = serde_bytes::ByteBuf::from(vec![7u8; 200]);
     let mut times = Vec::with_capacity(ROUND_TRIPS);
     for _ in 0..ROUND_TRIPS {
@@ -82,15 +91,24 @@ async fn round_trip(addr: std::net::SocketAddr, mode: Mode, tls: &TlsContext, fr
         match mode {
             Mode::Plain => {
                 let mut f = Framed::new(s, codec());
-                f.send(bytes::Bytes::from(req.to_vec())).await.expect("send");
+                f.send(bytes::Bytes::from(req.to_vec()))
+                    .await
+                    .expect("send");
                 f.next().await.expect("answer").expect("frame");
             }
             Mode::Tls => {
                 // a context of its own: no session to resume, the full handshake
-                let ctx = if fresh { fresh_client(tls) } else { tls.clone() };
+                let ctx = if fresh {
+                    fresh_client(tls)
+                } else {
+                    tls.clone()
+                };
                 let mut c = SecureStream::client(s, &ctx, "bench").await.expect("tls");
                 c.send(&req).await.expect("send");
-                c.recv::<serde_bytes::ByteBuf>().await.expect("recv").expect("answer");
+                c.recv::<serde_bytes::ByteBuf>()
+                    .await
+                    .expect("recv")
+                    .expect("answer");
             }
         }
         times.push(t.elapsed());
@@ -129,7 +147,9 @@ async fn bulk(mode: Mode, tls: &TlsContext) -> Duration {
                 }
             }
             Mode::Tls => {
-                let mut c = SecureStream::server(s, &server_tls, "bench").await.expect("tls");
+                let mut c = SecureStream::server(s, &server_tls, "bench")
+                    .await
+                    .expect("tls");
                 while let Some(b) = c.recv::<serde_bytes::ByteBuf>().await.expect("recv") {
                     got += b.len();
                 }

@@ -16,9 +16,14 @@
 //! node_key_file = "/etc/ssi/node.key"          # mode 0600
 //! probe_scope = "host"             # or "hosted", see ProbeScope
 //! hostname = "n1"                  # unset by default, see ConfigLayer::hostname
+//! http_listen = "127.0.0.1:9770"   # /metrics; unset by default (no HTTP endpoint)
 //!
 //! [gossip]
 //! probe_period_ms = 200
+//!
+//! [dfs]
+//! mode = "replicated"              # or "off" (the default)
+//! mount = "/ssi"
 //!
 //! [limits]
 //! control_connections = 256       # see LimitsConfig
@@ -105,6 +110,10 @@ pub struct ConfigLayer {
     /// such as Open MPI's shared-memory segments, would otherwise collide between nodes.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Address of the daemon's HTTP endpoint, which serves Prometheus metrics at /metrics
+    /// (e.g. 127.0.0.1:9770). Unset (the default), there is none.
+    #[arg(long)]
+    pub http_listen: Option<SocketAddr>,
     /// Membership (SWIM) timing knobs.
     #[command(flatten)]
     #[serde(default)]
@@ -113,10 +122,127 @@ pub struct ConfigLayer {
     #[command(flatten)]
     #[serde(default)]
     pub sched: SchedLayer,
+    /// Shared file system knobs.
+    #[command(flatten)]
+    #[serde(default)]
+    pub dfs: DfsLayer,
     /// Bounds on what clients and peers may hold of this daemon.
     #[command(flatten)]
     #[serde(default)]
     pub limits: LimitsLayer,
+    /// The grid services (the `[grid]` table), checked by ssid's grid module when it starts
+    /// them (docs/GRID.md); file only.
+    #[arg(skip)]
+    #[serde(default)]
+    pub grid: Option<toml::Table>,
+}
+
+/// Whether and how the node serves the shared file system.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DfsMode {
+    /// No shared file system on this node.
+    #[default]
+    Off,
+    /// The replicated file system of the cluster, mounted with FUSE.
+    Replicated,
+}
+
+/// Shared file system knobs (the `[dfs]` table), all optional; see [`DfsConfig`].
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct DfsLayer {
+    /// Shared file system: off or replicated.
+    #[arg(long = "dfs-mode", value_enum)]
+    pub mode: Option<DfsMode>,
+    /// Where the shared file system is mounted (the same path on every node).
+    #[arg(long = "dfs-mount")]
+    pub mount: Option<PathBuf>,
+    /// Directory for this node's metadata store and chunks (default `<state_dir>/dfs`).
+    #[arg(long = "dfs-data-dir")]
+    pub data_dir: Option<PathBuf>,
+    /// Copies of each chunk of file data (fewer while the cluster has fewer alive nodes).
+    #[arg(long = "dfs-replicas")]
+    pub replicas: Option<u32>,
+    /// Nodes voting on the metadata (3 survives one death, 5 two).
+    #[arg(long = "dfs-voters")]
+    pub voters: Option<u32>,
+    /// Threads serving file system requests from the kernel.
+    #[arg(long = "dfs-threads")]
+    pub threads: Option<u32>,
+}
+
+/// Shared file system settings, resolved. docs/DFS.md describes the file system.
+///
+/// Tuning: `replicas` is how many node deaths lose no data (R - 1) and costs R times the
+/// disk space and R - 1 times the network for every byte written; `voters` of 3 keep the
+/// metadata available through one death, 5 through two, at the cost of one more fsync'd
+/// copy of each metadata change per voter. More `threads` serve more requests at once (each
+/// waits for the network while it publishes or fetches).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DfsConfig {
+    /// Off or replicated (default off).
+    pub mode: DfsMode,
+    /// Mount point (default /ssi).
+    pub mount: PathBuf,
+    /// Data directory (default `<state_dir>/dfs`).
+    pub data_dir: PathBuf,
+    /// Chunk replicas (default 3, 1..=7).
+    pub replicas: u32,
+    /// Metadata voters (default 3, 1..=7).
+    pub voters: u32,
+    /// FUSE threads (default 4, 1..=64).
+    pub threads: u32,
+}
+
+impl DfsLayer {
+    fn over(self, base: DfsLayer) -> DfsLayer {
+        DfsLayer {
+            mode: self.mode.or(base.mode),
+            mount: self.mount.or(base.mount),
+            data_dir: self.data_dir.or(base.data_dir),
+            replicas: self.replicas.or(base.replicas),
+            voters: self.voters.or(base.voters),
+            threads: self.threads.or(base.threads),
+        }
+    }
+
+    fn resolve(self, state_dir: &Path) -> Result<DfsConfig> {
+        let cfg = DfsConfig {
+            mode: self.mode.unwrap_or_default(),
+            mount: self.mount.unwrap_or_else(|| PathBuf::from("/ssi")),
+            data_dir: self.data_dir.unwrap_or_else(|| state_dir.join("dfs")),
+            replicas: self.replicas.unwrap_or(3),
+            voters: self.voters.unwrap_or(3),
+            threads: self.threads.unwrap_or(4),
+        };
+        for (name, value, hi) in [
+            ("replicas", cfg.replicas, 7),
+            ("voters", cfg.voters, 7),
+            ("threads", cfg.threads, 64),
+        ] {
+            if !(1..=hi).contains(&value) {
+                return Err(Error::Config(format!(
+                    "dfs.{name} = {value} is out of range 1..={hi}"
+                )));
+            }
+        }
+        if !cfg.mount.is_absolute() || !cfg.data_dir.is_absolute() {
+            return Err(Error::Config(format!(
+                "dfs.mount ({}) and dfs.data_dir ({}) must be absolute paths",
+                cfg.mount.display(),
+                cfg.data_dir.display()
+            )));
+        }
+        if cfg.data_dir.starts_with(&cfg.mount) {
+            return Err(Error::Config(format!(
+                "dfs.data_dir {} is inside the mount point {}",
+                cfg.data_dir.display(),
+                cfg.mount.display()
+            )));
+        }
+        Ok(cfg)
+    }
 }
 
 /// Resource bounds (the `[limits]` table), all optional; see [`LimitsConfig`].
@@ -190,7 +316,10 @@ impl LimitsLayer {
         };
         let counts = [
             ("control_connections", l.control_connections),
-            ("control_connections_per_user", l.control_connections_per_user),
+            (
+                "control_connections_per_user",
+                l.control_connections_per_user,
+            ),
             ("rpc_connections", l.rpc_connections),
             ("detached_per_user", l.detached_per_user),
         ];
@@ -555,12 +684,18 @@ pub struct NodeConfig {
     pub cpu_quota: Option<f64>,
     /// Host name of the node's processes, when they get a UTS namespace of their own.
     pub hostname: Option<String>,
+    /// Address of the HTTP endpoint (/metrics), if any.
+    pub http_listen: Option<SocketAddr>,
     /// Membership timing.
     pub gossip: GossipConfig,
     /// Scheduler settings.
     pub sched: SchedConfig,
+    /// Shared file system settings.
+    pub dfs: DfsConfig,
     /// Resource bounds.
     pub limits: LimitsConfig,
+    /// The `[grid]` table as written, when there is one (ssid's grid module reads it).
+    pub grid: Option<toml::Table>,
 }
 
 impl NodeConfig {
@@ -610,9 +745,12 @@ impl ConfigLayer {
             cpus: self.cpus.or(base.cpus),
             cpu_quota: self.cpu_quota.or(base.cpu_quota),
             hostname: self.hostname.or(base.hostname),
+            http_listen: self.http_listen.or(base.http_listen),
             gossip: self.gossip.over(base.gossip),
             sched: self.sched.over(base.sched),
+            dfs: self.dfs.over(base.dfs),
             limits: self.limits.over(base.limits),
+            grid: self.grid.or(base.grid),
         }
     }
 
@@ -653,15 +791,17 @@ impl ConfigLayer {
         if let Some(h) = &self.hostname {
             check_hostname(h)?;
         }
+        let state_dir = self
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/ssi"));
         Ok(NodeConfig {
             id: NodeId(id),
             name,
             listen,
             advertise,
             seeds: self.seeds.into_iter().filter(|s| *s != advertise).collect(),
-            state_dir: self
-                .state_dir
-                .unwrap_or_else(|| PathBuf::from("/var/lib/ssi")),
+            dfs: self.dfs.resolve(&state_dir)?,
+            state_dir,
             cluster_key_file: self
                 .cluster_key_file
                 .unwrap_or_else(|| PathBuf::from("/etc/ssi/cluster.key")),
@@ -682,9 +822,11 @@ impl ConfigLayer {
                 .or(self.cpu_quota.map(|q| q.ceil().max(1.0) as u32)),
             cpu_quota: self.cpu_quota,
             hostname: self.hostname,
+            http_listen: self.http_listen,
             gossip,
             sched: self.sched.resolve()?,
             limits: self.limits.resolve()?,
+            grid: self.grid,
         })
     }
 }
@@ -828,6 +970,33 @@ mod tests {
             .and_then(ConfigLayer::resolve)
             .expect_err("bad label");
         assert!(bad.to_string().contains("rack"), "{bad}");
+    }
+
+    #[test]
+    fn dfs_table_parses_with_defaults_and_checks() {
+        let cfg = parse("id = 1\nlisten = \"127.0.0.1:1\"\nstate_dir = \"/s\"\n[dfs]\nmode = \"replicated\"\nreplicas = 2\n")
+            .and_then(ConfigLayer::resolve)
+            .expect("valid");
+        assert_eq!(cfg.dfs.mode, DfsMode::Replicated);
+        assert_eq!(cfg.dfs.mount, PathBuf::from("/ssi"));
+        assert_eq!(cfg.dfs.data_dir, PathBuf::from("/s/dfs"));
+        assert_eq!((cfg.dfs.replicas, cfg.dfs.voters), (2, 3));
+        let off = parse("id = 1\nlisten = \"127.0.0.1:1\"\n")
+            .and_then(ConfigLayer::resolve)
+            .expect("valid");
+        assert_eq!(off.dfs.mode, DfsMode::Off);
+        for (bad, what) in [
+            ("replicas = 0", "dfs.replicas"),
+            ("mount = \"rel\"", "absolute"),
+            ("data_dir = \"/ssi/d\"", "inside the mount point"),
+            ("mode = \"external\"", "external"),
+            ("mountpoint = \"/x\"", "mountpoint"),
+        ] {
+            let err = parse(&format!("id = 1\nlisten = \"127.0.0.1:1\"\n[dfs]\n{bad}\n"))
+                .and_then(ConfigLayer::resolve)
+                .expect_err(bad);
+            assert!(err.to_string().contains(what), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -80,6 +80,11 @@ pub enum ControlRequest {
     },
     /// Every node looks at its load now and moves a process if that helps.
     SchedBalance,
+    /// The shared file system's health: leader, voters, per-node capacity and use, chunks,
+    /// under-replicated chunks, re-replication progress; answered by `Dfs`.
+    DfsStatus,
+    /// Verify every chunk replica's checksum and repair from intact copies; answered by `Dfs`.
+    DfsScrub,
     /// Restart a checkpointed tree; answered like `Run`.
     Restart {
         /// Image directory (absolute).
@@ -89,6 +94,8 @@ pub enum ControlRequest {
         /// Return once it runs (output kept for `ssi attach`).
         detach: bool,
     },
+    /// Administer the grid services' VOs (root only); answered by `Grid` or `Error`.
+    Grid(crate::grid::GridAdmin),
 }
 
 /// The daemon's answer.
@@ -116,6 +123,9 @@ pub enum ControlResponse {
     /// Answer to [`ControlRequest::SchedShow`] (and `SchedSet`, `SchedBalance`): each alive
     /// node's scheduler, this node's first.
     Sched(Vec<SchedAnswer>),
+    /// Answer to [`ControlRequest::DfsStatus`] and [`ControlRequest::DfsScrub`], as JSON (the
+    /// shapes are those of `ssi dfs status --json` and `ssi dfs scrub --json`).
+    Dfs(String),
     /// Answer to [`ControlRequest::Checkpoint`].
     Checkpointed {
         /// Pids of the tree.
@@ -125,6 +135,8 @@ pub enum ControlResponse {
     },
     /// The request was carried out.
     Done,
+    /// Answer to a grid request: JSON text.
+    Grid(String),
     /// The request failed; `code` is the exit code the CLI should use.
     Error {
         /// One line.

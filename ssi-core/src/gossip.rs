@@ -6,6 +6,7 @@
 //! through a [`GossipHandle`] and hears about changes through [`GossipHandle::subscribe`].
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,46 @@ enum Command {
 pub struct GossipHandle {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<MemberEvent>,
+    traffic: Arc<Traffic>,
+}
+
+/// Gossip datagrams sent and received since the task started (received ones counted before
+/// they are authenticated), for the daemon's metrics.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    sent_packets: AtomicU64,
+    sent_bytes: AtomicU64,
+    received_packets: AtomicU64,
+    received_bytes: AtomicU64,
+}
+
+/// A reading of [`Traffic`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficCounts {
+    /// Datagrams sent.
+    pub sent_packets: u64,
+    /// Their bytes (sealed, as on the wire).
+    pub sent_bytes: u64,
+    /// Datagrams received.
+    pub received_packets: u64,
+    /// Their bytes.
+    pub received_bytes: u64,
+}
+
+impl Traffic {
+    fn count(packets: &AtomicU64, bytes: &AtomicU64, n: usize) {
+        packets.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> TrafficCounts {
+        TrafficCounts {
+            sent_packets: self.sent_packets.load(Ordering::Relaxed),
+            sent_bytes: self.sent_bytes.load(Ordering::Relaxed),
+            received_packets: self.received_packets.load(Ordering::Relaxed),
+            received_bytes: self.received_bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 fn gone() -> Error {
@@ -56,6 +97,11 @@ impl GossipHandle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
+    }
+
+    /// The gossip traffic so far.
+    pub fn traffic(&self) -> TrafficCounts {
+        self.traffic.read()
     }
 
     /// One row per known node.
@@ -160,12 +206,14 @@ struct Agent {
     events: broadcast::Sender<MemberEvent>,
     bad_packets: RateLimited,
     protocol_errors: RateLimited,
+    traffic: Arc<Traffic>,
 }
 
 /// Starts the gossip task on `socket` (already bound); returns its handle.
 pub fn spawn(core: Core, socket: UdpSocket, key: ClusterKey) -> GossipHandle {
     let (tx, rx) = mpsc::channel(256);
     let (events, _) = broadcast::channel(1024);
+    let traffic = Arc::new(Traffic::default());
     let agent = Agent {
         core,
         socket: Arc::new(socket),
@@ -174,9 +222,14 @@ pub fn spawn(core: Core, socket: UdpSocket, key: ClusterKey) -> GossipHandle {
         events: events.clone(),
         bad_packets: RateLimited::new(Duration::from_secs(10)),
         protocol_errors: RateLimited::new(Duration::from_secs(10)),
+        traffic: traffic.clone(),
     };
     tokio::spawn(agent.run(rx));
-    GossipHandle { tx, events }
+    GossipHandle {
+        tx,
+        events,
+        traffic,
+    }
 }
 
 impl Agent {
@@ -185,7 +238,11 @@ impl Agent {
         loop {
             tokio::select! {
                 recv = self.socket.recv_from(&mut buf) => match recv {
-                    Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                    Ok((n, from)) => {
+                        let t = &self.traffic;
+                        Traffic::count(&t.received_packets, &t.received_bytes, n);
+                        self.on_datagram(&buf[..n], from)
+                    }
                     Err(e) => tracing::warn!(error = %e, "gossip socket receive failed"),
                 },
                 Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
@@ -277,8 +334,12 @@ impl Agent {
             match out {
                 Output::Send { to, data } => {
                     let packet = self.datagrams.seal(&data);
-                    if let Err(e) = self.socket.send_to(&packet, to.addr).await {
-                        tracing::debug!(to = %to, error = %e, "gossip send failed");
+                    match self.socket.send_to(&packet, to.addr).await {
+                        Ok(n) => {
+                            let t = &self.traffic;
+                            Traffic::count(&t.sent_packets, &t.sent_bytes, n);
+                        }
+                        Err(e) => tracing::debug!(to = %to, error = %e, "gossip send failed"),
                     }
                 }
                 Output::Schedule { timer, after } => {

@@ -147,9 +147,15 @@ pub fn check_trusted(path: &Path) -> Result<()> {
     let reason = if !meta.is_file() {
         "not a regular file".to_string()
     } else if mode & 0o022 != 0 {
-        format!("mode {mode:04o} lets group or others change it: chmod 644 {}", path.display())
+        format!(
+            "mode {mode:04o} lets group or others change it: chmod 644 {}",
+            path.display()
+        )
     } else if meta.uid() != me && meta.uid() != 0 {
-        format!("owned by uid {}, neither root nor uid {me} that reads it", meta.uid())
+        format!(
+            "owned by uid {}, neither root nor uid {me} that reads it",
+            meta.uid()
+        )
     } else {
         return Ok(());
     };
@@ -196,7 +202,10 @@ mod tests {
         std::fs::write(&p, "secret").expect("write");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).expect("chmod");
         let err = check_private(&p).expect_err("group-readable").to_string();
-        assert!(err.contains("mode 0640") && err.contains("chmod 600"), "{err}");
+        assert!(
+            err.contains("mode 0640") && err.contains("chmod 600"),
+            "{err}"
+        );
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         check_private(&p).expect("private");
     }

@@ -26,6 +26,10 @@ pub struct RunSpec {
     pub detach: bool,
     /// Labels the node must carry (`--constraint KEY=VALUE`).
     pub constraints: Vec<(String, String)>,
+    /// The caller's resource limits: (`RLIMIT_*` number, soft, hard). The program gets them,
+    /// or the node's where those are lower: a client can lower its program's limits, never
+    /// raise them above what the node gives.
+    pub rlimits: Vec<(u32, u64, u64)>,
 }
 
 impl RunSpec {

@@ -113,6 +113,9 @@ pub enum RpcRequest {
         /// The message.
         msg: MigrationMsg,
     },
+    /// A message of the grid services between daemons (their own versioned encoding, see
+    /// ssid's grid module); answered by `Grid` or `Error`.
+    Grid(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// An answer to an [`RpcRequest`].
@@ -190,6 +193,8 @@ pub enum RpcResponse {
     },
     /// Answer to `Migration`: the other daemon's answer, if it has one.
     Migration(Option<MigrationMsg>),
+    /// Answer to `Grid`.
+    Grid(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// One attempt to move a tree: its root and the epoch the target must hold before it lets the

@@ -210,7 +210,9 @@ fn handshake_failure(e: &std::io::Error) -> String {
         rustls::Error::NoCertificatesPresented => "it showed no certificate".into(),
         rustls::Error::AlertReceived(
             a @ (A::UnknownCA | A::BadCertificate | A::CertificateUnknown | A::AccessDenied),
-        ) => format!("refused by peer ({a:?}): it does not accept our certificate (another cluster CA?)"),
+        ) => format!(
+            "refused by peer ({a:?}): it does not accept our certificate (another cluster CA?)"
+        ),
         other => format!("TLS handshake: {other}"),
     }
 }
@@ -288,7 +290,10 @@ mod tests {
     #[tokio::test]
     async fn nodes_of_one_ca_talk_both_ways() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, cb) = (context(dir.path(), "ca", "a"), context(dir.path(), "ca", "b"));
+        let (ca, cb) = (
+            context(dir.path(), "ca", "a"),
+            context(dir.path(), "ca", "b"),
+        );
         let (a, b) = tokio::io::duplex(1 << 16);
         let server = tokio::spawn(async move {
             let mut s = SecureStream::server(b, &cb, "client")
@@ -347,12 +352,11 @@ mod tests {
             .expect("params")
             .signed_by(&user_key, &issuer)
             .expect("sign");
-        let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes())
-            .expect("ca der");
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(
-            user_key.serialize_pem().as_bytes(),
-        )
-        .expect("key der");
+        let ca_der =
+            rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("ca der");
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(user_key.serialize_pem().as_bytes())
+                .expect("key der");
         let alice =
             TlsContext::new(vec![ca_der], vec![user.der().clone()], key).expect("alice context");
         let (a, b) = tokio::io::duplex(1 << 16);
@@ -370,7 +374,10 @@ mod tests {
     async fn raw_streams_share_an_exported_key() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, cb) = (context(dir.path(), "ca", "a"), context(dir.path(), "ca", "b"));
+        let (ca, cb) = (
+            context(dir.path(), "ca", "a"),
+            context(dir.path(), "ca", "b"),
+        );
         let (a, b) = tokio::io::duplex(1 << 16);
         let server = tokio::spawn(async move {
             let mut s = SecureStream::server(b, &cb, "client")

@@ -77,6 +77,7 @@ fn batch(s: &Strategy, order: &[u32], burn: &str, run: usize) -> Result<(f64, us
     let opts = NodeOptions {
         cpu_quota: Some(QUOTA),
         sched: s.sched.iter().map(|l| l.to_string()).collect(),
+        ..Default::default()
     };
     let tb = Testbed::up_with(&dir, 3, false, opts)?;
     let t = Instant::now();

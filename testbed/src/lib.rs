@@ -7,6 +7,8 @@
 //! and per node `DIR/nN/` with `ssid.toml`, `node.pem` and `node.key` (its certificate from
 //! the CA), `ssid.sock`, `ssid.log` and `ssid.pid`.
 
+pub mod args;
+pub mod mountns;
 pub mod netns;
 pub mod stats;
 mod wait;
@@ -28,6 +30,9 @@ pub use wait::wait_until;
 
 /// Port every node listens on (addresses differ).
 pub const PORT: u16 = 7700;
+
+/// The port of a node's HTTP endpoint, when [`NodeOptions::http`] is set.
+pub const HTTP_PORT: u16 = 9770;
 /// How long `up` and `start` wait for the cluster to agree.
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -39,6 +44,18 @@ pub struct NodeOptions {
     pub cpu_quota: Option<f64>,
     /// Lines of the `[sched]` table of every node's config (e.g. `balance = false`).
     pub sched: Vec<String>,
+    /// Give every node an HTTP endpoint (/metrics) at its address, port [`HTTP_PORT`].
+    #[serde(default)]
+    pub http: bool,
+    /// Serve the shared file system on every node, with these lines added to its `[dfs]`
+    /// table (e.g. `replicas = 1`); each node mounts it at [`Testbed::dfs_mount`].
+    #[serde(default)]
+    pub dfs: Option<Vec<String>>,
+    /// With network namespaces: each node also gets a mount namespace with private `/tmp`,
+    /// `/var/tmp`, `/home` and DFS data (see [`mountns`]), so that nodes share no files but
+    /// the DFS.
+    #[serde(default)]
+    pub private_mounts: bool,
 }
 
 /// The layout of a testbed, saved in `DIR/testbed.json`.
@@ -53,6 +70,10 @@ pub struct Layout {
     /// Settings of every node.
     #[serde(default)]
     pub options: NodeOptions,
+    /// TOML tables appended to every node's config (`{ip}` becomes the node's address), e.g.
+    /// a `[grid]` table.
+    #[serde(default)]
+    pub tables: String,
 }
 
 /// A running (or stopped) testbed.
@@ -99,6 +120,18 @@ impl Testbed {
         use_netns: bool,
         options: NodeOptions,
     ) -> Result<Testbed> {
+        Self::up_with_tables(dir, nodes, use_netns, options, "")
+    }
+
+    /// Like [`Testbed::up_with`], with TOML `tables` appended to every node's config (`{ip}`
+    /// in them becomes the node's address).
+    pub fn up_with_tables(
+        dir: &Path,
+        nodes: usize,
+        use_netns: bool,
+        options: NodeOptions,
+        tables: &str,
+    ) -> Result<Testbed> {
         if nodes == 0 {
             bail!("a testbed needs at least one node");
         }
@@ -136,6 +169,7 @@ impl Testbed {
                 netns_slot,
                 bin_dir,
                 options,
+                tables: tables.to_string(),
             },
             children: HashMap::new(),
             owned: true,
@@ -264,6 +298,14 @@ impl Testbed {
         self.layout.netns_slot.map(|s| netns::ns_name(s, n))
     }
 
+    /// The address of node `n`'s HTTP endpoint, if the nodes have one.
+    pub fn http_addr(&self, n: usize) -> Option<SocketAddr> {
+        self.layout
+            .options
+            .http
+            .then(|| SocketAddr::new(self.addr(n).ip(), HTTP_PORT))
+    }
+
     fn write_config(&self, n: usize) -> Result<()> {
         let nd = self.node_dir(n);
         std::fs::create_dir_all(&nd).with_context(|| format!("cannot create {}", nd.display()))?;
@@ -288,6 +330,9 @@ impl Testbed {
         if let Some(q) = self.layout.options.cpu_quota {
             text.push_str(&format!("cpu_quota = {q}\n"));
         }
+        if let Some(a) = self.http_addr(n) {
+            text.push_str(&format!("http_listen = \"{a}\"\n"));
+        }
         // Tables come after every top-level key.
         if !self.layout.options.sched.is_empty() {
             text.push_str("[sched]\n");
@@ -296,7 +341,66 @@ impl Testbed {
                 text.push('\n');
             }
         }
+        if let Some(lines) = &self.layout.options.dfs {
+            text.push_str(&format!(
+                "[dfs]\nmode = \"replicated\"\nmount = \"{}\"\ndata_dir = \"{}\"\n",
+                self.dfs_mount(n).display(),
+                nd.join("dfs").display()
+            ));
+            for line in lines {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        let ip = self.addr(n).ip().to_string();
+        text.push_str(&self.layout.tables.replace("{ip}", &ip));
         std::fs::write(nd.join("ssid.toml"), text).context("cannot write node config")
+    }
+
+    /// Where node `n` mounts the shared file system: the same path on every node when they
+    /// have private mount namespaces, else a mount point of its own (nodes then share this
+    /// machine's mount table). See [`Testbed::command_in`] to look at it from the node.
+    pub fn dfs_mount(&self, n: usize) -> PathBuf {
+        if self.private_mounts() {
+            PathBuf::from(mountns::DFS_MOUNT)
+        } else {
+            self.node_dir(n).join("mnt")
+        }
+    }
+
+    fn private_mounts(&self) -> bool {
+        self.layout.options.private_mounts && self.layout.netns_slot.is_some()
+    }
+
+    /// A command that runs `program` inside node `n`'s namespaces (network and, with private
+    /// mounts, mount): it sees the files the node sees. The node must be running.
+    pub fn command_in(&self, n: usize, program: &Path) -> Result<Command> {
+        let Some(pid) = self.pid(n) else {
+            bail!("node {n} is not running");
+        };
+        let mut c = Command::new("nsenter");
+        c.arg("-t").arg(pid.to_string()).arg("-n");
+        if self.private_mounts() {
+            c.arg("-m");
+        }
+        c.arg("--").arg(program);
+        Ok(c)
+    }
+
+    /// Detaches node `n`'s file system mount if its daemon died and left it.
+    fn detach_dfs(&self, n: usize) {
+        if self.layout.options.dfs.is_some() && self.pid(n).is_none() {
+            let mnt = self.dfs_mount(n);
+            let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+                .map(|m| {
+                    m.lines()
+                        .any(|l| l.split(' ').nth(4) == Some(&*mnt.to_string_lossy()))
+                })
+                .unwrap_or(false);
+            if mounted {
+                let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
     }
 
     /// A command that runs `program` where node `n` lives (inside its network namespace, if
@@ -323,7 +427,21 @@ impl Testbed {
             .open(self.log(n))
             .with_context(|| format!("cannot open {}", self.log(n).display()))?;
         let log2 = log.try_clone().context("cannot duplicate log file")?;
-        let mut cmd = self.command_on(n, &self.bin("ssid"));
+        let mut cmd = if self.private_mounts() {
+            let mut c = self.command_on(n, Path::new("unshare"));
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(mountns::script(
+                    &self.dir,
+                    &self.layout.bin_dir,
+                    n,
+                    self.nodes(),
+                ))
+                .arg("sh")
+                .arg(self.bin("ssid"));
+            c
+        } else {
+            self.command_on(n, &self.bin("ssid"))
+        };
         cmd.arg("--config")
             .arg(nd.join("ssid.toml"))
             .stdin(Stdio::null())
@@ -457,6 +575,7 @@ impl Testbed {
             netns::remove_slot(slot);
         }
         for n in 1..=self.nodes() {
+            self.detach_dfs(n);
             self.remove_cgroup(n);
         }
         let _ = std::fs::remove_file(self.dir.join("testbed.json"));

@@ -1,81 +1,14 @@
 //! `ssi-testbed`: boot, break and tear down ssi clusters on one machine.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use ssi_core::view::MemberState;
+use testbed::args::{Args, Cmd};
 use testbed::{wait_until, Testbed, SETTLE_TIMEOUT};
-
-/// Boot N ssi nodes on this machine (loopback or network namespaces), break them, tear down.
-#[derive(Debug, Parser)]
-#[command(name = "ssi-testbed", version)]
-struct Args {
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Start N nodes and wait until all see each other alive; writes DIR/env.
-    Up {
-        /// Number of nodes.
-        #[arg(long, default_value_t = 3)]
-        nodes: usize,
-        /// Testbed directory.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Put each node in its own network namespace on a bridge (root only).
-        #[arg(long)]
-        netns: bool,
-        /// Limit each node's processes to this many CPUs (a cgroup per node).
-        #[arg(long)]
-        cpu_quota: Option<f64>,
-    },
-    /// Kill a node's daemon with SIGKILL (a crash).
-    Kill {
-        /// Testbed directory.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Node number.
-        #[arg(long)]
-        node: usize,
-    },
-    /// Stop a node's daemon with SIGTERM (a graceful leave).
-    Stop {
-        /// Testbed directory.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Node number.
-        #[arg(long)]
-        node: usize,
-    },
-    /// Start a stopped or killed node again and wait until it is alive everywhere.
-    Start {
-        /// Testbed directory.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Node number.
-        #[arg(long)]
-        node: usize,
-    },
-    /// Stop every node and remove the namespaces (logs stay in DIR).
-    Down {
-        /// Testbed directory.
-        #[arg(long)]
-        dir: PathBuf,
-    },
-    /// The guided tour: boot 3 nodes, crash one and bring it back; as root also run programs,
-    /// migrate, checkpoint and restart, re-balance, and run an MPI job; tear down.
-    Demo {
-        /// Use network namespaces (root only).
-        #[arg(long)]
-        netns: bool,
-    },
-}
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
@@ -94,9 +27,15 @@ fn run(args: Args) -> Result<()> {
             dir,
             netns,
             cpu_quota,
+            http,
+            dfs,
+            private_mounts,
         } => {
             let opts = testbed::NodeOptions {
                 cpu_quota,
+                http,
+                dfs: dfs.then(Vec::new),
+                private_mounts,
                 ..Default::default()
             };
             let tb = Testbed::up_with(&dir, nodes, netns, opts)?;
@@ -105,6 +44,11 @@ fn run(args: Args) -> Result<()> {
                 tb.dir().display(),
                 tb.dir().display()
             );
+            for n in 1..=nodes {
+                if let Some(a) = tb.http_addr(n) {
+                    println!("node {n} metrics: http://{a}/metrics");
+                }
+            }
             tb.detach();
         }
         Cmd::Kill { dir, node } => Testbed::open(&dir)?.kill(node)?,
@@ -154,6 +98,7 @@ fn demo(netns: bool) -> Result<()> {
                 "min_residence_ms = 1500".into(),
                 "balance_cooldown_ms = 1500".into(),
             ],
+            ..Default::default()
         }
     } else {
         testbed::NodeOptions::default()

@@ -42,7 +42,12 @@ fn run_refused_daemon(
     std::fs::create_dir_all(dir).expect("mkdir");
     ssid_ok(
         tb,
-        &["--issue-cert".as_ref(), dir.as_os_str(), "--ca".as_ref(), ca.as_os_str()],
+        &[
+            "--issue-cert".as_ref(),
+            dir.as_os_str(),
+            "--ca".as_ref(),
+            ca.as_os_str(),
+        ],
     );
     let mut child = Command::new(tb.bin("ssid"))
         .arg("--id")
@@ -205,7 +210,10 @@ fn node_of_another_cluster_ca_is_refused_and_learns_nothing() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("not from our cluster CA"), "intruder says: {err}");
+    assert!(
+        err.contains("not from our cluster CA"),
+        "intruder says: {err}"
+    );
     assert!(!err.contains("join accepted"), "{err}");
     assert!(
         log_of(&tb, 1).contains("another cluster CA"),
@@ -231,7 +239,14 @@ fn ssid_refuses_a_key_others_may_read() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let out = Command::new(testbed::find_bin_dir().expect("bins").join("ssid"))
-        .args(["--id", "1", "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:1"])
+        .args([
+            "--id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--advertise",
+            "127.0.0.1:1",
+        ])
         .arg("--state-dir")
         .arg(dir.path())
         .arg("--cluster-key-file")

@@ -9,7 +9,9 @@ use std::time::Duration;
 use testbed::{wait_until, Testbed};
 
 mod common;
-use common::{compile, first_line, json, root_or_skip, run_cmd, ssi, ssi_cmd, testbed, SETTLE};
+use common::{
+    compile, first_line, json, log_tails, root_or_skip, run_cmd, ssi, ssi_cmd, testbed, SETTLE,
+};
 
 /// Starts `ssi run --node NODE -- ARGS` through node `via`; returns the client.
 fn run_via(tb: &Testbed, via: usize, node: usize, args: &[&str]) -> Child {
@@ -244,15 +246,38 @@ fn killing_the_source_node_during_migration_fails_cleanly() {
         !mig.status.success(),
         "migration cannot succeed without its source"
     );
+    let err = String::from_utf8_lossy(&mig.stderr);
     assert!(
-        !String::from_utf8_lossy(&mig.stderr).trim().is_empty(),
-        "a reason is given"
+        err.contains(&format!("process {gpid} is lost with node 1")),
+        "ssi migrate says what became of the process: {err}"
     );
     assert!(
         wait_until(SETTLE, || client.try_wait().ok().flatten().is_some()),
         "client hangs"
     );
     assert_eq!(client.wait().expect("wait").code(), Some(255));
+    // Every surviving node lists it as lost with node 1, until its owner has seen it listed.
+    let row = |via: usize| {
+        json(&ssi(&tb, via, &["ps", "--json"]))
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|p| p["gpid"] == gpid)
+            .cloned()
+    };
+    let mut seen = None;
+    assert!(
+        wait_until(SETTLE, || {
+            seen = row(2);
+            seen.is_some()
+        }),
+        "node 2 does not list the lost process\n{}",
+        log_tails(&tb, 3, 30)
+    );
+    let seen = seen.expect("row");
+    assert_eq!(seen["state"], "lost", "{seen}");
+    assert_eq!(seen["node"], 1, "{seen}");
+    assert_eq!(row(3), None, "listed again after its owner saw it");
     // Nothing half-restored is left on the target.
     let on_target = || {
         json(&ssi(&tb, 2, &["ps", "--json"]))
@@ -358,8 +383,9 @@ fn checkpoint_on_one_node_and_restart_on_another() {
     assert_eq!(resume_at + resumed.len(), 80);
 }
 
-/// The pid (in the root namespace) of node `n`'s incoming-migration helper, if one runs: a
-/// grandchild of the node's ssid (under its namespace init) running `migrate-in`.
+/// The pid (in the root namespace) of a helper of node `n` (on the target of a migration, its
+/// incoming-migration helper), if one runs: a grandchild of the node's ssid (under its
+/// namespace init) running `ssid helper`.
 fn migrate_in_helper(tb: &Testbed, n: usize) -> Option<i32> {
     let ssid = tb.pid(n)?.as_raw();
     let parent = |pid: i32| -> Option<i32> {
@@ -382,7 +408,8 @@ fn migrate_in_helper(tb: &Testbed, n: usize) -> Option<i32> {
 /// The target's helper dies at three points of the copy (with the debug build, all during
 /// pre-copy): the process runs on at the source, once, and nothing is left on the target; a
 /// later migration of the same process to the same node works. (The case of an answer lost
-/// after the last image: `migrate/tests/target_faults.rs` and `daemon::incoming`.)
+/// after the last image: `migrate/tests/target_faults.rs` and the protocol simulation,
+/// `migrate::protocol::sim`.)
 #[test]
 fn a_target_helper_killed_mid_migration_leaves_the_process_at_the_source() {
     if !root_or_skip("migration") {
@@ -440,7 +467,10 @@ fn a_target_helper_killed_mid_migration_leaves_the_process_at_the_source() {
             );
             continue;
         }
-        assert!(err.contains("runs on at the source"), "{delay_ms} ms: {err}");
+        assert!(
+            err.contains("runs on at the source"),
+            "{delay_ms} ms: {err}"
+        );
         // Once, at the source, still ticking.
         assert_eq!((on(1), on(2)), (1, 0), "{delay_ms} ms: {err}");
         for _ in 0..2 {
@@ -449,8 +479,21 @@ fn a_target_helper_killed_mid_migration_leaves_the_process_at_the_source() {
             assert!(tick.starts_with("tick "), "{tick:?}");
         }
     }
-    let m = migrate(&tb, 1, gpid, 2);
-    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    // The last killed helper's half-restored copy on node 2 may still be dying: until it is
+    // gone its pid is taken there, which the migration reports (the process runs on at node 1).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let m = migrate(&tb, 1, gpid, 2);
+        let err = String::from_utf8_lossy(&m.stderr).to_string();
+        if m.status.success() {
+            break;
+        }
+        assert!(
+            err.contains("is in use") && std::time::Instant::now() < deadline,
+            "{err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert_eq!((on(1), on(2)), (0, 1));
     tick.clear();
     out.read_line(&mut tick).expect("read tick");
@@ -615,7 +658,11 @@ fn a_process_killed_during_its_migration_is_gone_everywhere() {
             let _ = mig.kill();
         }
         let _ = mig.wait();
-        assert!(done, "ssi migrate hangs after its process was killed");
+        assert!(
+            done,
+            "rounds {rounds}: ssi migrate hangs after its process was killed\n{}",
+            log_tails(&tb, 2, 40)
+        );
         // the kill may come too late for the source copy (`ssi kill` finds it gone): then the
         // process is on node 2 and is killed there now
         if !k.status.success() {
@@ -624,7 +671,10 @@ fn a_process_killed_during_its_migration_is_gone_everywhere() {
         let gone = wait_until(SETTLE, || host_of(&tb, 1, gpid).is_none());
         assert!(
             gone,
-            "rounds {rounds}: process {gpid} runs on after its kill"
+            "rounds {rounds}: process {gpid} runs on after its kill (kill: {}; ps: {})\n{}",
+            String::from_utf8_lossy(&k.stderr),
+            String::from_utf8_lossy(&ssi(&tb, 1, &["ps", "--json"]).stdout),
+            log_tails(&tb, 2, 40)
         );
         let ended = wait_until(SETTLE, || client.try_wait().ok().flatten().is_some());
         if !ended {
@@ -636,4 +686,73 @@ fn a_process_killed_during_its_migration_is_gone_everywhere() {
             "rounds {rounds}: the client of a killed process hangs"
         );
     }
+}
+
+/// While a tree moves, every node lists it once: as `migrating`, with its source as its node
+/// and its target as `to`; then once, running on the target.
+#[test]
+fn a_migrating_process_is_listed_once() {
+    if !root_or_skip("migration") {
+        return;
+    }
+    let (d, tb) = testbed(2, false);
+    let hog = compile("memhog", d.path());
+    let mut client = run_via(&tb, 1, 1, &[hog.to_str().expect("path"), "384", "10"]);
+    let (ready, _out) = first_line(&mut client);
+    assert_eq!(ready, "ready\n");
+    let rows = |via: usize, gpid: i64| -> Vec<serde_json::Value> {
+        json(&ssi(&tb, via, &["ps", "--json"]))
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|p| p["gpid"] == gpid)
+            .cloned()
+            .collect()
+    };
+    let gpid = json(&ssi(&tb, 1, &["ps", "--json"]))
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|p| p["command"].as_str().is_some_and(|c| c.contains("memhog")))
+        .and_then(|p| p["gpid"].as_i64())
+        .expect("memhog listed");
+    let mut mig = ssi_cmd(&tb, 1, &["migrate", &gpid.to_string(), "--to", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn migrate");
+    let mut migrating = None;
+    let done = wait_until(Duration::from_secs(120), || {
+        for via in [1, 2] {
+            let r = rows(via, gpid);
+            assert!(
+                r.len() <= 1,
+                "listed {} times via node {via}: {r:?}",
+                r.len()
+            );
+            if let Some(p) = r.first().filter(|p| p["state"] == "migrating") {
+                migrating = Some(p.clone());
+            }
+        }
+        mig.try_wait().ok().flatten().is_some()
+    });
+    if !done {
+        let _ = mig.kill();
+    }
+    let mig = mig.wait_with_output().expect("migrate output");
+    assert!(done, "ssi migrate hangs");
+    assert!(
+        mig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mig.stderr)
+    );
+    let p = migrating.expect("never listed as migrating while it moved");
+    assert_eq!((&p["node"], &p["to"]), (&1.into(), &2.into()), "{p}");
+    for via in [1, 2] {
+        let r = rows(via, gpid);
+        assert_eq!(r.len(), 1, "via node {via}: {r:?}");
+        assert_eq!(r[0]["node"], 2, "via node {via}: {r:?}");
+    }
+    let _ = ssi(&tb, 1, &["kill", "-s", "KILL", &gpid.to_string()]);
+    let _ = client.wait();
 }

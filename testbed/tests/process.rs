@@ -2,7 +2,7 @@
 //! and what happens when a node dies. Real daemons, real processes.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use ssi_core::view::MemberState;
@@ -196,6 +196,19 @@ fn global_pid_is_getpid_and_ps_and_kill_work_from_any_node() {
     assert_eq!(first.parse::<i64>().expect("number"), gpid);
 
     for observer in 1..=3 {
+        // Between its first line and `sleep` waiting, the shell may still be running or
+        // executing: wait for the sleep.
+        let asleep = |p: &serde_json::Value| {
+            p["state"] == "sleeping"
+                && p["command"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("sleep"))
+        };
+        assert!(
+            wait_until(SETTLE, || find(&ps(&tb, observer), gpid)
+                .is_some_and(|p| asleep(&p))),
+            "not seen asleep from node {observer}"
+        );
         let p = find(&ps(&tb, observer), gpid).expect("listed on every node");
         assert_eq!(p["node"], 3);
         assert_eq!(p["state"], "sleeping");
@@ -352,13 +365,18 @@ fn a_program_started_on_a_node_dies_with_it() {
     assert!(wait_until(Duration::from_secs(5), || count_sleepers() < before));
 }
 
+/// Processes named `sleep` on the machine. Their `comm` files only: unlike pgrep (which reads
+/// `stat`), that never waits on another test's process stuck in `execve` under a tracer.
 fn count_sleepers() -> usize {
-    let out = Command::new("pgrep")
-        .args(["-xc", "sleep"])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c == "sleep\n"))
+        .count()
 }

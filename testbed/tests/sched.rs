@@ -167,6 +167,7 @@ fn an_overloaded_node_moves_work_to_idle_ones_on_its_own() {
             "min_residence_ms = 1000".into(),
             "balance_cooldown_ms = 1500".into(),
         ],
+        ..Default::default()
     };
     // In network namespaces, as the demo runs it: the nodes' CPU quota (cgroups) must work there.
     let tb = Testbed::up_with(&dir.path().join("tb"), 3, true, opts).expect("testbed");
@@ -272,6 +273,7 @@ fn processes_with_unread_input_are_not_moved() {
             "min_residence_ms = 500".into(),
             "balance_cooldown_ms = 500".into(),
         ],
+        ..Default::default()
     };
     let tb = Testbed::up_with(&dir.path().join("tb"), 2, false, opts).expect("testbed");
     // Idle until its input is queued in its stdin pipe (so that it is no candidate before),

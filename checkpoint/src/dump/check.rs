@@ -34,9 +34,34 @@ fn precheck(shape: &TreeShape, root: i32, skip: &HashMap<i32, i32>) -> Result<()
             Err(e) => return Err(e),
         }
     }
+    refuse_shared_tables(&tables.iter().map(|t| t.0).collect::<Vec<_>>())?;
     // A dry run of the shared file table: pipes and sockets that lead outside the tree are
     // found now, before anything is frozen (the copies of their contents are thrown away).
     files::build(root, &tables, &pidfds)?;
+    Ok(())
+}
+
+/// Refuses processes (not threads) that share an fd table, fs struct or signal handlers with
+/// another process of the tree (`clone` with `CLONE_FILES`, `CLONE_FS` or `CLONE_SIGHAND`):
+/// a restore creates each process with its own.
+fn refuse_shared_tables(pids: &[i32]) -> Result<()> {
+    use sfd::Shared;
+    for (i, &pid) in pids.iter().enumerate() {
+        for &other in &pids[..i] {
+            for (what, name, flag) in [
+                (Shared::Files, "its fd table is", "CLONE_FILES"),
+                (Shared::Fs, "its cwd, root and umask are", "CLONE_FS"),
+                (Shared::Sighand, "its signal handlers are", "CLONE_SIGHAND"),
+            ] {
+                if sfd::shares(pid, other, what).unwrap_or(false) {
+                    return Err(Error::unsupported(
+                        pid,
+                        format!("{name} shared with pid {other} ({flag})"),
+                    ));
+                }
+            }
+        }
+    }
     Ok(())
 }
 

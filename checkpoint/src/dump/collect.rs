@@ -41,7 +41,12 @@ pub(super) fn tree(
     session: &mut Session,
     local: &vdso::Local,
 ) -> Result<TreeImage> {
-    let root = frozen.shape.order[0];
+    // The tree may have ended between its discovery and its freeze.
+    let Some(&root) = frozen.shape.order.first() else {
+        return Err(Error::Conflict(
+            "the tree to dump has no process left: it ended before it could be frozen".into(),
+        ));
+    };
     let mut procs = Vec::with_capacity(pids.len());
     let mut tables = Vec::new();
     let mut pidfds: HashMap<i32, OwnedFd> = HashMap::new();
@@ -99,6 +104,7 @@ fn inventory(
                 ZombieImage::save(&mut ZombieDump {
                     pid,
                     tree: frozen.pids(),
+                    zombies: &frozen.zombies,
                 })
             })
             .collect::<Result<_>>()?
@@ -156,8 +162,10 @@ fn process(
     let saved = state::save_process(
         &mut ProcDump {
             pid,
+            is_root: pid == frozen.shape.order[0],
             tids: &tids,
             taken: &frozen.taken,
+            stopped_by: frozen.stopped.get(&pid).copied(),
             status: &status,
             par: &mut par,
         },
@@ -199,7 +207,8 @@ fn process(
         mm,
         fds: Default::default(),
         fs: saved.fs,
-        rlimits: saved.rlimits,
+        limits: saved.limits,
+        audit: saved.audit,
         creds: saved.creds,
         signals: saved.signals,
         timers: saved.timers,

@@ -94,6 +94,8 @@ pub struct FrozenTree {
     pub(crate) threads: BTreeMap<i32, Vec<i32>>,
     /// Signals taken out while stopping, by tid.
     pub(crate) taken: HashMap<i32, Vec<Vec<u8>>>,
+    /// Processes found stopped by job control, with the signal that stopped them.
+    pub(crate) stopped: HashMap<i32, i32>,
     /// Children found exited but not reaped yet (not seized, not in `shape`).
     pub(crate) zombies: Vec<i32>,
     released: bool,
@@ -110,6 +112,7 @@ impl FrozenTree {
             },
             threads: BTreeMap::new(),
             taken: HashMap::new(),
+            stopped: HashMap::new(),
             zombies: Vec::new(),
             released: false,
             _not_send: PhantomData,
@@ -137,12 +140,18 @@ impl FrozenTree {
                     if seized.contains(&tid) {
                         continue;
                     }
-                    match ptrace::seize_and_stop(tid, nix::sys::ptrace::Options::empty()) {
-                        Ok(taken) => {
+                    match ptrace::seize_and_stop(
+                        tid,
+                        nix::sys::ptrace::Options::PTRACE_O_TRACESYSGOOD,
+                    ) {
+                        Ok(got) => {
                             seized.insert(tid);
                             t.threads.entry(pid).or_default().push(tid);
-                            if !taken.is_empty() {
-                                t.taken.insert(tid, taken);
+                            if !got.taken.is_empty() {
+                                t.taken.insert(tid, got.taken);
+                            }
+                            if let Some(sig) = got.stopped_by {
+                                t.stopped.insert(pid, sig);
                             }
                             new = true;
                         }

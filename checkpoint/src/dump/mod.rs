@@ -28,6 +28,7 @@ pub use freeze::FrozenTree;
 
 use crate::error::Result;
 use crate::image::{Image, ImageSink};
+use crate::progress::{self, Phase, Progress};
 use crate::vdso;
 use session::Session;
 
@@ -60,6 +61,8 @@ pub struct DumpOptions {
     /// Where the parent image lies relative to this image's directory (written into the
     /// inventory so that `Image::load` finds the chain).
     pub parent_path: Option<String>,
+    /// Told how the dump goes (see [`crate::progress`]).
+    pub progress: Option<Progress>,
 }
 
 /// What a dump did.
@@ -149,6 +152,7 @@ fn run(
     session: &mut Session,
     sink: &mut dyn ImageSink,
 ) -> Result<DumpOutcome> {
+    progress::report(opts.progress.as_ref(), Phase::Preparing, 0, 0);
     let local = vdso::local()?;
     let (frozen, left_out) = check::freeze_settled(root, opts, session)?;
     let frozen_at = Instant::now();
@@ -167,7 +171,7 @@ fn run(
     } else {
         (Some(frozen), None)
     };
-    let page_bytes = write::image(&tree, sink, opts.pre_dump)?;
+    let page_bytes = write::image(&tree, sink, opts.pre_dump, opts.progress.as_ref())?;
     let image_id = tree.inventory.image_id;
     let mut present = HashMap::new();
     let mut parent_bytes = 0;

@@ -94,9 +94,11 @@ impl Parasite {
         let r = inj
             .call(nr, args)
             .map_err(|e| Error::sys(tid, format!("injected {what}"), e));
+        let taken = inj.taken().to_vec();
         inj.finish()
             .map_err(|e| Error::sys(tid, "restore registers", e))?;
         ptrace::set_sigmask(tid, mask).map_err(|e| Error::sys(tid, "restore signal mask", e))?;
+        crate::state::signals::requeue(tid, self.pid, &taken)?;
         r
     }
 
@@ -124,16 +126,33 @@ impl Parasite {
 
     /// Removes the scratch area and puts registers and signal mask back.
     pub fn finish(mut self) -> Result<()> {
-        let (pid, scratch) = (self.pid, self.scratch);
-        self.call(
-            "unmap scratch page",
-            libc::SYS_munmap,
-            [scratch, SCRATCH_LEN, 0, 0, 0, 0],
-        )?;
-        if let Some(inj) = self.inj.take() {
-            inj.finish()
-                .map_err(|e| Error::sys(pid, "restore registers", e))?;
-        }
-        ptrace::set_sigmask(pid, self.mask).map_err(|e| Error::sys(pid, "restore signal mask", e))
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<()> {
+        let Some(mut inj) = self.inj.take() else {
+            return Ok(());
+        };
+        let pid = self.pid;
+        let unmapped = inj
+            .call(libc::SYS_munmap, [self.scratch, SCRATCH_LEN, 0, 0, 0, 0])
+            .map_err(|e| Error::sys(pid, "injected unmap scratch page", e));
+        let taken = inj.taken().to_vec();
+        inj.finish()
+            .map_err(|e| Error::sys(pid, "restore registers", e))?;
+        ptrace::set_sigmask(pid, self.mask)
+            .map_err(|e| Error::sys(pid, "restore signal mask", e))?;
+        // a stop signal sent while the session lasted comes after the snapshot: the process
+        // gets it when let go
+        crate::state::signals::requeue(pid, pid, &taken)?;
+        unmapped.map(drop)
+    }
+}
+
+impl Drop for Parasite {
+    /// A session that ends early (a dump that fails or refuses the process once frozen) still
+    /// leaves the process as it found it, so that the tree can run on.
+    fn drop(&mut self) {
+        let _ = self.end();
     }
 }

@@ -9,8 +9,8 @@ use super::parasite::Parasite;
 use crate::error::{Error, Result};
 use crate::image::record::PAGE;
 use crate::image::Image;
+use crate::state::limits::Rlimits;
 use crate::state::memory::ranges::{self, Ranges};
-use crate::state::rlimits::Rlimits;
 use crate::sys::{self, fd as sfd};
 use crate::track::{uffd::UffdTracker, DirtyTracker};
 

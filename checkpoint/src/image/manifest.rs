@@ -9,10 +9,13 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::state::attrs::Attrs;
+pub use crate::state::attrs::{Attrs, ThreadAttrs};
+pub use crate::state::audit::Audit;
 pub use crate::state::creds::Creds;
 pub use crate::state::files::epoll::EventPoll;
 pub use crate::state::files::eventfd::EventFd;
+pub use crate::state::files::locks::{FileLock, LockKind};
+pub use crate::state::files::owner::Owner;
 pub use crate::state::files::pipe::{FifoEnd, PipeEnd, PipeImage};
 pub use crate::state::files::regular::{Device, Directory, Regular};
 pub use crate::state::files::signalfd::SignalFd;
@@ -21,9 +24,9 @@ pub use crate::state::files::timerfd::TimerFd;
 pub use crate::state::files::unix::{PairEnd, SocketPairImage};
 pub use crate::state::files::{Fd, FdTable, FileKind, OpenFile};
 pub use crate::state::fs::Fs;
+pub use crate::state::limits::Limits;
 pub use crate::state::memory::shmem::ShmemImage;
-pub use crate::state::memory::{MmImage, MmLayout, PageRun, Vma, VmaKind};
-pub use crate::state::rlimits::Rlimits;
+pub use crate::state::memory::{MemLock, MmImage, MmLayout, PageRun, Vma, VmaKind};
 pub use crate::state::signals::{SigAction, Signals};
 pub use crate::state::threads::{ThreadImage, Threads};
 pub use crate::state::timers::Timers;
@@ -72,6 +75,8 @@ pub struct Shared {
     pub socketpairs: Vec<SocketPairImage>,
     /// Shared anonymous memory objects (their pages are in the `shmem` part).
     pub shmem: Vec<ShmemImage>,
+    /// Regular files deleted while open, with their contents.
+    pub ghosts: Vec<crate::state::files::ghost::GhostImage>,
 }
 
 /// Everything about one process.
@@ -95,15 +100,17 @@ pub struct ProcessImage {
     pub fds: FdTable,
     /// Working directory, root directory, umask.
     pub fs: Fs,
-    /// Resource limits.
-    pub rlimits: Rlimits,
+    /// Resource limits, oom_score_adj.
+    pub limits: Limits,
+    /// Audit login uid.
+    pub audit: Audit,
     /// User and group ids, groups, capabilities.
     pub creds: Creds,
     /// Signal dispositions and process-wide pending signals.
     pub signals: Signals,
     /// Interval timers.
     pub timers: Timers,
-    /// Personality, no_new_privs, dumpable.
+    /// Personality, no_new_privs, dumpable, child subreaper, THP disabled.
     pub attrs: Attrs,
     /// A pre-dump left its userfaultfd in the process at this fd, for the next dump to take.
     pub tracker_fd: Option<i32>,

@@ -65,26 +65,73 @@ pub trait ImageSink {
     fn aligned(&self) -> bool;
 }
 
-/// Writes each part to a file in a directory (created if missing).
+/// Writes each part to a file in a directory (created if missing, mode 0700).
+///
+/// Part files are created mode 0600 with `O_CREAT|O_EXCL|O_NOFOLLOW`: a file or a link already
+/// in a part's place is refused, never followed or truncated (a directory someone else can
+/// write to cannot turn the dump into a write elsewhere). [`DirSink::replacing`] removes what
+/// is in the way first: a link is removed, not followed.
 #[derive(Debug)]
 pub struct DirSink {
     dir: PathBuf,
+    replace: bool,
     current: Option<(PathBuf, BufWriter<File>)>,
 }
 
 impl DirSink {
-    /// A sink writing into `dir`.
+    /// A sink writing into `dir`; an image part already there is refused.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        Ok(DirSink { dir, current: None })
+        Self::open(dir.into(), false)
+    }
+
+    /// A sink writing into `dir` that replaces the image parts already there.
+    pub fn replacing(dir: impl Into<PathBuf>) -> Result<Self> {
+        Self::open(dir.into(), true)
+    }
+
+    fn open(dir: PathBuf, replace: bool) -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io(&dir, e))?;
+        Ok(DirSink {
+            dir,
+            replace,
+            current: None,
+        })
     }
 }
 
 impl ImageSink for DirSink {
     fn begin(&mut self, part: Part) -> Result<&mut dyn Write> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.dir.join(part.file_name());
-        let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        if self.replace {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&path, e))
+                }
+                _ => {}
+            }
+        }
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::io(
+                    &path,
+                    std::io::Error::new(
+                        e.kind(),
+                        "exists already (an image is not overwritten: remove it first)",
+                    ),
+                ),
+                _ => Error::io(&path, e),
+            })?;
         let (_, w) = self
             .current
             .insert((path, BufWriter::with_capacity(1 << 20, f)));
@@ -202,7 +249,10 @@ impl Image {
         let name = || dir.display().to_string();
         let canonical = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
         if below.contains(&canonical) {
-            return Err(Error::bad_image(name(), "the parent chain comes back to this image"));
+            return Err(Error::bad_image(
+                name(),
+                "the parent chain comes back to this image",
+            ));
         }
         if below.len() >= MAX_CHAIN {
             return Err(Error::bad_image(
@@ -363,7 +413,11 @@ impl Image {
                 .npages
                 .checked_mul(record::PAGE)
                 .and_then(|len| start.checked_add(len))
-                .ok_or_else(|| bad(format!("page run at {start:#x} ends past the address space")))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "page run at {start:#x} ends past the address space"
+                    ))
+                })?;
             if run.in_parent {
                 cut(&parent_chunks, start, end, &mut out).map_err(|a| {
                     Error::bad_image(
@@ -740,8 +794,7 @@ mod tests {
         empty_image(d.path(), 1, None);
         let inv = d.path().join("inventory.rec");
         std::fs::remove_file(&inv).expect("rm");
-        nix::unistd::mkfifo(&inv, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .expect("mkfifo");
+        nix::unistd::mkfifo(&inv, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
         let err = Image::load(d.path()).expect_err("fifo");
         assert!(err.to_string().contains("not a regular file"), "{err}");
     }

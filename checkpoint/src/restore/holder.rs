@@ -102,6 +102,24 @@ impl Task {
         Ok(self.scratch_at()? + off)
     }
 
+    /// Writes `value` to the process' own /proc/self/`file` (open, write, close injected).
+    pub fn write_proc_self(&mut self, file: &str, value: &str) -> Result<()> {
+        let path = self.put_str(0, &format!("/proc/self/{file}"))?;
+        self.put(256, value.as_bytes())?;
+        let fd = self.call(
+            &format!("open /proc/self/{file}"),
+            libc::SYS_openat,
+            [libc::AT_FDCWD as u64, path, libc::O_WRONLY as u64, 0, 0, 0],
+        )?;
+        let wrote = self.call(
+            &format!("write {value} to /proc/self/{file}"),
+            libc::SYS_write,
+            [fd, path + 256, value.len() as u64, 0, 0, 0],
+        );
+        self.call("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        wrote.map(drop)
+    }
+
     /// The `syscall` instruction injected calls use.
     pub fn syscall_at(&self) -> u64 {
         self.syscall_at
@@ -181,7 +199,8 @@ impl Holder {
     pub fn seize_root(pid: i32, local: &vdso::Local) -> Result<Holder> {
         let opts = nix::sys::ptrace::Options::PTRACE_O_TRACECLONE
             | nix::sys::ptrace::Options::PTRACE_O_TRACEFORK
-            | nix::sys::ptrace::Options::PTRACE_O_EXITKILL;
+            | nix::sys::ptrace::Options::PTRACE_O_EXITKILL
+            | nix::sys::ptrace::Options::PTRACE_O_TRACESYSGOOD;
         ptrace::seize_and_stop(pid, opts).map_err(|e| Error::sys(pid, "seize", e))?;
         let syscall_at = local.block.vdso + local.syscall_off;
         let (pgid, sid) = group_and_session(pid)?;

@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::image::stream::{self, Piece, PieceReader};
 use crate::image::{Image, Inventory, ProcessImage, Shared};
 use crate::persist::{Persist, ProcRestore, TreeMade};
+use crate::progress::{self, Meter, Phase, Progress};
 use crate::state::creds::Creds;
 use crate::state::memory::{self, shmem, space::PageWriter};
 use crate::state::tree::{Groups, ZombieRestore};
@@ -50,6 +51,9 @@ pub struct RestoreOptions {
     pub stdio: Option<[RawFd; 3]>,
     /// Restore even if a regular or mapped file changed size since the dump.
     pub allow_changed_files: bool,
+    /// Told how the restore of a loaded image goes (see [`crate::progress`]); restores from a
+    /// stream do not report.
+    pub progress: Option<Progress>,
 }
 
 /// A restored tree, running (or held stopped, see [`Restorer::hold`]). Its root is a child of
@@ -268,21 +272,42 @@ impl Restorer {
     }
 
     fn apply_image_inner(&mut self, img: &Image) -> Result<Option<Restored>> {
+        let progress = self.opts.progress.clone();
+        progress::report(progress.as_ref(), Phase::Preparing, 0, 0);
         // everything that can be checked is checked before anything is created
         for p in &img.processes {
             self.check_new_process(p, &img.inventory)?;
         }
         let mut a = self.begin(img.inventory.clone(), img.shared.clone())?;
+        // the chain is resolved: this image gives every page
+        let pages = img
+            .processes
+            .iter()
+            .map(|p| img.resolve_pages(p.pid))
+            .collect::<Result<Vec<_>>>()?;
+        let shmem_chunks = || {
+            img.shared
+                .shmem
+                .iter()
+                .flat_map(|s| img.shmem_chunks(s.id).iter().map(|c| (s.id, c)))
+        };
+        let total: u64 = shmem_chunks()
+            .map(|(_, c)| c.data.as_slice().len() as u64)
+            .chain(
+                pages
+                    .iter()
+                    .flatten()
+                    .map(|c| c.data.as_slice().len() as u64),
+            )
+            .sum();
+        let mut meter = Meter::start(progress.as_ref(), total);
         if let Some(o) = &a.objects {
-            for s in &img.shared.shmem {
-                for c in img.shmem_chunks(s.id) {
-                    shmem::write(&o.shmem, s.id, c.addr, c.data.as_slice())?;
-                }
+            for (id, c) in shmem_chunks() {
+                shmem::write(&o.shmem, id, c.addr, c.data.as_slice())?;
+                meter.add(c.data.as_slice().len() as u64);
             }
         }
-        for p in &img.processes {
-            // the chain is resolved: this image gives every page
-            let chunks = img.resolve_pages(p.pid)?;
+        for (p, chunks) in img.processes.iter().zip(&pages) {
             let mut full = p.clone();
             for r in &mut full.mm.pages {
                 r.in_parent = false;
@@ -294,9 +319,13 @@ impl Restorer {
                 .ok_or_else(|| Error::Conflict(format!("pid {}: not held", p.pid)))?;
             let pieces: Vec<(u64, &[u8])> =
                 chunks.iter().map(|c| (c.addr, c.data.as_slice())).collect();
-            write_split(h.space.writer(h.pid), &pieces, p.pid)?;
+            for batch in batches(&pieces, BATCH_BYTES) {
+                write_split(h.space.writer(h.pid), batch, p.pid)?;
+                meter.add(batch.iter().map(|p| p.1.len() as u64).sum());
+            }
             a.cursor = None;
         }
+        meter.finish();
         self.end(a)
     }
 
@@ -505,27 +534,29 @@ impl Restorer {
             h.space.end_fill();
         }
         self.tree_shape(&inv, &procs)?;
+        objects.files.make_late(&shared)?;
         for p in &procs {
             signals::drain(self.held(p.pid)?)?;
         }
         objects
             .files
-            .plan_epoll(&shared, procs.iter().map(|p| (p.pid, &p.fds)));
+            .plan_finish(procs.iter().map(|p| (p.pid, &p.fds)));
         let made = TreeMade {
             restorer: std::process::id() as i32,
             files: &objects.files,
+            shared: &shared,
             shmem: &objects.shmem,
             same_creds: same_creds_as_me(&procs),
         };
         for p in &procs {
-            let tids: Vec<i32> = p.threads.iter().map(|t| t.tid).collect();
             let mut cx = ProcRestore {
                 h: self.held(p.pid)?,
-                tids: &tids,
+                p,
                 tree: &made,
             };
             state::restore_process(p, &mut cx)?;
         }
+        objects.files.restore_owners(&shared)?;
         objects.files.release_keepers();
         self.go(&procs)?;
         Ok(Restored {
@@ -556,11 +587,13 @@ impl Restorer {
         Ok(())
     }
 
-    /// Registers, extended state and signal masks of every thread, then every task goes
-    /// (unless the tree is held, see [`Restorer::hold`]).
+    /// Registers, extended state and signal masks of every thread (and a stop queued for
+    /// those job control had stopped: taken once let go), then every task goes (unless the
+    /// tree is held, see [`Restorer::hold`]).
     fn go(&mut self, procs: &[ProcessImage]) -> Result<()> {
         for p in procs {
             threads::set_registers(p.pid, &p.threads)?;
+            p.signals.stop_again(p.pid, &p.threads)?;
         }
         self.done = true;
         self.held = procs
@@ -617,6 +650,26 @@ impl Drop for Restorer {
             self.abort();
         }
     }
+}
+
+/// Page data written into a process between two progress reports.
+const BATCH_BYTES: usize = 64 << 20;
+
+/// `pieces` cut into consecutive batches of about `max` bytes (a piece is never split).
+fn batches<'p, 'd>(pieces: &'p [(u64, &'d [u8])], max: usize) -> Vec<&'p [(u64, &'d [u8])]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, p) in pieces.iter().enumerate() {
+        bytes += p.1.len();
+        if bytes >= max {
+            out.push(&pieces[start..=i]);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < pieces.len() {
+        out.push(&pieces[start..]);
+    }
+    out
 }
 
 /// Writes `pieces` into a process, on two threads when there is enough to share (the copy

@@ -1,13 +1,14 @@
 //! Credentials: user and group ids, supplementary groups, capability sets.
 //!
-//! Saved from /proc/PID/status. Restored in every thread (credentials belong to a thread; a raw
-//! `setresuid` changes only the calling one) after everything that needs the restorer's
-//! privileges, and before the attributes that a change of credentials resets (dumpable, the
-//! parent-death signal).
+//! Saved from /proc/PID/status; a process whose threads do not all have the same credentials
+//! is refused. Restored in every thread (credentials belong to a thread; a raw `setresuid`
+//! changes only the calling one) after everything that needs the restorer's privileges, and
+//! before the attributes that a change of credentials resets (dumpable, the parent-death
+//! signal).
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::persist::{Persist, ProcDump, ProcRestore};
 use crate::restore::holder::InThread;
 
@@ -27,8 +28,26 @@ pub struct Creds {
     pub caps: [u64; 5],
 }
 
+/// Refuses a process whose threads do not all have the credentials of the process.
+pub(crate) fn check(pid: i32, status: &procfs::process::Status) -> Result<()> {
+    let want = Creds::from_status(status);
+    let Ok(tasks) = procfs::process::Process::new(pid).and_then(|p| p.tasks()) else {
+        return Ok(());
+    };
+    for t in tasks.flatten() {
+        let Ok(st) = t.status() else { continue };
+        if Creds::from_status(&st) != want {
+            return Err(Error::unsupported(
+                pid,
+                format!("thread {} has other credentials than its process", t.tid),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Creds {
-    /// Credentials as /proc/PID/status shows them.
+    /// Credentials of process `pid` as /proc/PID/status shows them.
     pub(crate) fn from_status(st: &procfs::process::Status) -> Creds {
         Creds {
             uids: [st.ruid, st.euid, st.suid, st.fuid],
@@ -66,8 +85,8 @@ impl Persist for Creds {
         if cx.tree.same_creds {
             return Ok(());
         }
-        for &tid in cx.tids {
-            set_in_thread(&mut cx.h.task.thread(tid)?, self)?;
+        for t in cx.p.threads.iter() {
+            set_in_thread(&mut cx.h.task.thread(t.tid)?, self)?;
         }
         Ok(())
     }

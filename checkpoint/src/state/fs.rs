@@ -27,6 +27,20 @@ fn link(pid: i32, what: &str) -> Result<String> {
         .map_err(|e| Error::io(p, e))
 }
 
+/// Refuses a working or root directory that was deleted: it cannot be entered again.
+pub(crate) fn check(pid: i32) -> Result<()> {
+    for (what, name) in [("cwd", "working directory"), ("root", "root directory")] {
+        let dir = link(pid, what)?;
+        if let Some(dir) = dir.strip_suffix(" (deleted)") {
+            return Err(Error::unsupported(
+                pid,
+                format!("its {name} {dir} was deleted"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Persist for Fs {
     type Saving<'a> = ProcDump<'a>;
     type Restoring<'a> = ProcRestore<'a>;

@@ -7,22 +7,24 @@
 //! | `memory` | mappings, pages, mm fields, shared memory | smaps, pagemap, /proc/PID/mem | mmap, UFFDIO_COPY, PR_SET_MM_MAP |
 //! | `files` | fd table, open files (one module per kind) | /proc/PID/fd, fdinfo, sock_diag | made by the restorer, taken with pidfd_getfd |
 //! | `fs` | cwd, root, umask | /proc/PID/{cwd,root,status} | chdir, umask, chroot |
-//! | `rlimits` | resource limits | injected prlimit64 | injected prlimit64 |
+//! | `limits` | resource limits, oom_score_adj | injected prlimit64, /proc/PID/oom_score_adj | injected prlimit64, /proc/self/oom_score_adj |
 //! | `signals` | dispositions, process-wide pending signals | injected rt_sigaction, PEEKSIGINFO | rt_sigaction, rt_sigqueueinfo |
 //! | `threads` | registers, xstate, masks, rseq, tid address, robust list, altstack, pending, name | ptrace, injected calls | clone3 CLONE_THREAD set_tid, injected calls, SETREGS |
 //! | `creds` | uids, gids, groups, capabilities | /proc/PID/status | setres[ug]id, capset in every thread |
-//! | `attrs` | personality, no_new_privs, dumpable | injected personality, prctl | personality, prctl |
+//! | `audit` | login uid | /proc/PID/loginuid | /proc/self/loginuid |
+//! | `attrs` | personality, no_new_privs, dumpable, child subreaper, THP disabled; per thread: scheduling, affinity, parent-death signal, timer slack | injected personality, prctl; sched_getscheduler, sched_getaffinity | personality, prctl; sched_setscheduler, sched_setaffinity |
 //! | `timers` | interval timers | injected getitimer | setitimer |
 //!
 //! [`check`] is every refusal made before anything is frozen; [`restore_process`] is the order
 //! the parts are restored in, and why.
 
 pub(crate) mod attrs;
+pub(crate) mod audit;
 pub(crate) mod creds;
 pub(crate) mod files;
 pub(crate) mod fs;
+pub(crate) mod limits;
 pub(crate) mod memory;
-pub(crate) mod rlimits;
 pub(crate) mod signals;
 pub(crate) mod threads;
 pub(crate) mod timers;
@@ -52,9 +54,10 @@ pub(crate) struct Probe<'a> {
 /// Refuses, before anything is frozen, whatever of the process a restore would not bring back
 /// exactly, naming the process and the object. Returns its fd table (each fd classified).
 pub(crate) fn check(p: &Probe<'_>) -> Result<Vec<FdEntry>> {
-    attrs::check(p.pid, p.status)?;
-    timers::check(p.pid)?;
-    tree::check(p.pid, p.stat, p.root_stat, p.in_tree)?;
+    attrs::check(p)?;
+    creds::check(p.pid, p.status)?;
+    tree::check(p)?;
+    fs::check(p.pid)?;
     let table = files::scan::scan(p.pid, p.skip_fds)?;
     memory::check(p.pid)?;
     Ok(table)
@@ -66,7 +69,8 @@ pub(crate) fn check(p: &Probe<'_>) -> Result<Vec<FdEntry>> {
 pub(crate) struct Saved {
     pub threads: threads::Threads,
     pub fs: fs::Fs,
-    pub rlimits: rlimits::Rlimits,
+    pub limits: limits::Limits,
+    pub audit: audit::Audit,
     pub creds: creds::Creds,
     pub signals: signals::Signals,
     pub timers: timers::Timers,
@@ -90,7 +94,8 @@ pub(crate) fn save_process(cx: &mut ProcDump<'_>, pre_dump: bool) -> Result<Save
         signals: signals::Signals::save(cx)?,
         timers: timers::Timers::save(cx)?,
         attrs: attrs::Attrs::save(cx)?,
-        rlimits: rlimits::Rlimits::save(cx)?,
+        limits: limits::Limits::save(cx)?,
+        audit: audit::Audit::save(cx)?,
         fs,
         creds,
     })
@@ -98,23 +103,28 @@ pub(crate) fn save_process(cx: &mut ProcDump<'_>, pre_dump: bool) -> Result<Save
 
 /// Restores every part of `p` but its memory contents and registers, in this order:
 ///
-/// 1. fds (the files are opened by paths the dumper saw), then the epoll watches over them;
-/// 2. memory: shared mappings, advice, protections, mm fields (opens the executable);
-/// 3. cwd, umask and root (chroot after every open, while the restorer's privileges last);
-/// 4. rlimits (raising a hard limit needs those privileges too);
-/// 5. signal dispositions, then process-wide pending signals (setting SIG_IGN would discard
+/// 1. memory: shared mappings, advice, protections, locks, mm fields (the files this opens are
+///    closed again, which would drop POSIX locks on them: those come next);
+/// 2. fds (the files are opened by paths the dumper saw), POSIX locks, then the open files'
+///    epoll watches and OFD and flock locks;
+/// 3. rlimits and oom_score_adj (raising a hard limit needs the restorer's privileges, and a
+///    process that is not dumpable cannot open its own /proc files once it is not root);
+/// 4. the audit login uid (only the process may write it, through /proc/self);
+/// 5. cwd, umask and root (chroot after every open, while the restorer's privileges last);
+/// 6. signal dispositions, then process-wide pending signals (setting SIG_IGN would discard
 ///    a pending signal);
-/// 6. threads, each with its own state and pending signals;
-/// 7. credentials, in every thread;
-/// 8. attributes (a change of credentials resets dumpable and the parent-death signal);
-/// 9. interval timers (ITIMER_REAL runs from the moment it is set).
+/// 7. threads, each with its own state and pending signals;
+/// 8. credentials, in every thread;
+/// 9. attributes (a change of credentials resets dumpable and the parent-death signal);
+/// 10. interval timers (ITIMER_REAL runs from the moment it is set).
 ///
 /// Every signal stays blocked until the registers and masks are set, the very last step.
 pub(crate) fn restore_process(p: &ProcessImage, cx: &mut ProcRestore<'_>) -> Result<()> {
-    p.fds.restore(cx)?;
     p.mm.restore(cx)?;
+    p.fds.restore(cx)?;
+    p.limits.restore(cx)?;
+    p.audit.restore(cx)?;
     p.fs.restore(cx)?;
-    p.rlimits.restore(cx)?;
     p.signals.restore(cx)?;
     p.threads.restore(cx)?;
     p.creds.restore(cx)?;

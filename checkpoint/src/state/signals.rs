@@ -1,5 +1,6 @@
-//! Signals of a process: the disposition of each signal and the signals pending for the whole
-//! process. (Masks and signals pending for one thread are kept with the thread.)
+//! Signals of a process: the disposition of each signal, the signals pending for the whole
+//! process, and whether job control had stopped it. (Masks and signals pending for one thread
+//! are kept with the thread.)
 //!
 //! Dispositions are read and set by `rt_sigaction` injected into the process. They are set
 //! before any pending signal is queued again: making a signal ignored discards it if it is
@@ -33,6 +34,8 @@ pub struct Signals {
     pub sigactions: Vec<SigAction>,
     /// Signals pending for the whole process (raw `siginfo_t`, 128 bytes each).
     pub shared_pending: Vec<Vec<u8>>,
+    /// The signal that had stopped it by job control (`SIGSTOP`, `SIGTSTP`, ...), 0 if none.
+    pub stopped_by: i32,
 }
 
 fn uncatchable(sig: u64) -> bool {
@@ -75,6 +78,7 @@ impl Persist for Signals {
         Ok(Signals {
             sigactions,
             shared_pending,
+            stopped_by: cx.stopped_by.unwrap_or(0),
         })
     }
 
@@ -101,6 +105,28 @@ impl Persist for Signals {
                 libc::SYS_rt_sigqueueinfo,
                 [h.pid as u64, signo(si) as u64, scratch, 0, 0, 0],
             )?;
+        }
+        Ok(())
+    }
+}
+
+impl Signals {
+    /// Puts a process that job control had stopped in a stop again, just before its threads
+    /// are let go: each thread gets the signal that had stopped it, which it takes before
+    /// running any code of its own once let go (its parent is told the process stopped, with
+    /// that signal). Its disposition was the default and it was not blocked by the thread that
+    /// took it, or it would not have stopped the process; nothing of the process ran since.
+    pub(crate) fn stop_again(
+        &self,
+        pid: i32,
+        threads: &crate::state::threads::Threads,
+    ) -> Result<()> {
+        if self.stopped_by == 0 {
+            return Ok(());
+        }
+        for t in threads.iter() {
+            ptrace::tgkill(pid, t.tid, self.stopped_by)
+                .map_err(|e| Error::sys(t.tid, "stop again", e))?;
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::persist::{Persist, ProcDump, ProcRestore};
 use crate::restore::holder::InThread;
+use crate::state::attrs::ThreadAttrs;
 use crate::sys::ptrace;
 
 const ERESTARTSYS: i64 = -512;
@@ -60,6 +61,9 @@ pub struct ThreadImage {
     pub pending: Vec<Vec<u8>>,
     /// Thread name.
     pub comm: String,
+    /// Scheduling, affinity, parent-death signal, timer slack (restored with the process'
+    /// attributes, after its credentials).
+    pub attrs: ThreadAttrs,
 }
 
 impl Persist for Threads {
@@ -146,6 +150,7 @@ fn save_thread(cx: &mut ProcDump<'_>, tid: i32) -> Result<ThreadImage> {
         ptrace::peek_pending(tid, false).map_err(|e| Error::sys(tid, "read pending signals", e))?;
     pending.extend(cx.taken.get(&tid).into_iter().flatten().cloned());
     let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+    let attrs = ThreadAttrs::save(cx, tid)?;
     Ok(ThreadImage {
         tid,
         regs: ptrace::regs_to_words(&regs),
@@ -157,6 +162,7 @@ fn save_thread(cx: &mut ProcDump<'_>, tid: i32) -> Result<ThreadImage> {
         altstack: (alt[0], alt_flags, alt[2]),
         pending,
         comm: comm.trim_end_matches('\n').to_string(),
+        attrs,
     })
 }
 

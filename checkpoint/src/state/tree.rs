@@ -41,17 +41,58 @@ pub(crate) fn stat(pid: i32) -> Result<procfs::process::Stat> {
         .map_err(|e| Error::procfs(format!("/proc/{pid}/stat"), e))
 }
 
-/// Refuses a process in a group or session led from outside the tree (other than the root's).
-pub(crate) fn check(
-    pid: i32,
-    st: &procfs::process::Stat,
-    root_st: &procfs::process::Stat,
-    in_tree: &dyn Fn(i32) -> bool,
-) -> Result<()> {
+/// Namespaces a process of the tree must share with its root: a restore puts the whole tree
+/// in the restorer's.
+const NAMESPACES: [&str; 10] = [
+    "mnt",
+    "net",
+    "ipc",
+    "uts",
+    "user",
+    "cgroup",
+    "pid",
+    "pid_for_children",
+    "time",
+    "time_for_children",
+];
+
+/// Refuses a process that is traced, in other namespaces than the root, or in a group or
+/// session led from outside the tree (other than the root's).
+pub(crate) fn check(p: &crate::state::Probe<'_>) -> Result<()> {
+    let (pid, st, root_st) = (p.pid, p.stat, p.root_stat);
+    let in_tree = p.in_tree;
+    if p.status.tracerpid != 0 {
+        return Err(Error::unsupported(
+            pid,
+            format!("it is traced by pid {}", p.status.tracerpid),
+        ));
+    }
+    let root = root_st.pid;
+    for ns in NAMESPACES {
+        let link = |of: i32| std::fs::read_link(format!("/proc/{of}/ns/{ns}")).ok();
+        let (mine, roots) = (link(pid), link(root));
+        if mine.is_some() && roots.is_some() && mine != roots {
+            return Err(Error::unsupported(
+                pid,
+                format!("it is in another {ns} namespace than the root of the tree"),
+            ));
+        }
+    }
     if !in_tree(st.session) && st.session != root_st.session {
         return Err(Error::unsupported(
             pid,
             format!("session {} is led from outside the tree", st.session),
+        ));
+    }
+    // a restore creates every process in the root's session and only then makes sessions: a
+    // process can lead one, but not join one of another process
+    if st.session != root_st.session && st.session != pid {
+        return Err(Error::unsupported(
+            pid,
+            format!(
+                "it is in session {} of another process of the tree (not restored yet)",
+                st.session
+            ),
         ));
     }
     if !in_tree(st.pgrp) && st.pgrp != root_st.pgrp {
@@ -63,12 +104,14 @@ pub(crate) fn check(
     Ok(())
 }
 
-/// What saving a zombie needs: its pid and the live processes of the tree.
+/// What saving a zombie needs: its pid and the processes of the tree.
 pub(crate) struct ZombieDump<'a> {
     /// The zombie.
     pub pid: i32,
     /// The frozen processes of the tree.
     pub tree: &'a [i32],
+    /// The zombies of the tree.
+    pub zombies: &'a [i32],
 }
 
 /// What restoring a zombie needs: its parent, held, and the group and session to give it.
@@ -93,6 +136,28 @@ impl Persist for ZombieImage {
                 format!("zombie of parent {}, which is outside the tree", st.ppid),
             ));
         }
+        // a group or session whose leader is in neither the tree nor the root's (the root
+        // comes first in `tree`) could not be made again
+        let root = stat(cx.tree[0])?;
+        let led = |id: i32| cx.tree.contains(&id) || cx.zombies.contains(&id);
+        if !led(st.pgrp) && st.pgrp != root.pgrp {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "zombie in process group {}, whose leader is not in the tree",
+                    st.pgrp
+                ),
+            ));
+        }
+        if !led(st.session) && st.session != root.session {
+            return Err(Error::unsupported(
+                pid,
+                format!(
+                    "zombie in session {}, whose leader is not in the tree",
+                    st.session
+                ),
+            ));
+        }
         Ok(ZombieImage {
             pid,
             ppid: st.ppid,
@@ -115,14 +180,17 @@ impl Persist for ZombieImage {
             return ptrace::end_by_exit(h.task.injector(), code)
                 .map_err(|e| Error::sys(self.pid, "exit", e));
         }
-        // death by a signal: its default action, unblocked, without a core dump
-        h.put(0, &[0u8; 32])?;
-        let at = h.scratch_at()?;
-        h.call(
-            "rt_sigaction SIG_DFL",
-            libc::SYS_rt_sigaction,
-            [sig as u64, at, 0, 8, 0, 0],
-        )?;
+        // death by a signal: its default action (SIGKILL's cannot be changed), unblocked,
+        // without a core dump
+        if sig != libc::SIGKILL {
+            h.put(0, &[0u8; 32])?;
+            let at = h.scratch_at()?;
+            h.call(
+                "rt_sigaction SIG_DFL",
+                libc::SYS_rt_sigaction,
+                [sig as u64, at, 0, 8, 0, 0],
+            )?;
+        }
         crate::sys::fd::set_rlimit(self.pid, libc::RLIMIT_CORE, 0, 0)
             .map_err(|e| Error::sys(self.pid, "set RLIMIT_CORE", e))?;
         ptrace::end_by_signal(self.pid, sig)

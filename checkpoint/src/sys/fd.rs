@@ -40,6 +40,36 @@ pub fn same_mm(pid1: i32, pid2: i32) -> io::Result<bool> {
     Ok(r == 0)
 }
 
+/// The poll events of `fd` now (`POLLIN`, `POLLOUT`, `POLLHUP`, `POLLERR`), without waiting.
+pub fn poll_now(fd: BorrowedFd<'_>) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: the kernel reads and writes one pollfd at &mut p.
+    cvt(unsafe { libc::poll(&mut p, 1, 0) } as i64)?;
+    Ok(p.revents)
+}
+
+/// Kernel objects two processes can share without being threads of one process (kcmp types).
+#[derive(Debug, Clone, Copy)]
+pub enum Shared {
+    /// The fd table (`CLONE_FILES`).
+    Files = 2,
+    /// Working and root directory, umask (`CLONE_FS`).
+    Fs = 3,
+    /// Signal handlers (`CLONE_SIGHAND`).
+    Sighand = 4,
+}
+
+/// True if processes `pid1` and `pid2` share `what`.
+pub fn shares(pid1: i32, pid2: i32, what: Shared) -> io::Result<bool> {
+    // SAFETY: no memory arguments.
+    let r = cvt(unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, what as i32, 0, 0) })?;
+    Ok(r == 0)
+}
+
 /// Copies the bytes queued in pipe `src` (a read end) without consuming them.
 pub fn peek_pipe(src: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut queued: libc::c_int = 0;
@@ -116,27 +146,107 @@ pub fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<(i32, i32, i32)> {
     ))
 }
 
-/// Bytes queued for reading on a stream socket, copied without consuming them.
-pub fn peek_socket(fd: BorrowedFd<'_>, max: usize) -> io::Result<Vec<u8>> {
+/// What is queued for reading at a socket, copied without consuming it.
+#[derive(Debug, Default)]
+pub struct Peeked {
+    /// The messages (a stream socket: one run of bytes).
+    pub messages: Vec<Vec<u8>>,
+    /// Some message carries control data (file descriptors, credentials).
+    pub control: bool,
+    /// Some message is empty (a datagram of no bytes).
+    pub empty: bool,
+}
+
+/// One `recvmsg(MSG_PEEK)` of at most `max` bytes, without room for control data: the bytes
+/// and whether control data had to be left out (`MSG_CTRUNC`). `None` when nothing is queued.
+fn peek_one(fd: BorrowedFd<'_>, max: usize) -> io::Result<Option<(Vec<u8>, bool)>> {
     let mut buf = vec![0u8; max.max(1)];
-    // SAFETY: the kernel writes at most buf.len() bytes into buf.
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all zeroes (no name, no control buffer) is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: the kernel writes at most iov_len bytes into buf and fills msg's flags.
     let n = unsafe {
-        libc::recv(
+        libc::recvmsg(
             fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
+            &mut msg,
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
     if n < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::WouldBlock {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         return Err(e);
     }
     buf.truncate(n as usize);
-    Ok(buf)
+    Ok(Some((buf, msg.msg_flags & libc::MSG_CTRUNC != 0)))
+}
+
+/// `SO_PEEK_OFF` of a socket (-1: off).
+fn peek_off(fd: BorrowedFd<'_>, set: Option<i32>) -> io::Result<i32> {
+    let mut v: libc::c_int = set.unwrap_or(0);
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let p = (&mut v as *mut libc::c_int).cast();
+    // SAFETY: the kernel reads or writes one int at &v.
+    cvt_i(unsafe {
+        match set {
+            Some(_) => {
+                libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEEK_OFF, p, len)
+            }
+            None => libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEEK_OFF,
+                p,
+                &mut len,
+            ),
+        }
+    })?;
+    Ok(v)
+}
+
+/// Most messages a dump copies from one socket.
+const MAX_MESSAGES: usize = 1 << 16;
+
+/// What is queued for reading at socket `fd` (`stream_len` bytes for a stream socket; a
+/// datagram or seqpacket socket is read message by message, moving its peek offset and putting
+/// it back). Fails if the socket's own peek offset is in use.
+pub fn peek_socket(fd: BorrowedFd<'_>, stream_len: Option<usize>) -> io::Result<Peeked> {
+    let mut out = Peeked::default();
+    if let Some(len) = stream_len {
+        if let Some((data, control)) = peek_one(fd, len)? {
+            out.messages.push(data);
+            out.control = control;
+        }
+        return Ok(out);
+    }
+    if peek_off(fd, None)? != -1 {
+        return Err(io::Error::other("the socket uses SO_PEEK_OFF"));
+    }
+    peek_off(fd, Some(0))?;
+    let r = (|| {
+        while out.messages.len() < MAX_MESSAGES {
+            let Some((data, control)) = peek_one(fd, 1 << 20)? else {
+                return Ok(());
+            };
+            out.control |= control;
+            if data.is_empty() {
+                // the peek offset cannot step over an empty datagram
+                out.empty = true;
+                return Ok(());
+            }
+            out.messages.push(data);
+        }
+        Err(io::Error::other("too many messages queued"))
+    })();
+    peek_off(fd, Some(-1))?;
+    r.map(|()| out)
 }
 
 /// What sock_diag says about one Unix socket.
@@ -148,16 +258,23 @@ pub struct UnixDiag {
     pub peer: u32,
     /// Bound path or abstract name, if any.
     pub name: Option<Vec<u8>>,
-    /// Bytes (stream) or datagrams queued for reading.
+    /// Bytes (stream) or datagrams queued for reading; for a listening socket, the
+    /// connections waiting to be accepted.
     pub rqueue: u32,
+    /// For a listening socket, its backlog.
+    pub wqueue: u32,
     /// Shutdown state.
     pub shutdown: u8,
+    /// Device (user-space `dev_t`) and inode of the file it is bound to, if bound to a path.
+    pub vfs: Option<(u64, u64)>,
 }
 
 /// All Unix sockets of the caller's network namespace, by inode (NETLINK_SOCK_DIAG dump).
 pub fn unix_sockets() -> io::Result<HashMap<u32, UnixDiag>> {
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
     const UDIAG_SHOW_NAME: u32 = 1;
+    const UDIAG_SHOW_VFS: u32 = 2;
+    const UNIX_DIAG_VFS: u16 = 1;
     const UDIAG_SHOW_PEER: u32 = 4;
     const UDIAG_SHOW_RQLEN: u32 = 16;
     const UNIX_DIAG_NAME: u16 = 0;
@@ -182,7 +299,8 @@ pub fn unix_sockets() -> io::Result<HashMap<u32, UnixDiag>> {
     req[16] = libc::AF_UNIX as u8;
     req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes()); // all states
     req[28..32].copy_from_slice(
-        &(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | 0x80).to_ne_bytes(),
+        &(UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | 0x80)
+            .to_ne_bytes(),
     );
     req[32..40].copy_from_slice(&[0xff; 8]);
     // SAFETY: req is a readable buffer of req.len() bytes.
@@ -231,8 +349,16 @@ pub fn unix_sockets() -> io::Result<HashMap<u32, UnixDiag>> {
                         UNIX_DIAG_PEER if p.len() >= 4 => {
                             d.peer = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default())
                         }
-                        UNIX_DIAG_RQLEN if p.len() >= 4 => {
-                            d.rqueue = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default())
+                        UNIX_DIAG_RQLEN if p.len() >= 8 => {
+                            d.rqueue = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default());
+                            d.wqueue = u32::from_ne_bytes(p[4..8].try_into().unwrap_or_default());
+                        }
+                        UNIX_DIAG_VFS if p.len() >= 8 => {
+                            let ino = u32::from_ne_bytes(p[0..4].try_into().unwrap_or_default());
+                            // the kernel's own encoding: major << 20 | minor
+                            let kdev = u32::from_ne_bytes(p[4..8].try_into().unwrap_or_default());
+                            let dev = libc::makedev(kdev >> 20, kdev & 0xf_ffff);
+                            d.vfs = Some((dev, ino as u64));
                         }
                         UNIX_DIAG_SHUTDOWN if !p.is_empty() => d.shutdown = p[0],
                         _ => {}
@@ -292,6 +418,16 @@ pub fn memfd(name: &std::ffi::CStr, size: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// A memfd named `name` that accepts seals (`MFD_ALLOW_SEALING`), close-on-exec.
+pub fn memfd_sealable(name: &std::ffi::CStr) -> io::Result<OwnedFd> {
+    // SAFETY: name is a valid C string.
+    let fd = cvt_i(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Raises this process' soft RLIMIT_NOFILE to its hard limit.
 pub fn raise_nofile() {
     if let Ok((_, hard)) = get_rlimit(0, libc::RLIMIT_NOFILE) {
@@ -309,6 +445,12 @@ pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
 
 /// True if epoll instance `epfd` of `pid` watches, under number `tfd`, the file open at `tfd`.
 pub fn epoll_target_is(pid: i32, epfd: i32, tfd: i32) -> io::Result<bool> {
+    epoll_target_at(pid, epfd, tfd, tfd)
+}
+
+/// True if the file epoll instance `epfd` of `pid` watches under number `tfd` is the file
+/// open at fd `fd` of `pid`.
+pub fn epoll_target_at(pid: i32, epfd: i32, tfd: i32, fd: i32) -> io::Result<bool> {
     const KCMP_EPOLL_TFD: i32 = 7;
     #[repr(C)]
     struct Slot {
@@ -328,7 +470,7 @@ pub fn epoll_target_is(pid: i32, epfd: i32, tfd: i32) -> io::Result<bool> {
             pid,
             pid,
             KCMP_EPOLL_TFD,
-            tfd,
+            fd,
             &slot as *const Slot,
         )
     })?;
@@ -378,4 +520,135 @@ pub fn epoll() -> io::Result<OwnedFd> {
     let fd = cvt_i(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
     // SAFETY: fd was just returned by the kernel.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+const F_SETSIG: i32 = 10;
+const F_GETSIG: i32 = 11;
+const F_SETOWN_EX: i32 = 15;
+const F_GETOWN_EX: i32 = 16;
+
+/// `F_GETOWN_EX`: `(F_OWNER_TID (0), F_OWNER_PID (1) or F_OWNER_PGRP (2), pid)` of the
+/// process or group that gets SIGIO for an open file; pid 0 when none does.
+pub fn owner(fd: BorrowedFd<'_>) -> io::Result<(i32, i32)> {
+    // struct f_owner_ex { int type; pid_t pid; } (not in the libc crate for glibc)
+    let mut o = [0i32; 2];
+    // SAFETY: the kernel writes one f_owner_ex (two ints) to o.
+    cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), F_GETOWN_EX, o.as_mut_ptr()) })?;
+    Ok((o[0], o[1]))
+}
+
+/// `F_SETOWN_EX`.
+pub fn set_owner(fd: BorrowedFd<'_>, kind: i32, pid: i32) -> io::Result<()> {
+    let o = [kind, pid];
+    // SAFETY: the kernel reads one f_owner_ex (two ints) from o.
+    cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETOWN_EX, o.as_ptr()) })?;
+    Ok(())
+}
+
+/// `F_GETSIG`: the signal sent instead of SIGIO (0: SIGIO).
+pub fn io_signal(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: no memory arguments.
+    cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), F_GETSIG) })
+}
+
+/// `F_SETSIG`.
+pub fn set_io_signal(fd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    // SAFETY: no memory arguments.
+    cvt_i(unsafe { libc::fcntl(fd.as_raw_fd(), F_SETSIG, sig) })?;
+    Ok(())
+}
+
+/// Opens (`O_PATH`) the file a file handle names, on the file system `mount` is on.
+pub fn open_by_handle(mount: BorrowedFd<'_>, htype: i32, handle: &[u8]) -> io::Result<OwnedFd> {
+    // struct file_handle: handle_bytes, handle_type, then the bytes
+    let mut buf = Vec::with_capacity(8 + handle.len());
+    buf.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+    buf.extend_from_slice(&htype.to_ne_bytes());
+    buf.extend_from_slice(handle);
+    // SAFETY: the kernel reads a struct file_handle of handle_bytes bytes from buf.
+    let fd = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            buf.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Bytes waiting to be read at `fd` (`FIONREAD`).
+pub fn queued_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int at &mut n.
+    cvt_i(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+    Ok(n.max(0) as usize)
+}
+
+/// `inotify_init1(flags)`.
+pub fn inotify(flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: no memory arguments.
+    let fd = cvt_i(unsafe { libc::inotify_init1(flags) })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `inotify_add_watch(fd, path, mask)`: the watch descriptor.
+pub fn inotify_add(fd: BorrowedFd<'_>, path: &std::ffi::CStr, mask: u32) -> io::Result<i32> {
+    // SAFETY: path is a valid C string.
+    cvt_i(unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) })
+}
+
+/// `inotify_rm_watch(fd, wd)`.
+pub fn inotify_rm(fd: BorrowedFd<'_>, wd: i32) -> io::Result<()> {
+    // SAFETY: no memory arguments.
+    cvt_i(unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) })?;
+    Ok(())
+}
+
+/// A Unix socket of type `sotype`, close-on-exec.
+pub fn unix_socket(sotype: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket creation.
+    let fd = cvt_i(unsafe { libc::socket(libc::AF_UNIX, sotype | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A `sockaddr_un` holding `name` (a path, or an abstract name starting with a NUL byte).
+fn sockaddr_un(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.len() > a.sun_path.len() {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in a.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + name.len();
+    Ok((a, len as libc::socklen_t))
+}
+
+/// `bind` of a Unix socket to `name` (relative names resolve against the caller's cwd).
+pub fn unix_bind(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let (a, len) = sockaddr_un(name)?;
+    // SAFETY: the kernel reads len bytes of a.
+    cvt_i(unsafe { libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) })?;
+    Ok(())
+}
+
+/// `connect` of a Unix socket to `name`.
+pub fn unix_connect(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let (a, len) = sockaddr_un(name)?;
+    // SAFETY: the kernel reads len bytes of a.
+    cvt_i(unsafe { libc::connect(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) })?;
+    Ok(())
+}
+
+/// `listen(fd, backlog)`.
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    // SAFETY: no memory arguments.
+    cvt_i(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(())
 }

@@ -6,6 +6,7 @@
 pub mod fd;
 pub mod mem;
 pub mod ptrace;
+pub mod sched;
 pub mod spawn;
 
 use std::io;

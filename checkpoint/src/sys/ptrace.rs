@@ -4,10 +4,18 @@
 //! Injection needs a `syscall` instruction in the target. Every process has the vDSO mapped, and
 //! the vDSO of this kernel contains `syscall` instructions (its fallbacks), at the same offset in
 //! every process. So instead of writing code into the target, a thread's registers are pointed
-//! at that instruction and the thread is single-stepped over it: the kernel reports a SIGTRAP
-//! at syscall exit with the result in `rax`. Setting `orig_rax` to -1 keeps the kernel from
+//! at that instruction and the thread is run with `PTRACE_SYSCALL` to the call's entry and on
+//! to its exit, where `rax` holds the result. Setting `orig_rax` to -1 keeps the kernel from
 //! "restarting" an interrupted system call over the injected one. The target's memory is never
 //! modified, which keeps `--leave-running` exact.
+//!
+//! Why not single-step over the instruction (one stop instead of two): the kernel reports a
+//! step with a *forced* SIGTRAP, and forcing a signal that is blocked or ignored resets its
+//! disposition to SIG_DFL and unblocks it. Calls are injected with every signal blocked, so
+//! each step would throw away the process' SIGTRAP handler (a pending SIGTRAP then kills it,
+//! and a tree left running loses its handler). System call stops are no signal. Tracees are
+//! seized with `PTRACE_O_TRACESYSGOOD`, so that a system call stop is never taken for a SIGTRAP
+//! that was sent to the process.
 
 use std::io;
 
@@ -30,9 +38,18 @@ const NT_X86_XSTATE: usize = 0x202;
 const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 const PTRACE_EVENT_STOP: i32 = 128;
 
-/// Seizes a thread and stops it. Returns siginfos of signals that were dequeued for delivery
-/// while stopping it (they must be queued again later, see the module doc of `dump::freeze`).
-pub fn seize_and_stop(tid: i32, options: np::Options) -> io::Result<Vec<Vec<u8>>> {
+/// How a thread was found when it was seized and stopped.
+#[derive(Debug, Default)]
+pub struct Seized {
+    /// Siginfos of signals that were dequeued for delivery while stopping it (they must be
+    /// queued again later, see the module doc of `dump::freeze`).
+    pub taken: Vec<Vec<u8>>,
+    /// The signal that had stopped it, if it was stopped by job control (group stop).
+    pub stopped_by: Option<i32>,
+}
+
+/// Seizes a thread and stops it.
+pub fn seize_and_stop(tid: i32, options: np::Options) -> io::Result<Seized> {
     let pid = Pid::from_raw(tid);
     np::seize(pid, options)?;
     np::interrupt(pid)?;
@@ -40,13 +57,17 @@ pub fn seize_and_stop(tid: i32, options: np::Options) -> io::Result<Vec<Vec<u8>>
 }
 
 /// Waits until `tid` reports the stop asked by PTRACE_INTERRUPT, collecting signals that got
-/// in the way (each is suppressed and its siginfo returned).
-pub fn wait_interrupt_stop(tid: i32) -> io::Result<Vec<Vec<u8>>> {
+/// in the way (each is suppressed and its siginfo kept). A thread in a group stop reports it
+/// with the signal that stopped it; one stopped by the interrupt, with SIGTRAP.
+pub fn wait_interrupt_stop(tid: i32) -> io::Result<Seized> {
     let pid = Pid::from_raw(tid);
     let mut taken = Vec::new();
     loop {
         match waitpid(pid, Some(WaitPidFlag::__WALL))? {
-            WaitStatus::PtraceEvent(_, _, ev) if ev == PTRACE_EVENT_STOP => return Ok(taken),
+            WaitStatus::PtraceEvent(_, sig, ev) if ev == PTRACE_EVENT_STOP => {
+                let stopped_by = (sig != nix::sys::signal::Signal::SIGTRAP).then_some(sig as i32);
+                return Ok(Seized { taken, stopped_by });
+            }
             WaitStatus::PtraceEvent(_, _, _) => np::cont(pid, None)?,
             WaitStatus::Stopped(..) => {
                 // A signal was about to be delivered: keep its siginfo, suppress it now, and
@@ -258,6 +279,7 @@ pub struct Injector {
     tid: i32,
     base: Regs,
     syscall_at: u64,
+    taken: Vec<Vec<u8>>,
 }
 
 impl Injector {
@@ -269,6 +291,7 @@ impl Injector {
             tid,
             base,
             syscall_at,
+            taken: Vec::new(),
         })
     }
 
@@ -283,7 +306,8 @@ impl Injector {
     }
 
     /// Runs system call `nr` with `args` in the thread; returns the raw result (negative errno
-    /// on failure).
+    /// on failure). Signals that arrive meanwhile and cannot be blocked (SIGSTOP) are taken
+    /// out, kept in [`Injector::taken`].
     pub fn raw(&mut self, nr: i64, args: [u64; 6]) -> io::Result<i64> {
         let mut r = self.base;
         r.rax = nr as u64;
@@ -296,16 +320,23 @@ impl Injector {
         r.r8 = args[4];
         r.r9 = args[5];
         setregs(self.tid, &r)?;
+        // to the call's entry, then through it to its exit
+        self.to_syscall_stop()?;
+        self.to_syscall_stop()?;
+        Ok(getregs(self.tid)?.rax as i64)
+    }
+
+    /// Resumes the thread until its next system call stop (needs `PTRACE_O_TRACESYSGOOD`).
+    fn to_syscall_stop(&mut self) -> io::Result<()> {
         let pid = Pid::from_raw(self.tid);
-        np::step(pid, None)?;
+        np::syscall(pid, None)?;
         loop {
             match waitpid(pid, Some(WaitPidFlag::__WALL))? {
-                WaitStatus::Stopped(_, nix::sys::signal::Signal::SIGTRAP) => break,
-                WaitStatus::PtraceEvent(..) => np::step(pid, None)?,
-                WaitStatus::Stopped(_, sig) => {
-                    return Err(io::Error::other(format!(
-                        "signal {sig} during injected syscall {nr}"
-                    )))
+                WaitStatus::PtraceSyscall(_) => return Ok(()),
+                WaitStatus::PtraceEvent(..) => np::syscall(pid, None)?,
+                WaitStatus::Stopped(..) => {
+                    self.taken.push(get_siginfo_raw(self.tid)?);
+                    np::syscall(pid, None)?;
                 }
                 WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
                     return Err(io::Error::new(
@@ -316,7 +347,11 @@ impl Injector {
                 _ => {}
             }
         }
-        Ok(getregs(self.tid)?.rax as i64)
+    }
+
+    /// Signals taken out of the thread while calls were injected (to be queued again).
+    pub fn taken(&self) -> &[Vec<u8>] {
+        &self.taken
     }
 
     /// Like [`Injector::raw`] but turns a negative result into an error naming the call.
@@ -353,7 +388,11 @@ pub fn end_by_signal(tid: i32, sig: i32) -> io::Result<()> {
     let pid = Pid::from_raw(tid);
     set_sigmask(tid, 0)?;
     tgkill(tid, tid, sig)?;
-    np::cont(pid, None)?;
+    // SIGKILL ends it at once, stopped or not: then only its death is left to take
+    match np::cont(pid, None) {
+        Err(nix::errno::Errno::ESRCH) => {}
+        r => r?,
+    }
     loop {
         match waitpid(pid, Some(WaitPidFlag::__WALL))? {
             WaitStatus::Exited(..) | WaitStatus::Signaled(..) => return Ok(()),

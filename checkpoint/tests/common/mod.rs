@@ -246,8 +246,29 @@ pub fn roundtrip(mut p: Prog) -> (i32, String) {
     let (_dir, img) = dump_to_dir(p.pid, &DumpOptions::default());
     p.reap();
     wait_gone(&img.inventory.pids);
+    // zombies of a killed tree wait for pid 1 to reap them
+    wait_gone(
+        &img.inventory
+            .zombies
+            .iter()
+            .map(|z| z.pid)
+            .collect::<Vec<_>>(),
+    );
     let mut r = restore(&img).expect("restore");
     drop(p);
     r.send("go\n");
     r.finish()
+}
+
+/// Starts `cmd`, dumps and restores it once it is ready, and checks that it exits 0 having
+/// printed `<check> ok` for each of `checks`.
+pub fn roundtrip_checks(cmd: Command, checks: &[&str]) {
+    let mut p = Prog::start(cmd);
+    p.expect("ready");
+    let (code, out) = roundtrip(p);
+    println!("exit {code}:\n{out}");
+    for c in checks {
+        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
+    }
+    assert_eq!(code, 0, "{out}");
 }

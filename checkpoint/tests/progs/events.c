@@ -1,9 +1,13 @@
 /* Event fds: an epoll instance watching a pipe (edge-triggered, with user data) and a timerfd,
- * a periodic timerfd, a signalfd for a blocked signal with one pending. */
+ * a periodic timerfd, a signalfd for a blocked signal with one pending; a second epoll watching
+ * an eventfd under a number since closed (the eventfd lives on as a dup), now taken by
+ * /dev/null. */
 #include "common.h"
 #include <sys/epoll.h>
 #include <sys/timerfd.h>
 #include <sys/signalfd.h>
+#include <sys/eventfd.h>
+#include <fcntl.h>
 #include <signal.h>
 
 int main(void) {
@@ -24,6 +28,13 @@ int main(void) {
     sigprocmask(SIG_BLOCK, &m, NULL);
     int s = signalfd(-1, &m, SFD_NONBLOCK);
     raise(SIGUSR1);
+    int ev = eventfd(0, EFD_NONBLOCK);
+    int ep2 = epoll_create1(0);
+    struct epoll_event ee = {.events = EPOLLIN, .data.u64 = 0x9abc};
+    int evdup = dup(ev);
+    if (ev < 0 || ep2 < 0 || evdup < 0 || epoll_ctl(ep2, EPOLL_CTL_ADD, ev, &ee) || close(ev) ||
+        open("/dev/null", O_RDONLY) != ev)
+        return 2;
     ready(NULL);
     if (wait_go()) return 3;
     if (write(p[1], "x", 1) != 1) return 4;
@@ -44,5 +55,11 @@ int main(void) {
     struct signalfd_siginfo si;
     check("signalfd", read(s, &si, sizeof si) == sizeof si && si.ssi_signo == SIGUSR1);
     check("epoll-del", epoll_ctl(ep, EPOLL_CTL_DEL, p[0], NULL) == 0);
+    uint64_t one = 1;
+    char path[64], l[64] = {0};
+    snprintf(path, sizeof path, "/proc/self/fd/%d", ev);
+    check("epoll-closed-fd", write(evdup, &one, 8) == 8 && epoll_wait(ep2, out, 4, 5000) == 1 &&
+                                 out[0].data.u64 == 0x9abc && readlink(path, l, sizeof l - 1) > 0 &&
+                                 !strcmp(l, "/dev/null") && !(fcntl(ev, F_GETFD) & FD_CLOEXEC));
     return 0;
 }

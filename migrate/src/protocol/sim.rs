@@ -20,8 +20,8 @@ use rand::{RngExt, SeedableRng};
 use ssi_core::NodeId;
 
 use super::{
-    answer_unknown, Handover, Machine, MigrationId, MigrationMsg, Outcome, Policy, Source, SourceCmd,
-    SourceEvent, Target, TargetCmd, TargetEvent, TargetOutcome, Timeouts, Verdict,
+    answer_unknown, Handover, Machine, MigrationId, MigrationMsg, Outcome, Policy, Source,
+    SourceCmd, SourceEvent, Target, TargetCmd, TargetEvent, TargetOutcome, Timeouts, Verdict,
 };
 
 const SOURCE: usize = 0;

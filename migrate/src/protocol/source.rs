@@ -201,7 +201,6 @@ impl Source {
     pub fn committed(&self) -> bool {
         matches!(self.state, State::Committing(_))
     }
-
 }
 
 impl Machine for Source {
@@ -315,6 +314,10 @@ impl Source {
             SourceEvent::InputTaken(input) if c.input.is_none() => {
                 c.input = Some(input);
                 self.send_commit();
+            }
+            // it ended before its input was taken: its user was told, it must not run on
+            SourceEvent::TreeEnded if c.input.is_none() => {
+                self.abort(Outcome::Ended, true, true);
             }
             SourceEvent::Killed if !c.killed => {
                 c.killed = true;
@@ -494,6 +497,27 @@ mod tests {
             s.drain(),
             vec![SourceCmd::ForwardSignals, SourceCmd::Finish(Outcome::Moved)]
         );
+        assert!(s.done());
+    }
+
+    #[test]
+    fn a_tree_that_ended_before_its_input_was_taken_is_not_committed() {
+        let mut s = source(0);
+        s.handle(SourceEvent::Accepted);
+        s.handle(SourceEvent::Frozen);
+        s.handle(SourceEvent::Prepared);
+        s.drain();
+        s.handle(SourceEvent::TreeEnded);
+        assert_eq!(
+            s.drain(),
+            vec![
+                SourceCmd::Verdict(Verdict::Abort),
+                SourceCmd::Send(MigrationMsg::Abort),
+                SourceCmd::Finish(Outcome::Ended)
+            ]
+        );
+        s.handle(SourceEvent::Killed);
+        assert!(s.drain().is_empty(), "no commit after all");
         assert!(s.done());
     }
 

@@ -156,7 +156,6 @@ impl Target {
     pub fn running(&self) -> bool {
         self.state == State::Running
     }
-
 }
 
 impl Machine for Target {

@@ -2,12 +2,21 @@
 //! directory, or restores a directory's image here.
 
 use anyhow::{bail, Result};
-use migrate::control::{Job, Report};
+use migrate::control::{Job, Report, User};
 use ssi_core::process::Caller;
 
 use super::helper;
 use crate::node::Node;
 use crate::procman::Streams;
+
+/// The user a helper works for when `caller` is not root: it reaches files with their ids.
+fn as_user(caller: &Caller) -> Option<User> {
+    (caller.uid != 0).then(|| User {
+        uid: caller.uid,
+        gid: caller.gid,
+        groups: caller.groups.clone(),
+    })
+}
 
 /// The helper's last report, or why there is none.
 async fn outcome(mut reports: helper::Reports, what: &str) -> Result<Report> {
@@ -27,13 +36,12 @@ pub async fn checkpoint(
     caller: &Caller,
 ) -> Result<(Vec<i32>, u64)> {
     let pm = node.local_procs()?;
-    if !caller.may_signal(pm.owner(gpid)?) {
-        bail!("process {gpid} belongs to another user");
-    }
+    pm.check_access(gpid, caller, true)?;
     let job = Job::Checkpoint {
         pid: gpid,
         dir: dir.into(),
         leave_running,
+        user: as_user(caller),
     };
     let (_orders, reports) = helper::start(pm, &job, None, None).await?;
     match outcome(reports, "checkpoint").await? {
@@ -42,14 +50,16 @@ pub async fn checkpoint(
     }
 }
 
-/// Restarts the checkpoint in `dir` on this node; returns the root's global pid.
+/// Restarts the checkpoint in `dir` on this node; returns the root's global pid. A user
+/// restarts only an image they own, with their own ids; root restarts a user's image as that
+/// user (see `image_trust`).
 pub async fn restart(node: &Node, dir: &str, caller: &Caller) -> Result<i32> {
-    if caller.uid != 0 {
-        bail!("restarting a checkpoint needs root: an image carries the credentials it runs with");
-    }
     let pm = node.local_procs()?;
     let Streams { theirs, ours } = Streams::new()?;
-    let job = Job::Restore { dir: dir.into() };
+    let job = Job::Restore {
+        dir: dir.into(),
+        user: as_user(caller),
+    };
     let (_orders, reports) = helper::start(pm, &job, None, Some(theirs)).await?;
     match outcome(reports, "restore").await? {
         Report::Restored { root, .. } => {

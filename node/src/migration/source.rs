@@ -18,10 +18,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::driver::{self, Driver, Side};
 use super::helper;
+use super::registry::{Inbox, Input};
 use super::stream;
 use crate::node::Node;
 use crate::peer;
-use crate::procman::{End, ProcMan};
+use crate::procman::{End, ProcMan, Taken};
 
 /// Moves `gpid`, hosted here, to node `to`; the report once it runs there. If it cannot move,
 /// the error says so in words: it runs on at the source, it ended, or it is lost with the
@@ -35,9 +36,7 @@ pub async fn migrate_out(
 ) -> Result<MigrationReport> {
     let me = node.config.id;
     let pm = node.local_procs()?;
-    if !caller.may_signal(pm.owner(gpid)?) {
-        bail!("process {gpid} belongs to another user");
-    }
+    pm.check_access(gpid, caller, true)?;
     if to == me {
         bail!("process {gpid} already runs on node {to}");
     }
@@ -59,7 +58,7 @@ pub async fn migrate_out(
     node.migrations.add_source(id, inbox.clone());
     let (told, outcome) = oneshot::channel();
     let run = Run {
-        d: Driver::new(node.clone(), id, to, inbox),
+        d: Driver::new(node.clone(), id, to, inbox.clone()),
         row,
         report: MigrationReport::new(gpid, me, to),
         t0: Instant::now(),
@@ -70,11 +69,30 @@ pub async fn migrate_out(
     };
     run.d
         .watch_peer(|| SourceEvent::TargetDown, || SourceEvent::TargetUp);
+    watch_end(&pm, gpid, inbox);
     let machine = Source::new(id, to, policy, Timeouts::default());
     tokio::spawn(driver::drive(run, machine, rx));
     outcome
         .await
         .map_err(|_| anyhow!("the migration of {gpid} ended without an outcome"))?
+}
+
+/// Feeds `TreeEnded` once the tree's end here is told to its followers (the user killed it,
+/// or it exited, during the move; after a move the machine makes nothing of it), while the
+/// machine runs.
+fn watch_end(pm: &ProcMan, gpid: i32, inbox: Inbox<SourceEvent>) {
+    let Some(mut end) = pm.watch_end(gpid) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let ended = tokio::select! {
+            ended = async { end.wait_for(Option::is_some).await.is_ok() } => ended,
+            () = inbox.closed() => false,
+        };
+        if ended {
+            let _ = inbox.send(Input::Event(SourceEvent::TreeEnded)).await;
+        }
+    });
 }
 
 /// How long a source waits, after the move, for its dead copy to be reaped before it says
@@ -151,7 +169,7 @@ impl Run {
                     return Some(self.kill_copy().await);
                 }
             }
-            SourceCmd::TakeInput => return Some(SourceEvent::InputTaken(self.take_input())),
+            SourceCmd::TakeInput => return Some(self.take_input()),
             SourceCmd::Send(msg) => self.d.send(msg, SourceEvent::Answer),
             SourceCmd::Reply(msg) => self.d.reply(msg),
             SourceCmd::Schedule { timer, after } => {
@@ -248,24 +266,30 @@ impl Run {
     }
 
     /// The frozen copy's unread input, taken out; from here the process counts as moved here
-    /// (its followers go to the target, and the node remembers it there).
-    fn take_input(&mut self) -> Handover {
-        let (gpid, to) = (self.gpid(), self.d.peer);
-        let mut row = self.row.clone();
-        row.node = to;
-        row.node_name = String::new();
-        self.d.node.directory().insert(gpid, row);
+    /// (its followers go to the target, and the node remembers it there). `TreeEnded` if it
+    /// ended before (its followers were told so): then it must not run on the target.
+    fn take_input(&mut self) -> SourceEvent {
+        let gpid = self.gpid();
         let Ok(pm) = self.d.node.local_procs() else {
-            return Handover::default();
+            return SourceEvent::InputTaken(Handover::default());
         };
-        match pm.commit_leaving(gpid) {
-            Ok(h) => h,
-            Err((e, lost)) => {
+        let input = match pm.commit_leaving(gpid) {
+            Ok(Taken::Input(h)) => h,
+            Ok(Taken::InputLeft(e, lost)) => {
                 tracing::warn!(gpid, bytes = lost, error = %format!("{e:#}"), "input the process had not read stays behind");
                 self.report.lost_input_bytes = lost;
                 Handover::default()
             }
-        }
+            Err(e) => {
+                tracing::info!(gpid, error = %format!("{e:#}"), "the process ended before the commit");
+                return SourceEvent::TreeEnded;
+            }
+        };
+        let mut row = self.row.clone();
+        row.node = self.d.peer;
+        row.node_name = String::new();
+        self.d.node.directory().insert(gpid, row);
+        SourceEvent::InputTaken(input)
     }
 
     /// Sends to the target the signals sent here to processes of the tree while it moved (the

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use migrate::control::{Job, Order, Report};
 use migrate::framing::{Direction, FrameWriter, Kind};
-use migrate::protocol::{Machine, MigrationId, Target, TargetCmd, TargetEvent, TargetOutcome, Timeouts};
+use migrate::protocol::{
+    Machine, MigrationId, Target, TargetCmd, TargetEvent, TargetOutcome, Timeouts,
+};
 use ssi_core::process::ProcessView;
 use ssi_core::rpc::RpcResponse;
 use ssi_core::wire::SecureStream;

@@ -1,9 +1,9 @@
 //! The `ssid ns-init` program: pid 1 of a node's pid namespace. Single-threaded and blocking
 //! on purpose: `clone3` followed by `execve` is only safe from a single-threaded process.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -172,21 +172,17 @@ impl Init {
         let Some(arg0) = req.argv.first() else {
             return failed("empty command".into(), Errno::EINVAL);
         };
-        let path = match resolve(arg0, &req.env, &req.cwd) {
-            Some(p) => p,
-            None => {
-                let name = String::from_utf8_lossy(arg0);
-                return failed(format!("{name}: command not found"), Errno::ENOENT);
-            }
-        };
+        let candidates = candidates(arg0, &req.env);
+        let paths: Vec<&OsStr> = candidates.iter().map(|p| p.as_os_str()).collect();
         let prepared = match Prepared::new(
-            path.as_os_str(),
+            &paths,
             &req.argv,
             &req.env,
             &req.cwd,
             req.uid,
             req.gid,
             req.groups.clone(),
+            &req.rlimits,
             lifted.iter().map(AsRawFd::as_raw_fd).collect(),
         ) {
             Ok(p) => p,
@@ -206,10 +202,16 @@ impl Init {
                 Err(SpawnError::Clone(e)) => {
                     return failed(format!("cannot create the process: {e}"), e)
                 }
+                Err(SpawnError::Child(sys::Stage::Exec, Errno::ENOENT))
+                    if !arg0.contains(&b'/') =>
+                {
+                    let name = String::from_utf8_lossy(arg0);
+                    return failed(format!("{name}: command not found"), Errno::ENOENT);
+                }
                 Err(SpawnError::Child(stage, e)) => {
                     let what = match stage {
                         sys::Stage::Chdir => String::from_utf8_lossy(&req.cwd).into_owned(),
-                        _ => path.display().to_string(),
+                        _ => String::from_utf8_lossy(arg0).into_owned(),
                     };
                     return failed(format!("{} {what}: {}", stage.describe(), e.desc()), e);
                 }
@@ -252,13 +254,14 @@ fn helper(argv: &[Vec<u8>], fds: &[OwnedFd]) -> FromInit {
     let env = vec![b"PATH=/usr/local/bin:/usr/bin:/bin".to_vec()];
     let raw = lifted.iter().map(AsRawFd::as_raw_fd).collect();
     let prepared = match Prepared::new(
-        OsStr::from_bytes(path),
+        &[OsStr::from_bytes(path)],
         argv,
         &env,
         b"/",
         0,
         0,
         Vec::new(),
+        &[],
         raw,
     ) {
         Ok(p) => p,
@@ -273,32 +276,25 @@ fn helper(argv: &[Vec<u8>], fds: &[OwnedFd]) -> FromInit {
     }
 }
 
-/// Finds the program like execvp does: a name with a slash is used as is (relative to `cwd`),
-/// otherwise the directories of `PATH` from `env` are searched.
-fn resolve(arg0: &[u8], env: &[Vec<u8>], cwd: &[u8]) -> Option<PathBuf> {
+/// Where to look for the program, as execvp does: a name with a slash is used as is
+/// (relative to the working directory), otherwise in each directory of `PATH` from `env`.
+/// Nothing is looked at here, as root: the child tries them in order once it is the user.
+fn candidates(arg0: &[u8], env: &[Vec<u8>]) -> Vec<PathBuf> {
     let name = Path::new(OsStr::from_bytes(arg0));
-    let cwd = Path::new(OsStr::from_bytes(cwd));
     if arg0.contains(&b'/') {
-        return Some(name.to_path_buf());
+        return vec![name.to_path_buf()];
     }
     let path = env
         .iter()
         .find_map(|e| e.strip_prefix(b"PATH="))
         .map(|p| p.to_vec())
         .unwrap_or_else(|| b"/usr/local/bin:/usr/bin:/bin".to_vec());
-    for dir in path.split(|&b| b == b':') {
-        let dir = if dir.is_empty() { &b"."[..] } else { dir };
-        let candidate = cwd.join(OsString::from_vec(dir.to_vec())).join(name);
-        if is_executable(&candidate) {
-            return Some(candidate);
-        }
-    }
-    None
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.split(|&b| b == b':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { &b"."[..] } else { dir };
+            Path::new(OsStr::from_bytes(dir)).join(name)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -306,10 +302,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resolve_searches_path_and_keeps_slashes() {
-        let env = vec![b"PATH=/nonexistent:/bin".to_vec()];
-        assert_eq!(resolve(b"sh", &env, b"/"), Some(PathBuf::from("/bin/sh")));
-        assert_eq!(resolve(b"./x", &env, b"/"), Some(PathBuf::from("./x")));
-        assert_eq!(resolve(b"no-such-program-here", &env, b"/"), None);
+    fn candidates_follow_path_and_keep_slashes() {
+        let env = vec![b"PATH=/nonexistent::/bin".to_vec()];
+        let want: Vec<PathBuf> = ["/nonexistent/sh", "./sh", "/bin/sh"]
+            .map(PathBuf::from)
+            .into();
+        assert_eq!(candidates(b"sh", &env), want);
+        assert_eq!(candidates(b"./x", &env), vec![PathBuf::from("./x")]);
+        assert_eq!(candidates(b"ls", &[]).len(), 3);
     }
 }

@@ -63,6 +63,8 @@ pub struct SpawnRequest {
     pub gid: u32,
     /// Supplementary groups.
     pub groups: Vec<u32>,
+    /// The caller's resource limits (`RLIMIT_*`, soft, hard), lowered to the init's own.
+    pub rlimits: Vec<(u32, u64, u64)>,
 }
 
 /// A message from the init.

@@ -430,6 +430,14 @@ impl Hosted {
             .collect()
     }
 
+    /// Where `gpid` went, if it left this node (its copy here is gone or going).
+    pub fn departed_to(&self, gpid: i32) -> Option<NodeId> {
+        match self.states.get(&gpid) {
+            Some(HostedState::Departed { to, .. }) => Some(*to),
+            _ => None,
+        }
+    }
+
     /// Trees whose copy here is gone or going (departed): not listed.
     pub fn departed(&self) -> Vec<i32> {
         self.states
@@ -508,7 +516,9 @@ mod tests {
         let (r, signals) = h.end_leaving(4100, true).expect("leaving");
         assert_eq!(signals.len(), 2);
         assert_eq!(h.departed(), vec![4100], "until its followers are told");
+        assert_eq!(h.departed_to(4100), Some(NodeId(2)), "signals go there");
         h.ended(4100, &r);
+        assert_eq!(h.departed_to(4100), None);
         assert!(h.get(4100).is_none(), "its copy's death came already");
         // a copy whose death is still to come blocks a return until it comes
         h.run(4200, rec(), 0).expect("record");

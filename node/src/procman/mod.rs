@@ -33,6 +33,15 @@ use hosted::{ExitMeans, Hosted};
 /// How long an exit status nobody collected is kept (detached processes).
 const KEEP_EXITED: Duration = Duration::from_secs(3600);
 
+/// The input of a tree whose move was committed (see [`ProcMan::commit_leaving`]).
+#[derive(Debug)]
+pub enum Taken {
+    /// What its frozen copy had not read, to go with it.
+    Input(Handover),
+    /// Taking it out failed: it stays behind (why, and how many bytes).
+    InputLeft(anyhow::Error, u64),
+}
+
 /// What this node keeps for one process it hosts: its owner, its pipes, who follows it.
 #[derive(Debug)]
 pub struct Record {
@@ -85,7 +94,7 @@ pub struct ProcMan {
     node: NodeId,
     node_name: String,
     init: Arc<InitClient>,
-    ns: u64,
+    ns: ps::Ns,
     hosted: Arc<Mutex<Hosted>>,
     /// Most processes of one user (but root) kept here when a detached one is started
     /// (`limits.detached_per_user`): each keeps up to 1 MiB of output for an hour after it ends.
@@ -134,7 +143,11 @@ impl ProcMan {
         mut events: mpsc::Receiver<InitEvent>,
         detached_per_user: u32,
     ) -> Result<Arc<ProcMan>> {
-        let ns = ps::pid_ns_inode(init_pid).context("cannot read the pid namespace of the init")?;
+        let ns = ps::Ns {
+            inode: ps::pid_ns_inode(init_pid)
+                .context("cannot read the pid namespace of the init")?,
+            init: init_pid,
+        };
         let pm = Arc::new(ProcMan {
             node,
             node_name,
@@ -223,6 +236,7 @@ impl ProcMan {
             uid: caller.uid,
             gid: caller.gid,
             groups: caller.groups.clone(),
+            rlimits: spec.rlimits.clone(),
         };
         let gpid = match self.init.spawn(req, [&in_r, &out_w, &err_w]).await? {
             Ok(gpid) => gpid,
@@ -337,16 +351,23 @@ impl ProcMan {
     }
 
     /// The move of `gpid` is decided: its frozen copy reads no more, and what it had not read
-    /// of its input is taken out to go with it (`Err`: the input is left behind, with how
-    /// many bytes); input that comes from now on is given back to its sender; its coming
-    /// death here is not its exit.
-    pub fn commit_leaving(&self, gpid: i32) -> Result<Handover, (anyhow::Error, u64)> {
-        let rec = lock(&self.hosted)
-            .commit_leaving(gpid)
-            .map_err(|e| (e, 0))?;
-        rec.stdin
-            .hand_over()
-            .map_err(|e| (e, rec.stdin.unread() as u64))
+    /// of its input is taken out to go with it; input that comes from now on is given back to
+    /// its sender; its coming death here is not its exit. `Err` when the tree is not on its
+    /// way out any more (it ended meanwhile): nothing was done, and the move must not go on.
+    pub fn commit_leaving(&self, gpid: i32) -> Result<Taken> {
+        let rec = lock(&self.hosted).commit_leaving(gpid)?;
+        Ok(match rec.stdin.hand_over() {
+            Ok(input) => Taken::Input(input),
+            Err(e) => Taken::InputLeft(e, rec.stdin.unread() as u64),
+        })
+    }
+
+    /// Follows the end of `gpid`'s record here: the receiver sees `Some` once its followers
+    /// are told how it ended (its exit, or that it moved or was lost).
+    pub fn watch_end(&self, gpid: i32) -> Option<watch::Receiver<Option<End>>> {
+        lock(&self.hosted)
+            .record(gpid)
+            .map(|rec| rec.exit.subscribe())
     }
 
     /// The move of `gpid` is over: it runs on here (`None`), or its copy here is gone and its
@@ -383,6 +404,31 @@ impl ProcMan {
         ps::view(member, self.node, &self.node_name, self.ns)
             .map(|v| v.uid)
             .with_context(|| format!("process {gpid} has just ended"))
+    }
+
+    /// Refuses unless `caller` may act on process `gpid` (with `tree`, on every process of its
+    /// tree) as the kernel lets a user trace a process of their own ([`ps::may_act_on`]: every
+    /// uid and gid the caller's, and dumpable). Root may act on any process. A process no
+    /// longer in this namespace (on its way to another node) is judged by its recorded owner.
+    pub fn check_access(&self, gpid: i32, caller: &Caller, tree: bool) -> Result<()> {
+        if caller.uid == 0 {
+            return Ok(());
+        }
+        let Some(procs) = ps::tree_members(self.ns, gpid) else {
+            let uid = self.owner(gpid)?;
+            if uid != caller.uid {
+                bail!(
+                    "process {gpid} belongs to user {}: permission denied",
+                    ps::user_name(uid)
+                );
+            }
+            return Ok(());
+        };
+        let procs = if tree { &procs[..] } else { &procs[..1] };
+        for m in procs {
+            ps::may_act_on(*m, caller.uid, caller.gid).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
     }
 
     /// The row `ssi ps` shows for `gpid` of this node, if it runs here.
@@ -445,22 +491,20 @@ impl ProcMan {
         Ok(None)
     }
 
-    /// Sends `sig` to process `gpid` of this node, if `caller` may. A tree on its way out may
-    /// already run on its target: the signal is kept to go there too (and only there once the
-    /// copy here is being killed).
-    pub async fn kill(&self, gpid: i32, sig: i32, caller: &Caller) -> Result<()> {
-        let uid = self.owner(gpid)?;
-        if !caller.may_signal(uid) {
-            bail!(
-                "process {gpid} belongs to user {}: permission denied",
-                ps::user_name(uid)
-            );
+    /// Sends `sig` to process `gpid` of this node, if `caller` may ([`ProcMan::check_access`]).
+    /// A tree on its way out may already run on its target: the signal is kept to go there
+    /// too (and only there once the copy here is being killed). A tree that left gets nothing
+    /// here: the node it went to, where the signal is to go (and its owner checked).
+    pub async fn kill(&self, gpid: i32, sig: i32, caller: &Caller) -> Result<Option<NodeId>> {
+        if let Some(to) = lock(&self.hosted).departed_to(gpid) {
+            return Ok(Some(to));
         }
+        self.check_access(gpid, caller, false)?;
         let gone = lock(&self.hosted).signalled(gpid, sig, caller);
         if !gone {
             self.init.signal(gpid, sig).await?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Whether process `gpid` is in this node's namespace (but a zombie the init is about to

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use crate::migration;
 use crate::node::Node;
 
 /// Re-balancing: every interval, maybe move one local process to a less loaded node.
@@ -31,7 +30,7 @@ pub async fn once(node: &Arc<Node>, force: bool) -> anyhow::Result<()> {
         gid: 0,
         groups: Vec::new(),
     };
-    let outcome = migration::source::migrate_out(node, mv.gpid, mv.to, None, &root)
+    let outcome = crate::route::migrate_here(node, mv.gpid, mv.to, None, &root)
         .await
         .map(drop)
         .map_err(|e| format!("{e:#}"));

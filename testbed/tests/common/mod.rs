@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use testbed::Testbed;
 
+pub mod dfs;
+
 /// How long the cluster may take to agree on something.
 pub const SETTLE: Duration = Duration::from_secs(20);
 
@@ -80,5 +82,21 @@ pub fn compile(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
         .status()
         .expect("run cc");
     assert!(st.success(), "cc {} failed", src.display());
+    out
+}
+
+/// The last `lines` lines of every node's log, for a failing assertion to show what the
+/// daemons did.
+pub fn log_tails(tb: &Testbed, nodes: usize, lines: usize) -> String {
+    let mut out = String::new();
+    for n in 1..=nodes {
+        let text = std::fs::read_to_string(tb.log(n)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- node {n} log ---\n"));
+        for l in &all[all.len().saturating_sub(lines)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
     out
 }

@@ -2,8 +2,10 @@
 //!
 //! The restorer makes an empty instance; the first process of the tree that holds it
 //! registers every watch again by an injected `epoll_ctl`, once its fds are in place. A watch
-//! of a file no longer open under the number it was registered with cannot be registered again
-//! and is refused.
+//! of a file no longer open under the number it was registered with (closed after `dup`) is
+//! registered through another fd of the same file, put under that number for the moment of
+//! the call (whatever was open there is put back); a watched file the process no longer holds
+//! at all is refused.
 
 use std::os::fd::OwnedFd;
 
@@ -18,8 +20,21 @@ use crate::sys::fd as sfd;
 /// An epoll instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventPoll {
-    /// Watched fds of the owning process: `(fd, events, data)`.
-    pub targets: Vec<(i32, u32, u64)>,
+    /// Its watches, by fd of the owning process.
+    pub targets: Vec<Target>,
+}
+
+/// One watch of an epoll instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The fd number it was registered with.
+    pub fd: i32,
+    /// Events.
+    pub events: u32,
+    /// User data.
+    pub data: u64,
+    /// Another fd of the owning process open on the watched file, when `fd` no longer is.
+    pub via: Option<i32>,
 }
 
 /// One `tfd:` line of an epoll fdinfo: `(fd, events, data)`.
@@ -49,14 +64,22 @@ impl Persist for EventPoll {
     fn save(cx: &mut FileDump<'_>) -> Result<EventPoll> {
         let mut targets = Vec::new();
         for line in cx.e.info_text.lines().filter(|l| l.starts_with("tfd:")) {
-            let (tfd, events, data) = watch(line);
-            // the watched file must still be open at the number it was registered with
-            if !sfd::epoll_target_is(cx.pid, cx.e.fd, tfd).unwrap_or(false) {
-                return Err(cx.refuse(&format!(
-                    "is an epoll instance watching a file no longer open as fd {tfd}"
-                )));
-            }
-            targets.push((tfd, events, data));
+            let (fd, events, data) = watch(line);
+            let via = if sfd::epoll_target_is(cx.pid, cx.e.fd, fd).unwrap_or(false) {
+                None
+            } else {
+                Some(other_fd(cx, fd).ok_or_else(|| {
+                    cx.refuse(&format!(
+                        "is an epoll instance watching a file no longer open in the process (fd {fd})"
+                    ))
+                })?)
+            };
+            targets.push(Target {
+                fd,
+                events,
+                data,
+                via,
+            });
         }
         Ok(EventPoll { targets })
     }
@@ -66,15 +89,32 @@ impl Persist for EventPoll {
     }
 }
 
+/// Another fd of the process of `cx` open on the file its epoll instance watches as `tfd`.
+fn other_fd(cx: &FileDump<'_>, tfd: i32) -> Option<i32> {
+    let dir = std::fs::read_dir(format!("/proc/{}/fd", cx.pid)).ok()?;
+    let mut fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|d| d.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds.into_iter()
+        .find(|&fd| sfd::epoll_target_at(cx.pid, cx.e.fd, tfd, fd).unwrap_or(false))
+}
+
 impl EventPoll {
     /// Registers every watch again from process `h`, which holds the instance as `epfd`.
     pub(crate) fn fill(&self, h: &mut Holder, epfd: i32) -> Result<()> {
         let scratch = h.scratch_at()?;
-        for &(tfd, events, data) in &self.targets {
+        for t in &self.targets {
+            let (tfd, events, data) = (t.fd, t.events, t.data);
             // struct epoll_event is packed on x86-64: u32 events, u64 data
             let mut ev = events.to_le_bytes().to_vec();
             ev.extend(data.to_le_bytes());
             h.put(0, &ev)?;
+            let moved = match t.via {
+                Some(via) => Some(put_under(h, via, tfd)?),
+                None => None,
+            };
             h.call(
                 &format!("epoll_ctl add fd {tfd} to epoll fd {epfd}"),
                 libc::SYS_epoll_ctl,
@@ -87,7 +127,58 @@ impl EventPoll {
                     0,
                 ],
             )?;
+            if let Some(moved) = moved {
+                put_back(h, tfd, moved)?;
+            }
         }
         Ok(())
     }
+}
+
+/// What was open under a number before [`put_under`] used it: `(saved copy, fd flags)`, or
+/// `None` if nothing was.
+type Moved = Option<(u64, u64)>;
+
+/// Puts the file of fd `via` under number `tfd` of the held process, keeping what was there.
+fn put_under(h: &mut Holder, via: i32, tfd: i32) -> Result<Moved> {
+    let flags = h.task.raw(
+        "fcntl F_GETFD",
+        libc::SYS_fcntl,
+        [tfd as u64, libc::F_GETFD as u64, 0, 0, 0, 0],
+    )?;
+    let moved = if flags >= 0 {
+        let copy = h.call(
+            &format!("keep fd {tfd}"),
+            libc::SYS_fcntl,
+            [tfd as u64, libc::F_DUPFD_CLOEXEC as u64, 0, 0, 0, 0],
+        )?;
+        Some((copy, flags as u64))
+    } else {
+        None
+    };
+    h.call(
+        &format!("dup3 fd {via} to {tfd}"),
+        libc::SYS_dup3,
+        [via as u64, tfd as u64, 0, 0, 0, 0],
+    )?;
+    Ok(moved)
+}
+
+/// Undoes [`put_under`].
+fn put_back(h: &mut Holder, tfd: i32, moved: Moved) -> Result<()> {
+    match moved {
+        Some((copy, flags)) => {
+            h.call("dup3 back", libc::SYS_dup3, [copy, tfd as u64, 0, 0, 0, 0])?;
+            h.call(
+                "fcntl F_SETFD",
+                libc::SYS_fcntl,
+                [tfd as u64, libc::F_SETFD as u64, flags, 0, 0, 0],
+            )?;
+            h.call("close", libc::SYS_close, [copy, 0, 0, 0, 0, 0])?;
+        }
+        None => {
+            h.call("close", libc::SYS_close, [tfd as u64, 0, 0, 0, 0, 0])?;
+        }
+    }
+    Ok(())
 }

@@ -8,12 +8,19 @@
 //!           each process takes its fds with pidfd_getfd (FdTable's Persist::restore)
 //! ```
 //! Each kind of open file is one module: `regular` (files, directories, devices), `pipe`
-//! (pipes and FIFOs), `unix` (socket pairs), `eventfd`, `epoll`, `timerfd`, `signalfd`, and
+//! (pipes and FIFOs), `ghost` (deleted files, memfds), `unix` (socket pairs), `unix_alone`
+//! (Unix sockets connected to nothing), `eventfd`, `epoll`, `timerfd`, `signalfd`, `pidfd`,
+//! `inotify`, and
 //! `stdio` for what leads outside the tree through the root's standard streams. A new kind is a
 //! new module, a variant of [`FileKind`] and a [`scan::Class`].
 
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
+pub(crate) mod ghost;
+pub(crate) mod inotify;
+pub(crate) mod locks;
+pub(crate) mod owner;
+pub(crate) mod pidfd;
 pub(crate) mod pipe;
 pub(crate) mod regular;
 pub(crate) mod scan;
@@ -21,6 +28,7 @@ pub(crate) mod signalfd;
 pub(crate) mod stdio;
 pub(crate) mod timerfd;
 pub(crate) mod unix;
+pub(crate) mod unix_alone;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -44,15 +52,19 @@ pub struct Fd {
     pub cloexec: bool,
 }
 
-/// The fd table of a process.
+/// The fd table of a process, and the POSIX locks it holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct FdTable(pub Vec<Fd>);
+pub struct FdTable {
+    /// The fds.
+    pub fds: Vec<Fd>,
+    /// Its POSIX record locks, each with an fd of its file.
+    pub posix_locks: Vec<(i32, locks::FileLock)>,
+}
 
 impl std::ops::Deref for FdTable {
     type Target = [Fd];
     fn deref(&self) -> &[Fd] {
-        &self.0
+        &self.fds
     }
 }
 
@@ -67,6 +79,10 @@ pub struct OpenFile {
     pub pos: i64,
     /// What the file is.
     pub kind: FileKind,
+    /// Its OFD and flock locks.
+    pub locks: Vec<locks::FileLock>,
+    /// Who gets SIGIO for it.
+    pub owner: Option<owner::Owner>,
 }
 
 /// The kinds of open files that can be restored, each with its own state.
@@ -74,6 +90,8 @@ pub struct OpenFile {
 pub enum FileKind {
     /// A regular file, checked against its size at restore.
     Regular(regular::Regular),
+    /// A regular file deleted while open, its contents in the image.
+    Ghost(ghost::Ghost),
     /// A directory.
     Directory(regular::Directory),
     /// A character device such as /dev/null, opened again by path.
@@ -84,12 +102,18 @@ pub enum FileKind {
     Fifo(pipe::FifoEnd),
     /// One end of a Unix socket pair.
     SocketPair(unix::PairEnd),
+    /// A Unix socket connected to nothing (never connected, bound, listening).
+    UnixAlone(unix_alone::UnixAlone),
     /// An eventfd.
     EventFd(eventfd::EventFd),
     /// An epoll instance and what it watches (registered again from the owning process).
     EventPoll(epoll::EventPoll),
     /// A timerfd.
     TimerFd(timerfd::TimerFd),
+    /// A pidfd of a process of the tree.
+    PidFd(pidfd::PidFd),
+    /// An inotify instance and its watches.
+    Inotify(inotify::Inotify),
     /// A signalfd.
     SignalFd(signalfd::SignalFd),
     /// A terminal or a pipe whose other end is outside the tree, bound at restore to the
@@ -108,12 +132,33 @@ pub(crate) struct TreeFds {
     unix: HashMap<u32, sfd::UnixDiag>,
     /// Inodes of the sockets open in the tree.
     tree_socks: HashSet<u64>,
+    /// Processes and threads of the tree.
+    tasks: HashSet<i32>,
+    /// Processes of the tree.
+    procs: HashSet<i32>,
+    /// `(dev, ino)` of every file mapped in the tree (known when a deleted file is open).
+    mapped: HashSet<(u64, u64)>,
+    /// Process groups led in the tree.
+    groups: HashSet<i32>,
 }
 
 impl TreeFds {
     fn new(root: i32, tables: &[(i32, Vec<FdEntry>)]) -> Result<TreeFds> {
         let mut t = TreeFds::default();
         for (pid, table) in tables {
+            t.tasks.insert(*pid);
+            t.procs.insert(*pid);
+            if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                let tids = dir
+                    .flatten()
+                    .filter_map(|d| d.file_name().to_str()?.parse::<i32>().ok());
+                t.tasks.extend(tids);
+            }
+            if nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(*pid)))
+                .is_ok_and(|g| g.as_raw() == *pid)
+            {
+                t.groups.insert(*pid);
+            }
             for e in table {
                 if *pid == root && e.fd < 3 {
                     t.root_std.push((e.key, e.fd as u8));
@@ -130,7 +175,35 @@ impl TreeFds {
         if !t.tree_socks.is_empty() {
             t.unix = sfd::unix_sockets().map_err(|e| Error::io("sock_diag", e))?;
         }
+        if tables
+            .iter()
+            .any(|(_, es)| es.iter().any(|e| e.class == Class::Ghost))
+        {
+            for (pid, _) in tables {
+                t.mapped.extend(mapped_files(*pid)?);
+            }
+        }
         Ok(t)
+    }
+
+    /// Whether the file `key` is mapped by a process of the tree.
+    fn is_mapped(&self, key: (u64, u64)) -> bool {
+        self.mapped.contains(&key)
+    }
+
+    /// Whether `tid` is a process or thread of the tree.
+    fn has_task(&self, tid: i32) -> bool {
+        self.tasks.contains(&tid)
+    }
+
+    /// Whether `pid` is a process of the tree.
+    fn has_process(&self, pid: i32) -> bool {
+        self.procs.contains(&pid)
+    }
+
+    /// Whether process group `pgid` is led by a process of the tree.
+    fn leads_group(&self, pgid: i32) -> bool {
+        self.groups.contains(&pgid)
     }
 
     /// The root's standard stream behind object `key`, if it is one.
@@ -149,6 +222,7 @@ pub(crate) struct Seen {
     files: Vec<(i32, i32, (u64, u64), u32)>,
     pipes: pipe::Seen,
     pairs: unix::Seen,
+    ghosts: ghost::Seen,
 }
 
 /// An open file being saved: the first fd of the tree found to hold it.
@@ -189,17 +263,23 @@ impl FileKind {
     /// Saves the open file behind `cx.e` with the kind its class names.
     fn save(cx: &mut FileDump<'_>) -> Result<FileKind> {
         Ok(match cx.e.class {
-            Class::Pipe if pipe::leads_outside(cx) => FileKind::Stdio(stdio::Stdio::save(cx)?),
+            Class::Pipe if pipe::leads_outside(cx)? => FileKind::Stdio(stdio::Stdio::save(cx)?),
             Class::Pipe => FileKind::Pipe(pipe::PipeEnd::save(cx)?),
             Class::Fifo => FileKind::Fifo(pipe::FifoEnd::save(cx)?),
-            Class::Socket if unix::leads_outside(cx)? => FileKind::Stdio(stdio::Stdio::save(cx)?),
-            Class::Socket => FileKind::SocketPair(unix::PairEnd::save(cx)?),
+            Class::Socket => match unix::role(cx)? {
+                unix::Role::Pair => FileKind::SocketPair(unix::PairEnd::save(cx)?),
+                unix::Role::Alone => FileKind::UnixAlone(unix_alone::UnixAlone::save(cx)?),
+                unix::Role::Outside => FileKind::Stdio(stdio::Stdio::save(cx)?),
+            },
             Class::EventFd => FileKind::EventFd(eventfd::EventFd::save(cx)?),
             Class::EventPoll => FileKind::EventPoll(epoll::EventPoll::save(cx)?),
             Class::TimerFd => FileKind::TimerFd(timerfd::TimerFd::save(cx)?),
+            Class::PidFd => FileKind::PidFd(pidfd::PidFd::save(cx)?),
+            Class::Inotify => FileKind::Inotify(inotify::Inotify::save(cx)?),
             Class::SignalFd => FileKind::SignalFd(signalfd::SignalFd::save(cx)?),
             Class::Tty => FileKind::Stdio(stdio::Stdio::save(cx)?),
             Class::Regular => FileKind::Regular(regular::Regular::save(cx)?),
+            Class::Ghost => FileKind::Ghost(ghost::Ghost::save(cx)?),
             Class::Directory => FileKind::Directory(regular::Directory::save(cx)?),
             Class::Device => FileKind::Device(regular::Device::save(cx)?),
         })
@@ -209,27 +289,38 @@ impl FileKind {
     fn restore(&self, cx: &mut FileRestore<'_>) -> Result<OwnedFd> {
         match self {
             FileKind::Regular(s) => s.restore(cx),
+            FileKind::Ghost(s) => s.restore(cx),
             FileKind::Directory(s) => s.restore(cx),
             FileKind::Device(s) => s.restore(cx),
             FileKind::Pipe(s) => s.restore(cx),
             FileKind::Fifo(s) => s.restore(cx),
             FileKind::SocketPair(s) => s.restore(cx),
+            FileKind::UnixAlone(s) => s.restore(cx),
             FileKind::EventFd(s) => s.restore(cx),
             FileKind::EventPoll(s) => s.restore(cx),
             FileKind::TimerFd(s) => s.restore(cx),
+            FileKind::PidFd(s) => s.restore(cx),
+            FileKind::Inotify(s) => s.restore(cx),
             FileKind::SignalFd(s) => s.restore(cx),
             FileKind::Stdio(s) => s.restore(cx),
         }
     }
 
+    /// Whether it can be made only once the tree's processes exist (a pidfd).
+    fn needs_processes(&self) -> bool {
+        matches!(self, FileKind::PidFd(_))
+    }
+
     /// Checks, before anything is created, that what the file was opened from is still there
     /// and unchanged.
-    fn check(&self, allow_changed: bool) -> Result<()> {
+    fn check(&self, shared: &Shared, allow_changed: bool) -> Result<()> {
         match self {
             FileKind::Regular(s) => s.check(allow_changed),
+            FileKind::Ghost(s) => s.check(&shared.ghosts),
             FileKind::Directory(s) => s.check(),
             FileKind::Device(s) => s.check(),
             FileKind::Fifo(s) => s.check(),
+            FileKind::UnixAlone(s) => s.check(),
             _ => Ok(()),
         }
     }
@@ -241,6 +332,7 @@ impl FileKind {
             FileKind::Fifo(f) => (f.pipe as usize) < shared.pipes.len(),
             FileKind::SocketPair(s) => (s.pair as usize) < shared.socketpairs.len() && s.end < 2,
             FileKind::Stdio(s) => s.stream < 3,
+            FileKind::Ghost(g) => (g.ghost as usize) < shared.ghosts.len(),
             _ => true,
         }
     }
@@ -293,7 +385,7 @@ pub(crate) fn check(shared: &Shared, allow_changed: bool) -> Result<()> {
     shared
         .files
         .iter()
-        .try_for_each(|f| f.kind.check(allow_changed))
+        .try_for_each(|f| f.kind.check(shared, allow_changed))
 }
 
 /// Objects of the tree made so far by the restorer while its open files are made.
@@ -301,6 +393,7 @@ pub(crate) fn check(shared: &Shared, allow_changed: bool) -> Result<()> {
 pub(crate) struct Making {
     pipes: pipe::Making,
     pairs: unix::Making,
+    ghosts: HashMap<u32, OwnedFd>,
 }
 
 /// An open file being made by the restorer.
@@ -318,11 +411,13 @@ pub(crate) struct FileRestore<'a> {
 /// Everything the tree's fds refer to, held by the restorer until each process took its own.
 #[derive(Debug, Default)]
 pub(crate) struct Made {
-    /// One fd per open file, by [`OpenFile::id`].
-    files: Vec<OwnedFd>,
-    /// Epoll instances to fill, by open file id: the process that fills it (the first that
-    /// holds it) and what it watches.
-    epoll: HashMap<u32, (i32, epoll::EventPoll)>,
+    /// One fd per open file, by [`OpenFile::id`] (a pidfd only once the processes exist).
+    files: Vec<Option<OwnedFd>>,
+    /// The restorer's standard streams.
+    stdio: [RawFd; 3],
+    /// The process that finishes each open file (fills an epoll instance, takes its OFD and
+    /// flock locks): the first that holds it, by open file id.
+    finisher: HashMap<u32, i32>,
     /// Openers that keep FIFOs alive until the tree holds them.
     keepers: Vec<OwnedFd>,
 }
@@ -332,38 +427,64 @@ pub(crate) fn create(shared: &Shared, stdio: [RawFd; 3]) -> Result<Made> {
     let mut making = Making::default();
     let mut files = Vec::with_capacity(shared.files.len());
     for f in &shared.files {
+        if f.kind.needs_processes() {
+            files.push(None);
+            continue;
+        }
         let mut cx = FileRestore {
             file: f,
             shared,
             making: &mut making,
             stdio,
         };
-        files.push(f.kind.restore(&mut cx)?);
+        files.push(Some(f.kind.restore(&mut cx)?));
     }
     Ok(Made {
         files,
-        epoll: HashMap::new(),
+        stdio,
+        finisher: HashMap::new(),
         keepers: making.pipes.into_keepers(),
     })
 }
 
 impl Made {
-    /// Picks, for each epoll instance, the process that fills it: the first one of `procs`
-    /// (in restore order) that holds it.
-    pub fn plan_epoll<'p>(
-        &mut self,
-        shared: &Shared,
-        procs: impl Iterator<Item = (i32, &'p FdTable)>,
-    ) {
-        for (pid, table) in procs {
-            for f in table.iter() {
-                if let Some(FileKind::EventPoll(ep)) =
-                    shared.files.get(f.file as usize).map(|f| &f.kind)
-                {
-                    self.epoll.entry(f.file).or_insert((pid, ep.clone()));
-                }
+    /// Makes the open files that refer to processes (pidfds), once every process and zombie
+    /// of the tree exists.
+    pub fn make_late(&mut self, shared: &Shared) -> Result<()> {
+        let mut making = Making::default();
+        for (f, slot) in shared.files.iter().zip(self.files.iter_mut()) {
+            if f.kind.needs_processes() {
+                let mut cx = FileRestore {
+                    file: f,
+                    shared,
+                    making: &mut making,
+                    stdio: self.stdio,
+                };
+                *slot = Some(f.kind.restore(&mut cx)?);
             }
         }
+        Ok(())
+    }
+
+    /// Picks, for each open file, the process that finishes it: the first one of `procs` (in
+    /// restore order) that holds it.
+    pub fn plan_finish<'p>(&mut self, procs: impl Iterator<Item = (i32, &'p FdTable)>) {
+        for (pid, table) in procs {
+            for f in table.iter() {
+                self.finisher.entry(f.file).or_insert(pid);
+            }
+        }
+    }
+
+    /// Sets the owners of the open files that have one; every process and thread of the tree
+    /// must exist.
+    pub fn restore_owners(&self, shared: &Shared) -> Result<()> {
+        for (f, fd) in shared.files.iter().zip(&self.files) {
+            if let (Some(o), Some(fd)) = (&f.owner, fd) {
+                o.restore(fd.as_fd())?;
+            }
+        }
+        Ok(())
     }
 
     /// Closes the FIFO openers once every process holds its own ends.
@@ -396,7 +517,18 @@ impl Persist for FdTable {
     /// Each fd refers to an open file saved once for the tree: the first time it is met.
     fn save(cx: &mut FdTableDump<'_>) -> Result<FdTable> {
         let mut fds = Vec::with_capacity(cx.entries.len());
+        let mut posix_locks: Vec<(i32, locks::FileLock)> = Vec::new();
+        // the POSIX locks of the process on an inode show in the fdinfo of each of its fds
+        let mut posix_seen = HashSet::new();
         for e in cx.entries {
+            if posix_seen.insert(e.key) {
+                posix_locks.extend(
+                    e.locks
+                        .iter()
+                        .filter(|l| l.kind == locks::LockKind::Posix)
+                        .map(|l| (e.fd, l.clone())),
+                );
+            }
             let id = match same_as(cx.pid, e, &cx.seen.files)? {
                 Some(id) => id,
                 None => {
@@ -409,12 +541,25 @@ impl Persist for FdTable {
                         seen: &mut *cx.seen,
                     };
                     let kind = FileKind::save(&mut fcx)?;
+                    // a standard stream is bound to the restorer's at restore: its owner is not
+                    // the tree's to give
+                    let owner = match kind {
+                        FileKind::Stdio(_) => None,
+                        _ => owner::save(&fcx, fcx.take()?.as_fd())?,
+                    };
                     let id = cx.shared.files.len() as u32;
                     cx.shared.files.push(OpenFile {
                         id,
                         flags: e.flags,
                         pos: e.pos,
                         kind,
+                        locks: e
+                            .locks
+                            .iter()
+                            .filter(|l| l.kind != locks::LockKind::Posix)
+                            .cloned()
+                            .collect(),
+                        owner,
                     });
                     cx.seen.files.push((cx.pid, e.fd, e.key, id));
                     id
@@ -426,10 +571,11 @@ impl Persist for FdTable {
                 cloexec: e.cloexec,
             });
         }
-        Ok(FdTable(fds))
+        Ok(FdTable { fds, posix_locks })
     }
 
-    /// Takes every fd from the restorer, then fills the epoll instances this process fills.
+    /// Takes every fd from the restorer and its POSIX locks, then finishes the open files this
+    /// process finishes (epoll watches, OFD and flock locks).
     fn restore(&self, cx: &mut ProcRestore<'_>) -> Result<()> {
         let pid = cx.h.pid;
         let made = cx.tree.files;
@@ -438,19 +584,51 @@ impl Persist for FdTable {
             .map(|f| {
                 made.files
                     .get(f.file as usize)
+                    .and_then(Option::as_ref)
                     .map(|src| (src.as_raw_fd(), f.fd, f.cloexec))
                     .ok_or_else(|| Error::bad_image(format!("proc-{pid}.rec"), "unknown file"))
             })
             .collect::<Result<_>>()?;
         cx.h.take_fds(cx.tree.restorer, &fds)?;
+        for (fd, lock) in &self.posix_locks {
+            lock.take(cx.h, *fd)?;
+        }
+        let mut done = HashSet::new();
         for f in self.iter() {
-            match made.epoll.get(&f.file) {
-                Some((owner, ep)) if *owner == pid => ep.fill(cx.h, f.fd)?,
-                _ => {}
+            if made.finisher.get(&f.file) != Some(&pid) || !done.insert(f.file) {
+                continue;
+            }
+            let Some(file) = cx.tree.shared.files.get(f.file as usize) else {
+                continue;
+            };
+            if let FileKind::EventPoll(ep) = &file.kind {
+                ep.fill(cx.h, f.fd)?;
+            }
+            for lock in &file.locks {
+                lock.take(cx.h, f.fd)?;
             }
         }
         Ok(())
     }
+}
+
+/// `(dev, ino)` of the files mapped by `pid` (/proc/PID/maps: `MAJ:MIN` in hex, then inode).
+fn mapped_files(pid: i32) -> Result<HashSet<(u64, u64)>> {
+    let path = format!("/proc/{pid}/maps");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().skip(3);
+            let (maj, min) = f.next()?.split_once(':')?;
+            let ino: u64 = f.next()?.parse().ok()?;
+            let dev = libc::makedev(
+                u32::from_str_radix(maj, 16).ok()?,
+                u32::from_str_radix(min, 16).ok()?,
+            );
+            (ino != 0).then_some((dev, ino))
+        })
+        .collect())
 }
 
 /// Sets the status flags an open file had that a fresh one may lack.

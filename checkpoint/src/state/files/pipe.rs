@@ -1,4 +1,5 @@
-//! Pipes and FIFOs whose ends are all in the tree, with the bytes in flight.
+//! Pipes and FIFOs whose ends are all in the tree, with the bytes in flight (a pipe whose
+//! other end is closed everywhere counts: its restored twin has that end closed).
 //!
 //! Dump: the bytes are copied without consuming them (`tee` into a pipe of the dumper), so a
 //! tree that runs on keeps them; a FIFO held only by writers is read through a reader of the
@@ -61,12 +62,28 @@ pub(crate) fn note_end(ends: &mut HashMap<u64, (bool, bool)>, e: &FdEntry) {
     }
 }
 
-/// True for a pipe with one of its ends outside the tree.
-pub(crate) fn leads_outside(cx: &FileDump<'_>) -> bool {
-    !cx.tree
+/// True for a pipe with one of its ends open outside the tree. A pipe whose other end is
+/// closed everywhere (a read end without writers, a write end without readers) is the tree's
+/// alone: it is restored with that end closed.
+pub(crate) fn leads_outside(cx: &FileDump<'_>) -> Result<bool> {
+    let (r, w) = cx
+        .tree
         .pipe_ends
         .get(&cx.e.key.1)
-        .is_some_and(|&(r, w)| r && w)
+        .copied()
+        .unwrap_or_default();
+    if r && w {
+        return Ok(false);
+    }
+    let mine = cx.take()?;
+    let ev = sfd::poll_now(mine.as_fd()).map_err(|er| cx.failed("poll", er))?;
+    // a read end sees POLLHUP once no writer is left, a write end POLLERR once no reader is
+    let peer_closed = if r {
+        ev & libc::POLLHUP != 0
+    } else {
+        ev & libc::POLLERR != 0
+    };
+    Ok(!peer_closed)
 }
 
 fn reads(e: &FdEntry) -> bool {

@@ -24,12 +24,18 @@ pub(crate) enum Class {
     EventPoll,
     /// A timerfd.
     TimerFd,
+    /// A pidfd.
+    PidFd,
+    /// An inotify instance.
+    Inotify,
     /// A signalfd.
     SignalFd,
     /// A terminal.
     Tty,
     /// A regular file.
     Regular,
+    /// A regular file deleted while open.
+    Ghost,
     /// A directory.
     Directory,
     /// A character device opened again by path.
@@ -54,6 +60,8 @@ pub(crate) struct FdEntry {
     pub info: HashMap<String, String>,
     /// The whole fdinfo text (epoll lists one `tfd:` line per watched fd).
     pub info_text: String,
+    /// Locks on the file that fdinfo shows for this fd.
+    pub locks: Vec<super::locks::FileLock>,
 }
 
 const DEVICES: &[&str] = &[
@@ -125,6 +133,7 @@ fn entry(pid: i32, fd: i32) -> Result<Option<FdEntry>> {
         rdev: md.rdev(),
         size: md.size(),
         info,
+        locks: super::locks::parse(pid, fd, &text)?,
         info_text: text,
     };
     e.class = classify(pid, &e)?;
@@ -152,18 +161,18 @@ fn classify(pid: i32, e: &FdEntry) -> Result<Class> {
             "[eventpoll]" => Ok(Class::EventPoll),
             "[timerfd]" => Ok(Class::TimerFd),
             "[signalfd]" => Ok(Class::SignalFd),
-            "inotify" => bad("an inotify instance"),
-            "[pidfd]" => bad("a pidfd"),
+            "inotify" => Ok(Class::Inotify),
+            "[pidfd]" => Ok(Class::PidFd),
             "[userfaultfd]" => bad("a userfaultfd"),
             "[io_uring]" => bad("an io_uring instance"),
             other => bad(&format!("an anonymous inode {other}")),
         };
     }
-    if l.starts_with("/memfd:") {
-        return bad("a memfd");
-    }
-    if l.ends_with(" (deleted)") {
-        return bad(&format!("deleted file {l}"));
+    if super::ghost::is_deleted(l) {
+        return match e.mode {
+            libc::S_IFREG if l.starts_with('/') => Ok(Class::Ghost),
+            _ => bad(&format!("deleted file {l}")),
+        };
     }
     if !l.starts_with('/') {
         return bad(l);

@@ -1,13 +1,14 @@
-//! Unix socket pairs whose two ends are in the tree, with the bytes queued at each end.
+//! Unix socket pairs whose two ends are in the tree, with the bytes queued at each end (a
+//! stream socket whose peer was closed counts: its restored twin has that end closed).
 //!
-//! Sockets of other families are refused before anything is frozen; so are listening and bound
-//! Unix sockets and datagram sockets with messages queued. What a socket is connected to is
-//! told by sock_diag (the peer's inode); queued bytes are copied with `MSG_PEEK`. Restore makes
-//! a `socketpair` and sends each end's queued bytes from the other end.
+//! Sockets of other families are refused before anything is frozen; so are datagram pairs with
+//! messages queued and connected sockets bound to a name (accepted connections). What a socket
+//! is connected to is told by sock_diag (the peer's inode); queued bytes are copied with
+//! `MSG_PEEK`. Restore makes a `socketpair` and sends each end's queued bytes from the other
+//! end. Sockets connected to nothing are `unix_alone`'s.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,16 +17,14 @@ use crate::error::{Error, Result};
 use crate::persist::Persist;
 use crate::sys::fd as sfd;
 
-/// sock_diag's state of a listening socket (`TCP_LISTEN`).
-const LISTENING: u8 = 10;
-
 /// A Unix socket pair.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketPairImage {
     /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
     pub sotype: i32,
-    /// Bytes waiting to be read at end 0 and end 1 (stream sockets).
-    pub queued: [Vec<u8>; 2],
+    /// What waits to be read at end 0 and end 1: the messages of a datagram or seqpacket
+    /// pair, in order; for a stream pair, its bytes (in one or more runs).
+    pub queued: [Vec<Vec<u8>>; 2],
 }
 
 /// One end of a Unix socket pair.
@@ -67,42 +66,78 @@ pub(crate) fn ino_of(link: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn diag<'t>(cx: &'t FileDump<'_>) -> Option<&'t sfd::UnixDiag> {
+/// What sock_diag says of the socket of `cx`.
+pub(crate) fn diag<'t>(cx: &'t FileDump<'_>) -> Option<&'t sfd::UnixDiag> {
     cx.tree.unix.get(&(ino_of(&cx.e.link) as u32))
 }
 
-/// True for a socket not connected to another socket of the tree; a listening one is refused.
-pub(crate) fn leads_outside(cx: &FileDump<'_>) -> Result<bool> {
-    let d = diag(cx).cloned().unwrap_or_default();
-    if d.peer != 0 && cx.tree.tree_socks.contains(&(d.peer as u64)) {
-        return Ok(false);
-    }
-    if d.state == LISTENING {
-        return Err(cx.refuse("is a listening Unix socket"));
-    }
-    Ok(true)
+/// What a Unix socket of the tree is connected to.
+pub(crate) enum Role {
+    /// A socket of the tree, or a stream socket whose peer was closed.
+    Pair,
+    /// Nothing (never connected, bound, listening).
+    Alone,
+    /// A socket outside the tree.
+    Outside,
 }
 
-/// Bytes queued for reading at the socket (refused for a datagram socket: messages would lose
-/// their boundaries).
-fn queued(cx: &FileDump<'_>, sock: &OwnedFd, sotype: i32, rqueue: u32) -> Result<Vec<u8>> {
-    if rqueue == 0 {
+/// sock_diag's state of a connected socket (`TCP_ESTABLISHED`).
+const CONNECTED: u8 = 1;
+
+/// What the socket of `cx` is connected to.
+pub(crate) fn role(cx: &FileDump<'_>) -> Result<Role> {
+    let d = diag(cx).cloned().unwrap_or_default();
+    if d.state == super::unix_alone::LISTENING {
+        return Ok(Role::Alone);
+    }
+    if d.peer != 0 {
+        return Ok(if cx.tree.tree_socks.contains(&(d.peer as u64)) {
+            Role::Pair
+        } else {
+            Role::Outside
+        });
+    }
+    if d.state != CONNECTED {
+        return Ok(Role::Alone);
+    }
+    // connected, but its peer was closed (sock_diag shows no peer then), which shut both
+    // ways down here
+    let mine = cx.take()?;
+    let (_, sotype, _) = sfd::socket_kind(mine.as_fd()).map_err(|er| cx.failed("socket", er))?;
+    Ok(if d.shutdown == 3 && sotype != libc::SOCK_DGRAM {
+        Role::Pair
+    } else {
+        Role::Outside
+    })
+}
+
+/// What is queued for reading at the socket; refused when some of it is control data (file
+/// descriptors or credentials in flight) or an empty datagram.
+fn queued(cx: &FileDump<'_>, sock: &OwnedFd, sotype: i32, rqueue: u32) -> Result<Vec<Vec<u8>>> {
+    let stream = sotype == libc::SOCK_STREAM;
+    // a datagram socket's rqueue is the length of its first message only (0 for an empty
+    // one): datagram sockets are always read
+    if stream && rqueue == 0 {
         return Ok(Vec::new());
     }
-    if sotype != libc::SOCK_STREAM {
-        return Err(cx.refuse("is a Unix datagram socket with queued messages"));
+    let p = sfd::peek_socket(sock.as_fd(), stream.then_some(rqueue as usize))
+        .map_err(|e| cx.failed("peek socket", e))?;
+    if p.control {
+        return Err(cx.refuse(
+            "is a Unix socket with file descriptors or credentials in flight (SCM_RIGHTS, SCM_CREDENTIALS)",
+        ));
     }
-    let data =
-        sfd::peek_socket(sock.as_fd(), rqueue as usize).map_err(|e| cx.failed("peek socket", e))?;
-    if data.len() != rqueue as usize {
+    if p.empty {
+        return Err(cx.refuse("is a Unix socket with an empty datagram queued"));
+    }
+    let got: usize = p.messages.iter().map(Vec::len).sum();
+    if stream && got != rqueue as usize {
         return Err(Error::Conflict(format!(
-            "pid {}: fd {}: peeked {} of {rqueue} queued bytes",
-            cx.pid,
-            cx.e.fd,
-            data.len()
+            "pid {}: fd {}: peeked {got} of {rqueue} queued bytes",
+            cx.pid, cx.e.fd
         )));
     }
-    Ok(data)
+    Ok(p.messages)
 }
 
 impl Persist for PairEnd {
@@ -121,6 +156,10 @@ impl Persist for PairEnd {
         }
         if let Some(&(pair, end)) = cx.seen.pairs.get(&ino) {
             return Ok(PairEnd { pair, end });
+        }
+        // shut down by `shutdown` (not by a peer that was closed, which comes back as it was)
+        if d.shutdown != 0 && d.peer != 0 {
+            return Err(cx.refuse("is a Unix socket shut down one or both ways (shutdown)"));
         }
         let data = queued(cx, &mine, sotype, d.rqueue)?;
         if let Some(&(pair, end)) = cx.seen.pairs.get(&(d.peer as u64)) {
@@ -161,6 +200,26 @@ impl Persist for PairEnd {
     }
 }
 
+/// Sends `m` without waiting (a send that would wait is an error, not a hang): a stream in as
+/// many sends as it takes, a message in one.
+fn send_all(fd: std::os::fd::BorrowedFd<'_>, m: &[u8], stream: bool) -> Result<()> {
+    use nix::sys::socket::{send, MsgFlags};
+    let mut done = 0;
+    while done < m.len() || (done == 0 && !stream) {
+        let n = send(
+            fd.as_raw_fd(),
+            &m[done..],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        )
+        .map_err(|e| Error::io("socketpair: queue the saved data again", e.into()))?;
+        if !stream && n != m.len() {
+            return Err(Error::Conflict("socketpair: a message was cut".into()));
+        }
+        done += n.max(1);
+    }
+    Ok(())
+}
+
 /// Socket pairs made so far by a restore: the ends not handed out yet.
 pub(crate) type Making = HashMap<u32, [Option<OwnedFd>; 2]>;
 
@@ -170,11 +229,11 @@ fn make(sp: &SocketPairImage) -> Result<[Option<OwnedFd>; 2]> {
     let ty = SockType::try_from(sp.sotype).map_err(|e| Error::io("socketpair", e.into()))?;
     let (a, b) = socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC)
         .map_err(|e| Error::io("socketpair", e.into()))?;
-    // bytes waiting at end 0 were sent from end 1, and the other way round
-    for (from, bytes) in [(&b, &sp.queued[0]), (&a, &sp.queued[1])] {
-        std::fs::File::from(from.try_clone().map_err(|e| Error::io("socketpair", e))?)
-            .write_all(bytes)
-            .map_err(|e| Error::io("socketpair", e))?;
+    // what waits at end 0 was sent from end 1, and the other way round; one send per message
+    for (from, messages) in [(&b, &sp.queued[0]), (&a, &sp.queued[1])] {
+        for m in messages {
+            send_all(from.as_fd(), m, sp.sotype == libc::SOCK_STREAM)?;
+        }
     }
     Ok([Some(a), Some(b)])
 }

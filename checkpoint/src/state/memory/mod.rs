@@ -88,8 +88,26 @@ pub struct Vma {
     pub growsdown: bool,
     /// `madvise` advice to apply again (`MADV_*` values).
     pub advice: Vec<i32>,
+    /// Locked in memory (`mlock`, `mlock2`).
+    pub lock: MemLock,
+    /// Mapped with `MAP_NORESERVE` (no swap space reserved).
+    pub noreserve: bool,
+    /// May be made writable (`VM_MAYWRITE`: for a shared file mapping, its file was opened
+    /// for writing).
+    pub may_write: bool,
     /// What backs it.
     pub kind: VmaKind,
+}
+
+/// Whether a mapping is locked in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemLock {
+    /// Not locked.
+    Unlocked,
+    /// `mlock`: every page in memory.
+    Locked,
+    /// `mlock2(MLOCK_ONFAULT)`: pages locked as they are touched.
+    OnFault,
 }
 
 /// What backs a mapping.
@@ -128,9 +146,10 @@ pub struct PageRun {
     pub in_parent: bool,
 }
 
-/// Refuses, before anything is frozen, mappings a restore would not bring back.
+/// Refuses, before anything is frozen, mappings a restore would not bring back (their smaps
+/// flags included).
 pub(crate) fn check(pid: i32) -> Result<()> {
-    maps::mappings(pid, false).map(drop)
+    maps::mappings(pid, true).map(drop)
 }
 
 /// Refuses, before anything is restored, the files a process maps or runs that are gone or
@@ -247,17 +266,33 @@ impl Persist for MmImage {
                     [v.start, v.end - v.start, a as u64, 0, 0, 0],
                 )?;
             }
-            if v.shared || v.prot as u64 == rw {
-                continue;
+            if !v.shared && v.prot as u64 != rw {
+                cx.h.call(
+                    "mprotect",
+                    libc::SYS_mprotect,
+                    [v.start, v.end - v.start, v.prot as u64, 0, 0, 0],
+                )?;
             }
-            cx.h.call(
-                "mprotect",
-                libc::SYS_mprotect,
-                [v.start, v.end - v.start, v.prot as u64, 0, 0, 0],
-            )?;
+            lock(cx, v)?;
         }
         set_mm(self, cx)
     }
+}
+
+/// Locks a mapping in memory as it was (while the restorer's CAP_IPC_LOCK lasts).
+fn lock(cx: &mut ProcRestore<'_>, v: &Vma) -> Result<()> {
+    const MLOCK_ONFAULT: u64 = 1;
+    let flags = match v.lock {
+        MemLock::Unlocked => return Ok(()),
+        MemLock::Locked => 0,
+        MemLock::OnFault => MLOCK_ONFAULT,
+    };
+    cx.h.call(
+        &format!("mlock2 {:#x}-{:#x}", v.start, v.end),
+        libc::SYS_mlock2,
+        [v.start, v.end - v.start, flags, 0, 0, 0],
+    )
+    .map(drop)
 }
 
 fn layout(st: &procfs::process::Stat, brk: u64) -> MmLayout {

@@ -327,6 +327,9 @@ fn map(t: &mut Task, v: &Vma, s: u64, e: u64, open: &mut Option<(String, u64, u6
             if v.growsdown {
                 fl |= libc::MAP_GROWSDOWN;
             }
+            if v.noreserve {
+                fl |= libc::MAP_NORESERVE;
+            }
             t.call(
                 "mmap anon",
                 libc::SYS_mmap,
@@ -335,11 +338,14 @@ fn map(t: &mut Task, v: &Vma, s: u64, e: u64, open: &mut Option<(String, u64, u6
         }
         VmaKind::File { path, offset, .. } => {
             let fd = open_for_map(t, v, path, open)?;
-            let (prot, fl) = if v.shared {
+            let (prot, mut fl) = if v.shared {
                 (v.prot as u64, libc::MAP_SHARED | libc::MAP_FIXED)
             } else {
                 (rw | v.prot as u64, libc::MAP_PRIVATE | libc::MAP_FIXED)
             };
+            if v.noreserve {
+                fl |= libc::MAP_NORESERVE;
+            }
             t.call(
                 &format!("mmap {path}"),
                 libc::SYS_mmap,
@@ -358,7 +364,8 @@ fn open_for_map(
     path: &str,
     open: &mut Option<(String, u64, u64)>,
 ) -> Result<u64> {
-    let oflags = if v.shared && v.prot & libc::PROT_WRITE != 0 {
+    // a shared mapping of a file opened for writing may be made writable later (mprotect)
+    let oflags = if v.shared && (v.prot & libc::PROT_WRITE != 0 || v.may_write) {
         libc::O_RDWR
     } else {
         libc::O_RDONLY

@@ -1,0 +1,126 @@
+//! The shared file system in the daemon: starts the DFS service and mounts it when the
+//! `[dfs]` table says so, feeds it the membership view, answers `ssi dfs`, and unmounts when
+//! the daemon stops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use dfs::fuse::{mount, Fs};
+use dfs::net::PORT_OFFSET;
+use dfs::service::{Dfs, Member, Options};
+use ssi_core::config::DfsMode;
+use ssi_core::control::ControlResponse;
+use tokio::sync::watch;
+
+use super::Node;
+
+/// How often the DFS hears which nodes are alive.
+const VIEW_PERIOD: Duration = Duration::from_millis(500);
+
+/// A running DFS: its mount, to be stopped with the daemon.
+#[derive(Debug)]
+pub struct Running {
+    dfs: Arc<Dfs>,
+    session: fuser::BackgroundSession,
+}
+
+fn dfs_addr(addr: SocketAddr) -> Result<SocketAddr> {
+    let port = addr
+        .port()
+        .checked_add(PORT_OFFSET)
+        .with_context(|| format!("port {} leaves no room for the dfs service", addr.port()))?;
+    Ok(SocketAddr::new(addr.ip(), port))
+}
+
+/// Starts the DFS service and mounts it, if the configuration asks for it.
+pub async fn start(node: Arc<Node>) -> Result<Option<Running>> {
+    let cfg = &node.config.dfs;
+    if cfg.mode == DfsMode::Off {
+        return Ok(None);
+    }
+    let (tx, rx) = watch::channel(Vec::new());
+    tokio::spawn(feed_view(node.clone(), tx));
+    let opts = Options {
+        me: node.config.id.0,
+        data_dir: cfg.data_dir.clone(),
+        listen: dfs_addr(node.config.listen)?,
+        advertise: dfs_addr(node.config.advertise)?,
+        replicas: cfg.replicas as usize,
+        voters: cfg.voters as usize,
+    };
+    let dfs = Dfs::start(opts, node.tls.clone(), rx)
+        .await
+        .context("cannot start the shared file system")?;
+    let fs = Fs::new(dfs.clone(), tokio::runtime::Handle::current());
+    let session = mount::mount(fs, &cfg.mount, cfg.threads as usize).with_context(|| {
+        format!(
+            "cannot mount the shared file system at {}",
+            cfg.mount.display()
+        )
+    })?;
+    if node.dfs.set(dfs.clone()).is_err() {
+        bail!("the shared file system was started twice");
+    }
+    tracing::info!(mount = %cfg.mount.display(), data = %cfg.data_dir.display(), "dfs mounted");
+    Ok(Some(Running { dfs, session }))
+}
+
+/// Unmounts and stops the raft member.
+pub async fn stop(running: Option<Running>) {
+    let Some(r) = running else { return };
+    // Unmounting waits for the FUSE threads, which may be waiting for this runtime.
+    let unmounted = tokio::task::spawn_blocking(move || r.session.umount_and_join()).await;
+    match unmounted {
+        Ok(Ok(())) => tracing::info!("dfs unmounted"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "dfs unmount failed"),
+        Err(e) => tracing::warn!(error = %e, "dfs unmount task failed"),
+    }
+    r.dfs.shutdown().await;
+}
+
+/// Keeps the DFS's view of the alive nodes up to date from the membership.
+async fn feed_view(node: Arc<Node>, tx: watch::Sender<Vec<Member>>) {
+    loop {
+        if let Ok(view) = node.gossip.view().await {
+            let members = view
+                .iter()
+                .filter_map(|v| {
+                    let addr = dfs_addr(v.addr.parse().ok()?).ok()?;
+                    Some(Member {
+                        id: v.id.0,
+                        addr,
+                        alive: v.state.is_active(),
+                    })
+                })
+                .collect();
+            if tx.send(members).is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(VIEW_PERIOD).await;
+    }
+}
+
+fn running(node: &Node) -> Result<&Arc<Dfs>> {
+    node.dfs.get().with_context(|| {
+        format!(
+            "node {} does not serve the shared file system ([dfs] mode is off)",
+            node.config.id
+        )
+    })
+}
+
+/// Answers `ssi dfs status`.
+pub async fn status(node: &Node) -> Result<ControlResponse> {
+    let mut status = running(node)?.status().await?;
+    status.mount = node.config.dfs.mount.display().to_string();
+    Ok(ControlResponse::Dfs(serde_json::to_string(&status)?))
+}
+
+/// Answers `ssi dfs scrub`.
+pub async fn scrub(node: &Node) -> Result<ControlResponse> {
+    let report = running(node)?.scrub().await?;
+    Ok(ControlResponse::Dfs(serde_json::to_string(&report)?))
+}
