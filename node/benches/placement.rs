@@ -113,11 +113,9 @@ async fn cluster(n: usize) -> GossipHandle {
     for d in feed(n, &mut rng) {
         core.handle_packet(&d).expect("feed datagram");
     }
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let key = ClusterKey::from_bytes(&[7u8; 32]).expect("key");
-    let handle = gossip::spawn(core, socket, key);
+    let handle = gossip::spawn(core, socket, key).expect("gossip task");
     let view = handle.view().await.expect("view");
     let named = view.iter().filter(|v| v.probe.cpus > 0).count();
     assert_eq!(

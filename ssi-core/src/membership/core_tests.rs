@@ -613,3 +613,38 @@ fn probe_data_is_published_at_once_then_paced() {
     h.core.publish(ProbeData::default()).expect("publish");
     assert_eq!(h.core.own.seq, 1);
 }
+
+fn probe_period_after(outputs: &[Output]) -> Duration {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Schedule { timer, after } if timer.timer == Timer::Probe => Some(*after),
+            _ => None,
+        })
+        .expect("next probe scheduled")
+}
+
+#[test]
+fn a_node_whose_timers_run_late_probes_less_eagerly_once_per_hold_up() {
+    let period = GossipConfig::default().probe_period;
+    let mut h = Harness::new(3);
+    let start = h.start.clone();
+    let t = timers(&start);
+    let probe = t.iter().find(|t| t.timer == Timer::Probe).expect("probe");
+    let gossip = t.iter().find(|t| t.timer == Timer::Gossip).expect("gossip");
+    // Both first timers are due within one probe period: one hold-up of a second delays both.
+    h.core.timer_late(probe, Duration::from_secs(1));
+    h.core.timer_late(gossip, Duration::from_secs(1));
+    let out = h.fire(&start, |t| *t == Timer::Probe);
+    assert_eq!(probe_period_after(&out), period * 2, "health worse once");
+
+    let mut on_time = Harness::new(3);
+    let start = on_time.start.clone();
+    let probe = timers(&start)
+        .into_iter()
+        .find(|t| t.timer == Timer::Probe)
+        .expect("probe");
+    on_time.core.timer_late(&probe, Duration::from_millis(20));
+    let out = on_time.fire(&start, |t| *t == Timer::Probe);
+    assert_eq!(probe_period_after(&out), period, "20 ms late is on time");
+}

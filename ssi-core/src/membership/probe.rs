@@ -19,10 +19,12 @@
 //! everyone; two probes in a row fail about once in 2.6 million.
 //!
 //! Local health (0..=8) multiplies the probe period and timeouts: a node that misses nacks it
-//! was owed, or has to refute suspicions of itself, is probably the slow one, so it probes less
-//! eagerly and waits longer before accusing others.
+//! was owed, has to refute suspicions of itself, or whose own timers run late (its runtime
+//! tells it so), is probably the slow one, so it probes less eagerly and waits longer before
+//! accusing others.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use rand::RngExt;
 
@@ -71,6 +73,8 @@ pub struct Prober {
     check: Option<(Slot, u64)>,
     relays: BTreeMap<u32, Relay>,
     health: u8,
+    /// When the last hold-up of this node ended, on the core's clock (see `held_up`).
+    held_up_until: Duration,
 }
 
 impl Prober {
@@ -87,6 +91,15 @@ impl Prober {
     /// Local health got worse by `by`.
     pub fn worse(&mut self, by: u8) {
         self.health = self.health.saturating_add(by).min(MAX_HEALTH);
+    }
+
+    /// The timer due at `due` ran `late` after it: this node was held up. Timers due before
+    /// the end of a hold-up already counted are the same hold-up.
+    pub fn held_up(&mut self, due: Duration, late: Duration) {
+        if due >= self.held_up_until {
+            self.held_up_until = due + late;
+            self.worse(1);
+        }
     }
 
     fn better(&mut self) {
