@@ -473,8 +473,12 @@ mod tests {
         let (s1, c1) = member(1);
         let (s2, c2) = member(2);
         let seed = c1.identity().clone();
-        let one = daemon.block_on(async { spawn(c1, s1, key.clone()) }).expect("node 1");
-        let two = other.block_on(async { spawn(c2, s2, key) }).expect("node 2");
+        let one = daemon
+            .block_on(async { spawn(c1, s1, key.clone()) })
+            .expect("node 1");
+        let two = other
+            .block_on(async { spawn(c2, s2, key) })
+            .expect("node 2");
         let mut events = two.subscribe();
         other.block_on(two.join(seed, vec![])).expect("join");
         let alive = |h: &GossipHandle| {
