@@ -112,10 +112,20 @@ impl Group {
 
     fn remove(&mut self, id: NodeId, k: Keys) {
         self.ids.remove(&id);
+        self.remove_keys(id, k);
+    }
+
+    fn remove_keys(&mut self, id: NodeId, k: Keys) {
         self.pressure.remove(&(k.pressure, id));
         self.memory.remove(&(k.mem, k.pressure, id));
         self.procs.remove(&(k.procs, k.pressure, id));
         self.room.remove(&(k.pressure, id));
+    }
+
+    /// Moves `id` from its `old` keys to `new` ones in every order (it stays in the group).
+    fn rekey(&mut self, id: NodeId, old: Keys, new: Keys) {
+        self.remove_keys(id, old);
+        self.insert(id, new);
     }
 
     fn walk(&self, order: Order) -> Box<dyn Iterator<Item = NodeId> + '_> {
@@ -133,7 +143,8 @@ impl Group {
 pub struct PlacementIndex {
     nodes: BTreeMap<NodeId, (NodeSample, Keys)>,
     all: Group,
-    labels: HashMap<(String, String), Group>,
+    /// Label name -> label value -> the nodes carrying it (looked up by `&str`, no copy).
+    labels: HashMap<String, HashMap<String, Group>>,
 }
 
 impl PlacementIndex {
@@ -181,7 +192,9 @@ impl PlacementIndex {
         self.all.insert(id, keys);
         for (k, v) in &sample.labels {
             self.labels
-                .entry((k.clone(), v.clone()))
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
                 .or_default()
                 .insert(id, keys);
         }
@@ -194,23 +207,43 @@ impl PlacementIndex {
             return;
         };
         self.all.remove(id, keys);
-        for (k, v) in old.labels {
-            let key = (k, v);
-            if let Some(g) = self.labels.get_mut(&key) {
+        for (k, v) in &old.labels {
+            let Some(values) = self.labels.get_mut(k.as_str()) else {
+                continue;
+            };
+            if let Some(g) = values.get_mut(v.as_str()) {
                 g.remove(id, keys);
                 if g.ids.is_empty() {
-                    self.labels.remove(&key);
+                    values.remove(v.as_str());
                 }
+            }
+            if values.is_empty() {
+                self.labels.remove(k.as_str());
             }
         }
     }
 
-    /// Changes node `id`'s count of recent placements by `delta` (never below 0).
+    /// Changes node `id`'s count of recent placements by `delta` (never below 0), re-keying
+    /// it in place in its groups' orders (a placement's cost: no sample copied).
     pub fn add_pending(&mut self, id: NodeId, delta: i32) {
-        if let Some((s, _)) = self.nodes.get(&id) {
-            let mut s = s.clone();
-            s.pending = s.pending.saturating_add_signed(delta);
-            self.update(s);
+        let PlacementIndex { nodes, all, labels } = self;
+        let Some((s, keys)) = nodes.get_mut(&id) else {
+            return;
+        };
+        s.pending = s.pending.saturating_add_signed(delta);
+        let new = Keys::of(s);
+        if new == *keys {
+            return;
+        }
+        let old = std::mem::replace(keys, new);
+        all.rekey(id, old, new);
+        for (k, v) in &s.labels {
+            if let Some(g) = labels
+                .get_mut(k.as_str())
+                .and_then(|values| values.get_mut(v.as_str()))
+            {
+                g.rekey(id, old, new);
+            }
         }
     }
 
@@ -227,7 +260,7 @@ impl PlacementIndex {
     fn group(&self, req: &Request) -> Option<&Group> {
         let mut best = &self.all;
         for (k, v) in &req.constraints {
-            let g = self.labels.get(&(k.clone(), v.clone()))?;
+            let g = self.labels.get(k.as_str())?.get(v.as_str())?;
             if g.ids.len() < best.ids.len() {
                 best = g;
             }
@@ -241,9 +274,7 @@ impl PlacementIndex {
 
     /// The first node in `order` that fits `req`.
     pub fn first(&self, order: Order, req: &Request) -> Option<NodeId> {
-        self.group(req)?
-            .walk(order)
-            .find(|&id| self.fits(id, req))
+        self.group(req)?.walk(order).find(|&id| self.fits(id, req))
     }
 
     /// The first node that fits `req` with an id above `after` (none: from the lowest),

@@ -44,7 +44,9 @@ fn random_request(rng: &mut SmallRng) -> Request {
     }
     Request {
         cpus: rng.random_bool(0.3).then(|| rng.random_range(1..9)),
-        mem_bytes: rng.random_bool(0.3).then(|| rng.random_range(0..4u64) << 30),
+        mem_bytes: rng
+            .random_bool(0.3)
+            .then(|| rng.random_range(0..4u64) << 30),
         constraints,
     }
 }
