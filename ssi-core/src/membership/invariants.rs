@@ -241,9 +241,10 @@ fn every_crash_is_known_to_every_member_within_3_s() {
             continue;
         }
         for observer in (0..MEMBERS).filter(|o| !cut.contains(o) && *o != index) {
-            let dead = sim.seen.iter().find(|s| {
-                s.observer == observer && s.event == MemberEvent::Dead(victim.clone())
-            });
+            let dead = sim
+                .seen
+                .iter()
+                .find(|s| s.observer == observer && s.event == MemberEvent::Dead(victim.clone()));
             let took = dead.map(|s| s.at - MS(at));
             assert!(
                 took.is_some_and(|t| t <= MS(3000)),
