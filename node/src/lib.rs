@@ -190,7 +190,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
     tokio::spawn(control::serve(node.clone(), control));
     tokio::spawn(probes::run(node.clone()));
     tokio::spawn(sched::balance::run(node.clone()));
-    tokio::spawn(sched::state::follow(node.clone()));
+    tokio::spawn(sched::follow::run(node.clone()));
     tokio::spawn(join::run(node.clone(), fatal_tx));
     if let Some(listener) = http {
         tracing::info!(addr = %listener.local_addr()?, "metrics served at /metrics");

@@ -3,7 +3,7 @@
 //! (the last [`KEEP_DECISIONS`]) for `ssi sched show`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -17,8 +17,6 @@ use ssi_core::NodeId;
 
 /// Decisions kept for `ssi sched show`.
 pub const KEEP_DECISIONS: usize = 50;
-/// How often the placement index takes in the cluster view ([`follow`]).
-const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
 struct State {
     policy_name: String,
@@ -136,7 +134,7 @@ impl Sched {
     }
 
     /// Chooses the node for a new process from the placement index (kept up to date by
-    /// [`follow`]); the choice is recorded.
+    /// `sched::follow`); the choice is recorded.
     pub fn place(&self, req: &Request, what: &str) -> Option<NodeId> {
         let now = self.now_s();
         let mut st = self.lock();
@@ -217,19 +215,6 @@ impl Sched {
             balance: st.balancer.config.clone(),
             view: nodes,
             decisions: st.decisions.iter().cloned().collect(),
-        }
-    }
-}
-
-/// Feeds the placement index the cluster view every [`FOLLOW_EVERY`], for as long as the
-/// membership task runs: decisions then need neither the view nor a scan of it.
-pub async fn follow(node: Arc<crate::node::Node>) {
-    let mut tick = tokio::time::interval(FOLLOW_EVERY);
-    loop {
-        tick.tick().await;
-        match node.gossip.view().await {
-            Ok(view) => node.sched.sync(&view),
-            Err(_) => return,
         }
     }
 }
