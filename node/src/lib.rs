@@ -73,7 +73,7 @@ use ssi_core::membership::Membership;
 use ssi_core::pki::check_trusted;
 use ssi_core::tls::TlsContext;
 use ssi_core::NodeIdentity;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use join::Fatal;
@@ -111,8 +111,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
     let tcp = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on tcp {}", config.listen))?;
-    let udp = UdpSocket::bind(config.listen)
-        .await
+    let udp = std::net::UdpSocket::bind(config.listen)
         .with_context(|| format!("cannot listen on udp {}", config.listen))?;
     let control = control::bind(&config.control_socket())?;
     let http = match config.http_listen {
@@ -132,7 +131,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
         rand::rngs::StdRng::seed_from_u64(rand::random()),
     );
     let sched = sched::Sched::new(config.id, &config.sched).context("scheduler config")?;
-    let gossip = gossip::spawn(core, udp, key.clone());
+    let gossip = gossip::spawn(core, udp, key.clone())?;
     let mut node_cgroup = None;
     let mut user_cgroups = None;
     let procs = match hosting {
@@ -212,6 +211,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
     tokio::spawn(control::serve(node.clone(), control));
     tokio::spawn(probes::run(node.clone()));
     tokio::spawn(sched::balance::run(node.clone()));
+    tokio::spawn(sched::follow::run(node.clone()));
     tokio::spawn(join::run(node.clone(), fatal_tx));
     tokio::spawn(ft::watch(node.clone()));
     if let Some(listener) = http {

@@ -168,12 +168,12 @@ pub async fn follow_local(
 
 /// Chooses the node for a new process.
 async fn place(node: &Node, spec: &RunSpec) -> Result<NodeId, (String, i32)> {
-    let view = node
-        .gossip
-        .view()
-        .await
-        .map_err(|e| (e.to_string(), EXIT_SSI_ERROR))?;
     if let Some(id) = spec.node {
+        let view = node
+            .gossip
+            .view()
+            .await
+            .map_err(|e| (e.to_string(), EXIT_SSI_ERROR))?;
         return match view.iter().find(|n| n.id == id) {
             Some(n) if n.state.is_active() => Ok(id),
             Some(n) => Err((
@@ -185,7 +185,7 @@ async fn place(node: &Node, spec: &RunSpec) -> Result<NodeId, (String, i32)> {
     }
     let req = crate::sched::state::request(spec.cpus, spec.mem_bytes, &spec.constraints);
     node.sched
-        .place(&view, &req, &spec.command_line())
+        .place(&req, &spec.command_line())
         .ok_or_else(|| {
             (
                 format!("no alive node fits the request ({req:?})"),

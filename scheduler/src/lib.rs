@@ -4,7 +4,7 @@
 //! running processes off overloaded nodes.
 //!
 //! ```text
-//!   procfs -> probes -> gossip -> filters -> NodeSample[] -> policy.place(request) -> node
+//!   procfs -> probes -> gossip -> filters -> PlacementIndex -> policy.place_in(request) -> node
 //!                                                      \-> balancer.decide(local procs) -> move
 //! ```
 //!
@@ -17,12 +17,16 @@
 pub mod balance;
 pub mod external;
 pub mod filter;
+pub mod index;
+pub mod placer;
 pub mod policy;
 pub mod probe;
 pub mod registry;
 pub mod sample;
 
 pub use balance::{BalanceConfig, Balancer, LocalProc, Move};
+pub use index::PlacementIndex;
+pub use placer::{Placement, Placer};
 pub use policy::Policy;
 pub use sample::{NodeSample, Request};
 

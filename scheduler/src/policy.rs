@@ -10,6 +10,7 @@
 
 use ssi_core::NodeId;
 
+use crate::index::{has_room, Order, PlacementIndex};
 use crate::sample::{NodeSample, Request};
 
 /// A placement policy.
@@ -18,6 +19,11 @@ pub trait Policy: Send + std::fmt::Debug {
     fn name(&self) -> &str;
     /// Chooses among `nodes` (all alive) one that fits `req`, or `None` if none fits.
     fn place(&mut self, nodes: &[NodeSample], req: &Request) -> Option<NodeId>;
+    /// The same choice as [`Policy::place`] over the index's samples, made from the index's
+    /// orders where the policy has one (the built-ins); others scan the samples.
+    fn place_in(&mut self, index: &PlacementIndex, req: &Request) -> Option<NodeId> {
+        self.place(&index.samples(), req)
+    }
     /// Why the last decision was not the policy's own, if it was not (an external policy
     /// that failed); cleared by the call.
     fn take_failure(&mut self) -> Option<String> {
@@ -50,6 +56,9 @@ impl Policy for LeastLoaded {
             .min_by(|a, b| by_pressure(a, b))
             .map(|n| n.id)
     }
+    fn place_in(&mut self, index: &PlacementIndex, req: &Request) -> Option<NodeId> {
+        index.first(Order::Pressure, req)
+    }
 }
 
 /// See the module table.
@@ -75,6 +84,13 @@ impl Policy for RoundRobin {
         }
         next
     }
+    fn place_in(&mut self, index: &PlacementIndex, req: &Request) -> Option<NodeId> {
+        let next = index.next_after(self.last, req);
+        if next.is_some() {
+            self.last = next;
+        }
+        next
+    }
 }
 
 /// See the module table.
@@ -94,6 +110,9 @@ impl Policy for MemoryAware {
             })
             .map(|n| n.id)
     }
+    fn place_in(&mut self, index: &PlacementIndex, req: &Request) -> Option<NodeId> {
+        index.first(Order::Memory, req)
+    }
 }
 
 /// See the module table.
@@ -106,11 +125,16 @@ impl Policy for Pack {
     }
     fn place(&mut self, nodes: &[NodeSample], req: &Request) -> Option<NodeId> {
         let with_room = fitting(nodes, req)
-            .filter(|n| n.load + f64::from(n.pending) + 1.0 <= f64::from(n.cpus) + 0.5)
-            .max_by(|a, b| by_pressure(a, b).then(b.id.cmp(&a.id)));
+            .filter(|n| has_room(n))
+            .max_by(|a, b| by_pressure(a, b));
         with_room
             .or_else(|| fitting(nodes, req).min_by(|a, b| by_pressure(a, b)))
             .map(|n| n.id)
+    }
+    fn place_in(&mut self, index: &PlacementIndex, req: &Request) -> Option<NodeId> {
+        index
+            .first(Order::Room, req)
+            .or_else(|| index.first(Order::Pressure, req))
     }
 }
 
@@ -125,11 +149,14 @@ impl Policy for Spread {
     fn place(&mut self, nodes: &[NodeSample], req: &Request) -> Option<NodeId> {
         fitting(nodes, req)
             .min_by(|a, b| {
-                (a.procs + a.pending)
-                    .cmp(&(b.procs + b.pending))
+                (u64::from(a.procs) + u64::from(a.pending))
+                    .cmp(&(u64::from(b.procs) + u64::from(b.pending)))
                     .then(by_pressure(a, b))
             })
             .map(|n| n.id)
+    }
+    fn place_in(&mut self, index: &PlacementIndex, req: &Request) -> Option<NodeId> {
+        index.first(Order::Procs, req)
     }
 }
 

@@ -21,7 +21,7 @@
 //! ft_dir = "/ssi/.ssi-ft"          # checkpoints of `ssi run --ft`, see ConfigLayer::ft_dir
 //!
 //! [gossip]
-//! probe_period_ms = 500
+//! probe_period_ms = 200
 //!
 //! [dfs]
 //! mode = "replicated"              # or "off" (the default)
@@ -558,25 +558,26 @@ pub struct GossipLayer {
 
 /// Membership timing, resolved. docs/MEMBERSHIP.md explains the protocol these drive.
 ///
-/// Tuning: a crashed member is suspected after about `probe_period + probe_rtt` (the time to
-/// reach it in the probe order adds up to one round of `n` probe periods at worst, and is
-/// usually far shorter because every member probes it), then declared dead after the
-/// suspicion timeout: `suspect_to_down` once two other members confirmed the suspicion, up to
-/// `suspect_max_factor` times that while nobody confirms (Lifeguard). Both grow by
-/// `log10(n)/2` above 100 members, as gossip needs more hops to reach everyone. Shorter periods
+/// Tuning: a crashed member is first probed within about a `probe_period` (every member probes
+/// one member per period, so the cluster probes each member about once per period), fails
+/// that probe and its retry (two periods), is suspected, and is declared dead `suspect_to_down`
+/// later once two other members confirmed the suspicion with probes of their own (the
+/// suspicion goes at once to a few members, who check). A suspicion nobody confirms lasts up to
+/// `suspect_to_down * suspect_max_factor`, stretched by `log10(n)/2` above 100 members so
+/// that the suspect's refutation has time to reach everyone (Lifeguard). Shorter periods
 /// detect faster but cost more datagrams (each member sends `1000/probe_period_ms` probes a
-/// second, plus `gossip_fanout` datagrams every `gossip_interval` while there is news) and
-/// raise false suspicions on a loaded or lossy network; a longer `suspect_to_down` gives a
-/// slow member time to refute.
+/// second and answers as many, plus `gossip_fanout` datagrams every `gossip_interval` while
+/// there is news) and raise false suspicions on a loaded or lossy network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipConfig {
-    /// Time between two probes (default 500 ms); each member probes every other member once
+    /// Time between two probes (default 200 ms); each member probes every other member once
     /// per round of `n` probes, in a shuffled order.
     pub probe_period: Duration,
-    /// Time to wait for a direct ack before indirect probes (default 250 ms); must be shorter
-    /// than `probe_period`, and above the network's round-trip time.
+    /// Time to wait for a direct ack before indirect probes (default 100 ms); must be shorter
+    /// than `probe_period`, and well above the network's round-trip time.
     pub probe_rtt: Duration,
-    /// Shortest time a suspect has to refute before it is declared dead (default 1500 ms).
+    /// Time a suspect confirmed by other members' probes has to refute before it is declared
+    /// dead (default 500 ms).
     pub suspect_to_down: Duration,
     /// Time between two gossip rounds (default 200 ms); news spreads in about
     /// `log(n)/log(gossip_fanout)` rounds.
@@ -599,8 +600,8 @@ pub struct GossipConfig {
     /// `λ * ceil(log10(n + 1))` times by every member that learns it. Raise it on a lossy
     /// network if some members miss updates.
     pub retransmit_mult: u32,
-    /// How many times `suspect_to_down` an unconfirmed suspicion lasts (default 3); 1 turns
-    /// Lifeguard's dynamic suspicion timeout off.
+    /// How many times `suspect_to_down` an unconfirmed suspicion lasts (default 6, stretched
+    /// by `log10(n)/2` above 100 members); 1 turns Lifeguard's dynamic suspicion timeout off.
     pub suspect_max_factor: u32,
     /// Bytes per second each member may spend sending probe data (default 4096), enforced
     /// as a token bucket. Each member's publication period stretches to
@@ -637,9 +638,9 @@ impl GossipLayer {
     fn resolve(self) -> GossipConfig {
         let ms = Duration::from_millis;
         GossipConfig {
-            probe_period: ms(self.probe_period_ms.unwrap_or(500)),
-            probe_rtt: ms(self.probe_rtt_ms.unwrap_or(250)),
-            suspect_to_down: ms(self.suspect_to_down_ms.unwrap_or(1500)),
+            probe_period: ms(self.probe_period_ms.unwrap_or(200)),
+            probe_rtt: ms(self.probe_rtt_ms.unwrap_or(100)),
+            suspect_to_down: ms(self.suspect_to_down_ms.unwrap_or(500)),
             gossip_interval: ms(self.gossip_interval_ms.unwrap_or(200)),
             info_interval: ms(self.info_interval_ms.unwrap_or(1000)),
             join_retry: ms(self.join_retry_ms.unwrap_or(1000)),
@@ -647,7 +648,7 @@ impl GossipLayer {
             gossip_fanout: self.gossip_fanout.unwrap_or(3),
             indirect_probes: self.indirect_probes.unwrap_or(3),
             retransmit_mult: self.retransmit_mult.unwrap_or(3),
-            suspect_max_factor: self.suspect_max_factor.unwrap_or(3),
+            suspect_max_factor: self.suspect_max_factor.unwrap_or(6),
             info_budget: self.info_budget.unwrap_or(4096),
         }
     }
@@ -919,7 +920,7 @@ mod tests {
         assert_eq!(cfg.probe_scope, ProbeScope::Hosted);
         assert_eq!(cfg.hostname.as_deref(), Some("n3.testbed"));
         assert_eq!(cfg.gossip.probe_period, Duration::from_millis(300));
-        assert_eq!(cfg.gossip.suspect_to_down, Duration::from_millis(1500));
+        assert_eq!(cfg.gossip.suspect_to_down, Duration::from_millis(500));
         assert_eq!(cfg.control_socket(), PathBuf::from("/tmp/n3/ssid.sock"));
     }
 

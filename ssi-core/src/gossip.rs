@@ -2,8 +2,16 @@
 //! authenticated with the cluster key and checked against replays (see [`crate::auth`]), and
 //! timers on the tokio clock.
 //!
-//! It runs as one task that owns the [`Membership`] core; the rest of the daemon talks to it
-//! through a [`GossipHandle`] and hears about changes through [`GossipHandle::subscribe`].
+//! It runs as one task that owns the [`Membership`] core, on a thread and runtime of its own:
+//! whatever else the daemon does (a worker blocked in a file system call, a slow request)
+//! cannot hold back its probes and answers, which the rest of the cluster reads as this node
+//! being dead. The rest of the daemon talks to it through a [`GossipHandle`] and hears about
+//! changes through [`GossipHandle::subscribe`].
+//!
+//! When a timer is due, the datagrams already received are handled first: after the thread
+//! was held up (a loaded CPU), the acks and refutations waiting in the socket count before a
+//! probe or a suspicion times out, and the core is told how late the timer was, so that its
+//! local health makes it slower to accuse others while it is the slow one.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -200,7 +208,7 @@ impl RateLimited {
 
 struct Agent {
     core: Core,
-    socket: Arc<UdpSocket>,
+    socket: UdpSocket,
     datagrams: Datagrams,
     timers: DelayQueue<TimerEvent>,
     events: broadcast::Sender<MemberEvent>,
@@ -209,27 +217,54 @@ struct Agent {
     traffic: Arc<Traffic>,
 }
 
-/// Starts the gossip task on `socket` (already bound); returns its handle.
-pub fn spawn(core: Core, socket: UdpSocket, key: ClusterKey) -> GossipHandle {
+/// Datagrams handled at most before a due timer (a flood cannot stop the probes).
+const DRAIN_BEFORE_TIMER: usize = 256;
+
+/// Starts the gossip task on `socket` (already bound), on a thread of its own; returns its
+/// handle. The task ends when every handle is dropped or after [`GossipHandle::leave`].
+pub fn spawn(core: Core, socket: std::net::UdpSocket, key: ClusterKey) -> Result<GossipHandle> {
     let (tx, rx) = mpsc::channel(256);
     let (events, _) = broadcast::channel(1024);
     let traffic = Arc::new(Traffic::default());
-    let agent = Agent {
-        core,
-        socket: Arc::new(socket),
-        datagrams: Datagrams::new(key),
-        timers: DelayQueue::new(),
-        events: events.clone(),
-        bad_packets: RateLimited::new(Duration::from_secs(10)),
-        protocol_errors: RateLimited::new(Duration::from_secs(10)),
-        traffic: traffic.clone(),
-    };
-    tokio::spawn(agent.run(rx));
-    GossipHandle {
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| Error::net("gossip socket: set non-blocking", e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::net("gossip runtime", e))?;
+    let agent_events = events.clone();
+    let agent_traffic = traffic.clone();
+    std::thread::Builder::new()
+        .name("gossip".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "gossip socket unusable");
+                        return;
+                    }
+                };
+                let agent = Agent {
+                    core,
+                    socket,
+                    datagrams: Datagrams::new(key),
+                    timers: DelayQueue::new(),
+                    events: agent_events,
+                    bad_packets: RateLimited::new(Duration::from_secs(10)),
+                    protocol_errors: RateLimited::new(Duration::from_secs(10)),
+                    traffic: agent_traffic,
+                };
+                agent.run(rx).await;
+            });
+        })
+        .map_err(|e| Error::net("gossip thread", e))?;
+    Ok(GossipHandle {
         tx,
         events,
         traffic,
-    }
+    })
 }
 
 impl Agent {
@@ -238,15 +273,15 @@ impl Agent {
         loop {
             tokio::select! {
                 recv = self.socket.recv_from(&mut buf) => match recv {
-                    Ok((n, from)) => {
-                        let t = &self.traffic;
-                        Traffic::count(&t.received_packets, &t.received_bytes, n);
-                        self.on_datagram(&buf[..n], from)
-                    }
+                    Ok((n, from)) => self.received(&buf[..n], from),
                     Err(e) => tracing::warn!(error = %e, "gossip socket receive failed"),
                 },
                 Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
-                    let r = self.core.handle_timer(expired.into_inner());
+                    self.drain(&mut buf);
+                    let due = expired.deadline().into_std();
+                    let timer = expired.into_inner();
+                    self.core.timer_late(&timer, Instant::now().saturating_duration_since(due));
+                    let r = self.core.handle_timer(timer);
                     self.note(r);
                 }
                 cmd = rx.recv() => match cmd {
@@ -259,6 +294,26 @@ impl Agent {
                 },
             }
             self.flush().await;
+        }
+    }
+
+    fn received(&mut self, packet: &[u8], from: SocketAddr) {
+        let t = &self.traffic;
+        Traffic::count(&t.received_packets, &t.received_bytes, packet.len());
+        self.on_datagram(packet, from);
+    }
+
+    /// Handles the datagrams already waiting in the socket (up to [`DRAIN_BEFORE_TIMER`]).
+    fn drain(&mut self, buf: &mut [u8]) {
+        for _ in 0..DRAIN_BEFORE_TIMER {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, from)) => self.received(&buf[..n], from),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "gossip socket receive failed");
+                    return;
+                }
+            }
         }
     }
 
@@ -380,6 +435,78 @@ fn log_event(event: &MemberEvent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::GossipConfig;
+    use crate::view::MemberState;
+    use rand::SeedableRng;
+
+    fn member(id: u16) -> (std::net::UdpSocket, Core) {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let me = NodeIdentity {
+            id: NodeId(id),
+            addr: socket.local_addr().expect("addr"),
+            gen: 1,
+        };
+        let core = Membership::new(
+            me,
+            format!("n{id}"),
+            &GossipConfig::default(),
+            StdRng::seed_from_u64(id.into()),
+        );
+        (socket, core)
+    }
+
+    /// Node 1 starts its gossip from a daemon runtime with one worker, node 2 from another
+    /// runtime; then node 1's worker blocks (as in a file system call that hangs) for longer
+    /// than a crashed node takes to be declared dead. Node 2 must not declare node 1 dead.
+    #[test]
+    fn a_blocked_daemon_runtime_does_not_hold_back_gossip() {
+        let key = ClusterKey::from_bytes(&[7u8; 32]).expect("key");
+        let daemon = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("daemon runtime");
+        let other = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("other runtime");
+        let (s1, c1) = member(1);
+        let (s2, c2) = member(2);
+        let seed = c1.identity().clone();
+        let one = daemon
+            .block_on(async { spawn(c1, s1, key.clone()) })
+            .expect("node 1");
+        let two = other
+            .block_on(async { spawn(c2, s2, key) })
+            .expect("node 2");
+        let mut events = two.subscribe();
+        other.block_on(two.join(seed, vec![])).expect("join");
+        let alive = |h: &GossipHandle| {
+            other
+                .block_on(h.view())
+                .expect("view")
+                .iter()
+                .filter(|r| r.state == MemberState::Alive)
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while alive(&one) < 2 || alive(&two) < 2 {
+            assert!(Instant::now() < deadline, "the two nodes never met");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Three seconds: several times what a silent node takes to be declared dead.
+        let blocked = daemon.spawn(async { std::thread::sleep(Duration::from_secs(3)) });
+        daemon.block_on(blocked).expect("blocking task");
+        while let Ok(event) = events.try_recv() {
+            assert!(
+                !matches!(event, MemberEvent::Dead(_)),
+                "node 2 declared node 1 dead while node 1's daemon runtime was blocked"
+            );
+        }
+        assert_eq!(alive(&two), 2);
+        drop(one);
+        drop(daemon);
+    }
 
     #[test]
     fn rate_limit_holds_back_and_counts() {

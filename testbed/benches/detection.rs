@@ -1,12 +1,18 @@
 //! Failure detection with real daemons on this machine: SIGKILL a node, time until every
-//! other node shows it `dead`; restart it, time until every node shows it `alive`.
+//! other node shows it `dead`; restart it, time until every node shows it `alive`. Before the
+//! kills, a steady window with no kill counts false deaths (any `node dead` in any log).
+//! Each size runs twice: on the machine as it is, then with a CPU hog (two busy threads per
+//! CPU in this process, at the daemons' priority) for the whole run.
 //!
 //! Run: `cargo build --release --workspace --bins && cargo bench -p testbed --bench detection
-//! [-- SIZES TRIALS]` (defaults: sizes 3,16, trials 10). Reference: the configured lower bound
-//! of a verdict, `2 * probe_period + suspect_to_down` (a probe and its retry must fail, one
-//! period apart, then the member stays suspect that long), printed with the ratio of each
-//! figure to it.
+//! [-- SIZES TRIALS STEADY_SECS]` (defaults: sizes 3,16, trials 10, 30 s). Reference: the
+//! configured lower bound of a verdict, `2 * probe_period + suspect_to_down` (a probe and its
+//! retry must fail, one period apart, then the member stays suspect that long), printed with
+//! the ratio of each figure to it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ssi_core::config::GossipConfig;
@@ -21,7 +27,61 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     testbed::stats::percentile(sorted, p)
 }
 
+/// Busy threads that keep every CPU of the machine loaded until dropped.
+struct Hog {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Hog {
+    fn start() -> Hog {
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..2 * cpus)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                })
+            })
+            .collect();
+        Hog { stop, threads }
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `node dead` lines in the logs of `tb`'s nodes, past the byte offsets `from`.
+fn deaths_logged(tb: &Testbed, from: &[usize]) -> usize {
+    (1..=tb.nodes())
+        .map(|n| {
+            let log = std::fs::read(tb.log(n)).unwrap_or_default();
+            let tail = log.get(from[n - 1]..).unwrap_or_default();
+            String::from_utf8_lossy(tail).matches("node dead").count()
+        })
+        .sum()
+}
+
+fn log_sizes(tb: &Testbed) -> Vec<usize> {
+    (1..=tb.nodes())
+        .map(|n| std::fs::metadata(tb.log(n)).map_or(0, |m| m.len() as usize))
+        .collect()
+}
+
 struct Samples {
+    false_deaths: usize,
     first_dead: Vec<f64>,
     all_dead: Vec<f64>,
     each_dead: Vec<f64>,
@@ -49,11 +109,14 @@ fn time_until(
     seen.into_iter().map(|s| s.unwrap_or(f64::NAN)).collect()
 }
 
-fn run(size: usize, trials: usize) -> anyhow::Result<Samples> {
+fn run(size: usize, trials: usize, steady: Duration) -> anyhow::Result<Samples> {
     let dir = std::env::temp_dir().join(format!("ssi-bench-detect-{}-{size}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut tb = Testbed::up(&dir, size, false)?;
+    let before = log_sizes(&tb);
+    std::thread::sleep(steady);
     let mut s = Samples {
+        false_deaths: deaths_logged(&tb, &before),
         first_dead: vec![],
         all_dead: vec![],
         each_dead: vec![],
@@ -91,6 +154,7 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
         .unwrap_or_else(|| vec![3, 16]);
     let trials: usize = args.get(1).and_then(|t| t.parse().ok()).unwrap_or(10);
+    let steady = Duration::from_secs(args.get(2).and_then(|t| t.parse().ok()).unwrap_or(30));
     let g = GossipConfig::default();
     let reference = (2 * g.probe_period + g.suspect_to_down).as_secs_f64();
     println!(
@@ -98,10 +162,15 @@ fn main() -> anyhow::Result<()> {
          (probe period {:?}, rtt {:?}, suspect timeout {:?}); reference = 2 x period + suspect timeout = {reference:.2} s",
         g.probe_period, g.probe_rtt, g.suspect_to_down
     );
-    println!("| nodes | first `dead` | each node | every node | back `alive` everywhere |");
-    println!("|---|---|---|---|---|");
-    for size in sizes {
-        let mut s = run(size, trials)?;
+    println!(
+        "| nodes | CPU hog | false deaths in {} s | first `dead` | each node | every node | back `alive` everywhere |",
+        steady.as_secs()
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (size, hog) in sizes.iter().flat_map(|&size| [(size, false), (size, true)]) {
+        let hogging = hog.then(Hog::start);
+        let mut s = run(size, trials, steady)?;
+        drop(hogging);
         for v in [
             &mut s.first_dead,
             &mut s.each_dead,
@@ -126,8 +195,14 @@ fn main() -> anyhow::Result<()> {
                 hi.unwrap_or(f64::NAN)
             )
         };
+        let load = if hog {
+            "2 busy threads per CPU"
+        } else {
+            "none"
+        };
         println!(
-            "| {size} | {} | {} | {} | {} |",
+            "| {size} | {load} | {} | {} | {} | {} | {} |",
+            s.false_deaths,
             cell(&s.first_dead, true),
             cell(&s.each_dead, true),
             cell(&s.all_dead, true),

@@ -283,16 +283,25 @@ fn lost_when_host_dies(netns: bool) {
     let mut line = String::new();
     out.read_line(&mut line).expect("read");
     assert_eq!(line, "up\n");
-    let listed = ps(&tb, 1);
-    let gpid = listed
-        .iter()
-        .find(|p| {
-            p["node"] == 3
-                && p["command"]
-                    .as_str()
-                    .is_some_and(|c| c.starts_with("sleep 60"))
-        })
-        .and_then(|p| p["gpid"].as_i64())
+    // The shell has printed but may not have exec'd the sleep yet (a loaded machine).
+    let sleeping = |listed: &[serde_json::Value]| {
+        listed
+            .iter()
+            .find(|p| {
+                p["node"] == 3
+                    && p["command"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("sleep 60"))
+            })
+            .and_then(|p| p["gpid"].as_i64())
+    };
+    let mut listed = Vec::new();
+    let found = wait_until(SETTLE, || {
+        listed = ps(&tb, 1);
+        sleeping(&listed).is_some()
+    });
+    let gpid = sleeping(&listed)
+        .filter(|_| found)
         .unwrap_or_else(|| panic!("the process is not listed: {listed:?}"));
     assert!(
         (12288..=16383).contains(&gpid),

@@ -9,10 +9,13 @@
 //!   balance.rs --> crate::migration (a move is a migration)
 //!     |
 //!     v
-//!   state.rs (policy, filters, decisions; used by placement in crate::session)
+//!   state.rs (policy, filters, decisions, placement index; used by placement in crate::session)
+//!     ^
+//!   follow.rs (feeds the placement index the cluster view every 200 ms)
 //! ```
 
 pub mod balance;
+pub mod follow;
 pub mod ops;
 pub mod state;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use scheduler::filter::FilterChain;
 use scheduler::probe::{CpuProbe, Probe};
-use scheduler::{registry, Balancer, LocalProc, Move, Policy, Request};
+use scheduler::{registry, Balancer, LocalProc, Move, Placer, Request};
 use ssi_core::config::SchedConfig;
 use ssi_core::sched::{BalanceConfig, Decision, DecisionKind, NodeSample, SchedStatus};
 use ssi_core::view::NodeView;
@@ -17,19 +17,14 @@ use ssi_core::NodeId;
 
 /// Decisions kept for `ssi sched show`.
 pub const KEEP_DECISIONS: usize = 50;
-/// How long a placement counts as load on its node (until probes show it).
-const PENDING_FOR: Duration = Duration::from_secs(3);
 
 struct State {
     policy_name: String,
     params: BTreeMap<String, String>,
-    policy: Box<dyn Policy>,
-    filters: FilterChain,
+    placer: Placer,
     balancer: Balancer,
-    pending: HashMap<NodeId, Vec<Instant>>,
     decisions: VecDeque<Decision>,
     cpu: CpuProbe,
-    labels: BTreeMap<String, String>,
 }
 
 /// The scheduler of this node.
@@ -55,13 +50,15 @@ impl Sched {
             state: Mutex::new(State {
                 policy_name: config.policy.clone(),
                 params: config.params.clone(),
-                policy,
-                filters: FilterChain::new(&config.filters)?,
+                placer: Placer::new(
+                    me,
+                    config.labels.clone(),
+                    policy,
+                    FilterChain::new(&config.filters)?,
+                ),
                 balancer: Balancer::new(BalanceConfig::from(config)),
-                pending: HashMap::new(),
                 decisions: VecDeque::new(),
                 cpu: CpuProbe::default(),
-                labels: config.labels.clone(),
             }),
         })
     }
@@ -76,7 +73,7 @@ impl Sched {
 
     /// This node's labels.
     pub fn labels(&self) -> BTreeMap<String, String> {
-        self.lock().labels.clone()
+        self.lock().placer.labels().clone()
     }
 
     /// Measures the CPU use of the hosted processes (pids as /proc sees them); returns the
@@ -90,23 +87,18 @@ impl Sched {
         self.lock().cpu.per_pid.clone()
     }
 
+    /// Takes in the cluster view: the placement index follows what gossip brought.
+    pub fn sync(&self, view: &[NodeView]) {
+        let now = self.now_s();
+        self.lock().placer.sync(view, now);
+    }
+
     /// The nodes as policies see them: alive members, filters applied to their load, recent
     /// placements counted.
     fn samples(&self, st: &mut State, view: &[NodeView]) -> Vec<NodeSample> {
         let now = self.now_s();
-        let mut nodes = NodeSample::from_view(view);
-        for n in &mut nodes {
-            n.load = st.filters.apply(n.id, n.load, now);
-            if let Some(times) = st.pending.get_mut(&n.id) {
-                times.retain(|t| t.elapsed() < PENDING_FOR);
-                n.pending = u32::try_from(times.len()).unwrap_or(u32::MAX);
-            }
-            // Our own labels as they are now, not as last gossiped.
-            if n.id == self.me {
-                n.labels = st.labels.clone();
-            }
-        }
-        nodes
+        st.placer.sync(view, now);
+        st.placer.samples(now)
     }
 
     fn record(st: &mut State, d: Decision) {
@@ -141,35 +133,23 @@ impl Sched {
         }
     }
 
-    /// Chooses the node for a new process; the choice is recorded.
-    pub fn place(&self, view: &[NodeView], req: &Request, what: &str) -> Option<NodeId> {
+    /// Chooses the node for a new process from the placement index (kept up to date by
+    /// `sched::follow`); the choice is recorded.
+    pub fn place(&self, req: &Request, what: &str) -> Option<NodeId> {
+        let now = self.now_s();
         let mut st = self.lock();
-        let nodes = self.samples(&mut st, view);
+        let external = st.policy_name == "external";
         // An external policy may take up to its timeout: let the runtime move other tasks off
         // this thread meanwhile.
-        let choice = tokio::task::block_in_place(|| st.policy.place(&nodes, req));
-        let failure = st.policy.take_failure();
-        let seen: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("{}:{:.2}", n.id, n.pressure()))
-            .collect();
-        let mut reason = match choice {
-            Some(id) => format!(
-                "{} chose node {id} for {what} (load per CPU: {})",
-                st.policy_name,
-                seen.join(" ")
-            ),
-            None => format!("{}: no node fits {what} ({req:?})", st.policy_name),
+        let placement = if external {
+            tokio::task::block_in_place(|| st.placer.place(req, now))
+        } else {
+            st.placer.place(req, now)
         };
-        if let Some(f) = failure {
-            reason = format!("external policy failed ({f}); least-loaded decided: {reason}");
-        }
-        if let Some(id) = choice {
-            st.pending.entry(id).or_default().push(Instant::now());
-        }
-        let d = self.decision(DecisionKind::Place, None, choice, reason);
+        let reason = placement.reason(&st.policy_name, what, req).to_string();
+        let d = self.decision(DecisionKind::Place, None, placement.node, reason);
         Self::record(&mut st, d);
-        choice
+        placement.node
     }
 
     /// Replaces the placement policy.
@@ -177,7 +157,7 @@ impl Sched {
         let policy = registry::policy(name, &params)?;
         let mut st = self.lock();
         let reason = format!("policy set to {name} (was {})", st.policy_name);
-        st.policy = policy;
+        st.placer.set_policy(policy);
         st.policy_name = name.to_string();
         st.params = params;
         let d = self.decision(DecisionKind::Policy, None, None, reason);
@@ -192,7 +172,7 @@ impl Sched {
         let nodes = self.samples(&mut st, view);
         let mv = st.balancer.decide(self.me, &nodes, local, now, force);
         if let Some(m) = &mv {
-            st.pending.entry(m.to).or_default().push(Instant::now());
+            st.placer.add_pending(m.to, now);
         }
         mv
     }
@@ -230,8 +210,8 @@ impl Sched {
             node: self.me,
             policy: st.policy_name.clone(),
             params: st.params.clone(),
-            policy_report: st.policy.report(),
-            filters: st.filters.specs().to_vec(),
+            policy_report: st.placer.policy().report(),
+            filters: st.placer.filters().specs().to_vec(),
             balance: st.balancer.config.clone(),
             view: nodes,
             decisions: st.decisions.iter().cloned().collect(),

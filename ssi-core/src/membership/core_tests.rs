@@ -210,12 +210,31 @@ fn a_silent_member_is_probed_indirectly_then_suspected_then_declared_dead() {
         .at;
     let next = h.fire(&retry, |t| *t == Timer::Probe);
     assert_eq!(state_of(&h.core, target.id.0), MemberState::Suspect);
-    // Nobody confirms: the longest suspicion, 3 x 1.5 s.
+    // The suspicion goes at once to the suspect, on a ping it can answer with a refutation,
+    // and to 3 members, who will check it.
+    let carries = |data: &[u8]| {
+        let p = message::decode(data).expect("decodes");
+        let told = p
+            .updates
+            .iter()
+            .any(|u| u.identity == target && u.state == State::Suspect);
+        (p.header.kind, told)
+    };
+    let sent = sends(&next);
+    assert!(sent
+        .iter()
+        .any(|(to, d)| *to == target && matches!(carries(d), (Kind::Ping { .. }, true))));
+    let told = sent
+        .iter()
+        .filter(|(to, d)| *to != target && carries(d) == (Kind::Gossip, true))
+        .count();
+    assert_eq!(told, 3);
+    // Nobody confirms: the longest suspicion, 6 x 0.5 s.
     let s = timers(&next)
         .into_iter()
         .find(|t| matches!(t.timer, Timer::Suspicion { .. }))
         .expect("suspicion timer");
-    assert_eq!(s.at - second_tick, Duration::from_millis(4500));
+    assert_eq!(s.at - second_tick, Duration::from_millis(3000));
     // Unconfirmed: a last chance first, directly and through 3 others, each carrying the
     // suspicion so that the suspect can refute it.
     let last = h.fire(&next, |t| matches!(t, Timer::Suspicion { .. }));
@@ -294,12 +313,51 @@ fn confirmations_from_other_members_shorten_the_suspicion() {
         .into_iter()
         .find(|t| matches!(t.timer, Timer::Suspicion { .. }))
         .expect("an earlier timer");
-    assert_eq!(shortest.at, Duration::from_millis(1500));
+    assert_eq!(shortest.at, Duration::from_millis(500));
     // The same accuser again is no news.
     let again = h.packet(&datagram(&ident(5, 1), Kind::Gossip, &[suspect(5)]));
     assert!(!timers(&again)
         .iter()
         .any(|t| matches!(t.timer, Timer::Suspicion { .. })));
+}
+
+#[test]
+fn a_suspicion_heard_from_its_accuser_is_checked_and_the_confirmation_goes_back() {
+    let mut h = Harness::new(5);
+    let suspect = update(ident(3, 1), 0, State::Suspect);
+    let heard = h.packet(&datagram(&ident(2, 1), Kind::Gossip, &[suspect]));
+    // The next probe goes to the suspect, out of its turn.
+    let start = h.start.clone();
+    let probe = h.fire(&start, |t| *t == Timer::Probe);
+    let (to, ping) = sends(&probe).into_iter().next().expect("ping");
+    assert_eq!(to, ident(3, 1));
+    let Kind::Ping { seq } = message::decode(&ping).expect("decodes").header.kind else {
+        panic!("not a ping");
+    };
+    h.fire(&probe, |t| *t == Timer::ProbeTimeout { seq });
+    // Silent: no retry for a suspect; our confirmation goes straight to the accuser.
+    let failed = h.fire(&probe, |t| *t == Timer::Probe);
+    let back = sends(&failed)
+        .into_iter()
+        .filter(|(to, _)| *to == ident(2, 1))
+        .find_map(|(_, d)| {
+            let p = message::decode(&d).expect("decodes");
+            p.updates
+                .into_iter()
+                .find(|u| u.identity == ident(3, 1) && u.state == State::Suspect)
+        })
+        .expect("the confirmation to the accuser");
+    assert_eq!(back.accusers.as_slice(), &[NodeId(2), NodeId(1)]);
+    // With one confirmation of two expected, the timeout shrank below the longest.
+    let first = timers(&heard)
+        .into_iter()
+        .find(|t| matches!(t.timer, Timer::Suspicion { .. }))
+        .expect("suspicion timer");
+    let shorter = timers(&failed)
+        .into_iter()
+        .find(|t| matches!(t.timer, Timer::Suspicion { .. }))
+        .expect("an earlier timer");
+    assert!(shorter.at < first.at);
 }
 
 #[test]
@@ -554,4 +612,39 @@ fn probe_data_is_published_at_once_then_paced() {
     // A second report within the info interval waits.
     h.core.publish(ProbeData::default()).expect("publish");
     assert_eq!(h.core.own.seq, 1);
+}
+
+fn probe_period_after(outputs: &[Output]) -> Duration {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Schedule { timer, after } if timer.timer == Timer::Probe => Some(*after),
+            _ => None,
+        })
+        .expect("next probe scheduled")
+}
+
+#[test]
+fn a_node_whose_timers_run_late_probes_less_eagerly_once_per_hold_up() {
+    let period = GossipConfig::default().probe_period;
+    let mut h = Harness::new(3);
+    let start = h.start.clone();
+    let t = timers(&start);
+    let probe = t.iter().find(|t| t.timer == Timer::Probe).expect("probe");
+    let gossip = t.iter().find(|t| t.timer == Timer::Gossip).expect("gossip");
+    // Both first timers are due within one probe period: one hold-up of a second delays both.
+    h.core.timer_late(probe, Duration::from_secs(1));
+    h.core.timer_late(gossip, Duration::from_secs(1));
+    let out = h.fire(&start, |t| *t == Timer::Probe);
+    assert_eq!(probe_period_after(&out), period * 2, "health worse once");
+
+    let mut on_time = Harness::new(3);
+    let start = on_time.start.clone();
+    let probe = timers(&start)
+        .into_iter()
+        .find(|t| t.timer == Timer::Probe)
+        .expect("probe");
+    on_time.core.timer_late(&probe, Duration::from_millis(20));
+    let out = on_time.fire(&start, |t| *t == Timer::Probe);
+    assert_eq!(probe_period_after(&out), period, "20 ms late is on time");
 }

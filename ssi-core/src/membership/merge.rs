@@ -56,6 +56,7 @@ impl<R: RngExt> Membership<R> {
         };
         for u in &packet.updates {
             self.apply_update(u, origin);
+            self.heard_suspicion(u, from.id);
         }
         for item in &packet.infos {
             self.apply_info(item, origin);

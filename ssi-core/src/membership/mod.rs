@@ -258,6 +258,18 @@ impl<R: RngExt> Membership<R> {
         Ok(())
     }
 
+    /// Tells the core that the runtime is handling `timer` `late` after it was due (before
+    /// [`handle_timer`]). Later than half a probe RTT, this node was held up (a loaded CPU, a
+    /// pause): its own probes say little about others while it is the slow one, so its local
+    /// health gets worse, once per hold-up however many timers it delayed.
+    ///
+    /// [`handle_timer`]: Membership::handle_timer
+    pub fn timer_late(&mut self, timer: &TimerEvent, late: Duration) {
+        if late > self.cfg.probe_rtt / 2 {
+            self.prober.held_up(timer.at, late);
+        }
+    }
+
     /// Feeds a timer event scheduled earlier through [`Output::Schedule`].
     pub fn handle_timer(&mut self, timer: TimerEvent) -> Result<()> {
         self.clock = self.clock.max(timer.at);

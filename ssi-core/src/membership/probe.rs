@@ -4,9 +4,10 @@
 //!  every probe period (x health multiplier):
 //!    finish last probe: acked -> health better; silent -> health worse by the nacks missing,
 //!                       then: first failure -> probe it again next period (retry);
-//!                             second failure, or already suspect -> suspected (or this
-//!                             node's suspicion added to others')
-//!    next target (the retry, else shuffled round-robin) <-- Ping(seq)
+//!                             second failure -> suspected: told to the suspect (ping)
+//!                               and to a few members, who check it at their next probe;
+//!                             already suspect -> confirmed: told to its accusers
+//!    next target (the retry, else a check, else shuffled round-robin) <-- Ping(seq)
 //!  after probe_rtt (x multiplier), no Ack:
 //!    k random members <-- PingReq(seq, target)
 //!        each relays Ping(seq') to target; Ack -> IndirectAck(seq); silence -> Nack(seq)
@@ -18,17 +19,19 @@
 //! everyone; two probes in a row fail about once in 2.6 million.
 //!
 //! Local health (0..=8) multiplies the probe period and timeouts: a node that misses nacks it
-//! was owed, or has to refute suspicions of itself, is probably the slow one, so it probes less
-//! eagerly and waits longer before accusing others.
+//! was owed, has to refute suspicions of itself, or whose own timers run late (its runtime
+//! tells it so), is probably the slow one, so it probes less eagerly and waits longer before
+//! accusing others.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use rand::RngExt;
 
 use crate::node::{NodeId, NodeIdentity};
 
 use super::merge::Origin;
-use super::message::{Accusers, Kind, State, Update};
+use super::message::{Accusers, Kind, State, Update, MAX_ACCUSERS};
 use super::table::Slot;
 use super::{Membership, Timer};
 
@@ -65,8 +68,13 @@ pub struct Prober {
     current: Option<Probe>,
     /// A member whose probe failed once, to probe again next (slot, generation).
     retry: Option<(Slot, u64)>,
+    /// A suspect to check with a probe of our own next (slot, generation): we heard of the
+    /// suspicion first-hand, from its accuser, and our failure would confirm it.
+    check: Option<(Slot, u64)>,
     relays: BTreeMap<u32, Relay>,
     health: u8,
+    /// When the last hold-up of this node ended, on the core's clock (see `held_up`).
+    held_up_until: Duration,
 }
 
 impl Prober {
@@ -83,6 +91,15 @@ impl Prober {
     /// Local health got worse by `by`.
     pub fn worse(&mut self, by: u8) {
         self.health = self.health.saturating_add(by).min(MAX_HEALTH);
+    }
+
+    /// The timer due at `due` ran `late` after it: this node was held up. Timers due before
+    /// the end of a hold-up already counted are the same hold-up.
+    pub fn held_up(&mut self, due: Duration, late: Duration) {
+        if due >= self.held_up_until {
+            self.held_up_until = due + late;
+            self.worse(1);
+        }
     }
 
     fn better(&mut self) {
@@ -102,7 +119,13 @@ impl<R: RngExt> Membership<R> {
             let v = self.table.version(slot);
             v.gen == gen && v.state.is_active()
         });
+        let check = self
+            .prober
+            .check
+            .take()
+            .filter(|&(slot, gen)| self.should_check(slot, gen));
         let Some(slot) = retry
+            .or(check)
             .map(|(slot, _)| slot)
             .or_else(|| self.table.next_probe(&mut self.rng))
         else {
@@ -158,13 +181,72 @@ impl<R: RngExt> Membership<R> {
             self.prober.retry = Some((p.slot, p.gen));
             return;
         }
+        self.accuse(p.slot, v.incarnation);
+    }
+
+    /// Suspects `slot` on the strength of our own failed probe. A new suspicion goes at once
+    /// to the suspect (carried first on a ping: alive, it refutes in its answer) and to
+    /// `gossip_fanout` members, who check it with probes of their own. A confirmation goes at
+    /// once to the members that suspected it before us: their timeouts shrink with it.
+    fn accuse(&mut self, slot: Slot, incarnation: u16) {
+        let confirming = self.table.state(slot) == State::Suspect;
         let accusation = Update {
-            identity: self.table.identity(p.slot),
-            incarnation: v.incarnation,
+            identity: self.table.identity(slot),
+            incarnation,
             state: State::Suspect,
             accusers: Accusers::one(self.me.id),
         };
         self.apply_update(&accusation, Origin::Gossip);
+        let now = self.update_of(slot);
+        if now.state != State::Suspect || now.incarnation != incarnation {
+            return;
+        }
+        let to: Vec<NodeIdentity> = if confirming {
+            let me = self.me.id;
+            now.accusers
+                .as_slice()
+                .iter()
+                .filter(|&&id| id != me)
+                .filter_map(|&id| self.active_identity(id))
+                .collect()
+        } else {
+            let seq = self.prober.seq();
+            self.send(now.identity.clone(), Kind::Ping { seq }, None);
+            let fanout = usize::try_from(self.cfg.gossip_fanout).unwrap_or(1);
+            self.pick_members(fanout, Some(slot))
+                .into_iter()
+                .map(|s| self.table.identity(s))
+                .collect()
+        };
+        for member in to {
+            self.send(member, Kind::Gossip, Some(now.clone()));
+        }
+    }
+
+    /// Whether to check suspect `slot` (generation `gen`) with a probe of our own: it is still
+    /// suspect, and its suspicion lacks confirmations we could add.
+    fn should_check(&self, slot: Slot, gen: u64) -> bool {
+        let v = self.table.version(slot);
+        if v.gen != gen || v.state != State::Suspect {
+            return false;
+        }
+        self.suspicions.get(slot).is_some_and(|s| {
+            s.accusers.len() < MAX_ACCUSERS && !s.accusers.as_slice().contains(&self.me.id)
+        })
+    }
+
+    /// Takes note of a suspicion heard from one of its accusers (`from`): we check the suspect
+    /// at our next probe, so that a crashed member is confirmed within a probe period or two
+    /// instead of whenever its turn comes in others' probe rounds.
+    pub(super) fn heard_suspicion(&mut self, u: &Update, from: NodeId) {
+        if u.state != State::Suspect || !u.accusers.as_slice().contains(&from) {
+            return;
+        }
+        if let Some(slot) = self.table.slot(u.identity.id) {
+            if self.should_check(slot, u.identity.gen) && self.prober.check.is_none() {
+                self.prober.check = Some((slot, u.identity.gen));
+            }
+        }
     }
 
     pub(super) fn probe_timeout(&mut self, seq: u32) {

@@ -6,8 +6,10 @@
 //! expected. A member suspected by one node with a bad network thus gets the long timeout,
 //! while a member that really crashed (every prober fails) goes in the short one.
 //!
-//! `min` itself grows with the cluster, `suspect_to_down * max(1, log10(n) / 2)`: a refutation
-//! has to cross about log n gossip hops to reach everyone.
+//! `min` is `suspect_to_down`: confirmations come from other members' own failed probes, so a
+//! confirmed suspect is most likely gone. `max` is `min * suspect_max_factor`, stretched by
+//! `max(1, log10(n) / 2)`: an unconfirmed suspicion is most likely false, and the suspect's
+//! refutation has to cross about log n gossip hops to reach everyone.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,8 +40,12 @@ pub struct Suspicion {
 /// Suspicion bounds for a cluster of `n` members (this node included).
 pub fn bounds(suspect_to_down: Duration, max_factor: u32, n: usize) -> (Duration, Duration) {
     let scale = ((n.max(1) as f64).log10() / 2.0).max(1.0);
-    let min = suspect_to_down.mul_f64(scale);
-    (min, min * max_factor.max(1))
+    let min = suspect_to_down;
+    if max_factor <= 1 {
+        // Lifeguard's dynamic timeout turned off: one timeout, confirmed or not.
+        return (min, min);
+    }
+    (min, (min * max_factor).mul_f64(scale))
 }
 
 /// Lifeguard's suspicion timeout after `confirmations` out of `expected`.
@@ -119,11 +125,12 @@ mod tests {
     }
 
     #[test]
-    fn the_minimum_grows_with_log_n_above_100_members() {
-        let base = MS(1500);
-        assert_eq!(bounds(base, 3, 3), (base, base * 3));
-        assert_eq!(bounds(base, 3, 100).0, base);
-        assert_eq!(bounds(base, 3, 10_000).0, MS(3000));
+    fn only_the_maximum_grows_with_log_n_above_100_members() {
+        let base = MS(500);
+        assert_eq!(bounds(base, 6, 3), (base, MS(3000)));
+        assert_eq!(bounds(base, 6, 100), (base, MS(3000)));
+        assert_eq!(bounds(base, 6, 10_000), (base, MS(6000)));
+        assert_eq!(bounds(base, 1, 10_000), (base, base));
     }
 
     #[test]
