@@ -184,14 +184,12 @@ async fn place(node: &Node, spec: &RunSpec) -> Result<NodeId, (String, i32)> {
         };
     }
     let req = crate::sched::state::request(spec.cpus, spec.mem_bytes, &spec.constraints);
-    node.sched
-        .place(&req, &spec.command_line())
-        .ok_or_else(|| {
-            (
-                format!("no alive node fits the request ({req:?})"),
-                EXIT_SSI_ERROR,
-            )
-        })
+    node.sched.place(&req, &spec.command_line()).ok_or_else(|| {
+        (
+            format!("no alive node fits the request ({req:?})"),
+            EXIT_SSI_ERROR,
+        )
+    })
 }
 
 /// The exit code a client uses for a failed start (as a shell does).

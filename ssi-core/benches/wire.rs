@@ -122,7 +122,7 @@ fn fresh_client(tls: &TlsContext) -> TlsContext {
     client.resumption = rustls::client::Resumption::disabled();
     TlsContext {
         client: std::sync::Arc::new(client),
-        server: tls.server.clone(),
+        ..tls.clone()
     }
 }
 

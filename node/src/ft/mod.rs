@@ -394,11 +394,7 @@ async fn take_over(node: &Arc<Node>, store: &Store, view: &[NodeView], gpid: i32
     let req = crate::sched::state::request(None, None, &[]);
     let target = node
         .sched
-        .place(
-            view,
-            &req,
-            &format!("restart of fault-tolerant process {gpid}"),
-        )
+        .place(&req, &format!("restart of fault-tolerant process {gpid}"))
         .unwrap_or(me);
     match claim_for(store, view, gpid, epoch, target).await {
         Ok(true) => {}
