@@ -20,6 +20,23 @@ use super::Fs;
 /// Chunks published at once: their bytes are held in memory while they travel.
 const PUBLISH_BATCH: usize = 8;
 
+/// Why a publish failed, with its errno.
+#[derive(Debug, Clone, Copy)]
+enum Failed {
+    /// Before anything was committed: the new versions are nowhere named.
+    Replicating(i32),
+    /// At the commit, which may have been applied all the same.
+    Committing(i32),
+}
+
+impl Failed {
+    fn errno(self) -> i32 {
+        match self {
+            Failed::Replicating(e) | Failed::Committing(e) => e,
+        }
+    }
+}
+
 /// A new version of one chunk, being written here.
 #[derive(Debug)]
 struct Dirty {
@@ -34,6 +51,8 @@ pub struct OpenFile {
     pub ino: Ino,
     /// Size as this node sees it (its unpublished writes included).
     pub size: u64,
+    /// Size as last committed (what a failed publish goes back to).
+    committed: u64,
     /// Committed chunks as of the last open or publish here.
     base: BTreeMap<u64, ChunkRef>,
     dirty: BTreeMap<u64, Dirty>,
@@ -78,6 +97,7 @@ impl OpenFile {
         OpenFile {
             ino,
             size,
+            committed: size,
             base: chunks.into_iter().collect(),
             dirty: BTreeMap::new(),
             written: None,
@@ -94,6 +114,7 @@ impl OpenFile {
     pub fn refresh(&mut self, size: u64, chunks: Vec<(u64, ChunkRef)>) {
         if !self.is_dirty() {
             self.size = size;
+            self.committed = size;
             self.base = chunks.into_iter().collect();
         }
     }
@@ -169,6 +190,7 @@ impl OpenFile {
     /// Sets the size (truncate or extend) as this node sees it; the caller commits it.
     pub fn resize(&mut self, size: u64) {
         self.size = size;
+        self.committed = size;
         let first_gone = size.div_ceil(CHUNK_SIZE);
         self.base.retain(|idx, _| *idx < first_gone);
         self.dirty.retain(|idx, _| *idx < first_gone);
@@ -184,16 +206,54 @@ impl OpenFile {
         }
     }
 
+    /// Publishes unpublished writes, or drops them if that fails: the file stays as last
+    /// committed, for this node's readers too, and the error goes to the caller (the
+    /// `fsync`/`close` that asked). Nothing of a failed publish can be published later by
+    /// a close or another node's recall: what was not acknowledged never appears.
+    pub fn publish_or_drop(&mut self, fs: &Fs) -> Result<(), i32> {
+        match self.publish(fs) {
+            Err(Failed::Replicating(e)) => {
+                for (idx, d) in std::mem::take(&mut self.dirty) {
+                    fs.dfs.chunks.remove(self.ino, idx, d.version);
+                }
+                self.forget_writes();
+                Err(e)
+            }
+            Err(Failed::Committing(e)) => {
+                // The commit may have been applied even so: the new versions' files stay
+                // for the collection pass, which drops them unless the metadata names them.
+                self.dirty.clear();
+                self.forget_writes();
+                Err(e)
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Publishes unpublished writes and keeps them if that fails (another node's recall:
+    /// the writer's own `fsync`/`close` gets the error later).
+    pub fn publish_or_keep(&mut self, fs: &Fs) -> Result<(), i32> {
+        self.publish(fs).map_err(Failed::errno)
+    }
+
+    fn forget_writes(&mut self) {
+        self.written = None;
+        self.size = self.committed;
+    }
+
     /// Publishes unpublished writes: every new chunk version synced on its replicas, then
     /// committed with the size and modification time.
-    pub fn publish(&mut self, fs: &Fs) -> Result<(), i32> {
+    fn publish(&mut self, fs: &Fs) -> Result<(), Failed> {
         let Some(written) = self.written else {
             return Ok(());
         };
         let dirty: Vec<(u64, u64)> = self.dirty.iter().map(|(i, d)| (*i, d.version)).collect();
         let mut refs = Vec::new();
         for batch in dirty.chunks(PUBLISH_BATCH) {
-            refs.extend(self.replicate_batch(fs, batch)?);
+            refs.extend(
+                self.replicate_batch(fs, batch)
+                    .map_err(Failed::Replicating)?,
+            );
         }
         let op = MetaOp::Commit {
             ino: self.ino,
@@ -201,11 +261,11 @@ impl OpenFile {
             chunks: refs.clone(),
             now: written,
         };
-        match fs.write(op)? {
+        match fs.write(op).map_err(Failed::Committing)? {
             MetaReply::Attr(_) => {}
             other => {
                 tracing::warn!(?other, "unexpected answer to a commit");
-                return Err(libc::EIO);
+                return Err(Failed::Committing(libc::EIO));
             }
         }
         for (idx, c) in refs {
@@ -214,6 +274,7 @@ impl OpenFile {
         }
         self.dirty.clear();
         self.written = None;
+        self.committed = self.size;
         Ok(())
     }
 
