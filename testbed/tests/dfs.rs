@@ -301,7 +301,6 @@ impl Drop for SmallDisk {
 }
 
 #[test]
-#[ignore = "fails intermittently: a full replica sometimes ends with the new version committed instead of the old one (a real DFS bug, see docs/DFS.md known problems); run with --ignored"]
 fn a_full_disk_on_a_replica_fails_the_fsync_with_enospc_and_keeps_the_old_data() {
     if !root_or_skip("mounting the dfs") {
         return;
@@ -340,7 +339,6 @@ fn a_full_disk_on_a_replica_fails_the_fsync_with_enospc_and_keeps_the_old_data()
 }
 
 #[test]
-#[ignore = "fails intermittently: after the majority is lost, the lone node sometimes does not see a restarted node come back within 30 s (see docs/DFS.md known problems); run with --ignored"]
 fn without_a_majority_of_voters_requests_fail_with_eio_and_status_says_why() {
     if !root_or_skip("mounting the dfs") {
         return;

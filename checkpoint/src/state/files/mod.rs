@@ -17,6 +17,7 @@
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
 pub(crate) mod ghost;
+pub(crate) mod identity;
 pub(crate) mod inotify;
 pub(crate) mod locks;
 pub(crate) mod owner;
@@ -313,9 +314,9 @@ impl FileKind {
 
     /// Checks, before anything is created, that what the file was opened from is still there
     /// and unchanged.
-    fn check(&self, shared: &Shared, allow_changed: bool) -> Result<()> {
+    fn check(&self, shared: &Shared, allow_changed: bool, mountinfo: &str) -> Result<()> {
         match self {
-            FileKind::Regular(s) => s.check(allow_changed),
+            FileKind::Regular(s) => s.check(allow_changed, mountinfo),
             FileKind::Ghost(s) => s.check(&shared.ghosts),
             FileKind::Directory(s) => s.check(),
             FileKind::Device(s) => s.check(),
@@ -382,10 +383,11 @@ fn same_as(pid: i32, e: &FdEntry, reps: &[(i32, i32, (u64, u64), u32)]) -> Resul
 /// Checks, before anything is created, that the files of the shared table are there and
 /// unchanged.
 pub(crate) fn check(shared: &Shared, allow_changed: bool) -> Result<()> {
+    let mountinfo = identity::own_mountinfo();
     shared
         .files
         .iter()
-        .try_for_each(|f| f.kind.check(shared, allow_changed))
+        .try_for_each(|f| f.kind.check(shared, allow_changed, &mountinfo))
 }
 
 /// Objects of the tree made so far by the restorer while its open files are made.
