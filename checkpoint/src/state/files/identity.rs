@@ -2,7 +2,7 @@
 //! restore, and the file found there must be the one the process had, not another file of
 //! the same name (a node-local `/tmp/x` of another node, say).
 //!
-//! - On the cluster file system (a FUSE mount of `ssid`, source `ssi`, type `fuse.dfs`), an
+//! - On the cluster file system (a FUSE mount of `ssid`, source `ssi`), an
 //!   inode number names one file on every node (the metadata never reuses one): the file
 //!   found must be on the cluster file system too, with the same inode number.
 //! - Elsewhere, the file is named by its device and inode number, which another node's file
@@ -13,9 +13,9 @@ use std::os::unix::fs::MetadataExt;
 
 use serde::{Deserialize, Serialize};
 
-/// Mount source and type of the cluster file system (`dfs::fuse::mount`).
+/// Mount source of the cluster file system (`dfs::fuse::mount`), a FUSE file system (type
+/// `fuse`, or `fuse.dfs` where the subtype is kept).
 const DFS_SOURCE: &str = "ssi";
-const DFS_TYPE: &str = "fuse.dfs";
 
 /// What names a regular file across nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,14 +73,14 @@ impl FileId {
 fn on_dfs(dev: u64, mountinfo: &str) -> bool {
     let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
     mountinfo.lines().any(|line| {
-        // "36 35 0:52 / /ssi rw,nosuid - fuse.dfs ssi rw,user_id=0,..."
+        // "36 35 0:52 / /ssi rw,nosuid - fuse ssi rw,user_id=0,..."
         let mut halves = line.splitn(2, " - ");
         let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
             return false;
         };
         let mut r = right.split_whitespace();
         left.split_whitespace().nth(2) == Some(want.as_str())
-            && r.next() == Some(DFS_TYPE)
+            && r.next().is_some_and(|t| t == "fuse" || t == "fuse.dfs")
             && r.next() == Some(DFS_SOURCE)
     })
 }
@@ -96,8 +96,9 @@ mod tests {
     use super::*;
 
     const INFO: &str = "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n\
-                        36 22 0:52 / /ssi rw,nosuid,relatime - fuse.dfs ssi rw,user_id=0\n\
-                        37 22 0:53 / /mnt/other rw - fuse.sshfs host:/ rw\n";
+                        36 22 0:52 / /ssi rw,nosuid,relatime - fuse ssi rw,user_id=0\n\
+                        37 22 0:53 / /mnt/other rw - fuse.sshfs host:/ rw\n\
+                        38 22 0:54 / /mnt/b rw - fuse.dfs ssi rw\n";
 
     fn id(dfs: bool, dev: u64, ino: u64, mtime: i64) -> FileId {
         FileId {
@@ -111,7 +112,11 @@ mod tests {
     #[test]
     fn the_cluster_mount_is_found_by_device() {
         assert!(on_dfs(libc::makedev(0, 52), INFO));
-        assert!(!on_dfs(libc::makedev(0, 53), INFO), "another FUSE file system");
+        assert!(on_dfs(libc::makedev(0, 54), INFO), "with its subtype");
+        assert!(
+            !on_dfs(libc::makedev(0, 53), INFO),
+            "another FUSE file system"
+        );
         assert!(!on_dfs(libc::makedev(8, 1), INFO));
         assert!(!on_dfs(libc::makedev(0, 52), ""));
     }
@@ -124,7 +129,9 @@ mod tests {
             .differs(&id(true, 52, 8, 1), true)
             .unwrap()
             .contains("another file"));
-        assert!(id(true, 52, 7, 1).differs(&id(false, 52, 7, 1), true).is_some());
+        assert!(id(true, 52, 7, 1)
+            .differs(&id(false, 52, 7, 1), true)
+            .is_some());
         // local files: same device and inode, and the same time unless changes are allowed
         assert_eq!(id(false, 1, 5, 1).differs(&id(false, 1, 5, 1), false), None);
         assert!(id(false, 1, 5, 1)
@@ -132,8 +139,14 @@ mod tests {
             .unwrap()
             .contains("file changed"));
         assert_eq!(id(false, 1, 5, 1).differs(&id(false, 1, 5, 9), true), None);
-        assert!(id(false, 1, 5, 1).differs(&id(false, 1, 6, 1), true).is_some());
-        assert!(id(false, 1, 5, 1).differs(&id(false, 2, 5, 1), true).is_some());
-        assert!(id(false, 1, 5, 1).differs(&id(true, 1, 5, 1), true).is_some());
+        assert!(id(false, 1, 5, 1)
+            .differs(&id(false, 1, 6, 1), true)
+            .is_some());
+        assert!(id(false, 1, 5, 1)
+            .differs(&id(false, 2, 5, 1), true)
+            .is_some());
+        assert!(id(false, 1, 5, 1)
+            .differs(&id(true, 1, 5, 1), true)
+            .is_some());
     }
 }
