@@ -2,9 +2,12 @@
 //! restore, and the file found there must be the one the process had, not another file of
 //! the same name (a node-local `/tmp/x` of another node, say).
 //!
-//! - On the cluster file system (a FUSE mount of `ssid`, source `ssi`), an
-//!   inode number names one file on every node (the metadata never reuses one): the file
-//!   found must be on the cluster file system too, with the same inode number.
+//! - On the cluster file system (a FUSE mount of `ssid`), an inode number names one file on
+//!   every node (the metadata never reuses one): the file found must be on a FUSE file system
+//!   too, with the same inode number. A file is taken to be on it when its file system is a
+//!   FUSE one (`statfs`, which answers in any mount namespace, unlike a mount table): a file
+//!   of another FUSE file system is matched by inode number too, which refuses one that such
+//!   a system numbers differently on each node.
 //! - Elsewhere, the file is named by its device and inode number, which another node's file
 //!   of the same name does not share (unless that node's disk is a copy of this one's: the
 //!   modification time must then match too, see [`FileId::differs`]).
@@ -13,14 +16,11 @@ use std::os::unix::fs::MetadataExt;
 
 use serde::{Deserialize, Serialize};
 
-/// Mount source of the cluster file system (`dfs::fuse::mount`), a FUSE file system (type
-/// `fuse`, or `fuse.dfs` where the subtype is kept).
-const DFS_SOURCE: &str = "ssi";
-
 /// What names a regular file across nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileId {
-    /// On the cluster file system (its inode number is the same on every node).
+    /// On the cluster file system, or another FUSE one (its inode number names the file on
+    /// every node).
     pub dfs: bool,
     /// Device of the file system (meaningful off the cluster file system only).
     pub dev: u64,
@@ -31,11 +31,10 @@ pub struct FileId {
 }
 
 impl FileId {
-    /// The identity of a file from its metadata; `mountinfo` is the text of the
-    /// `/proc/PID/mountinfo` of a process that sees it.
-    pub fn of(md: &std::fs::Metadata, mountinfo: &str) -> FileId {
+    /// The identity of the file at `path` (a `/proc/PID/fd/N` link too), from its metadata.
+    pub fn of(path: &str, md: &std::fs::Metadata) -> FileId {
         FileId {
-            dfs: on_dfs(md.dev(), mountinfo),
+            dfs: on_fuse(path),
             dev: md.dev(),
             ino: md.ino(),
             mtime: (md.mtime(), md.mtime_nsec()),
@@ -69,36 +68,17 @@ impl FileId {
     }
 }
 
-/// Whether device `dev` is a mount of the cluster file system, per a mountinfo text.
-fn on_dfs(dev: u64, mountinfo: &str) -> bool {
-    let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
-    mountinfo.lines().any(|line| {
-        // "36 35 0:52 / /ssi rw,nosuid - fuse ssi rw,user_id=0,..."
-        let mut halves = line.splitn(2, " - ");
-        let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
-            return false;
-        };
-        let mut r = right.split_whitespace();
-        left.split_whitespace().nth(2) == Some(want.as_str())
-            && r.next().is_some_and(|t| t == "fuse" || t == "fuse.dfs")
-            && r.next() == Some(DFS_SOURCE)
-    })
-}
-
-/// This process's mountinfo (empty if unreadable: then nothing is on the cluster file system).
-pub(crate) fn own_mountinfo() -> String {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
+/// Whether `path` is on a FUSE file system (`false` if `statfs` fails: the metadata, read
+/// just before, then decides alone).
+fn on_fuse(path: &str) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    const INFO: &str = "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n\
-                        36 22 0:52 / /ssi rw,nosuid,relatime - fuse ssi rw,user_id=0\n\
-                        37 22 0:53 / /mnt/other rw - fuse.sshfs host:/ rw\n\
-                        38 22 0:54 / /mnt/b rw - fuse.dfs ssi rw\n";
 
     fn id(dfs: bool, dev: u64, ino: u64, mtime: i64) -> FileId {
         FileId {
@@ -110,15 +90,9 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_mount_is_found_by_device() {
-        assert!(on_dfs(libc::makedev(0, 52), INFO));
-        assert!(on_dfs(libc::makedev(0, 54), INFO), "with its subtype");
-        assert!(
-            !on_dfs(libc::makedev(0, 53), INFO),
-            "another FUSE file system"
-        );
-        assert!(!on_dfs(libc::makedev(8, 1), INFO));
-        assert!(!on_dfs(libc::makedev(0, 52), ""));
+    fn files_here_are_not_on_fuse() {
+        assert!(!on_fuse("/"));
+        assert!(!on_fuse("/nonexistent/path"));
     }
 
     #[test]

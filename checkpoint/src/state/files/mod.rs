@@ -314,9 +314,9 @@ impl FileKind {
 
     /// Checks, before anything is created, that what the file was opened from is still there
     /// and unchanged.
-    fn check(&self, shared: &Shared, allow_changed: bool, mountinfo: &str) -> Result<()> {
+    fn check(&self, shared: &Shared, allow_changed: bool) -> Result<()> {
         match self {
-            FileKind::Regular(s) => s.check(allow_changed, mountinfo),
+            FileKind::Regular(s) => s.check(allow_changed),
             FileKind::Ghost(s) => s.check(&shared.ghosts),
             FileKind::Directory(s) => s.check(),
             FileKind::Device(s) => s.check(),
@@ -383,11 +383,10 @@ fn same_as(pid: i32, e: &FdEntry, reps: &[(i32, i32, (u64, u64), u32)]) -> Resul
 /// Checks, before anything is created, that the files of the shared table are there and
 /// unchanged.
 pub(crate) fn check(shared: &Shared, allow_changed: bool) -> Result<()> {
-    let mountinfo = identity::own_mountinfo();
     shared
         .files
         .iter()
-        .try_for_each(|f| f.kind.check(shared, allow_changed, &mountinfo))
+        .try_for_each(|f| f.kind.check(shared, allow_changed))
 }
 
 /// Objects of the tree made so far by the restorer while its open files are made.

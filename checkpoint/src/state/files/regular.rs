@@ -95,11 +95,11 @@ reopened_by_path!(Device, |e| Device {
 impl Regular {
     /// Refuses a file that is gone, is another file of the same name, or changed (unless
     /// `allow_changed`).
-    pub(crate) fn check(&self, allow_changed: bool, mountinfo: &str) -> Result<()> {
+    pub(crate) fn check(&self, allow_changed: bool) -> Result<()> {
         let md = metadata(&self.path)?;
         if let Some(why) = self
             .id
-            .and_then(|id| id.differs(&FileId::of(&md, mountinfo), allow_changed))
+            .and_then(|id| id.differs(&FileId::of(&self.path, &md), allow_changed))
         {
             return Err(Error::Conflict(format!("{}: {why}", self.path)));
         }

@@ -141,9 +141,7 @@ fn entry(pid: i32, fd: i32) -> Result<Option<FdEntry>> {
     };
     e.class = classify(pid, &e)?;
     if e.class == Class::Regular {
-        let mpath = format!("/proc/{pid}/mountinfo");
-        let mounts = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
-        e.id = Some(super::identity::FileId::of(&md, &mounts));
+        e.id = Some(super::identity::FileId::of(&lpath, &md));
     }
     Ok(Some(e))
 }
