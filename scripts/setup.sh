@@ -8,8 +8,9 @@ set -euo pipefail
 # dpkg-dev (dpkg-shlibdeps), man-db, systemd (systemd-analyze): building the Debian package
 # (scripts/package.sh) and its install test
 # python3-prometheus-client: the end-to-end test of /metrics parses the scrape with its parser
+# python3-venv: the grid tests install py-tes (a TES client) into a virtual environment
 packages=(iproute2 gcc libc6-dev python3 util-linux openmpi-bin libopenmpi-dev tmux
-          dpkg-dev man-db systemd python3-prometheus-client)
+          dpkg-dev man-db systemd python3-prometheus-client python3-venv)
 
 missing=()
 for p in "${packages[@]}"; do

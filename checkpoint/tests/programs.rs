@@ -79,7 +79,11 @@ async def main():
     print("ready", os.getpid(), flush=True)
     await go
     before = ticks
-    await asyncio.sleep(0.2)
+    # The restored loop's timers must fire again: wait for 5 more ticks, with a deadline
+    # long enough for a loaded machine (a fixed 0.2 s window failed under a CPU hog).
+    deadline = loop.time() + 20
+    while ticks <= before + 5 and loop.time() < deadline:
+        await asyncio.sleep(0.05)
     print("asyncio", "ok" if ticks > before + 5 else "bad", flush=True)
     t.cancel()
 asyncio.run(main())

@@ -100,7 +100,6 @@ fn client(
 }
 
 #[test]
-#[ignore = "the daemons' job service does not answer the first task yet (docs/GRID.md); run with --ignored"]
 fn a_grid_client_submits_to_one_node_and_the_tasks_run_on_others_as_the_pool_account() {
     if !root_or_skip("hosting processes as pool accounts") {
         return;
