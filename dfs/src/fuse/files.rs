@@ -206,12 +206,16 @@ impl OpenFile {
         }
     }
 
-    /// Publishes unpublished writes, or drops them if that fails: the file stays as last
-    /// committed, for this node's readers too, and the error goes to the caller (the
-    /// `fsync`/`close` that asked). Nothing of a failed publish can be published later by
+    /// Publishes unpublished writes, or drops them if that fails for want of room or right
+    /// (`ENOSPC`, `EDQUOT`, `EROFS`, `EFBIG`): the file stays as last committed, for this
+    /// node's readers too, and the error goes to the caller (the `fsync`/`close` that asked). Nothing of a failed publish can be published later by
     /// a close or another node's recall: what was not acknowledged never appears.
     pub fn publish_or_drop(&mut self, fs: &Fs) -> Result<(), i32> {
         match self.publish(fs) {
+            // A passing failure (a replica or the leader not answering in time) keeps them for
+            // the next try, as a page cache keeps dirty pages: dropping them would cut a hole
+            // in a file whose writer goes on (an appender that ignores a close's error).
+            Err(f) if !is_final(f.errno()) => Err(f.errno()),
             Err(Failed::Replicating(e)) => {
                 for (idx, d) in std::mem::take(&mut self.dirty) {
                     fs.dfs.chunks.remove(self.ino, idx, d.version);
@@ -320,6 +324,12 @@ impl OpenFile {
         }
         Ok(refs)
     }
+}
+
+/// Whether a publish that failed with `errno` would fail again as it is (no room, no right):
+/// its writes are then dropped rather than kept for a later try.
+fn is_final(errno: i32) -> bool {
+    matches!(errno, libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EFBIG)
 }
 
 /// The errno of an I/O error (`EIO` if it has none).
