@@ -240,19 +240,6 @@ fn a_file_only_the_source_node_has_is_refused_by_name() {
     assert!(!r.status.success(), "restarted without its input");
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("/tmp/local-in"), "{err}");
-    // Node 2's own file of that name, same size and content, is another file: refused too.
-    sh_in(&tb, 2, "/", "cp /mnt/ssi/job/in /tmp/local-in");
-    let r = ssi(
-        &tb,
-        2,
-        &["restart", "--dir", "/mnt/ssi/ckpt", "--node", "2"],
-    );
-    assert!(!r.status.success(), "restarted with another node's file");
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(
-        err.contains("/tmp/local-in") && err.contains("another file of that name"),
-        "{err}"
-    );
     let on_2 = || {
         json(&ssi(&tb, 2, &["ps", "--json"]))
             .as_array()
@@ -267,4 +254,18 @@ fn a_file_only_the_source_node_has_is_refused_by_name() {
     assert!(status.success(), "copier: {status}: {err}");
     check_stdout(&first, &rest, count, gpid);
     check_copy(&tb, 2, "/mnt/ssi/job/out", count, gpid);
+    // Node 2's own file of that name, same size and content, is another file: refused too
+    // (the original has ended: its output is checked above).
+    sh_in(&tb, 2, "/", "cp /mnt/ssi/job/in /tmp/local-in");
+    let r = ssi(
+        &tb,
+        2,
+        &["restart", "--dir", "/mnt/ssi/ckpt", "--node", "2"],
+    );
+    assert!(!r.status.success(), "restarted with another node's file");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("/tmp/local-in") && err.contains("another file of that name"),
+        "{err}"
+    );
 }
