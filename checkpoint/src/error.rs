@@ -42,6 +42,14 @@ pub enum Error {
         /// The error (part of the message, so not chained as a source).
         error: std::io::Error,
     },
+    /// The image asks for more than the restore may give (see [`crate::restore::Bound`]).
+    #[error("image process {pid} asks for {what}: refused")]
+    Exceeds {
+        /// The process of the image.
+        pid: i32,
+        /// What it asks for.
+        what: String,
+    },
     /// The state on this machine does not allow the restore (pid taken, file changed, ...).
     #[error("{0}")]
     Conflict(String),

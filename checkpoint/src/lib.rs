@@ -9,6 +9,8 @@
 //!   hands back the frozen tree ([`AfterDump`]).
 //! - [`PreCopy`] copies memory while the tree runs (dirty pages tracked with uffd-wp and
 //!   PAGEMAP_SCAN), for live migration: `start`, `round`..., `finish`.
+//! - [`Periodic`] writes a chain of whole images of a tree that runs on, each after the first
+//!   with only the pages written since the previous one (fault tolerance).
 //! - [`Image`] reads and checks an image from a directory or any `Read`; [`restore()`] brings
 //!   it back with the same pids, in the caller's pid namespace.
 //!
@@ -28,9 +30,9 @@ mod sys;
 pub mod track;
 mod vdso;
 
-pub use dump::{dump, AfterDump, DumpOptions, DumpOutcome, FrozenTree, PreCopy};
+pub use dump::{dump, AfterDump, DumpOptions, DumpOutcome, FrozenTree, Periodic, PreCopy};
 pub use error::{Error, Result};
-pub use image::{DirSink, Image, ImageSink, StreamSink};
+pub use image::{DirSink, Image, ImageSink, Seal, SealKey, StreamSink};
 pub use progress::{Phase, Progress};
-pub use restore::{restore, RestoreOptions, Restored, Restorer};
+pub use restore::{restore, Bound, RestoreOptions, Restored, Restorer};
 pub use sys::spawn::{clone_process, Forked};

@@ -55,6 +55,7 @@ fn epoll_timerfd_signalfd() {
             "signalfd",
             "epoll-del",
             "epoll-closed-fd",
+            "epoll-same-number",
         ],
     );
 }
@@ -116,6 +117,8 @@ fn deleted_files_memfds_and_pipes_with_a_closed_end() {
             "ghost-pos",
             "ghost-data",
             "ghost-hole",
+            "ghost-times",
+            "memfd-exec",
             "ghost-same-inode",
             "ghost-child",
             "tmpfile",
@@ -163,4 +166,52 @@ fn unix_sockets_alone_half_closed_and_with_messages_queued() {
             "seqpacket",
         ],
     );
+}
+
+#[test]
+fn tcp_sockets_without_a_connection_and_socket_options() {
+    require_root!();
+    roundtrip_checks(
+        Command::new(build("tcplisten", &[])),
+        &[
+            "listen4-port",
+            "listen4-options",
+            "listen4-accepts",
+            "listen6",
+            "bound",
+            "unbound",
+            "unix-option",
+        ],
+    );
+}
+
+#[test]
+fn tcp_connection_inside_the_tree_with_bytes_queued_both_ways() {
+    require_root!();
+    roundtrip_checks(
+        Command::new(build("tcpconn", &[])),
+        &["queued-to-parent", "rest-sent", "go", "talk-on", "child"],
+    );
+}
+
+#[test]
+fn tcp_connections_restored_closed_on_request() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("tcpclosed", &[])));
+    p.expect("ready");
+    let (_dir, img) = dump_to_dir(p.pid, &checkpoint::DumpOptions::default());
+    p.reap();
+    wait_gone(&img.inventory.pids);
+    let opts = checkpoint::RestoreOptions {
+        tcp_close: true,
+        ..Default::default()
+    };
+    let mut r = restore_with(&img, opts).expect("restore");
+    drop(p);
+    r.send("go\n");
+    let (code, out) = r.finish();
+    for c in ["client-closed", "server-closed", "listener"] {
+        assert!(out.contains(&format!("{c} ok")), "{c}: {out}");
+    }
+    assert_eq!(code, 0, "{out}");
 }

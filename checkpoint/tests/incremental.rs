@@ -13,7 +13,7 @@ use std::process::Command;
 
 use checkpoint::track::softdirty::SoftDirtyTracker;
 use checkpoint::track::{DirtyTracker, TrackedRange};
-use checkpoint::{AfterDump, DirSink, DumpOptions, Image, PreCopy, StreamSink};
+use checkpoint::{AfterDump, DirSink, DumpOptions, Image, Periodic, PreCopy, StreamSink};
 use common::*;
 
 const TOTAL: u64 = 32 << 20;
@@ -70,6 +70,61 @@ fn precopy_rounds_into_directories() {
         img.parent().and_then(|p| p.parent()).is_some(),
         "chain of three images"
     );
+    wait_gone(&img.inventory.pids);
+    let mut r = restore(&img).unwrap();
+    r.send("check\n");
+    let (code, out) = r.finish();
+    assert!(out.contains("memory ok"), "{out}");
+    assert_eq!(code, 0);
+}
+
+/// Periodic checkpoints of a tree that runs on: the first image is whole, the next ones hold
+/// only what was written since, a chain can start over whole, and the last image of a chain
+/// restores the memory as it was at that checkpoint.
+#[test]
+fn periodic_checkpoints_are_incremental_and_restorable() {
+    require_root!();
+    let mut p = Prog::start(Command::new(build("incr", &[])));
+    p.expect("ready");
+    let base = tempfile::tempdir().unwrap();
+    let d = |n: &str| base.path().join(n);
+    let mut per = Periodic::new(p.pid);
+    let c0 = per
+        .checkpoint(&mut DirSink::new(d("c0")).unwrap(), None)
+        .unwrap();
+    assert!(
+        c0.page_bytes >= TOTAL,
+        "the first is whole: {}",
+        c0.page_bytes
+    );
+    cmd(&mut p, "w 300\n", "done");
+    let c1 = per
+        .checkpoint(&mut DirSink::new(d("c1")).unwrap(), Some("../c0".into()))
+        .unwrap();
+    assert!(c1.page_bytes <= (300 + 64) * 4096, "{}", c1.page_bytes);
+    assert!(c1.page_bytes >= 250 * 4096, "{}", c1.page_bytes);
+    cmd(&mut p, "w 20\n", "done");
+    let c2 = per
+        .checkpoint(&mut DirSink::new(d("c2")).unwrap(), Some("../c1".into()))
+        .unwrap();
+    assert!(c2.page_bytes <= (20 + 64) * 4096, "{}", c2.page_bytes);
+    // a new chain: whole again, then incremental again
+    let c3 = per
+        .checkpoint(&mut DirSink::new(d("c3")).unwrap(), None)
+        .unwrap();
+    assert!(c3.page_bytes >= TOTAL, "rebased: {}", c3.page_bytes);
+    cmd(&mut p, "w 10\n", "done");
+    let c4 = per
+        .checkpoint(&mut DirSink::new(d("c4")).unwrap(), Some("../c3".into()))
+        .unwrap();
+    assert!(c4.page_bytes <= (10 + 64) * 4096, "{}", c4.page_bytes);
+    drop(per);
+    // the tree ran on throughout; kill it and bring back the second chain's last image
+    cmd(&mut p, "w 5\n", "done");
+    kill_group(p.pid);
+    p.reap();
+    let img = Image::load(d("c4")).unwrap();
+    assert!(img.parent().is_some(), "c4 is chained to c3");
     wait_gone(&img.inventory.pids);
     let mut r = restore(&img).unwrap();
     r.send("check\n");

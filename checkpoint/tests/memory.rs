@@ -58,3 +58,18 @@ fn locked_and_advised_mappings_keep_their_flags() {
         ],
     );
 }
+
+#[test]
+fn pages_shared_copy_on_write_with_the_parent_stay_shared() {
+    require_root!();
+    roundtrip_checks(
+        Command::new(build("cow", &[])),
+        &[
+            "shared-before",
+            "cow-shared",
+            "cow-private",
+            "contents",
+            "droppable",
+        ],
+    );
+}

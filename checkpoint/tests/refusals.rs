@@ -51,7 +51,10 @@ fn proc_state(pid: i32) -> (char, i32) {
 fn unsupported_fds_are_refused_before_freezing() {
     require_root!();
     for (kind, want) in [
-        ("tcp", "is a TCP socket: not supported"),
+        (
+            "tcp",
+            "is a TCP connection to a socket outside the tree (not restored yet): not supported",
+        ),
         ("udp", "is a UDP socket: not supported"),
         (
             "inotify",
@@ -62,6 +65,9 @@ fn unsupported_fds_are_refused_before_freezing() {
     ] {
         let mut cmd = Command::new(build("unsupported", &[]));
         cmd.arg(kind);
+        // a listener outside the tree for the connection of "tcp"
+        let outside = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        cmd.arg(outside.local_addr().unwrap().port().to_string());
         let mut p = Prog::start(cmd);
         let line = p.expect("ready");
         let fd = line.rsplit("fd=").next().unwrap().to_string();

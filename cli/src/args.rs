@@ -62,7 +62,8 @@ pub enum Command {
   ssi run --node 2 -- make -j2                 # on node 2
   ssi run --cpus 2 --mem 512M -- ./simulate    # on a node with 2 CPUs and 512 MiB free
   ssi run --detach -- sleep 600                # print its global pid and return
-  ssi run --constraint rack=a -- uname -n      # only on a node labelled rack=a")]
+  ssi run --constraint rack=a -- uname -n      # only on a node labelled rack=a
+  ssi run --ft --checkpoint-every 30s -- ./sim # restarted elsewhere if its node dies")]
     Run {
         /// Run on this node.
         #[arg(long)]
@@ -79,6 +80,14 @@ pub enum Command {
         /// Only on a node with this label, KEY=VALUE (repeat for several).
         #[arg(long = "constraint", value_parser = parse_key_value)]
         constraints: Vec<(String, String)>,
+        /// Fault-tolerant: checkpointed periodically (incrementally) to the shared file
+        /// system and restarted on another node, with the same global pid, if its node dies
+        /// (docs/FT.md).
+        #[arg(long)]
+        ft: bool,
+        /// With --ft: time between two checkpoints (`500ms`, `10s`, `5m`; default 10s).
+        #[arg(long, value_parser = parse_duration, requires = "ft")]
+        checkpoint_every: Option<std::time::Duration>,
         /// The command and its arguments.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -206,6 +215,21 @@ pub enum Command {
         #[command(subcommand)]
         command: VoCommand,
     },
+    /// Set up the cluster's secrets: on the first node once, then one token per new node.
+    ///
+    /// Run as root before ssid is started on the node. `init` and `token` print a one-line
+    /// join token; `join TOKEN` on a new node fetches its certificate, the CA certificate and
+    /// the cluster key over TLS from the node the token names (ssid must run there), after
+    /// checking that node's CA against the token. A token works once, for a limited time.
+    #[command(after_help = "Examples:
+  ssi cluster init                          # first node: CA, cluster key, its certificate, a token
+  ssi cluster token --ttl 30m               # the first node again: a token for one more node
+  ssi cluster join ssi1-5f3a09c2-0c1d2e3f405162738495a6b7c8d9eaf0-6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b@192.168.1.10:7700")]
+    Cluster {
+        /// What to do.
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// The global scheduler: show it, change its policy, balance now.
     #[command(after_help = "Examples:
   ssi sched show                  # policy, loads, recent decisions
@@ -270,6 +294,10 @@ pub enum Command {
         /// Restore even if files the tree uses changed size since the dump.
         #[arg(long)]
         allow_changed_files: bool,
+        /// Restore established TCP connections closed (shut down both ways), for a tree whose
+        /// peers are gone (as CRIU's --tcp-close).
+        #[arg(long)]
+        tcp_close: bool,
     },
 }
 
@@ -378,6 +406,52 @@ pub enum VoCommand {
     },
 }
 
+/// Setting up a cluster's secrets.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// On the first node, once: make the cluster CA (certificate and key), the cluster key
+    /// and this node's certificate at the paths its config names, then print a join token.
+    #[command(after_help = "Examples:
+  ssi cluster init                                  # with /etc/ssi/ssid.toml
+  ssi cluster init --config /etc/ssi/ssid.toml --ttl 2h")]
+    Init {
+        /// The node's ssid configuration (its id, address and file paths).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How long the printed token may be used: 90s, 30m, 2h, 1d (at most 7d).
+        #[arg(long, default_value = "1h", value_parser = ssi_core::enroll::parse_ttl)]
+        ttl: std::time::Duration,
+    },
+    /// On a node that ran `init` (it holds the CA key): print a new join token, good for one
+    /// new node.
+    #[command(after_help = "Examples:
+  ssi cluster token                         # good for an hour
+  ssi cluster token --ttl 10m")]
+    Token {
+        /// The node's ssid configuration.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How long the token may be used: 90s, 30m, 2h, 1d (at most 7d).
+        #[arg(long, default_value = "1h", value_parser = ssi_core::enroll::parse_ttl)]
+        ttl: std::time::Duration,
+    },
+    /// On a new node, before starting its ssid: get this node's certificate, the CA
+    /// certificate and the cluster key from the node the token names, and write them where
+    /// this node's config says (the node's key is made here and never sent).
+    #[command(after_help = "Examples:
+  ssi cluster join ssi1-5f3a09c2-0c1d2e3f405162738495a6b7c8d9eaf0-6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b@192.168.1.10:7700")]
+    Join {
+        /// The token `ssi cluster init` or `ssi cluster token` printed.
+        token: String,
+        /// This node's ssid configuration (its id, name and file paths).
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+/// Where the package puts ssid's configuration.
+pub const DEFAULT_CONFIG: &str = "/etc/ssi/ssid.toml";
+
 /// The global scheduler.
 #[derive(Debug, Subcommand)]
 pub enum SchedCommand {
@@ -419,6 +493,25 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?}: expected KEY=VALUE")),
     }
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h` (a plain number is seconds); at least 100 ms.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 500ms, 10s, 5m)");
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..split].parse().map_err(|_| bad())?;
+    let ms = match &s[split..] {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    if ms < 100 {
+        return Err(format!("{s:?}: checkpoints at most every 100ms"));
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 /// Parses `123`, `64K`, `512M`, `2G`.

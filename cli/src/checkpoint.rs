@@ -1,6 +1,7 @@
 //! `ssi dump` and `ssi restore`: checkpoint and restore of a process tree of this machine.
 //! They work without a running ssid (the tree is local; nothing goes over the network).
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -96,13 +97,53 @@ pub fn dump(a: &DumpArgs) -> Result<String> {
     ))
 }
 
+/// Loads the image in `dir` for a restore with this process's own privileges. No seal is
+/// checked here (the cluster key is the daemon's), so root restores only an image root owns,
+/// in a directory only root may change: a user's image would otherwise get root's powers for
+/// ids, capabilities and files the user wrote into it. A user restores as themselves; the
+/// kernel refuses what they may not do.
+fn load_trusted(dir: &Path) -> Result<Image> {
+    use checkpoint::image::ownership;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(Image::load(dir)?);
+    }
+    let name = dir.display().to_string();
+    // one descriptor for the checks and the load: a directory renamed into place meanwhile
+    // is not read
+    let pin = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .with_context(|| format!("cannot open the image directory {name}"))?;
+    let pinned = Path::new("/proc/self/fd").join(pin.as_raw_fd().to_string());
+    let (uid, _) = ownership::owner(&pinned, &name)?;
+    if uid != 0 {
+        bail!(
+            "{name}: an image of uid {uid}'s: as root, ssi restore takes only images root owns \
+             (no seal is checked without the daemon); use ssi restart, or restore it as uid {uid}"
+        );
+    }
+    let meta = pin
+        .metadata()
+        .with_context(|| format!("cannot read {name}"))?;
+    ownership::only_root_may_change(&meta, &name)?;
+    Ok(Image::load(&pinned).with_context(|| name.clone())?)
+}
+
 /// `ssi restore`: restores the tree; with `detach` prints its root pid and returns 0, else
 /// waits for the root and returns its exit code (128 + signal if killed).
-pub fn restore(dir: &Path, detach: bool, allow_changed_files: bool) -> Result<i32> {
-    let img = Image::load(dir)?;
+pub fn restore(
+    dir: &Path,
+    detach: bool,
+    allow_changed_files: bool,
+    tcp_close: bool,
+) -> Result<i32> {
+    let img = load_trusted(dir)?;
     let bar = Bar::on_terminal(progress::RESTORE);
     let opts = RestoreOptions {
         allow_changed_files,
+        tcp_close,
         progress: bar.as_ref().map(Bar::progress),
         ..Default::default()
     };

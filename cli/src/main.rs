@@ -1,10 +1,12 @@
 //! `ssi`: the command-line interface of an ssi cluster.
 //!
 //! Each command talks only to the local daemon's control socket, except `dump` and `restore`,
-//! which work on this machine without a daemon.
+//! which work on this machine without a daemon, and `cluster`, which sets up a node's secrets
+//! before its daemon runs.
 
 mod checkpoint;
 mod client;
+mod cluster;
 mod dfs;
 mod migrate;
 mod mpirun;
@@ -20,7 +22,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use ssi_cli::args::{Args, Command, SchedCommand};
+use ssi_cli::args::{Args, ClusterCommand, Command, SchedCommand};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -55,6 +57,11 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
         Command::Dfs { command } => dfs::run(&socket, command).await?,
         Command::Vo { command } => vo::vo(&socket, command).await?,
+        Command::Cluster { command } => match command {
+            ClusterCommand::Init { config, ttl } => cluster::init(&config, ttl)?,
+            ClusterCommand::Token { config, ttl } => cluster::token(&config, ttl)?,
+            ClusterCommand::Join { token, config } => cluster::join(&token, &config).await?,
+        },
         Command::Sched { command } => match command {
             SchedCommand::Show { json } => sched::show(&socket, json).await?,
             SchedCommand::Set { policy, params } => sched::set(&socket, policy, params).await?,
@@ -71,6 +78,8 @@ async fn run(args: Args) -> Result<ExitCode> {
             mem,
             detach,
             constraints,
+            ft,
+            checkpoint_every,
             command,
         } => {
             let args = run::RunArgs {
@@ -80,6 +89,11 @@ async fn run(args: Args) -> Result<ExitCode> {
                 mem,
                 detach,
                 constraints,
+                ft: ft.then(|| ssi_core::process::FtSpec {
+                    every_ms: checkpoint_every.map_or(run::DEFAULT_CHECKPOINT_MS, |d| {
+                        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+                    }),
+                }),
             };
             let code = run::run(&socket, args).await?;
             exit_now(code)
@@ -122,7 +136,13 @@ async fn run(args: Args) -> Result<ExitCode> {
             dir,
             detach,
             allow_changed_files,
-        } => exit_now(checkpoint::restore(&dir, detach, allow_changed_files)?),
+            tcp_close,
+        } => exit_now(checkpoint::restore(
+            &dir,
+            detach,
+            allow_changed_files,
+            tcp_close,
+        )?),
         Command::Mpirun { args } => match mpirun::mpirun(&socket, args).await? {},
         Command::MpirunAgent { host, command } => {
             exit_now(mpirun::agent(&socket, &host, &command).await?)

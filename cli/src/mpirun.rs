@@ -352,6 +352,7 @@ pub async fn agent(socket: &Path, host: &str, command: &[OsString]) -> Result<i3
         constraints: Vec::new(),
         detach: false,
         rlimits: crate::run::current_rlimits(),
+        ft: None,
     };
     crate::run::session(socket, ControlRequest::Run(spec), false).await
 }

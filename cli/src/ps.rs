@@ -70,26 +70,53 @@ fn node_column(p: &ProcessView) -> String {
     }
 }
 
+/// The state shown: a fault-tolerant process brought back after its node died is
+/// `restarted` while it runs (its checkpoint time is in the CKPT column).
+fn state_column(p: &ProcessView) -> &'static str {
+    let restarted = p.ft.as_ref().is_some_and(|f| f.restarted_from_ms.is_some());
+    match p.state {
+        ssi_core::process::ProcState::Running | ssi_core::process::ProcState::Sleeping
+            if restarted =>
+        {
+            "restarted"
+        }
+        s => s.as_str(),
+    }
+}
+
+/// The time of a fault-tolerant process's last complete checkpoint (`-` before the first),
+/// empty for other processes.
+fn checkpoint_column(p: &ProcessView) -> String {
+    match &p.ft {
+        None => String::new(),
+        Some(f) => match f.last_checkpoint_ms.or(f.restarted_from_ms) {
+            Some(ms) => clock(ms / 1000),
+            None => "-".into(),
+        },
+    }
+}
+
 /// Formats processes as a table.
 pub fn table(list: &[ProcessView]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>8} {:>8} {:<10} {:<10} {:<8} {:>5} {:>7} {:>8}  COMMAND",
-        "GPID", "PPID", "NODE", "STATE", "USER", "%CPU", "RSS", "START"
+        "{:>8} {:>8} {:<10} {:<10} {:<8} {:>5} {:>7} {:>8} {:>8}  COMMAND",
+        "GPID", "PPID", "NODE", "STATE", "USER", "%CPU", "RSS", "START", "CKPT"
     );
     for p in list {
         let _ = writeln!(
             out,
-            "{:>8} {:>8} {:<10} {:<10} {:<8} {:>5.1} {:>7} {:>8}  {}",
+            "{:>8} {:>8} {:<10} {:<10} {:<8} {:>5.1} {:>7} {:>8} {:>8}  {}",
             p.gpid,
             p.ppid,
             node_column(p),
-            p.state.as_str(),
+            state_column(p),
             p.user,
             p.cpu_percent,
             human_bytes(p.rss_bytes),
             clock(p.start_time),
+            checkpoint_column(p),
             one_line(&p.command, 80)
         );
     }

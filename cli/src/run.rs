@@ -34,7 +34,12 @@ pub struct RunArgs {
     pub detach: bool,
     /// Labels the node must carry.
     pub constraints: Vec<(String, String)>,
+    /// Fault tolerance (`--ft`).
+    pub ft: Option<ssi_core::process::FtSpec>,
 }
+
+/// Time between two checkpoints of `ssi run --ft` without `--checkpoint-every`.
+pub const DEFAULT_CHECKPOINT_MS: u64 = 10_000;
 
 /// Runs the command; returns the exit code the client must exit with.
 pub async fn run(socket: &Path, args: RunArgs) -> Result<i32> {
@@ -49,6 +54,7 @@ pub async fn run(socket: &Path, args: RunArgs) -> Result<i32> {
         detach: args.detach,
         constraints: args.constraints,
         rlimits: current_rlimits(),
+        ft: args.ft,
     };
     let detach = spec.detach;
     session(socket, ControlRequest::Run(spec), detach).await

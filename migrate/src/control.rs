@@ -11,6 +11,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
 
+use checkpoint::Bound;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +19,7 @@ use crate::protocol::Verdict;
 use crate::{Error, Result};
 
 /// Version of the messages of this module.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest message accepted (reports and orders are small).
 pub const MAX_MESSAGE: usize = 1 << 20;
 
@@ -38,6 +39,8 @@ pub enum Job {
     MigrateIn {
         /// Key of the data stream.
         key: [u8; 32],
+        /// The most the tree may hold (`None`: a tree of root's, restored as it comes).
+        bound: Option<Bound>,
     },
     /// Write a checkpoint of the tree under `pid` into `dir`.
     Checkpoint {
@@ -49,6 +52,17 @@ pub enum Job {
         leave_running: bool,
         /// The user asking, whose rights the image is written with (`None`: root).
         user: Option<User>,
+        /// Key the image is sealed with.
+        seal: [u8; 32],
+    },
+    /// Checkpoint the tree under `pid` periodically (fault tolerance): one image per
+    /// [`Order::Checkpoint`], the tree running on, each image after the first of a chain
+    /// holding only the pages written since the previous one.
+    Periodic {
+        /// Root of the tree.
+        pid: i32,
+        /// Key the images are sealed with (as root's: the daemon restarts them itself).
+        seal: [u8; 32],
     },
     /// Restore the checkpoint in `dir`, with the helper's stdio descriptors as its outside
     /// streams.
@@ -57,6 +71,8 @@ pub enum Job {
         dir: PathBuf,
         /// The user asking, who must own the image and whose rights bound it (`None`: root).
         user: Option<User>,
+        /// Key the image must be sealed with.
+        seal: [u8; 32],
     },
 }
 
@@ -86,6 +102,15 @@ pub enum Order {
     Release,
     /// Target: kill what is held or built, and tell the source why if the stream still goes.
     Discard(String),
+    /// Periodic: write the next image into `dir` and make it durable (every file and the
+    /// directory synced); `parent` is where the previous image lies relative to `dir`
+    /// (`None`: start a new chain with a whole image). Answered by `Checkpointed` or `Failed`.
+    Checkpoint {
+        /// Image directory (created).
+        dir: PathBuf,
+        /// The previous image of the chain, relative to `dir`.
+        parent: Option<String>,
+    },
 }
 
 /// What a helper tells its daemon.
@@ -146,6 +171,17 @@ pub enum Report {
         pids: Vec<i32>,
         /// Time the restore took, microseconds.
         micros: u64,
+    },
+    /// Periodic: an image was written and is durable; the tree runs on.
+    Checkpointed {
+        /// Page bytes written in this image.
+        page_bytes: u64,
+        /// Page bytes left in its parents.
+        parent_bytes: u64,
+        /// How long the tree was frozen, microseconds.
+        freeze_micros: u64,
+        /// Pids of the tree.
+        pids: Vec<i32>,
     },
     /// The helper failed; nothing it did is left half-done (a frozen source copy resumed, a
     /// target's processes killed).
@@ -222,6 +258,7 @@ mod tests {
                 gid: 100,
                 groups: vec![100, 27],
             }),
+            seal: [9; 32],
         };
         let mut buf = encode(&job).expect("encode");
         buf.extend(encode(&Order::Release).expect("encode"));
@@ -232,6 +269,9 @@ mod tests {
 
         let old = postcard::to_stdvec(&(VERSION + 1, Order::Round)).expect("encode");
         let e = decode::<Order>(&old).expect_err("refused");
-        assert!(e.to_string().contains("version 3"), "{e}");
+        assert!(
+            e.to_string().contains(&format!("version {}", VERSION + 1)),
+            "{e}"
+        );
     }
 }

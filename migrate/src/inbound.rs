@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use checkpoint::{Image, RestoreOptions, Restored, Restorer};
+use checkpoint::{Bound, Image, RestoreOptions, Restored, Restorer};
 
 use crate::control::{self, Order, Report};
 use crate::framing::{Direction, FrameReader, FrameWriter, Kind};
@@ -26,8 +26,15 @@ const DRAIN_IDLE: Duration = Duration::from_secs(5);
 /// its outside standard streams; the tree's root becomes a child of the caller. Reports `Held`
 /// on `ctl` once the whole tree is restored and stopped, then carries out the daemon's orders:
 /// `Announce` (tell the source), `Release` (let it go), `Discard` (kill it). A daemon that
-/// goes away discards it.
-pub fn run<C>(conn: &C, key: &[u8; 32], stdio: [RawFd; 3], ctl: &UnixStream) -> Result<()>
+/// goes away discards it. A process asking for more than `bound` is refused before it is
+/// created.
+pub fn run<C>(
+    conn: &C,
+    key: &[u8; 32],
+    bound: Option<Bound>,
+    stdio: [RawFd; 3],
+    ctl: &UnixStream,
+) -> Result<()>
 where
     C: AsFd + Sync,
     for<'a> &'a C: Read + Write,
@@ -36,6 +43,7 @@ where
     let mut back = FrameWriter::new(conn, key, Direction::ToSource);
     let mut restorer = Restorer::new(RestoreOptions {
         stdio: Some(stdio),
+        bound,
         ..Default::default()
     })?;
     restorer.hold();
@@ -123,10 +131,11 @@ where
 }
 
 /// Restores `img` (a cluster checkpoint, loaded and judged by the caller) with `stdio` as the
-/// tree's outside streams; the report to send.
-pub fn restore_image(img: &Image, stdio: [RawFd; 3]) -> Result<Report> {
+/// tree's outside streams, bounded by `bound`; the report to send.
+pub fn restore_image(img: &Image, stdio: [RawFd; 3], bound: Option<Bound>) -> Result<Report> {
     let opts = RestoreOptions {
         stdio: Some(stdio),
+        bound,
         ..Default::default()
     };
     let restored = checkpoint::restore(img, &opts)?;

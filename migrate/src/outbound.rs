@@ -8,7 +8,9 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use checkpoint::{AfterDump, DirSink, DumpOptions, FrozenTree, PreCopy, StreamSink};
+use checkpoint::{
+    AfterDump, DirSink, DumpOptions, FrozenTree, Periodic, PreCopy, SealKey, StreamSink,
+};
 
 use crate::control::{self, Order, Report};
 use crate::framing::{Direction, FrameReader, FrameWriter, Kind};
@@ -266,9 +268,15 @@ where
     }
 }
 
-/// Writes a checkpoint of the tree under `pid` to `dir`; the tree is killed unless
-/// `leave_running`.
-pub fn checkpoint_to_dir(pid: i32, dir: &Path, leave_running: bool) -> Result<Report> {
+/// Writes a checkpoint of the tree under `pid` to `dir`, sealed with `seal` for user `owner`
+/// (0: root); the tree is killed unless `leave_running`.
+pub fn checkpoint_to_dir(
+    pid: i32,
+    dir: &Path,
+    leave_running: bool,
+    seal: &SealKey,
+    owner: u32,
+) -> Result<Report> {
     let opts = DumpOptions {
         after: if leave_running {
             AfterDump::Resume
@@ -277,9 +285,91 @@ pub fn checkpoint_to_dir(pid: i32, dir: &Path, leave_running: bool) -> Result<Re
         },
         ..Default::default()
     };
-    let out = checkpoint::dump(pid, &opts, None, &mut DirSink::new(dir)?)?;
+    let mut sink = DirSink::new(dir)?.seal(seal, owner, None)?;
+    let out = checkpoint::dump(pid, &opts, None, &mut sink)?;
     Ok(Report::Written {
         page_bytes: out.page_bytes,
         pids: out.pids,
     })
+}
+
+/// Periodic checkpoints of the tree under `pid`, one per [`Order::Checkpoint`] read on `ctl`,
+/// each answered by a report, until the daemon closes the socket. A failed image is reported
+/// and removed; the next order starts a new chain.
+pub fn periodic(pid: i32, seal: &SealKey, ctl: &UnixStream) -> Result<()> {
+    let mut per = Periodic::new(pid);
+    // The seal tag of the last image written: the next image of the chain extends it.
+    let mut last: Option<[u8; 32]> = None;
+    loop {
+        let order: Option<Order> = control::recv(&mut &*ctl)?;
+        let (dir, parent) = match order {
+            None => return Ok(()),
+            Some(Order::Checkpoint { dir, parent }) => (dir, parent),
+            Some(other) => {
+                return Err(Error::Protocol(format!(
+                    "periodic checkpoints: unexpected order {other:?}"
+                )))
+            }
+        };
+        let after = if parent.is_some() { last } else { None };
+        let report = match periodic_image(&mut per, &dir, parent, seal, after) {
+            Ok((r, tag)) => {
+                last = Some(tag);
+                r
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                per = Periodic::new(pid);
+                last = None;
+                Report::Failed(e.to_string())
+            }
+        };
+        control::send(&mut &*ctl, &report)?;
+    }
+}
+
+/// One periodic image into `dir`, sealed as root's after the image whose seal's tag is
+/// `after`, made durable once the tree runs again; gives the report and the new seal's tag.
+fn periodic_image(
+    per: &mut Periodic,
+    dir: &Path,
+    parent: Option<String>,
+    seal: &SealKey,
+    after: Option<[u8; 32]>,
+) -> Result<(Report, [u8; 32])> {
+    let out = per.checkpoint(&mut DirSink::new(dir)?.seal_after(seal, 0, after), parent)?;
+    sync_dir(dir)?;
+    let tag = checkpoint::Seal::read(dir, &dir.display().to_string(), seal)?.tag;
+    Ok((
+        Report::Checkpointed {
+            page_bytes: out.page_bytes,
+            parent_bytes: out.parent_bytes,
+            freeze_micros: u64::try_from(out.frozen_for.as_micros()).unwrap_or(u64::MAX),
+            pids: out.pids,
+        },
+        tag,
+    ))
+}
+
+/// Syncs every file of `dir`, then `dir` itself (its entries).
+fn sync_dir(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(crate::io("read the image directory"))? {
+        let e = e.map_err(crate::io("read the image directory"))?;
+        std::fs::File::open(e.path())
+            .and_then(|f| f.sync_all())
+            .map_err(crate::io("sync an image file"))?;
+    }
+    match std::fs::File::open(dir).and_then(|f| f.sync_all()) {
+        // a file system without fsync of directories (some FUSE ones) makes entries durable
+        // as it creates them
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::EINVAL | nix::libc::ENOSYS)
+            ) =>
+        {
+            Ok(())
+        }
+        r => r.map_err(crate::io("sync the image directory")),
+    }
 }

@@ -231,7 +231,7 @@ fn a_source_that_stops_sending_fails_the_target_soon() {
     }
     let (ours, _theirs) = UnixStream::pair().expect("control pair");
     let (r, took) =
-        against_silent_peer(|target| migrate::inbound::run(target, &KEY, [0, 1, 2], &ours));
+        against_silent_peer(|target| migrate::inbound::run(target, &KEY, None, [0, 1, 2], &ours));
     let e = r.expect_err("nothing can be restored");
     assert!(e.to_string().contains("stalled"), "{e}");
     // the stall limit, then at most the drain's idle time

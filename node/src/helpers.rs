@@ -8,6 +8,8 @@
 //!   tree's outside streams, held until the daemon says to let it go;
 //! * `Checkpoint`: write the tree to a directory; for a user, every file is reached with the
 //!   user's ids (see [`reach_files_as`]);
+//! * `Periodic`: checkpoint a fault-tolerant tree into a directory at each order, the tree
+//!   running on (see `crate::ft`);
 //! * `Restore`: restore a directory's image with the stdio descriptors, for the user asking or
 //!   the image's owner (see [`crate::image_trust`]).
 //!
@@ -22,7 +24,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use checkpoint::Image;
+use checkpoint::{Bound, Image, SealKey};
 use migrate::control::{self, Job, Report, User};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
@@ -135,9 +137,15 @@ fn reach_files_as(h: &User) -> Result<()> {
 }
 
 /// Loads the image in `dir` for the user a restart acts for (see [`image_trust`]): the
-/// caller (`None`: root), who must own the image; for root, the image's owner unless that is root. Files are
-/// reached as that user from then on, and an image asking for more than they hold is refused.
-fn trusted_image(dir: &Path, caller: Option<User>) -> Result<Image> {
+/// caller (`None`: root), who must own the image; for root, the image's owner unless that is
+/// root. The image must carry a valid seal made with `key` for that owner. Files are reached
+/// as that user from then on; the bound to restore it with is returned (`None`: root's image,
+/// restored as it says).
+fn trusted_image(
+    dir: &Path,
+    caller: Option<User>,
+    key: &SealKey,
+) -> Result<(Image, Option<Bound>)> {
     if let Some(h) = &caller {
         reach_files_as(h)?;
     }
@@ -153,7 +161,7 @@ fn trusted_image(dir: &Path, caller: Option<User>) -> Result<Image> {
         ),
         Some(h) => Some(h),
         None if uid == 0 => {
-            image_trust::root_may_trust(&dir_meta).with_context(|| dir.display().to_string())?;
+            image_trust::root_may_trust(&dir_meta, dir)?;
             None
         }
         None => {
@@ -162,11 +170,13 @@ fn trusted_image(dir: &Path, caller: Option<User>) -> Result<Image> {
             Some(h)
         }
     };
-    let img = Image::load(&pinned).with_context(|| dir.display().to_string())?;
-    if let Some(h) = &holder {
-        image_trust::check(&img, h).with_context(|| dir.display().to_string())?;
-    }
-    Ok(img)
+    // messages name the directory asked for, not the descriptor it is read through
+    let img = Image::load_sealed(&pinned, key).map_err(|e| {
+        let (through, asked) = (pinned.display().to_string(), dir.display().to_string());
+        anyhow::anyhow!("{}", e.to_string().replace(&through, &asked))
+    })?;
+    image_trust::check_sealed_owner(&img, uid, dir)?;
+    Ok((img, holder.as_ref().map(image_trust::bound)))
 }
 
 /// Does `job`; the report to send last, if any (the migration helpers report as they go).
@@ -177,8 +187,8 @@ fn run(job: Job, ctl: &UnixStream) -> Result<Option<Report>> {
             migrate::outbound::run(pid, &data_stream()?, &key, ctl)?;
             Ok(None)
         }
-        Job::MigrateIn { key } => {
-            migrate::inbound::run(&data_stream()?, &key, slot::STDIO, ctl)?;
+        Job::MigrateIn { key, bound } => {
+            migrate::inbound::run(&data_stream()?, &key, bound, slot::STDIO, ctl)?;
             Ok(None)
         }
         Job::Checkpoint {
@@ -186,6 +196,7 @@ fn run(job: Job, ctl: &UnixStream) -> Result<Option<Report>> {
             dir,
             leave_running,
             user,
+            seal,
         } => {
             own_proc()?;
             if let Some(h) = &user {
@@ -195,11 +206,22 @@ fn run(job: Job, ctl: &UnixStream) -> Result<Option<Report>> {
                 pid,
                 &dir,
                 leave_running,
+                &SealKey::new(seal),
+                user.map_or(0, |h| h.uid),
             )?))
         }
-        Job::Restore { dir, user } => {
-            let img = trusted_image(&dir, user)?;
-            Ok(Some(migrate::inbound::restore_image(&img, slot::STDIO)?))
+        Job::Periodic { pid, seal } => {
+            own_proc()?;
+            migrate::outbound::periodic(pid, &SealKey::new(seal), ctl)?;
+            Ok(None)
+        }
+        Job::Restore { dir, user, seal } => {
+            let (img, bound) = trusted_image(&dir, user, &SealKey::new(seal))?;
+            Ok(Some(migrate::inbound::restore_image(
+                &img,
+                slot::STDIO,
+                bound,
+            )?))
         }
     }
 }

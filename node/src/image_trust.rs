@@ -1,24 +1,22 @@
 //! What a restart may take from an image.
 //!
-//! An image written for a user lives in that user's files, which they may edit: the ids,
-//! capabilities, root directory and limits it names are their wish, not a fact. So an image is
-//! trusted as far as the user who owns its files: an image whose parts root owns is restored
-//! as it says (root wrote it); any other is restored only with ids that user holds, no
-//! capabilities, `/` as root directory and limits no higher than the node gives programs, and
-//! the restore reaches every file as that user. A user may restart only images they own.
+//! A restart takes only images a node of the cluster sealed (see `checkpoint::image::seal`),
+//! unaltered. Even so, an image written for a user is trusted only as far as that user: the
+//! user who owns its files, who must be the one it was sealed for. An image of root's is
+//! restored as it says; any other only with ids that user holds, no capabilities, `/` as root
+//! directory and limits no higher than the node gives programs (a [`Bound`]), and the restore
+//! reaches every file as that user. A user may restart only images they own.
 
-use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use checkpoint::Image;
+use checkpoint::image::ownership;
+use checkpoint::{Bound, Image};
 use migrate::control::User;
-
-use crate::sys;
 
 /// User `uid` with group `gid` and the supplementary groups the group database gives them
 /// (none when the user has no name on this node): whom root restores a user's image for.
@@ -51,96 +49,50 @@ pub fn pin(dir: &Path) -> Result<(File, PathBuf, std::fs::Metadata)> {
 }
 
 /// Whether root may restore, as it says, an image whose parts root owns, in a directory with
-/// `meta`: only if no one but root can change the directory (else another user could put
-/// their own part in place of root's).
-pub fn root_may_trust(meta: &std::fs::Metadata) -> Result<()> {
-    if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-        bail!(
-            "an image of root's in a directory others may change (owner uid {}, mode {:o}): \
-             refused",
-            meta.uid(),
-            meta.mode() & 0o7777
-        );
-    }
-    Ok(())
+/// `meta` (named `name`): only if no one but root can change the directory.
+pub fn root_may_trust(meta: &std::fs::Metadata, name: &Path) -> Result<()> {
+    Ok(ownership::only_root_may_change(
+        meta,
+        &name.display().to_string(),
+    )?)
 }
 
-/// The owner (uid, gid) of the image in `dir` (named `name` in messages): its parts (`*.rec`)
-/// must be regular files, not links, all of one owner.
+/// The owner (uid, gid) of the image in `dir` (named `name` in messages): its parts must be
+/// regular files, not links, all of one owner.
 pub fn owner(dir: &Path, name: &Path) -> Result<(u32, u32)> {
-    let name = name.display();
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot read the image {name}"))?;
-    let mut owners = BTreeSet::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot read the image {name}"))?;
-        let file = entry.file_name();
-        if Path::new(&file).extension().is_none_or(|e| e != "rec") {
-            continue;
-        }
-        let meta = entry
-            .metadata()
-            .with_context(|| format!("cannot read {name}/{}", file.to_string_lossy()))?;
-        if !meta.is_file() {
-            bail!("{name}/{}: not a regular file", file.to_string_lossy());
-        }
-        owners.insert((meta.uid(), meta.gid()));
-    }
-    match owners.len() {
-        0 => bail!("{name}: no image here"),
-        1 => Ok(owners.into_iter().next().unwrap_or_default()),
-        _ => bail!(
-            "{name}: the parts of the image belong to several users {:?}: refused",
-            owners.iter().map(|o| o.0).collect::<Vec<_>>()
-        ),
+    Ok(ownership::owner(dir, &name.display().to_string())?)
+}
+
+/// The most a tree restored for `h` may hold: their uid, their groups, no capabilities.
+pub fn bound(h: &User) -> Bound {
+    let mut gids = h.groups.clone();
+    gids.push(h.gid);
+    Bound {
+        uid: h.uid,
+        gids: Some(gids),
     }
 }
 
-/// Refuses an image that asks for more than `h` holds, naming the process and what it asks.
-pub fn check(img: &Image, h: &User) -> Result<()> {
-    let mut gids: BTreeSet<u32> = h.groups.iter().copied().collect();
-    gids.insert(h.gid);
-    for p in &img.processes {
-        let (pid, c) = (p.pid, &p.creds);
-        if c.uids.iter().any(|&u| u != h.uid) {
-            bail!(
-                "image process {pid} asks for user ids {:?}, not uid {}'s own: refused",
-                c.uids,
-                h.uid
-            );
-        }
-        if let Some(g) = c.gids.iter().chain(&c.groups).find(|g| !gids.contains(g)) {
-            bail!(
-                "image process {pid} asks for group {g}, which uid {} is not in: refused",
-                h.uid
-            );
-        }
-        // inheritable, permitted, effective, (bounding), ambient
-        if let Some(set) = [0, 1, 2, 4].into_iter().find(|&i| c.caps[i] != 0) {
-            bail!(
-                "image process {pid} asks for capabilities {:#x} that uid {} does not hold: \
-                 refused",
-                c.caps[set],
-                h.uid
-            );
-        }
-        if p.fs.root != "/" {
-            bail!(
-                "image process {pid} asks for root directory {:?}: refused (only / for uid {})",
-                p.fs.root,
-                h.uid
-            );
-        }
-        for &(res, _, hard) in &p.limits.rlimits.0 {
-            let most = sys::hard_limit(res);
-            if most.is_some_and(|m| hard > m) {
-                bail!(
-                    "image process {pid} asks for a hard limit {hard} of resource {res}, above \
-                     this node's {}: refused",
-                    most.unwrap_or_default()
-                );
-            }
-        }
+/// The most a tree of user `uid` that migrates here may hold: their uid, and their group and
+/// supplementary groups as this node's user database gives them (any group if it does not
+/// know the user), no capabilities.
+pub fn bound_of_uid(uid: u32) -> Bound {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => bound(&user(uid, u.gid.as_raw())),
+        _ => Bound { uid, gids: None },
     }
-    Ok(())
+}
+
+/// Checks the seal of `img` against the owner of its files (`uid`): an image sealed for
+/// another user (its files given away by root since) is refused.
+pub fn check_sealed_owner(img: &Image, uid: u32, name: &Path) -> Result<()> {
+    match img.seal() {
+        Some(s) if s.owner == uid => Ok(()),
+        Some(s) => bail!(
+            "{}: the image was sealed for uid {}, but its files belong to uid {uid}: refused",
+            name.display(),
+            s.owner
+        ),
+        None => bail!("{}: not sealed: refused", name.display()),
+    }
 }

@@ -27,6 +27,8 @@
 //!         |        |
 //!       route.rs   |               (ps, locate, kill, migrate, checkpoint where the process is)
 //!         |        |
+//!         |       ft/              (fault tolerance: periodic checkpoints, restart elsewhere)
+//!         |        |
 //!       migration/                 (the runtime of the migration protocol; checkpoint, restart)
 //!         |
 //!       peer.rs                    (connect to another daemon, ask it one thing)
@@ -40,6 +42,8 @@ pub mod args;
 mod cgroup;
 mod control;
 mod dfs;
+mod enroll;
+mod ft;
 mod grid;
 pub mod helpers;
 mod http;
@@ -130,6 +134,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
     let sched = sched::Sched::new(config.id, &config.sched).context("scheduler config")?;
     let gossip = gossip::spawn(core, udp, key.clone());
     let mut node_cgroup = None;
+    let mut user_cgroups = None;
     let procs = match hosting {
         Ok(started) => {
             let init_pid = i32::try_from(started.child.id()).context("init pid")?;
@@ -145,6 +150,21 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
                 tracing::info!(path = %cg.path().display(), cpus = q, "node processes limited by a cgroup");
                 node_cgroup = Some(cg);
             }
+            let name = format!("ssi-node{}-{}", config.id, std::process::id());
+            match cgroup::UserCgroups::create(node_cgroup.as_ref(), &name) {
+                Ok(c) => {
+                    std::fs::write(
+                        config.state_dir.join("cgroup-users"),
+                        c.base().display().to_string(),
+                    )
+                    .context("cannot record the place of the users' cgroups")?;
+                    user_cgroups = Some(Arc::new(c));
+                }
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "programs will not run in per-user cgroups"
+                ),
+            }
             let (tx, rx) = mpsc::channel(256);
             let client = InitClient::start(started.sock, tx)?;
             // The init is reaped by a thread of its own; its end is logged by the client.
@@ -159,6 +179,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
                 init_pid,
                 rx,
                 config.limits.detached_per_user,
+                user_cgroups.clone(),
             )?)
         }
         Err(why) => {
@@ -192,6 +213,7 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
     tokio::spawn(probes::run(node.clone()));
     tokio::spawn(sched::balance::run(node.clone()));
     tokio::spawn(join::run(node.clone(), fatal_tx));
+    tokio::spawn(ft::watch(node.clone()));
     if let Some(listener) = http {
         tracing::info!(addr = %listener.local_addr()?, "metrics served at /metrics");
         tokio::spawn(http::serve(node.clone(), listener));
@@ -216,6 +238,9 @@ pub async fn run(config: NodeConfig, secrets: Secrets, hosting: Hosting) -> Resu
     };
     // Our socket file goes with us; a stale one would mislead the CLI.
     let _ = std::fs::remove_file(&socket);
+    if let Some(c) = user_cgroups {
+        c.remove(node_cgroup.as_ref());
+    }
     if let Some(cg) = node_cgroup {
         cg.remove();
     }

@@ -316,6 +316,7 @@ mod tests {
             threads: 1,
             command: "sleep 100".into(),
             to: None,
+            ft: None,
         }
     }
 

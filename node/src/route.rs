@@ -207,6 +207,9 @@ pub async fn migrate_here(
     rounds: Option<u32>,
     caller: &Caller,
 ) -> Result<MigrationReport> {
+    if node.local_procs()?.is_ft(gpid) {
+        bail!("process {gpid} is fault-tolerant (ssi run --ft): migrating it is not supported");
+    }
     let r = migration::source::migrate_out(node, gpid, to, rounds, caller).await;
     node.metrics.migrated(r.as_ref().map_err(drop));
     r

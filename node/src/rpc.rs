@@ -11,10 +11,11 @@ use ssi_core::limits::{AcceptBackoff, ConnLimits};
 use ssi_core::membership::MemberRecord;
 use ssi_core::process::{Caller, Output, RunSpec};
 use ssi_core::rpc::{RpcRequest, RpcResponse};
-use ssi_core::wire::{SecureReceiver, SecureSender, SecureStream};
+use ssi_core::wire::{Accepted, SecureReceiver, SecureSender, SecureStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
+use crate::ft;
 use crate::migration;
 use crate::node::Node;
 use crate::procman::ProcMan;
@@ -69,7 +70,10 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) {
 }
 
 async fn connection(node: &Arc<Node>, stream: TcpStream, peer: SocketAddr) -> Result<()> {
-    let mut conn = SecureStream::server(stream, &node.tls, peer.to_string()).await?;
+    let mut conn = match SecureStream::accept(stream, &node.tls, peer.to_string()).await? {
+        Accepted::Node(conn) => conn,
+        Accepted::Enroll(conn) => return crate::enroll::serve(&node.config, conn, peer).await,
+    };
     let idle = node.config.limits.idle_timeout;
     loop {
         // A peer that holds a connection open without asking anything gives it back.
@@ -131,6 +135,14 @@ async fn answer(node: &Arc<Node>, req: RpcRequest) -> RpcResponse {
                 Err(e) => error(e),
             }
         }
+        RpcRequest::FtRestart { gpid, epoch } => match ft::restart_here(node, gpid, epoch).await {
+            Ok(gpid) => RpcResponse::Restored {
+                gpid,
+                pids: vec![gpid],
+                micros: 0,
+            },
+            Err(e) => error(e),
+        },
         RpcRequest::SchedShow => sched(node, SchedOp::Show).await,
         RpcRequest::SchedSet { policy, params } => sched(node, SchedOp::Set(policy, params)).await,
         RpcRequest::SchedBalance => sched(node, SchedOp::Balance).await,
@@ -173,7 +185,7 @@ fn error(e: anyhow::Error) -> RpcResponse {
 
 /// Starts a process for a remote home and serves its session.
 async fn spawn(
-    node: &Node,
+    node: &Arc<Node>,
     spec: RunSpec,
     caller: Caller,
     mut conn: SecureStream<TcpStream>,
@@ -188,6 +200,9 @@ async fn spawn(
         Ok(gpid) => {
             node.metrics.launched();
             node.metrics.launched();
+            if let Some(f) = spec.ft {
+                ft::protect(node, gpid, caller.uid, f);
+            }
             conn.send(&RpcResponse::Started { gpid }).await?;
             if spec.detach {
                 return Ok(());

@@ -11,6 +11,7 @@
 //! when the host dies, the client is told its process is lost.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 use ssi_core::control::{
@@ -208,7 +209,12 @@ async fn fail(conn: &mut ControlConn, message: String, code: i32) -> Result<()> 
 }
 
 /// Serves `ssi run` on a control connection.
-pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlConn) -> Result<()> {
+pub async fn run(
+    node: &Arc<Node>,
+    spec: RunSpec,
+    caller: Caller,
+    mut conn: ControlConn,
+) -> Result<()> {
     let host = match place(node, &spec).await {
         Ok(h) => h,
         Err((message, code)) => return fail(&mut conn, message, code).await,
@@ -224,6 +230,9 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
         let gpid = match pm.spawn(&spec, &caller, follower).await? {
             Ok(gpid) => {
                 node.metrics.launched();
+                if let Some(f) = spec.ft {
+                    crate::ft::protect(node, gpid, caller.uid, f);
+                }
                 gpid
             }
             Err(f) => {
@@ -286,6 +295,10 @@ pub async fn run(node: &Node, spec: RunSpec, caller: Caller, mut conn: ControlCo
             threads: 1,
             command: spec.command_line(),
             to: None,
+            ft: spec.ft.map(|f| ssi_core::process::FtView {
+                every_ms: f.every_ms,
+                ..Default::default()
+            }),
         },
     );
     conn.send(&ControlResponse::Started {
@@ -329,6 +342,7 @@ pub async fn restart(
         detach,
         constraints: Vec::new(),
         rlimits: Vec::new(),
+        ft: None,
     };
     let host = match place(node, &spec).await {
         Ok(h) => h,
@@ -511,6 +525,30 @@ async fn moved_elsewhere(node: &Node, gpid: i32, host: NodeId) -> Option<NodeId>
     }
 }
 
+/// How long a home waits for a fault-tolerant process whose node died to run again
+/// elsewhere (detection is over by then; this covers the claim and the restore).
+const FT_RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where `gpid` runs again after its host `host` went away: for a fault-tolerant process,
+/// the node that restarted it (waited for, [`FT_RESTART_WAIT`] at most); for others, the node
+/// it had moved to, if any.
+async fn found_again(node: &Node, gpid: i32, host: NodeId, ft: bool) -> Option<NodeId> {
+    if !ft {
+        return moved_elsewhere(node, gpid, host).await;
+    }
+    let deadline = tokio::time::Instant::now() + FT_RESTART_WAIT;
+    loop {
+        if let Some(at) = moved_elsewhere(node, gpid, host).await {
+            tracing::info!(gpid, from = %host, to = %at, "following a fault-tolerant process restarted elsewhere");
+            return Some(at);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
 /// How long a home waits, once its process moved, for the input it was sending to go out and
 /// for the node the process left to give back what the process could no longer take.
 const FENCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -532,6 +570,10 @@ async fn relay(
     carried: &mut Vec<Input>,
 ) -> Result<Leg> {
     let mut events = node.gossip.subscribe();
+    // A fault-tolerant process is restarted elsewhere when its node dies: the session waits
+    // for it there, and input the dead node did not take is sent there.
+    let ft = node.directory().get(&gpid).is_some_and(|p| p.ft.is_some());
+    let mut unsent: Vec<Input> = Vec::new();
     let lost = |why: &str| {
         Output::Lost(format!(
             "node {host} ({host_name}) {why}; process {gpid} is lost"
@@ -549,7 +591,17 @@ async fn relay(
                     i = client_rx.next_input() => i,
                 };
                 match next {
-                    Ok(Some(i)) if forward_input => host_tx.send(&RpcRequest::Input(i)).await?,
+                    Ok(Some(i)) if forward_input => {
+                        if let Err(e) = host_tx.send(&RpcRequest::Input(i.clone())).await {
+                            if !ft {
+                                return Err(e.into());
+                            }
+                            // the host went away: the output side finds where it runs again
+                            unsent.push(i);
+                            stop.notified().await;
+                            return Ok(());
+                        }
+                    }
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => {
                         // The user went away: hang up, as a terminal would.
@@ -587,7 +639,7 @@ async fn relay(
                         }
                         Ok(Some(other)) => return Err(anyhow!("unexpected message from node {host}: {other:?}")),
                         Ok(None) | Err(_) => {
-                            if let Some(to) = moved_elsewhere(node, gpid, host).await {
+                            if let Some(to) = found_again(node, gpid, host, ft).await {
                                 return Ok(Leg::Moved(to));
                             }
                             client_tx.put(lost("went away")).await?;
@@ -597,7 +649,7 @@ async fn relay(
                     ev = events.recv() => {
                         if let Ok(MemberEvent::Dead(id) | MemberEvent::Left(id)) = ev {
                             if id.id == host {
-                                if let Some(to) = moved_elsewhere(node, gpid, host).await {
+                                if let Some(to) = found_again(node, gpid, host, ft).await {
                                     return Ok(Leg::Moved(to));
                                 }
                                 client_tx.put(lost("died")).await?;
@@ -643,5 +695,6 @@ async fn relay(
         .unwrap_or_default();
         carried.extend(back);
     }
+    carried.extend(unsent);
     Ok(leg)
 }

@@ -23,6 +23,8 @@ pub enum Stage {
     Credentials = 3,
     /// Executing the program.
     Exec = 4,
+    /// Joining the user's cgroup.
+    Cgroup = 5,
 }
 
 impl Stage {
@@ -31,6 +33,7 @@ impl Stage {
             1 => Stage::Stdio,
             2 => Stage::Chdir,
             3 => Stage::Credentials,
+            5 => Stage::Cgroup,
             _ => Stage::Exec,
         }
     }
@@ -42,6 +45,7 @@ impl Stage {
             Stage::Chdir => "cannot change to the working directory",
             Stage::Credentials => "cannot take the user's identity and limits",
             Stage::Exec => "cannot execute",
+            Stage::Cgroup => "cannot join the user's cgroup",
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct Prepared {
     /// Limits to set, already lowered to this process's own (so setting them needs nothing).
     rlimits: Vec<(u32, libc::rlimit64)>,
     fds: Vec<RawFd>,
+    /// `cgroup.procs` of the cgroup to join, open for writing (kept open by the caller).
+    cgroup: Option<RawFd>,
 }
 
 fn cstring(bytes: &[u8], what: &str) -> Result<CString, String> {
@@ -71,6 +77,12 @@ fn cstring(bytes: &[u8], what: &str) -> Result<CString, String> {
 }
 
 impl Prepared {
+    /// Makes the child join the cgroup whose `cgroup.procs` is open as `procs` first thing.
+    pub fn join_cgroup(mut self, procs: RawFd) -> Self {
+        self.cgroup = Some(procs);
+        self
+    }
+
     /// Prepares a start of the first of `paths` that can be executed, with `argv`, `env`
     /// (`KEY=VALUE` entries) in `cwd` as `uid`/`gid`/`groups`, with `fds` becoming its fds 0,
     /// 1, 2, ... in order, with `rlimits` (`RLIMIT_*`, soft, hard) where they are below this
@@ -119,6 +131,7 @@ impl Prepared {
             groups,
             rlimits: lowered(rlimits),
             fds,
+            cgroup: None,
         })
     }
 }
@@ -214,6 +227,13 @@ fn child(p: &Prepared, err_fd: RawFd) -> ! {
     // arrays are NUL-terminated and point into CStrings that live in our copied memory.
     unsafe {
         libc::setsid();
+        // First, while every fd is as it was: writing 0 to cgroup.procs moves the writer, so
+        // the program and all it starts live in the cgroup from their first instruction.
+        if let Some(fd) = p.cgroup {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(Stage::Cgroup);
+            }
+        }
         // Every source fd is above the targets (lift_fd), so no dup2 clobbers a later source.
         for (target, &fd) in p.fds.iter().enumerate() {
             if libc::dup2(fd, target as RawFd) < 0 {

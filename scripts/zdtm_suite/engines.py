@@ -37,10 +37,12 @@ class Ssi:
                    COMMAND_TIMEOUT, cwd, log)
 
     def restore(self, reaper: Reaper, test: Test, img: str, cwd: str, log: str) -> Command:
-        """Restore the tree of `img`, detached."""
-        del test
-        return run(reaper, [self.binary, "restore", "--dir", img, "--detach"],
-                   COMMAND_TIMEOUT, cwd, log)
+        """Restore the tree of `img`, detached (with `--tcp-close` where the test asks CRIU
+        for it)."""
+        argv = [self.binary, "restore", "--dir", img, "--detach"]
+        if "--tcp-close" in test.criu_opts("restore"):
+            argv.append("--tcp-close")
+        return run(reaper, argv, COMMAND_TIMEOUT, cwd, log)
 
     @staticmethod
     def why(cmd: Command, img: str, action: str) -> str:

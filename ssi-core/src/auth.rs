@@ -122,6 +122,22 @@ impl ClusterKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// A key for one purpose, derived from the cluster key with HKDF-SHA256 (RFC 5869: extract
+    /// with a fixed salt, expand with `purpose` as info, one 32-byte block). Keys of different
+    /// purposes are independent: the gossip tags never double as, say, image seals.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        // HMAC accepts keys of any length, so these cannot fail.
+        let mut extract = <HmacSha256 as Mac>::new_from_slice(b"ssi cluster key derivation v1")
+            .unwrap_or_else(|_| unreachable!());
+        extract.update(&self.0);
+        let prk = extract.finalize().into_bytes();
+        let mut expand =
+            <HmacSha256 as Mac>::new_from_slice(&prk).unwrap_or_else(|_| unreachable!());
+        expand.update(purpose.as_bytes());
+        expand.update(&[1]);
+        expand.finalize().into_bytes().into()
+    }
+
     /// Checks a tag in constant time.
     pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
         let mut mac = self.mac();
@@ -331,6 +347,15 @@ mod tests {
         assert_eq!(b.windows.len(), 1);
         b.prune(NOW + EPOCH_TTL_MS + 1);
         assert!(b.windows.is_empty(), "a silent epoch is forgotten");
+    }
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_cluster_key() {
+        let (a, b) = (key(1), key(2));
+        assert_eq!(a.derive("x"), a.derive("x"));
+        assert_ne!(a.derive("x"), a.derive("y"));
+        assert_ne!(a.derive("x"), b.derive("x"));
+        assert_ne!(&a.derive("x")[..], &a.0[..]);
     }
 
     #[test]

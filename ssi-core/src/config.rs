@@ -14,9 +14,11 @@
 //! ca_file = "/etc/ssi/ca.pem"      # the cluster CA certificate
 //! node_cert_file = "/etc/ssi/node.pem"
 //! node_key_file = "/etc/ssi/node.key"          # mode 0600
+//! ca_key_file = "/etc/ssi/ca.key"  # the CA key, on the node that admits new ones (0600)
 //! probe_scope = "host"             # or "hosted", see ProbeScope
 //! hostname = "n1"                  # unset by default, see ConfigLayer::hostname
 //! http_listen = "127.0.0.1:9770"   # /metrics; unset by default (no HTTP endpoint)
+//! ft_dir = "/ssi/.ssi-ft"          # checkpoints of `ssi run --ft`, see ConfigLayer::ft_dir
 //!
 //! [gossip]
 //! probe_period_ms = 500
@@ -93,6 +95,10 @@ pub struct ConfigLayer {
     /// This node's private key (PEM, mode 0600; default /etc/ssi/node.key).
     #[arg(long)]
     pub node_key_file: Option<PathBuf>,
+    /// The cluster CA's private key (PEM, mode 0600; default /etc/ssi/ca.key): made by
+    /// `ssi cluster init`; while it exists, this node admits new nodes that show a join token.
+    #[arg(long)]
+    pub ca_key_file: Option<PathBuf>,
     /// What the probes measure: the whole host, or what this node hosts.
     #[arg(long, value_enum)]
     pub probe_scope: Option<ProbeScope>,
@@ -114,6 +120,13 @@ pub struct ConfigLayer {
     /// (e.g. 127.0.0.1:9770). Unset (the default), there is none.
     #[arg(long)]
     pub http_listen: Option<SocketAddr>,
+    /// Where the checkpoints of fault-tolerant processes (`ssi run --ft`) go, one directory
+    /// per global pid. Default: `.ssi-ft` at the root of the shared file system when this
+    /// node mounts it (`[dfs] mode = "replicated"`), else `<state_dir>/ft`. It must be the
+    /// same shared directory on every node for a process to be restarted on another node:
+    /// a node-local directory only keeps the checkpoints (docs/FT.md).
+    #[arg(long)]
+    pub ft_dir: Option<PathBuf>,
     /// Membership (SWIM) timing knobs.
     #[command(flatten)]
     #[serde(default)]
@@ -264,6 +277,10 @@ pub struct LimitsLayer {
     /// Most processes of one user (but root) this node keeps when a detached one is started.
     #[arg(long)]
     pub detached_per_user: Option<u32>,
+    /// Milliseconds a checkpoint, restart or migration helper may take to report what the
+    /// daemon waits for, before it is killed and the request fails.
+    #[arg(long)]
+    pub helper_timeout_ms: Option<u64>,
 }
 
 /// Resource bounds, resolved.
@@ -291,6 +308,11 @@ pub struct LimitsConfig {
     /// way (64 MiB by default). Counted are the user's processes hosted on the node, running
     /// or ended with their exit not collected.
     pub detached_per_user: u32,
+    /// Default 10 min. A helper writing or restoring an image, or working on a migration, is
+    /// killed when the daemon waits longer than this for its next report (the image written,
+    /// the tree restored, a pre-copy round sent, ...), and the request fails. Raise it for
+    /// trees of many GiB on slow disks.
+    pub helper_timeout: Duration,
 }
 
 impl LimitsLayer {
@@ -303,6 +325,7 @@ impl LimitsLayer {
             rpc_connections: self.rpc_connections.or(base.rpc_connections),
             idle_timeout_ms: self.idle_timeout_ms.or(base.idle_timeout_ms),
             detached_per_user: self.detached_per_user.or(base.detached_per_user),
+            helper_timeout_ms: self.helper_timeout_ms.or(base.helper_timeout_ms),
         }
     }
 
@@ -313,6 +336,7 @@ impl LimitsLayer {
             rpc_connections: self.rpc_connections.unwrap_or(1024),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms.unwrap_or(60_000)),
             detached_per_user: self.detached_per_user.unwrap_or(64),
+            helper_timeout: Duration::from_millis(self.helper_timeout_ms.unwrap_or(600_000)),
         };
         let counts = [
             ("control_connections", l.control_connections),
@@ -327,6 +351,11 @@ impl LimitsLayer {
             if v == 0 {
                 return Err(Error::Config(format!("limits.{name} must be at least 1")));
             }
+        }
+        if l.helper_timeout.is_zero() {
+            return Err(Error::Config(
+                "limits.helper_timeout_ms must be at least 1".into(),
+            ));
         }
         if l.idle_timeout < Duration::from_secs(1) {
             return Err(Error::Config(
@@ -675,6 +704,8 @@ pub struct NodeConfig {
     pub cluster_key_file: PathBuf,
     /// The cluster CA certificate, this node's certificate and key.
     pub tls: TlsFiles,
+    /// The cluster CA's private key, on the node that admits new nodes.
+    pub ca_key_file: PathBuf,
     /// What probes measure.
     pub probe_scope: ProbeScope,
     /// CPUs offered, when set by the admin (or derived from the quota).
@@ -685,6 +716,8 @@ pub struct NodeConfig {
     pub hostname: Option<String>,
     /// Address of the HTTP endpoint (/metrics), if any.
     pub http_listen: Option<SocketAddr>,
+    /// Checkpoints of fault-tolerant processes, when set (else see `ConfigLayer::ft_dir`).
+    pub ft_dir: Option<PathBuf>,
     /// Membership timing.
     pub gossip: GossipConfig,
     /// Scheduler settings.
@@ -740,11 +773,13 @@ impl ConfigLayer {
             ca_file: self.ca_file.or(base.ca_file),
             node_cert_file: self.node_cert_file.or(base.node_cert_file),
             node_key_file: self.node_key_file.or(base.node_key_file),
+            ca_key_file: self.ca_key_file.or(base.ca_key_file),
             probe_scope: self.probe_scope.or(base.probe_scope),
             cpus: self.cpus.or(base.cpus),
             cpu_quota: self.cpu_quota.or(base.cpu_quota),
             hostname: self.hostname.or(base.hostname),
             http_listen: self.http_listen.or(base.http_listen),
+            ft_dir: self.ft_dir.or(base.ft_dir),
             gossip: self.gossip.over(base.gossip),
             sched: self.sched.over(base.sched),
             dfs: self.dfs.over(base.dfs),
@@ -815,6 +850,9 @@ impl ConfigLayer {
                     .node_key_file
                     .unwrap_or_else(|| PathBuf::from("/etc/ssi/node.key")),
             },
+            ca_key_file: self
+                .ca_key_file
+                .unwrap_or_else(|| PathBuf::from("/etc/ssi/ca.key")),
             probe_scope: self.probe_scope.unwrap_or_default(),
             cpus: self
                 .cpus
@@ -822,6 +860,7 @@ impl ConfigLayer {
             cpu_quota: self.cpu_quota,
             hostname: self.hostname,
             http_listen: self.http_listen,
+            ft_dir: self.ft_dir,
             gossip,
             sched: self.sched.resolve()?,
             limits: self.limits.resolve()?,

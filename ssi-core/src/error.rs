@@ -67,6 +67,9 @@ pub enum Error {
         /// Its reason.
         reason: String,
     },
+    /// A join token is malformed.
+    #[error("join token: {0}")]
+    Token(String),
     /// A node id is not known to the cluster.
     #[error("unknown node {0}")]
     UnknownNode(NodeId),

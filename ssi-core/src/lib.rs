@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod enroll;
 pub mod error;
 pub mod gossip;
 pub mod grid;

@@ -30,6 +30,36 @@ pub struct RunSpec {
     /// or the node's where those are lower: a client can lower its program's limits, never
     /// raise them above what the node gives.
     pub rlimits: Vec<(u32, u64, u64)>,
+    /// Fault tolerance (`ssi run --ft`): checkpointed periodically, restarted elsewhere when
+    /// its node dies.
+    pub ft: Option<FtSpec>,
+}
+
+/// How a fault-tolerant process is checkpointed (`ssi run --ft`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FtSpec {
+    /// Time between two checkpoints, in milliseconds.
+    pub every_ms: u64,
+}
+
+/// What `ssi ps` shows of a fault-tolerant process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FtView {
+    /// Time between two checkpoints, in milliseconds.
+    pub every_ms: u64,
+    /// When its last complete checkpoint was taken (the freeze), Unix milliseconds.
+    pub last_checkpoint_ms: Option<u64>,
+    /// How long that checkpoint froze it, microseconds.
+    pub freeze_us: u64,
+    /// Page bytes that checkpoint wrote (the pages written since the one before it).
+    pub bytes: u64,
+    /// Images in the chain that checkpoint ends.
+    pub chain: u32,
+    /// Its fencing epoch: how many times it was restarted after a node died.
+    pub epoch: u64,
+    /// When it was restarted after its node died: the time of the checkpoint it came back
+    /// from, Unix milliseconds.
+    pub restarted_from_ms: Option<u64>,
 }
 
 impl RunSpec {
@@ -252,4 +282,6 @@ pub struct ProcessView {
     pub command: String,
     /// While it is `migrating`: the node it moves to (`node` is the one it leaves).
     pub to: Option<NodeId>,
+    /// Its checkpoints, when it is fault-tolerant (`ssi run --ft`).
+    pub ft: Option<FtView>,
 }

@@ -116,6 +116,14 @@ pub enum RpcRequest {
     /// A message of the grid services between daemons (their own versioned encoding, see
     /// ssid's grid module); answered by `Grid` or `Error`.
     Grid(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Restart the fault-tolerant tree `gpid` here from its last complete checkpoint, under
+    /// the fencing `epoch` the asking node claimed for it; answered by `Restored` or `Error`.
+    FtRestart {
+        /// Its global pid.
+        gpid: i32,
+        /// The epoch claimed.
+        epoch: u64,
+    },
 }
 
 /// An answer to an [`RpcRequest`].

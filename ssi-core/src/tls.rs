@@ -26,9 +26,14 @@ pub struct TlsContext {
     pub client: Arc<ClientConfig>,
     /// For connections it accepts.
     pub server: Arc<ServerConfig>,
+    /// For connections that ask to join the cluster (ALPN [`crate::enroll::ALPN`]): no
+    /// client certificate, and the CA certificate sent after this node's so that the new node
+    /// can check it against its token's fingerprint.
+    pub enroll: Arc<ServerConfig>,
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// The crypto of every TLS connection of ssi (aws-lc-rs).
+pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
@@ -64,7 +69,7 @@ impl TlsContext {
         key: PrivateKeyDer<'static>,
     ) -> std::result::Result<Self, String> {
         let mut roots = RootCertStore::empty();
-        for c in ca {
+        for c in ca.iter().cloned() {
             roots
                 .add(c)
                 .map_err(|e| format!("bad CA certificate: {e}"))?;
@@ -72,6 +77,8 @@ impl TlsContext {
         if roots.is_empty() {
             return Err("no CA certificate".into());
         }
+        let enroll_chain: Vec<CertificateDer<'static>> =
+            chain.iter().chain(ca.iter()).cloned().collect();
         let roots = Arc::new(roots);
         let e = |e: rustls::Error| e.to_string();
         let client_verifier =
@@ -86,6 +93,13 @@ impl TlsContext {
             }))
             .with_single_cert(chain.clone(), key.clone_key())
             .map_err(e)?;
+        let mut enroll = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(e)?
+            .with_no_client_auth()
+            .with_single_cert(enroll_chain, key.clone_key())
+            .map_err(e)?;
+        enroll.alpn_protocols = vec![crate::enroll::ALPN.to_vec()];
         let client = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(e)?
@@ -95,6 +109,7 @@ impl TlsContext {
         Ok(TlsContext {
             client: Arc::new(client),
             server: Arc::new(server),
+            enroll: Arc::new(enroll),
         })
     }
 

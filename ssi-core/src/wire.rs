@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::tls::TlsContext;
 
 /// Version of every message format of this crate; a peer speaking another is refused.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 16 << 20;
 /// How long the TLS handshake may take.
@@ -93,6 +93,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
         let tls_stream = handshake(acceptor.accept(stream), &peer).await?;
         Ok(Self::established(TlsStream::Server(tls_stream), peer))
+    }
+
+    /// Opens TLS as the connecting side with a TLS configuration of the caller's (a joining
+    /// node has no certificate yet and checks the server its own way, see [`crate::enroll`]).
+    pub async fn client_with(
+        stream: S,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        peer: impl Into<String>,
+    ) -> Result<Self> {
+        let peer = peer.into();
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let fut = connector.connect(TlsContext::node_name(), stream);
+        let tls_stream = handshake(fut, &peer).await?;
+        Ok(Self::established(TlsStream::Client(tls_stream), peer))
+    }
+
+    /// Accepts TLS as the listening side and says what the peer came for: a node (it showed a
+    /// node certificate of our cluster CA, else it is refused) or a new node asking to join
+    /// (it asked for ALPN [`crate::enroll::ALPN`]; it shows no certificate and may only ask
+    /// to enroll).
+    pub async fn accept(
+        stream: S,
+        tls: &TlsContext,
+        peer: impl Into<String>,
+    ) -> Result<Accepted<S>> {
+        let peer = peer.into();
+        let fut = async {
+            let start =
+                tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                    .await?;
+            let enroll = start
+                .client_hello()
+                .alpn()
+                .is_some_and(|mut protos| protos.any(|p| p == crate::enroll::ALPN));
+            let config = if enroll {
+                tls.enroll.clone()
+            } else {
+                tls.server.clone()
+            };
+            Ok::<_, std::io::Error>((enroll, start.into_stream(config).await?))
+        };
+        let (enroll, tls_stream) = handshake(fut, &peer).await?;
+        let conn = Self::established(TlsStream::Server(tls_stream), peer);
+        Ok(if enroll {
+            Accepted::Enroll(conn)
+        } else {
+            Accepted::Node(conn)
+        })
     }
 
     fn established(stream: TlsStream<S>, peer: String) -> Self {
@@ -174,6 +222,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureStream<S> {
             },
         )
     }
+}
+
+/// What an accepted connection is for (see [`SecureStream::accept`]).
+#[derive(Debug)]
+pub enum Accepted<S> {
+    /// Another node of the cluster, authenticated by its certificate.
+    Node(SecureStream<S>),
+    /// A machine with a join token: unauthenticated until it proves the token.
+    Enroll(SecureStream<S>),
 }
 
 /// Runs a TLS handshake with a deadline; its failure says whose certificate was refused.

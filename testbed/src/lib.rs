@@ -56,6 +56,12 @@ pub struct NodeOptions {
     /// the DFS.
     #[serde(default)]
     pub private_mounts: bool,
+    /// Leave the cluster's secrets to `ssi cluster init` (node 1) and `ssi cluster join`
+    /// (the others), as on real machines: no CA, key or certificate is made, each node's
+    /// config names files of its own (`ca.pem`, `ca.key`, `cluster.key` in its directory), and
+    /// [`Testbed::prepare`] starts no node.
+    #[serde(default)]
+    pub bootstrap: bool,
 }
 
 /// The layout of a testbed, saved in `DIR/testbed.json`.
@@ -132,6 +138,26 @@ impl Testbed {
         options: NodeOptions,
         tables: &str,
     ) -> Result<Testbed> {
+        let mut tb = Self::prepare(dir, nodes, use_netns, options, tables)?;
+        let booted = tb.boot();
+        if let Err(e) = booted {
+            tb.down();
+            return Err(e);
+        }
+        Ok(tb)
+    }
+
+    /// Lays out a testbed (addresses, namespaces, directories) and starts no node. With
+    /// [`NodeOptions::bootstrap`] it also writes every node's config (and no secret): the
+    /// caller runs `ssi cluster init`/`join` and starts nodes one by one with
+    /// [`Testbed::start`]. Dropping it tears down what it made.
+    pub fn prepare(
+        dir: &Path,
+        nodes: usize,
+        use_netns: bool,
+        options: NodeOptions,
+        tables: &str,
+    ) -> Result<Testbed> {
         if nodes == 0 {
             bail!("a testbed needs at least one node");
         }
@@ -174,17 +200,24 @@ impl Testbed {
             children: HashMap::new(),
             owned: true,
         };
-        let booted = tb.boot();
-        if let Err(e) = booted {
-            tb.down();
-            return Err(e);
+        if tb.layout.options.bootstrap {
+            if let Err(e) = tb.write_configs() {
+                tb.down();
+                return Err(e);
+            }
         }
         Ok(tb)
     }
 
     fn boot(&mut self) -> Result<()> {
-        self.save()?;
         self.make_secrets()?;
+        self.write_configs()?;
+        self.start_all()
+    }
+
+    /// Saves the layout and writes every node's config and the `env` file.
+    fn write_configs(&self) -> Result<()> {
+        self.save()?;
         for n in 1..=self.nodes() {
             self.write_config(n)?;
         }
@@ -193,7 +226,10 @@ impl Testbed {
             self.socket(1).display(),
             self.layout.bin_dir.display()
         );
-        std::fs::write(self.dir.join("env"), env).context("cannot write env file")?;
+        std::fs::write(self.dir.join("env"), env).context("cannot write env file")
+    }
+
+    fn start_all(&mut self) -> Result<()> {
         for n in 1..=self.nodes() {
             self.spawn(n)?;
         }
@@ -313,19 +349,30 @@ impl Testbed {
             .filter(|&m| m != n)
             .map(|m| format!("\"{}\"", self.addr(m)))
             .collect();
+        // Bootstrapped nodes each have their own files, as separate machines would.
+        let (cluster_key, ca) = if self.layout.options.bootstrap {
+            (nd.join("cluster.key"), nd.join(ssi_core::pki::CA_CERT))
+        } else {
+            (
+                self.dir.join("cluster.key"),
+                self.ca_dir().join(ssi_core::pki::CA_CERT),
+            )
+        };
         // All nodes share one kernel: each gets its own host name (the node name), as
         // separate machines would have.
         let mut text = format!(
             "id = {n}\nname = \"n{n}\"\nhostname = \"n{n}\"\nlisten = \"{}\"\nseeds = [{}]\n\
              state_dir = \"{}\"\ncluster_key_file = \"{}\"\nprobe_scope = \"hosted\"\n\
-             ca_file = \"{}\"\nnode_cert_file = \"{}\"\nnode_key_file = \"{}\"\n",
+             ca_file = \"{}\"\nnode_cert_file = \"{}\"\nnode_key_file = \"{}\"\n\
+             ca_key_file = \"{}\"\n",
             self.addr(n),
             seeds.join(", "),
             nd.display(),
-            self.dir.join("cluster.key").display(),
-            self.ca_dir().join(ssi_core::pki::CA_CERT).display(),
+            cluster_key.display(),
+            ca.display(),
             nd.join(ssi_core::pki::NODE_CERT).display(),
             nd.join(ssi_core::pki::NODE_KEY).display(),
+            nd.join(ssi_core::pki::CA_KEY).display(),
         );
         if let Some(q) = self.layout.options.cpu_quota {
             text.push_str(&format!("cpu_quota = {q}\n"));
@@ -582,19 +629,29 @@ impl Testbed {
         self.owned = false;
     }
 
-    /// Removes the cgroup node `n`'s daemon made, once its processes are gone.
+    /// Removes the cgroups node `n`'s daemon made (its users' cgroups, then the node's), once
+    /// their processes are gone.
     fn remove_cgroup(&self, n: usize) {
-        let file = self.node_dir(n).join("cgroup");
-        let Ok(path) = std::fs::read_to_string(&file) else {
-            return;
-        };
-        let path = PathBuf::from(path.trim());
-        // The node's processes die with its namespace init, just after the daemon.
-        let gone = wait_until(Duration::from_secs(5), || {
-            std::fs::remove_dir(&path).is_ok() || !path.exists()
-        });
-        if gone {
-            let _ = std::fs::remove_file(file);
+        for name in ["cgroup-users", "cgroup"] {
+            let file = self.node_dir(n).join(name);
+            let Ok(path) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            let path = PathBuf::from(path.trim());
+            // The node's processes die with its namespace init, just after the daemon.
+            let gone = wait_until(Duration::from_secs(5), || {
+                if let Ok(entries) = std::fs::read_dir(&path) {
+                    for e in entries.flatten() {
+                        if e.file_name().to_string_lossy().starts_with("user-") {
+                            let _ = std::fs::remove_dir(e.path());
+                        }
+                    }
+                }
+                std::fs::remove_dir(&path).is_ok() || !path.exists()
+            });
+            if gone {
+                let _ = std::fs::remove_file(file);
+            }
         }
     }
 

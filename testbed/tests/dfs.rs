@@ -206,6 +206,69 @@ fn acknowledged_records_survive_node_kills() {
     }
 }
 
+/// Appends short records with `O_APPEND` to `path` (no sync), `count` of them.
+fn appender(path: &Path, count: u64) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(path)
+        .expect("open for appending");
+    for seq in 0..count {
+        f.write_all(format!("{seq:08}\n").as_bytes())
+            .expect("append");
+    }
+}
+
+#[test]
+fn appends_keep_their_order_while_other_handles_publish_and_other_nodes_stat() {
+    if !root_or_skip("mounting the dfs") {
+        return;
+    }
+    // A stale size in an attribute answer makes the kernel put the next O_APPEND write at
+    // the old end, over earlier records: seen when a getattr raced with a commit of this
+    // node's writes (a flush from another handle, or a recall from another node).
+    let (_one, _dir, tb) = dfs_testbed(2);
+    let (p1, p2) = (
+        tb.dfs_mount(1).join("appended"),
+        tb.dfs_mount(2).join("appended"),
+    );
+    fs::write(&p1, b"").expect("create");
+    let count = 1500;
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = {
+        let p = p1.clone();
+        std::thread::spawn(move || appender(&p, count))
+    };
+    let busy = [p1.clone(), p2.clone()].map(|p| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let f = fs::File::open(&p).expect("open another handle");
+            while !stop.load(Ordering::Relaxed) {
+                let _ = f.sync_all();
+                let _ = fs::metadata(&p);
+            }
+        })
+    });
+    w.join().expect("appender");
+    stop.store(true, Ordering::Relaxed);
+    for b in busy {
+        b.join().expect("publisher");
+    }
+    let want: String = (0..count).map(|s| format!("{s:08}\n")).collect();
+    for p in [&p1, &p2] {
+        let got = fs::read_to_string(p).expect("read back");
+        let first_bad = got.lines().zip(want.lines()).position(|(a, b)| a != b);
+        assert!(
+            got == want,
+            "{}: {} bytes of {}, first wrong line {first_bad:?}",
+            p.display(),
+            got.len(),
+            want.len()
+        );
+    }
+}
+
 #[test]
 fn a_dead_voter_is_replaced_and_its_chunks_copied_again() {
     if !root_or_skip("mounting the dfs") {

@@ -108,6 +108,50 @@ fn tree_of(dir: &Path) -> Vec<(PathBuf, u32, u32)> {
     out
 }
 
+/// The pid in this machine's namespace of the process of `uid` with global pid `gpid` whose
+/// command line names `program` (a path unique to this test).
+fn host_pid(gpid: &str, uid: u32, program: &str) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| -> Vec<String> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|l| l.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        let nspid = field("NSpid:");
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if nspid.len() > 1
+            && nspid.last().map(String::as_str) == Some(gpid)
+            && field("Uid:").first() == Some(&uid.to_string())
+            && String::from_utf8_lossy(&cmdline).contains(program)
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// `ssi restart` of the image in `dir` on node 2, detached.
+fn restart_of(dir: &str) -> [&str; 6] {
+    ["restart", "--dir", dir, "--node", "2", "--detach"]
+}
+
+/// Copies the image directory `from` to `to`, owned by [`USER`].
+fn copy_image(from: &Path, to: &Path) {
+    std::fs::create_dir(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("cp");
+    }
+    give(to);
+}
+
 /// Makes `path` owned by [`USER`].
 fn give(path: &Path) {
     let (uid, gid) = test_user();
@@ -142,6 +186,21 @@ fn a_local_user_cannot_cross_into_root_and_keeps_their_own_rights() {
     std::fs::write(&victim, "precious\n").expect("write");
 
     let gpid = start_as_user(&tb, &home, &[counter, "100000", "50"]);
+
+    // 0. The program runs in a cgroup of the user's, on the node that started it.
+    let users = std::fs::read_to_string(tb.node_dir(1).join("cgroup-users")).expect("cgroups");
+    let user_cgroup = Path::new(users.trim()).join(format!("user-{uid}"));
+    let pid = host_pid(&gpid, uid, counter).expect("the user's program");
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let v2 = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line");
+    assert!(
+        v2.ends_with(&format!("/user-{uid}")) && user_cgroup.is_dir(),
+        "{gpid} runs in {v2}, not in {}",
+        user_cgroup.display()
+    );
 
     // 1. A link planted where the image goes: the dump refuses it, the target is untouched and
     //    the process runs on.
@@ -208,6 +267,11 @@ fn a_local_user_cannot_cross_into_root_and_keeps_their_own_rights() {
         "kill set-uid",
         "permission denied",
     );
+    refused(
+        &as_user(&tb, 1, &home, &["attach", &sgpid]),
+        "attach to set-uid",
+        "permission denied",
+    );
     assert!(
         ssi(&tb, 1, &["kill", "-s", "KILL", &sgpid])
             .status
@@ -233,8 +297,31 @@ fn a_local_user_cannot_cross_into_root_and_keeps_their_own_rights() {
         wait_until(SETTLE, || process(&tb, &gpid).is_none()),
         "{gpid} not stopped by its checkpoint"
     );
+    assert!(
+        wait_until(SETTLE, || !user_cgroup.exists()),
+        "{} not removed once empty",
+        user_cgroup.display()
+    );
 
-    // 5. The same image edited to ask for root: refused to the user, and to root restarting it.
+    // 5. The image edited, or not sealed by a node: refused to the user, and to root, naming
+    //    the part. A byte flipped in any part, the seal included:
+    for part in std::fs::read_dir(&own).expect("read_dir").flatten() {
+        let name = part.file_name().to_string_lossy().into_owned();
+        let flipped = home.join(format!("flipped-{name}"));
+        copy_image(&own, &flipped);
+        let mut bytes = std::fs::read(flipped.join(&name)).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(flipped.join(&name), bytes).expect("write");
+        let out = as_user(&tb, 1, &home, &restart_of(flipped.to_str().expect("p")));
+        refused(&out, &format!("restart with {name} altered"), &name);
+        assert!(
+            text(&out).contains("altered") || text(&out).contains("seal does not match"),
+            "{name}: {}",
+            text(&out)
+        );
+    }
+    // ... an image asking for root, written without a seal, or with the genuine seal
     let forged = home.join("forged");
     let mut image = checkpoint::Image::load(&own).expect("load");
     for p in &mut image.processes {
@@ -245,27 +332,17 @@ fn a_local_user_cannot_cross_into_root_and_keeps_their_own_rights() {
         .write_to(&mut checkpoint::DirSink::new(&forged).expect("sink"))
         .expect("write");
     give(&forged);
-    let forged = forged.to_str().expect("p");
-    let out = as_user(
-        &tb,
-        1,
-        &home,
-        &["restart", "--dir", forged, "--node", "2", "--detach"],
-    );
+    let out = as_user(&tb, 1, &home, &restart_of(forged.to_str().expect("p")));
+    refused(&out, "restart of an unsealed image", "not sealed");
+    let out = ssi(&tb, 1, &restart_of(forged.to_str().expect("p")));
+    refused(&out, "root restarting an unsealed image", "not sealed");
+    std::fs::copy(own.join("seal"), forged.join("seal")).expect("cp");
+    give(&forged);
+    let out = as_user(&tb, 1, &home, &restart_of(forged.to_str().expect("p")));
     refused(
         &out,
-        "restart of an image asking for root",
-        "asks for user ids",
-    );
-    let out = ssi(
-        &tb,
-        1,
-        &["restart", "--dir", forged, "--node", "2", "--detach"],
-    );
-    refused(
-        &out,
-        "root restarting a user's forged image",
-        "asks for user ids",
+        "restart of an image asking for root, with the genuine seal",
+        "altered",
     );
     assert!(process(&tb, &gpid).is_none(), "a forged image was restored");
     // Root's parts in a directory the user may change: the user could swap a part in.
@@ -323,4 +400,53 @@ fn a_local_user_cannot_cross_into_root_and_keeps_their_own_rights() {
         wait_until(SETTLE, || process(&tb, &gpid).is_none()),
         "{gpid} still runs"
     );
+}
+
+#[test]
+fn a_helper_that_does_not_report_in_time_is_killed_and_the_request_fails() {
+    if !root_or_skip("a checkpoint helper past its deadline") {
+        return;
+    }
+    let d = tempfile::tempdir().expect("tempdir");
+    let tb = Testbed::up_with_tables(
+        &d.path().join("tb"),
+        1,
+        false,
+        Default::default(),
+        "[limits]\nhelper_timeout_ms = 1\n",
+    )
+    .expect("testbed up");
+    let counter = compile("counter", d.path());
+    let counter = counter.to_str().expect("path");
+    let out = ssi(&tb, 1, &["run", "--detach", "--", counter, "100000", "50"]);
+    assert!(out.status.success(), "run: {}", text(&out));
+    let gpid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let img = d.path().join("img");
+    let out = ssi(
+        &tb,
+        1,
+        &["checkpoint", &gpid, "--dir", img.to_str().expect("p")],
+    );
+    refused(
+        &out,
+        "checkpoint past the deadline",
+        "did not finish within 1 ms",
+    );
+    // The process was let go: it runs on, neither stopped nor traced.
+    let pid = host_pid(&gpid, 0, counter).expect("still there");
+    let running = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |f: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(f))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        !field("State:").starts_with('t')
+            && !field("State:").starts_with('T')
+            && field("TracerPid:") == "0"
+    };
+    assert!(wait_until(SETTLE, running), "{gpid} left stopped or traced");
+    assert!(process(&tb, &gpid).is_some(), "{gpid} is gone");
 }

@@ -37,7 +37,7 @@ fn precheck(shape: &TreeShape, root: i32, skip: &HashMap<i32, i32>) -> Result<()
     refuse_shared_tables(&tables.iter().map(|t| t.0).collect::<Vec<_>>())?;
     // A dry run of the shared file table: pipes and sockets that lead outside the tree are
     // found now, before anything is frozen (the copies of their contents are thrown away).
-    files::build(root, &tables, &pidfds)?;
+    files::build(root, &tables, &pidfds, false)?;
     Ok(())
 }
 

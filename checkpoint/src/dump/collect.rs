@@ -31,6 +31,8 @@ pub(super) struct TreeImage {
     pub procs: Vec<Collected>,
     /// Where to read each shared memory object, by id.
     pub shmem: Vec<shmem::Source>,
+    /// TCP sockets in repair mode until the dump ends.
+    pub repaired: files::tcp_conn::Repaired,
 }
 
 /// Collects processes `pids` of the frozen tree.
@@ -59,10 +61,10 @@ pub(super) fn tree(
         }
         pidfds.insert(pid, pidfd);
     }
-    let (mut shared, mut fd_tables) = if opts.pre_dump {
-        (Shared::default(), HashMap::new())
+    let (mut shared, mut fd_tables, repaired) = if opts.pre_dump {
+        (Shared::default(), HashMap::new(), Default::default())
     } else {
-        files::build(root, &tables, &pidfds)?
+        files::build(root, &tables, &pidfds, true)?
     };
     for c in procs.iter_mut() {
         c.image.fds = fd_tables.remove(&c.image.pid).unwrap_or_default();
@@ -84,6 +86,7 @@ pub(super) fn tree(
         shared,
         procs,
         shmem,
+        repaired,
     })
 }
 
@@ -175,6 +178,14 @@ fn process(
     let brk = memory::brk(&mut par)?;
     par.finish()?;
     let avail = session.avail.get(&pid).cloned().unwrap_or_default();
+    let ppid = if pid == frozen.shape.order[0] {
+        0
+    } else {
+        frozen.shape.parent.get(&pid).copied().unwrap_or(0)
+    };
+    // pages shared copy-on-write with the parent are kept shared by a restore of one image;
+    // a chain saves them whole (its processes may be forked in an earlier image)
+    let cow_parent = (ppid != 0 && !opts.pre_dump && session.parent_id.is_none()).then_some(ppid);
     let mut mcx = MemDump {
         pid,
         stat: &st,
@@ -186,17 +197,13 @@ fn process(
             .trackers
             .get_mut(&pid)
             .map(|t| &mut **t as &mut dyn DirtyTracker),
+        cow_parent,
         plan: None,
     };
     let mm = MmImage::save(&mut mcx)?;
     let plan = mcx
         .plan
         .ok_or_else(|| Error::Conflict(format!("pid {pid}: no page plan")))?;
-    let ppid = if pid == frozen.shape.order[0] {
-        0
-    } else {
-        frozen.shape.parent.get(&pid).copied().unwrap_or(0)
-    };
     let image = ProcessImage {
         pid,
         ppid,
@@ -213,6 +220,7 @@ fn process(
         signals: saved.signals,
         timers: saved.timers,
         attrs: saved.attrs,
+        cgroups: saved.cgroups,
         tracker_fd,
     };
     Ok(Collected { image, plan })

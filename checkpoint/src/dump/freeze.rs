@@ -30,8 +30,78 @@ pub(crate) struct TreeShape {
     pub parent: HashMap<i32, i32>,
 }
 
-/// Lists the tree under `root` from /proc (the kernel has no /proc/PID/task/TID/children here).
+/// Lists the tree under `root`: each thread's `/proc/PID/task/TID/children` names the
+/// children it forked, so only the tree's own /proc entries are read (a scan of every
+/// process' stat could block behind a process elsewhere stuck in the kernel). Kernels built
+/// without that file (`CONFIG_PROC_CHILDREN`) fall back to a scan of /proc.
 pub(crate) fn discover(root: i32) -> Result<TreeShape> {
+    let root_parent = ppid(root)?;
+    let mut order = vec![root];
+    let mut parent = HashMap::from([(root, root_parent)]);
+    let mut i = 0;
+    while i < order.len() {
+        let pid = order[i];
+        i += 1;
+        let Some(mut kids) = children(pid)? else {
+            return discover_by_scan(root);
+        };
+        kids.sort_unstable();
+        for k in kids {
+            if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(k) {
+                e.insert(pid);
+                order.push(k);
+            }
+        }
+    }
+    Ok(TreeShape { order, parent })
+}
+
+/// The parent of `pid` (from its own stat), or ESRCH if it is gone.
+fn ppid(pid: i32) -> Result<i32> {
+    let gone = |_| {
+        Error::sys(
+            pid,
+            "find process",
+            std::io::Error::from_raw_os_error(libc::ESRCH),
+        )
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(gone)?;
+    // the fields after the command name (in parentheses, any byte): state, ppid
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            let bad = std::io::Error::new(std::io::ErrorKind::InvalidData, "no parent pid");
+            Error::io(format!("/proc/{pid}/stat"), bad)
+        })
+}
+
+/// Children of process `pid`, forked by any of its threads; `None` if the kernel has no
+/// `children` file. A process or thread that exited meanwhile has none.
+fn children(pid: i32) -> Result<Option<Vec<i32>>> {
+    let Ok(tids) = threads(pid) else {
+        return Ok(Some(Vec::new()));
+    };
+    let mut out = Vec::new();
+    for tid in tids {
+        let path = format!("/proc/{pid}/task/{tid}/children");
+        match std::fs::read_to_string(&path) {
+            Ok(s) => out.extend(s.split_whitespace().filter_map(|w| w.parse::<i32>().ok())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // no such file on this kernel, or the thread is gone: tell them apart
+                if std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
+                    return Ok(None);
+                }
+            }
+            Err(_) => {} // exited meanwhile
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Lists the tree under `root` from the stat of every process (kernels without
+/// `/proc/PID/task/TID/children`).
+fn discover_by_scan(root: i32) -> Result<TreeShape> {
     let all = procfs::process::all_processes().map_err(|e| Error::procfs("/proc", e))?;
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     let mut parent = HashMap::new();
@@ -270,5 +340,36 @@ impl FrozenTree {
 impl Drop for FrozenTree {
     fn drop(&mut self) {
         let _ = self.release(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn children_files_find_the_tree_a_scan_of_proc_finds() {
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & sh -c 'sleep 30 & wait' & wait"])
+            .process_group(0)
+            .spawn()
+            .expect("spawn sh");
+        let pid = sh.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut found = discover(pid).expect("discover");
+        while found.order.len() < 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            found = discover(pid).expect("discover");
+        }
+        let scanned = discover_by_scan(pid).expect("scan");
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = sh.wait();
+        assert_eq!(found.order.len(), 5, "{:?}", found.order);
+        assert_eq!(found.order, scanned.order);
+        assert_eq!(found.parent, scanned.parent);
     }
 }

@@ -146,6 +146,52 @@ impl PreCopy {
     }
 }
 
+/// Periodic checkpoints of a running tree (fault tolerance): each call freezes the tree,
+/// writes a whole image (restorable on its own with its parents) and lets the tree run on;
+/// after the first, an image holds only the pages written since the previous one, the others
+/// being referenced in its parent. Tracking lasts as long as this value.
+///
+/// Trackers live in this value: it must stay on the thread that created it (ptrace).
+#[derive(Debug)]
+pub struct Periodic {
+    root: i32,
+    session: Session,
+}
+
+impl Periodic {
+    /// Checkpoints of the tree under `pid` (nothing is done before the first).
+    pub fn new(pid: i32) -> Periodic {
+        Periodic {
+            root: pid,
+            session: Session {
+                keep_tracking: true,
+                ..Session::default()
+            },
+        }
+    }
+
+    /// Writes the next image of the chain into `sink` and lets the tree run on. With
+    /// `parent_path` (where the previous image lies, relative to this one), only the pages
+    /// written since the previous image are written; without, a new chain starts and every
+    /// present page is written.
+    pub fn checkpoint(
+        &mut self,
+        sink: &mut dyn ImageSink,
+        parent_path: Option<String>,
+    ) -> Result<DumpOutcome> {
+        if parent_path.is_none() || self.session.parent_id.is_none() {
+            self.session.rebase();
+        }
+        let chained = self.session.parent_id.is_some();
+        let opts = DumpOptions {
+            after: AfterDump::Resume,
+            parent_path: parent_path.filter(|_| chained),
+            ..Default::default()
+        };
+        run(self.root, &opts, &mut self.session, sink)
+    }
+}
+
 fn run(
     root: i32,
     opts: &DumpOptions,
@@ -163,7 +209,8 @@ fn run(
         .filter(|p| !left_out.contains(p))
         .collect();
     session.forget_changed(&pids);
-    let tree = collect::tree(&frozen, &pids, opts, session, &local)?;
+    let mut tree = collect::tree(&frozen, &pids, opts, session, &local)?;
+    let repaired = std::mem::take(&mut tree.repaired);
     // A pre-dump lets the tree run while its memory is copied.
     let (frozen, frozen_for) = if opts.pre_dump {
         frozen.resume()?;
@@ -171,6 +218,9 @@ fn run(
     } else {
         (Some(frozen), None)
     };
+    // bound after the tree, so that on an early return its sockets leave repair mode before
+    // the tree runs again
+    let repaired = repaired;
     let page_bytes = write::image(&tree, sink, opts.pre_dump, opts.progress.as_ref())?;
     let image_id = tree.inventory.image_id;
     let mut present = HashMap::new();
@@ -189,9 +239,16 @@ fn run(
         frozen: None,
     };
     if let Some(f) = frozen {
-        out.frozen = after(f, opts.after)?;
+        if matches!(opts.after, AfterDump::Kill) {
+            // its connections end silently: their sockets are closed in repair mode
+            f.kill()?;
+            repaired.close_in_repair();
+        } else {
+            drop(repaired); // back to normal before the tree runs
+            out.frozen = after(f, opts.after)?;
+        }
     }
-    if !opts.pre_dump {
+    if !opts.pre_dump && !session.keep_tracking {
         // Tracking ends with the final dump. Closing a userfaultfd write-unprotects every page
         // it covers, so it is done last, when the tree is already gone or running again.
         session.trackers.clear();

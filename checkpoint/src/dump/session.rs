@@ -23,6 +23,9 @@ pub(super) struct Session {
     /// Pages each process has in the chain so far.
     pub avail: HashMap<i32, Ranges>,
     pub parent_id: Option<u64>,
+    /// Periodic checkpoints: a full dump starts (and keeps) tracking, as a pre-dump does, so
+    /// that the next image of the chain saves only what was written since.
+    pub keep_tracking: bool,
 }
 
 impl Session {
@@ -34,6 +37,7 @@ impl Session {
             let r =
                 p.mm.pages
                     .iter()
+                    .filter(|r| !r.cow) // in no image: the parent process' pages
                     .map(|r| (r.start, r.start + r.npages * PAGE))
                     .collect();
             self.avail.insert(p.pid, ranges::normalize(r));
@@ -81,7 +85,7 @@ impl Session {
         in_process: bool,
     ) -> Result<Option<i32>> {
         let pid = par.pid();
-        if !pre_dump {
+        if !pre_dump && !self.keep_tracking {
             if let Some(fd) = self.tracker_fds.remove(&pid) {
                 // the final dump ends the tracking the pre-dump left in the process
                 par.call("close", libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])?;
@@ -94,6 +98,13 @@ impl Session {
         let (tracker, left) = start_tracker(par, pidfd, in_process)?;
         slot.insert(Box::new(tracker));
         Ok(left.or_else(|| self.tracker_fds.get(&pid).copied()))
+    }
+
+    /// The next image starts a new chain: every present page is written again (the
+    /// trackers go on, so the image after it is incremental again).
+    pub fn rebase(&mut self) {
+        self.avail.clear();
+        self.parent_id = None;
     }
 
     /// The chain now holds every page present in this image.

@@ -87,6 +87,7 @@ pub(super) fn image(
             pages::write_pages(pid, &c.plan.to_write, rw, pre_dump)
         })?;
     }
+    sink.finish()?;
     meter.finish();
     Ok(page_bytes)
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::state::attrs::{Attrs, ThreadAttrs};
 pub use crate::state::audit::Audit;
+pub use crate::state::cgroups::{Cgroups, Membership};
 pub use crate::state::creds::Creds;
 pub use crate::state::files::epoll::EventPoll;
 pub use crate::state::files::eventfd::EventFd;
@@ -112,6 +113,8 @@ pub struct ProcessImage {
     pub timers: Timers,
     /// Personality, no_new_privs, dumpable, child subreaper, THP disabled.
     pub attrs: Attrs,
+    /// The cgroups it and its threads were in, where they differ from the dumper's.
+    pub cgroups: Cgroups,
     /// A pre-dump left its userfaultfd in the process at this fd, for the next dump to take.
     pub tracker_fd: Option<i32>,
 }

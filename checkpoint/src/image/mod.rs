@@ -6,15 +6,18 @@
 //!  shmem           shmem.rec               ShmemPages*, END
 //!  process PID     proc-PID.rec            Process, END
 //!  pages PID       pages-PID.rec           Pages*, END      (payloads 4 KiB-aligned)
+//!  (seal)          seal                    MAC over a digest of each part (see [`seal`])
 //! ```
 //! A stream is the concatenation of the parts in this order (processes in inventory order), so
 //! the same bytes travel over a socket or land in files. See docs/IMAGE.md.
 
 pub mod manifest;
+pub mod ownership;
 pub mod record;
+pub mod seal;
 pub(crate) mod stream;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +27,8 @@ use memmap2::Mmap;
 
 pub use manifest::*;
 use record::{decode_meta, parse_slice, Header, Kind, StreamReader};
+use seal::{Hashing, DIGEST_LEN, SEAL_FILE};
+pub use seal::{Seal, SealKey};
 
 use crate::error::{Error, Result};
 
@@ -63,6 +68,57 @@ pub trait ImageSink {
     fn end(&mut self) -> Result<()>;
     /// Whether page payloads should be aligned to 4 KiB (true for files).
     fn aligned(&self) -> bool;
+    /// Called once every part is written.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Opens an image file for reading without following a link, and without waiting on a FIFO
+/// put in its place (opening one without `O_NONBLOCK` blocks until a writer comes).
+pub(crate) fn open_part(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Creates an image file, mode 0600, refusing anything already in its place (a link is
+/// neither followed nor truncated); with `replace`, what is there is removed first.
+fn create_part(path: &Path, replace: bool) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if replace {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(path, e)),
+            _ => {}
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::io(
+                path,
+                std::io::Error::new(
+                    e.kind(),
+                    "exists already (an image is not overwritten: remove it first)",
+                ),
+            ),
+            _ => Error::io(path, e),
+        })
+}
+
+/// What a sealing [`DirSink`] gathers: the digest of each part written.
+#[derive(Debug)]
+struct Sealing {
+    key: SealKey,
+    owner: u32,
+    parent: Option<[u8; DIGEST_LEN]>,
+    parts: BTreeMap<String, [u8; DIGEST_LEN]>,
 }
 
 /// Writes each part to a file in a directory (created if missing, mode 0700).
@@ -70,12 +126,14 @@ pub trait ImageSink {
 /// Part files are created mode 0600 with `O_CREAT|O_EXCL|O_NOFOLLOW`: a file or a link already
 /// in a part's place is refused, never followed or truncated (a directory someone else can
 /// write to cannot turn the dump into a write elsewhere). [`DirSink::replacing`] removes what
-/// is in the way first: a link is removed, not followed.
+/// is in the way first: a link is removed, not followed. A sink made with [`DirSink::seal`]
+/// also writes a seal (see [`seal`]) once every part is written.
 #[derive(Debug)]
 pub struct DirSink {
     dir: PathBuf,
     replace: bool,
-    current: Option<(PathBuf, BufWriter<File>)>,
+    current: Option<(PathBuf, String, BufWriter<Hashing<File>>)>,
+    sealing: Option<Sealing>,
 }
 
 impl DirSink {
@@ -96,57 +154,88 @@ impl DirSink {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| Error::io(&dir, e))?;
+        if replace {
+            // a seal of the image replaced would not match this one
+            let stale = dir.join(SEAL_FILE);
+            match std::fs::remove_file(&stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&stale, e))
+                }
+                _ => {}
+            }
+        }
         Ok(DirSink {
             dir,
             replace,
             current: None,
+            sealing: None,
         })
+    }
+
+    /// Seals the image with `key` once written, for user `owner` (0: root); `parent` is the
+    /// image it extends, which must be sealed (see [`Image::load_sealed`]).
+    pub fn seal(self, key: &SealKey, owner: u32, parent: Option<&Image>) -> Result<Self> {
+        let parent = match parent {
+            None => None,
+            Some(p) => Some(p.seal.as_ref().map(|s| s.tag).ok_or_else(|| {
+                Error::bad_image(
+                    "<parent image>",
+                    "not sealed: a sealed image extends only a sealed one",
+                )
+            })?),
+        };
+        Ok(self.seal_after(key, owner, parent))
+    }
+
+    /// Seals the image like [`DirSink::seal`], extending the sealed image whose seal's tag is
+    /// `parent` (`None`: a whole image), for a writer that keeps the tag of the image it wrote
+    /// last instead of loading it again.
+    pub fn seal_after(mut self, key: &SealKey, owner: u32, parent: Option<[u8; 32]>) -> Self {
+        self.sealing = Some(Sealing {
+            key: key.clone(),
+            owner,
+            parent,
+            parts: BTreeMap::new(),
+        });
+        self
     }
 }
 
 impl ImageSink for DirSink {
     fn begin(&mut self, part: Part) -> Result<&mut dyn Write> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = self.dir.join(part.file_name());
-        if self.replace {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io(&path, e))
-                }
-                _ => {}
-            }
-        }
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::AlreadyExists => Error::io(
-                    &path,
-                    std::io::Error::new(
-                        e.kind(),
-                        "exists already (an image is not overwritten: remove it first)",
-                    ),
-                ),
-                _ => Error::io(&path, e),
-            })?;
-        let (_, w) = self
+        let file = part.file_name();
+        let path = self.dir.join(&file);
+        let f = create_part(&path, self.replace)?;
+        let f = Hashing::new(f, self.sealing.is_some());
+        let (_, _, w) = self
             .current
-            .insert((path, BufWriter::with_capacity(1 << 20, f)));
+            .insert((path, file, BufWriter::with_capacity(1 << 20, f)));
         Ok(w)
     }
 
     fn end(&mut self) -> Result<()> {
-        if let Some((path, mut w)) = self.current.take() {
+        if let Some((path, file, mut w)) = self.current.take() {
             w.flush().map_err(|e| Error::io(&path, e))?;
+            if let (Some(s), Some(d)) = (&mut self.sealing, w.get_mut().digest()) {
+                s.parts.insert(file, d);
+            }
         }
         Ok(())
     }
 
     fn aligned(&self) -> bool {
         true
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.end()?;
+        let Some(s) = &self.sealing else {
+            return Ok(());
+        };
+        let (bytes, _) = Seal::encode(&s.key, s.owner, &s.parts, s.parent)?;
+        let path = self.dir.join(SEAL_FILE);
+        let mut f = create_part(&path, self.replace)?;
+        f.write_all(&bytes).map_err(|e| Error::io(&path, e))
     }
 }
 
@@ -233,19 +322,33 @@ pub struct Image {
     pages: HashMap<i32, Vec<Chunk>>,
     shmem: HashMap<u32, Vec<Chunk>>,
     parent: Option<Box<Image>>,
+    seal: Option<Seal>,
 }
 
 impl Image {
     /// Reads and checks the image in `dir`, and the chain of images it builds on (at most
     /// [`MAX_CHAIN`] images, none twice).
     pub fn load(dir: impl AsRef<Path>) -> Result<Image> {
-        Self::load_chain(dir.as_ref(), &mut Vec::new())
+        Self::load_chain(dir.as_ref(), &mut Vec::new(), None)
+    }
+
+    /// Like [`Image::load`], for an image sealed with `key`: every image of the chain must
+    /// carry a seal made with `key` for one owner, each part must hold the bytes sealed (as
+    /// read for the restore), and each image must extend the parent it was sealed with. An
+    /// image not sealed, or altered, is refused, naming the part.
+    pub fn load_sealed(dir: impl AsRef<Path>, key: &SealKey) -> Result<Image> {
+        Self::load_chain(dir.as_ref(), &mut Vec::new(), Some(key))
+    }
+
+    /// The seal the image was verified with ([`Image::load_sealed`]).
+    pub fn seal(&self) -> Option<&Seal> {
+        self.seal.as_ref()
     }
 
     /// Loads the image in `dir`, whose children are the directories in `below` (canonical):
     /// a chain that comes back to one of them, or grows past [`MAX_CHAIN`], is refused
     /// instead of recursing for ever.
-    fn load_chain(dir: &Path, below: &mut Vec<PathBuf>) -> Result<Image> {
+    fn load_chain(dir: &Path, below: &mut Vec<PathBuf>, key: Option<&SealKey>) -> Result<Image> {
         let name = || dir.display().to_string();
         let canonical = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
         if below.contains(&canonical) {
@@ -260,15 +363,30 @@ impl Image {
                 format!("parent chain longer than {MAX_CHAIN} images"),
             ));
         }
-        let mut loader = DirLoader { dir };
+        let seal = key.map(|k| Seal::read(dir, &name(), k)).transpose()?;
+        let mut loader = DirLoader {
+            dir,
+            seal: seal.as_ref(),
+            checked: 0,
+        };
         let mut image = build(&mut loader)?;
+        if let Some(s) = &seal {
+            if loader.checked != s.parts.len() {
+                return Err(Error::bad_image(
+                    name(),
+                    "the seal names parts that are not in the image: refused",
+                ));
+            }
+        }
+        image.seal = seal;
         if let Some(p) = &image.inventory.parent {
             let rel = p
                 .path
                 .as_deref()
                 .ok_or_else(|| Error::bad_image(name(), "parent image has no path"))?;
             below.push(canonical);
-            let parent = Image::load_chain(&dir.join(rel), below)?;
+            let parent = Image::load_chain(&dir.join(rel), below, key)?;
+            image.check_sealed_parent(&parent, &name())?;
             image.attach_parent(parent)?;
         }
         image.check_pages()?;
@@ -333,7 +451,7 @@ impl Image {
             rw.end().map_err(io)?;
             sink.end()?;
         }
-        Ok(())
+        sink.finish()
     }
 
     /// The image this one extends.
@@ -354,6 +472,20 @@ impl Image {
             .flatten()
             .map(|c| c.data.len as u64)
             .sum()
+    }
+
+    /// For a sealed image: `parent` is the image it was sealed with, for the same owner.
+    fn check_sealed_parent(&self, parent: &Image, name: &str) -> Result<()> {
+        let (Some(mine), Some(theirs)) = (&self.seal, &parent.seal) else {
+            return Ok(());
+        };
+        if mine.parent != Some(theirs.tag) || mine.owner != theirs.owner {
+            return Err(Error::bad_image(
+                name,
+                "its parent image is not the one it was sealed with: refused",
+            ));
+        }
+        Ok(())
     }
 
     fn attach_parent(&mut self, parent: Image) -> Result<()> {
@@ -418,6 +550,9 @@ impl Image {
                         "page run at {start:#x} ends past the address space"
                     ))
                 })?;
+            if run.cow {
+                continue; // the parent process' pages, kept by the restore's fork
+            }
             if run.in_parent {
                 cut(&parent_chunks, start, end, &mut out).map_err(|a| {
                     Error::bad_image(
@@ -500,6 +635,10 @@ trait Loader {
 
 struct DirLoader<'a> {
     dir: &'a Path,
+    /// The seal every part must match, if the image must be sealed.
+    seal: Option<&'a Seal>,
+    /// Parts checked against the seal.
+    checked: usize,
 }
 
 impl Loader for DirLoader<'_> {
@@ -508,15 +647,9 @@ impl Loader for DirLoader<'_> {
     }
 
     fn part(&mut self, part: Part) -> Result<Vec<(Header, Bytes)>> {
-        let path = self.dir.join(part.file_name());
-        // Not following a link, and not waiting on a FIFO put in a part's place: opening one
-        // without O_NONBLOCK would block until a writer comes.
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let file = part.file_name();
+        let path = self.dir.join(&file);
+        let mut f = open_part(&path).map_err(|e| Error::io(&path, e))?;
         let meta = f.metadata().map_err(|e| Error::io(&path, e))?;
         if !meta.is_file() {
             return Err(Error::bad_image(
@@ -525,12 +658,28 @@ impl Loader for DirLoader<'_> {
             ));
         }
         let len = meta.len();
-        let backing = if len == 0 {
-            Backing::Owned(Vec::new())
+        // Manifests are read into memory: what is checked against the seal and decoded is
+        // then one copy, whatever happens to the file meanwhile. Page data is mapped.
+        let backing = if len == 0 || matches!(part, Part::Inventory | Part::Process(_)) {
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).map_err(|e| Error::io(&path, e))?;
+            Backing::Owned(v)
         } else {
             let map = crate::sys::mem::map_image(&f).map_err(|e| Error::io(&path, e))?;
             Backing::Map(map)
         };
+        let len = match &backing {
+            Backing::Owned(v) => v.len() as u64,
+            Backing::Map(m) => m.len() as u64,
+        };
+        if let Some(seal) = self.seal {
+            let bytes: &[u8] = match &backing {
+                Backing::Owned(v) => v,
+                Backing::Map(m) => m,
+            };
+            seal.check_part(&file, bytes, &path.display().to_string())?;
+            self.checked += 1;
+        }
         let backing = Arc::new(backing);
         let all = Bytes {
             backing: backing.clone(),
@@ -662,6 +811,7 @@ fn build(l: &mut dyn Loader) -> Result<Image> {
         pages,
         shmem,
         parent: None,
+        seal: None,
     })
 }
 
@@ -786,6 +936,66 @@ mod tests {
         empty_image(&d.path().join("y"), 3, Some("../x"));
         let err = Image::load(d.path().join("x")).expect_err("two images naming each other");
         assert!(err.to_string().contains("comes back"), "{err}");
+    }
+
+    /// Copies the image in `from` into `to`, sealed for `owner` on top of `parent`.
+    fn seal_copy(from: &Path, to: &Path, key: &SealKey, owner: u32, parent: Option<&Image>) {
+        let img = Image::load(from).expect("load");
+        let sink = DirSink::new(to).expect("sink").seal(key, owner, parent);
+        img.write_to(&mut sink.expect("seal")).expect("write");
+    }
+
+    #[test]
+    fn a_sealed_image_loads_and_any_flipped_byte_is_refused_naming_the_part() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let key = SealKey::new([3; 32]);
+        empty_image(&d.path().join("plain"), 1, None);
+        let sealed = d.path().join("sealed");
+        seal_copy(&d.path().join("plain"), &sealed, &key, 1000, None);
+        let img = Image::load_sealed(&sealed, &key).expect("sealed image");
+        assert_eq!(img.seal().map(|s| s.owner), Some(1000));
+        let err = Image::load_sealed(d.path().join("plain"), &key).expect_err("unsealed");
+        assert!(err.to_string().contains("not sealed"), "{err}");
+        let err = Image::load_sealed(&sealed, &SealKey::new([4; 32])).expect_err("other key");
+        assert!(err.to_string().contains("seal does not match"), "{err}");
+        for file in ["inventory.rec", "shmem.rec", SEAL_FILE] {
+            let path = sealed.join(file);
+            let good = std::fs::read(&path).expect("read");
+            let mut bad = good.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 0x40;
+            std::fs::write(&path, &bad).expect("write");
+            let err = Image::load_sealed(&sealed, &key).expect_err("flipped byte");
+            assert!(err.to_string().contains(file), "{file}: {err}");
+            std::fs::write(&path, &good).expect("write");
+        }
+        Image::load_sealed(&sealed, &key).expect("restored bytes load again");
+    }
+
+    #[test]
+    fn a_sealed_chain_must_keep_the_parent_it_was_sealed_with() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let key = SealKey::new([5; 32]);
+        empty_image(&d.path().join("a"), 1, None);
+        empty_image(&d.path().join("b"), 1, Some("../a"));
+        let s = d.path().join("s");
+        seal_copy(&d.path().join("a"), &s.join("a"), &key, 0, None);
+        let parent = Image::load_sealed(s.join("a"), &key).expect("parent");
+        seal_copy(&d.path().join("b"), &s.join("b"), &key, 0, Some(&parent));
+        let img = Image::load_sealed(s.join("b"), &key).expect("sealed chain");
+        assert!(img.parent().is_some());
+        // another sealed image in the parent's place
+        std::fs::remove_dir_all(s.join("a")).expect("rm");
+        seal_copy(&d.path().join("a"), &s.join("a"), &key, 7, None);
+        let err = Image::load_sealed(s.join("b"), &key).expect_err("swapped parent");
+        assert!(
+            err.to_string().contains("not the one it was sealed with"),
+            "{err}"
+        );
+        // an unsealed parent
+        std::fs::remove_file(s.join("a").join(SEAL_FILE)).expect("rm");
+        let err = Image::load_sealed(s.join("b"), &key).expect_err("unsealed parent");
+        assert!(err.to_string().contains("not sealed"), "{err}");
     }
 
     #[test]

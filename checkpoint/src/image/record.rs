@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Current format version. Readers refuse any other.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// Size of a record header.
 pub const HEADER_LEN: usize = 48;
 const MAGIC: &[u8; 4] = b"SSIR";

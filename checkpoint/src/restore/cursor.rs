@@ -21,7 +21,7 @@ impl Cursor {
         let runs: Ranges =
             p.mm.pages
                 .iter()
-                .filter(|r| !r.in_parent)
+                .filter(|r| r.has_data())
                 .map(|r| (r.start, r.start + r.npages * PAGE))
                 .collect();
         let at = runs.first().map_or(0, |r| r.0);
@@ -88,23 +88,26 @@ mod tests {
                 start: 0x1000,
                 npages: 2,
                 in_parent: false,
+                cow: false,
             },
             PageRun {
                 start: 0x3000,
                 npages: 1,
                 in_parent: true,
+                cow: false,
             },
             PageRun {
                 start: 0x5000,
                 npages: 3,
                 in_parent: false,
+                cow: false,
             },
         ];
         let mut c = Cursor {
             pid: 1,
             runs: runs
                 .iter()
-                .filter(|r| !r.in_parent)
+                .filter(|r| r.has_data())
                 .map(|r| (r.start, r.start + r.npages * PAGE))
                 .collect(),
             i: 0,

@@ -269,13 +269,19 @@ impl Holder {
             )));
         }
         ptrace::wait_new_thread(pid).map_err(|e| Error::sys(pid, "catch new process", e))?;
-        Holder::new(
+        let space = self.space.for_child();
+        let mut child = Holder::new(
             pid,
             self.pid,
             (self.pgid, self.sid),
             self.task.syscall_at,
-            self.space.for_child(),
-        )
+            space,
+        )?;
+        // a copy of a parent whose memory is in place keeps the parent's scratch area
+        if !child.space.is_fresh() {
+            child.task.scratch = Some(scratch);
+        }
+        Ok(child)
     }
 
     /// Runs a system call in the process.

@@ -20,6 +20,7 @@
 //! Everything a restore creates is killed if it fails, or if the [`Restorer`] is dropped before
 //! the last image.
 
+mod bound;
 mod cursor;
 pub(crate) mod holder;
 
@@ -40,6 +41,7 @@ use crate::state::tree::{Groups, ZombieRestore};
 use crate::state::{self, files, signals, threads};
 use crate::sys::{self, ptrace, spawn};
 use crate::vdso;
+pub use bound::Bound;
 use cursor::Cursor;
 use holder::Holder;
 
@@ -51,9 +53,15 @@ pub struct RestoreOptions {
     pub stdio: Option<[RawFd; 3]>,
     /// Restore even if a regular or mapped file changed size since the dump.
     pub allow_changed_files: bool,
+    /// Restore established TCP connections closed (shut down both ways, no address), as
+    /// CRIU's `--tcp-close` does: for a tree whose peers are gone.
+    pub tcp_close: bool,
     /// Told how the restore of a loaded image goes (see [`crate::progress`]); restores from a
     /// stream do not report.
     pub progress: Option<Progress>,
+    /// The most the restored tree may hold; `None`: what the image says (an image trusted
+    /// whole). Checked for every process before it is created.
+    pub bound: Option<Bound>,
 }
 
 /// A restored tree, running (or held stopped, see [`Restorer::hold`]). Its root is a child of
@@ -331,7 +339,11 @@ impl Restorer {
 
     /// Checks made before process `p` is created: its files, and its pid and thread ids free.
     fn check_new_process(&self, p: &ProcessImage, inv: &Inventory) -> Result<()> {
+        if let Some(b) = &self.opts.bound {
+            b.check(p)?;
+        }
         memory::check_files(p, self.opts.allow_changed_files)?;
+        state::cgroups::check(p.pid, &p.cgroups)?;
         if !self.holders.contains_key(&p.pid) && ptrace::pid_exists(p.pid) {
             return Err(Error::Conflict(format!("pid {} is in use", p.pid)));
         }
@@ -379,7 +391,11 @@ impl Restorer {
         } else {
             files::check(&shared, self.opts.allow_changed_files)?;
             Some(Objects {
-                files: files::create(&shared, self.opts.stdio.unwrap_or([0, 1, 2]))?,
+                files: files::create(
+                    &shared,
+                    self.opts.stdio.unwrap_or([0, 1, 2]),
+                    self.opts.tcp_close,
+                )?,
                 shmem: shmem::create(&shared.shmem)?,
             })
         };

@@ -14,12 +14,14 @@
 //! | `audit` | login uid | /proc/PID/loginuid | /proc/self/loginuid |
 //! | `attrs` | personality, no_new_privs, dumpable, child subreaper, THP disabled; per thread: scheduling, affinity, parent-death signal, timer slack | injected personality, prctl; sched_getscheduler, sched_getaffinity | personality, prctl; sched_setscheduler, sched_setaffinity |
 //! | `timers` | interval timers | injected getitimer | setitimer |
+//! | `cgroups` | cgroups of the process and its threads (those not the dumper's) | /proc/PID/task/TID/cgroup | written to `cgroup.procs`, `tasks`, `cgroup.threads` |
 //!
 //! [`check`] is every refusal made before anything is frozen; [`restore_process`] is the order
 //! the parts are restored in, and why.
 
 pub(crate) mod attrs;
 pub(crate) mod audit;
+pub(crate) mod cgroups;
 pub(crate) mod creds;
 pub(crate) mod files;
 pub(crate) mod fs;
@@ -75,6 +77,7 @@ pub(crate) struct Saved {
     pub signals: signals::Signals,
     pub timers: timers::Timers,
     pub attrs: attrs::Attrs,
+    pub cgroups: cgroups::Cgroups,
 }
 
 /// Saves every part of a frozen process but its memory and fds. A pre-dump saves only what
@@ -94,6 +97,7 @@ pub(crate) fn save_process(cx: &mut ProcDump<'_>, pre_dump: bool) -> Result<Save
         signals: signals::Signals::save(cx)?,
         timers: timers::Timers::save(cx)?,
         attrs: attrs::Attrs::save(cx)?,
+        cgroups: cgroups::Cgroups::save(cx)?,
         limits: limits::Limits::save(cx)?,
         audit: audit::Audit::save(cx)?,
         fs,
@@ -113,7 +117,8 @@ pub(crate) fn save_process(cx: &mut ProcDump<'_>, pre_dump: bool) -> Result<Save
 /// 5. cwd, umask and root (chroot after every open, while the restorer's privileges last);
 /// 6. signal dispositions, then process-wide pending signals (setting SIG_IGN would discard
 ///    a pending signal);
-/// 7. threads, each with its own state and pending signals;
+/// 7. threads, each with its own state and pending signals, then the cgroups of the process
+///    and of its threads (the threads must exist to be moved);
 /// 8. credentials, in every thread;
 /// 9. attributes (a change of credentials resets dumpable and the parent-death signal);
 /// 10. interval timers (ITIMER_REAL runs from the moment it is set).
@@ -127,6 +132,7 @@ pub(crate) fn restore_process(p: &ProcessImage, cx: &mut ProcRestore<'_>) -> Res
     p.fs.restore(cx)?;
     p.signals.restore(cx)?;
     p.threads.restore(cx)?;
+    p.cgroups.restore(cx)?;
     p.creds.restore(cx)?;
     p.attrs.restore(cx)?;
     p.timers.restore(cx)?;

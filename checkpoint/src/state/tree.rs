@@ -68,6 +68,17 @@ pub(crate) fn check(p: &crate::state::Probe<'_>) -> Result<()> {
         ));
     }
     let root = root_st.pid;
+    // cgroup paths are read and written as the dumper and restorer see them
+    if pid == root {
+        let link = |of: &str| std::fs::read_link(format!("/proc/{of}/ns/cgroup")).ok();
+        let (mine, dumper) = (link(&pid.to_string()), link("self"));
+        if mine.is_some() && dumper.is_some() && mine != dumper {
+            return Err(Error::unsupported(
+                pid,
+                "it is in another cgroup namespace than the dumper",
+            ));
+        }
+    }
     for ns in NAMESPACES {
         let link = |of: i32| std::fs::read_link(format!("/proc/{of}/ns/{ns}")).ok();
         let (mine, roots) = (link(pid), link(root));

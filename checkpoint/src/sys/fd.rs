@@ -444,13 +444,15 @@ pub fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
 }
 
 /// True if epoll instance `epfd` of `pid` watches, under number `tfd`, the file open at `tfd`.
-pub fn epoll_target_is(pid: i32, epfd: i32, tfd: i32) -> io::Result<bool> {
-    epoll_target_at(pid, epfd, tfd, tfd)
+/// `toff` picks one of several watches under the same number (files closed after `dup`):
+/// the `toff`-th, counting from 0 in the order fdinfo lists them.
+pub fn epoll_target_is(pid: i32, epfd: i32, tfd: i32, toff: u32) -> io::Result<bool> {
+    epoll_target_at(pid, epfd, tfd, toff, tfd)
 }
 
-/// True if the file epoll instance `epfd` of `pid` watches under number `tfd` is the file
-/// open at fd `fd` of `pid`.
-pub fn epoll_target_at(pid: i32, epfd: i32, tfd: i32, fd: i32) -> io::Result<bool> {
+/// True if the file epoll instance `epfd` of `pid` watches under number `tfd` (the `toff`-th
+/// such watch) is the file open at fd `fd` of `pid`.
+pub fn epoll_target_at(pid: i32, epfd: i32, tfd: i32, toff: u32, fd: i32) -> io::Result<bool> {
     const KCMP_EPOLL_TFD: i32 = 7;
     #[repr(C)]
     struct Slot {
@@ -461,7 +463,7 @@ pub fn epoll_target_at(pid: i32, epfd: i32, tfd: i32, fd: i32) -> io::Result<boo
     let slot = Slot {
         efd: epfd as u32,
         tfd: tfd as u32,
-        toff: 0,
+        toff,
     };
     // SAFETY: the kernel reads one kcmp_epoll_slot from &slot.
     let r = cvt(unsafe {
@@ -650,5 +652,249 @@ pub fn unix_connect(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
 pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
     // SAFETY: no memory arguments.
     cvt_i(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(())
+}
+
+/// An inet socket (`AF_INET` or `AF_INET6`) of type `sotype`, close-on-exec.
+pub fn inet_socket(family: i32, sotype: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket creation.
+    let fd = cvt_i(unsafe { libc::socket(family, sotype | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd was just returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `getsockopt(fd, level, name)`: the value's bytes (at most 64).
+pub fn getsockopt_raw(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<Vec<u8>> {
+    let mut buf = [0u8; 256];
+    let mut len = 64 as libc::socklen_t;
+    // SAFETY: the kernel writes at most len bytes into buf and the length into len.
+    cvt_i(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    Ok(buf[..(len as usize).min(buf.len())].to_vec())
+}
+
+/// `getsockopt(fd, level, name)` into a buffer of `size` bytes (for larger structures).
+pub fn getsockopt_sized(
+    fd: BorrowedFd<'_>,
+    level: i32,
+    name: i32,
+    size: usize,
+) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size];
+    let mut len = size as libc::socklen_t;
+    // SAFETY: the kernel writes at most len bytes into buf and the length into len.
+    cvt_i(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    buf.truncate((len as usize).min(size));
+    Ok(buf)
+}
+
+/// `setsockopt(fd, level, name, value)`.
+pub fn setsockopt_raw(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    // SAFETY: the kernel reads value.len() bytes of value.
+    cvt_i(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            value.as_ptr().cast(),
+            value.len() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// `getsockname(fd)`: the address's bytes (a `sockaddr_in` or `sockaddr_in6`).
+pub fn sockname_raw(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most len bytes into a.
+    cvt_i(unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut a as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    // SAFETY: a is len (<= its size) initialized bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&a as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    };
+    Ok(bytes.to_vec())
+}
+
+/// `bind(fd, addr)` with an address as [`sockname_raw`] gave it.
+pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    if addr.len() > std::mem::size_of::<libc::sockaddr_storage>() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: addr.len() bytes fit in a (checked above); the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut a as *mut libc::sockaddr_storage).cast::<u8>(),
+            addr.len(),
+        )
+    };
+    // SAFETY: the kernel reads addr.len() bytes of a.
+    cvt_i(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&a as *const libc::sockaddr_storage).cast(),
+            addr.len() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// How many classic BPF blocks the socket filter of `fd` has (0: none); an eBPF filter is an
+/// error (EACCES).
+pub fn socket_filter_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: with a length of 0 the kernel only writes the block count into len.
+    cvt_i(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::null_mut(),
+            &mut len,
+        )
+    })?;
+    Ok(len)
+}
+
+/// `getpeername(fd)`: the address's bytes.
+pub fn peername_raw(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most len bytes into a.
+    cvt_i(unsafe {
+        libc::getpeername(
+            fd.as_raw_fd(),
+            (&mut a as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    })?;
+    // SAFETY: a is len (<= its size) initialized bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&a as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    };
+    Ok(bytes.to_vec())
+}
+
+/// `connect(fd, addr)` with an address as [`peername_raw`] gave it.
+pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    if addr.len() > std::mem::size_of::<libc::sockaddr_storage>() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: addr.len() bytes fit in a (checked above); the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut a as *mut libc::sockaddr_storage).cast::<u8>(),
+            addr.len(),
+        )
+    };
+    // SAFETY: the kernel reads addr.len() bytes of a.
+    cvt_i(unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&a as *const libc::sockaddr_storage).cast(),
+            addr.len() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Bytes waiting in a socket's receive queue (`SIOCINQ`) or send queue (`SIOCOUTQ`).
+pub fn socket_queue_len(fd: BorrowedFd<'_>, send: bool) -> io::Result<usize> {
+    let req = if send { libc::TIOCOUTQ } else { libc::FIONREAD };
+    let mut n: libc::c_int = 0;
+    // SAFETY: the kernel writes one int into n.
+    cvt_i(unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut n) })?;
+    Ok(n.max(0) as usize)
+}
+
+/// Copies up to `len` bytes of a socket's queue without taking them (`MSG_PEEK`).
+pub fn peek_bytes(fd: BorrowedFd<'_>, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    if len == 0 {
+        return Ok(buf);
+    }
+    // SAFETY: the kernel writes at most len bytes into buf.
+    let n = cvt(unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            len,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        ) as libc::c_long
+    })?;
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Sends all of `data` (without waiting: an error rather than a hang).
+pub fn send_all(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        // SAFETY: the kernel reads at most data.len() - done bytes from the slice.
+        let n = cvt(unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                data[done..].as_ptr().cast(),
+                data.len() - done,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            ) as libc::c_long
+        })?;
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Whether the socket `fd` is shut down for reading (`POLLRDHUP`).
+pub fn read_shut_down(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: the kernel reads and writes one pollfd at &mut p.
+    cvt(unsafe { libc::poll(&mut p, 1, 0) } as i64)?;
+    Ok(p.revents & libc::POLLRDHUP != 0)
+}
+
+/// `shutdown(fd, SHUT_RDWR)`. On a socket never connected it fails with ENOTCONN but still
+/// marks it shut down both ways.
+pub fn shutdown_both(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: no memory arguments.
+    cvt_i(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) })?;
     Ok(())
 }

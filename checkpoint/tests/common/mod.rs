@@ -185,11 +185,16 @@ fn pipe() -> (std::fs::File, std::fs::File) {
 
 /// Restores `img` with fresh pipes as its standard streams.
 pub fn restore(img: &Image) -> checkpoint::Result<RestoredProg> {
+    restore_with(img, RestoreOptions::default())
+}
+
+/// Restores `img` with `base` options and fresh pipes as its standard streams.
+pub fn restore_with(img: &Image, base: RestoreOptions) -> checkpoint::Result<RestoredProg> {
     let (in_r, in_w) = pipe();
     let (out_r, out_w) = pipe();
     let opts = RestoreOptions {
         stdio: Some([in_r.as_raw_fd(), out_w.as_raw_fd(), 2]),
-        ..Default::default()
+        ..base
     };
     let r = checkpoint::restore(img, &opts)?;
     // the root has its own fds, none of the restorer's

@@ -32,7 +32,12 @@ int main(void) {
     int ep2 = epoll_create1(0);
     struct epoll_event ee = {.events = EPOLLIN, .data.u64 = 0x9abc};
     int evdup = dup(ev);
-    if (ev < 0 || ep2 < 0 || evdup < 0 || epoll_ctl(ep2, EPOLL_CTL_ADD, ev, &ee) || close(ev) ||
+    if (ev < 0 || ep2 < 0 || evdup < 0 || epoll_ctl(ep2, EPOLL_CTL_ADD, ev, &ee) || close(ev))
+        return 2;
+    /* a second eventfd watched under the same number, closed the same way */
+    struct epoll_event ee2 = {.events = EPOLLIN, .data.u64 = 0xdef0};
+    int ev2 = eventfd(0, EFD_NONBLOCK), ev2dup = dup(ev2);
+    if (ev2 != ev || ev2dup < 0 || epoll_ctl(ep2, EPOLL_CTL_ADD, ev2, &ee2) || close(ev2) ||
         open("/dev/null", O_RDONLY) != ev)
         return 2;
     ready(NULL);
@@ -61,5 +66,7 @@ int main(void) {
     check("epoll-closed-fd", write(evdup, &one, 8) == 8 && epoll_wait(ep2, out, 4, 5000) == 1 &&
                                  out[0].data.u64 == 0x9abc && readlink(path, l, sizeof l - 1) > 0 &&
                                  !strcmp(l, "/dev/null") && !(fcntl(ev, F_GETFD) & FD_CLOEXEC));
+    int n2 = write(ev2dup, &one, 8) == 8 ? epoll_wait(ep2, out, 4, 5000) : -1;
+    check("epoll-same-number", n2 == 2 && (out[0].data.u64 == 0xdef0 || out[1].data.u64 == 0xdef0));
     return 0;
 }

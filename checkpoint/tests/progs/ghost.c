@@ -33,7 +33,11 @@ int main(int argc, char **argv) {
     if (rw < 0 || wo < 0) return 2;
     if (fchmod(rw, 0640) || pwrite(rw, "hello", 5, 0) != 5 || pwrite(rw, "far", 3, FAR) != 3)
         return 2;
-    if (lseek(rw, 3, SEEK_SET) != 3 || unlink(path)) return 2;
+    struct timespec times[2] = {{1000000000, 5}, {1100000000, 7}};
+    if (futimens(rw, times) || lseek(rw, 3, SEEK_SET) != 3 || unlink(path)) return 2;
+    /* a memfd run while open for writing (only memfd_create's own file allows that) */
+    int xfd = memfd_create("ghost-script", 0);
+    if (xfd < 0 || write(xfd, "#!/bin/true\n", 12) != 12) return 2;
     int tmp = open(argv[1], O_TMPFILE | O_RDWR, 0600);
     if (tmp < 0 || write(tmp, "tmpdata", 7) != 7) return 2;
     int mfd = memfd_create("ghost-memfd", MFD_ALLOW_SEALING);
@@ -67,6 +71,18 @@ int main(int argc, char **argv) {
     check("ghost-data", pread(rw, buf, 5, 0) == 5 && !memcmp(buf, "hello", 5) &&
                             pread(rw, buf, 3, FAR) == 3 && !memcmp(buf, "far", 3));
     check("ghost-hole", lseek(rw, 4096, SEEK_DATA) == FAR && lseek(rw, 0, SEEK_HOLE) == 4096);
+    /* (reads, the dump's too, may move the access time: relatime) */
+    check("ghost-times", !fstat(rw, &st) && st.st_mtim.tv_sec == 1100000000 &&
+                             st.st_mtim.tv_nsec == 7);
+    pid_t runner = fork();
+    if (runner == 0) {
+        char *const args[] = {"true", NULL}, *const env[] = {NULL};
+        syscall(SYS_execveat, xfd, "", args, env, AT_EMPTY_PATH);
+        _exit(errno);
+    }
+    int rst;
+    check("memfd-exec", runner > 0 && waitpid(runner, &rst, 0) == runner && WIFEXITED(rst) &&
+                            WEXITSTATUS(rst) == 0);
     check("ghost-same-inode", pwrite(wo, "HELLO", 5, 0) == 5 && pread(rw, buf, 5, 0) == 5 &&
                                   !memcmp(buf, "HELLO", 5));
     char c = 0;

@@ -1,4 +1,4 @@
-/* Holds an fd that cannot be checkpointed (argv[1]: tcp, udp, inotify (an event queued), netlink, memfd (mapped),
+/* Holds an fd that cannot be checkpointed (argv[1]: tcp PORT (connected outside), udp, inotify (an event queued), netlink, memfd (mapped),
  * or unix PATH: a socket connected outside the tree); after
  * the refused dump it must still be running normally. */
 #include "common.h"
@@ -14,10 +14,12 @@ int main(int argc, char **argv) {
     if (argc < 2) return 2;
     int fd = -1;
     if (!strcmp(argv[1], "tcp")) {
+        /* a connection to a listener outside the tree (the test's, on port argv[2]) */
+        if (argc < 3) return 2;
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                                .sin_port = htons(atoi(argv[2]))};
         fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        bind(fd, (struct sockaddr *)&a, sizeof a);
-        listen(fd, 1);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a)) return 2;
     } else if (!strcmp(argv[1], "udp")) {
         fd = socket(AF_INET, SOCK_DGRAM, 0);
     } else if (!strcmp(argv[1], "inotify")) {

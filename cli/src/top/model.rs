@@ -237,6 +237,7 @@ mod tests {
             threads: 1,
             command: format!("prog{gpid}"),
             to: None,
+            ft: None,
         }
     }
 

@@ -302,6 +302,7 @@ mod tests {
             threads: 1,
             command: "burn 60".into(),
             to: None,
+            ft: None,
         };
         top.refreshed(Ok((
             vec![

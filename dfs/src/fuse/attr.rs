@@ -6,9 +6,20 @@ use fuser::{FileAttr, FileType, INodeNo};
 
 use crate::meta::{Attr, Kind};
 
-/// How long the kernel may trust attributes and names before asking again. Changes made on
-/// other nodes can be seen this late (data is fresh at each open: close-to-open).
+/// How long the kernel may trust the attributes and names of directories, symlinks and
+/// special files before asking again. Changes made on other nodes can be seen this late.
 pub const TTL: Duration = Duration::from_secs(1);
+
+/// How long the kernel may trust what it was told of an inode of kind `kind`. Regular files
+/// are asked again at every path walk and `stat`: an `open()` must see the size another node
+/// committed (close-to-open); a size cached from before would cut reads short and put
+/// `O_APPEND` writes over the other node's records.
+pub fn ttl(kind: Kind) -> Duration {
+    match kind {
+        Kind::File => Duration::ZERO,
+        _ => TTL,
+    }
+}
 
 /// The FUSE file type of a kind.
 pub fn file_type(kind: Kind) -> FileType {

@@ -52,12 +52,17 @@ pub struct OpenFile {
     /// Size as this node sees it (its unpublished writes included).
     pub size: u64,
     /// Size as last committed (what a failed publish goes back to).
-    committed: u64,
+    committed_size: u64,
     /// Committed chunks as of the last open or publish here.
     base: BTreeMap<u64, ChunkRef>,
     dirty: BTreeMap<u64, Dirty>,
     /// Time of the last unpublished write.
     pub written: Option<Timespec>,
+    /// Commits of this node's writes so far, and the modification time of the last one: an
+    /// answer of the metadata asked before a commit ended is older than this node's view.
+    pub commits: u64,
+    /// The modification time the last commit here set.
+    pub committed: Option<Timespec>,
     /// Handles open on it here.
     pub handles: u32,
 }
@@ -97,10 +102,12 @@ impl OpenFile {
         OpenFile {
             ino,
             size,
-            committed: size,
+            committed_size: size,
             base: chunks.into_iter().collect(),
             dirty: BTreeMap::new(),
             written: None,
+            commits: 0,
+            committed: None,
             handles: 0,
         }
     }
@@ -114,7 +121,7 @@ impl OpenFile {
     pub fn refresh(&mut self, size: u64, chunks: Vec<(u64, ChunkRef)>) {
         if !self.is_dirty() {
             self.size = size;
-            self.committed = size;
+            self.committed_size = size;
             self.base = chunks.into_iter().collect();
         }
     }
@@ -190,7 +197,7 @@ impl OpenFile {
     /// Sets the size (truncate or extend) as this node sees it; the caller commits it.
     pub fn resize(&mut self, size: u64) {
         self.size = size;
-        self.committed = size;
+        self.committed_size = size;
         let first_gone = size.div_ceil(CHUNK_SIZE);
         self.base.retain(|idx, _| *idx < first_gone);
         self.dirty.retain(|idx, _| *idx < first_gone);
@@ -242,7 +249,7 @@ impl OpenFile {
 
     fn forget_writes(&mut self) {
         self.written = None;
-        self.size = self.committed;
+        self.size = self.committed_size;
     }
 
     /// Publishes unpublished writes: every new chunk version synced on its replicas, then
@@ -278,7 +285,9 @@ impl OpenFile {
         }
         self.dirty.clear();
         self.written = None;
-        self.committed = self.size;
+        self.committed_size = self.size;
+        self.commits += 1;
+        self.committed = Some(written);
         Ok(())
     }
 

@@ -120,11 +120,21 @@ impl Fs {
         self.run(move |d| async move { d.recall(ino, &holders).await })
     }
 
-    /// Attributes with this node's unpublished writes (size, mtime) laid over.
-    fn local_view(&self, mut a: Attr) -> Attr {
+    /// How many commits of its writes this node has made to `ino`, if it holds it open: taken
+    /// before asking the metadata, and given back to [`Fs::local_view`].
+    fn commits_of(&self, ino: u64) -> Option<u64> {
+        self.open_file(ino).map(|f| lock(&f).commits)
+    }
+
+    /// Attributes with this node's view laid over (size, mtime) while it holds the file open
+    /// and either has unpublished writes or committed some after `seen` (the count taken before
+    /// the metadata was asked): the answer then predates this node's own commit, and a stale
+    /// size would make the kernel put the next `O_APPEND` write over earlier records.
+    fn local_view(&self, mut a: Attr, seen: Option<u64>) -> Attr {
         if let Some(f) = self.open_file(a.ino) {
             let f = lock(&f);
-            if let Some(t) = f.written {
+            let newer = seen.is_none_or(|n| n != f.commits);
+            if let Some(t) = f.written.or(if newer { f.committed } else { None }) {
                 a.size = f.size;
                 a.mtime = t;
                 a.ctime = t;
@@ -157,7 +167,7 @@ fn err(e: i32) -> Errno {
 
 fn reply_entry(reply: ReplyEntry, r: Result<Attr, i32>) {
     match r {
-        Ok(a) => reply.entry(&attr::TTL, &attr::file_attr(&a), Generation(0)),
+        Ok(a) => reply.entry(&attr::ttl(a.kind), &attr::file_attr(&a), Generation(0)),
         Err(e) => reply.error(err(e)),
     }
 }
@@ -171,7 +181,7 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), i32>) {
 
 fn reply_attr(reply: ReplyAttr, r: Result<Attr, i32>) {
     match r {
-        Ok(a) => reply.attr(&attr::TTL, &attr::file_attr(&a)),
+        Ok(a) => reply.attr(&attr::ttl(a.kind), &attr::file_attr(&a)),
         Err(e) => reply.error(err(e)),
     }
 }
@@ -544,7 +554,7 @@ impl Filesystem for Fs {
             Ok(a) => {
                 let fh = self.adopt(a.ino, OpenFile::new(a.ino, 0, Vec::new()));
                 reply.created(
-                    &attr::TTL,
+                    &attr::ttl(a.kind),
                     &attr::file_attr(&a),
                     Generation(0),
                     FileHandle(fh),

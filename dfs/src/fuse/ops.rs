@@ -50,20 +50,23 @@ fn groups_of(pid: u32) -> Vec<u32> {
 impl Fs {
     /// Attributes found by name; another node's unpublished writes are recalled first.
     pub(super) fn lookup_attr(&self, parent: u64, name: Vec<u8>) -> Result<Attr, i32> {
-        let mut a = attr_of_reply(self.read(MetaRead::Lookup { parent, name })?)?;
-        if self.recalled(&a)? {
-            a = attr_of_reply(self.read(MetaRead::GetAttr { ino: a.ino })?)?;
+        let a = attr_of_reply(self.read(MetaRead::Lookup { parent, name })?)?;
+        if self.recalled(&a)? || self.commits_of(a.ino).is_some() {
+            // Asked again: after the recall, or with this node's commits counted first.
+            return self.attr_of(a.ino);
         }
-        Ok(self.local_view(a))
+        Ok(self.local_view(a, None))
     }
 
     /// Attributes of an inode; another node's unpublished writes are recalled first.
     pub(super) fn attr_of(&self, ino: u64) -> Result<Attr, i32> {
+        let mut seen = self.commits_of(ino);
         let mut a = attr_of_reply(self.read(MetaRead::GetAttr { ino })?)?;
         if self.recalled(&a)? {
+            seen = self.commits_of(ino);
             a = attr_of_reply(self.read(MetaRead::GetAttr { ino })?)?;
         }
-        Ok(self.local_view(a))
+        Ok(self.local_view(a, seen))
     }
 
     /// Changes attributes; a size change publishes this node's writes first, so the new size
@@ -80,8 +83,9 @@ impl Fs {
             set,
             now: now(),
         })?)?;
+        let seen = guard.as_ref().map(|f| f.commits);
         drop(guard);
-        Ok(self.local_view(a))
+        Ok(self.local_view(a, seen))
     }
 
     /// Creates an inode (file, directory, node, symlink) owned by the caller.

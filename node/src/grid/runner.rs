@@ -78,6 +78,7 @@ impl ClusterRunner {
             constraints: req.labels.clone().into_iter().collect(),
             // The node's own limits: a grid task has no client whose limits it inherits.
             rlimits: Vec::new(),
+            ft: None,
         }
     }
 

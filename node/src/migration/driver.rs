@@ -197,13 +197,23 @@ impl<E: Send + 'static> Driver<E> {
         });
     }
 
-    /// Gives the helper an order.
+    /// Gives the helper an order. One the helper answers with a report (all but `Announce`)
+    /// has a deadline: a helper silent for `limits.helper_timeout` after it is killed, and the
+    /// machine hears it is gone.
     pub async fn order(&mut self, o: &Order) -> Result<()> {
         let orders = self
             .orders
             .as_mut()
             .ok_or_else(|| anyhow!("no helper runs"))?;
-        orders.order(o).await
+        let seen = orders.reports_seen();
+        orders.order(o).await?;
+        if !matches!(o, Order::Announce) {
+            let timeout = self.node.config.limits.helper_timeout;
+            orders
+                .helper()
+                .deadline(&self.node, seen, timeout, format!("{o:?}"));
+        }
+        Ok(())
     }
 
     /// A message from the other daemon is being served: its answer goes to `to` (an earlier

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::driver::{self, Driver, Side};
 use super::helper;
 use super::stream;
+use crate::image_trust;
 use crate::node::Node;
 use crate::procman::Streams;
 
@@ -45,7 +46,11 @@ pub async fn migrate_in(
     let mut d = Driver::new(node.clone(), id, row.node, inbox);
     let pm = node.local_procs()?;
     let Streams { theirs, ours } = streams;
-    let job = Job::MigrateIn { key };
+    // The source is a node (its certificate says so) and says whose process this is: the
+    // tree it sends may hold no more than that user does, so the record this node keeps
+    // (whom attach, kill and ps believe) and the processes agree.
+    let bound = (row.uid != 0).then(|| image_trust::bound_of_uid(row.uid));
+    let job = Job::MigrateIn { key, bound };
     let data_copy = data.try_clone().context("data stream")?;
     match helper::start(pm, &job, Some(data), Some(theirs)).await {
         Ok((orders, reports)) => d.helper_started(orders, reports),

@@ -188,6 +188,21 @@ impl Init {
             Ok(p) => p,
             Err(reason) => return failed(reason, Errno::EINVAL),
         };
+        // opened here, as root; the child writes to it before it takes the user's ids
+        let procs = match &req.cgroup {
+            None => None,
+            Some(path) => match std::fs::OpenOptions::new().write(true).open(path) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+                    return failed(format!("cannot open {}: {e}", path.display()), errno);
+                }
+            },
+        };
+        let prepared = match &procs {
+            Some(f) => prepared.join_cgroup(f.as_raw_fd()),
+            None => prepared,
+        };
         let span = self.last - self.first + 1;
         for _ in 0..span {
             let gpid = self.cursor;

@@ -65,6 +65,8 @@ pub struct SpawnRequest {
     pub groups: Vec<u32>,
     /// The caller's resource limits (`RLIMIT_*`, soft, hard), lowered to the init's own.
     pub rlimits: Vec<(u32, u64, u64)>,
+    /// The `cgroup.procs` file of the cgroup the program runs in (the user's), if any.
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// A message from the init.

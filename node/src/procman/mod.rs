@@ -26,6 +26,7 @@ use ssi_core::rpc::Handover;
 use ssi_core::NodeId;
 use tokio::sync::{mpsc, watch};
 
+use crate::cgroup::UserCgroups;
 use crate::nsinit::client::{InitClient, InitEvent, SpawnFailure};
 use crate::nsinit::SpawnRequest;
 use hosted::{ExitMeans, Hosted};
@@ -99,6 +100,11 @@ pub struct ProcMan {
     /// Most processes of one user (but root) kept here when a detached one is started
     /// (`limits.detached_per_user`): each keeps up to 1 MiB of output for an hour after it ends.
     detached_per_user: u32,
+    /// The fault-tolerant trees hosted here (by root gpid) and their checkpoints, as `ssi ps`
+    /// shows them; kept up to date by `crate::ft`.
+    ft: Mutex<HashMap<i32, ssi_core::process::FtView>>,
+    /// The users' cgroups programs start in, if the node has them.
+    cgroups: Option<Arc<UserCgroups>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -142,6 +148,7 @@ impl ProcMan {
         init_pid: i32,
         mut events: mpsc::Receiver<InitEvent>,
         detached_per_user: u32,
+        cgroups: Option<Arc<UserCgroups>>,
     ) -> Result<Arc<ProcMan>> {
         let ns = ps::Ns {
             inode: ps::pid_ns_inode(init_pid)
@@ -155,6 +162,8 @@ impl ProcMan {
             ns,
             hosted: Arc::default(),
             detached_per_user,
+            ft: Mutex::default(),
+            cgroups,
         });
         let weak = Arc::downgrade(&pm);
         tokio::spawn(async move {
@@ -188,6 +197,9 @@ impl ProcMan {
     }
 
     fn exited(&self, pid: i32, status: ExitStatus) {
+        if let Some(c) = &self.cgroups {
+            c.prune();
+        }
         match lock(&self.hosted).exited(pid, status) {
             ExitMeans::End(rec) => {
                 tracing::debug!(pid, ?status, "process exited");
@@ -229,6 +241,10 @@ impl ProcMan {
         };
         let (out_r, out_w) = pipe_pair()?;
         let (err_r, err_w) = pipe_pair()?;
+        let joining = match &self.cgroups {
+            Some(c) => Some(c.join(caller.uid)?),
+            None => None,
+        };
         let req = SpawnRequest {
             argv: spec.argv.clone(),
             env: spec.env.clone(),
@@ -237,8 +253,11 @@ impl ProcMan {
             gid: caller.gid,
             groups: caller.groups.clone(),
             rlimits: spec.rlimits.clone(),
+            cgroup: joining.as_ref().map(|j| j.procs.clone()),
         };
-        let gpid = match self.init.spawn(req, [&in_r, &out_w, &err_w]).await? {
+        let spawned = self.init.spawn(req, [&in_r, &out_w, &err_w]).await?;
+        drop(joining);
+        let gpid = match spawned {
             Ok(gpid) => gpid,
             Err(failure) => return Ok(Err(failure)),
         };
@@ -442,12 +461,21 @@ impl ProcMan {
         self.init.helper(argv, fds).await
     }
 
+    /// Kills helper `pid` (a pid of this node's namespace).
+    pub async fn kill_helper(&self, pid: i32) -> Result<()> {
+        self.init.signal(pid, libc::SIGKILL).await
+    }
+
     /// Follows the output of `gpid` from now on (after what was kept for it).
     pub async fn attach(&self, gpid: i32, caller: &Caller) -> Result<mpsc::Receiver<Output>> {
         let rec = self.record(gpid)?;
         if !caller.may_signal(rec.uid) {
             bail!("process {gpid} belongs to another user");
         }
+        // its input and output are a stream the user started it with, but what runs there
+        // now may have become another's (a set-id program, one that made itself not
+        // dumpable): the kernel would not let the user trace it, so they may not attach
+        self.check_access(gpid, caller, false)?;
         let (tx, rx) = mpsc::channel(8);
         rec.attach
             .send(tx)
@@ -535,6 +563,21 @@ impl ProcMan {
             .collect()
     }
 
+    /// Records what `ssi ps` shows of fault-tolerant tree `gpid` (`None`: it is not, or no
+    /// longer, protected here).
+    pub fn set_ft(&self, gpid: i32, view: Option<ssi_core::process::FtView>) {
+        let mut ft = lock(&self.ft);
+        match view {
+            Some(v) => ft.insert(gpid, v),
+            None => ft.remove(&gpid),
+        };
+    }
+
+    /// Whether tree `gpid` is fault-tolerant and hosted here.
+    pub fn is_ft(&self, gpid: i32) -> bool {
+        lock(&self.ft).contains_key(&gpid)
+    }
+
     /// Every process of this node's namespace as `ssi ps` shows it: a tree on its way away or
     /// here is `migrating` (its rows name the source, and the target in `to`); the copy of a
     /// tree that moved away is not listed.
@@ -547,6 +590,12 @@ impl ProcMan {
         for root in departed {
             let gone = ps::tree(&all, root);
             all.retain(|p| !gone.contains(&p.gpid));
+        }
+        {
+            let ft = lock(&self.ft);
+            for p in all.iter_mut() {
+                p.ft = ft.get(&p.gpid).cloned();
+            }
         }
         for (root, m) in moving {
             let tree = ps::tree(&all, root);
@@ -571,7 +620,8 @@ impl ProcMan {
         let gpid_of: HashMap<i32, i32> = members.iter().map(|m| (m.root_pid, m.gpid)).collect();
         let roots: HashMap<i32, Instant> = lock(&self.hosted)
             .running()
-            .filter(|(_, r)| r.exit.borrow().is_none() && !r.input_in_flight())
+            // fault-tolerant trees stay with the node that checkpoints them (docs/FT.md)
+            .filter(|(g, r)| r.exit.borrow().is_none() && !r.input_in_flight() && !self.is_ft(*g))
             .map(|(g, r)| (g, r.since))
             .collect();
         let parent: HashMap<i32, i32> = members

@@ -146,6 +146,7 @@ pub fn view(m: Member, node: NodeId, node_name: &str, ns: Ns) -> Option<ProcessV
         threads: u32::try_from(stat.num_threads).unwrap_or(0),
         command,
         to: None,
+        ft: None,
     })
 }
 

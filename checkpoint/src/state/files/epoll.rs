@@ -63,12 +63,20 @@ impl Persist for EventPoll {
 
     fn save(cx: &mut FileDump<'_>) -> Result<EventPoll> {
         let mut targets = Vec::new();
+        // several watches may have one number (each of a file since closed): the kernel
+        // tells them apart by their rank among those, in the order fdinfo lists them
+        let mut rank: std::collections::HashMap<i32, u32> = std::collections::HashMap::new();
         for line in cx.e.info_text.lines().filter(|l| l.starts_with("tfd:")) {
             let (fd, events, data) = watch(line);
-            let via = if sfd::epoll_target_is(cx.pid, cx.e.fd, fd).unwrap_or(false) {
+            let toff = {
+                let r = rank.entry(fd).or_insert(0);
+                *r += 1;
+                *r - 1
+            };
+            let via = if sfd::epoll_target_is(cx.pid, cx.e.fd, fd, toff).unwrap_or(false) {
                 None
             } else {
-                Some(other_fd(cx, fd).ok_or_else(|| {
+                Some(other_fd(cx, fd, toff).ok_or_else(|| {
                     cx.refuse(&format!(
                         "is an epoll instance watching a file no longer open in the process (fd {fd})"
                     ))
@@ -89,8 +97,9 @@ impl Persist for EventPoll {
     }
 }
 
-/// Another fd of the process of `cx` open on the file its epoll instance watches as `tfd`.
-fn other_fd(cx: &FileDump<'_>, tfd: i32) -> Option<i32> {
+/// Another fd of the process of `cx` open on the file its epoll instance watches as `tfd`
+/// (the `toff`-th such watch).
+fn other_fd(cx: &FileDump<'_>, tfd: i32, toff: u32) -> Option<i32> {
     let dir = std::fs::read_dir(format!("/proc/{}/fd", cx.pid)).ok()?;
     let mut fds: Vec<i32> = dir
         .flatten()
@@ -98,7 +107,7 @@ fn other_fd(cx: &FileDump<'_>, tfd: i32) -> Option<i32> {
         .collect();
     fds.sort_unstable();
     fds.into_iter()
-        .find(|&fd| sfd::epoll_target_at(cx.pid, cx.e.fd, tfd, fd).unwrap_or(false))
+        .find(|&fd| sfd::epoll_target_at(cx.pid, cx.e.fd, tfd, toff, fd).unwrap_or(false))
 }
 
 impl EventPoll {

@@ -45,6 +45,8 @@ pub struct GhostImage {
     pub size: u64,
     /// Its data: (offset, bytes), holes left out.
     pub extents: Vec<(u64, Vec<u8>)>,
+    /// Last access and modification times, `(seconds, nanoseconds)` each.
+    pub times: [(i64, i64); 2],
     /// For a memfd, its name and seals.
     pub memfd: Option<Memfd>,
 }
@@ -181,6 +183,7 @@ impl Persist for Ghost {
             gid: md.gid(),
             size: md.size(),
             extents,
+            times: [(md.atime(), md.atime_nsec()), (md.mtime(), md.mtime_nsec())],
             memfd,
         });
         cx.seen.ghosts.insert(cx.e.key, ghost);
@@ -198,12 +201,23 @@ impl Persist for Ghost {
             let made = make(g)?;
             cx.making.ghosts.insert(self.ghost, made);
         }
-        let num = cx.making.ghosts[&self.ghost].as_raw_fd();
-        // an O_TMPFILE file keeps O_TMPFILE (with O_DIRECTORY) in its flags
-        let fd = open(
-            &format!("/proc/self/fd/{num}"),
-            cx.file.flags & !libc::O_TMPFILE,
-        )?;
+        let made = &cx.making.ghosts[&self.ghost];
+        // The file memfd_create made is no writer of its inode, so that the memfd can be run
+        // (execveat) while open for writing; a reopened one is: the first read-write open
+        // file of a memfd gets the original.
+        let fd = if g.memfd.is_some()
+            && cx.file.flags & libc::O_ACCMODE == libc::O_RDWR
+            && cx.making.memfd_originals.insert(self.ghost)
+        {
+            made.try_clone().map_err(|e| Error::io(&g.path, e))?
+        } else {
+            // an O_TMPFILE file keeps O_TMPFILE (with O_DIRECTORY) in its flags
+            let num = made.as_raw_fd();
+            open(
+                &format!("/proc/self/fd/{num}"),
+                cx.file.flags & !libc::O_TMPFILE,
+            )?
+        };
         if cx.file.pos != 0 {
             nix::unistd::lseek(&fd, cx.file.pos, nix::unistd::Whence::SeekSet)
                 .map_err(|e| Error::io(&g.path, e.into()))?;
@@ -292,6 +306,9 @@ fn fill(g: &GhostImage, f: std::fs::File) -> Result<OwnedFd> {
     }
     // after fchown, which clears set-user-id and set-group-id bits
     nix::sys::stat::fchmod(&f, Mode::from_bits_truncate(g.mode)).map_err(io)?;
+    // after the writes, which set the modification time
+    let ts = |(s, ns): (i64, i64)| nix::sys::time::TimeSpec::new(s, ns);
+    nix::sys::stat::futimens(&f, &ts(g.times[0]), &ts(g.times[1])).map_err(io)?;
     if let Some(m) = &g.memfd {
         let seals = nix::fcntl::SealFlag::from_bits_retain(m.seals);
         nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_ADD_SEALS(seals)).map_err(io)?;

@@ -10,7 +10,7 @@
 //! Each kind of open file is one module: `regular` (files, directories, devices), `pipe`
 //! (pipes and FIFOs), `ghost` (deleted files, memfds), `unix` (socket pairs), `unix_alone`
 //! (Unix sockets connected to nothing), `eventfd`, `epoll`, `timerfd`, `signalfd`, `pidfd`,
-//! `inotify`, and
+//! `inotify`, `tcp` (TCP sockets holding no connection), and
 //! `stdio` for what leads outside the tree through the root's standard streams. A new kind is a
 //! new module, a variant of [`FileKind`] and a [`scan::Class`].
 
@@ -26,7 +26,10 @@ pub(crate) mod pipe;
 pub(crate) mod regular;
 pub(crate) mod scan;
 pub(crate) mod signalfd;
+pub(crate) mod sockopt;
 pub(crate) mod stdio;
+pub(crate) mod tcp;
+pub(crate) mod tcp_conn;
 pub(crate) mod timerfd;
 pub(crate) mod unix;
 pub(crate) mod unix_alone;
@@ -120,6 +123,10 @@ pub enum FileKind {
     /// A terminal or a pipe whose other end is outside the tree, bound at restore to the
     /// restorer's standard stream of the same number (see docs/IMAGE.md).
     Stdio(stdio::Stdio),
+    /// A TCP socket that holds no connection (never connected, or listening).
+    Tcp(tcp::TcpSocket),
+    /// An established TCP connection whose peer is in the tree too (through `TCP_REPAIR`).
+    TcpConn(tcp_conn::TcpConn),
 }
 
 /// What the dump knows of the fds of the whole tree.
@@ -141,6 +148,9 @@ pub(crate) struct TreeFds {
     mapped: HashSet<(u64, u64)>,
     /// Process groups led in the tree.
     groups: HashSet<i32>,
+    /// The tree is frozen (else only what can be checked of a running tree is done: no
+    /// socket is put in repair mode).
+    pub frozen: bool,
 }
 
 impl TreeFds {
@@ -224,6 +234,8 @@ pub(crate) struct Seen {
     pipes: pipe::Seen,
     pairs: unix::Seen,
     ghosts: ghost::Seen,
+    /// TCP sockets put in repair mode.
+    repaired: tcp_conn::Repaired,
 }
 
 /// An open file being saved: the first fd of the tree found to hold it.
@@ -267,6 +279,7 @@ impl FileKind {
             Class::Pipe if pipe::leads_outside(cx)? => FileKind::Stdio(stdio::Stdio::save(cx)?),
             Class::Pipe => FileKind::Pipe(pipe::PipeEnd::save(cx)?),
             Class::Fifo => FileKind::Fifo(pipe::FifoEnd::save(cx)?),
+            Class::Socket if tcp::is_inet(cx)? => tcp::save_kind(cx)?,
             Class::Socket => match unix::role(cx)? {
                 unix::Role::Pair => FileKind::SocketPair(unix::PairEnd::save(cx)?),
                 unix::Role::Alone => FileKind::UnixAlone(unix_alone::UnixAlone::save(cx)?),
@@ -304,6 +317,8 @@ impl FileKind {
             FileKind::Inotify(s) => s.restore(cx),
             FileKind::SignalFd(s) => s.restore(cx),
             FileKind::Stdio(s) => s.restore(cx),
+            FileKind::Tcp(s) => s.restore(cx),
+            FileKind::TcpConn(s) => s.restore(cx),
         }
     }
 
@@ -340,13 +355,15 @@ impl FileKind {
 }
 
 /// Builds the tree's table of open files from the fd tables of its processes; returns it with
-/// each process' fd table.
+/// each process' fd table and the TCP sockets put in repair mode (see `tcp_conn`).
 pub(crate) fn build(
     root: i32,
     tables: &[(i32, Vec<FdEntry>)],
     pidfds: &HashMap<i32, OwnedFd>,
-) -> Result<(Shared, HashMap<i32, FdTable>)> {
-    let tree = TreeFds::new(root, tables)?;
+    frozen: bool,
+) -> Result<(Shared, HashMap<i32, FdTable>, tcp_conn::Repaired)> {
+    let mut tree = TreeFds::new(root, tables)?;
+    tree.frozen = frozen;
     let mut shared = Shared::default();
     let mut seen = Seen::default();
     let mut out = HashMap::new();
@@ -364,7 +381,7 @@ pub(crate) fn build(
         };
         out.insert(*pid, FdTable::save(&mut cx)?);
     }
-    Ok((shared, out))
+    Ok((shared, out, seen.repaired))
 }
 
 /// The id of the open file met before that fd `e` of `pid` shares (dup, fork), if any.
@@ -395,6 +412,8 @@ pub(crate) struct Making {
     pipes: pipe::Making,
     pairs: unix::Making,
     ghosts: HashMap<u32, OwnedFd>,
+    /// Memfds whose own open file (from `memfd_create`) an open file of the image got.
+    memfd_originals: HashSet<u32>,
 }
 
 /// An open file being made by the restorer.
@@ -407,6 +426,8 @@ pub(crate) struct FileRestore<'a> {
     pub making: &'a mut Making,
     /// The restorer's fds that files saved as standard streams are bound to.
     pub stdio: [RawFd; 3],
+    /// TCP connections are restored closed (`RestoreOptions::tcp_close`).
+    pub tcp_close: bool,
 }
 
 /// Everything the tree's fds refer to, held by the restorer until each process took its own.
@@ -424,21 +445,31 @@ pub(crate) struct Made {
 }
 
 /// Makes every open file of the tree in the restorer.
-pub(crate) fn create(shared: &Shared, stdio: [RawFd; 3]) -> Result<Made> {
+pub(crate) fn create(shared: &Shared, stdio: [RawFd; 3], tcp_close: bool) -> Result<Made> {
     let mut making = Making::default();
-    let mut files = Vec::with_capacity(shared.files.len());
-    for f in &shared.files {
-        if f.kind.needs_processes() {
-            files.push(None);
-            continue;
+    let mut files: Vec<Option<OwnedFd>> = shared.files.iter().map(|_| None).collect();
+    // TCP sockets without a connection come after the connections: a connection in repair
+    // mode binds whatever its port holds, a listener binds beside connections but not before
+    for late in [false, true] {
+        for (i, f) in shared.files.iter().enumerate() {
+            if f.kind.needs_processes() || matches!(f.kind, FileKind::Tcp(_)) != late {
+                continue;
+            }
+            let mut cx = FileRestore {
+                file: f,
+                shared,
+                making: &mut making,
+                stdio,
+                tcp_close,
+            };
+            files[i] = Some(f.kind.restore(&mut cx)?);
         }
-        let mut cx = FileRestore {
-            file: f,
-            shared,
-            making: &mut making,
-            stdio,
-        };
-        files.push(Some(f.kind.restore(&mut cx)?));
+    }
+    // both ends of every connection exist now: the connections may go on
+    for (f, made) in shared.files.iter().zip(&files) {
+        if let (FileKind::TcpConn(c), Some(fd), false) = (&f.kind, made, tcp_close) {
+            tcp_conn::go_live(fd.as_fd(), c)?;
+        }
     }
     Ok(Made {
         files,
@@ -460,6 +491,7 @@ impl Made {
                     shared,
                     making: &mut making,
                     stdio: self.stdio,
+                    tcp_close: false,
                 };
                 *slot = Some(f.kind.restore(&mut cx)?);
             }

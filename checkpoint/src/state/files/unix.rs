@@ -25,6 +25,8 @@ pub struct SocketPairImage {
     /// What waits to be read at end 0 and end 1: the messages of a datagram or seqpacket
     /// pair, in order; for a stream pair, its bytes (in one or more runs).
     pub queued: [Vec<Vec<u8>>; 2],
+    /// The socket options of end 0 and end 1 that differ from a fresh socket's.
+    pub options: [Vec<super::sockopt::SockOpt>; 2],
 }
 
 /// One end of a Unix socket pair.
@@ -39,14 +41,24 @@ pub struct PairEnd {
 /// Socket pair ends met so far by a dump: (pair index, end), by socket inode.
 pub(crate) type Seen = HashMap<u64, (u32, u8)>;
 
-/// Refuses sockets other than Unix ones (read through a copy of the fd; nothing is stopped).
+/// Refuses sockets other than Unix ones and the TCP sockets `tcp` restores (read through a
+/// copy of the fd; nothing is stopped).
 pub(crate) fn check(pid: i32, fd: i32, pidfd: &OwnedFd) -> Result<()> {
     let mine = sfd::pidfd_getfd(pidfd.as_fd(), fd)
         .map_err(|e| Error::sys(pid, format!("pidfd_getfd fd {fd}"), e))?;
-    let (domain, sotype, _) = sfd::socket_kind(mine.as_fd())
+    let (domain, sotype, proto) = sfd::socket_kind(mine.as_fd())
         .map_err(|e| Error::sys(pid, format!("fd {fd} socket"), e))?;
     if domain == libc::AF_UNIX {
         return Ok(());
+    }
+    let inet = domain == libc::AF_INET || domain == libc::AF_INET6;
+    if inet && sotype == libc::SOCK_STREAM && proto == libc::IPPROTO_TCP {
+        let why = super::tcp::refusal(mine.as_fd())
+            .map_err(|e| Error::sys(pid, format!("fd {fd} TCP_INFO"), e))?;
+        return match why {
+            Some(why) => Err(Error::unsupported(pid, format!("fd {fd} {why}"))),
+            None => Ok(()),
+        };
     }
     let name = match (domain, sotype) {
         (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM) => "a TCP socket".to_string(),
@@ -162,16 +174,21 @@ impl Persist for PairEnd {
             return Err(cx.refuse("is a Unix socket shut down one or both ways (shutdown)"));
         }
         let data = queued(cx, &mine, sotype, d.rqueue)?;
+        let opts = super::sockopt::save(mine.as_fd(), libc::AF_UNIX, sotype)
+            .map_err(|er| cx.failed("socket options", er))?;
         if let Some(&(pair, end)) = cx.seen.pairs.get(&(d.peer as u64)) {
             let me = 1 - end;
             cx.seen.pairs.insert(ino, (pair, me));
-            cx.shared.socketpairs[pair as usize].queued[me as usize] = data;
+            let sp = &mut cx.shared.socketpairs[pair as usize];
+            sp.queued[me as usize] = data;
+            sp.options[me as usize] = opts;
             return Ok(PairEnd { pair, end: me });
         }
         let pair = cx.shared.socketpairs.len() as u32;
         cx.shared.socketpairs.push(SocketPairImage {
             sotype,
             queued: [data, Vec::new()],
+            options: [opts, Vec::new()],
         });
         cx.seen.pairs.insert(ino, (pair, 0));
         Ok(PairEnd { pair, end: 0 })
@@ -234,6 +251,9 @@ fn make(sp: &SocketPairImage) -> Result<[Option<OwnedFd>; 2]> {
         for m in messages {
             send_all(from.as_fd(), m, sp.sotype == libc::SOCK_STREAM)?;
         }
+    }
+    for (end, opts) in [(&a, &sp.options[0]), (&b, &sp.options[1])] {
+        super::sockopt::restore(end.as_fd(), libc::AF_UNIX, opts)?;
     }
     Ok([Some(a), Some(b)])
 }

@@ -39,6 +39,8 @@ pub struct UnixAlone {
     pub file: Option<(u32, u32, u32)>,
     /// Backlog of a listening socket.
     pub backlog: Option<i32>,
+    /// Socket options that differ from a fresh socket's.
+    pub options: Vec<super::sockopt::SockOpt>,
 }
 
 impl UnixAlone {
@@ -122,17 +124,21 @@ impl Persist for UnixAlone {
             Some(n) if n[0] != 0 => find(cx, n, d.vfs)?,
             _ => (String::new(), None),
         };
+        let options = super::sockopt::save(mine.as_fd(), libc::AF_UNIX, sotype)
+            .map_err(|er| cx.failed("socket options", er))?;
         Ok(UnixAlone {
             sotype,
             name,
             dir,
             file,
             backlog: listening.then_some(d.wqueue as i32),
+            options,
         })
     }
 
     fn restore(&self, cx: &mut FileRestore<'_>) -> Result<OwnedFd> {
         let fd = sfd::unix_socket(self.sotype).map_err(|e| Error::io("socket", e))?;
+        super::sockopt::restore(fd.as_fd(), libc::AF_UNIX, &self.options)?;
         if let Some(name) = &self.name {
             if self.is_path() {
                 self.bind_path(fd.as_fd(), name)?;

@@ -170,6 +170,7 @@ fn classify(pid: i32, m: &MemoryMap, more_flags: &[String]) -> Result<Option<Vma
             },
             noreserve: flags.contains(VmFlags::NR),
             may_write: flags.contains(VmFlags::MW),
+            droppable: more_flags.iter().any(|f| f == "dp"),
             kind,
         },
         flags,

@@ -95,6 +95,9 @@ pub struct Vma {
     /// May be made writable (`VM_MAYWRITE`: for a shared file mapping, its file was opened
     /// for writing).
     pub may_write: bool,
+    /// `MAP_DROPPABLE` anonymous memory: the kernel may drop its pages at any time, so the
+    /// image keeps none and it comes back droppable and empty.
+    pub droppable: bool,
     /// What backs it.
     pub kind: VmaKind,
 }
@@ -144,6 +147,17 @@ pub struct PageRun {
     pub npages: u64,
     /// The data is in an earlier image of the chain.
     pub in_parent: bool,
+    /// The pages are the parent process' pages at the same addresses, shared copy-on-write
+    /// since a fork: no image holds them again, the restore forks the process from its parent
+    /// after the parent's memory is in place and keeps them.
+    pub cow: bool,
+}
+
+impl PageRun {
+    /// This image's pages part holds the run's bytes.
+    pub fn has_data(&self) -> bool {
+        !self.in_parent && !self.cow
+    }
 }
 
 /// Refuses, before anything is frozen, mappings a restore would not bring back (their smaps
@@ -197,6 +211,9 @@ pub(crate) struct MemDump<'a> {
     pub avail: &'a [(u64, u64)],
     /// What tracks its writes since the last image, if anything does.
     pub tracker: Option<&'a mut dyn DirtyTracker>,
+    /// Its parent in the tree, for a dump that keeps pages shared copy-on-write with it (a
+    /// final dump that starts a chain; none for the root).
+    pub cow_parent: Option<i32>,
     /// Set by `save`: which pages to copy into the image.
     pub plan: Option<PagePlan>,
 }
@@ -232,10 +249,15 @@ impl Persist for MmImage {
             None => present.clone(),
         };
         let in_parent = ranges::subtract(&ranges::intersect(&present, cx.avail), &dirty);
-        let to_write = ranges::subtract(&present, &in_parent);
+        let mut to_write = ranges::subtract(&present, &in_parent);
+        let cow = match cx.cow_parent {
+            Some(ppid) => pages::shared_with_parent(pid, &pagemap, ppid, &to_write, &vmas)?,
+            None => Vec::new(),
+        };
+        to_write = ranges::subtract(&to_write, &cow);
         let mm = MmImage {
             vmas: vmas.iter().map(|v| v.vma.clone()).collect(),
-            pages: pages::page_runs(&in_parent, &to_write),
+            pages: pages::page_runs(&in_parent, &cow, &to_write),
             layout: layout(cx.stat, cx.brk),
             auxv: auxv(pid)?,
             exe: exe(pid)?,

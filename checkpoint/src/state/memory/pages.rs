@@ -34,6 +34,8 @@ pub(crate) fn present_pages(pid: i32, pagemap: &File, vmas: &[VmaInfo]) -> Resul
     let mut swapped = Vec::new();
     for v in vmas {
         let inverted = match v.vma.kind {
+            // the kernel may drop these at any time: a restore drops them
+            VmaKind::Anon if v.vma.droppable => continue,
             VmaKind::Anon => category::PFNZERO,
             VmaKind::File { .. } if !v.vma.shared => category::PFNZERO | category::FILE,
             _ => continue,
@@ -74,6 +76,93 @@ pub(crate) fn present_pages(pid: i32, pagemap: &File, vmas: &[VmaInfo]) -> Resul
         }
     }
     Ok(super::ranges::normalize(out))
+}
+
+/// Pages of `pid` among `runs` that are the very pages its parent `ppid` has at the same
+/// addresses (same page frame, anonymous in both: shared copy-on-write since a fork), in
+/// mappings that a restore forks with those pages kept (same backing, private, the parent's
+/// not locked: locking it again at restore would copy them).
+pub(crate) fn shared_with_parent(
+    pid: i32,
+    pagemap: &File,
+    ppid: i32,
+    runs: &[(u64, u64)],
+    vmas: &[VmaInfo],
+) -> Result<Ranges> {
+    let pvmas = super::maps::mappings(ppid, true)?;
+    let ppagemap = open_pagemap(ppid)?;
+    let mut both = Vec::new();
+    for v in vmas {
+        for pv in &pvmas {
+            if pv.vma.end <= v.vma.start || v.vma.end <= pv.vma.start {
+                continue;
+            }
+            if inheritable(&pv.vma, &v.vma) {
+                both.push((v.vma.start.max(pv.vma.start), v.vma.end.min(pv.vma.end)));
+            }
+        }
+    }
+    let cand = super::ranges::intersect(runs, &super::ranges::normalize(both));
+    let mut out = Vec::new();
+    for (s, e) in cand {
+        let n = ((e - s) / PAGE) as usize;
+        let (mut mine, mut theirs) = (vec![0u8; n * 8], vec![0u8; n * 8]);
+        let read = |f: &File, p: i32, buf: &mut [u8]| {
+            f.read_exact_at(buf, s / PAGE * 8)
+                .map_err(|er| Error::io(format!("/proc/{p}/pagemap"), er))
+        };
+        read(pagemap, pid, &mut mine)?;
+        read(&ppagemap, ppid, &mut theirs)?;
+        for (i, (a, b)) in mine.chunks_exact(8).zip(theirs.chunks_exact(8)).enumerate() {
+            let (a, b) = (word(a), word(b));
+            if same_anon_frame(a, b) {
+                let at = s + i as u64 * PAGE;
+                out.push((at, at + PAGE));
+            }
+        }
+    }
+    Ok(super::ranges::normalize(out))
+}
+
+fn word(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap_or_default())
+}
+
+/// Two pagemap entries name one present anonymous page frame.
+fn same_anon_frame(a: u64, b: u64) -> bool {
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    const FILE_OR_SHARED: u64 = 1 << 61;
+    const PFN: u64 = (1 << 55) - 1;
+    let anon = |x: u64| x & (PRESENT | SWAPPED | FILE_OR_SHARED) == PRESENT && x & PFN != 0;
+    anon(a) && anon(b) && a & PFN == b & PFN
+}
+
+/// A child forked from a process with mapping `parent` at this place gets `child` with the
+/// parent's pages: both private with the same backing, the parent's not locked.
+fn inheritable(parent: &super::Vma, child: &super::Vma) -> bool {
+    use super::{MemLock, VmaKind};
+    if parent.shared || child.shared || parent.lock != MemLock::Unlocked {
+        return false;
+    }
+    match (&parent.kind, &child.kind) {
+        (VmaKind::Anon, VmaKind::Anon) => {
+            parent.growsdown == child.growsdown && !parent.droppable && !child.droppable
+        }
+        (
+            VmaKind::File {
+                path: a,
+                offset: oa,
+                ..
+            },
+            VmaKind::File {
+                path: b,
+                offset: ob,
+                ..
+            },
+        ) => a == b && *oa as i128 - parent.start as i128 == *ob as i128 - child.start as i128,
+        _ => false,
+    }
 }
 
 /// Opens /proc/PID/pagemap.
@@ -251,20 +340,26 @@ pub(crate) fn written(
     Ok(super::ranges::normalize(d))
 }
 
-/// The page list of an image: runs kept in the parent image and runs written in this one, in
-/// address order.
-pub(crate) fn page_runs(in_parent: &[(u64, u64)], to_write: &[(u64, u64)]) -> Vec<PageRun> {
-    let run = |in_parent: bool| {
+/// The page list of an image: runs kept in the parent image, runs shared copy-on-write with
+/// the parent process and runs written in this one, in address order.
+pub(crate) fn page_runs(
+    in_parent: &[(u64, u64)],
+    cow: &[(u64, u64)],
+    to_write: &[(u64, u64)],
+) -> Vec<PageRun> {
+    let run = |in_parent: bool, cow: bool| {
         move |&(s, e): &(u64, u64)| PageRun {
             start: s,
             npages: (e - s) / PAGE,
             in_parent,
+            cow,
         }
     };
     let mut pages: Vec<PageRun> = in_parent
         .iter()
-        .map(run(true))
-        .chain(to_write.iter().map(run(false)))
+        .map(run(true, false))
+        .chain(cow.iter().map(run(false, true)))
+        .chain(to_write.iter().map(run(false, false)))
         .collect();
     pages.sort_unstable_by_key(|r| r.start);
     pages

@@ -25,6 +25,8 @@ use crate::vdso;
 
 const TASK_SIZE: u64 = 0x7fff_ffff_f000;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
+/// The mapping type of droppable anonymous memory (Linux 6.11; not in libc yet).
+const MAP_DROPPABLE: i32 = 0x08;
 /// The lowest address the restorer picks for its own areas in a held process.
 const HOLE_MIN: u64 = 0x1000_0000;
 
@@ -32,8 +34,8 @@ const HOLE_MIN: u64 = 0x1000_0000;
 /// keeps its contents from one to the other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Backing {
-    /// Private anonymous memory (`growsdown` for stacks).
-    Anon { growsdown: bool },
+    /// Private anonymous memory (`growsdown` for stacks), or droppable.
+    Anon { growsdown: bool, droppable: bool },
     /// A file, with `offset - start` (the file offset of address 0), private or shared.
     File {
         path: String,
@@ -46,6 +48,7 @@ fn backing(v: &Vma) -> Option<Backing> {
     match &v.kind {
         VmaKind::Anon if !v.shared => Some(Backing::Anon {
             growsdown: v.growsdown,
+            droppable: v.droppable,
         }),
         VmaKind::File { path, offset, .. } => Some(Backing::File {
             path: path.clone(),
@@ -87,9 +90,26 @@ impl Space {
         }
     }
 
-    /// The space of a child just cloned from this process (a fresh copy).
+    /// The space of a child just cloned from this process: a copy of its mappings and pages
+    /// (those the child's image has under the same backing are kept, so that pages shared
+    /// copy-on-write at the dump are shared again).
     pub fn for_child(&self) -> Space {
-        Space::new(self.vdso_at)
+        if self.fresh {
+            return Space::new(self.vdso_at);
+        }
+        Space {
+            vdso_at: self.vdso_at,
+            vmas: self.vmas.clone(),
+            fresh: false,
+            have: self.have.clone(),
+            fill: Vec::new(),
+            uffd: None,
+        }
+    }
+
+    /// Nothing but the vvar/vdso block is its own yet.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     /// Brings the address space to image `p` (see the module doc) and maps the scratch area.
@@ -106,6 +126,19 @@ impl Space {
         used.push((self.vdso_at, self.vdso_at + block_len));
         if target_block != self.vdso_at {
             self.place_vdso(t, target_block, &used, local)?;
+        }
+        if let Ok(at) = t.scratch_at() {
+            // inherited from the parent where the image may have a mapping: move it
+            if !ranges::intersect(&ranges::normalize(used.clone()), &[(at, at + SCRATCH_LEN)])
+                .is_empty()
+            {
+                t.call(
+                    "munmap scratch",
+                    libc::SYS_munmap,
+                    [at, SCRATCH_LEN, 0, 0, 0, 0],
+                )?;
+                t.set_scratch(None);
+            }
         }
         if t.scratch_at().is_err() {
             map_scratch(t, &used)?;
@@ -209,7 +242,8 @@ impl Space {
             }
             for (s, e) in ranges::subtract(&[(v.start, v.end)], kept) {
                 map(t, v, s, e, &mut open)?;
-                if matches!(v.kind, VmaKind::Anon) {
+                // userfaultfd does not take droppable memory (which gets no pages anyway)
+                if matches!(v.kind, VmaKind::Anon) && !v.droppable {
                     new_anon.push((s, e));
                 }
             }
@@ -227,7 +261,7 @@ impl Space {
             ranges::normalize(
                 p.mm.pages
                     .iter()
-                    .filter(|r| in_parent || !r.in_parent)
+                    .filter(|r| in_parent || r.has_data())
                     .map(|r| (r.start, r.start + r.npages * PAGE))
                     .collect(),
             )
@@ -238,7 +272,10 @@ impl Space {
         if let Some(&(a, _)) = ranges::subtract(&in_parent, &have).first() {
             return Err(Error::bad_image(
                 format!("proc-{}.rec", p.pid),
-                format!("page {a:#x} is kept in a parent image that was not applied"),
+                format!(
+                    "page {a:#x} is kept in a parent image or shared with the parent process, \
+                     and is not there"
+                ),
             ));
         }
         for (s, e) in ranges::subtract(&have, &all) {
@@ -323,7 +360,12 @@ fn map(t: &mut Task, v: &Vma, s: u64, e: u64, open: &mut Option<(String, u64, u6
     let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
     match &v.kind {
         VmaKind::Anon => {
-            let mut fl = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+            let kind = if v.droppable {
+                MAP_DROPPABLE
+            } else {
+                libc::MAP_PRIVATE
+            };
+            let mut fl = kind | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
             if v.growsdown {
                 fl |= libc::MAP_GROWSDOWN;
             }
