@@ -166,14 +166,16 @@ pub enum Command {
     },
     /// Checkpoint a process tree of the cluster to a directory (on the node hosting it).
     #[command(after_help = "Examples:
+  ssi checkpoint 4097                                       # into the shared file system
   ssi checkpoint 4097 --dir /srv/ckpt/job1                  # save it, then stop it
   ssi checkpoint 4097 --dir /srv/ckpt/job1 --leave-running  # save it, let it run on")]
     Checkpoint {
         /// Global pid of the root of the tree.
         gpid: i32,
-        /// Image directory.
+        /// Image directory (default: a new one under `checkpoints/` of the shared file
+        /// system, so that `ssi restart` works on any node; printed).
         #[arg(long)]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
         /// Let the tree run on (default: it is stopped once the image is written).
         #[arg(long)]
         leave_running: bool,

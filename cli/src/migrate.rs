@@ -93,25 +93,29 @@ fn absolute(dir: &Path) -> Result<String> {
         .with_context(|| format!("{}: not a UTF-8 path", abs.display()))
 }
 
-/// `ssi checkpoint GPID --dir DIR [--leave-running]`.
+/// `ssi checkpoint GPID [--dir DIR] [--leave-running]`.
 pub async fn checkpoint(
     socket: &Path,
     gpid: i32,
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     leave_running: bool,
 ) -> Result<String> {
     let req = ControlRequest::Checkpoint {
         gpid,
-        dir: absolute(&dir)?,
+        dir: dir.as_deref().map(absolute).transpose()?,
         leave_running,
     };
     match crate::client::call(socket, req).await? {
-        ControlResponse::Checkpointed { pids, page_bytes } => Ok(format!(
+        ControlResponse::Checkpointed {
+            dir,
+            pids,
+            page_bytes,
+        } => Ok(format!(
             "checkpointed {} process{} ({:.1} MiB of memory) to {}{}\n",
             pids.len(),
             if pids.len() == 1 { "" } else { "es" },
             mib(page_bytes),
-            dir.display(),
+            dir,
             if leave_running {
                 "; still running"
             } else {

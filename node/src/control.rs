@@ -201,9 +201,17 @@ async fn answer(node: &Arc<Node>, req: ControlRequest, caller: &Caller) -> Resul
             dir,
             leave_running,
         } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => crate::dfs::checkpoint_dir(node, gpid)?,
+            };
             let (pids, page_bytes) =
-                route::checkpoint(node, gpid, dir, leave_running, caller).await?;
-            ControlResponse::Checkpointed { pids, page_bytes }
+                route::checkpoint(node, gpid, dir.clone(), leave_running, caller).await?;
+            ControlResponse::Checkpointed {
+                dir,
+                pids,
+                page_bytes,
+            }
         }
         ControlRequest::SchedShow => ControlResponse::Sched(sched::all(node, SchedOp::Show).await?),
         ControlRequest::SchedSet { policy, params } => {

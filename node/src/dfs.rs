@@ -103,6 +103,44 @@ async fn feed_view(node: Arc<Node>, tx: watch::Sender<Vec<Member>>) {
     }
 }
 
+/// Directory of the shared file system holding the checkpoints made without `--dir`.
+const CHECKPOINTS: &str = "checkpoints";
+
+/// A new image directory for a checkpoint of `gpid` made without `--dir`:
+/// `MOUNT/checkpoints/GPID-SECONDS` on the shared file system, which every node mounts at the
+/// same path (so `ssi restart` finds it on any node). `checkpoints/` is made here, like
+/// `/tmp` (everyone may add, only the owner may remove); the checkpoint itself creates the
+/// image directory as the caller.
+pub fn checkpoint_dir(node: &Node, gpid: i32) -> Result<String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    running(node).context("give the image directory with --dir")?;
+    let parent = node.config.dfs.mount.join(CHECKPOINTS);
+    match std::fs::symlink_metadata(&parent) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => bail!("{} is not a directory", parent.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let made = std::fs::DirBuilder::new().mode(0o1777).create(&parent);
+            match made {
+                Ok(()) => {
+                    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o1777))
+                        .with_context(|| format!("cannot open up {}", parent.display()))?
+                }
+                // Another request made it meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", parent.display()))
+                }
+            }
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot look at {}", parent.display())),
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(parent.join(format!("{gpid}-{secs}")).display().to_string())
+}
+
 fn running(node: &Node) -> Result<&Arc<Dfs>> {
     node.dfs.get().with_context(|| {
         format!(

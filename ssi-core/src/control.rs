@@ -64,8 +64,9 @@ pub enum ControlRequest {
     Checkpoint {
         /// Root of the tree.
         gpid: i32,
-        /// Image directory (absolute).
-        dir: String,
+        /// Image directory (absolute); `None`: a new directory under `checkpoints/` of the
+        /// shared file system, which every node mounts at the same path.
+        dir: Option<String>,
         /// Let the tree run on; by default it is killed once the image is written.
         leave_running: bool,
     },
@@ -128,6 +129,8 @@ pub enum ControlResponse {
     Dfs(String),
     /// Answer to [`ControlRequest::Checkpoint`].
     Checkpointed {
+        /// Image directory written.
+        dir: String,
         /// Pids of the tree.
         pids: Vec<i32>,
         /// Page bytes written.

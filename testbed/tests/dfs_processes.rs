@@ -134,7 +134,7 @@ fn open_files_on_the_dfs_follow_a_process_to_another_node() {
     check_stdout(&first, &rest, count, gpid);
     check_copy(&tb, 1, "/mnt/ssi/job/out", count, gpid);
 
-    // Checkpoint on node 2 into the DFS, restart on node 1 from there.
+    // Checkpoint on node 2 into the DFS (the default directory), restart on node 1 from there.
     let mut client = run_on(
         &tb,
         2,
@@ -148,15 +148,23 @@ fn open_files_on_the_dfs_follow_a_process_to_another_node() {
     );
     let (first, mut out) = first_line(&mut client);
     let gpid = pid_of(&first);
-    let c = ssi(
-        &tb,
-        2,
-        &["checkpoint", &gpid.to_string(), "--dir", "/mnt/ssi/ckpt"],
-    );
+    let c = ssi(&tb, 2, &["checkpoint", &gpid.to_string()]);
     assert!(
         c.status.success(),
         "checkpoint: {}",
         String::from_utf8_lossy(&c.stderr)
+    );
+    // "checkpointed 1 process (... MiB of memory) to DIR; stopped"
+    let said = String::from_utf8_lossy(&c.stdout).into_owned();
+    let image = said
+        .split(" to ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap_or_else(|| panic!("no directory in {said:?}"))
+        .to_string();
+    assert!(
+        image.starts_with(&format!("/mnt/ssi/checkpoints/{gpid}-")),
+        "{said}"
     );
     let mut before = String::new();
     out.read_to_string(&mut before).expect("read");
@@ -165,11 +173,7 @@ fn open_files_on_the_dfs_follow_a_process_to_another_node() {
         Some(137),
         "stopped by the checkpoint"
     );
-    let r = ssi(
-        &tb,
-        1,
-        &["restart", "--dir", "/mnt/ssi/ckpt", "--node", "1"],
-    );
+    let r = ssi(&tb, 1, &["restart", "--dir", &image, "--node", "1"]);
     assert!(
         r.status.success(),
         "restart: {}",
@@ -250,4 +254,18 @@ fn a_file_only_the_source_node_has_is_refused_by_name() {
     assert!(status.success(), "copier: {status}: {err}");
     check_stdout(&first, &rest, count, gpid);
     check_copy(&tb, 2, "/mnt/ssi/job/out", count, gpid);
+    // Node 2's own file of that name, same size and content, is another file: refused too
+    // (the original has ended: its output is checked above).
+    sh_in(&tb, 2, "/", "cp /mnt/ssi/job/in /tmp/local-in");
+    let r = ssi(
+        &tb,
+        2,
+        &["restart", "--dir", "/mnt/ssi/ckpt", "--node", "2"],
+    );
+    assert!(!r.status.success(), "restarted with another node's file");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("/tmp/local-in") && err.contains("another file of that name"),
+        "{err}"
+    );
 }

@@ -20,6 +20,23 @@ use super::Fs;
 /// Chunks published at once: their bytes are held in memory while they travel.
 const PUBLISH_BATCH: usize = 8;
 
+/// Why a publish failed, with its errno.
+#[derive(Debug, Clone, Copy)]
+enum Failed {
+    /// Before anything was committed: the new versions are nowhere named.
+    Replicating(i32),
+    /// At the commit, which may have been applied all the same.
+    Committing(i32),
+}
+
+impl Failed {
+    fn errno(self) -> i32 {
+        match self {
+            Failed::Replicating(e) | Failed::Committing(e) => e,
+        }
+    }
+}
+
 /// A new version of one chunk, being written here.
 #[derive(Debug)]
 struct Dirty {
@@ -34,6 +51,8 @@ pub struct OpenFile {
     pub ino: Ino,
     /// Size as this node sees it (its unpublished writes included).
     pub size: u64,
+    /// Size as last committed (what a failed publish goes back to).
+    committed_size: u64,
     /// Committed chunks as of the last open or publish here.
     base: BTreeMap<u64, ChunkRef>,
     dirty: BTreeMap<u64, Dirty>,
@@ -83,6 +102,7 @@ impl OpenFile {
         OpenFile {
             ino,
             size,
+            committed_size: size,
             base: chunks.into_iter().collect(),
             dirty: BTreeMap::new(),
             written: None,
@@ -101,6 +121,7 @@ impl OpenFile {
     pub fn refresh(&mut self, size: u64, chunks: Vec<(u64, ChunkRef)>) {
         if !self.is_dirty() {
             self.size = size;
+            self.committed_size = size;
             self.base = chunks.into_iter().collect();
         }
     }
@@ -176,6 +197,7 @@ impl OpenFile {
     /// Sets the size (truncate or extend) as this node sees it; the caller commits it.
     pub fn resize(&mut self, size: u64) {
         self.size = size;
+        self.committed_size = size;
         let first_gone = size.div_ceil(CHUNK_SIZE);
         self.base.retain(|idx, _| *idx < first_gone);
         self.dirty.retain(|idx, _| *idx < first_gone);
@@ -191,16 +213,58 @@ impl OpenFile {
         }
     }
 
+    /// Publishes unpublished writes, or drops them if that fails for want of room or right
+    /// (`ENOSPC`, `EDQUOT`, `EROFS`, `EFBIG`): the file stays as last committed, for this
+    /// node's readers too, and the error goes to the caller (the `fsync`/`close` that asked). Nothing of a failed publish can be published later by
+    /// a close or another node's recall: what was not acknowledged never appears.
+    pub fn publish_or_drop(&mut self, fs: &Fs) -> Result<(), i32> {
+        match self.publish(fs) {
+            // A passing failure (a replica or the leader not answering in time) keeps them for
+            // the next try, as a page cache keeps dirty pages: dropping them would cut a hole
+            // in a file whose writer goes on (an appender that ignores a close's error).
+            Err(f) if !is_final(f.errno()) => Err(f.errno()),
+            Err(Failed::Replicating(e)) => {
+                for (idx, d) in std::mem::take(&mut self.dirty) {
+                    fs.dfs.chunks.remove(self.ino, idx, d.version);
+                }
+                self.forget_writes();
+                Err(e)
+            }
+            Err(Failed::Committing(e)) => {
+                // The commit may have been applied even so: the new versions' files stay
+                // for the collection pass, which drops them unless the metadata names them.
+                self.dirty.clear();
+                self.forget_writes();
+                Err(e)
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Publishes unpublished writes and keeps them if that fails (another node's recall:
+    /// the writer's own `fsync`/`close` gets the error later).
+    pub fn publish_or_keep(&mut self, fs: &Fs) -> Result<(), i32> {
+        self.publish(fs).map_err(Failed::errno)
+    }
+
+    fn forget_writes(&mut self) {
+        self.written = None;
+        self.size = self.committed_size;
+    }
+
     /// Publishes unpublished writes: every new chunk version synced on its replicas, then
     /// committed with the size and modification time.
-    pub fn publish(&mut self, fs: &Fs) -> Result<(), i32> {
+    fn publish(&mut self, fs: &Fs) -> Result<(), Failed> {
         let Some(written) = self.written else {
             return Ok(());
         };
         let dirty: Vec<(u64, u64)> = self.dirty.iter().map(|(i, d)| (*i, d.version)).collect();
         let mut refs = Vec::new();
         for batch in dirty.chunks(PUBLISH_BATCH) {
-            refs.extend(self.replicate_batch(fs, batch)?);
+            refs.extend(
+                self.replicate_batch(fs, batch)
+                    .map_err(Failed::Replicating)?,
+            );
         }
         let op = MetaOp::Commit {
             ino: self.ino,
@@ -208,11 +272,11 @@ impl OpenFile {
             chunks: refs.clone(),
             now: written,
         };
-        match fs.write(op)? {
+        match fs.write(op).map_err(Failed::Committing)? {
             MetaReply::Attr(_) => {}
             other => {
                 tracing::warn!(?other, "unexpected answer to a commit");
-                return Err(libc::EIO);
+                return Err(Failed::Committing(libc::EIO));
             }
         }
         for (idx, c) in refs {
@@ -221,6 +285,7 @@ impl OpenFile {
         }
         self.dirty.clear();
         self.written = None;
+        self.committed_size = self.size;
         self.commits += 1;
         self.committed = Some(written);
         Ok(())
@@ -268,6 +333,12 @@ impl OpenFile {
         }
         Ok(refs)
     }
+}
+
+/// Whether a publish that failed with `errno` would fail again as it is (no room, no right):
+/// its writes are then dropped rather than kept for a later try.
+fn is_final(errno: i32) -> bool {
+    matches!(errno, libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EFBIG)
 }
 
 /// The errno of an I/O error (`EIO` if it has none).

@@ -36,7 +36,7 @@ pub use files::OpenFile;
 /// Publishes what this node wrote to `ino` and has not published yet (another node asked);
 /// blocks, so it is to be called off the runtime `rt`.
 pub fn publish_here(dfs: Arc<Dfs>, rt: Handle, ino: u64) -> Result<(), i32> {
-    Fs::new(dfs, rt).publish(ino)
+    Fs::new(dfs, rt).publish_recalled(ino)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -75,7 +75,7 @@ impl Fs {
         let file = self.open_file(ino);
         let mut guard = file.as_ref().map(|f| lock(f));
         if let (Some(size), Some(f)) = (set.size, guard.as_deref_mut()) {
-            f.publish(self)?;
+            f.publish_or_drop(self)?;
             f.resize(size);
         }
         let a = attr_of_reply(self.write(MetaOp::SetAttr {
@@ -161,9 +161,20 @@ impl Fs {
         self.with_file(ino, |f| f.write(self, off, data))
     }
 
+    /// Publishes this node's writes to `ino` for an `fsync` or `close` here, dropping them
+    /// if that fails.
     pub(super) fn publish(&self, ino: u64) -> Result<(), i32> {
         match self.open_file(ino) {
-            Some(file) => lock(&file).publish(self),
+            Some(file) => lock(&file).publish_or_drop(self),
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes this node's writes to `ino` for another node's recall, keeping them if that
+    /// fails.
+    pub(super) fn publish_recalled(&self, ino: u64) -> Result<(), i32> {
+        match self.open_file(ino) {
+            Some(file) => lock(&file).publish_or_keep(self),
             None => Ok(()),
         }
     }
@@ -177,7 +188,7 @@ impl Fs {
         };
         let published = {
             let mut f = lock(&file);
-            let published = f.publish(self);
+            let published = f.publish_or_drop(self);
             f.handles = f.handles.saturating_sub(1);
             published
         };

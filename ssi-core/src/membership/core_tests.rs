@@ -648,3 +648,31 @@ fn a_node_whose_timers_run_late_probes_less_eagerly_once_per_hold_up() {
     let out = on_time.fire(&start, |t| *t == Timer::Probe);
     assert_eq!(probe_period_after(&out), period, "20 ms late is on time");
 }
+
+#[test]
+fn a_probe_that_times_out_after_its_target_left_the_last_member_asks_nobody() {
+    // Seen in a daemon: the last other member was declared dead while a probe of it was in
+    // flight; the probe's timeout then counted helpers among no member but the target
+    // (0 - 1) and the gossip task died on the overflow.
+    let mut h = Harness::new(1);
+    let start = h.start.clone();
+    let out = h.fire(&start, |t| *t == Timer::Probe);
+    let (target, ping) = sends(&out).into_iter().next().expect("ping");
+    assert_eq!(target, ident(2, 1));
+    let Kind::Ping { seq } = message::decode(&ping).expect("decodes").header.kind else {
+        panic!("not a ping");
+    };
+    let left = h.packet(&datagram(
+        &ident(2, 1),
+        Kind::Gossip,
+        &[update(ident(2, 1), 0, State::Left)],
+    ));
+    assert_eq!(
+        events(&left),
+        vec![MemberEvent::Left(ident(2, 1)), MemberEvent::Alone]
+    );
+    let mut all = out;
+    all.extend(left);
+    let after = h.fire(&all, |t| *t == Timer::ProbeTimeout { seq });
+    assert!(sends(&after).is_empty(), "no helper to ask: {after:?}");
+}

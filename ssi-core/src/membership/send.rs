@@ -135,9 +135,15 @@ impl<R: RngExt> Membership<R> {
         self.allowance.spend(before - w.room());
     }
 
-    /// Up to `k` distinct random active members, `except` excluded.
+    /// Up to `k` distinct random active members, `except` excluded (it may have stopped
+    /// being active: a probe's target declared dead while the probe was in flight).
     pub(super) fn pick_members(&mut self, k: usize, except: Option<Slot>) -> Vec<Slot> {
-        let available = self.table.active_len() - usize::from(except.is_some());
+        let except_active =
+            except.is_some_and(|s| matches!(self.table.state(s), State::Alive | State::Suspect));
+        let available = self
+            .table
+            .active_len()
+            .saturating_sub(usize::from(except_active));
         let k = k.min(available);
         let mut picked = Vec::with_capacity(k);
         // Rejection sampling: cheap while k is small against the cluster, bounded otherwise.

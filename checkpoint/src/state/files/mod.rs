@@ -17,6 +17,7 @@
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
 pub(crate) mod ghost;
+pub(crate) mod identity;
 pub(crate) mod inotify;
 pub(crate) mod locks;
 pub(crate) mod owner;

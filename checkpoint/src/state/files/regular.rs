@@ -1,4 +1,5 @@
-//! Files opened again by path: regular files (checked against their size), directories, and
+//! Files opened again by path: regular files (checked to be the same file, see [`super::identity`],
+//! and against their size), directories, and
 //! the harmless character devices (`/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`,
 //! `/dev/urandom`, checked against their device number).
 
@@ -7,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 
 use serde::{Deserialize, Serialize};
 
+use super::identity::FileId;
 use super::{open, FileDump, FileRestore};
 use crate::error::{Error, Result};
 use crate::persist::Persist;
@@ -18,6 +20,10 @@ pub struct Regular {
     pub path: String,
     /// Size when dumped.
     pub size: u64,
+    /// Which file it was (`None` in images made before identities were recorded: then the
+    /// size alone is checked).
+    #[serde(default)]
+    pub id: Option<FileId>,
 }
 
 /// A directory.
@@ -76,6 +82,7 @@ macro_rules! reopened_by_path {
 reopened_by_path!(Regular, |e| Regular {
     path: e.link.clone(),
     size: e.size,
+    id: e.id,
 });
 reopened_by_path!(Directory, |e| Directory {
     path: e.link.clone(),
@@ -86,9 +93,16 @@ reopened_by_path!(Device, |e| Device {
 });
 
 impl Regular {
-    /// Refuses a file that is gone or changed size (unless `allow_changed`).
+    /// Refuses a file that is gone, is another file of the same name, or changed (unless
+    /// `allow_changed`).
     pub(crate) fn check(&self, allow_changed: bool) -> Result<()> {
         let md = metadata(&self.path)?;
+        if let Some(why) = self
+            .id
+            .and_then(|id| id.differs(&FileId::of(&self.path, &md), allow_changed))
+        {
+            return Err(Error::Conflict(format!("{}: {why}", self.path)));
+        }
         if md.len() != self.size && !allow_changed {
             return Err(Error::Conflict(format!(
                 "{}: size is {} but was {} when dumped (file changed)",

@@ -62,6 +62,8 @@ pub(crate) struct FdEntry {
     pub info_text: String,
     /// Locks on the file that fdinfo shows for this fd.
     pub locks: Vec<super::locks::FileLock>,
+    /// Which file it is (regular files only).
+    pub id: Option<super::identity::FileId>,
 }
 
 const DEVICES: &[&str] = &[
@@ -135,8 +137,12 @@ fn entry(pid: i32, fd: i32) -> Result<Option<FdEntry>> {
         info,
         locks: super::locks::parse(pid, fd, &text)?,
         info_text: text,
+        id: None,
     };
     e.class = classify(pid, &e)?;
+    if e.class == Class::Regular {
+        e.id = Some(super::identity::FileId::of(&lpath, &md));
+    }
     Ok(Some(e))
 }
 
