@@ -432,8 +432,15 @@ fn a_helper_that_does_not_report_in_time_is_killed_and_the_request_fails() {
         "checkpoint past the deadline",
         "did not finish within 1 ms",
     );
-    // The process was let go: it runs on, neither stopped nor traced.
-    let pid = host_pid(&gpid, 0, counter).expect("still there");
+    // The process was let go: it runs on, neither stopped nor traced. (`ssi run --detach`
+    // answers once the process exists, maybe before it has exec'd the counter: look for it
+    // with a deadline.)
+    let mut found = None;
+    wait_until(SETTLE, || {
+        found = host_pid(&gpid, 0, counter);
+        found.is_some()
+    });
+    let pid = found.expect("still there");
     let running = || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let field = |f: &str| {
