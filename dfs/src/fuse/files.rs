@@ -338,7 +338,10 @@ impl OpenFile {
 /// Whether a publish that failed with `errno` would fail again as it is (no room, no right):
 /// its writes are then dropped rather than kept for a later try.
 fn is_final(errno: i32) -> bool {
-    matches!(errno, libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EFBIG)
+    matches!(
+        errno,
+        libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EFBIG
+    )
 }
 
 /// The errno of an I/O error (`EIO` if it has none).
