@@ -720,12 +720,24 @@ pub fn setsockopt_raw(fd: BorrowedFd<'_>, level: i32, name: i32, value: &[u8]) -
 
 /// `getsockname(fd)`: the address's bytes (a `sockaddr_in` or `sockaddr_in6`).
 pub fn sockname_raw(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    address_of(fd, libc::getsockname)
+}
+
+/// The address `get` (`getsockname` or `getpeername`) gives for `fd`, as bytes.
+fn address_of(
+    fd: BorrowedFd<'_>,
+    get: unsafe extern "C" fn(
+        libc::c_int,
+        *mut libc::sockaddr,
+        *mut libc::socklen_t,
+    ) -> libc::c_int,
+) -> io::Result<Vec<u8>> {
     // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
     let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: the kernel writes at most len bytes into a.
     cvt_i(unsafe {
-        libc::getsockname(
+        get(
             fd.as_raw_fd(),
             (&mut a as *mut libc::sockaddr_storage).cast(),
             &mut len,
@@ -741,8 +753,12 @@ pub fn sockname_raw(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
-/// `bind(fd, addr)` with an address as [`sockname_raw`] gave it.
-pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
+/// Calls `call` (`bind` or `connect`) on `fd` with an address given as bytes.
+fn with_address(
+    fd: BorrowedFd<'_>,
+    addr: &[u8],
+    call: unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int,
+) -> io::Result<()> {
     // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
     let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     if addr.len() > std::mem::size_of::<libc::sockaddr_storage>() {
@@ -758,13 +774,18 @@ pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
     };
     // SAFETY: the kernel reads addr.len() bytes of a.
     cvt_i(unsafe {
-        libc::bind(
+        call(
             fd.as_raw_fd(),
             (&a as *const libc::sockaddr_storage).cast(),
             addr.len() as libc::socklen_t,
         )
     })?;
     Ok(())
+}
+
+/// `bind(fd, addr)` with an address as [`sockname_raw`] gave it.
+pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
+    with_address(fd, addr, libc::bind)
 }
 
 /// How many classic BPF blocks the socket filter of `fd` has (0: none); an eBPF filter is an
@@ -786,51 +807,12 @@ pub fn socket_filter_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
 
 /// `getpeername(fd)`: the address's bytes.
 pub fn peername_raw(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
-    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
-    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most len bytes into a.
-    cvt_i(unsafe {
-        libc::getpeername(
-            fd.as_raw_fd(),
-            (&mut a as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    })?;
-    // SAFETY: a is len (<= its size) initialized bytes.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(
-            (&a as *const libc::sockaddr_storage).cast::<u8>(),
-            len as usize,
-        )
-    };
-    Ok(bytes.to_vec())
+    address_of(fd, libc::getpeername)
 }
 
 /// `connect(fd, addr)` with an address as [`peername_raw`] gave it.
 pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
-    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
-    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    if addr.len() > std::mem::size_of::<libc::sockaddr_storage>() {
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    // SAFETY: addr.len() bytes fit in a (checked above); the two do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            addr.as_ptr(),
-            (&mut a as *mut libc::sockaddr_storage).cast::<u8>(),
-            addr.len(),
-        )
-    };
-    // SAFETY: the kernel reads addr.len() bytes of a.
-    cvt_i(unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&a as *const libc::sockaddr_storage).cast(),
-            addr.len() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
+    with_address(fd, addr, libc::connect)
 }
 
 /// Bytes waiting in a socket's receive queue (`SIOCINQ`) or send queue (`SIOCOUTQ`).
