@@ -241,7 +241,9 @@ fn a_node_that_comes_back_kills_its_stale_copy() {
     let killed = || {
         std::fs::read_to_string(tb.log(3))
             .unwrap_or_default()
-            .contains("stale copy here is killed")
+            // killed by the fence, or ended on its own first (e.g. SIGPIPE once its client
+            // followed the copy restarted elsewhere): either way not resumed
+            .contains("the stale copy here")
     };
     assert!(
         wait_until(SETTLE * 2, killed),

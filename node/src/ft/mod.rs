@@ -153,18 +153,25 @@ async fn keep(node: Arc<Node>, mut t: Tree) {
     pm.set_ft(gpid, None);
     match gone {
         Gone::Ended => {
-            if !fenced(&store, &t).await {
+            if fenced(&store, &t).await {
+                // E.g. killed by SIGPIPE once its client followed the copy restarted elsewhere.
+                tracing::warn!(
+                    gpid,
+                    epoch = t.epoch,
+                    "fault-tolerant process was restarted elsewhere: the stale copy here ended before it was killed; the checkpoints are kept"
+                );
+            } else {
                 let s = store.clone();
                 let _ = blocking(move || {
                     s.remove_tree(gpid);
                     Ok(())
                 })
                 .await;
+                tracing::info!(
+                    gpid,
+                    "fault-tolerant process ended: its checkpoints are removed"
+                );
             }
-            tracing::info!(
-                gpid,
-                "fault-tolerant process ended: its checkpoints are removed"
-            );
         }
         Gone::Fenced => {
             tracing::warn!(
