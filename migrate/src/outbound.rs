@@ -337,9 +337,12 @@ fn periodic_image(
     seal: &SealKey,
     after: Option<[u8; 32]>,
 ) -> Result<(Report, [u8; 32])> {
-    let out = per.checkpoint(&mut DirSink::new(dir)?.seal_after(seal, 0, after), parent)?;
+    let mut sink = DirSink::new(dir)?.seal_after(seal, 0, after);
+    let out = per.checkpoint(&mut sink, parent)?;
     sync_dir(dir)?;
-    let tag = checkpoint::Seal::read(dir, &dir.display().to_string(), seal)?.tag;
+    let tag = sink
+        .tag()
+        .ok_or_else(|| Error::Protocol("a periodic image was written without its seal".into()))?;
     Ok((
         Report::Checkpointed {
             page_bytes: out.page_bytes,

@@ -134,6 +134,8 @@ pub struct DirSink {
     replace: bool,
     current: Option<(PathBuf, String, BufWriter<Hashing<File>>)>,
     sealing: Option<Sealing>,
+    /// The tag of the seal written by `finish`, if sealed.
+    tag: Option<[u8; 32]>,
 }
 
 impl DirSink {
@@ -169,6 +171,7 @@ impl DirSink {
             replace,
             current: None,
             sealing: None,
+            tag: None,
         })
     }
 
@@ -185,6 +188,12 @@ impl DirSink {
             })?),
         };
         Ok(self.seal_after(key, owner, parent))
+    }
+
+    /// The tag of the seal this sink wrote (once the image is finished and sealed): what the
+    /// next image of a chain extends, see [`DirSink::seal_after`].
+    pub fn tag(&self) -> Option<[u8; 32]> {
+        self.tag
     }
 
     /// Seals the image like [`DirSink::seal`], extending the sealed image whose seal's tag is
@@ -232,10 +241,12 @@ impl ImageSink for DirSink {
         let Some(s) = &self.sealing else {
             return Ok(());
         };
-        let (bytes, _) = Seal::encode(&s.key, s.owner, &s.parts, s.parent)?;
+        let (bytes, tag) = Seal::encode(&s.key, s.owner, &s.parts, s.parent)?;
         let path = self.dir.join(SEAL_FILE);
         let mut f = create_part(&path, self.replace)?;
-        f.write_all(&bytes).map_err(|e| Error::io(&path, e))
+        f.write_all(&bytes).map_err(|e| Error::io(&path, e))?;
+        self.tag = Some(tag);
+        Ok(())
     }
 }
 
